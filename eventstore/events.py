@@ -1,0 +1,86 @@
+"""The event envelope: what a caller appends (``NewEvent``) and what the log holds (``StoredEvent``).
+
+Event types are past-tense names; a stored type is never renamed. ``SCHEMA_VERSIONS`` says which
+schema version of each type this code writes; older ones are upgraded on read (see ``upcast``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+SCHEMA_VERSIONS: dict[str, int] = {
+    "ModelRegistered": 1,
+    "VersionRegistered": 1,
+    "ParamsUpdated": 1,
+    "StructureUpdated": 1,
+    "OptimizerUpdated": 1,
+    "ArtifactStored": 1,
+    "ArtifactFailed": 1,
+    "MetricsRecorded": 1,
+    "Tagged": 1,
+    "Untagged": 1,
+    "AliasAssigned": 1,
+    "AliasRemoved": 1,
+    "DescriptionChanged": 1,
+    "VersionDeleted": 1,
+    "ModelDeleted": 1,
+    "VersionRestored": 1,
+    "ModelRestored": 1,
+    "ArtifactPurged": 1,
+}
+
+# Events that create a new version of a model (each carries the version's whole content).
+VERSION_CREATING = frozenset({"VersionRegistered", "ParamsUpdated", "StructureUpdated", "OptimizerUpdated"})
+
+STREAM_PREFIX = "model-"
+
+
+def stream_for(name: str) -> str:
+    return STREAM_PREFIX + name
+
+
+def name_of_stream(stream: str) -> str:
+    return stream[len(STREAM_PREFIX):] if stream.startswith(STREAM_PREFIX) else stream
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """An event about to be appended. ``stream`` is e.g. ``model-resnet``."""
+
+    stream: str
+    type: str
+    data: dict[str, Any]
+    meta: dict[str, Any] = field(default_factory=dict)
+    schema_version: int | None = None
+
+    def resolved_schema_version(self) -> int:
+        return self.schema_version if self.schema_version is not None else SCHEMA_VERSIONS.get(self.type, 1)
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """One row of the log, as read back (after upcasting)."""
+
+    position: int
+    stream: str
+    version: int
+    type: str
+    schema_version: int
+    data: dict[str, Any]
+    meta: dict[str, Any]
+    recorded_at: str
+    hash: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "position": self.position,
+            "stream": self.stream,
+            "version": self.version,
+            "type": self.type,
+            "schema_version": self.schema_version,
+            "data": self.data,
+            "meta": self.meta,
+            "recorded_at": self.recorded_at,
+            "hash": self.hash,
+        }

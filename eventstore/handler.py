@@ -1,0 +1,85 @@
+"""Running a command: decide against the current state, append, let the read model follow — atomically.
+
+Inside one write transaction the read model first catches up with the log (events appended by other
+paths, or left unprojected by a crash), the command is decided against it, the events are appended,
+and the read model applies them. So a command that returned is visible to the next read, and the
+read model's checkpoint never disagrees with the log it was built from.
+
+A stale decision (``ConcurrencyError``: the stream moved) is decided again against the new state;
+the transaction that saw it is rolled back first, so a half-written batch is never committed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .commands import Command, fingerprint
+from .decider import decide
+from .errors import ConcurrencyError, StoreError
+from .events import NewEvent, StoredEvent
+from .recorder import Recorder, Transaction
+from .state import StateView
+
+MAX_ATTEMPTS = 50
+
+
+class ReadModel(Protocol):
+    """The projection the handler keeps in step with the log (see ``projections.catalog``)."""
+
+    def catch_up(self, tx: Transaction) -> int: ...
+
+    def apply(self, tx: Transaction, events: Sequence[StoredEvent]) -> None: ...
+
+    def view(self, tx: Transaction) -> StateView: ...
+
+
+@dataclass(frozen=True)
+class Outcome:
+    events: list[StoredEvent]
+    name: str
+    version: int | None
+    replayed: bool = False  # True when an idempotency key returned the first result
+
+
+def _target_of(events: Sequence[StoredEvent]) -> tuple[str, int | None]:
+    for e in events:
+        if "version" in e.data and e.data.get("version") is not None:
+            return e.data["name"], e.data["version"]
+    return (events[0].data.get("name", ""), None) if events else ("", None)
+
+
+def execute(
+    recorder: Recorder,
+    read_model: ReadModel,
+    command: Command,
+    meta: Mapping[str, Any],
+    *,
+    idempotency_key: str | None = None,
+) -> Outcome:
+    fp = fingerprint(command) if idempotency_key is not None else None
+    event_meta = dict(meta)
+    if idempotency_key is not None:
+        event_meta["idempotency_key"] = idempotency_key
+    for _ in range(MAX_ATTEMPTS):
+        try:
+            with recorder.write() as tx:
+                read_model.catch_up(tx)
+                if idempotency_key is not None:
+                    first = tx.idempotent_result(idempotency_key, fp)
+                    if first is not None:
+                        name, version = _target_of(first)
+                        return Outcome(first, name, version, replayed=True)
+                decision = decide(command, read_model.view(tx))
+                if not decision.events:
+                    return Outcome([], decision.name, decision.version)
+                new = [NewEvent(decision.stream, t, d, event_meta) for t, d in decision.events]
+                stored = tx.append(new, expected={decision.stream: decision.expected},
+                                   idempotency_key=idempotency_key, fingerprint=fp)
+                read_model.apply(tx, stored)
+                return Outcome(stored, decision.name, decision.version)
+        except ConcurrencyError:
+            continue
+    raise StoreError(f"gave up after {MAX_ATTEMPTS} conflicting attempts")
+

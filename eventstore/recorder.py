@@ -1,0 +1,96 @@
+"""The recorder interface: the only thing callers know about where events are kept.
+
+A backend (``eventstore.sqlite`` today; PostgreSQL could follow) implements ``Recorder`` and
+``Transaction``. Callers append inside ``recorder.write()``, which holds the store's write lock for the
+whole decide → append → project step, and read with ``read``/``head``/``position_at``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from typing import Any
+
+from .events import NewEvent, StoredEvent
+
+
+class Transaction(ABC):
+    """A write transaction. ``connection`` is the backend's own handle, for read models kept in the same
+    database (so a projection's rows and checkpoint commit together with the events)."""
+
+    connection: Any
+
+    @abstractmethod
+    def head(self) -> int:
+        """The last committed position (0 for an empty log)."""
+
+    @abstractmethod
+    def stream_version(self, stream: str) -> int:
+        """The last version of ``stream`` (0 if it has no events)."""
+
+    @abstractmethod
+    def append(
+        self,
+        events: Sequence[NewEvent],
+        *,
+        expected: Mapping[str, int] | None = None,
+        idempotency_key: str | None = None,
+        fingerprint: str | None = None,
+    ) -> list[StoredEvent]:
+        """Append atomically with the rest of the transaction.
+
+        ``expected[stream]`` is the stream version the caller decided against; a stale one raises
+        ``ConcurrencyError`` (the caller re-decides). An ``idempotency_key`` is recorded with the batch.
+        """
+
+    @abstractmethod
+    def idempotent_result(self, key: str, fingerprint: str | None) -> list[StoredEvent] | None:
+        """The events first appended under ``key``; ``IdempotencyError`` if the fingerprint differs."""
+
+    @abstractmethod
+    def read(self, since: int = 0, limit: int | None = None) -> Iterator[StoredEvent]:
+        """Events with position > since, inside this transaction's snapshot."""
+
+
+class Recorder(ABC):
+    @abstractmethod
+    def write(self) -> AbstractContextManager[Transaction]:
+        """An exclusive write transaction: commits on normal exit, rolls back on an exception."""
+
+    @abstractmethod
+    def read_snapshot(self) -> AbstractContextManager[Any]:
+        """A consistent read-only snapshot; yields the backend connection."""
+
+    def append(
+        self,
+        events: Sequence[NewEvent],
+        *,
+        expected: Mapping[str, int] | None = None,
+        idempotency_key: str | None = None,
+        fingerprint: str | None = None,
+    ) -> list[StoredEvent]:
+        with self.write() as tx:
+            if idempotency_key is not None:
+                first = tx.idempotent_result(idempotency_key, fingerprint)
+                if first is not None:
+                    return first
+            return tx.append(events, expected=expected, idempotency_key=idempotency_key, fingerprint=fingerprint)
+
+    @abstractmethod
+    def read(self, since: int = 0, limit: int | None = None, stream: str | None = None) -> Iterator[StoredEvent]:
+        """Events with position > since in position order (optionally one stream's)."""
+
+    @abstractmethod
+    def head(self) -> int:
+        """The last committed position."""
+
+    @abstractmethod
+    def event_at(self, position: int) -> StoredEvent | None: ...
+
+    @abstractmethod
+    def position_at(self, timestamp: str) -> int:
+        """The last position recorded at or before ``timestamp`` (ISO-8601 UTC); 0 if none."""
+
+    @abstractmethod
+    def close(self) -> None: ...

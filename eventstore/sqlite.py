@@ -1,0 +1,352 @@
+"""The SQLite backend of the recorder: one file, WAL, one ``events`` table.
+
+Conventions carry the meaning (as in message-db): ``position`` is the rowid, assigned as head + 1 inside a
+``BEGIN IMMEDIATE`` transaction, so positions are gapless and in commit order; ``UNIQUE(stream, version)``
+turns a stale writer into an IntegrityError — the optimistic-concurrency signal; triggers refuse UPDATE and
+DELETE inside the database, so nothing short of dropping them can edit history (and ``audit`` catches that).
+All the SQL of the log lives in this module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from .canonical import GENESIS_HASH, canonical_json, envelope_json, hash_envelope_json
+from .clock import normalize_timestamp, utc_now
+from .errors import ConcurrencyError, IdempotencyError, StoreError, ValidationError
+from .events import NewEvent, StoredEvent
+from .recorder import Recorder, Transaction
+from .upcast import upcast
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    position       INTEGER PRIMARY KEY,
+    stream         TEXT    NOT NULL,
+    version        INTEGER NOT NULL,
+    type           TEXT    NOT NULL,
+    schema_version INTEGER NOT NULL,
+    data           TEXT    NOT NULL,
+    meta           TEXT    NOT NULL,
+    recorded_at    TEXT    NOT NULL,
+    hash           TEXT    NOT NULL,
+    UNIQUE (stream, version)
+);
+CREATE TABLE IF NOT EXISTS idempotency (
+    key            TEXT PRIMARY KEY,
+    fingerprint    TEXT,
+    first_position INTEGER NOT NULL,
+    last_position  INTEGER NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
+BEGIN SELECT RAISE(ABORT, 'events are append-only: UPDATE refused'); END;
+CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
+BEGIN SELECT RAISE(ABORT, 'events are append-only: DELETE refused'); END;
+CREATE TRIGGER IF NOT EXISTS idempotency_no_update BEFORE UPDATE ON idempotency
+BEGIN SELECT RAISE(ABORT, 'idempotency keys are append-only: UPDATE refused'); END;
+CREATE TRIGGER IF NOT EXISTS idempotency_no_delete BEFORE DELETE ON idempotency
+BEGIN SELECT RAISE(ABORT, 'idempotency keys are append-only: DELETE refused'); END;
+"""
+
+_SELECT = "SELECT position, stream, version, type, schema_version, data, meta, recorded_at, hash FROM events"
+_INSERT = (
+    "INSERT INTO events (position, stream, version, type, schema_version, data, meta, recorded_at, hash)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+SYNCHRONOUS_MODES = ("FULL", "NORMAL", "EXTRA")
+
+
+def _row_to_event(row: tuple) -> StoredEvent:
+    position, stream, version, type_, schema_version, data, meta, recorded_at, hash_ = row
+    schema_version, data_obj = upcast(type_, schema_version, json.loads(data))
+    return StoredEvent(position, stream, version, type_, schema_version, data_obj, json.loads(meta), recorded_at, hash_)
+
+
+def translate(exc: sqlite3.Error) -> StoreError:
+    """Driver errors become the project's own, with a message a user can act on."""
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return StoreError(f"the registry database stayed locked by another writer: {text}")
+    if "readonly" in text or "read-only" in text:
+        return StoreError(f"the registry database is read-only: {text}")
+    if "disk" in text and ("full" in text or "I/O" in text):
+        return StoreError(f"the registry database could not be written (disk full or I/O error): {text}")
+    return StoreError(f"registry database error: {text}")
+
+
+class SQLiteTransaction(Transaction):
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.connection = connection
+        self._head: tuple[int, str, str] | None = None
+
+    def _last(self) -> tuple[int, str, str]:
+        if self._head is None:
+            row = self.connection.execute(
+                "SELECT position, hash, recorded_at FROM events ORDER BY position DESC LIMIT 1"
+            ).fetchone()
+            self._head = (row[0], row[1], row[2]) if row else (0, GENESIS_HASH, "")
+        return self._head
+
+    def head(self) -> int:
+        return self._last()[0]
+
+    def stream_version(self, stream: str) -> int:
+        row = self.connection.execute("SELECT max(version) FROM events WHERE stream = ?", (stream,)).fetchone()
+        return row[0] or 0
+
+    def idempotent_result(self, key: str, fingerprint: str | None) -> list[StoredEvent] | None:
+        row = self.connection.execute(
+            "SELECT fingerprint, first_position, last_position FROM idempotency WHERE key = ?", (key,)
+        ).fetchone()
+        if row is None:
+            return None
+        if fingerprint is not None and row[0] is not None and row[0] != fingerprint:
+            raise IdempotencyError(f"idempotency key {key!r} was already used for a different request")
+        rows = self.connection.execute(
+            _SELECT + " WHERE position BETWEEN ? AND ? ORDER BY position", (row[1], row[2])
+        ).fetchall()
+        return [_row_to_event(r) for r in rows]
+
+    def append(
+        self,
+        events: Sequence[NewEvent],
+        *,
+        expected: Mapping[str, int] | None = None,
+        idempotency_key: str | None = None,
+        fingerprint: str | None = None,
+    ) -> list[StoredEvent]:
+        if not events:
+            return []
+        position, previous_hash, previous_at = self._last()
+        now = utc_now()
+        # recorded_at never goes backwards, even if the wall clock does.
+        recorded_at = now if now > previous_at else previous_at
+        versions: dict[str, int] = {}
+        for stream, want in (expected or {}).items():
+            actual = self.stream_version(stream)
+            if actual != want:
+                raise ConcurrencyError(f"stream {stream} is at version {actual}, the command was decided at {want}")
+            versions[stream] = actual
+        rows: list[tuple] = []
+        stored: list[StoredEvent] = []
+        for event in events:
+            stream = event.stream
+            if stream not in versions:
+                versions[stream] = self.stream_version(stream)
+            versions[stream] += 1
+            position += 1
+            schema_version = event.resolved_schema_version()
+            try:
+                data_json = canonical_json(event.data)
+                meta_json = canonical_json(event.meta)
+            except (TypeError, ValueError) as exc:
+                raise ValidationError(f"event {event.type} is not valid JSON: {exc}") from None
+            envelope = envelope_json(
+                position, stream, versions[stream], event.type, schema_version, data_json, meta_json, recorded_at
+            )
+            previous_hash = hash_envelope_json(previous_hash, envelope)
+            rows.append(
+                (position, stream, versions[stream], event.type, schema_version, data_json, meta_json,
+                 recorded_at, previous_hash)
+            )
+            stored.append(
+                StoredEvent(position, stream, versions[stream], event.type, schema_version, event.data,
+                            event.meta, recorded_at, previous_hash)
+            )
+        try:
+            self.connection.executemany(_INSERT, rows)
+            if idempotency_key is not None:
+                self.connection.execute(
+                    "INSERT INTO idempotency (key, fingerprint, first_position, last_position) VALUES (?, ?, ?, ?)",
+                    (idempotency_key, fingerprint, rows[0][0], rows[-1][0]),
+                )
+        except sqlite3.IntegrityError as exc:
+            self._head = None
+            raise ConcurrencyError(f"another writer appended first ({exc})") from None
+        self._head = (position, previous_hash, recorded_at)
+        return stored
+
+    def read(self, since: int = 0, limit: int | None = None) -> Iterator[StoredEvent]:
+        sql = _SELECT + " WHERE position > ? ORDER BY position"
+        params: tuple = (since,)
+        if limit is not None:
+            sql += " LIMIT ?"
+            params = (since, limit)
+        for row in self.connection.execute(sql, params):
+            yield _row_to_event(row)
+
+
+class SQLiteRecorder(Recorder):
+    """``SQLiteRecorder(path)``. Each thread gets its own connection (sqlite3 connections are not shared)."""
+
+    def __init__(self, path: str | os.PathLike[str], *, synchronous: str | None = None, timeout: float = 30.0):
+        self.path = Path(path)
+        mode = (synchronous or os.environ.get("MLEDGER_SYNCHRONOUS") or "FULL").upper()
+        if mode not in SYNCHRONOUS_MODES:
+            raise ValidationError(f"MLEDGER_SYNCHRONOUS must be one of {', '.join(SYNCHRONOUS_MODES)}, not {mode!r}")
+        self.synchronous = mode
+        self.timeout = timeout
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the registry folder {self.path.parent}: {exc.strerror}") from None
+        conn = self.connection()
+        try:
+            with self._immediate(conn):
+                # sqlite-utils runs a script statement by statement inside an open transaction
+                # (sqlite3's own executescript would COMMIT first).
+                sqlite_utils.Database(conn).executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            raise translate(exc) from None
+
+    # -- connections -------------------------------------------------------------------------------
+    def connection(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = sqlite3.connect(self.path, isolation_level=None, timeout=self.timeout, check_same_thread=False)
+                db = sqlite_utils.Database(conn)
+                if db.journal_mode != "wal":
+                    db.enable_wal()
+                # enable_wal leaves synchronous as it was (FULL here): set it explicitly, per connection.
+                conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+                conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+            except sqlite3.Error as exc:
+                raise translate(exc) from None
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    @contextmanager
+    def _immediate(self, conn: sqlite3.Connection) -> Iterator[None]:
+        # BEGIN IMMEDIATE takes the write lock up front: a deferred BEGIN that reads then writes fails
+        # with SQLITE_BUSY_SNAPSHOT under concurrent writers, whatever the busy timeout.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        else:
+            conn.execute("COMMIT")
+
+    @contextmanager
+    def write(self) -> Iterator[SQLiteTransaction]:
+        conn = self.connection()
+        if conn.in_transaction:
+            raise StoreError("nested write transaction on the same connection")
+        try:
+            with self._immediate(conn):
+                yield SQLiteTransaction(conn)
+        except sqlite3.Error as exc:
+            raise translate(exc) from None
+
+    @contextmanager
+    def read_snapshot(self) -> Iterator[sqlite3.Connection]:
+        conn = self.connection()
+        if conn.in_transaction:
+            yield conn
+            return
+        try:
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                if conn.in_transaction:
+                    conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise translate(exc) from None
+
+    # -- reads -------------------------------------------------------------------------------------
+    def read(self, since: int = 0, limit: int | None = None, stream: str | None = None) -> Iterator[StoredEvent]:
+        conn = self.connection()
+        where, params = "position > ?", [since]
+        if stream is not None:
+            where += " AND stream = ?"
+            params.append(stream)
+        sql = f"{_SELECT} WHERE {where} ORDER BY position"  # noqa: S608 - fixed fragments only
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        try:
+            rows = conn.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise translate(exc) from None
+        for row in rows:
+            yield _row_to_event(row)
+
+    def iter_all(self, batch: int = 10_000) -> Iterator[StoredEvent]:
+        """The whole log in pages, so memory stays flat on long logs."""
+        since = 0
+        while True:
+            page = list(self.read(since=since, limit=batch))
+            if not page:
+                return
+            yield from page
+            since = page[-1].position
+
+    def head(self) -> int:
+        try:
+            row = self.connection().execute("SELECT max(position) FROM events").fetchone()
+        except sqlite3.Error as exc:
+            raise translate(exc) from None
+        return row[0] or 0
+
+    def event_at(self, position: int) -> StoredEvent | None:
+        row = self.connection().execute(_SELECT + " WHERE position = ?", (position,)).fetchone()
+        return _row_to_event(row) if row else None
+
+    def stream_version(self, stream: str) -> int:
+        row = self.connection().execute("SELECT max(version) FROM events WHERE stream = ?", (stream,)).fetchone()
+        return row[0] or 0
+
+    def position_at(self, timestamp: str) -> int:
+        # recorded_at is monotonic in position, so a binary search over positions needs no index.
+        target = normalize_timestamp(timestamp)
+        conn = self.connection()
+        lo, hi = 0, self.head()
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            row = conn.execute("SELECT recorded_at FROM events WHERE position = ?", (mid,)).fetchone()
+            if row is not None and row[0] <= target:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
+    def count(self) -> int:
+        return self.head()
+
+    def raw_rows(self, since: int = 0, limit: int | None = None) -> list[tuple[Any, ...]]:
+        """Rows exactly as stored (no upcasting), for audit."""
+        sql = "SELECT position, stream, version, type, schema_version, data, meta, recorded_at, hash FROM events"
+        sql += " WHERE position > ? ORDER BY position"
+        params: list[Any] = [since]
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return self.connection().execute(sql, params).fetchall()
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                try:
+                    conn.close()
+                except sqlite3.Error:
+                    pass
+            self._all.clear()
+        self._local = threading.local()

@@ -1,0 +1,260 @@
+"""The catalog projector: folds events into the catalog tables.
+
+``apply`` runs inside the caller's write transaction and moves the checkpoint in the same transaction as
+the rows, so a crash can neither apply an event twice nor skip one. Each event touches a handful of rows
+by primary key: the cost of applying an event does not depend on how long the model's history is.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import sqlite3
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from eventstore.canonical import canonical_json
+from eventstore.errors import StoreError
+from eventstore.events import VERSION_CREATING, StoredEvent
+
+CHECKPOINT = "catalog"
+
+
+def checkpoint(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT position FROM projection_checkpoint WHERE name = ?", (CHECKPOINT,)).fetchone()
+    return row[0] if row else 0
+
+
+def _set_checkpoint(conn: sqlite3.Connection, position: int) -> None:
+    conn.execute(
+        "INSERT INTO projection_checkpoint (name, position) VALUES (?, ?)"
+        " ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+        (CHECKPOINT, position),
+    )
+
+
+def tag_text(tags: dict[str, str]) -> str:
+    return " ".join(f"{k} {v}" for k, v in sorted(tags.items()))
+
+
+def _actor(event: StoredEvent) -> str:
+    return str(event.meta.get("actor", ""))
+
+
+def _load(conn: sqlite3.Connection, sql: str, params: tuple) -> dict[str, Any]:
+    row = conn.execute(sql, params).fetchone()
+    if row is None:
+        raise StoreError(f"projection out of step with the log ({sql} {params})")
+    return json.loads(row[0])
+
+
+def _refresh_latest(conn: sqlite3.Connection, name: str) -> None:
+    conn.execute(
+        "UPDATE models SET latest = (SELECT max(version) FROM versions WHERE name = ? AND deleted = 0)"
+        " WHERE name = ?",
+        (name, name),
+    )
+
+
+def _write_files(conn: sqlite3.Connection, name: str, version: int, artifact: dict[str, Any]) -> None:
+    conn.execute("DELETE FROM files WHERE name = ? AND version = ?", (name, version))
+    rows = [(name, version, f["path"], posixpath.basename(f["path"])) for f in artifact.get("files") or ()
+            if isinstance(f, dict) and isinstance(f.get("path"), str)]
+    conn.executemany("INSERT OR IGNORE INTO files (name, version, path, basename) VALUES (?, ?, ?, ?)", rows)
+
+
+def _write_tags(conn: sqlite3.Connection, name: str, version: int, tags: dict[str, str]) -> None:
+    conn.execute("DELETE FROM tags WHERE name = ? AND version = ?", (name, version))
+    conn.executemany("INSERT INTO tags (name, version, key, value) VALUES (?, ?, ?, ?)",
+                     [(name, version, k, v) for k, v in tags.items()])
+
+
+def on_model_registered(conn: sqlite3.Connection, e: StoredEvent) -> None:
+    d = e.data
+    tags = d.get("tags") or {}
+    conn.execute(
+        "INSERT INTO models (name, stream_version, description, tags, tag_text, deleted, latest, last_version,"
+        " created_at, created_by, updated_at) VALUES (?, ?, ?, ?, ?, 0, NULL, 0, ?, ?, ?)",
+        (d["name"], e.version, d.get("description", ""), canonical_json(tags), tag_text(tags), e.recorded_at,
+         _actor(e), e.recorded_at),
+    )
+    _write_tags(conn, d["name"], 0, tags)
+
+
+def on_version_created(conn: sqlite3.Connection, e: StoredEvent) -> None:
+    d = e.data
+    name, number = d["name"], d["version"]
+    tags = d.get("tags") or {}
+    artifact = d.get("artifact") or {}
+    conn.execute(
+        "INSERT INTO versions (name, version, parent, status, deleted, description, params, structure, optimizer,"
+        " tags, tag_text, metrics, artifact, created_at, created_by, position)"
+        " VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, '{}', ?, ?, ?, ?)",
+        (name, number, d.get("parent"), d.get("status", "pending"), d.get("description", ""),
+         canonical_json(d.get("params") or {}), canonical_json(d.get("structure") or {}),
+         canonical_json(d.get("optimizer") or {}), canonical_json(tags), tag_text(tags), canonical_json(artifact),
+         e.recorded_at, _actor(e), e.position),
+    )
+    _write_tags(conn, name, number, tags)
+    _write_files(conn, name, number, artifact)
+    conn.execute(
+        "UPDATE models SET last_version = max(last_version, ?), latest = max(coalesce(latest, 0), ?) WHERE name = ?",
+        (number, number, name),
+    )
+
+
+_STORED_KEYS = ("digest", "size", "kind", "format", "files", "unsafe", "imports", "detail")
+
+
+def on_artifact_stored(conn: sqlite3.Connection, e: StoredEvent) -> None:
+    d = e.data
+    artifact = _load(conn, "SELECT artifact FROM versions WHERE name = ? AND version = ?", (d["name"], d["version"]))
+    artifact.pop("error", None)
+    artifact.update({k: d[k] for k in _STORED_KEYS if k in d})
+    structure_from = d.get("structure")
+    conn.execute("UPDATE versions SET status = 'ready', artifact = ? WHERE name = ? AND version = ?",
+                 (canonical_json(artifact), d["name"], d["version"]))
+    if isinstance(structure_from, dict):
+        conn.execute("UPDATE versions SET structure = ? WHERE name = ? AND version = ? AND structure = '{}'",
+                     (canonical_json(structure_from), d["name"], d["version"]))
+    _write_files(conn, d["name"], d["version"], artifact)
+
+
+def on_artifact_failed(conn: sqlite3.Connection, e: StoredEvent) -> None:
+    d = e.data
+    artifact = _load(conn, "SELECT artifact FROM versions WHERE name = ? AND version = ?", (d["name"], d["version"]))
+    artifact["error"] = d.get("reason", "")
+    conn.execute("UPDATE versions SET status = 'failed', artifact = ? WHERE name = ? AND version = ?",
+                 (canonical_json(artifact), d["name"], d["version"]))
+
+
+def on_artifact_purged(conn: sqlite3.Connection, e: StoredEvent) -> None:
+    d = e.data
+    conn.execute("UPDATE versions SET status = 'purged' WHERE name = ? AND version = ?", (d["name"], d["version"]))
+
+
+def on_metrics(conn: sqlite3.Connection, e: StoredEvent) -> None:
+    d = e.data
+    metrics = _load(conn, "SELECT metrics FROM versions WHERE name = ? AND version = ?", (d["name"], d["version"]))
+    metrics.update(d["metrics"])
+    conn.execute("UPDATE versions SET metrics = ? WHERE name = ? AND version = ?",
+                 (canonical_json(metrics), d["name"], d["version"]))
+    conn.executemany(
+        "INSERT INTO metrics (name, version, key, value) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (name, version, key) DO UPDATE SET value = excluded.value",
+        [(d["name"], d["version"], k, v) for k, v in d["metrics"].items()],
+    )
+
+
+def _change_tags(conn: sqlite3.Connection, e: StoredEvent, change: Callable[[dict[str, str]], None]) -> None:
+    d = e.data
+    if d.get("version") is None:
+        tags = _load(conn, "SELECT tags FROM models WHERE name = ?", (d["name"],))
+        change(tags)
+        conn.execute("UPDATE models SET tags = ?, tag_text = ? WHERE name = ?",
+                     (canonical_json(tags), tag_text(tags), d["name"]))
+        _write_tags(conn, d["name"], 0, tags)
+    else:
+        tags = _load(conn, "SELECT tags FROM versions WHERE name = ? AND version = ?", (d["name"], d["version"]))
+        change(tags)
+        conn.execute("UPDATE versions SET tags = ?, tag_text = ? WHERE name = ? AND version = ?",
+                     (canonical_json(tags), tag_text(tags), d["name"], d["version"]))
+        _write_tags(conn, d["name"], d["version"], tags)
+
+
+def on_tagged(conn: sqlite3.Connection, e: StoredEvent) -> None:
+    _change_tags(conn, e, lambda tags: tags.update(e.data["tags"]))
+
+
+def on_untagged(conn: sqlite3.Connection, e: StoredEvent) -> None:
+    def remove(tags: dict[str, str]) -> None:
+        for key in e.data["keys"]:
+            tags.pop(key, None)
+
+    _change_tags(conn, e, remove)
+
+
+def on_alias_assigned(conn: sqlite3.Connection, e: StoredEvent) -> None:
+    d = e.data
+    name, alias, number = d["name"], d["alias"], d["version"]
+    conn.execute(
+        "INSERT INTO aliases (name, alias, version) VALUES (?, ?, ?)"
+        " ON CONFLICT (name, alias) DO UPDATE SET version = excluded.version",
+        (name, alias, number),
+    )
+    if d.get("rollback"):
+        # A rollback pops the stack down to the newest entry for the version it went back to.
+        conn.execute(
+            "DELETE FROM alias_history WHERE name = ? AND alias = ? AND seq > coalesce("
+            "(SELECT max(seq) FROM alias_history WHERE name = ? AND alias = ? AND version = ?), -1)",
+            (name, alias, name, alias, number),
+        )
+        if conn.execute("SELECT 1 FROM alias_history WHERE name = ? AND alias = ? LIMIT 1", (name, alias)).fetchone():
+            return
+    conn.execute(
+        "INSERT INTO alias_history (name, alias, seq, version) VALUES (?, ?,"
+        " (SELECT coalesce(max(seq), 0) + 1 FROM alias_history WHERE name = ? AND alias = ?), ?)",
+        (name, alias, name, alias, number),
+    )
+
+
+def on_alias_removed(conn: sqlite3.Connection, e: StoredEvent) -> None:
+    conn.execute("DELETE FROM aliases WHERE name = ? AND alias = ?", (e.data["name"], e.data["alias"]))
+
+
+def on_version_deleted(conn: sqlite3.Connection, e: StoredEvent) -> None:
+    d = e.data
+    conn.execute("UPDATE versions SET deleted = 1 WHERE name = ? AND version = ?", (d["name"], d["version"]))
+    _refresh_latest(conn, d["name"])
+
+
+def on_version_restored(conn: sqlite3.Connection, e: StoredEvent) -> None:
+    d = e.data
+    conn.execute("UPDATE versions SET deleted = 0 WHERE name = ? AND version = ?", (d["name"], d["version"]))
+    _refresh_latest(conn, d["name"])
+
+
+def on_model_deleted(conn: sqlite3.Connection, e: StoredEvent) -> None:
+    conn.execute("UPDATE models SET deleted = 1 WHERE name = ?", (e.data["name"],))
+
+
+def on_model_restored(conn: sqlite3.Connection, e: StoredEvent) -> None:
+    conn.execute("UPDATE models SET deleted = 0 WHERE name = ?", (e.data["name"],))
+
+
+HANDLERS: dict[str, Callable[[sqlite3.Connection, StoredEvent], None]] = {
+    "ModelRegistered": on_model_registered,
+    **{t: on_version_created for t in VERSION_CREATING},
+    "ArtifactStored": on_artifact_stored,
+    "ArtifactFailed": on_artifact_failed,
+    "ArtifactPurged": on_artifact_purged,
+    "MetricsRecorded": on_metrics,
+    "Tagged": on_tagged,
+    "Untagged": on_untagged,
+    "AliasAssigned": on_alias_assigned,
+    "AliasRemoved": on_alias_removed,
+    "VersionDeleted": on_version_deleted,
+    "VersionRestored": on_version_restored,
+    "ModelDeleted": on_model_deleted,
+    "ModelRestored": on_model_restored,
+}
+
+
+def apply_events(conn: sqlite3.Connection, events: Iterable[StoredEvent], *, start: int | None = None) -> int:
+    """Fold ``events`` (which must follow the checkpoint without a gap) into the catalog; return the new
+    checkpoint. Unknown event types are skipped (a newer writer's), but still advance the checkpoint."""
+    position = checkpoint(conn) if start is None else start
+    for e in events:
+        if e.position <= position:
+            continue
+        if e.position != position + 1:
+            raise StoreError(f"projection gap: at {position}, next event is {e.position}")
+        handler = HANDLERS.get(e.type)
+        if handler is not None:
+            handler(conn, e)
+        if e.type != "ModelRegistered":
+            conn.execute("UPDATE models SET stream_version = ?, updated_at = ? WHERE name = ?",
+                         (e.version, e.recorded_at, e.data.get("name")))
+        position = e.position
+    _set_checkpoint(conn, position)
+    return position

@@ -1,0 +1,80 @@
+"""Rows of the catalog tables → the decider's state and the catalog's records (one mapping, used by both)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+from eventstore.state import ModelState, VersionState
+
+from .records import ModelRecord, VersionRecord
+
+MODEL_COLUMNS = "name, stream_version, description, tags, deleted, latest, last_version, created_at, created_by, updated_at"
+VERSION_COLUMNS = (
+    "name, version, parent, status, deleted, description, params, structure, optimizer, tags, metrics, artifact,"
+    " created_at, created_by, position"
+)
+
+
+def aliases_of(conn: sqlite3.Connection, name: str) -> dict[str, int]:
+    return dict(conn.execute("SELECT alias, version FROM aliases WHERE name = ? ORDER BY alias", (name,)).fetchall())
+
+
+def model_state(conn: sqlite3.Connection, name: str) -> ModelState | None:
+    row = conn.execute(f"SELECT {MODEL_COLUMNS} FROM models WHERE name = ?", (name,)).fetchone()  # noqa: S608
+    if row is None:
+        return None
+    return ModelState(
+        name=row[0], stream_version=row[1], description=row[2], tags=json.loads(row[3]), deleted=bool(row[4]),
+        latest=row[5], last_version=row[6], aliases=aliases_of(conn, name),
+    )
+
+
+def version_state(row: tuple[Any, ...]) -> VersionState:
+    return VersionState(
+        name=row[0], version=row[1], parent=row[2], status=row[3], deleted=bool(row[4]), description=row[5],
+        params=json.loads(row[6]), structure=json.loads(row[7]), optimizer=json.loads(row[8]),
+        tags=json.loads(row[9]), metrics=json.loads(row[10]), artifact=json.loads(row[11]),
+    )
+
+
+def version_record(row: tuple[Any, ...], aliases: dict[str, int]) -> VersionRecord:
+    mine = tuple(sorted(a for a, n in aliases.items() if n == row[1]))
+    return VersionRecord(
+        name=row[0], version=row[1], parent=row[2], status=row[3], deleted=bool(row[4]), description=row[5],
+        params=json.loads(row[6]), structure=json.loads(row[7]), optimizer=json.loads(row[8]),
+        tags=json.loads(row[9]), aliases=mine, metrics=json.loads(row[10]), artifact=json.loads(row[11]),
+        created_at=row[12], created_by=row[13], position=row[14],
+    )
+
+
+def model_record(row: tuple[Any, ...], aliases: dict[str, int], count: int,
+                 versions: tuple[VersionRecord, ...] | None = None) -> ModelRecord:
+    return ModelRecord(
+        name=row[0], description=row[2], tags=json.loads(row[3]), deleted=bool(row[4]), latest=row[5],
+        aliases=aliases, created_at=row[7], created_by=row[8], updated_at=row[9], version_count=count,
+        versions=versions,
+    )
+
+
+class SQLiteStateView:
+    """The decider's ``StateView`` over the catalog tables, read inside the write transaction."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def model(self, name: str) -> ModelState | None:
+        return model_state(self.conn, name)
+
+    def version(self, name: str, number: int) -> VersionState | None:
+        row = self.conn.execute(
+            f"SELECT {VERSION_COLUMNS} FROM versions WHERE name = ? AND version = ?", (name, number)  # noqa: S608
+        ).fetchone()
+        return version_state(row) if row else None
+
+    def alias_history(self, name: str, alias: str) -> list[int]:
+        rows = self.conn.execute(
+            "SELECT version FROM alias_history WHERE name = ? AND alias = ? ORDER BY seq", (name, alias)
+        ).fetchall()
+        return [r[0] for r in rows]

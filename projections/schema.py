@@ -1,0 +1,137 @@
+"""Tables of the current catalog, kept in the same SQLite file as the log (so a command's events and the
+rows they produce commit together). Everything here is derived: ``drop`` + replay rebuilds it exactly.
+All the SQL that shapes the catalog lives in this module and in ``projector``/``catalog``."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import sqlite_utils
+
+TABLES = ("models", "versions", "aliases", "alias_history", "tags", "metrics", "files", "projection_checkpoint")
+FTS_TABLES = ("models_fts", "versions_fts")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS projection_checkpoint (
+    name     TEXT PRIMARY KEY,
+    position INTEGER NOT NULL
+);
+-- An explicit INTEGER PRIMARY KEY: the FTS index refers to rows by rowid, which VACUUM may renumber
+-- unless it is a declared column.
+CREATE TABLE IF NOT EXISTS models (
+    id             INTEGER PRIMARY KEY,
+    name           TEXT NOT NULL UNIQUE,
+    stream_version INTEGER NOT NULL,
+    description    TEXT NOT NULL DEFAULT '',
+    tags           TEXT NOT NULL DEFAULT '{}',
+    tag_text       TEXT NOT NULL DEFAULT '',
+    deleted        INTEGER NOT NULL DEFAULT 0,
+    latest         INTEGER,
+    last_version   INTEGER NOT NULL DEFAULT 0,
+    created_at     TEXT NOT NULL,
+    created_by     TEXT NOT NULL,
+    updated_at     TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS versions (
+    id           INTEGER PRIMARY KEY,
+    name         TEXT NOT NULL,
+    version      INTEGER NOT NULL,
+    parent       INTEGER,
+    status       TEXT NOT NULL,
+    deleted      INTEGER NOT NULL DEFAULT 0,
+    description  TEXT NOT NULL DEFAULT '',
+    params       TEXT NOT NULL DEFAULT '{}',
+    structure    TEXT NOT NULL DEFAULT '{}',
+    optimizer    TEXT NOT NULL DEFAULT '{}',
+    tags         TEXT NOT NULL DEFAULT '{}',
+    tag_text     TEXT NOT NULL DEFAULT '',
+    metrics      TEXT NOT NULL DEFAULT '{}',
+    artifact     TEXT NOT NULL DEFAULT '{}',
+    created_at   TEXT NOT NULL,
+    created_by   TEXT NOT NULL,
+    position     INTEGER NOT NULL,
+    UNIQUE (name, version)
+);
+CREATE INDEX IF NOT EXISTS versions_live ON versions (name, deleted, version);
+CREATE INDEX IF NOT EXISTS versions_status ON versions (status);
+CREATE TABLE IF NOT EXISTS aliases (
+    name    TEXT NOT NULL,
+    alias   TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    PRIMARY KEY (name, alias)
+);
+CREATE INDEX IF NOT EXISTS aliases_by_alias ON aliases (alias);
+CREATE TABLE IF NOT EXISTS alias_history (
+    name    TEXT NOT NULL,
+    alias   TEXT NOT NULL,
+    seq     INTEGER NOT NULL,
+    version INTEGER NOT NULL,
+    PRIMARY KEY (name, alias, seq)
+);
+CREATE TABLE IF NOT EXISTS tags (
+    name    TEXT NOT NULL,
+    version INTEGER NOT NULL,  -- 0: a tag of the model itself
+    key     TEXT NOT NULL,
+    value   TEXT NOT NULL,
+    PRIMARY KEY (name, version, key)
+);
+CREATE INDEX IF NOT EXISTS tags_by_kv ON tags (key, value);
+CREATE TABLE IF NOT EXISTS metrics (
+    name    TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    key     TEXT NOT NULL,
+    value   REAL NOT NULL,
+    PRIMARY KEY (name, version, key)
+);
+CREATE INDEX IF NOT EXISTS metrics_by_key ON metrics (name, key, value);
+CREATE TABLE IF NOT EXISTS files (
+    name     TEXT NOT NULL,
+    version  INTEGER NOT NULL,
+    path     TEXT NOT NULL,
+    basename TEXT NOT NULL,
+    PRIMARY KEY (name, version, path)
+);
+CREATE INDEX IF NOT EXISTS files_by_basename ON files (basename);
+CREATE INDEX IF NOT EXISTS files_by_path ON files (path);
+"""
+
+# Full-text search: external-content FTS5 tables (made by sqlite-utils) kept in step by triggers that
+# fire only when a searchable column changes, so status or metric updates cost no index work.
+_FTS_TRIGGERS = """
+CREATE TRIGGER IF NOT EXISTS {t}_fts_ai AFTER INSERT ON {t} BEGIN
+  INSERT INTO {t}_fts (rowid, name, description, tag_text) VALUES (new.rowid, new.name, new.description, new.tag_text);
+END;
+CREATE TRIGGER IF NOT EXISTS {t}_fts_au AFTER UPDATE OF description, tag_text ON {t} BEGIN
+  INSERT INTO {t}_fts ({t}_fts, rowid, name, description, tag_text)
+    VALUES ('delete', old.rowid, old.name, old.description, old.tag_text);
+  INSERT INTO {t}_fts (rowid, name, description, tag_text) VALUES (new.rowid, new.name, new.description, new.tag_text);
+END;
+CREATE TRIGGER IF NOT EXISTS {t}_fts_ad AFTER DELETE ON {t} BEGIN
+  INSERT INTO {t}_fts ({t}_fts, rowid, name, description, tag_text)
+    VALUES ('delete', old.rowid, old.name, old.description, old.tag_text);
+END;
+"""
+
+
+def create(conn: sqlite3.Connection) -> None:
+    """Create the catalog's tables if missing; call inside a write transaction."""
+    db = sqlite_utils.Database(conn)  # its executescript keeps the open transaction (sqlite3's commits)
+    db.executescript(SCHEMA)
+    for table in ("models", "versions"):
+        if not db[f"{table}_fts"].exists():
+            db[table].enable_fts(["name", "description", "tag_text"], create_triggers=False,
+                                 tokenize="unicode61 remove_diacritics 2 tokenchars '._-'")
+        db.executescript(_FTS_TRIGGERS.format(t=table))
+
+
+def drop(conn: sqlite3.Connection) -> None:
+    """Remove every derived table (the log is untouched)."""
+    db = sqlite_utils.Database(conn)
+    for table in ("models", "versions"):
+        for suffix in ("ai", "au", "ad"):
+            conn.execute(f"DROP TRIGGER IF EXISTS {table}_fts_{suffix}")
+    for fts in FTS_TABLES:
+        if db[fts].exists():
+            db[fts].drop()
+    for table in TABLES:
+        conn.execute(f"DROP TABLE IF EXISTS {table}")
