@@ -368,3 +368,33 @@ def decide(command: c.Command, view: StateView) -> Decision:
     for event_type, data in decision.events:
         check_payload_size(data, event_type)
     return decision
+
+
+class _Empty:
+    """A state with no models: what a stateless check decides against."""
+
+    def model(self, name: str) -> ModelState | None:
+        return None
+
+    def version(self, name: str, number: int) -> VersionState | None:
+        return None
+
+    def alias_history(self, name: str, alias: str) -> list[int]:
+        return []
+
+
+def precheck(command: c.Command) -> None:
+    """The checks that need no state (names, JSON, sizes), run before an artifact is copied, so that bad
+    input costs nothing and leaves nothing behind."""
+    if isinstance(command, c.Register):
+        decide(command, _Empty())
+    elif isinstance(command, c.Update):
+        parse_ref(command.ref)
+        patch = {}
+        for what in ("params", "structure", "optimizer"):
+            value = getattr(command, what)
+            if value is not None:
+                patch[what] = validate_json_object(value, what)
+        check_payload_size(patch, "update")
+        if command.artifact is not None:
+            _artifact(command.artifact)

@@ -43,6 +43,17 @@ class Outcome:
     replayed: bool = False  # True when an idempotency key returned the first result
 
 
+def first_result(recorder: Recorder, key: str, request: Command) -> Outcome | None:
+    """The outcome first recorded under ``key`` for this request, or None; ``IdempotencyError`` if the key
+    was used for a different request."""
+    with recorder.write() as tx:
+        first = tx.idempotent_result(key, fingerprint(request))
+    if first is None:
+        return None
+    name, version = _target_of(first)
+    return Outcome(first, name, version, replayed=True)
+
+
 def _target_of(events: Sequence[StoredEvent]) -> tuple[str, int | None]:
     for e in events:
         if "version" in e.data and e.data.get("version") is not None:
@@ -57,8 +68,11 @@ def execute(
     meta: Mapping[str, Any],
     *,
     idempotency_key: str | None = None,
+    request: Command | None = None,
 ) -> Outcome:
-    fp = fingerprint(command) if idempotency_key is not None else None
+    """``request``: the command as the caller asked for it, when ``command`` was completed since (a
+    register whose artifact was ingested first); a retry is recognised by the request."""
+    fp = fingerprint(request or command) if idempotency_key is not None else None
     event_meta = dict(meta)
     if idempotency_key is not None:
         event_meta["idempotency_key"] = idempotency_key

@@ -1,0 +1,322 @@
+"""``mledger``: the command line. Parses arguments, calls the ``Registry``, prints tables or JSON.
+
+Every failure the registry raises on purpose is a ``ModelLedgerError``: it is printed as one line on
+stderr and the process exits with the error's code (2 bad input, 3 not found, 4 conflict, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from eventstore.errors import ModelLedgerError, ValidationError
+from eventstore.events import StoredEvent
+from eventstore.names import PAYLOAD_MAX, parse_json_object, parse_number, validate_tag_key
+
+from . import __version__, output
+from .registry import Registry
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, like every other refusal (argparse would print the whole usage first).
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise SystemExit(2)
+
+
+# -- argument helpers ----------------------------------------------------------------------------------
+
+def json_arg(text: str | None, what: str) -> dict[str, Any] | None:
+    """``JSON`` or ``@file``; refuses malformed JSON, non-objects and documents over 1 MiB."""
+    if text is None:
+        return None
+    if text.startswith("@"):
+        path = Path(text[1:])
+        try:
+            if path.stat().st_size > PAYLOAD_MAX:
+                raise ValidationError(f"--{what} file {path} is over 1 MiB (the limit of one event)")
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ValidationError(f"--{what}: cannot read {path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ValidationError(f"--{what}: {path} is not UTF-8 text") from None
+    if len(text.encode("utf-8", "surrogatepass")) > PAYLOAD_MAX:
+        raise ValidationError(f"--{what} is over 1 MiB (the limit of one event)")
+    return parse_json_object(text, f"--{what}")
+
+
+def pairs(items: Sequence[str], what: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValidationError(f"{what} {item!r}: write it as key=value")
+        out[validate_tag_key(key)] = value
+    return out
+
+
+def metric_pairs(items: Sequence[str]) -> dict[str, float]:
+    return {k: parse_number(v, f"metric {k!r}") for k, v in pairs(items, "metric").items()}
+
+
+def emit(args: argparse.Namespace, data: Any, human: str) -> None:
+    if args.json:
+        print(json.dumps(data, ensure_ascii=False, sort_keys=False))
+    else:
+        print(human)
+
+
+def emit_events(args: argparse.Namespace, events: list[StoredEvent], what: str) -> None:
+    if args.json:
+        print(json.dumps({"events": [e.to_json() for e in events]}, ensure_ascii=False))
+    elif not events:
+        print(f"{what}: nothing to change")
+    else:
+        print("\n".join(output.event_line(e) for e in events))
+
+
+# -- commands ------------------------------------------------------------------------------------------
+
+def cmd_register(reg: Registry, args: argparse.Namespace) -> int:
+    v = reg.register(
+        args.name, args.artifact, description=args.description or "", tags=pairs(args.tag, "tag"),
+        params=json_arg(args.params, "params"), structure=json_arg(args.structure, "structure"),
+        optimizer=json_arg(args.optimizer, "optimizer"), idempotency_key=args.idempotency_key,
+    )
+    emit(args, v.to_json(), f"registered {output.version_line(v)}")
+    return 0
+
+
+def cmd_update(reg: Registry, args: argparse.Namespace) -> int:
+    v = reg.update(
+        args.ref, params=json_arg(args.params, "params"), structure=json_arg(args.structure, "structure"),
+        optimizer=json_arg(args.optimizer, "optimizer"), artifact=args.artifact, description=args.description,
+        structure_patch=args.structure_patch, optimizer_patch=args.optimizer_patch,
+        idempotency_key=args.idempotency_key,
+    )
+    emit(args, v.to_json(), f"derived {output.version_line(v)} from {v.name}@{v.parent}")
+    return 0
+
+
+def cmd_tag(reg: Registry, args: argparse.Namespace) -> int:
+    emit_events(args, reg.tag(args.ref, pairs(args.pairs, "tag")), "tag")
+    return 0
+
+
+def cmd_untag(reg: Registry, args: argparse.Namespace) -> int:
+    emit_events(args, reg.untag(args.ref, *args.keys), "untag")
+    return 0
+
+
+def cmd_metrics(reg: Registry, args: argparse.Namespace) -> int:
+    emit_events(args, reg.metrics(args.ref, metric_pairs(args.pairs)), "metrics")
+    return 0
+
+
+def cmd_alias(reg: Registry, args: argparse.Namespace) -> int:
+    emit_events(args, reg.alias(args.ref, args.alias), "alias")
+    return 0
+
+
+def cmd_unalias(reg: Registry, args: argparse.Namespace) -> int:
+    emit_events(args, reg.unalias(args.name, args.alias), "unalias")
+    return 0
+
+
+def cmd_rollback(reg: Registry, args: argparse.Namespace) -> int:
+    emit_events(args, reg.rollback(args.name, args.alias), "rollback")
+    return 0
+
+
+def cmd_delete(reg: Registry, args: argparse.Namespace) -> int:
+    emit_events(args, reg.delete(args.ref, args.reason or ""), "delete")
+    return 0
+
+
+def cmd_undelete(reg: Registry, args: argparse.Namespace) -> int:
+    emit_events(args, reg.undelete(args.ref), "undelete")
+    return 0
+
+
+def cmd_list(reg: Registry, args: argparse.Namespace) -> int:
+    models = reg.catalog().list(search=args.search, tags=pairs(args.tag, "tag"), file=args.file,
+                                alias=args.alias, include_deleted=args.deleted, limit=args.limit)
+    emit(args, {"models": [m.to_json() for m in models]}, output.models_table(models))
+    return 0
+
+
+def cmd_show(reg: Registry, args: argparse.Namespace) -> int:
+    if "@" in args.ref:
+        v = reg.get(args.ref)
+        emit(args, v.to_json(), output.version_detail(v))
+    else:
+        m = reg.model(args.ref)
+        emit(args, m.to_json(), output.model_detail(m))
+    return 0
+
+
+def cmd_best(reg: Registry, args: argparse.Namespace) -> int:
+    v = reg.catalog().best(args.name, args.metric, minimize=args.min, tags=pairs(args.tag, "tag"))
+    emit(args, v.to_json(), f"{output.version_line(v)}  {args.metric}={v.metrics.get(args.metric)}")
+    return 0
+
+
+def cmd_history(reg: Registry, args: argparse.Namespace) -> int:
+    events = reg.history(args.ref)
+    emit(args, {"events": [e.to_json() for e in events]}, output.events_table(events))
+    return 0
+
+
+def cmd_log(reg: Registry, args: argparse.Namespace) -> int:
+    since = args.since
+    if since < 0:
+        raise ValidationError("--since takes a position (0 or more)")
+    while True:
+        batch = list(reg.log(since=since, limit=1000))
+        for e in batch:
+            print(json.dumps(e.to_json(), ensure_ascii=False) if args.json else output.event_line(e), flush=True)
+        if batch:
+            since = batch[-1].position
+            continue
+        if not args.follow:
+            return 0
+        time.sleep(args.interval)
+
+
+def cmd_projections(reg: Registry, args: argparse.Namespace) -> int:
+    before = reg.catalog().digest()
+    position = reg.rebuild_projections()
+    after = reg.catalog().digest()
+    data = {"rebuilt": True, "position": position, "digest": after, "identical": before == after}
+    emit(args, data, f"catalog rebuilt from {position} events; identical to before: {before == after}")
+    return 0
+
+
+def cmd_demo(reg_factory: Any, args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(home=args.home, as_json=args.json)
+
+
+# -- parser --------------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="machine output: one JSON object (log: JSON Lines)")
+    common.add_argument("--home", help="registry folder (env MLEDGER_HOME, default ~/.mledger)")
+    common.add_argument("--artifacts", help="artifact store URL (env MLEDGER_ARTIFACTS)")
+    common.add_argument("--broker", help="'embedded' or redis://... (env MLEDGER_BROKER)")
+    common.add_argument("--actor", help="who is acting (env MLEDGER_ACTOR, default user@host)")
+
+    parser = _Parser(prog="mledger", description="An event-sourced registry for machine-learning models.")
+    parser.add_argument("--version", action="version", version=f"mledger {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    def add(name: str, fn: Any, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=help, description=help)
+        p.set_defaults(fn=fn)
+        return p
+
+    def content_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--params", metavar="JSON|@FILE", help="hyper-parameters (a JSON object)")
+        p.add_argument("--structure", metavar="JSON|@FILE", help="architecture description (a JSON object)")
+        p.add_argument("--optimizer", metavar="JSON|@FILE", help="optimizer settings (a JSON object)")
+        p.add_argument("--description")
+        p.add_argument("--idempotency-key", help="a retry with the same key appends nothing and returns the first result")
+        p.add_argument("--no-wait", action="store_true", help="return before the artifact is stored (Redis broker)")
+
+    p = add("register", cmd_register, "register a new version of a model (the model is created on first use)")
+    p.add_argument("name")
+    p.add_argument("--artifact", required=True, metavar="PATH|URL", help="a file or a folder, local or any fsspec URL")
+    p.add_argument("--tag", action="append", default=[], metavar="K=V")
+    content_options(p)
+
+    p = add("update", cmd_update, "derive a new version from REF with new params / structure / optimizer / artifact")
+    p.add_argument("ref")
+    p.add_argument("--artifact", metavar="PATH|URL")
+    p.add_argument("--structure-patch", action="store_true", help="merge --structure into the parent's (RFC 7386)")
+    p.add_argument("--optimizer-patch", action="store_true", help="merge --optimizer into the parent's (RFC 7386)")
+    content_options(p)
+
+    p = add("tag", cmd_tag, "set tags on a model (NAME) or a version (NAME@N, NAME@alias)")
+    p.add_argument("ref")
+    p.add_argument("pairs", nargs="+", metavar="K=V")
+    p = add("untag", cmd_untag, "remove tags from a model or a version")
+    p.add_argument("ref")
+    p.add_argument("keys", nargs="+", metavar="K")
+    p = add("metrics", cmd_metrics, "record metrics of a version")
+    p.add_argument("ref")
+    p.add_argument("pairs", nargs="+", metavar="K=V")
+    p = add("alias", cmd_alias, "point an alias (e.g. production) at a version")
+    p.add_argument("ref")
+    p.add_argument("alias")
+    p = add("unalias", cmd_unalias, "remove an alias")
+    p.add_argument("name")
+    p.add_argument("alias")
+    p = add("rollback", cmd_rollback, "move an alias back to the version it pointed to before")
+    p.add_argument("name")
+    p.add_argument("alias")
+    p = add("delete", cmd_delete, "delete a version (NAME@N) or a model (NAME); logical, bytes stay until gc")
+    p.add_argument("ref")
+    p.add_argument("--reason")
+    p = add("undelete", cmd_undelete, "bring back a deleted version or model")
+    p.add_argument("ref")
+
+    p = add("list", cmd_list, "list models, optionally filtered")
+    p.add_argument("--search", metavar="WORDS", help="words in names, descriptions, tags (prefix match)")
+    p.add_argument("--tag", action="append", default=[], metavar="K=V")
+    p.add_argument("--file", metavar="NAME", help="models with an artifact file of this name or path")
+    p.add_argument("--alias", metavar="ALIAS")
+    p.add_argument("--deleted", action="store_true", help="include deleted models")
+    p.add_argument("--limit", type=int)
+    p = add("show", cmd_show, "show a model (NAME) or a version (NAME@N, NAME@alias)")
+    p.add_argument("ref")
+    p = add("best", cmd_best, "the live version with the best value of a metric")
+    p.add_argument("name")
+    p.add_argument("--metric", required=True)
+    p.add_argument("--min", action="store_true", help="lower is better")
+    p.add_argument("--tag", action="append", default=[], metavar="K=V")
+    p = add("history", cmd_history, "who did what when, for a model or a version")
+    p.add_argument("ref")
+    p = add("log", cmd_log, "the event log (JSON Lines with --json)")
+    p.add_argument("--since", type=int, default=0, metavar="N", help="events after position N")
+    p.add_argument("--follow", action="store_true", help="keep printing new events")
+    p.add_argument("--interval", type=float, default=0.5, help=argparse.SUPPRESS)
+
+    p = add("projections", cmd_projections, "maintain the read side")
+    p.add_argument("action", choices=["rebuild"])
+
+    p = add("demo", cmd_demo, "a guided tour on a fresh temporary registry (trains small scikit-learn models)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.fn is cmd_demo:
+            return cmd_demo(None, args)
+        with Registry.open(args.home, artifacts=args.artifacts, broker=args.broker, actor=args.actor,
+                           client="cli") as reg:
+            return args.fn(reg, args)
+    except ModelLedgerError as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        sys.stderr.write(f"mledger: error: {message}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # `mledger log | head`: the reader left; not an error of ours.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""Configuration: each setting from an explicit argument, else the environment, else the default."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from eventstore.errors import ValidationError
+
+DB_FILE = "registry.db"
+
+
+def default_actor() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+@dataclass(frozen=True)
+class Config:
+    home: Path
+    artifacts: str
+    broker: str
+    actor: str
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / DB_FILE
+
+    @classmethod
+    def load(
+        cls,
+        home: str | os.PathLike[str] | None = None,
+        *,
+        artifacts: str | None = None,
+        broker: str | None = None,
+        actor: str | None = None,
+    ) -> Config:
+        home_path = Path(home or os.environ.get("MLEDGER_HOME") or Path.home() / ".mledger").expanduser()
+        if "\x00" in str(home_path):
+            raise ValidationError("MLEDGER_HOME contains a NUL character")
+        home_path = home_path.resolve()
+        artifacts_url = artifacts or os.environ.get("MLEDGER_ARTIFACTS") or str(home_path / "artifacts")
+        broker_url = broker or os.environ.get("MLEDGER_BROKER") or "embedded"
+        if broker_url != "embedded" and not broker_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValidationError(f"MLEDGER_BROKER must be 'embedded' or a redis:// URL, not {broker_url!r}")
+        who = actor or os.environ.get("MLEDGER_ACTOR") or default_actor()
+        if len(who) > 256 or any(ord(ch) < 32 for ch in who):
+            raise ValidationError("MLEDGER_ACTOR must be at most 256 printable characters")
+        return cls(home=home_path, artifacts=artifacts_url, broker=broker_url, actor=who)

@@ -1,0 +1,186 @@
+"""Human output: aligned tables and one-line summaries. (``--json`` bypasses all of this.)"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from eventstore.events import StoredEvent
+from projections.records import ModelRecord, VersionRecord
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    text_rows = [[("" if v is None else str(v)) for v in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in text_rows:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell))
+    lines = ["  ".join(h.ljust(widths[i]) for i, h in enumerate(headers)).rstrip()]
+    for row in text_rows:
+        lines.append("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+    return "\n".join(lines)
+
+
+def human_size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} B"
+
+
+def short_digest(digest: str | None) -> str:
+    if not digest:
+        return "-"
+    algo, _, hexpart = digest.partition(":")
+    return f"{algo}:{hexpart[:12]}" if hexpart else digest[:19]
+
+
+def kv(mapping: dict[str, Any], limit: int = 60) -> str:
+    text = ", ".join(f"{k}={v}" for k, v in mapping.items())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def compact(value: Any, limit: int = 80) -> str:
+    text = json.dumps(value, sort_keys=True, ensure_ascii=False)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def when(ts: str) -> str:
+    return ts[:19].replace("T", " ") if ts else ""
+
+
+def version_line(v: VersionRecord) -> str:
+    art = v.artifact
+    bits = [v.ref, v.status]
+    if v.deleted:
+        bits.append("deleted")
+    bits.append(short_digest(art.get("digest")))
+    bits.append(human_size(art.get("size")))
+    if art.get("format"):
+        bits.append(str(art["format"]))
+    if art.get("unsafe"):
+        bits.append("UNSAFE pickle")
+    return "  ".join(bits)
+
+
+def version_detail(v: VersionRecord) -> str:
+    art = v.artifact
+    lines = [
+        f"{v.ref}" + ("  (deleted)" if v.deleted else ""),
+        f"  status       {v.status}",
+        f"  parent       {v.name + '@' + str(v.parent) if v.parent else '-'}",
+        f"  aliases      {', '.join(v.aliases) or '-'}",
+        f"  tags         {kv(v.tags, 200) or '-'}",
+        f"  metrics      {kv(v.metrics, 200) or '-'}",
+        f"  params       {compact(v.params, 200)}",
+        f"  structure    {compact(v.structure, 200)}",
+        f"  optimizer    {compact(v.optimizer, 200)}",
+        f"  description  {v.description or '-'}",
+        f"  artifact     {art.get('source', '-')}",
+        f"    digest     {art.get('digest') or '-'}",
+        f"    size       {human_size(art.get('size'))}",
+        f"    format     {art.get('format') or '-'}",
+        f"    files      {', '.join(f.get('path', '') for f in art.get('files') or ()) or '-'}",
+        f"  created      {when(v.created_at)} by {v.created_by}",
+    ]
+    if art.get("unsafe"):
+        imports = ", ".join(art.get("imports") or ())
+        lines.insert(12, f"    WARNING    pickle imports code outside the allow-list ({imports}); "
+                         "load it only if you trust its author")
+    if art.get("error"):
+        lines.append(f"  error        {art['error']}")
+    return "\n".join(lines)
+
+
+def model_detail(m: ModelRecord, max_versions: int = 50) -> str:
+    head = [
+        f"{m.name}" + ("  (deleted)" if m.deleted else ""),
+        f"  description  {m.description or '-'}",
+        f"  tags         {kv(m.tags, 200) or '-'}",
+        f"  aliases      {kv(m.aliases, 200) or '-'}",
+        f"  latest       {m.latest if m.latest is not None else '-'}",
+        f"  versions     {m.version_count}",
+        "",
+    ]
+    versions = list(m.versions or ())
+    shown = versions[-max_versions:]
+    rows = [
+        (v.version, v.parent or "-", v.status + (" deleted" if v.deleted else ""), ",".join(v.aliases) or "-",
+         kv(v.tags, 40) or "-", kv(v.metrics, 40) or "-", short_digest(v.artifact.get("digest")),
+         when(v.created_at), v.created_by)
+        for v in shown
+    ]
+    body = table(["VERSION", "PARENT", "STATUS", "ALIASES", "TAGS", "METRICS", "DIGEST", "CREATED", "BY"], rows)
+    if len(versions) > len(shown):
+        body = f"(showing the last {len(shown)} of {len(versions)} versions; --json has all)\n" + body
+    return "\n".join(head) + body
+
+
+def models_table(models: Sequence[ModelRecord]) -> str:
+    if not models:
+        return "(no models)"
+    rows = [
+        (m.name + (" (deleted)" if m.deleted else ""), m.latest if m.latest is not None else "-", m.version_count,
+         kv(m.aliases, 40) or "-", kv(m.tags, 40) or "-", when(m.updated_at))
+        for m in models
+    ]
+    return table(["NAME", "LATEST", "VERSIONS", "ALIASES", "TAGS", "UPDATED"], rows)
+
+
+def versions_table(versions: Sequence[VersionRecord]) -> str:
+    if not versions:
+        return "(no versions)"
+    rows = [
+        (v.ref, v.status, ",".join(v.aliases) or "-", kv(v.tags, 40) or "-", kv(v.metrics, 40) or "-",
+         when(v.created_at))
+        for v in versions
+    ]
+    return table(["VERSION", "STATUS", "ALIASES", "TAGS", "METRICS", "CREATED"], rows)
+
+
+def event_summary(e: StoredEvent) -> str:
+    d = e.data
+    target = d.get("name", "")
+    if d.get("version") is not None:
+        target += f"@{d['version']}"
+    t = e.type
+    if t in ("VersionRegistered", "ParamsUpdated", "StructureUpdated", "OptimizerUpdated"):
+        parent = f" from @{d['parent']}" if d.get("parent") else ""
+        patch = f" {compact(d['patch'], 60)}" if d.get("patch") else ""
+        return f"{target}{parent}{patch}"
+    if t == "Tagged":
+        return f"{target} {kv(d.get('tags', {}))}"
+    if t == "Untagged":
+        return f"{target} -{', -'.join(d.get('keys', []))}"
+    if t == "MetricsRecorded":
+        return f"{target} {kv(d.get('metrics', {}))}"
+    if t == "AliasAssigned":
+        prev = f" (was @{d['previous']})" if d.get("previous") else ""
+        how = " rollback" if d.get("rollback") else ""
+        return f"{d.get('name')}@{d.get('alias')} -> {d.get('version')}{prev}{how}"
+    if t == "AliasRemoved":
+        return f"{d.get('name')}@{d.get('alias')} (was @{d.get('version')})"
+    if t == "ArtifactStored":
+        return f"{target} {short_digest(d.get('digest'))} {human_size(d.get('size'))} {d.get('format') or ''}".rstrip()
+    if t in ("ArtifactFailed",):
+        return f"{target} {d.get('reason', '')}"
+    if t in ("VersionDeleted", "ModelDeleted") and d.get("reason"):
+        return f"{target} ({d['reason']})"
+    return target
+
+
+def events_table(events: Sequence[StoredEvent]) -> str:
+    if not events:
+        return "(no events)"
+    rows = [(f"#{e.position}", when(e.recorded_at), e.meta.get("actor", ""), e.type, event_summary(e))
+            for e in events]
+    return table(["POS", "RECORDED", "ACTOR", "TYPE", "WHAT"], rows)
+
+
+def event_line(e: StoredEvent) -> str:
+    return f"#{e.position}  {when(e.recorded_at)}  {e.meta.get('actor', '')}  {e.type}  {event_summary(e)}"

@@ -1,0 +1,219 @@
+"""The Python SDK: ``Registry.open()`` and one method per operation of the CLI.
+
+This is the composition root: it wires the recorder (eventstore), the catalog (projections) and the
+artifact side (workers) together, and adds the envelope's meta (actor, run id, correlation id). The rules
+live below it — in the decider and the projector.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from eventstore import commands as c
+from eventstore.decider import precheck
+from eventstore.events import NewEvent, StoredEvent, stream_for
+from eventstore.handler import Outcome, execute, first_result
+from eventstore.names import parse_ref, validate_name
+from eventstore.sqlite import SQLiteRecorder
+from projections.catalog import Catalog, CatalogProjection
+from projections.records import ModelRecord, VersionRecord
+from workers.ingest import ingest_artifact
+
+from . import __version__
+from .config import Config
+
+RefLike = str | VersionRecord
+
+
+def _ref(ref: RefLike) -> str:
+    return ref.ref if isinstance(ref, VersionRecord) else str(ref)
+
+
+class Registry:
+    """An open registry. Use ``Registry.open()`` (same configuration as the CLI) and ``close()`` it,
+    or use it as a context manager."""
+
+    def __init__(self, config: Config, *, client: str = "sdk") -> None:
+        self.config = config
+        self.client = f"modelledger/{__version__} {client}"
+        self.recorder = SQLiteRecorder(config.db_path)
+        self.projection = CatalogProjection(self.recorder)
+        self._catalog = Catalog(self.projection)
+
+    @classmethod
+    def open(
+        cls,
+        home: str | os.PathLike[str] | None = None,
+        *,
+        artifacts: str | None = None,
+        broker: str | None = None,
+        actor: str | None = None,
+        client: str = "sdk",
+    ) -> Registry:
+        return cls(Config.load(home, artifacts=artifacts, broker=broker, actor=actor), client=client)
+
+    def close(self) -> None:
+        self.recorder.close()
+
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writing -----------------------------------------------------------------------------------
+    def _meta(self, run_id: str | None = None) -> dict[str, Any]:
+        meta: dict[str, Any] = {
+            "actor": self.config.actor,
+            "client": self.client,
+            "correlation_id": str(uuid.uuid4()),
+        }
+        run = run_id or os.environ.get("MLEDGER_RUN_ID")
+        if run:
+            meta["run_id"] = run
+        return meta
+
+    def execute(self, command: c.Command, *, idempotency_key: str | None = None, run_id: str | None = None,
+                request: c.Command | None = None) -> Outcome:
+        """Decide and append one command; the lower-level door the named methods below go through."""
+        return execute(self.recorder, self.projection, command, self._meta(run_id),
+                       idempotency_key=idempotency_key, request=request)
+
+    def _produced(self, outcome: Outcome) -> VersionRecord:
+        assert outcome.version is not None
+        return self._catalog.get(f"{outcome.name}@{outcome.version}")
+
+    def register(
+        self,
+        name: str,
+        artifact: str,
+        *,
+        description: str = "",
+        tags: Mapping[str, str] | None = None,
+        params: Mapping[str, Any] | None = None,
+        structure: Mapping[str, Any] | None = None,
+        optimizer: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        run_id: str | None = None,
+    ) -> VersionRecord:
+        """Register a new version of ``name`` (creating the model on first use) from a file, a folder or
+        a URL. Returns the version; with an idempotency key, a retry returns the first result."""
+        draft = c.Register(name, {"source": str(artifact)}, description, dict(tags or {}), dict(params or {}),
+                           dict(structure or {}), dict(optimizer or {}))
+        # Refuse bad input before any byte is copied.
+        precheck(draft)
+        if idempotency_key is not None:
+            # A retry returns the first result without reading the artifact again.
+            first = first_result(self.recorder, idempotency_key, draft)
+            if first is not None:
+                return self._produced(first)
+        stored = ingest_artifact(self.config.artifacts, str(artifact))
+        command = c.Register(name, stored, description, draft.tags, draft.params, draft.structure, draft.optimizer)
+        outcome = self.execute(command, idempotency_key=idempotency_key, run_id=run_id, request=draft)
+        return self._produced(outcome)
+
+    def update(
+        self,
+        ref: RefLike,
+        *,
+        params: Mapping[str, Any] | None = None,
+        structure: Mapping[str, Any] | None = None,
+        optimizer: Mapping[str, Any] | None = None,
+        artifact: str | None = None,
+        description: str | None = None,
+        structure_patch: bool = False,
+        optimizer_patch: bool = False,
+        idempotency_key: str | None = None,
+        run_id: str | None = None,
+    ) -> VersionRecord:
+        """Derive a new version from ``ref``: params merge (RFC 7386), structure/optimizer replace unless
+        ``*_patch``; the parent's artifact is carried over unless a new one is given."""
+        draft = c.Update(_ref(ref), None if params is None else dict(params),
+                         None if structure is None else dict(structure),
+                         None if optimizer is None else dict(optimizer), structure_patch, optimizer_patch,
+                         None if artifact is None else {"source": str(artifact)}, description)
+        precheck(draft)
+        if idempotency_key is not None:
+            first = first_result(self.recorder, idempotency_key, draft)
+            if first is not None:
+                return self._produced(first)
+        command = draft
+        if artifact is not None:
+            stored = ingest_artifact(self.config.artifacts, str(artifact))
+            command = c.Update(draft.ref, draft.params, draft.structure, draft.optimizer, structure_patch,
+                               optimizer_patch, stored, description)
+        outcome = self.execute(command, idempotency_key=idempotency_key, run_id=run_id, request=draft)
+        return self._produced(outcome)
+
+    def tag(self, ref: RefLike, tags: Mapping[str, str] | None = None, **more: str) -> list[StoredEvent]:
+        """Set tags on a model (``NAME``... as a bare name) or on a version (``NAME@N``/``NAME@alias``)."""
+        return self.execute(c.Tag(_ref(ref), {**dict(tags or {}), **more})).events
+
+    def untag(self, ref: RefLike, *keys: str) -> list[StoredEvent]:
+        return self.execute(c.Untag(_ref(ref), tuple(keys))).events
+
+    def metrics(self, ref: RefLike, metrics: Mapping[str, float] | None = None, **more: float) -> list[StoredEvent]:
+        return self.execute(c.RecordMetrics(_ref(ref), {**dict(metrics or {}), **more})).events
+
+    def alias(self, ref: RefLike, alias: str) -> list[StoredEvent]:
+        return self.execute(c.AssignAlias(_ref(ref), alias)).events
+
+    def unalias(self, name: str, alias: str) -> list[StoredEvent]:
+        return self.execute(c.RemoveAlias(name, alias)).events
+
+    def rollback(self, name: str, alias: str) -> list[StoredEvent]:
+        """Move ``alias`` back to the version it pointed to before (skipping deleted ones)."""
+        return self.execute(c.RollbackAlias(name, alias)).events
+
+    def delete(self, ref: RefLike, reason: str = "") -> list[StoredEvent]:
+        """Logical delete of a version (``NAME@N``) or a whole model (``NAME``); bytes stay until gc."""
+        return self.execute(c.Delete(_ref(ref), reason)).events
+
+    def undelete(self, ref: RefLike) -> list[StoredEvent]:
+        return self.execute(c.Undelete(_ref(ref))).events
+
+    def append_batch(self, events: Sequence[NewEvent]) -> list[StoredEvent]:
+        """Append prepared events as one atomic batch, bypassing the decider (imports, migrations,
+        benchmarks). The catalog folds them in on the next read."""
+        return self.recorder.append(events)
+
+    # -- reading -----------------------------------------------------------------------------------
+    def catalog(self) -> Catalog:
+        return self._catalog
+
+    def get(self, ref: RefLike) -> VersionRecord:
+        return self._catalog.get(_ref(ref))
+
+    def model(self, name: str) -> ModelRecord:
+        return self._catalog.model(name)
+
+    def history(self, ref: RefLike) -> list[StoredEvent]:
+        """The events of a model (``NAME``) or of one version (``NAME@N`` / ``NAME@alias``), oldest first."""
+        text = _ref(ref)
+        parsed = parse_ref(text)
+        name = validate_name(parsed.name)
+        self._catalog.model(name, versions=False)  # NotFound for an unknown model
+        events = list(self.recorder.read(stream=stream_for(name)))
+        if parsed.is_model:
+            return events
+        number = self._catalog.get(text).version
+        return [e for e in events if e.data.get("version") == number]
+
+    def log(self, since: int = 0, limit: int | None = None) -> Iterator[StoredEvent]:
+        return self.recorder.read(since=since, limit=limit)
+
+    def head(self) -> int:
+        return self.recorder.head()
+
+    def rebuild_projections(self) -> int:
+        return self.projection.rebuild()
+
+    def models(self, **filters: Any) -> list[ModelRecord]:
+        return self._catalog.list(**filters)
+
+    def search(self, **filters: Any) -> list[VersionRecord]:
+        return self._catalog.search(**filters)
+

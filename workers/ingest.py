@@ -1,0 +1,71 @@
+"""Ingest: an artifact source (file, folder or URL) → blobs in the content-addressed store → the facts
+the ``ArtifactStored`` event records (digest, size, kind, files, format, unsafe imports).
+
+This is the body of the ingest actor; the embedded broker runs it in-process, the Redis broker in a
+worker. It is idempotent: the store never rewrites a blob, so ingesting the same bytes twice writes
+nothing the second time and yields the same digest.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlparse
+
+import fsspec
+
+from eventstore.errors import ArtifactError, ValidationError
+
+from .formats import sniff_artifact
+from .store import BlobStore
+
+MAX_SOURCE = 4096
+
+
+def normalize_source(source: str) -> str:
+    """A local path becomes absolute (so a worker elsewhere in the tree finds it); a URL must name a
+    protocol fsspec knows. Refuses empty, over-long and control-character sources."""
+    if not isinstance(source, str) or not source.strip():
+        raise ValidationError("the artifact source is empty")
+    if len(source) > MAX_SOURCE or any(ord(ch) < 32 for ch in source):
+        raise ValidationError("the artifact source is too long or contains control characters")
+    parsed = urlparse(source)
+    if parsed.scheme and len(parsed.scheme) > 1 and "://" in source:
+        if parsed.scheme == "file":
+            return os.path.abspath(parsed.path)
+        if parsed.scheme not in fsspec.available_protocols():
+            raise ValidationError(f"unknown artifact URL scheme {parsed.scheme!r}")
+        return source
+    return os.path.abspath(os.path.expanduser(source))
+
+
+def ingest_artifact(
+    store_url: str, source: str, *, progress: Callable[[int], None] | None = None
+) -> dict[str, Any]:
+    """Copy ``source`` into the store at ``store_url``; return the artifact facts for the event."""
+    src = normalize_source(source)
+    store = BlobStore(store_url)
+    try:
+        info = store.ingest(src, progress=progress)
+    except ArtifactError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"cannot ingest {source}: {exc}") from None
+    artifact: dict[str, Any] = {
+        "source": src,
+        "digest": info.digest,
+        "size": info.size,
+        "kind": info.kind,
+        "files": [{"path": f.path, "digest": f.digest, "size": f.size} for f in info.files],
+    }
+    fmt = sniff_artifact(store, info)
+    artifact["format"] = fmt.format
+    artifact["unsafe"] = bool(fmt.unsafe)
+    if fmt.imports:
+        artifact["imports"] = list(fmt.imports)
+    if fmt.detail:
+        artifact["detail"] = fmt.detail
+    if fmt.structure:
+        artifact["structure"] = fmt.structure
+    return artifact
