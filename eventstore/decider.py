@@ -176,14 +176,16 @@ def decide_update(cmd: c.Update, view: StateView) -> Decision:
         changes.append("description")
     if not changes:
         raise ValidationError("update needs at least one of --params, --structure, --optimizer, --artifact")
-    if changes == ["params"]:
+    # The type names the content that changed; a new artifact or description rides along with it.
+    content = [k for k in changes if k in ("params", "structure", "optimizer")]
+    if content == ["params"]:
         event_type = "ParamsUpdated"
-    elif changes == ["structure"]:
+    elif content == ["structure"]:
         event_type = "StructureUpdated"
-    elif changes == ["optimizer"]:
+    elif content == ["optimizer"]:
         event_type = "OptimizerUpdated"
     else:
-        event_type = "VersionRegistered"  # a derived version changing several things at once
+        event_type = "VersionRegistered"  # several kinds of content at once, or only a new artifact
     number = model.last_version + 1
     events: list[tuple[str, dict[str, Any]]] = []
     if cmd.artifact is not None:
