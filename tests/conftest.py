@@ -1,0 +1,106 @@
+"""Shared fixtures: a throw-away registry home, a small artifact, the CLI in-process and as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def subprocess_env(home: Path | None = None, **extra: str) -> dict[str, str]:
+    """The environment for a child process: the working tree importable, the registry home explicit."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    env.setdefault("MLEDGER_ACTOR", "tester@test")
+    for var in ("MLEDGER_ARTIFACTS", "MLEDGER_BROKER", "MLEDGER_RUN_ID"):
+        env.pop(var, None)
+    if home is not None:
+        env["MLEDGER_HOME"] = str(home)
+    env.update(extra)
+    return env
+
+
+def mledger_command() -> list[str]:
+    """The installed ``mledger`` console script next to this interpreter; where the package is not installed
+    (a bare dev checkout), the same entry point the console script calls."""
+    exe = Path(sys.executable).parent / "mledger"
+    if exe.exists():
+        return [str(exe)]
+    return [sys.executable, "-c", "import sys; from modelledger.cli import main; sys.exit(main())"]
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh registry home, also set as MLEDGER_HOME so the CLI never touches ~/.mledger."""
+    path = tmp_path / "home"
+    monkeypatch.setenv("MLEDGER_HOME", str(path))
+    monkeypatch.setenv("MLEDGER_ACTOR", "tester@test")
+    for var in ("MLEDGER_ARTIFACTS", "MLEDGER_BROKER", "MLEDGER_RUN_ID"):
+        monkeypatch.delenv(var, raising=False)
+    return path
+
+
+@pytest.fixture
+def artifact(tmp_path: Path) -> Path:
+    path = tmp_path / "model.bin"
+    path.write_bytes(b"tiny model weights v1\n")
+    return path
+
+
+@pytest.fixture
+def make_artifact(tmp_path: Path):
+    def make(name: str, content: bytes) -> Path:
+        path = tmp_path / "artifacts-in" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+        return path
+
+    return make
+
+
+@pytest.fixture
+def reg(home: Path):
+    from modelledger import Registry
+
+    registry = Registry.open(home, actor="tester@test")
+    yield registry
+    registry.close()
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], home: Path):
+    """``cli(*argv) -> (exit code, stdout, stderr)``, running ``modelledger.cli.main`` in this process."""
+    from modelledger.cli import main
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        try:
+            code = main(list(argv))
+        except SystemExit as exc:  # argparse refusals
+            code = exc.code if isinstance(exc.code, int) else 1
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+@pytest.fixture
+def mledger(home: Path):
+    """``mledger(*argv) -> CompletedProcess``: the real console script in a child process."""
+
+    def run(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*mledger_command(), *argv], env=subprocess_env(home), capture_output=True,
+                              text=True, timeout=timeout, cwd=str(home.parent))
+
+    return run
+
+
+@pytest.fixture
+def child_env():
+    """``child_env(home, **extra) -> env`` for subprocesses that import the working tree."""
+    return subprocess_env
