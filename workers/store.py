@@ -1,0 +1,745 @@
+"""Content-addressed blob store rooted at any fsspec URL.
+
+Blobs live at ``<root>/sha256/ab/cd/<hex>``. A directory artifact is stored as one blob per file plus a
+manifest blob (canonical JSON) whose digest is the artifact's digest. Nothing here unpickles, imports or
+otherwise interprets an artifact's bytes.
+
+Errors from fsspec, botocore and the OS are translated into ``ArtifactError`` once, here, so callers only
+ever see the project's own exception types.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import posixpath
+import re
+import shutil
+import stat
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import IO, Any
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+from eventstore.errors import ArtifactError, ModelLedgerError, PurgedError, ValidationError
+
+CHUNK = 8 * 1024 * 1024
+MANIFEST_KIND = "manifest"
+TMP_DIR = "tmp"
+TMP_SUFFIX = ".part"
+# A manifest lists paths and digests only; anything far larger than this is not one of ours.
+MAX_MANIFEST_BYTES = 256 * 1024 * 1024
+
+_DIGEST_RE = re.compile(r"^sha256:([0-9a-f]{64})$")
+
+Progress = Callable[[int], None] | None
+
+
+@dataclass(frozen=True)
+class Blob:
+    digest: str
+    size: int
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    path: str
+    digest: str
+    size: int
+    mode: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "digest": self.digest, "size": self.size, "mode": self.mode}
+
+
+@dataclass(frozen=True)
+class ArtifactInfo:
+    digest: str
+    size: int
+    kind: str  # "file" or "directory"
+    files: tuple[FileEntry, ...]
+
+
+@dataclass
+class StoreStats:
+    """Counters of what actually reached the store; mutable on purpose (they are counters, not records)."""
+
+    bytes_written: int = 0
+    blobs_written: int = 0
+    blobs_deduplicated: int = 0
+
+
+def parse_digest(digest: str) -> str:
+    """Return the hex part of ``sha256:<hex>``; refuse anything else (it would become a path)."""
+    m = _DIGEST_RE.match(digest) if isinstance(digest, str) else None
+    if not m:
+        raise ValidationError(f"not a sha256 digest: {digest!r}")
+    return m.group(1)
+
+
+def normalize_mode(st_mode: int) -> int:
+    # Like git, keep only the executable bit: the umask of whoever copied a folder must not change its digest.
+    return 0o755 if st_mode & 0o111 else 0o644
+
+
+def check_relpath(rel: str) -> str:
+    """Refuse a manifest path that could land outside its directory when pulled."""
+    if not rel or "\x00" in rel or rel.startswith("/"):
+        raise ArtifactError(f"refused artifact path: {rel!r}")
+    for part in rel.split("/"):
+        if part in ("", ".", ".."):
+            raise ArtifactError(f"refused artifact path: {rel!r}")
+    return rel
+
+
+def manifest_bytes(files: list[FileEntry] | tuple[FileEntry, ...]) -> bytes:
+    doc = {"kind": MANIFEST_KIND, "files": [f.to_json() for f in sorted(files, key=lambda f: f.path)]}
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _is_driver_error(exc: BaseException) -> bool:
+    if isinstance(exc, ModelLedgerError):
+        return False
+    if isinstance(exc, OSError):
+        return True
+    # botocore/aiobotocore are not imported here (workers may only use fsspec); recognise them by module.
+    mod = type(exc).__module__ or ""
+    return mod.startswith(("botocore", "aiobotocore", "s3fs", "fsspec", "aiohttp"))
+
+
+@contextlib.contextmanager
+def _edge(what: str) -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:
+        if not _is_driver_error(exc):
+            raise
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ArtifactError(f"{what}: {detail}") from exc
+
+
+def _fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems refuse fsync on directories; the data itself was fsynced
+    finally:
+        os.close(fd)
+
+
+def _makedirs_durable(path: str) -> None:
+    """mkdir -p that fsyncs each parent of a newly created directory, so the new entry survives a crash."""
+    missing = []
+    p = path
+    while not os.path.isdir(p):
+        missing.append(p)
+        parent = os.path.dirname(p)
+        if parent == p:
+            break
+        p = parent
+    os.makedirs(path, exist_ok=True)
+    for d in reversed(missing):
+        _fsync_dir(os.path.dirname(d))
+
+
+class _Hasher:
+    def __init__(self, progress: Progress) -> None:
+        self.h = hashlib.sha256()
+        self.size = 0
+        self.progress = progress
+
+    def update(self, chunk: bytes) -> None:
+        self.h.update(chunk)
+        self.size += len(chunk)
+        if self.progress is not None:
+            self.progress(self.size)
+
+    @property
+    def hex(self) -> str:
+        return self.h.hexdigest()
+
+
+def _read_chunks(reader: IO[bytes]) -> Iterator[bytes]:
+    while True:
+        chunk = reader.read(CHUNK)
+        if not chunk:
+            return
+        yield chunk
+
+
+class BlobStore:
+    """A content-addressed store; ``root_url`` is a local path, ``file://``, ``s3://``, ``memory://`` ..."""
+
+    def __init__(self, root_url: str, storage_options: dict[str, Any] | None = None) -> None:
+        if not root_url:
+            raise ValidationError("artifact store URL is empty")
+        self.root_url = root_url
+        self.storage_options = dict(storage_options or {})
+        self.stats = StoreStats()
+        self._lock = threading.Lock()
+        self._fs: fsspec.AbstractFileSystem | None = None
+        self._pid = -1
+        with _edge(f"cannot open artifact store {root_url}"):
+            fs, root = self._make_fs()
+        self.local = isinstance(fs, LocalFileSystem)
+        self.root = os.path.abspath(root) if self.local else root.rstrip("/")
+
+    # -- filesystem -------------------------------------------------------------------------------------
+
+    def _make_fs(self) -> tuple[fsspec.AbstractFileSystem, str]:
+        fs, root = fsspec.core.url_to_fs(self.root_url, **self.storage_options)
+        self._fs, self._pid = fs, os.getpid()
+        return fs, root
+
+    @property
+    def fs(self) -> fsspec.AbstractFileSystem:
+        # An S3FileSystem made before fork() is unusable in the child: make a fresh one per process.
+        if self._fs is None or self._pid != os.getpid():
+            self._make_fs()
+        assert self._fs is not None
+        return self._fs
+
+    def _join(self, *parts: str) -> str:
+        if self.local:
+            return os.path.join(self.root, *parts)
+        return "/".join([self.root, *parts])
+
+    def path_of(self, digest: str) -> str:
+        """Where the blob lives inside ``self.fs`` (an absolute path for a local store)."""
+        hexd = parse_digest(digest)
+        return self._join("sha256", hexd[:2], hexd[2:4], hexd)
+
+    def url_of(self, digest: str) -> str:
+        path = self.path_of(digest)
+        return path if self.local else self.fs.unstrip_protocol(path)
+
+    def _tmp_path(self) -> str:
+        return self._join(TMP_DIR, f"{uuid.uuid4().hex}{TMP_SUFFIX}")
+
+    def _count(self, written: int, deduplicated: bool) -> None:
+        with self._lock:
+            self.stats.bytes_written += written
+            if deduplicated:
+                self.stats.blobs_deduplicated += 1
+            else:
+                self.stats.blobs_written += 1
+
+    # -- queries ----------------------------------------------------------------------------------------
+
+    def exists(self, digest: str) -> bool:
+        path = self.path_of(digest)
+        with _edge(f"cannot check blob {digest}"):
+            return self._exists_path(path)
+
+    def _exists_path(self, path: str) -> bool:
+        if self.local:
+            return os.path.isfile(path)
+        fs = self.fs
+        fs.invalidate_cache(path)  # another process may have written it since our last listing
+        return fs.exists(path)
+
+    def open_blob(self, digest: str) -> IO[bytes]:
+        path = self.path_of(digest)
+        with _edge(f"cannot read blob {digest}"):
+            try:
+                if self.local:
+                    return open(path, "rb")  # noqa: SIM115 - the caller closes it
+                self.fs.invalidate_cache(path)
+                return self.fs.open(path, "rb")
+            except FileNotFoundError:
+                raise ArtifactError(f"blob missing from the store: {digest}") from None
+
+    def read_blob(self, digest: str, limit: int | None = None) -> bytes:
+        """Read a whole (small) blob, verified against its digest."""
+        hexd = parse_digest(digest)
+        with self.open_blob(digest) as f, _edge(f"cannot read blob {digest}"):
+            data = f.read() if limit is None else f.read(limit + 1)
+        if limit is not None and len(data) > limit:
+            raise ArtifactError(f"blob too large to read whole: {digest}")
+        if hashlib.sha256(data).hexdigest() != hexd:
+            raise ArtifactError(f"blob is corrupt (digest mismatch): {digest}")
+        return data
+
+    def size_of(self, digest: str) -> int:
+        path = self.path_of(digest)
+        with _edge(f"cannot stat blob {digest}"):
+            try:
+                if self.local:
+                    return os.stat(path).st_size
+                self.fs.invalidate_cache(path)
+                return int(self.fs.info(path)["size"])
+            except FileNotFoundError:
+                raise ArtifactError(f"blob missing from the store: {digest}") from None
+
+    def verify(self, digest: str) -> bool:
+        """Rehash the blob: True only if it is present and its bytes match its name."""
+        hexd = parse_digest(digest)
+        try:
+            f = self.open_blob(digest)
+        except ArtifactError:
+            return False
+        h = hashlib.sha256()
+        with f, _edge(f"cannot read blob {digest}"):
+            for chunk in _read_chunks(f):
+                h.update(chunk)
+        return h.hexdigest() == hexd
+
+    def manifest(self, digest: str) -> list[FileEntry]:
+        data = self.read_blob(digest, limit=MAX_MANIFEST_BYTES)
+        try:
+            doc = json.loads(data)
+            if not isinstance(doc, dict) or doc.get("kind") != MANIFEST_KIND:
+                raise ValueError("not a manifest")
+            entries = [
+                FileEntry(path=str(e["path"]), digest=str(e["digest"]), size=int(e["size"]), mode=int(e["mode"]))
+                for e in doc["files"]
+            ]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ArtifactError(f"blob is not a directory manifest: {digest}") from exc
+        seen = set()
+        for e in entries:
+            check_relpath(e.path)
+            parse_digest(e.digest)
+            if e.path in seen:
+                raise ArtifactError(f"manifest {digest} lists {e.path!r} twice")
+            seen.add(e.path)
+        return entries
+
+    # -- writes -----------------------------------------------------------------------------------------
+
+    def put_bytes(self, data: bytes) -> Blob:
+        hexd = hashlib.sha256(data).hexdigest()
+        blob = Blob(f"sha256:{hexd}", len(data))
+        with _edge("cannot write blob"):
+            if self._exists_path(self.path_of(blob.digest)):
+                self._count(0, deduplicated=True)
+                return blob
+            return self._write_new(io.BytesIO(data), None, expected_hex=hexd)
+
+    def put_stream(self, reader: IO[bytes], progress: Progress = None) -> Blob:
+        """Store what ``reader`` yields (single pass: the bytes go to a temp name before dedup is known)."""
+        with _edge("cannot write blob"):
+            return self._write_new(reader, progress, expected_hex=None)
+
+    def put_file(self, source: str, progress: Progress = None) -> Blob:
+        """Store one file given as a local path or fsspec URL; an already stored content writes nothing.
+
+        Two passes: hash first and stop if the blob exists (re-registering an unchanged artifact copies
+        nothing), else copy through a temp name while hashing again, which also catches a source that
+        changed between the passes.
+        """
+        fs, path = self._source(source)
+        with _edge(f"cannot read artifact source {source}"):
+            hasher = _Hasher(progress)
+            with self._open_source(fs, path, source) as f:
+                for chunk in _read_chunks(f):
+                    hasher.update(chunk)
+        blob = Blob(f"sha256:{hasher.hex}", hasher.size)
+        with _edge(f"cannot write blob for {source}"):
+            if self._exists_path(self.path_of(blob.digest)):
+                self._count(0, deduplicated=True)
+                return blob
+            with self._open_source(fs, path, source) as f:
+                return self._write_new(f, progress, expected_hex=hasher.hex)
+
+    def _source(self, source: str) -> tuple[fsspec.AbstractFileSystem, str]:
+        with _edge(f"artifact source not usable: {source}"):
+            fs, path = fsspec.core.url_to_fs(source)
+        if isinstance(fs, LocalFileSystem):
+            path = os.path.abspath(path)
+        return fs, path
+
+    @staticmethod
+    def _open_source(fs: fsspec.AbstractFileSystem, path: str, source: str) -> IO[bytes]:
+        try:
+            if isinstance(fs, LocalFileSystem):
+                st = os.stat(path)
+                if not stat.S_ISREG(st.st_mode):
+                    # Reading a FIFO or device would block or never end.
+                    raise ArtifactError(f"artifact source is not a regular file: {source}")
+                return open(path, "rb")  # noqa: SIM115 - the caller closes it
+            return fs.open(path, "rb")
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            raise ArtifactError(f"artifact source not found: {source}") from None
+
+    def _write_new(self, reader: IO[bytes], progress: Progress, expected_hex: str | None) -> Blob:
+        tmp = self._tmp_path()
+        hasher = _Hasher(progress)
+        written = 0
+        try:
+            if self.local:
+                _makedirs_durable(os.path.dirname(tmp))
+                with open(tmp, "wb") as out:
+                    for chunk in _read_chunks(reader):
+                        hasher.update(chunk)
+                        out.write(chunk)
+                        written += len(chunk)
+                    out.flush()
+                    os.fsync(out.fileno())
+            else:
+                # Object stores: a PUT becomes visible only when it completes, but fsspec's close() also
+                # completes a *partial* upload when the source fails mid-stream. So the upload goes to a temp
+                # key, is verified, and only then copied to the final key (server-side copy, no re-upload).
+                with self.fs.open(tmp, "wb") as out:
+                    for chunk in _read_chunks(reader):
+                        hasher.update(chunk)
+                        out.write(chunk)
+                        written += len(chunk)
+            if expected_hex is not None and hasher.hex != expected_hex:
+                raise ArtifactError("artifact source changed while it was being stored; try again")
+            blob = Blob(f"sha256:{hasher.hex}", hasher.size)
+            created = self._publish(tmp, self.path_of(blob.digest))
+        finally:
+            self._discard_tmp(tmp)
+        self._count(written + (hasher.size if created and not self.local else 0), deduplicated=not created)
+        return blob
+
+    def _publish(self, tmp: str, final: str) -> bool:
+        """Move a verified temp into place unless the blob exists; True if this call created it."""
+        if self.local:
+            _makedirs_durable(os.path.dirname(final))
+            try:
+                # link() refuses to overwrite: an existing blob is never rewritten, even in a race.
+                os.link(tmp, final)
+            except FileExistsError:
+                return False
+            except OSError:
+                # Filesystems without hard links: same-content replace is the best left; check first.
+                if os.path.exists(final):
+                    return False
+                os.replace(tmp, final)
+            _fsync_dir(os.path.dirname(final))
+            return True
+        if self._exists_path(final):
+            return False
+        self.fs.copy(tmp, final)
+        self.fs.invalidate_cache(final)
+        return True
+
+    def _discard_tmp(self, tmp: str) -> None:
+        try:
+            if self.local:
+                os.unlink(tmp)
+            else:
+                self.fs.rm(tmp)
+                self.fs.invalidate_cache(tmp)
+        except (FileNotFoundError, OSError):
+            pass  # already moved, never created, or sweep_tmp will get it
+
+    def delete(self, digest: str) -> bool:
+        """Remove a blob (gc); idempotent. True if something was removed."""
+        path = self.path_of(digest)
+        with _edge(f"cannot delete blob {digest}"):
+            if self.local:
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    return False
+                _fsync_dir(os.path.dirname(path))
+                return True
+            if not self._exists_path(path):
+                return False
+            self.fs.rm(path)
+            self.fs.invalidate_cache(path)
+            return True
+
+    def sweep_tmp(self, older_than_seconds: float) -> int:
+        """Remove temp files left by killed writers, older than the given age; returns how many."""
+        cutoff = time.time() - older_than_seconds
+        removed = 0
+        tmpdir = self._join(TMP_DIR)
+        with _edge("cannot sweep temporary blobs"):
+            if self.local:
+                try:
+                    names = os.listdir(tmpdir)
+                except FileNotFoundError:
+                    return 0
+                for name in names:
+                    p = os.path.join(tmpdir, name)
+                    try:
+                        if name.endswith(TMP_SUFFIX) and os.stat(p).st_mtime <= cutoff:
+                            os.unlink(p)
+                            removed += 1
+                    except FileNotFoundError:
+                        pass
+                return removed
+            fs = self.fs
+            fs.invalidate_cache(tmpdir)
+            try:
+                entries = fs.ls(tmpdir, detail=True, refresh=True)
+            except FileNotFoundError:
+                return 0
+            for e in entries:
+                name = e["name"]
+                if not name.endswith(TMP_SUFFIX):
+                    continue
+                try:
+                    mtime = fs.modified(name).timestamp()
+                except (NotImplementedError, FileNotFoundError, OSError):
+                    continue
+                if mtime <= cutoff:
+                    self._discard_tmp(name)
+                    removed += 1
+            return removed
+
+    # -- artifacts --------------------------------------------------------------------------------------
+
+    def ingest(self, source: str, progress: Progress = None) -> ArtifactInfo:
+        """Store a file or a directory (local path or fsspec URL) and describe it."""
+        fs, path = self._source(source)
+        with _edge(f"artifact source not found: {source}"):
+            if isinstance(fs, LocalFileSystem):
+                if not os.path.lexists(path):
+                    raise ArtifactError(f"artifact source not found: {source}")
+                is_dir = os.path.isdir(path)
+            else:
+                fs.invalidate_cache(path)
+                try:
+                    is_dir = fs.isdir(path)
+                    if not is_dir and not fs.exists(path):
+                        raise FileNotFoundError(path)
+                except FileNotFoundError:
+                    raise ArtifactError(f"artifact source not found: {source}") from None
+        if not is_dir:
+            blob = self.put_file(source, progress)
+            mode = 0o644
+            if isinstance(fs, LocalFileSystem):
+                mode = normalize_mode(os.stat(path).st_mode)
+            name = posixpath.basename(path.replace(os.sep, "/").rstrip("/")) or "artifact"
+            entry = FileEntry(path=name, digest=blob.digest, size=blob.size, mode=mode)
+            return ArtifactInfo(digest=blob.digest, size=blob.size, kind="file", files=(entry,))
+
+        listing = self._list_local(path, source) if isinstance(fs, LocalFileSystem) else self._list_remote(fs, path)
+        entries = []
+        done = 0
+        for rel, full, mode in listing:
+            check_relpath(rel)
+            base = done
+
+            def sub(n: int, base: int = base) -> None:
+                if progress is not None:
+                    progress(base + n)
+
+            blob = self.put_file(fs.unstrip_protocol(full) if not isinstance(fs, LocalFileSystem) else full, sub)
+            done += blob.size
+            entries.append(FileEntry(path=rel, digest=blob.digest, size=blob.size, mode=mode))
+        entries.sort(key=lambda e: e.path)
+        man = self.put_bytes(manifest_bytes(entries))
+        return ArtifactInfo(digest=man.digest, size=sum(e.size for e in entries), kind="directory", files=tuple(entries))
+
+    def _list_local(self, root: str, source: str) -> list[tuple[str, str, int]]:
+        real_root = os.path.realpath(root)
+        out: list[tuple[str, str, int]] = []
+        seen_dirs: set[str] = set()
+
+        def inside(p: str) -> bool:
+            return p == real_root or p.startswith(real_root + os.sep)
+
+        def walk(d: str, rel: str) -> None:
+            real = os.path.realpath(d)
+            if real in seen_dirs:  # a symlink cycle inside the folder
+                return
+            seen_dirs.add(real)
+            with os.scandir(d) as it:
+                items = sorted(it, key=lambda e: e.name)
+            for e in items:
+                r = f"{rel}/{e.name}" if rel else e.name
+                if e.is_symlink():
+                    target = os.path.realpath(e.path)
+                    if not inside(target):
+                        raise ArtifactError(f"symlink escapes the artifact directory: {r}")
+                    if not os.path.exists(target):
+                        raise ArtifactError(f"broken symlink in the artifact directory: {r}")
+                st = os.stat(e.path)
+                if stat.S_ISDIR(st.st_mode):
+                    walk(e.path, r)
+                elif stat.S_ISREG(st.st_mode):
+                    out.append((r, e.path, normalize_mode(st.st_mode)))
+                else:
+                    raise ArtifactError(f"not a regular file in the artifact directory: {r}")
+
+        try:
+            walk(root, "")
+        except PermissionError as exc:
+            raise ArtifactError(f"artifact source not readable: {source}: {exc.filename}") from None
+        return out
+
+    @staticmethod
+    def _list_remote(fs: fsspec.AbstractFileSystem, root: str) -> list[tuple[str, str, int]]:
+        fs.invalidate_cache(root)
+        root = root.rstrip("/")
+        found = fs.find(root, withdirs=False, detail=True)
+        out = []
+        for name, info in sorted(found.items()):
+            if info.get("type") == "directory":
+                continue
+            rel = name[len(root) + 1 :] if name.startswith(root + "/") else name
+            out.append((rel, name, 0o644))
+        return out
+
+    # -- pull -------------------------------------------------------------------------------------------
+
+    def pull(
+        self,
+        digest: str,
+        kind: str,
+        dest: str,
+        *,
+        overwrite: bool = False,
+        purged: bool = False,
+        progress: Progress = None,
+    ) -> None:
+        """Write the artifact to ``dest`` verifying every digest; on any failure nothing is left at ``dest``.
+
+        ``purged=True`` tells us gc freed the bytes, so a missing blob becomes ``PurgedError``.
+        """
+        if kind not in ("file", "directory"):
+            raise ValidationError(f"unknown artifact kind: {kind!r}")
+        def require(d: str) -> None:
+            if not self.exists(d):
+                if purged:
+                    raise PurgedError(f"artifact {digest} was purged by gc; its record remains")
+                raise ArtifactError(f"blob missing from the store: {d}")
+
+        require(digest)
+        if kind == "file":
+            entries = [FileEntry(path="", digest=digest, size=-1, mode=0o644)]
+        else:
+            entries = self.manifest(digest)
+        for e in entries:
+            require(e.digest)
+        fs, path = self._source(dest)
+        with _edge(f"cannot write {dest}"):
+            if isinstance(fs, LocalFileSystem):
+                self._pull_local(entries, kind, path, dest, overwrite, progress)
+            else:
+                self._pull_remote(fs, entries, kind, path, dest, overwrite, progress)
+
+    def _copy_verified(self, entry: FileEntry, out: IO[bytes], progress: Progress, base: int) -> int:
+        hexd = parse_digest(entry.digest)
+        h = hashlib.sha256()
+        n = 0
+        with self.open_blob(entry.digest) as f:
+            for chunk in _read_chunks(f):
+                h.update(chunk)
+                out.write(chunk)
+                n += len(chunk)
+                if progress is not None:
+                    progress(base + n)
+        if h.hexdigest() != hexd or (entry.size >= 0 and n != entry.size):
+            raise ArtifactError(f"blob is corrupt (digest mismatch): {entry.digest}")
+        return n
+
+    def _pull_local(
+        self, entries: list[FileEntry], kind: str, dest: str, shown: str, overwrite: bool, progress: Progress
+    ) -> None:
+        dest = dest.rstrip(os.sep) or dest
+        if os.path.lexists(dest) and not overwrite:
+            raise ArtifactError(f"destination exists (use overwrite): {shown}")
+        parent = os.path.dirname(dest) or "."
+        os.makedirs(parent, exist_ok=True)
+        tmp = os.path.join(parent, f".{os.path.basename(dest)}.{uuid.uuid4().hex}{TMP_SUFFIX}")
+        try:
+            if kind == "file":
+                with open(tmp, "wb") as out:
+                    self._copy_verified(entries[0], out, progress, 0)
+                    out.flush()
+                    os.fsync(out.fileno())
+            else:
+                os.mkdir(tmp)
+                done = 0
+                for e in entries:
+                    target = os.path.join(tmp, *e.path.split("/"))
+                    os.makedirs(os.path.dirname(target), exist_ok=True)
+                    with open(target, "wb") as out:
+                        done += self._copy_verified(e, out, progress, done)
+                        out.flush()
+                        os.fsync(out.fileno())
+                    os.chmod(target, e.mode & 0o777)
+            self._move_into_place(tmp, dest, shown, overwrite, is_dir=kind == "directory")
+            _fsync_dir(parent)
+        except BaseException:
+            if os.path.isdir(tmp) and not os.path.islink(tmp):
+                shutil.rmtree(tmp, ignore_errors=True)
+            elif os.path.lexists(tmp):
+                os.unlink(tmp)
+            raise
+
+    @staticmethod
+    def _move_into_place(tmp: str, dest: str, shown: str, overwrite: bool, is_dir: bool) -> None:
+        if not os.path.lexists(dest):
+            if not is_dir:
+                try:
+                    os.link(tmp, dest)  # no-clobber: a dest that appeared meanwhile is kept
+                except FileExistsError:
+                    raise ArtifactError(f"destination exists (use overwrite): {shown}") from None
+                os.unlink(tmp)
+            else:
+                os.rename(tmp, dest)
+            return
+        if not overwrite:
+            raise ArtifactError(f"destination exists (use overwrite): {shown}")
+        if not is_dir and not os.path.isdir(dest):
+            os.replace(tmp, dest)
+            return
+        # A directory cannot be swapped atomically: park the old one, move the new one in, drop the old.
+        old = f"{tmp}.old"
+        os.rename(dest, old)
+        try:
+            os.rename(tmp, dest)
+        except OSError:
+            os.rename(old, dest)
+            raise
+        if os.path.isdir(old) and not os.path.islink(old):
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.unlink(old)
+
+    def _pull_remote(
+        self,
+        fs: fsspec.AbstractFileSystem,
+        entries: list[FileEntry],
+        kind: str,
+        dest: str,
+        shown: str,
+        overwrite: bool,
+        progress: Progress,
+    ) -> None:
+        # Object stores have no rename: write everything under a temp prefix, verify, then move. Each object
+        # appears atomically; a directory's objects appear one by one during the final move.
+        dest = dest.rstrip("/")
+        fs.invalidate_cache(dest)
+        if fs.exists(dest) and not overwrite:
+            raise ArtifactError(f"destination exists (use overwrite): {shown}")
+        tmp = f"{dest}.{uuid.uuid4().hex}{TMP_SUFFIX}"
+        try:
+            done = 0
+            for e in entries:
+                target = tmp if kind == "file" else f"{tmp}/{e.path}"
+                with fs.open(target, "wb") as out:
+                    done += self._copy_verified(e, out, progress, done)
+            if fs.exists(dest):
+                fs.rm(dest, recursive=True)
+            if kind == "file":
+                fs.mv(tmp, dest)
+            else:
+                for e in entries:
+                    fs.mv(f"{tmp}/{e.path}", f"{dest}/{e.path}")
+            fs.invalidate_cache(dest)
+        finally:
+            with contextlib.suppress(FileNotFoundError, OSError):
+                fs.invalidate_cache(tmp)
+                if fs.exists(tmp):
+                    fs.rm(tmp, recursive=True)
