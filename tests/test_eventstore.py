@@ -151,13 +151,12 @@ def test_raw_sql_cannot_replace_a_stored_event(reg, artifact, home):
 
 # -- tampering is found ---------------------------------------------------------------------------
 
-def _tamper(home, *statements: str) -> None:
+def _tamper(home, sql: str, params: tuple = ()) -> None:
     conn = sqlite3.connect(home / "registry.db", isolation_level=None)
     try:
         conn.execute("DROP TRIGGER events_no_update")
         conn.execute("DROP TRIGGER events_no_delete")
-        for sql in statements:
-            conn.execute(sql)
+        conn.execute(sql, params)
     finally:
         conn.close()
 
@@ -167,7 +166,7 @@ def test_changing_one_byte_of_data_breaks_the_chain_at_that_position(reg, artifa
     rows = reg.recorder.raw_rows()
     target = next(r for r in rows if r[3] == "MetricsRecorded")
     assert '"accuracy":0.9' in target[5]
-    _tamper(home, f"UPDATE events SET data = replace(data, '0.9', '0.8') WHERE position = {target[0]}")
+    _tamper(home, "UPDATE events SET data = replace(data, '0.9', '0.8') WHERE position = ?", (target[0],))
     report = verify_rows(reg.recorder.raw_rows())
     assert not report.ok
     assert report.position == target[0]
@@ -183,7 +182,7 @@ def test_deleting_a_row_is_reported_as_a_gap(reg, artifact, home):
 
 def test_rewriting_a_hash_is_found(reg, artifact, home):
     _populate(reg, artifact)
-    _tamper(home, f"UPDATE events SET hash = '{'0' * 64}' WHERE position = 3")
+    _tamper(home, "UPDATE events SET hash = ? WHERE position = 3", ("0" * 64,))
     report = verify_rows(reg.recorder.raw_rows())
     assert not report.ok and report.position == 3
 
