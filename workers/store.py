@@ -196,6 +196,16 @@ class BlobStore:
         self.local = isinstance(fs, LocalFileSystem)
         self.root = os.path.abspath(root) if self.local else root.rstrip("/")
 
+    def __getstate__(self) -> dict[str, Any]:
+        # A lock and a live filesystem do not travel between processes; the receiver makes its own.
+        state = self.__dict__.copy()
+        state.update(_fs=None, _pid=-1, _lock=None, stats=StoreStats())
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     # -- filesystem -------------------------------------------------------------------------------------
 
     def _make_fs(self) -> tuple[fsspec.AbstractFileSystem, str]:

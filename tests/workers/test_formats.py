@@ -216,3 +216,11 @@ def test_sniff_artifact_for_a_stored_folder(tmp_path: Path) -> None:
 
     single = store.ingest(str(d / "model.safetensors"))
     assert sniff_artifact(store, single).format == "safetensors"
+
+
+def test_large_payloads_are_skipped_not_loaded(tmp_path: Path) -> None:
+    # A plain pickle of a big array: the walk seeks past the payload and still reaches STOP.
+    p = tmp_path / "big.pkl"
+    p.write_bytes(pickle.dumps({"blob": b"\x00" * (8 * 1024 * 1024), "after": 1}, protocol=4))
+    info = sniff(FS, str(p))
+    assert info.format == "pickle" and not info.unsafe, info.detail

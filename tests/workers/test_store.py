@@ -370,3 +370,25 @@ def test_ingest_memory_stays_flat(tmp_path: Path) -> None:
     growth_mb = int(proc.stdout.strip())
     assert growth_mb < 100, f"RSS grew by {growth_mb} MB"
     assert (tmp_path / "store" / "sha256").exists()
+
+
+@pytest.mark.s3
+def test_s3_store_made_before_fork_works_in_the_child(s3_bucket: str) -> None:
+    import multiprocessing
+
+    store = BlobStore(f"s3://{s3_bucket}/artifacts")
+    blob = store.put_bytes(b"made in the parent")
+    ctx = multiprocessing.get_context("fork")
+    results = ctx.Queue()
+
+    def child() -> None:  # inherits the parent's store object through fork, not through pickling
+        results.put(store.read_blob(blob.digest))
+        results.put(store.put_bytes(b"made in the child").digest)
+
+    proc = ctx.Process(target=child)
+    proc.start()
+    got, made = results.get(timeout=60), results.get(timeout=60)
+    proc.join(60)
+    assert proc.exitcode == 0
+    assert got == b"made in the parent"
+    assert store.exists(made)  # the parent sees what the child wrote (no stale listing cache)
