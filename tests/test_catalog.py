@@ -1,0 +1,281 @@
+"""The read side: list/search filters, best, read-your-writes, rebuild equality, and the documented JSON
+shapes of `show`, `list`, `log`, `history` and `projections rebuild`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from eventstore.errors import NotFoundError, ValidationError
+from eventstore.events import NewEvent
+from projections.projector import checkpoint
+
+VERSION_FIELDS = {"name", "version", "ref", "parent", "status", "deleted", "description", "params", "structure",
+                  "optimizer", "tags", "aliases", "metrics", "artifact", "created_at", "created_by"}
+ARTIFACT_FIELDS = {"source", "digest", "size", "format", "files", "unsafe"}
+MODEL_FIELDS = {"name", "description", "tags", "aliases", "latest", "deleted"}
+EVENT_FIELDS = ["position", "stream", "version", "type", "schema_version", "data", "meta", "recorded_at", "hash"]
+
+
+@pytest.fixture
+def populated(reg, make_artifact):
+    """resnet (vision, 3 versions), bert (nlp), digits (vision, deleted model), team/vit (namespaced)."""
+    weights = make_artifact("resnet.safetensors", b"resnet weights")
+    tok = make_artifact("tokenizer.json", b'{"vocab": []}')
+    reg.register("resnet-50", weights, description="Residual network for image classification",
+                 tags={"task": "vision", "framework": "torch"})
+    reg.update("resnet-50@1", params={"lr": 0.01})
+    reg.update("resnet-50@2", params={"lr": 0.001})
+    reg.metrics("resnet-50@1", accuracy=0.71, loss=0.9)
+    reg.metrics("resnet-50@2", accuracy=0.93, loss=0.4)
+    reg.metrics("resnet-50@3", accuracy=0.88, loss=0.3)
+    reg.alias("resnet-50@2", "production")
+    reg.register("bert", tok, description="Transformer encoder for text",
+                 tags={"task": "nlp", "framework": "torch"})
+    reg.tag("bert", owner="text-team")
+    reg.register("digits", weights, description="small digits classifier", tags={"task": "vision"})
+    reg.delete("digits", reason="retired")
+    reg.register("team/vit", tok, description="vision transformer", tags={"task": "vision", "framework": "jax"})
+    reg.alias("team/vit@1", "staging")
+    return reg
+
+
+def names(models) -> list[str]:
+    return [m.name for m in models]
+
+
+# -- list filters ---------------------------------------------------------------------------------
+
+def test_list_without_filters_excludes_deleted_models(populated):
+    cat = populated.catalog()
+    assert names(cat.list()) == ["bert", "resnet-50", "team/vit"]
+    assert names(cat.list(include_deleted=True)) == ["bert", "digits", "resnet-50", "team/vit"]
+
+
+def test_search_matches_word_prefixes_in_names_descriptions_and_tags(populated):
+    cat = populated.catalog()
+    assert names(cat.list(search="resid")) == ["resnet-50"]
+    assert names(cat.list(search="resnet")) == ["resnet-50"]
+    assert names(cat.list(search="transf")) == ["bert", "team/vit"]
+    assert names(cat.list(search="vis")) == ["resnet-50", "team/vit"]  # a version tag value
+    assert names(cat.list(search="text-team")) == ["bert"]  # a model tag value
+    assert names(cat.list(search="vision transformer")) == ["team/vit"]  # every word required
+    assert names(cat.list(search="vision", include_deleted=True)) == ["digits", "resnet-50", "team/vit"]
+    assert cat.list(search="nomatch") == []
+
+
+@pytest.mark.parametrize("words", ['"', "*", "OR", "NOT vision", "NEAR(a b)", "a:b", "(", "^x", "-", "'", "a AND"])
+def test_search_treats_fts_syntax_as_plain_words(populated, words):
+    cat = populated.catalog()
+    try:
+        cat.list(search=words)
+        cat.search(keyword=words)
+    except ValidationError:
+        pass  # a clear refusal is fine; a driver error is not
+
+
+def test_tag_filters_are_anded_and_see_model_and_version_tags(populated):
+    cat = populated.catalog()
+    assert names(cat.list(tags={"framework": "torch"})) == ["bert", "resnet-50"]
+    assert names(cat.list(tags={"framework": "torch", "task": "vision"})) == ["resnet-50"]
+    assert names(cat.list(tags={"owner": "text-team"})) == ["bert"]
+    assert names(cat.list(tags={"framework": "torch", "owner": "text-team"})) == ["bert"]
+    assert cat.list(tags={"task": "vision", "framework": "none"}) == []
+
+
+def test_a_deleted_version_no_longer_makes_its_model_match(populated):
+    reg = populated
+    reg.register("solo", reg.get("bert").artifact["source"], tags={"only": "here"})
+    assert names(reg.catalog().list(tags={"only": "here"})) == ["solo"]
+    assert names(reg.catalog().list(search="here")) == ["solo"]
+    reg.delete("solo@1")
+    assert reg.catalog().list(tags={"only": "here"}) == []
+    assert reg.catalog().list(search="here") == []
+    reg.undelete("solo@1")
+    assert names(reg.catalog().list(tags={"only": "here"})) == ["solo"]
+
+
+def test_file_and_alias_filters(populated):
+    cat = populated.catalog()
+    assert names(cat.list(file="resnet.safetensors")) == ["resnet-50"]
+    assert names(cat.list(file="tokenizer.json")) == ["bert", "team/vit"]
+    assert names(cat.list(file="tokenizer.json", include_deleted=True)) == ["bert", "team/vit"]
+    assert names(cat.list(file="resnet.safetensors", include_deleted=True)) == ["digits", "resnet-50"]
+    assert cat.list(file="nothing.bin") == []
+    assert names(cat.list(alias="production")) == ["resnet-50"]
+    assert names(cat.list(alias="staging")) == ["team/vit"]
+    assert names(cat.list(alias="staging", search="vision", tags={"framework": "jax"})) == ["team/vit"]
+
+
+def test_search_returns_live_versions(populated):
+    reg = populated
+    hits = reg.catalog().search(keyword="resnet")
+    assert [v.ref for v in hits] == ["resnet-50@1", "resnet-50@2", "resnet-50@3"]
+    reg.delete("resnet-50@1")
+    assert [v.ref for v in reg.catalog().search(tags={"task": "vision"})] == [
+        "resnet-50@2", "resnet-50@3", "team/vit@1"]
+    assert [v.ref for v in reg.catalog().search(alias="production")] == ["resnet-50@2"]
+    assert [v.ref for v in reg.catalog().search(name="bert", file="tokenizer.json")] == ["bert@1"]
+
+
+# -- best -----------------------------------------------------------------------------------------
+
+def test_best_picks_max_or_min_and_ignores_deleted_versions(populated):
+    reg = populated
+    cat = reg.catalog()
+    assert cat.best("resnet-50", "accuracy").ref == "resnet-50@2"
+    assert cat.best("resnet-50", "loss", minimize=True).ref == "resnet-50@3"
+    assert cat.best("resnet-50", "accuracy", minimize=True).ref == "resnet-50@1"
+    reg.delete("resnet-50@2")
+    assert cat.best("resnet-50", "accuracy").ref == "resnet-50@3"
+    with pytest.raises(NotFoundError):
+        cat.best("resnet-50", "f1")
+    with pytest.raises(NotFoundError):
+        cat.best("nosuch", "accuracy")
+
+
+def test_best_breaks_ties_with_the_newest_version(reg, artifact):
+    for _ in range(3):
+        reg.register("m", artifact)
+    reg.metrics("m@1", acc=0.5)
+    reg.metrics("m@2", acc=0.9)
+    reg.metrics("m@3", acc=0.9)
+    assert reg.catalog().best("m", "acc").version == 3
+
+
+def test_metrics_are_overwritten_not_accumulated_for_best(reg, artifact):
+    reg.register("m", artifact)
+    reg.register("m", artifact)
+    reg.metrics("m@1", acc=0.99)
+    reg.metrics("m@2", acc=0.5)
+    reg.metrics("m@1", acc=0.1)
+    assert reg.catalog().best("m", "acc").version == 2
+
+
+# -- read-your-writes and catch-up -----------------------------------------------------------------
+
+def test_a_second_registry_sees_writes_at_once(home, artifact):
+    from modelledger import Registry
+
+    with Registry.open(home) as a, Registry.open(home) as b:
+        a.register("m", artifact)
+        assert b.get("m").version == 1
+        b.tag("m@1", by="b")
+        assert a.get("m@1").tags == {"by": "b"}
+        a.alias("m@1", "production")
+        assert b.get("m@production").version == 1
+
+
+def test_events_appended_behind_the_projection_are_folded_in_on_the_next_read(reg, artifact):
+    reg.register("m", artifact)
+    reg.append_batch([
+        NewEvent("model-m", "Tagged", {"name": "m", "version": 1, "tags": {"imported": "yes"}}),
+        NewEvent("model-m", "MetricsRecorded", {"name": "m", "version": 1, "metrics": {"acc": 0.5}}),
+    ])
+    assert reg.projection.lag() == 2
+    v = reg.get("m@1")
+    assert v.tags == {"imported": "yes"} and v.metrics == {"acc": 0.5}
+    assert reg.projection.lag() == 0
+    assert checkpoint(reg.recorder.connection()) == reg.head()
+
+
+def test_rebuild_gives_the_same_catalog_and_the_same_search_results(populated):
+    reg = populated
+    reg.delete("resnet-50@1")
+    reg.alias("resnet-50@3", "production")
+    reg.rollback("resnet-50", "production")
+    reg.untag("bert", "owner")
+    cat = reg.catalog()
+    before = (cat.digest(), names(cat.list(search="vision")), names(cat.list(search="text")),
+              [v.ref for v in cat.search(keyword="torch")], cat.model("resnet-50").to_json())
+    applied = reg.rebuild_projections()
+    assert applied == reg.head()
+    after = (cat.digest(), names(cat.list(search="vision")), names(cat.list(search="text")),
+             [v.ref for v in cat.search(keyword="torch")], cat.model("resnet-50").to_json())
+    assert after == before
+
+
+# -- JSON shapes through the CLI ---------------------------------------------------------------------
+
+def test_show_json_has_the_documented_fields(populated, cli):
+    code, out, err = cli("show", "resnet-50@production", "--json")
+    assert code == 0, err
+    v = json.loads(out)
+    assert VERSION_FIELDS <= set(v)
+    assert ARTIFACT_FIELDS <= set(v["artifact"])
+    assert v["ref"] == "resnet-50@2" and v["parent"] == 1 and v["aliases"] == ["production"]
+    assert v["status"] == "ready" and v["deleted"] is False
+    assert v["artifact"]["files"] == ["resnet.safetensors"]
+    assert v["artifact"]["digest"].startswith("sha256:")
+    assert v["metrics"] == {"accuracy": 0.93, "loss": 0.4}
+    assert v["created_by"] == "tester@test"
+
+    code, out, err = cli("show", "resnet-50", "--json")
+    assert code == 0, err
+    m = json.loads(out)
+    assert MODEL_FIELDS | {"versions"} <= set(m)
+    assert m["aliases"] == {"production": 2} and m["latest"] == 3
+    assert [x["version"] for x in m["versions"]] == [1, 2, 3]
+    assert all(VERSION_FIELDS <= set(x) for x in m["versions"])
+
+
+def test_list_json_has_the_model_fields(populated, cli):
+    code, out, err = cli("list", "--json", "--tag", "task=vision")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert [m["name"] for m in doc["models"]] == ["resnet-50", "team/vit"]
+    assert all(MODEL_FIELDS <= set(m) for m in doc["models"])
+    code, out, _ = cli("list", "--json", "--search", "vis", "--deleted")
+    assert [m["name"] for m in json.loads(out)["models"]] == ["digits", "resnet-50", "team/vit"]
+
+
+def test_log_json_is_json_lines_of_envelopes(populated, cli):
+    code, out, err = cli("log", "--json")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert len(lines) == populated.head()
+    docs = [json.loads(line) for line in lines]
+    assert all(list(d) == EVENT_FIELDS for d in docs)
+    assert [d["position"] for d in docs] == list(range(1, len(docs) + 1))
+    code, out, _ = cli("log", "--json", "--since", "5")
+    assert [json.loads(line)["position"] for line in out.splitlines()] == list(range(6, len(docs) + 1))
+
+
+def test_history_of_a_model_and_of_a_version(populated, cli):
+    code, out, err = cli("history", "resnet-50@2", "--json")
+    assert code == 0, err
+    events = json.loads(out)["events"]
+    assert {e["data"]["version"] for e in events} == {2}
+    assert [e["type"] for e in events] == ["ParamsUpdated", "MetricsRecorded", "AliasAssigned"]
+    code, out, _ = cli("history", "resnet-50", "--json")
+    events = json.loads(out)["events"]
+    assert {e["stream"] for e in events} == {"model-resnet-50"}
+    assert [e["version"] for e in events] == list(range(1, len(events) + 1))
+
+
+def test_write_commands_print_what_they_produced(reg, artifact, cli):
+    code, out, err = cli("register", "m", "--artifact", str(artifact), "--params", '{"lr": 0.1}', "--json")
+    assert code == 0, err
+    assert json.loads(out)["ref"] == "m@1"
+    code, out, err = cli("update", "m@1", "--params", '{"lr": null, "wd": 1}', "--json")
+    v2 = json.loads(out)
+    assert (v2["ref"], v2["parent"], v2["params"]) == ("m@2", 1, {"wd": 1})
+    code, out, err = cli("tag", "m@2", "k=v", "x=y", "--json")
+    assert code == 0, err
+    assert [e["type"] for e in json.loads(out)["events"]] == ["Tagged"]
+    code, out, err = cli("alias", "m@2", "production", "--json")
+    assert json.loads(out)["events"][0]["data"]["version"] == 2
+    code, out, err = cli("metrics", "m@2", "acc=0.5", "n=3", "--json")
+    assert json.loads(out)["events"][0]["data"]["metrics"] == {"acc": 0.5, "n": 3}
+    code, out, err = cli("best", "m", "--metric", "acc", "--json")
+    assert json.loads(out)["ref"] == "m@2"
+
+
+def test_projections_rebuild_from_the_cli_gives_an_identical_catalog(populated, cli):
+    before = populated.catalog().digest()
+    code, out, err = cli("projections", "rebuild", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["identical"] is True and doc["digest"] == before and doc["position"] == populated.head()
+    assert populated.catalog().digest() == before
