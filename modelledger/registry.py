@@ -8,24 +8,30 @@ live below it — in the decider and the projector.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from eventstore import commands as c
 from eventstore.decider import precheck
-from eventstore.events import NewEvent, StoredEvent, stream_for
+from eventstore.errors import ArtifactError, ModelLedgerError, StoreError
+from eventstore.events import VERSION_CREATING, NewEvent, StoredEvent, stream_for
 from eventstore.handler import Outcome, execute, first_result
 from eventstore.names import parse_ref, validate_name
 from eventstore.sqlite import SQLiteRecorder
 from projections.catalog import Catalog, CatalogProjection
 from projections.records import ModelRecord, VersionRecord
-from workers.ingest import ingest_artifact
+from workers import actors, context
+from workers.broker import ensure_embedded_worker, is_embedded
+from workers.broker import use as use_broker
+from workers.ingest import check_source
 
 from . import __version__
 from .config import Config
 
 RefLike = str | VersionRecord
+DEFAULT_TIMEOUT = 3600.0
 
 
 def _ref(ref: RefLike) -> str:
@@ -42,6 +48,13 @@ class Registry:
         self.recorder = SQLiteRecorder(config.db_path)
         self.projection = CatalogProjection(self.recorder)
         self._catalog = Catalog(self.projection)
+        self.broker = use_broker(config.broker)
+        self.embedded = is_embedded(self.broker)
+        context.configure(config.db_path, config.artifacts, self.projection)
+        if self.embedded:
+            # Heal what a crash left pending (older than a minute: younger ones may still be in flight
+            # in another process's embedded worker).
+            self.sweep(older_than=60.0)
 
     @classmethod
     def open(
@@ -76,11 +89,10 @@ class Registry:
             meta["run_id"] = run
         return meta
 
-    def execute(self, command: c.Command, *, idempotency_key: str | None = None, run_id: str | None = None,
-                request: c.Command | None = None) -> Outcome:
+    def execute(self, command: c.Command, *, idempotency_key: str | None = None,
+                run_id: str | None = None) -> Outcome:
         """Decide and append one command; the lower-level door the named methods below go through."""
-        return execute(self.recorder, self.projection, command, self._meta(run_id),
-                       idempotency_key=idempotency_key, request=request)
+        return execute(self.recorder, self.projection, command, self._meta(run_id), idempotency_key=idempotency_key)
 
     def _produced(self, outcome: Outcome) -> VersionRecord:
         assert outcome.version is not None
@@ -98,22 +110,24 @@ class Registry:
         optimizer: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
         run_id: str | None = None,
+        wait: bool = True,
+        timeout: float | None = None,
     ) -> VersionRecord:
         """Register a new version of ``name`` (creating the model on first use) from a file, a folder or
-        a URL. Returns the version; with an idempotency key, a retry returns the first result."""
-        draft = c.Register(name, {"source": str(artifact)}, description, dict(tags or {}), dict(params or {}),
-                           dict(structure or {}), dict(optimizer or {}))
-        # Refuse bad input before any byte is copied.
-        precheck(draft)
+        a URL. Returns the version once its artifact is stored (``wait=False``: at once, ``pending``).
+        With an idempotency key, a retry returns the first result and appends nothing."""
+        command = c.Register(name, {"source": str(artifact)}, description, dict(tags or {}), dict(params or {}),
+                             dict(structure or {}), dict(optimizer or {}))
+        precheck(command)  # names, JSON, sizes: refused before anything is read or written
         if idempotency_key is not None:
-            # A retry returns the first result without reading the artifact again.
-            first = first_result(self.recorder, idempotency_key, draft)
+            first = first_result(self.recorder, idempotency_key, command)
             if first is not None:
-                return self._produced(first)
-        stored = ingest_artifact(self.config.artifacts, str(artifact))
-        command = c.Register(name, stored, description, draft.tags, draft.params, draft.structure, draft.optimizer)
-        outcome = self.execute(command, idempotency_key=idempotency_key, run_id=run_id, request=draft)
-        return self._produced(outcome)
+                return self._finish(first, wait, timeout)
+        source = check_source(str(artifact))
+        command = c.Register(name, {"source": source}, description, command.tags, command.params,
+                             command.structure, command.optimizer)
+        outcome = self.execute(command, idempotency_key=idempotency_key, run_id=run_id)
+        return self._finish(outcome, wait, timeout)
 
     def update(
         self,
@@ -128,25 +142,83 @@ class Registry:
         optimizer_patch: bool = False,
         idempotency_key: str | None = None,
         run_id: str | None = None,
+        wait: bool = True,
+        timeout: float | None = None,
     ) -> VersionRecord:
         """Derive a new version from ``ref``: params merge (RFC 7386), structure/optimizer replace unless
         ``*_patch``; the parent's artifact is carried over unless a new one is given."""
-        draft = c.Update(_ref(ref), None if params is None else dict(params),
-                         None if structure is None else dict(structure),
-                         None if optimizer is None else dict(optimizer), structure_patch, optimizer_patch,
-                         None if artifact is None else {"source": str(artifact)}, description)
-        precheck(draft)
+        command = c.Update(_ref(ref), None if params is None else dict(params),
+                           None if structure is None else dict(structure),
+                           None if optimizer is None else dict(optimizer), structure_patch, optimizer_patch,
+                           None if artifact is None else {"source": str(artifact)}, description)
+        precheck(command)
         if idempotency_key is not None:
-            first = first_result(self.recorder, idempotency_key, draft)
+            first = first_result(self.recorder, idempotency_key, command)
             if first is not None:
-                return self._produced(first)
-        command = draft
+                return self._finish(first, wait, timeout)
         if artifact is not None:
-            stored = ingest_artifact(self.config.artifacts, str(artifact))
-            command = c.Update(draft.ref, draft.params, draft.structure, draft.optimizer, structure_patch,
-                               optimizer_patch, stored, description)
-        outcome = self.execute(command, idempotency_key=idempotency_key, run_id=run_id, request=draft)
-        return self._produced(outcome)
+            command = c.Update(command.ref, command.params, command.structure, command.optimizer, structure_patch,
+                               optimizer_patch, {"source": check_source(str(artifact))}, description)
+        outcome = self.execute(command, idempotency_key=idempotency_key, run_id=run_id)
+        return self._finish(outcome, wait, timeout)
+
+    # -- side effects ------------------------------------------------------------------------------
+    def _finish(self, outcome: Outcome, wait: bool, timeout: float | None) -> VersionRecord:
+        """After commit: send the ingest job of a pending version (the events table is the outbox), then
+        wait for its outcome — always in embedded mode, unless ``wait=False`` with a Redis broker."""
+        version = self._produced(outcome)
+        must_wait = wait or self.embedded
+        if version.status == "pending" and not outcome.replayed:
+            created = next(e for e in outcome.events if e.type in VERSION_CREATING)
+            try:
+                self._send_ingest(created.position)
+            except ModelLedgerError as exc:
+                if not must_wait:
+                    return version  # committed; the sweep of `mledger worker` sends it later
+                raise ArtifactError(f"{version.ref} is registered (pending) but its ingest could not be queued "
+                                    f"({exc}); `mledger worker` completes it once the broker is back") from None
+        if version.status == "pending" and must_wait:
+            return self.wait(version.ref, timeout)
+        return version
+
+    def _send_ingest(self, position: int) -> None:
+        try:
+            actors.ingest.send(position)
+        except Exception as exc:  # noqa: BLE001 - redis/connection errors, translated here once
+            raise StoreError(f"the broker did not take the job: {type(exc).__name__}: {exc}") from None
+        if self.embedded:
+            ensure_embedded_worker()
+
+    def wait(self, ref: RefLike, timeout: float | None = None) -> VersionRecord:
+        """Block until the version's artifact is stored (or failed); ``ArtifactError`` on failure."""
+        limit = DEFAULT_TIMEOUT if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        delay = 0.002
+        while True:
+            version = self._catalog.get(_ref(ref))
+            if version.status == "failed":
+                raise ArtifactError(f"{version.ref}: the artifact could not be stored: "
+                                    f"{version.artifact.get('error', 'unknown reason')}")
+            if version.status != "pending":
+                return version
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ArtifactError(f"{version.ref} is still pending after {limit:g} s "
+                                    "(is a worker running? `mledger worker`)")
+            if self.embedded:
+                context.wait_notified(self.config.db_path, version.position, min(left, 0.5))
+            else:
+                time.sleep(min(delay, left))
+                delay = min(delay * 2, 0.1)
+
+    def sweep(self, older_than: float = 0.0) -> int:
+        """Re-send the ingest job of every version whose outcome is missing (a lost message, a broker
+        outage, a crash between commit and send). Returns how many were sent."""
+        sent = 0
+        for position in self._catalog.pending_positions(older_than=older_than):
+            self._send_ingest(position)
+            sent += 1
+        return sent
 
     def tag(self, ref: RefLike, tags: Mapping[str, str] | None = None, **more: str) -> list[StoredEvent]:
         """Set tags on a model (``NAME``... as a bare name) or on a version (``NAME@N``/``NAME@alias``)."""

@@ -280,11 +280,16 @@ class Catalog:
                 raise NotFoundError(f"no live version of {name!r} has the metric {metric!r}")
             return self._version(conn, name, row[0])
 
-    def pending(self, limit: int = 1000) -> list[tuple[str, int]]:
-        """Versions whose artifact outcome is still missing (what the sweep re-drives)."""
+    def pending_positions(self, older_than: float = 0.0, limit: int = 10_000) -> list[int]:
+        """Log positions of the versions whose artifact outcome is still missing, oldest first — what the
+        sweep re-drives. ``older_than`` (seconds) leaves just-created versions to their own message."""
+        from datetime import UTC, datetime, timedelta
+
+        cutoff = (datetime.now(UTC) - timedelta(seconds=older_than)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         with self._read() as conn:
-            return [tuple(r) for r in conn.execute(
-                "SELECT name, version FROM versions WHERE status = 'pending' ORDER BY position LIMIT ?", (limit,))]
+            return [r[0] for r in conn.execute(
+                "SELECT position FROM versions WHERE status = 'pending' AND created_at <= ? ORDER BY position"
+                " LIMIT ?", (cutoff, limit))]
 
     def digest(self) -> str:
         """SHA-256 over every catalog row in canonical order: equal digests, equal catalogs."""

@@ -40,6 +40,20 @@ def normalize_source(source: str) -> str:
     return os.path.abspath(os.path.expanduser(source))
 
 
+def check_source(source: str) -> str:
+    """The normalised source, after making sure it can be read — so a missing file is refused before
+    anything is appended."""
+    src = normalize_source(source)
+    try:
+        fs, path = fsspec.core.url_to_fs(src)
+        found = fs.exists(path)
+    except (OSError, ValueError, ImportError) as exc:
+        raise ArtifactError(f"cannot reach the artifact source {source}: {exc}") from None
+    if not found:
+        raise ArtifactError(f"artifact source not found: {source}")
+    return src
+
+
 def ingest_artifact(
     store_url: str, source: str, *, progress: Callable[[int], None] | None = None
 ) -> dict[str, Any]:

@@ -1,0 +1,69 @@
+"""Where this process's actors find the log and the artifact store.
+
+Messages carry ids only (a log position), never paths or bytes: the process that runs the actors is
+configured once — by the Registry for the embedded worker, by ``mledger worker`` for a Redis worker.
+Waiters in the same process (embedded mode) are woken when an outcome is recorded.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from eventstore.errors import StoreError
+from eventstore.handler import ReadModel
+from eventstore.sqlite import SQLiteRecorder
+
+
+@dataclass(frozen=True)
+class WorkerContext:
+    db_path: Path
+    artifacts: str
+    # The catalog, when the composition root hands it over: outcomes are then projected in the same
+    # transaction that appends them (one commit instead of two, and reads need no catch-up).
+    read_model: ReadModel | None = None
+
+
+_lock = threading.Lock()
+_context: WorkerContext | None = None
+_recorders: dict[Path, SQLiteRecorder] = {}
+_outcomes = threading.Condition()
+_done: set[tuple[str, int]] = set()
+
+
+def configure(db_path: str | Path, artifacts: str, read_model: ReadModel | None = None) -> WorkerContext:
+    global _context
+    with _lock:
+        _context = WorkerContext(Path(db_path), artifacts, read_model)
+        return _context
+
+
+def current() -> WorkerContext:
+    if _context is None:
+        raise StoreError("this worker process has no registry configured (set MLEDGER_HOME and run mledger worker)")
+    return _context
+
+
+def recorder() -> SQLiteRecorder:
+    ctx = current()
+    with _lock:
+        rec = _recorders.get(ctx.db_path)
+        if rec is None:
+            rec = _recorders[ctx.db_path] = SQLiteRecorder(ctx.db_path)
+        return rec
+
+
+def notify(db_path: Path, position: int) -> None:
+    with _outcomes:
+        _done.add((str(db_path), position))
+        _outcomes.notify_all()
+
+
+def wait_notified(db_path: Path, position: int, timeout: float) -> bool:
+    """Block until an outcome for the event at ``position`` is recorded in this process, or timeout."""
+    key = (str(db_path), position)
+    with _outcomes:
+        ok = _outcomes.wait_for(lambda: key in _done, timeout=timeout)
+        _done.discard(key)
+        return ok
