@@ -79,6 +79,13 @@ ALLOW_EXACT = frozenset(
         "numpy.random._pickle.__bit_generator_ctor",
         "numpy.random._pickle.__generator_ctor",
         "numpy.random.mtrand.RandomState",
+        # Bit generators a fitted estimator's random_state pickles with (e.g. MLPClassifier).
+        "numpy.random._mt19937.MT19937",
+        "numpy.random._pcg64.PCG64",
+        "numpy.random._pcg64.PCG64DXSM",
+        "numpy.random._philox.Philox",
+        "numpy.random._sfc64.SFC64",
+        "numpy.random._generator.Generator",
         "joblib.numpy_pickle.NumpyArrayWrapper",
         "torch._utils._rebuild_tensor",
         "torch._utils._rebuild_tensor_v2",
