@@ -104,3 +104,9 @@ def mledger(home: Path):
 def child_env():
     """``child_env(home, **extra) -> env`` for subprocesses that import the working tree."""
     return subprocess_env
+
+
+@pytest.fixture
+def mledger_argv() -> list[str]:
+    """The argv prefix that runs the ``mledger`` console script."""
+    return mledger_command()
