@@ -139,17 +139,19 @@ class Ref:
     name: str
     version: int | None = None
     alias: str | None = None
+    latest: bool = False  # ``NAME@latest``: the latest live version, never the model itself
 
     def __str__(self) -> str:
         if self.version is not None:
             return f"{self.name}@{self.version}"
         if self.alias is not None:
             return f"{self.name}@{self.alias}"
-        return self.name
+        return f"{self.name}@latest" if self.latest else self.name
 
     @property
     def is_model(self) -> bool:
-        return self.version is None and self.alias is None
+        """A bare ``NAME``: tag/untag/delete act on the model; reads take its latest live version."""
+        return self.version is None and self.alias is None and not self.latest
 
 
 def parse_ref(text: Any) -> Ref:
@@ -167,7 +169,7 @@ def parse_ref(text: Any) -> Ref:
             raise ValidationError(f"reference {_show(text)}: versions start at 1")
         return Ref(name, version=number)
     if selector == "latest":
-        return Ref(name)
+        return Ref(name, latest=True)
     if not ALIAS_RE.match(selector):
         raise ValidationError(f"reference {_show(text)}: after '@' give a version number or an alias")
     return Ref(name, alias=selector)

@@ -50,6 +50,15 @@ CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
 BEGIN SELECT RAISE(ABORT, 'events are append-only: UPDATE refused'); END;
 CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
 BEGIN SELECT RAISE(ABORT, 'events are append-only: DELETE refused'); END;
+-- INSERT OR REPLACE deletes the conflicting row without firing DELETE triggers (unless the connection
+-- enabled recursive_triggers, which another client would not): refuse any insert that would collide.
+CREATE TRIGGER IF NOT EXISTS events_no_replace BEFORE INSERT ON events
+WHEN NEW.position <= (SELECT max(position) FROM events)
+  OR EXISTS (SELECT 1 FROM events WHERE stream = NEW.stream AND version = NEW.version)
+BEGIN SELECT RAISE(ABORT, 'events are append-only: REPLACE refused'); END;
+CREATE TRIGGER IF NOT EXISTS idempotency_no_replace BEFORE INSERT ON idempotency
+WHEN EXISTS (SELECT 1 FROM idempotency WHERE key = NEW.key)
+BEGIN SELECT RAISE(ABORT, 'idempotency keys are append-only: REPLACE refused'); END;
 CREATE TRIGGER IF NOT EXISTS idempotency_no_update BEFORE UPDATE ON idempotency
 BEGIN SELECT RAISE(ABORT, 'idempotency keys are append-only: UPDATE refused'); END;
 CREATE TRIGGER IF NOT EXISTS idempotency_no_delete BEFORE DELETE ON idempotency

@@ -50,11 +50,12 @@ class Registry:
         self._catalog = Catalog(self.projection)
         self.broker = use_broker(config.broker)
         self.embedded = is_embedded(self.broker)
+        self._sent: set[int] = set()
         context.configure(config.db_path, config.artifacts, self.projection)
         if self.embedded:
-            # Heal what a crash left pending (older than a minute: younger ones may still be in flight
+            # Heal what a crash left pending (older than 30 s: younger ones may still be in flight
             # in another process's embedded worker).
-            self.sweep(older_than=60.0)
+            self.sweep(older_than=30.0)
 
     @classmethod
     def open(
@@ -182,6 +183,7 @@ class Registry:
         return version
 
     def _send_ingest(self, position: int) -> None:
+        self._sent.add(position)
         try:
             actors.ingest.send(position)
         except Exception as exc:  # noqa: BLE001 - redis/connection errors, translated here once
@@ -206,6 +208,10 @@ class Registry:
                 raise ArtifactError(f"{version.ref} is still pending after {limit:g} s "
                                     "(is a worker running? `mledger worker`)")
             if self.embedded:
+                if version.position not in self._sent:
+                    # Nothing of this process is working on it (its writer died after the commit):
+                    # send it now rather than wait for a sweep.
+                    self._send_ingest(version.position)
                 context.wait_notified(self.config.db_path, version.position, min(left, 0.5))
             else:
                 time.sleep(min(delay, left))

@@ -43,7 +43,11 @@ class CatalogProjection:
     def __init__(self, recorder: SQLiteRecorder) -> None:
         self.recorder = recorder
         with recorder.write() as tx:
-            schema.create(tx.connection)
+            # A catalog built by another shape of this code is simply rebuilt from the log.
+            if schema.stored_version(tx.connection) != schema.VERSION:
+                schema.drop(tx.connection)
+                schema.create(tx.connection)
+                self.catch_up(tx)
 
     def catch_up(self, tx: Transaction) -> int:
         conn = tx.connection
@@ -96,7 +100,7 @@ def catalog_digest_rows(conn: sqlite3.Connection) -> Iterator[str]:
         f"SELECT {VERSION_COLUMNS} FROM versions ORDER BY name, version"))  # noqa: S608
     for table, order in (("aliases", "name, alias"), ("alias_history", "name, alias, seq"),
                          ("tags", "name, version, key"), ("metrics", "name, version, key"),
-                         ("files", "name, version, path")):
+                         ("files", "name, version, path"), ("blob_refs", "digest, name, version")):
         yield from (canonical_json([table, *r]) for r in conn.execute(
             f"SELECT * FROM {table} ORDER BY {order}"))  # noqa: S608 - fixed table names
 

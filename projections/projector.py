@@ -58,9 +58,18 @@ def _refresh_latest(conn: sqlite3.Connection, name: str) -> None:
 
 def _write_files(conn: sqlite3.Connection, name: str, version: int, artifact: dict[str, Any]) -> None:
     conn.execute("DELETE FROM files WHERE name = ? AND version = ?", (name, version))
-    rows = [(name, version, f["path"], posixpath.basename(f["path"])) for f in artifact.get("files") or ()
-            if isinstance(f, dict) and isinstance(f.get("path"), str)]
-    conn.executemany("INSERT OR IGNORE INTO files (name, version, path, basename) VALUES (?, ?, ?, ?)", rows)
+    conn.execute("DELETE FROM blob_refs WHERE name = ? AND version = ?", (name, version))
+    files = [f for f in artifact.get("files") or () if isinstance(f, dict) and isinstance(f.get("path"), str)]
+    conn.executemany("INSERT OR IGNORE INTO files (name, version, path, basename) VALUES (?, ?, ?, ?)",
+                     [(name, version, f["path"], posixpath.basename(f["path"])) for f in files])
+    if not artifact.get("digest"):
+        return
+    refs = {artifact["digest"]: artifact.get("size") if artifact.get("kind") != "directory" else None}
+    for f in files:
+        if f.get("digest"):
+            refs[f["digest"]] = f.get("size")
+    conn.executemany("INSERT OR IGNORE INTO blob_refs (digest, name, version, size) VALUES (?, ?, ?, ?)",
+                     [(d, name, version, size) for d, size in refs.items()])
 
 
 def _write_tags(conn: sqlite3.Connection, name: str, version: int, tags: dict[str, str]) -> None:
@@ -204,22 +213,24 @@ def on_alias_removed(conn: sqlite3.Connection, e: StoredEvent) -> None:
 
 def on_version_deleted(conn: sqlite3.Connection, e: StoredEvent) -> None:
     d = e.data
-    conn.execute("UPDATE versions SET deleted = 1 WHERE name = ? AND version = ?", (d["name"], d["version"]))
+    conn.execute("UPDATE versions SET deleted = 1, deleted_at = ? WHERE name = ? AND version = ?",
+                 (e.recorded_at, d["name"], d["version"]))
     _refresh_latest(conn, d["name"])
 
 
 def on_version_restored(conn: sqlite3.Connection, e: StoredEvent) -> None:
     d = e.data
-    conn.execute("UPDATE versions SET deleted = 0 WHERE name = ? AND version = ?", (d["name"], d["version"]))
+    conn.execute("UPDATE versions SET deleted = 0, deleted_at = NULL WHERE name = ? AND version = ?",
+                 (d["name"], d["version"]))
     _refresh_latest(conn, d["name"])
 
 
 def on_model_deleted(conn: sqlite3.Connection, e: StoredEvent) -> None:
-    conn.execute("UPDATE models SET deleted = 1 WHERE name = ?", (e.data["name"],))
+    conn.execute("UPDATE models SET deleted = 1, deleted_at = ? WHERE name = ?", (e.recorded_at, e.data["name"]))
 
 
 def on_model_restored(conn: sqlite3.Connection, e: StoredEvent) -> None:
-    conn.execute("UPDATE models SET deleted = 0 WHERE name = ?", (e.data["name"],))
+    conn.execute("UPDATE models SET deleted = 0, deleted_at = NULL WHERE name = ?", (e.data["name"],))
 
 
 HANDLERS: dict[str, Callable[[sqlite3.Connection, StoredEvent], None]] = {

@@ -8,7 +8,10 @@ import sqlite3
 
 import sqlite_utils
 
-TABLES = ("models", "versions", "aliases", "alias_history", "tags", "metrics", "files", "projection_checkpoint")
+VERSION = 2  # bump when the tables change shape: an older catalog is then rebuilt from the log
+
+TABLES = ("models", "versions", "aliases", "alias_history", "tags", "metrics", "files", "blob_refs",
+          "projection_checkpoint")
 FTS_TABLES = ("models_fts", "versions_fts")
 
 SCHEMA = """
@@ -28,6 +31,7 @@ CREATE TABLE IF NOT EXISTS models (
     deleted        INTEGER NOT NULL DEFAULT 0,
     latest         INTEGER,
     last_version   INTEGER NOT NULL DEFAULT 0,
+    deleted_at     TEXT,
     created_at     TEXT NOT NULL,
     created_by     TEXT NOT NULL,
     updated_at     TEXT NOT NULL
@@ -47,6 +51,7 @@ CREATE TABLE IF NOT EXISTS versions (
     tag_text     TEXT NOT NULL DEFAULT '',
     metrics      TEXT NOT NULL DEFAULT '{}',
     artifact     TEXT NOT NULL DEFAULT '{}',
+    deleted_at   TEXT,
     created_at   TEXT NOT NULL,
     created_by   TEXT NOT NULL,
     position     INTEGER NOT NULL,
@@ -91,6 +96,16 @@ CREATE TABLE IF NOT EXISTS files (
     basename TEXT NOT NULL,
     PRIMARY KEY (name, version, path)
 );
+-- Every blob a version's artifact needs (the file, or the manifest and each file of a folder): what gc
+-- and audit ask about.
+CREATE TABLE IF NOT EXISTS blob_refs (
+    digest   TEXT NOT NULL,
+    name     TEXT NOT NULL,
+    version  INTEGER NOT NULL,
+    size     INTEGER,
+    PRIMARY KEY (digest, name, version)
+);
+CREATE INDEX IF NOT EXISTS blob_refs_by_version ON blob_refs (name, version);
 CREATE INDEX IF NOT EXISTS files_by_basename ON files (basename);
 CREATE INDEX IF NOT EXISTS files_by_path ON files (path);
 """
@@ -122,6 +137,15 @@ def create(conn: sqlite3.Connection) -> None:
             db[table].enable_fts(["name", "description", "tag_text"], create_triggers=False,
                                  tokenize="unicode61 remove_diacritics 2 tokenchars '._-'")
         db.executescript(_FTS_TRIGGERS.format(t=table))
+    conn.execute("INSERT OR REPLACE INTO projection_checkpoint (name, position) VALUES ('schema', ?)", (VERSION,))
+
+
+def stored_version(conn: sqlite3.Connection) -> int | None:
+    try:
+        row = conn.execute("SELECT position FROM projection_checkpoint WHERE name = 'schema'").fetchone()
+    except sqlite3.OperationalError:
+        return None
+    return row[0] if row else None
 
 
 def drop(conn: sqlite3.Connection) -> None:

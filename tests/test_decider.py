@@ -311,8 +311,6 @@ def test_an_event_payload_over_one_mib_is_refused(reg, artifact):
     refused(reg, ValidationError, reg.update, "m@2", params={"b": quarter})
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: parse_ref maps NAME@latest to the bare model reference, so "
-                   "`delete NAME@latest` deletes the whole model (and tag/untag act on the model's tags)")
 def test_at_latest_means_the_latest_version_not_the_model(reg, artifact):
     reg.register("m", artifact)
     reg.register("m", artifact)

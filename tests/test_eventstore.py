@@ -131,8 +131,6 @@ def test_raw_sql_cannot_update_or_delete_events(reg, artifact, home, sql, messag
     assert verify_rows(reg.recorder.raw_rows()).ok
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: INSERT OR REPLACE deletes and rewrites a stored event without "
-                   "firing the DELETE trigger (recursive_triggers is off); no BEFORE INSERT guard")
 def test_raw_sql_cannot_replace_a_stored_event(reg, artifact, home):
     reg.register("alpha", artifact)
     before = _raw(home)

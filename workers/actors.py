@@ -8,6 +8,7 @@ transaction that first checks for it, so a redelivered or re-sent message append
 from __future__ import annotations
 
 import logging
+import socket
 from typing import Any
 
 import dramatiq
@@ -49,9 +50,15 @@ def _stored_event(created: StoredEvent, artifact: dict[str, Any]) -> NewEvent:
     keep = ("digest", "size", "kind", "format", "files", "unsafe", "imports", "detail", "structure")
     data = {"name": created.data["name"], "version": created.data["version"],
             **{k: artifact[k] for k in keep if k in artifact}}
-    meta = {"actor": "mledger-worker", "causation_id": created.position,
-            "correlation_id": created.meta.get("correlation_id")}
-    return NewEvent(created.stream, "ArtifactStored", data, meta)
+    return NewEvent(created.stream, "ArtifactStored", data, _meta(created))
+
+
+def _meta(created: StoredEvent) -> dict[str, Any]:
+    """The outcome is recorded on behalf of whoever asked for the work; the worker names itself apart."""
+    meta = {k: created.meta[k] for k in ("actor", "run_id", "correlation_id") if k in created.meta}
+    meta["causation_id"] = created.position
+    meta["client"] = f"mledger-worker@{socket.gethostname()}"
+    return meta
 
 
 def ingest_version(position: int) -> str:
@@ -111,8 +118,7 @@ def _record_failure(created: StoredEvent, reason: str) -> None:
     stream, number = created.stream, created.data["version"]
     with rec.write() as tx:
         if tx.idempotent_result(stored_key(stream, number), None) is None:
-            meta = {"actor": "mledger-worker", "causation_id": created.position,
-                    "correlation_id": created.meta.get("correlation_id")}
+            meta = _meta(created)
             data = {"name": created.data["name"], "version": number, "reason": reason[:1000]}
             key = failed_key(stream, number, _message_id())
             if tx.idempotent_result(key, None) is None:
