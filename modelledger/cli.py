@@ -20,6 +20,7 @@ from eventstore.events import StoredEvent
 from eventstore.names import PAYLOAD_MAX, parse_json_object, parse_number, validate_tag_key
 
 from . import __version__, output
+from .progress import Progress
 from .registry import Registry
 
 
@@ -83,25 +84,88 @@ def emit_events(args: argparse.Namespace, events: list[StoredEvent], what: str) 
 
 # -- commands ------------------------------------------------------------------------------------------
 
+def _bar(args: argparse.Namespace, label: str) -> Progress:
+    return Progress(label, enabled=False if args.json else None)
+
+
 def cmd_register(reg: Registry, args: argparse.Namespace) -> int:
-    v = reg.register(
-        args.name, args.artifact, description=args.description or "", tags=pairs(args.tag, "tag"),
-        params=json_arg(args.params, "params"), structure=json_arg(args.structure, "structure"),
-        optimizer=json_arg(args.optimizer, "optimizer"), idempotency_key=args.idempotency_key,
-    )
+    bar = _bar(args, f"ingest {args.artifact}")
+    try:
+        v = reg.register(
+            args.name, args.artifact, description=args.description or "", tags=pairs(args.tag, "tag"),
+            params=json_arg(args.params, "params"), structure=json_arg(args.structure, "structure"),
+            optimizer=json_arg(args.optimizer, "optimizer"), idempotency_key=args.idempotency_key,
+            wait=not args.no_wait, timeout=args.timeout, progress=bar,
+        )
+    finally:
+        bar.close()
     emit(args, v.to_json(), f"registered {output.version_line(v)}")
     return 0
 
 
 def cmd_update(reg: Registry, args: argparse.Namespace) -> int:
-    v = reg.update(
-        args.ref, params=json_arg(args.params, "params"), structure=json_arg(args.structure, "structure"),
-        optimizer=json_arg(args.optimizer, "optimizer"), artifact=args.artifact, description=args.description,
-        structure_patch=args.structure_patch, optimizer_patch=args.optimizer_patch,
-        idempotency_key=args.idempotency_key,
-    )
+    bar = _bar(args, f"ingest {args.artifact}")
+    try:
+        v = reg.update(
+            args.ref, params=json_arg(args.params, "params"), structure=json_arg(args.structure, "structure"),
+            optimizer=json_arg(args.optimizer, "optimizer"), artifact=args.artifact, description=args.description,
+            structure_patch=args.structure_patch, optimizer_patch=args.optimizer_patch,
+            idempotency_key=args.idempotency_key, wait=not args.no_wait, timeout=args.timeout, progress=bar,
+        )
+    finally:
+        bar.close()
     emit(args, v.to_json(), f"derived {output.version_line(v)} from {v.name}@{v.parent}")
     return 0
+
+
+def cmd_wait(reg: Registry, args: argparse.Namespace) -> int:
+    v = reg.wait(args.ref, args.timeout)
+    emit(args, v.to_json(), output.version_line(v))
+    return 0
+
+
+def cmd_pull(reg: Registry, args: argparse.Namespace) -> int:
+    bar = _bar(args, f"pull {args.ref}")
+    try:
+        v = reg.pull(args.ref, args.dest, overwrite=args.force, progress=bar)
+    finally:
+        bar.close()
+    data = {"version": v.to_json(), "dest": args.dest, "digest": v.artifact.get("digest"),
+            "size": v.artifact.get("size"), "verified": True}
+    emit(args, data, f"pulled {v.ref} -> {args.dest} ({output.human_size(v.artifact.get('size'))}, every digest verified)")
+    return 0
+
+
+def parse_duration(text: str) -> float:
+    """``7d``, ``12h``, ``30m``, ``45s`` or plain seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    raw = text.strip().lower()
+    factor = units.get(raw[-1:], None)
+    number = raw[:-1] if factor else raw
+    try:
+        value = float(number) * (factor or 1)
+    except ValueError:
+        raise ValidationError(f"not a duration: {text!r} (use e.g. 7d, 12h, 30m, 0)") from None
+    if value < 0 or value != value or value == float("inf"):
+        raise ValidationError(f"not a duration: {text!r}")
+    return value
+
+
+def cmd_gc(reg: Registry, args: argparse.Namespace) -> int:
+    report = reg.gc(parse_duration(args.grace), dry_run=args.dry_run)
+    verb = "would free" if args.dry_run else "freed"
+    human = (f"{verb} {output.human_size(report['bytes'])} in {report['blobs']} blob(s)"
+             f" ({report['orphan_blobs']} unreferenced); purged versions: {', '.join(report['versions']) or '-'}")
+    emit(args, report, human)
+    return 0
+
+
+def cmd_worker(reg_factory: Any, args: argparse.Namespace) -> int:
+    from .config import Config
+    from .worker import run
+
+    config = Config.load(args.home, artifacts=args.artifacts, broker=args.broker, actor=args.actor)
+    return run(config, processes=args.processes, threads=args.threads, sweep_interval=args.sweep_interval)
 
 
 def cmd_tag(reg: Registry, args: argparse.Namespace) -> int:
@@ -231,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--description")
         p.add_argument("--idempotency-key", help="a retry with the same key appends nothing and returns the first result")
         p.add_argument("--no-wait", action="store_true", help="return before the artifact is stored (Redis broker)")
+        p.add_argument("--timeout", type=float, metavar="SECONDS", help="how long to wait for the artifact (default 3600)")
 
     p = add("register", cmd_register, "register a new version of a model (the model is created on first use)")
     p.add_argument("name")
@@ -290,6 +355,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--follow", action="store_true", help="keep printing new events")
     p.add_argument("--interval", type=float, default=0.5, help=argparse.SUPPRESS)
 
+    p = add("wait", cmd_wait, "wait until a version's artifact is stored")
+    p.add_argument("ref")
+    p.add_argument("--timeout", type=float, metavar="SECONDS")
+    p = add("pull", cmd_pull, "write a version's artifact to DEST (a path or URL), verifying every digest")
+    p.add_argument("ref")
+    p.add_argument("dest")
+    p.add_argument("--force", action="store_true", help="replace DEST if it exists")
+    p = add("gc", cmd_gc, "free the bytes no live version needs (after a grace period); appends ArtifactPurged")
+    p.add_argument("--grace", default="7d", help="keep bytes whose last reference ended less than this ago (7d)")
+    p.add_argument("--dry-run", action="store_true", help="say what would be freed, change nothing")
+    p = add("worker", cmd_worker, "run dramatiq workers for the Redis broker, and the sweep")
+    p.add_argument("--processes", type=int, default=1)
+    p.add_argument("--threads", type=int, default=4)
+    p.add_argument("--sweep-interval", type=float, default=30.0, metavar="SECONDS")
+
     p = add("projections", cmd_projections, "maintain the read side")
     p.add_argument("action", choices=["rebuild"])
 
@@ -301,8 +381,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if args.fn is cmd_demo:
-            return cmd_demo(None, args)
+        if args.fn in (cmd_demo, cmd_worker):
+            return args.fn(None, args)
         with Registry.open(args.home, artifacts=args.artifacts, broker=args.broker, actor=args.actor,
                            client="cli") as reg:
             return args.fn(reg, args)

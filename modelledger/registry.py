@@ -10,22 +10,25 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from eventstore import commands as c
 from eventstore.decider import precheck
-from eventstore.errors import ArtifactError, ModelLedgerError, StoreError
+from eventstore.errors import ArtifactError, ModelLedgerError, PurgedError, StoreError, ValidationError
 from eventstore.events import VERSION_CREATING, NewEvent, StoredEvent, stream_for
 from eventstore.handler import Outcome, execute, first_result
 from eventstore.names import parse_ref, validate_name
 from eventstore.sqlite import SQLiteRecorder
 from projections.catalog import Catalog, CatalogProjection
 from projections.records import ModelRecord, VersionRecord
+from projections.storage import purge_plan, referenced_digests
 from workers import actors, context
 from workers.broker import ensure_embedded_worker, is_embedded
 from workers.broker import use as use_broker
 from workers.ingest import check_source
+from workers.store import BlobStore
 
 from . import __version__
 from .config import Config
@@ -113,6 +116,7 @@ class Registry:
         run_id: str | None = None,
         wait: bool = True,
         timeout: float | None = None,
+        progress: Callable[[int], None] | None = None,
     ) -> VersionRecord:
         """Register a new version of ``name`` (creating the model on first use) from a file, a folder or
         a URL. Returns the version once its artifact is stored (``wait=False``: at once, ``pending``).
@@ -128,7 +132,7 @@ class Registry:
         command = c.Register(name, {"source": source}, description, command.tags, command.params,
                              command.structure, command.optimizer)
         outcome = self.execute(command, idempotency_key=idempotency_key, run_id=run_id)
-        return self._finish(outcome, wait, timeout)
+        return self._finish(outcome, wait, timeout, progress)
 
     def update(
         self,
@@ -145,6 +149,7 @@ class Registry:
         run_id: str | None = None,
         wait: bool = True,
         timeout: float | None = None,
+        progress: Callable[[int], None] | None = None,
     ) -> VersionRecord:
         """Derive a new version from ``ref``: params merge (RFC 7386), structure/optimizer replace unless
         ``*_patch``; the parent's artifact is carried over unless a new one is given."""
@@ -161,16 +166,19 @@ class Registry:
             command = c.Update(command.ref, command.params, command.structure, command.optimizer, structure_patch,
                                optimizer_patch, {"source": check_source(str(artifact))}, description)
         outcome = self.execute(command, idempotency_key=idempotency_key, run_id=run_id)
-        return self._finish(outcome, wait, timeout)
+        return self._finish(outcome, wait, timeout, progress)
 
     # -- side effects ------------------------------------------------------------------------------
-    def _finish(self, outcome: Outcome, wait: bool, timeout: float | None) -> VersionRecord:
+    def _finish(self, outcome: Outcome, wait: bool, timeout: float | None,
+                progress: Callable[[int], None] | None = None) -> VersionRecord:
         """After commit: send the ingest job of a pending version (the events table is the outbox), then
         wait for its outcome — always in embedded mode, unless ``wait=False`` with a Redis broker."""
         version = self._produced(outcome)
         must_wait = wait or self.embedded
         if version.status == "pending" and not outcome.replayed:
             created = next(e for e in outcome.events if e.type in VERSION_CREATING)
+            if self.embedded and progress is not None:
+                context.watch(created.position, progress)
             try:
                 self._send_ingest(created.position)
             except ModelLedgerError as exc:
@@ -179,7 +187,10 @@ class Registry:
                 raise ArtifactError(f"{version.ref} is registered (pending) but its ingest could not be queued "
                                     f"({exc}); `mledger worker` completes it once the broker is back") from None
         if version.status == "pending" and must_wait:
-            return self.wait(version.ref, timeout)
+            try:
+                return self.wait(version.ref, timeout)
+            finally:
+                context.watch(version.position, None)
         return version
 
     def _send_ingest(self, position: int) -> None:
@@ -225,6 +236,73 @@ class Registry:
             self._send_ingest(position)
             sent += 1
         return sent
+
+    # -- artifacts ---------------------------------------------------------------------------------
+    def store(self) -> BlobStore:
+        return BlobStore(self.config.artifacts)
+
+    def pull(self, ref: RefLike, dest: str, *, overwrite: bool = False,
+             progress: Callable[[int], None] | None = None) -> VersionRecord:
+        """Write the version's artifact (file or folder) to ``dest`` (a path or URL), verifying every digest;
+        on failure nothing is left at ``dest``."""
+        version = self.get(ref)
+        art = version.artifact
+        if version.status == "purged":
+            raise PurgedError(f"{version.ref}: its artifact ({art.get('digest')}) was purged by gc; the record "
+                              "remains (restore can re-ingest it from its source)")
+        if version.status != "ready" or not art.get("digest"):
+            raise ArtifactError(f"{version.ref} has no stored artifact (status {version.status})")
+        self.store().pull(art["digest"], art.get("kind", "file"), dest, overwrite=overwrite, progress=progress)
+        return version
+
+    def gc(self, grace_seconds: float = 7 * 86400, *, dry_run: bool = False) -> dict[str, Any]:
+        """Free the blobs that no live version references and whose last reference ended more than
+        ``grace_seconds`` ago (and blobs nothing references, older than that). Appends ``ArtifactPurged``
+        for each version that loses bytes. Holds the write lock throughout, so no command can start
+        referencing a blob while it is being removed."""
+        if grace_seconds < 0:
+            raise ValidationError("the grace period cannot be negative")
+        store = self.store()
+        now = time.time()
+        cutoff = datetime.fromtimestamp(now - grace_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        meta = self._meta()
+        with self.recorder.write() as tx:
+            self.projection.catch_up(tx)
+            plans = purge_plan(tx.connection, cutoff)
+            referenced = referenced_digests(tx.connection)
+            orphans = [(d, size) for d, size, mtime in store.iter_blobs()
+                       if d not in referenced and mtime <= now - grace_seconds]
+            by_version: dict[tuple[str, int], dict[str, Any]] = {}
+            for plan in plans:
+                for name, number, artifact_digest in plan.versions:
+                    entry = by_version.setdefault((name, number), {"name": name, "version": number,
+                                                                   "digest": artifact_digest, "blobs": []})
+                    entry["blobs"].append(plan.digest)
+            events = [NewEvent(stream_for(name), "ArtifactPurged", data, meta)
+                      for (name, _), data in sorted(by_version.items())]
+            sizes = {p.digest: p.size for p in plans}
+            sizes.update(dict(orphans))
+            report: dict[str, Any] = {
+                "dry_run": dry_run,
+                "grace_seconds": grace_seconds,
+                "versions": [f"{n}@{v}" for n, v in sorted(by_version)],
+                "blobs": len(sizes),
+                "orphan_blobs": len(orphans),
+                "bytes": 0,
+                "events": [],
+            }
+            if dry_run:
+                report["bytes"] = sum(size or 0 for size in sizes.values())
+                return report
+            stored = tx.append(events) if events else []
+            self.projection.apply(tx, stored)
+            freed = 0
+            for digest, size in sizes.items():
+                if store.delete(digest):
+                    freed += size or 0
+            report["bytes"] = freed
+            report["events"] = [e.to_json() for e in stored]
+        return report
 
     def tag(self, ref: RefLike, tags: Mapping[str, str] | None = None, **more: str) -> list[StoredEvent]:
         """Set tags on a model (``NAME``... as a bare name) or on a version (``NAME@N``/``NAME@alias``)."""

@@ -21,6 +21,7 @@ from eventstore.recorder import Transaction
 from . import broker as _broker  # noqa: F401  (sets the broker before any actor is declared)
 from . import context
 from .ingest import ingest_artifact
+from .store import BlobStore
 
 log = logging.getLogger("modelledger.workers")
 
@@ -81,8 +82,19 @@ def ingest_version(position: int) -> str:
         # The version carried its parent's stored artifact: nothing to copy.
         context.notify(ctx.db_path, position)
         return "already"
+    for _ in range(3):
+        outcome = _ingest_once(ctx, rec, created, artifact, key)
+        if outcome != "vanished":
+            return outcome
+    raise ArtifactError(f"blobs of {created.data['name']}@{number} kept disappearing during ingest (gc?)")
+
+
+def _ingest_once(ctx: context.WorkerContext, rec: Any, created: StoredEvent, artifact: dict[str, Any],
+                 key: str) -> str:
+    number = created.data["version"]
+    position = created.position
     try:
-        facts = ingest_artifact(ctx.artifacts, artifact["source"])
+        facts = ingest_artifact(ctx.artifacts, artifact["source"], progress=context.progress_for(position))
     except ModelLedgerError as exc:
         permanent = isinstance(exc, ValidationError) or "not found" in str(exc)
         if permanent or _retries_so_far() >= MAX_RETRIES:
@@ -94,14 +106,23 @@ def ingest_version(position: int) -> str:
             _record_failure(created, f"{type(exc).__name__}: {exc}")
             return "failed"
         raise ArtifactError(f"ingest of {created.data['name']}@{number} failed: {exc}") from exc
+    store = BlobStore(ctx.artifacts)
     with rec.write() as tx:
         if tx.idempotent_result(key, None) is not None:
             outcome = "already"
+        elif not all(store.exists(d) for d in _blobs(facts)):
+            # gc removed a blob we deduplicated against, between our copy and this commit (gc deletes
+            # under the write lock, so checking here is race-free): copy again.
+            return "vanished"
         else:
             _append(ctx, tx, _stored_event(created, facts), key)
             outcome = "stored"
     context.notify(ctx.db_path, position)
     return outcome
+
+
+def _blobs(facts: dict[str, Any]) -> set[str]:
+    return {facts["digest"], *(f["digest"] for f in facts.get("files") or ())}
 
 
 def _append(ctx: context.WorkerContext, tx: Transaction, event: NewEvent, key: str) -> None:

@@ -8,6 +8,7 @@ Waiters in the same process (embedded mode) are woken when an outcome is recorde
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +53,23 @@ def recorder() -> SQLiteRecorder:
         if rec is None:
             rec = _recorders[ctx.db_path] = SQLiteRecorder(ctx.db_path)
         return rec
+
+
+_progress: dict[int, Callable[[int], None]] = {}
+
+
+def watch(position: int, callback: Callable[[int], None] | None) -> None:
+    """Report the bytes of the ingest of ``position`` to ``callback`` (embedded mode: same process)."""
+    with _lock:
+        if callback is None:
+            _progress.pop(position, None)
+        else:
+            _progress[position] = callback
+
+
+def progress_for(position: int) -> Callable[[int], None] | None:
+    with _lock:
+        return _progress.get(position)
 
 
 def notify(db_path: Path, position: int) -> None:

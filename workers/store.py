@@ -504,6 +504,33 @@ class BlobStore:
                     removed += 1
             return removed
 
+    def iter_blobs(self) -> Iterator[tuple[str, int, float]]:
+        """Every blob in the store as (digest, size, modified time): what gc compares with the catalog."""
+        base = self._join("sha256")
+        with _edge("cannot list the artifact store"):
+            if self.local:
+                for dirpath, _dirs, names in os.walk(base):
+                    for name in names:
+                        if len(name) == 64:
+                            st = os.stat(os.path.join(dirpath, name))
+                            yield f"sha256:{name}", st.st_size, st.st_mtime
+                return
+            fs = self.fs
+            fs.invalidate_cache(base)
+            try:
+                found = fs.find(base, detail=True)
+            except FileNotFoundError:
+                return
+            for path, info in found.items():
+                name = path.rsplit("/", 1)[-1]
+                if len(name) != 64:
+                    continue
+                try:
+                    mtime = fs.modified(path).timestamp()
+                except (NotImplementedError, FileNotFoundError, OSError):
+                    mtime = 0.0
+                yield f"sha256:{name}", int(info.get("size") or 0), mtime
+
     # -- artifacts --------------------------------------------------------------------------------------
 
     def ingest(self, source: str, progress: Progress = None) -> ArtifactInfo:
