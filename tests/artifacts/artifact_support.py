@@ -1,0 +1,85 @@
+"""Helpers shared by the artifact acceptance tests (plain functions, no product logic)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from eventstore.sqlite import SQLiteRecorder
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(8 << 20):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+def tree_files(root: Path) -> dict[str, bytes]:
+    """Every regular file under ``root`` (relative POSIX path -> bytes)."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def make_tree(root: Path) -> Path:
+    """A nested directory artifact with an empty file and a binary file."""
+    (root / "sub" / "deeper").mkdir(parents=True)
+    (root / "config.json").write_text(json.dumps({"layers": 3}))
+    (root / "weights.bin").write_bytes(os.urandom(256 * 1024))
+    (root / "sub" / "empty.txt").write_bytes(b"")
+    (root / "sub" / "deeper" / "vocab.txt").write_text("a\nb\nc\n")
+    return root
+
+
+def store_snapshot(artifacts: Path) -> dict[str, tuple[int, int, int]]:
+    """Blob files under ``<artifacts>/sha256``: name -> (size, inode, mtime_ns). Comparing two snapshots
+    shows blobs added, removed or rewritten (a rewrite changes the inode or the mtime)."""
+    out = {}
+    base = artifacts / "sha256"
+    if base.exists():
+        for p in base.rglob("*"):
+            if p.is_file():
+                st = p.stat()
+                out[p.name] = (st.st_size, st.st_ino, st.st_mtime_ns)
+    return out
+
+
+def assert_store_sound(artifacts: Path) -> int:
+    """Every blob under a final name rehashes to that name and sits at sha256/ab/cd/<hex>; returns the count."""
+    count = 0
+    for p in (artifacts / "sha256").rglob("*"):
+        if p.is_file():
+            assert sha256_file(p) == "sha256:" + p.name, f"blob {p} does not match its name"
+            assert p.parent.name == p.name[2:4] and p.parent.parent.name == p.name[:2], p
+            count += 1
+    return count
+
+
+def events(home: Path, type_: str | None = None) -> list[Any]:
+    """The stored events, read straight from the log (no Registry: opening an embedded one would sweep)."""
+    rec = SQLiteRecorder(home / "registry.db")
+    try:
+        return [e for e in rec.read() if type_ is None or e.type == type_]
+    finally:
+        rec.close()
+
+
+def outcomes(home: Path, name: str, version: int, type_: str = "ArtifactStored") -> list[Any]:
+    return [e for e in events(home, type_) if e.data.get("name") == name and e.data.get("version") == version]
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+    """Poll until ``predicate()`` is truthy; fail with ``what`` after a (generous) timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
