@@ -1,0 +1,73 @@
+"""Acceptance: artifacts are opaque bytes. A pickle whose ``__reduce__`` calls ``os.system`` is registered
+through the console script without ever being executed; it is flagged ``unsafe`` with the import named,
+and the human ``show`` warns."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+from pathlib import Path
+
+import pytest
+
+
+class _Canary:
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self):
+        return (os.system, (self.command,))
+
+
+def _evil_pickle(path: Path, canary: Path, protocol: int) -> Path:
+    # Dumping only records the reference to os.system; nothing runs here.
+    path.write_bytes(pickle.dumps({"weights": [1.0, 2.0], "hook": _Canary(f"touch {canary}")}, protocol=protocol))
+    return path
+
+
+@pytest.mark.parametrize("layout,protocol", [("file", 0), ("file", 2), ("file", 5), ("directory", 4)])
+def test_os_system_pickle_is_flagged_never_run(layout: str, protocol: int, home: Path, tmp_path: Path,
+                                               mledger_argv, child_env) -> None:
+    canary = tmp_path / "CANARY"
+    if layout == "file":
+        artifact = _evil_pickle(tmp_path / "model.pkl", canary, protocol)
+    else:
+        artifact = tmp_path / "bundle"
+        artifact.mkdir()
+        (artifact / "config.json").write_text("{}")
+        _evil_pickle(artifact / "model.pkl", canary, protocol)
+    env = child_env(home)
+
+    def mledger(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*mledger_argv, *argv], env=env, capture_output=True, text=True, timeout=60,
+                              cwd=str(tmp_path))
+
+    done = mledger("register", "evil", "--artifact", str(artifact))
+    assert done.returncode == 0, done.stderr
+    assert not canary.exists(), "registering executed the pickle"
+
+    shown = mledger("show", "evil@1", "--json")
+    assert shown.returncode == 0, shown.stderr
+    art = json.loads(shown.stdout)["artifact"]
+    assert art["unsafe"] is True
+    assert {"os.system", "posix.system"} & set(art.get("imports") or ()), art
+
+    human = mledger("show", "evil@1")
+    assert human.returncode == 0, human.stderr
+    assert "WARNING" in human.stdout and "system" in human.stdout, human.stdout
+
+    # Pulling hands the bytes back untouched, still without running them.
+    pulled = mledger("pull", "evil@1", str(tmp_path / "pulled"))
+    assert pulled.returncode == 0, pulled.stderr
+    assert not canary.exists(), "the pickle was executed"
+
+
+def test_plain_pickle_is_not_flagged(reg, tmp_path: Path) -> None:
+    """The contrast: a pickle of plain data is not unsafe (the flag is not raised for every pickle)."""
+    path = tmp_path / "plain.pkl"
+    path.write_bytes(pickle.dumps({"weights": [1.0, 2.0], "name": "plain"}, protocol=4))
+    v = reg.register("plain", artifact=str(path))
+    assert v.status == "ready"
+    assert v.to_json()["artifact"]["unsafe"] is False
