@@ -1,0 +1,107 @@
+"""Small helpers for ``scripts/bench.py``: machine facts, medians, a table, temp dirs.
+
+Not part of the product (nothing imports it but the bench). Figures from a noisy machine are compared
+with a baseline measured in the same run, as a ratio; absolute times are printed for orientation only.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import sqlite3
+import statistics
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+def machine() -> dict[str, Any]:
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        usable = os.cpu_count()
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = None
+    return {
+        "nproc": usable,
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "sqlite": sqlite3.sqlite_version,
+        "platform": platform.platform(),
+        "loadavg": [round(x, 2) for x in load] if load else None,
+        "executable": sys.executable,
+    }
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+@contextmanager
+def temp_dir(parent: str | None, prefix: str) -> Iterator[str]:
+    path = tempfile.mkdtemp(prefix=prefix, dir=parent)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@dataclass
+class Row:
+    """One line of the table: ``value`` beside ``baseline`` (same unit), ratio = value / baseline unless
+    the row gives its own (a latency ratio, where lower is better)."""
+
+    name: str
+    label: str
+    value: float
+    unit: str
+    baseline_label: str
+    baseline: float
+    ratio: float
+    target: str = ""
+    ok: bool | None = None
+    note: str = ""
+    samples: dict[str, list[float]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def fmt_num(value: float, unit: str) -> str:
+    if value != value:  # NaN
+        return "n/a"
+    if unit == "ms":
+        return f"{value:,.2f} {unit}"
+    if value >= 100:
+        return f"{value:,.0f} {unit}"
+    return f"{value:,.1f} {unit}"
+
+
+def render(rows: Sequence[Row]) -> str:
+    cells = []
+    for r in rows:
+        verdict = "" if r.ok is None else ("OK" if r.ok else "MISS")
+        target = f"(target {r.target})" if r.target else ""
+        cells.append([
+            r.name,
+            f"{r.label} {fmt_num(r.value, r.unit)}",
+            f"{r.baseline_label} {fmt_num(r.baseline, r.unit)}",
+            f"ratio {r.ratio:.2f}",
+            target,
+            verdict,
+        ])
+    widths = [max(len(c[i]) for c in cells) for i in range(len(cells[0]))] if cells else []
+    lines = []
+    for c, r in zip(cells, rows, strict=True):
+        line = "  ".join(x.ljust(w) for x, w in zip(c, widths, strict=True)).rstrip()
+        lines.append(line)
+        if r.note:
+            lines.append("    " + r.note)
+    return "\n".join(lines)
