@@ -1,0 +1,161 @@
+"""Acceptance: ``mledger gc``. Delete is logical; gc frees only the blobs no live version references, after
+the grace period, appends ArtifactPurged, keeps shared blobs, leaves the record readable (status purged);
+``--dry-run`` changes nothing; unreferenced blobs older than the grace are removed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+from artifact_support import assert_store_sound, events, store_snapshot, tree_files
+
+
+def _blob_path(artifacts: Path, digest: str) -> Path:
+    hexd = digest.removeprefix("sha256:")
+    return artifacts / "sha256" / hexd[:2] / hexd[2:4] / hexd
+
+
+def _dir(root: Path, files: dict[str, bytes]) -> Path:
+    root.mkdir(parents=True)
+    for rel, data in files.items():
+        (root / rel).write_bytes(data)
+    return root
+
+
+def test_gc_frees_unique_blobs_of_deleted_versions_only(cli, home: Path, tmp_path: Path) -> None:
+    artifacts = home / "artifacts"
+    shared, only1, only2 = os.urandom(70_000), os.urandom(30_000), os.urandom(50_000)
+    d1 = _dir(tmp_path / "v1", {"shared.bin": shared, "only1.bin": only1})
+    d2 = _dir(tmp_path / "v2", {"shared.bin": shared, "only2.bin": only2})
+    code, out, err = cli("register", "gcm", "--artifact", str(d1), "--json")
+    assert code == 0, err
+    v1 = json.loads(out)
+    code, out, err = cli("register", "gcm", "--artifact", str(d2), "--json")
+    assert code == 0, err
+    v2 = json.loads(out)
+    manifest1 = _blob_path(artifacts, v1["artifact"]["digest"])
+    unique1 = {manifest1, _blob_path(artifacts, "sha256:" + hashlib.sha256(only1).hexdigest())}
+    unique_bytes = sum(p.stat().st_size for p in unique1)
+
+    code, out, err = cli("delete", "gcm@1", "--reason", "superseded")
+    assert code == 0, err
+    before = store_snapshot(artifacts)
+    n_events = len(events(home))
+
+    # Default grace (7 days): nothing is freed right after a delete.
+    code, out, err = cli("gc", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert (report["bytes"], report["blobs"], report["versions"], report["events"]) == (0, 0, [], [])
+    assert store_snapshot(artifacts) == before
+
+    # Dry run: says exactly what would go, changes nothing.
+    code, out, err = cli("gc", "--grace", "0", "--dry-run", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["dry_run"] is True
+    assert report["versions"] == ["gcm@1"]
+    assert report["blobs"] == 2
+    # Exact byte count (manifest included): see test_gc_bytes_include_the_manifest (xfail).
+    assert len(only1) <= report["bytes"] <= unique_bytes
+    assert store_snapshot(artifacts) == before
+    assert len(events(home)) == n_events
+
+    # The real thing.
+    code, out, err = cli("gc", "--grace", "0", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["versions"] == ["gcm@1"]
+    assert (report["blobs"], report["orphan_blobs"]) == (2, 0)
+    assert len(only1) <= report["bytes"] <= unique_bytes
+    purged = [e for e in events(home, "ArtifactPurged")]
+    assert [(e.data["name"], e.data["version"]) for e in purged] == [("gcm", 1)]
+    assert [e["type"] for e in report["events"]] == ["ArtifactPurged"]
+    after = store_snapshot(artifacts)
+    assert set(before) - set(after) == {p.name for p in unique1}
+    assert set(after) < set(before)
+    assert assert_store_sound(artifacts) == len(after)
+
+    # The record stays; its bytes are gone; the live version still pulls byte-identical.
+    code, out, err = cli("show", "gcm@1", "--json")
+    assert code == 0, err
+    shown = json.loads(out)
+    assert shown["status"] == "purged" and shown["deleted"] is True
+    assert shown["artifact"]["digest"] == v1["artifact"]["digest"]
+    code, out, err = cli("show", "gcm@1")
+    assert code == 0 and "purged" in out
+
+    dest = tmp_path / "out1"
+    code, out, err = cli("pull", "gcm@1", str(dest))
+    assert code != 0
+    assert len(err.strip().splitlines()) == 1 and "purged" in err, err
+    assert not dest.exists()
+    code, out, err = cli("pull", "gcm@2", str(tmp_path / "out2"))
+    assert code == 0, err
+    assert tree_files(tmp_path / "out2") == {"shared.bin": shared, "only2.bin": only2}
+    assert v2["status"] == "ready"
+
+    # Again: nothing left to free, no second ArtifactPurged.
+    code, out, err = cli("gc", "--grace", "0", "--json")
+    assert code == 0, err
+    assert json.loads(out)["bytes"] == 0
+    assert len(events(home, "ArtifactPurged")) == 1
+
+
+def test_gc_removes_old_orphan_blobs_keeps_young_ones(cli, home: Path, tmp_path: Path) -> None:
+    artifacts = home / "artifacts"
+    src = tmp_path / "live.bin"
+    src.write_bytes(b"live model")
+    code, _, err = cli("register", "live", "--artifact", str(src))
+    assert code == 0, err
+
+    def place(data: bytes, age_days: float) -> Path:
+        path = _blob_path(artifacts, "sha256:" + hashlib.sha256(data).hexdigest())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        old = time.time() - age_days * 86400
+        os.utime(path, (old, old))
+        return path
+
+    old_orphan = place(b"left by a crashed import" * 100, age_days=8)
+    young_orphan = place(b"being written by someone right now", age_days=0)
+    live_blob = _blob_path(artifacts, "sha256:" + hashlib.sha256(b"live model").hexdigest())
+    # Age the live blob too: being referenced is what protects it, not its mtime.
+    os.utime(live_blob, (time.time() - 30 * 86400,) * 2)
+
+    code, out, err = cli("gc", "--dry-run", "--json")
+    assert code == 0, err
+    assert json.loads(out)["orphan_blobs"] == 1
+    assert old_orphan.exists()
+
+    code, out, err = cli("gc", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert (report["orphan_blobs"], report["blobs"]) == (1, 1)
+    assert report["bytes"] == len(b"left by a crashed import" * 100)
+    assert report["versions"] == [] and events(home, "ArtifactPurged") == []
+    assert not old_orphan.exists()
+    assert young_orphan.exists() and live_blob.exists()
+    code, _, err = cli("pull", "live@1", str(tmp_path / "pulled.bin"))
+    assert code == 0, err
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: gc reports a directory's manifest blob as 0 bytes (blob_refs stores "
+                   "size NULL for the manifest digest; Registry.gc sums `size or 0`), so the bytes freed are "
+                   "under-reported")
+def test_gc_bytes_include_the_manifest(reg, home: Path, tmp_path: Path) -> None:
+    artifacts = home / "artifacts"
+    only = os.urandom(10_000)
+    v = reg.register("manifested", artifact=str(_dir(tmp_path / "d", {"only.bin": only})))
+    freed_paths = [_blob_path(artifacts, v.artifact["digest"]),
+                   _blob_path(artifacts, "sha256:" + hashlib.sha256(only).hexdigest())]
+    on_disk = sum(p.stat().st_size for p in freed_paths)
+    reg.delete("manifested@1")
+    assert reg.gc(0, dry_run=True)["bytes"] == on_disk
+    report = reg.gc(0)
+    assert not any(p.exists() for p in freed_paths)
+    assert report["bytes"] == on_disk
