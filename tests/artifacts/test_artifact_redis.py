@@ -164,3 +164,36 @@ def test_mledger_worker_run_in_thread_serves_pending_versions(redis_url: str, ho
     for i in range(3):
         assert len(outcomes(home, f"w{i}", 1)) == 1
     assert events(home, "ArtifactFailed") == []
+
+
+def test_concurrent_duplicate_ingests_store_once(redis_registry, home: Path, tmp_path: Path) -> None:
+    """Four deliveries of the same job running at the same moment (what redelivery plus a sweep can
+    produce): one records ArtifactStored, the others find it and append nothing."""
+    reg, _broker = redis_registry
+    src = tmp_path / "race.bin"
+    src.write_bytes(b"raced weights " * 200_000)
+    v = reg.register("race", artifact=str(src), wait=False)
+    assert v.status == "pending"
+
+    start = threading.Barrier(4)
+    results: list[str] = []
+    errors: list[BaseException] = []
+
+    def deliver() -> None:
+        try:
+            start.wait(10)
+            results.append(actors.ingest_version(v.position))
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=deliver) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert sorted(results) == ["already", "already", "already", "stored"]
+    assert len(outcomes(home, "race", 1)) == 1
+    assert reg.get("race@1").status == "ready"
+    assert reg.get("race@1").artifact["digest"] == sha256_file(src)
+    assert not list((home / "artifacts" / "tmp").glob("*")), "a losing delivery left its temp file"
