@@ -1,0 +1,432 @@
+"""Audit: is the log intact, and does the catalog follow from it?
+
+``audit`` runs four checks over a live registry and reports the first failure of each, with the position
+(or line) where it was found:
+
+- ``chain``: the hash chain from the first event, gapless positions, ``recorded_at`` never going
+  backwards, gapless per-stream versions (``eventstore.verify.verify_rows``). The log is streamed page by
+  page through ONE ``verify_rows`` call (a lazy generator), so memory stays flat however long the log is
+  and the per-stream versions and the last ``recorded_at`` are checked across page boundaries too.
+- ``append_only``: the triggers ``events_no_update``, ``events_no_delete``, ``events_no_replace`` exist.
+- ``replay``: the catalog rebuilt from the log in a scratch database equals the stored catalog
+  (row by row over ``catalog_digest_rows``; the first differing row is named).
+- ``blobs``: every blob of every ``ready`` version exists in the store; with ``blob_rehash`` (deep) each
+  distinct digest is also rehashed once.
+
+``export`` writes the evidence bundle (JSON Lines: a header, then every stored event row as stored) and
+``verify_export`` checks such a file with nothing but ``eventstore.canonical``/``eventstore.verify`` — no
+registry needed, so a third party can do the same from ``docs/events.md``.
+
+The blob checks arrive as callables (``BlobStore.exists`` / ``BlobStore.verify``): projections do not
+import workers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from itertools import zip_longest
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from eventstore.canonical import GENESIS_HASH, canonical_json
+from eventstore.events import StoredEvent
+from eventstore.sqlite import SQLiteRecorder
+from eventstore.upcast import upcast
+from eventstore.verify import ChainReport, verify_rows
+
+from . import schema
+from .catalog import catalog_digest_rows
+from .projector import apply_events, checkpoint
+from .rows import VERSION_COLUMNS
+
+EXPORT_FORMAT = "modelledger-audit-export"
+EXPORT_VERSION = 1
+APPEND_ONLY_TRIGGERS = ("events_no_update", "events_no_delete", "events_no_replace")
+_VERSION_WIDTH = len(VERSION_COLUMNS.split(","))
+ROW_FIELDS = ("position", "stream", "version", "type", "schema_version", "data", "meta", "recorded_at", "hash")
+_FIELD_TYPES: dict[str, type] = {"position": int, "stream": str, "version": int, "type": str, "schema_version": int,
+                                 "data": dict, "meta": dict, "recorded_at": str, "hash": str}
+
+
+class Check(NamedTuple):
+    name: str
+    ok: bool
+    detail: str
+    position: int | None = None  # the first failing position (a line number for an export's header/format)
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    ok: bool
+    checks: tuple[Check, ...]
+    events_checked: int
+    last_hash: str
+    first_failure: Check | None = None
+
+    @classmethod
+    def of(cls, checks: list[Check], chain: ChainReport) -> AuditReport:
+        failures = [c for c in checks if not c.ok]
+        return cls(not failures, tuple(checks), chain.checked, chain.last_hash, failures[0] if failures else None)
+
+    def check(self, name: str) -> Check:
+        for c in self.checks:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "events_checked": self.events_checked,
+            "last_hash": self.last_hash,
+            "checks": [c._asdict() for c in self.checks],
+            "first_failure": self.first_failure._asdict() if self.first_failure else None,
+        }
+
+
+@dataclass(frozen=True)
+class ExportSummary:
+    path: str
+    events: int
+    final_hash: str
+    bytes: int = field(default=0)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "events": self.events, "final_hash": self.final_hash, "bytes": self.bytes}
+
+
+# -- the live registry -------------------------------------------------------------------------------------
+
+def _event(row: tuple) -> StoredEvent:
+    """A raw row → the event the projector folds (upcast, as the recorder's own reads do)."""
+    position, stream, version, type_, schema_version, data, meta, recorded_at, hash_ = row
+    schema_version, data_obj = upcast(type_, schema_version, json.loads(data))
+    return StoredEvent(position, stream, version, type_, schema_version, data_obj, json.loads(meta), recorded_at,
+                       hash_)
+
+
+@contextmanager
+def _snapshot(conn: sqlite3.Connection) -> Iterator[None]:
+    """One read snapshot on ``conn`` for the whole audit (reused if the caller already holds one)."""
+    if conn.in_transaction:
+        yield
+        return
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        if conn.in_transaction:
+            conn.execute("COMMIT")
+
+
+class _Replay:
+    """The catalog rebuilt from the log in a scratch database, fed page by page.
+
+    The scratch database is SQLite's anonymous temporary database (``sqlite3.connect("")``): it lives in
+    the page cache while it is small and spills to a private temp file (deleted on close) when it grows,
+    so a million-event catalog does not have to fit in memory.
+    """
+
+    def __init__(self, upto: int, scratch: str) -> None:
+        self.upto = upto
+        self.conn = sqlite3.connect(scratch, isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode = OFF")
+        self.conn.execute("PRAGMA synchronous = OFF")
+        self.conn.execute("BEGIN")
+        schema.create(self.conn)
+        self.position = 0
+        self.failure: Check | None = None
+
+    def feed(self, rows: list[tuple]) -> None:
+        if self.failure is not None:
+            return
+        events = []
+        for row in rows:
+            if row[0] > self.upto:
+                break
+            try:
+                events.append(_event(row))
+            except (TypeError, ValueError) as exc:
+                self.failure = Check("replay", False, f"the event at position {row[0]} cannot be read: {exc}",
+                                     row[0])
+                break
+        if not events:
+            return
+        self.conn.execute("SAVEPOINT page")
+        try:
+            self.position = apply_events(self.conn, events, start=self.position)
+            self.conn.execute("RELEASE page")
+            return
+        except Exception:  # noqa: BLE001 - any failure of the projector is a finding; locate it below
+            self.conn.execute("ROLLBACK TO page")
+            self.conn.execute("RELEASE page")
+        for e in events:  # the page again, one event at a time, to name the event that breaks the replay
+            try:
+                self.position = apply_events(self.conn, [e], start=self.position)
+            except Exception as exc:  # noqa: BLE001
+                self.failure = Check("replay", False, f"replaying the log fails at position {e.position}: "
+                                     f"{type(exc).__name__}: {exc}", e.position)
+                return
+
+    def close(self) -> None:
+        try:
+            self.conn.close()
+        except sqlite3.Error:
+            pass
+
+
+def _paged_rows(recorder: SQLiteRecorder, page: int, replay: _Replay, where: list[int]) -> Iterator[tuple]:
+    """The whole log, page by page (each page also goes to the replay); ``where[0]``: the last position given."""
+    since = 0
+    while True:
+        rows = recorder.raw_rows(since=since, limit=page)
+        if not rows:
+            return
+        replay.feed(rows)
+        for row in rows:
+            where[0] = row[0]
+            yield row
+        since = rows[-1][0]
+
+
+def _compare_catalogs(stored: sqlite3.Connection,
+                      replayed: sqlite3.Connection) -> tuple[str, str, tuple[str | None, str | None] | None]:
+    """Digest of each catalog and, if they differ, the first differing pair of rows (stored, replayed)."""
+    hs, hr = hashlib.sha256(), hashlib.sha256()
+    first: tuple[str | None, str | None] | None = None
+    for s, r in zip_longest(catalog_digest_rows(stored), catalog_digest_rows(replayed)):
+        if s is not None:
+            hs.update(s.encode("utf-8") + b"\n")
+        if r is not None:
+            hr.update(r.encode("utf-8") + b"\n")
+        if first is None and s != r:
+            first = (s, r)
+    return hs.hexdigest(), hr.hexdigest(), first
+
+
+def _version_row_position(*lines: str | None) -> int | None:
+    """The log position that created a ``versions`` row (its last column, see ``VERSION_COLUMNS``), if one
+    of ``lines`` is such a row."""
+    for line in lines:
+        try:
+            row = json.loads(line) if line is not None else None
+        except ValueError:
+            continue
+        if isinstance(row, list) and len(row) == _VERSION_WIDTH and isinstance(row[-1], int):
+            return row[-1]
+    return None
+
+
+def _check_triggers(conn: sqlite3.Connection) -> Check:
+    present = {r[0] for r in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'events'")}
+    missing = [t for t in APPEND_ONLY_TRIGGERS if t not in present]
+    if missing:
+        return Check("append_only", False, f"append-only trigger(s) missing: {', '.join(missing)} "
+                     "(someone dropped them: the log could have been edited)")
+    return Check("append_only", True, f"{len(APPEND_ONLY_TRIGGERS)} triggers present")
+
+
+def _check_blobs(conn: sqlite3.Connection, exists: Callable[[str], bool],
+                 rehash: Callable[[str], bool] | None) -> Check:
+    cursor = conn.execute(
+        "SELECT r.digest, r.name, r.version, v.position FROM blob_refs r"
+        " JOIN versions v ON v.name = r.name AND v.version = r.version"
+        " WHERE v.status = 'ready' ORDER BY v.position, r.name, r.version, r.digest"
+    )
+    seen: set[str] = set()
+    first: Check | None = None
+    bad = 0
+    while rows := cursor.fetchmany(1_000):
+        for digest, name, number, position in rows:
+            if digest in seen:
+                continue
+            seen.add(digest)
+            try:
+                problem = None
+                if not exists(digest):
+                    problem = "is missing from the store"
+                elif rehash is not None and not rehash(digest):
+                    problem = "does not match its digest (bytes changed)"
+            except Exception as exc:  # noqa: BLE001 - a store error is reported, not raised
+                problem = f"cannot be checked ({type(exc).__name__}: {exc})"
+            if problem is not None:
+                bad += 1
+                if first is None:
+                    first = Check("blobs", False, f"{name}@{number} (created at #{position}): blob {digest} {problem}",
+                                  position)
+    how = "present and rehashed" if rehash is not None else "present"
+    if first is not None:
+        return first._replace(detail=f"{first.detail}; {bad} of {len(seen)} blobs fail")
+    return Check("blobs", True, f"{len(seen)} blobs of ready versions {how}")
+
+
+def audit(
+    recorder: SQLiteRecorder,
+    conn_for_catalog: sqlite3.Connection,
+    *,
+    blob_exists: Callable[[str], bool],
+    blob_rehash: Callable[[str], bool] | None = None,
+    page: int = 10_000,
+    scratch: str = "",
+) -> AuditReport:
+    """Audit a registry: its log (``recorder``) and its catalog (the tables on ``conn_for_catalog``, which the
+    caller has caught up). The catalog and the log are each read in one snapshot (the catalog's taken
+    first), and only the events the catalog has applied are replayed, so concurrent writers do not disturb it.
+
+    ``blob_exists(digest)`` / ``blob_rehash(digest)`` (deep: True only if the bytes match the digest) come from
+    the blob store. ``scratch``: where the replayed catalog is built (``""``: SQLite's anonymous temporary
+    database; ``":memory:"`` keeps it all in memory).
+    """
+    with _snapshot(conn_for_catalog):
+        catalog_at = checkpoint(conn_for_catalog)  # first: the catalog's snapshot is never ahead of the log's
+        with recorder.read_snapshot() as log_conn:
+            checks: list[Check] = [_check_triggers(log_conn)]
+            replay = _Replay(catalog_at, scratch)
+            try:
+                where = [0]
+                rows = _paged_rows(recorder, page, replay, where)
+                try:
+                    chain = verify_rows(rows)
+                except (TypeError, ValueError) as exc:  # a column of the wrong type, stored by hand
+                    chain = ChainReport(False, max(where[0] - 1, 0), "", where[0],
+                                        f"malformed row ({type(exc).__name__}: {exc})")
+                for _ in rows:  # the chain stopped at a failure: the replay still reads the rest of the log
+                    pass
+                if chain.ok:
+                    checks.insert(0, Check("chain", True, f"{chain.checked} events, hash chain intact"))
+                else:
+                    checks.insert(0, Check("chain", False, f"position {chain.position}: {chain.problem}",
+                                           chain.position))
+                head = chain.checked if chain.ok else recorder.head()
+                checks.append(_check_replay(conn_for_catalog, replay, catalog_at, head))
+            finally:
+                replay.close()
+        checks.append(_check_blobs(conn_for_catalog, blob_exists, blob_rehash))
+    return AuditReport.of(checks, chain)
+
+
+def _check_replay(stored: sqlite3.Connection, replay: _Replay, catalog_at: int, head: int) -> Check:
+    if replay.failure is not None:
+        return replay.failure
+    if replay.position < catalog_at:
+        return Check("replay", False, f"the catalog has applied the log up to #{catalog_at} but the log ends at "
+                     f"#{replay.position}: events are missing from the log", replay.position + 1)
+    stored_digest, _, first = _compare_catalogs(stored, replay.conn)
+    lag = f" (catalog at #{catalog_at}, log head #{head})" if catalog_at != head else ""
+    if first is not None:
+        s, r = first
+        return Check("replay", False, f"the stored catalog differs from the replay of the log{lag}: first "
+                     f"difference: stored {s or '(no row)'} vs replayed {r or '(no row)'}",
+                     _version_row_position(s, r))
+    return Check("replay", True, f"catalog digest {stored_digest[:16]}… equals the replay of #{catalog_at}{lag}")
+
+
+# -- the evidence bundle ------------------------------------------------------------------------------------
+
+def export(recorder: SQLiteRecorder, path: str | os.PathLike[str], *, page: int = 10_000) -> ExportSummary:
+    """Write every stored event row, exactly as stored, to ``path`` as JSON Lines after a header line
+    ``{"format", "version", "events", "final_hash"}``. Written to a temporary file next to ``path``,
+    fsynced, then renamed: a reader never sees half a bundle."""
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with recorder.read_snapshot() as conn, open(tmp, "w", encoding="utf-8", newline="\n") as out:
+            last = conn.execute("SELECT position, hash FROM events ORDER BY position DESC LIMIT 1").fetchone()
+            count = conn.execute("SELECT count(*) FROM events").fetchone()[0]
+            final_hash = last[1] if last else GENESIS_HASH
+            header = {"format": EXPORT_FORMAT, "version": EXPORT_VERSION, "events": count, "final_hash": final_hash}
+            out.write(canonical_json(header) + "\n")
+            since = 0
+            while rows := recorder.raw_rows(since=since, limit=page):
+                for row in rows:
+                    obj = dict(zip(ROW_FIELDS, row, strict=True))
+                    obj["data"] = json.loads(obj["data"])
+                    obj["meta"] = json.loads(obj["meta"])
+                    out.write(canonical_json(obj) + "\n")
+                since = rows[-1][0]
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return ExportSummary(str(target), count, final_hash, target.stat().st_size)
+
+
+class _ExportError(Exception):
+    def __init__(self, line: int, problem: str) -> None:
+        super().__init__(problem)
+        self.line = line
+        self.problem = problem
+
+
+def _export_rows(lines: Iterator[tuple[int, str]], where: list[int]) -> Iterator[tuple]:
+    for number, text in lines:
+        where[0] = number
+        try:
+            obj = json.loads(text)
+        except ValueError:
+            raise _ExportError(number, "not valid JSON") from None
+        if not isinstance(obj, dict) or set(obj) != set(ROW_FIELDS):
+            raise _ExportError(number, f"not an event row (fields must be exactly {', '.join(ROW_FIELDS)})")
+        for name in ROW_FIELDS:
+            want = _FIELD_TYPES[name]
+            if not isinstance(obj[name], want) or (want is int and isinstance(obj[name], bool)):
+                raise _ExportError(number, f"field {name!r} must be a {want.__name__}")
+        yield tuple(obj[f] for f in ROW_FIELDS)
+
+
+def verify_export(path: str | os.PathLike[str], *, expected_final_hash: str | None = None) -> AuditReport:
+    """Recompute the hash chain of an export from the file alone; check the header's count and final hash.
+
+    Every failure names the line (1 is the header, line N + 1 holds position N). A bundle truncated and
+    re-headed consistently can only be caught against a final hash kept elsewhere: pass it as
+    ``expected_final_hash`` (e.g. the live registry's head hash, or one published at export time)."""
+    checks: list[Check] = []
+    empty = ChainReport(False, 0, GENESIS_HASH)
+    with open(path, encoding="utf-8", newline="\n") as f:
+        lines = ((n, text.rstrip("\n")) for n, text in enumerate(f, start=1))
+        first = next(lines, None)
+        try:
+            header = json.loads(first[1]) if first else None
+        except ValueError:
+            header = None
+        if (not isinstance(header, dict) or header.get("format") != EXPORT_FORMAT
+                or header.get("version") != EXPORT_VERSION or not isinstance(header.get("events"), int)
+                or not isinstance(header.get("final_hash"), str)):
+            checks.append(Check("header", False, f"line 1: not a {EXPORT_FORMAT} version {EXPORT_VERSION} header", 1))
+            return AuditReport.of(checks, empty)
+        checks.append(Check("header", True, f"{EXPORT_FORMAT} v{EXPORT_VERSION}: {header['events']} events"))
+        where = [1]
+        try:
+            chain = verify_rows(_export_rows(lines, where))
+        except _ExportError as exc:
+            checks.append(Check("chain", False, f"line {exc.line}: {exc.problem}", exc.line))
+            return AuditReport.of(checks, empty)
+    if not chain.ok:
+        checks.append(Check("chain", False, f"line {where[0]} (position {chain.position}): {chain.problem}",
+                            chain.position))
+        return AuditReport.of(checks, chain)
+    checks.append(Check("chain", True, f"{chain.checked} events, hash chain intact"))
+    if chain.checked != header["events"]:
+        checks.append(Check("count", False, f"the header says {header['events']} events, the file holds "
+                            f"{chain.checked}", 1))
+    else:
+        checks.append(Check("count", True, f"{chain.checked} events"))
+    if chain.last_hash != header["final_hash"]:
+        checks.append(Check("final_hash", False, f"line 1: the header's final_hash {header['final_hash']} is not "
+                            f"the chain's last hash {chain.last_hash}", 1))
+    elif expected_final_hash is not None and chain.last_hash != expected_final_hash:
+        checks.append(Check("final_hash", False, f"the chain ends at {chain.last_hash}, expected "
+                            f"{expected_final_hash}", chain.checked))
+    else:
+        checks.append(Check("final_hash", True, chain.last_hash))
+    return AuditReport.of(checks, chain)
