@@ -159,3 +159,66 @@ def test_gc_bytes_include_the_manifest(reg, home: Path, tmp_path: Path) -> None:
     report = reg.gc(0)
     assert not any(p.exists() for p in freed_paths)
     assert report["bytes"] == on_disk
+
+
+def test_gc_keeps_blobs_a_derived_version_carries(reg, home: Path, tmp_path: Path) -> None:
+    """``update --params`` makes a version that carries its parent's artifact: deleting the parent must
+    not free bytes the live child still needs."""
+    src = _dir(tmp_path / "d", {"a.bin": os.urandom(5_000), "b.bin": b"b"})
+    v1 = reg.register("derived", artifact=str(src))
+    v2 = reg.update(v1, params={"lr": 0.01})
+    assert (v2.status, v2.artifact["digest"]) == ("ready", v1.artifact["digest"])
+    reg.delete("derived@1")
+    before = store_snapshot(home / "artifacts")
+    report = reg.gc(0)
+    assert (report["blobs"], report["versions"]) == (0, [])
+    assert store_snapshot(home / "artifacts") == before
+    reg.pull("derived@2", str(tmp_path / "out"))
+    assert tree_files(tmp_path / "out") == tree_files(src)
+
+
+def test_gc_after_model_delete_purges_every_version(reg, home: Path, tmp_path: Path) -> None:
+    src = tmp_path / "w.bin"
+    src.write_bytes(os.urandom(4_000))
+    v1 = reg.register("doomed", artifact=str(src))
+    reg.update(v1, params={"x": 1})
+    reg.delete("doomed")
+    report = reg.gc(0)
+    assert report["versions"] == ["doomed@1", "doomed@2"]
+    assert (report["blobs"], report["bytes"]) == (1, 4_000)
+    assert not _blob_path(home / "artifacts", v1.artifact["digest"]).exists()
+    assert [reg.get(f"doomed@{n}").status for n in (1, 2)] == ["purged", "purged"]
+    assert len(events(home, "ArtifactPurged")) == 2
+
+
+def test_gc_between_dedup_and_commit_makes_the_ingest_copy_again(reg, home: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new version deduplicates against a blob of a deleted version, and gc frees that blob before the
+    ingest records its outcome: the ingest notices and copies again instead of recording a missing blob."""
+    from workers import actors
+
+    src = tmp_path / "w.bin"
+    src.write_bytes(os.urandom(6_000))
+    reg.register("again", artifact=str(src))
+    reg.delete("again@1")
+
+    original = actors.ingest_artifact
+    calls: list[int] = []
+
+    def ingest_then_gc(*args, **kwargs):
+        facts = original(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 1:
+            # Our copy found the blob present (dedup): gc removes it now, before our commit.
+            assert reg.gc(0)["versions"] == ["again@1"]
+            assert not _blob_path(home / "artifacts", facts["digest"]).exists()
+        return facts
+
+    monkeypatch.setattr(actors, "ingest_artifact", ingest_then_gc)
+    v2 = reg.register("again", artifact=str(src), timeout=60)
+    assert len(calls) == 2, "the ingest did not notice the vanished blob"
+    assert v2.status == "ready"
+    assert _blob_path(home / "artifacts", v2.artifact["digest"]).exists()
+    assert assert_store_sound(home / "artifacts") == 1
+    reg.pull(v2, str(tmp_path / "out.bin"))
+    assert (tmp_path / "out.bin").read_bytes() == src.read_bytes()
