@@ -109,3 +109,35 @@ def test_cli_register_embedded_returns_ready(cli, home: Path, tmp_path: Path) ->
     code, out, err = cli("pull", "climodel@1", str(tmp_path / "pulled.bin"))
     assert code == 0, err
     assert (tmp_path / "pulled.bin").read_bytes() == b"cli weights"
+
+
+def test_pull_refuses_existing_dest_and_corrupt_blobs(cli, home: Path, tmp_path: Path) -> None:
+    src = make_tree(tmp_path / "bundle")
+    code, out, err = cli("register", "pullme", "--artifact", str(src), "--json")
+    assert code == 0, err
+    version = json.loads(out)
+
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "keep.txt").write_text("mine")
+    code, _, err = cli("pull", "pullme@1", str(dest))
+    assert code != 0 and len(err.strip().splitlines()) == 1, err
+    assert tree_files(dest) == {"keep.txt": b"mine"}
+    code, _, err = cli("pull", "pullme@1", str(dest), "--force")
+    assert code == 0, err
+    assert tree_files(dest) == tree_files(src)
+
+    # Flip bytes of one stored file: pull verifies every digest and leaves nothing behind.
+    weights = next(f for f in version["artifact"]["files"] if f == "weights.bin")
+    assert weights
+    digest = sha256_file(src / "weights.bin")
+    blob = home / "artifacts" / "sha256" / digest[7:9] / digest[9:11] / digest[7:]
+    blob.chmod(0o644)
+    data = bytearray(blob.read_bytes())
+    data[100] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    fresh = tmp_path / "fresh"
+    code, _, err = cli("pull", "pullme@1", str(fresh))
+    assert code != 0 and "digest" in err and len(err.strip().splitlines()) == 1, err
+    assert not fresh.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".fresh")], "a temp folder was left"
