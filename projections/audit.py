@@ -137,10 +137,10 @@ class _Replay:
     def __init__(self, upto: int, scratch: str) -> None:
         self.upto = upto
         self.conn = sqlite3.connect(scratch, isolation_level=None)
-        self.conn.execute("PRAGMA journal_mode = OFF")
         self.conn.execute("PRAGMA synchronous = OFF")
         self.conn.execute("BEGIN")
         schema.create(self.conn)
+        self.conn.execute("COMMIT")
         self.position = 0
         self.failure: Check | None = None
 
@@ -159,14 +159,14 @@ class _Replay:
                 break
         if not events:
             return
-        self.conn.execute("SAVEPOINT page")
+        # One transaction per page: the rollback journal never holds more than a page's changes.
+        self.conn.execute("BEGIN")
         try:
             self.position = apply_events(self.conn, events, start=self.position)
-            self.conn.execute("RELEASE page")
+            self.conn.execute("COMMIT")
             return
         except Exception:  # noqa: BLE001 - any failure of the projector is a finding; locate it below
-            self.conn.execute("ROLLBACK TO page")
-            self.conn.execute("RELEASE page")
+            self.conn.execute("ROLLBACK")
         for e in events:  # the page again, one event at a time, to name the event that breaks the replay
             try:
                 self.position = apply_events(self.conn, [e], start=self.position)
