@@ -13,11 +13,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-
-REDIS_HOST, REDIS_PORT, REDIS_DB = "127.0.0.1", 6379, 15
-REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_DB}"
-# Nothing listens here: the broker is "down".
-DEAD_REDIS_URL = f"redis://{REDIS_HOST}:6390/{REDIS_DB}"
+from artifact_support import REDIS_DB, REDIS_HOST, REDIS_PORT, REDIS_URL
 
 
 def services_required() -> bool:
@@ -91,15 +87,25 @@ def moto_endpoint() -> Iterator[str]:
 
 
 @pytest.fixture
-def s3_env(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    """AWS/fsspec variables pointing at moto (region left unset: s3fs' mkdir(bucket) fails with us-east-1)."""
+def s3_env(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """AWS/fsspec variables pointing at moto (region left unset: s3fs' mkdir(bucket) fails with us-east-1).
+
+    fsspec caches S3FileSystem instances by constructor arguments, not by the endpoint read from the
+    environment: the cache is cleared before (an instance bound to another test's server) and after (one
+    bound to this module's server, which stops) every test."""
+    import s3fs
+
     for var in _AWS_VARS:
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_endpoint)
     monkeypatch.setenv("FSSPEC_S3_ENDPOINT_URL", moto_endpoint)
-    return moto_endpoint
+    s3fs.S3FileSystem.clear_instance_cache()
+    try:
+        yield moto_endpoint
+    finally:
+        s3fs.S3FileSystem.clear_instance_cache()
 
 
 @pytest.fixture

@@ -10,8 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from artifact_support import events, outcomes, sha256_file
-from conftest import DEAD_REDIS_URL
+from artifact_support import DEAD_REDIS_URL, events, outcomes, sha256_file
 
 from eventstore.errors import ArtifactError
 

@@ -128,9 +128,9 @@ def test_pull_refuses_existing_dest_and_corrupt_blobs(cli, home: Path, tmp_path:
     assert tree_files(dest) == tree_files(src)
 
     # Flip bytes of one stored file: pull verifies every digest and leaves nothing behind.
-    weights = next(f for f in version["artifact"]["files"] if f == "weights.bin")
+    weights = next(f for f in version["artifact"]["files"] if f == "weights.dat")
     assert weights
-    digest = sha256_file(src / "weights.bin")
+    digest = sha256_file(src / "weights.dat")
     blob = home / "artifacts" / "sha256" / digest[7:9] / digest[9:11] / digest[7:]
     blob.chmod(0o644)
     data = bytearray(blob.read_bytes())

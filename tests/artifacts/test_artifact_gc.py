@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from artifact_support import assert_store_sound, events, store_snapshot, tree_files
+from artifact_support import assert_store_sound, events, noise, store_snapshot, tree_files
 
 
 def _blob_path(artifacts: Path, digest: str) -> Path:
@@ -28,9 +28,9 @@ def _dir(root: Path, files: dict[str, bytes]) -> Path:
 
 def test_gc_frees_unique_blobs_of_deleted_versions_only(cli, home: Path, tmp_path: Path) -> None:
     artifacts = home / "artifacts"
-    shared, only1, only2 = os.urandom(70_000), os.urandom(30_000), os.urandom(50_000)
-    d1 = _dir(tmp_path / "v1", {"shared.bin": shared, "only1.bin": only1})
-    d2 = _dir(tmp_path / "v2", {"shared.bin": shared, "only2.bin": only2})
+    shared, only1, only2 = noise(70_000), noise(30_000), noise(50_000)
+    d1 = _dir(tmp_path / "v1", {"shared.dat": shared, "only1.dat": only1})
+    d2 = _dir(tmp_path / "v2", {"shared.dat": shared, "only2.dat": only2})
     code, out, err = cli("register", "gcm", "--artifact", str(d1), "--json")
     assert code == 0, err
     v1 = json.loads(out)
@@ -96,7 +96,7 @@ def test_gc_frees_unique_blobs_of_deleted_versions_only(cli, home: Path, tmp_pat
     assert not dest.exists()
     code, out, err = cli("pull", "gcm@2", str(tmp_path / "out2"))
     assert code == 0, err
-    assert tree_files(tmp_path / "out2") == {"shared.bin": shared, "only2.bin": only2}
+    assert tree_files(tmp_path / "out2") == {"shared.dat": shared, "only2.dat": only2}
     assert v2["status"] == "ready"
 
     # Again: nothing left to free, no second ArtifactPurged.
@@ -149,8 +149,8 @@ def test_gc_removes_old_orphan_blobs_keeps_young_ones(cli, home: Path, tmp_path:
                    "under-reported")
 def test_gc_bytes_include_the_manifest(reg, home: Path, tmp_path: Path) -> None:
     artifacts = home / "artifacts"
-    only = os.urandom(10_000)
-    v = reg.register("manifested", artifact=str(_dir(tmp_path / "d", {"only.bin": only})))
+    only = noise(10_000)
+    v = reg.register("manifested", artifact=str(_dir(tmp_path / "d", {"only.dat": only})))
     freed_paths = [_blob_path(artifacts, v.artifact["digest"]),
                    _blob_path(artifacts, "sha256:" + hashlib.sha256(only).hexdigest())]
     on_disk = sum(p.stat().st_size for p in freed_paths)
@@ -164,7 +164,7 @@ def test_gc_bytes_include_the_manifest(reg, home: Path, tmp_path: Path) -> None:
 def test_gc_keeps_blobs_a_derived_version_carries(reg, home: Path, tmp_path: Path) -> None:
     """``update --params`` makes a version that carries its parent's artifact: deleting the parent must
     not free bytes the live child still needs."""
-    src = _dir(tmp_path / "d", {"a.bin": os.urandom(5_000), "b.bin": b"b"})
+    src = _dir(tmp_path / "d", {"a.dat": noise(5_000), "b.dat": b"b"})
     v1 = reg.register("derived", artifact=str(src))
     v2 = reg.update(v1, params={"lr": 0.01})
     assert (v2.status, v2.artifact["digest"]) == ("ready", v1.artifact["digest"])
@@ -178,8 +178,8 @@ def test_gc_keeps_blobs_a_derived_version_carries(reg, home: Path, tmp_path: Pat
 
 
 def test_gc_after_model_delete_purges_every_version(reg, home: Path, tmp_path: Path) -> None:
-    src = tmp_path / "w.bin"
-    src.write_bytes(os.urandom(4_000))
+    src = tmp_path / "w.dat"
+    src.write_bytes(noise(4_000))
     v1 = reg.register("doomed", artifact=str(src))
     reg.update(v1, params={"x": 1})
     reg.delete("doomed")
@@ -197,8 +197,8 @@ def test_gc_between_dedup_and_commit_makes_the_ingest_copy_again(reg, home: Path
     ingest records its outcome: the ingest notices and copies again instead of recording a missing blob."""
     from workers import actors
 
-    src = tmp_path / "w.bin"
-    src.write_bytes(os.urandom(6_000))
+    src = tmp_path / "w.dat"
+    src.write_bytes(noise(6_000))
     reg.register("again", artifact=str(src))
     reg.delete("again@1")
 

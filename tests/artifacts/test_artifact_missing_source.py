@@ -9,8 +9,7 @@ from pathlib import Path
 
 import dramatiq
 import pytest
-from artifact_support import events, store_snapshot, wait_for
-from conftest import DEAD_REDIS_URL
+from artifact_support import DEAD_REDIS_URL, events, store_snapshot, wait_for
 
 from eventstore.errors import ArtifactError
 from workers import broker as broker_mod

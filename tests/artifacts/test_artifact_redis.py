@@ -12,8 +12,7 @@ from pathlib import Path
 
 import dramatiq
 import pytest
-from artifact_support import events, outcomes, sha256_file, wait_for
-from conftest import DEAD_REDIS_URL
+from artifact_support import DEAD_REDIS_URL, events, outcomes, sha256_file, wait_for
 
 from workers import actors
 from workers import broker as broker_mod

@@ -5,13 +5,12 @@ under a final name, and the version has exactly one ArtifactStored."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 from pathlib import Path
 
 import pytest
-from artifact_support import assert_store_sound, outcomes, sha256_file, wait_for
+from artifact_support import assert_store_sound, noise, outcomes, sha256_file, wait_for
 
 SIZE = 512 * 1024 * 1024
 
@@ -22,7 +21,7 @@ def _make_large(path: Path) -> None:
         f.truncate(SIZE)
         for i in range(0, SIZE, 64 * 1024 * 1024):
             f.seek(i)
-            f.write(os.urandom(1024 * 1024))
+            f.write(noise(1024 * 1024))
 
 
 def _start_worker(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -45,7 +44,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 @pytest.mark.slow
 def test_sigkill_mid_ingest_then_new_worker_completes(redis_url: str, home: Path, tmp_path: Path,
                                                       mledger_argv, child_env) -> None:
-    src = tmp_path / "big.bin"
+    src = tmp_path / "big.dat"
     _make_large(src)
     env = child_env(home, MLEDGER_BROKER=redis_url)
     log = tmp_path / "worker.log"
