@@ -167,6 +167,15 @@ def test_a_second_registry_sees_writes_at_once(home, artifact):
         assert b.get("m@production").version == 1
 
 
+def test_two_registries_on_different_homes_in_one_process(tmp_path, artifact):
+    from modelledger import Registry
+
+    with Registry.open(tmp_path / "one") as one, Registry.open(tmp_path / "two") as two:
+        assert two.register("m", artifact, timeout=5).status == "ready"
+        assert one.register("m", artifact, timeout=5).status == "ready"
+        assert one.register("other", artifact, timeout=5).status == "ready"
+
+
 def test_events_appended_behind_the_projection_are_folded_in_on_the_next_read(reg, artifact):
     reg.register("m", artifact)
     reg.append_batch([
