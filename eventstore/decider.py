@@ -323,9 +323,14 @@ def decide_undelete(cmd: c.Undelete, view: StateView) -> Decision:
         raise ConflictError(f"model {ref.name!r} is deleted (undelete the model first)")
     if not version.deleted:
         raise ConflictError(f"{model.name}@{version.version} is not deleted")
-    return Decision(stream_for(model.name), model.stream_version,
-                    [("VersionRestored", {"name": model.name, "version": version.version})],
-                    model.name, version.version)
+    events: list[tuple[str, dict[str, Any]]] = [("VersionRestored", {"name": model.name, "version": version.version})]
+    if version.status == "purged" and version.artifact.get("source"):
+        # Its bytes were freed by gc: fetch them again from where they came from (checked against the digest).
+        events.append(("ArtifactRequested", {"name": model.name, "version": version.version,
+                                             "source": version.artifact["source"],
+                                             "expected_digest": version.artifact.get("digest"),
+                                             "reason": "undelete"}))
+    return Decision(stream_for(model.name), model.stream_version, events, model.name, version.version)
 
 
 def decide_artifact_stored(cmd: c.RecordArtifactStored, view: StateView) -> Decision:

@@ -22,16 +22,18 @@ SCHEMA_VERSIONS: dict[str, int] = {
     "Untagged": 1,
     "AliasAssigned": 1,
     "AliasRemoved": 1,
-    "DescriptionChanged": 1,
     "VersionDeleted": 1,
     "ModelDeleted": 1,
     "VersionRestored": 1,
     "ModelRestored": 1,
     "ArtifactPurged": 1,
+    "ArtifactRequested": 1,
 }
 
 # Events that create a new version of a model (each carries the version's whole content).
 VERSION_CREATING = frozenset({"VersionRegistered", "ParamsUpdated", "StructureUpdated", "OptimizerUpdated"})
+# Events whose position is an ingest job: a new version, or a request to fetch purged bytes again.
+ARTIFACT_REQUESTS = VERSION_CREATING | {"ArtifactRequested"}
 
 STREAM_PREFIX = "model-"
 

@@ -13,6 +13,7 @@ import json
 import os
 import sqlite3
 import threading
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,6 +40,10 @@ CREATE TABLE IF NOT EXISTS events (
     recorded_at    TEXT    NOT NULL,
     hash           TEXT    NOT NULL,
     UNIQUE (stream, version)
+);
+CREATE TABLE IF NOT EXISTS registry_meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS idempotency (
     key            TEXT PRIMARY KEY,
@@ -217,6 +222,9 @@ class SQLiteRecorder(Recorder):
                 # sqlite-utils runs a script statement by statement inside an open transaction
                 # (sqlite3's own executescript would COMMIT first).
                 sqlite_utils.Database(conn).executescript(SCHEMA)
+                conn.execute("INSERT OR IGNORE INTO registry_meta (key, value) VALUES ('id', ?)",
+                             (uuid.uuid4().hex,))
+                self.registry_id = conn.execute("SELECT value FROM registry_meta WHERE key = 'id'").fetchone()[0]
         except sqlite3.Error as exc:
             raise translate(exc) from None
 

@@ -17,17 +17,19 @@ from typing import Any
 from eventstore import commands as c
 from eventstore.decider import precheck
 from eventstore.errors import ArtifactError, ModelLedgerError, PurgedError, StoreError, ValidationError
-from eventstore.events import VERSION_CREATING, NewEvent, StoredEvent, stream_for
+from eventstore.events import ARTIFACT_REQUESTS, NewEvent, StoredEvent, stream_for
 from eventstore.handler import Outcome, execute, first_result
 from eventstore.names import parse_ref, validate_name
 from eventstore.sqlite import SQLiteRecorder
 from projections.catalog import Catalog, CatalogProjection
+from projections.past import PastCatalog
 from projections.records import ModelRecord, VersionRecord
+from projections.restore import plan_model
 from projections.storage import purge_plan, referenced_digests
 from workers import actors, context
 from workers.broker import ensure_embedded_worker, is_embedded
 from workers.broker import use as use_broker
-from workers.ingest import check_source
+from workers.ingest import check_source, source_readable
 from workers.store import BlobStore
 
 from . import __version__
@@ -51,10 +53,12 @@ class Registry:
         self.recorder = SQLiteRecorder(config.db_path)
         self.projection = CatalogProjection(self.recorder)
         self._catalog = Catalog(self.projection)
-        self.broker = use_broker(config.broker)
+        # One Redis namespace per registry, so registries sharing a Redis never take each other's jobs.
+        self.broker = use_broker(config.broker, namespace=f"mledger-{self.recorder.registry_id[:12]}")
         self.embedded = is_embedded(self.broker)
-        self._sent: set[int] = set()
-        context.configure(config.db_path, config.artifacts, self.projection)
+        self._sent: set[tuple[str, int]] = set()
+        self.registry_id = self.recorder.registry_id
+        context.configure(self.registry_id, config.db_path, config.artifacts, self.projection)
         if self.embedded:
             # Heal what a crash left pending (older than 30 s: younger ones may still be in flight
             # in another process's embedded worker).
@@ -171,32 +175,45 @@ class Registry:
     # -- side effects ------------------------------------------------------------------------------
     def _finish(self, outcome: Outcome, wait: bool, timeout: float | None,
                 progress: Callable[[int], None] | None = None) -> VersionRecord:
-        """After commit: send the ingest job of a pending version (the events table is the outbox), then
-        wait for its outcome — always in embedded mode, unless ``wait=False`` with a Redis broker."""
-        version = self._produced(outcome)
+        """After commit: send the ingest job of the new version if it is pending, then wait for its outcome
+        (always in embedded mode, unless ``wait=False`` with a Redis broker)."""
+        self._dispatch(outcome.events, wait, timeout, progress, replayed=outcome.replayed)
+        return self._produced(outcome)
+
+    def _dispatch(self, events: Sequence[StoredEvent], wait: bool, timeout: float | None = None,
+                  progress: Callable[[int], None] | None = None, *, replayed: bool = False) -> None:
+        """The events table is the outbox: for every event just committed that asks for an artifact, send
+        its ingest job (ids only); then wait for the outcomes when asked to."""
+        requests = [e for e in events if e.type in ARTIFACT_REQUESTS]
+        pending = [e for e in requests if self._catalog.get(f"{e.data['name']}@{e.data['version']}").status
+                   == "pending"]
         must_wait = wait or self.embedded
-        if version.status == "pending" and not outcome.replayed:
-            created = next(e for e in outcome.events if e.type in VERSION_CREATING)
+        for e in pending:
+            if replayed:
+                break  # the first attempt sent it (or the sweep will)
             if self.embedded and progress is not None:
-                context.watch(created.position, progress)
+                context.watch(e.position, progress)
             try:
-                self._send_ingest(created.position)
+                self._send_ingest(e.position)
             except ModelLedgerError as exc:
                 if not must_wait:
-                    return version  # committed; the sweep of `mledger worker` sends it later
-                raise ArtifactError(f"{version.ref} is registered (pending) but its ingest could not be queued "
+                    continue  # committed; the sweep of `mledger worker` sends it later
+                ref = f"{e.data['name']}@{e.data['version']}"
+                raise ArtifactError(f"{ref} is recorded (pending) but its ingest could not be queued "
                                     f"({exc}); `mledger worker` completes it once the broker is back") from None
-        if version.status == "pending" and must_wait:
-            try:
-                return self.wait(version.ref, timeout)
-            finally:
-                context.watch(version.position, None)
-        return version
+        if must_wait:
+            for e in pending:
+                try:
+                    self.wait(f"{e.data['name']}@{e.data['version']}", timeout)
+                finally:
+                    context.watch(e.position, None)
 
     def _send_ingest(self, position: int) -> None:
-        self._sent.add(position)
+        request = self.recorder.event_at(position)
+        if request is not None:
+            self._sent.add((request.data.get("name"), request.data.get("version")))
         try:
-            actors.ingest.send(position)
+            actors.ingest.send(position, self.registry_id)
         except Exception as exc:  # noqa: BLE001 - redis/connection errors, translated here once
             raise StoreError(f"the broker did not take the job: {type(exc).__name__}: {exc}") from None
         if self.embedded:
@@ -219,11 +236,11 @@ class Registry:
                 raise ArtifactError(f"{version.ref} is still pending after {limit:g} s "
                                     "(is a worker running? `mledger worker`)")
             if self.embedded:
-                if version.position not in self._sent:
+                if (version.name, version.version) not in self._sent:
                     # Nothing of this process is working on it (its writer died after the commit):
                     # send it now rather than wait for a sweep.
-                    self._send_ingest(version.position)
-                context.wait_notified(self.config.db_path, version.position, min(left, 0.5))
+                    self._send_ingest(self._catalog.request_position(version.name, version.version))
+                context.wait_notified(self.config.db_path, version.name, version.version, min(left, 0.5))
             else:
                 time.sleep(min(delay, left))
                 delay = min(delay * 2, 0.1)
@@ -328,8 +345,48 @@ class Registry:
         """Logical delete of a version (``NAME@N``) or a whole model (``NAME``); bytes stay until gc."""
         return self.execute(c.Delete(_ref(ref), reason)).events
 
-    def undelete(self, ref: RefLike) -> list[StoredEvent]:
-        return self.execute(c.Undelete(_ref(ref))).events
+    def undelete(self, ref: RefLike, *, wait: bool = True, timeout: float | None = None) -> list[StoredEvent]:
+        """Bring back a deleted version (with its artifact, re-ingested from its source if gc purged it)
+        or a deleted model."""
+        events = self.execute(c.Undelete(_ref(ref))).events
+        self._dispatch(events, wait, timeout)
+        return events
+
+    def restore(self, name: str | None = None, *, as_of: str | int, dry_run: bool = False, wait: bool = True,
+                timeout: float | None = None) -> dict[str, Any]:
+        """Append, in one atomic batch, the compensating events that make the current catalog (one model,
+        or all) equal to the catalog as of ``as_of``. Purged artifacts are re-ingested from their source
+        when it is still readable, and reported as missing otherwise."""
+        position = self.position_of(as_of)
+        if name is not None:
+            validate_name(name)
+        restore_id = str(uuid.uuid4())
+        meta = self._meta() | {"restore": {"id": restore_id, "as_of": position}}
+        past = self._catalog.at(position)
+        with self.recorder.write() as tx:
+            self.projection.catch_up(tx)
+            names = [name] if name is not None else [m.name for m in self._catalog.list(include_deleted=True)]
+            plans = []
+            for model_name in names:
+                now = self._catalog.model(model_name)
+                then = past.model(model_name) if past.exists(model_name) else None
+                plans.append(plan_model(now, then, source_readable=source_readable,
+                                        reason=f"restore to #{position}"))
+            new = [NewEvent(stream_for(p.name), t, d, meta) for p in plans for t, d in p.events]
+            report: dict[str, Any] = {
+                "restore_id": restore_id, "as_of": position, "dry_run": dry_run,
+                "models": [p.name for p in plans if p.events],
+                "reingest": [f"{p.name}@{n}" for p in plans for n, _, _ in p.reingest],
+                "missing": [ref for p in plans for ref in p.missing],
+            }
+            if dry_run:
+                report["events"] = [{"stream": e.stream, "type": e.type, "data": e.data} for e in new]
+                return report
+            stored = tx.append(new) if new else []
+            self.projection.apply(tx, stored)
+        report["events"] = [e.to_json() for e in stored]
+        self._dispatch(stored, wait, timeout)
+        return report
 
     def append_batch(self, events: Sequence[NewEvent]) -> list[StoredEvent]:
         """Append prepared events as one atomic batch, bypassing the decider (imports, migrations,
@@ -337,8 +394,30 @@ class Registry:
         return self.recorder.append(events)
 
     # -- reading -----------------------------------------------------------------------------------
-    def catalog(self) -> Catalog:
-        return self._catalog
+    def catalog(self, as_of: str | int | None = None) -> Catalog | PastCatalog:
+        """The current catalog, or (``as_of``: ``#N``, a position, or an ISO-8601 timestamp) a read-only
+        view of the catalog as it was right after that event."""
+        if as_of is None:
+            return self._catalog
+        return self._catalog.at(self.position_of(as_of))
+
+    def position_of(self, as_of: str | int) -> int:
+        """``#N`` or N → N; a timestamp → the last position recorded at or before it."""
+        head = self.recorder.head()
+        if isinstance(as_of, int) and not isinstance(as_of, bool):
+            position = as_of
+        elif isinstance(as_of, str) and as_of.strip().startswith("#"):
+            digits = as_of.strip()[1:]
+            if not digits.isdigit():
+                raise ValidationError(f"--as-of {as_of!r}: after '#' give a position number")
+            position = int(digits)
+        elif isinstance(as_of, str):
+            return self.recorder.position_at(as_of)
+        else:
+            raise ValidationError(f"--as-of takes an ISO-8601 timestamp or #N, not {as_of!r}")
+        if position < 0 or position > head:
+            raise ValidationError(f"position #{position} is not in the log (it ends at #{head})")
+        return position
 
     def get(self, ref: RefLike) -> VersionRecord:
         return self._catalog.get(_ref(ref))

@@ -23,6 +23,7 @@ from eventstore.recorder import Transaction
 from eventstore.sqlite import SQLiteRecorder
 
 from . import schema
+from .past import PastCatalog
 from .projector import apply_events, checkpoint
 from .records import ModelRecord, VersionRecord
 from .rows import (
@@ -117,6 +118,10 @@ class Catalog:
         self.projection.ensure_current()
         with self.recorder.read_snapshot() as conn:
             yield conn
+
+    def at(self, position: int) -> PastCatalog:
+        """The catalog right after the event at ``position``."""
+        return PastCatalog(self._read, position)
 
     # -- single things -----------------------------------------------------------------------------
     def get(self, ref: str) -> VersionRecord:
@@ -284,6 +289,15 @@ class Catalog:
                 raise NotFoundError(f"no live version of {name!r} has the metric {metric!r}")
             return self._version(conn, name, row[0])
 
+    def request_position(self, name: str, number: int) -> int:
+        """The log position of the latest event asking for this version's artifact."""
+        with self._read() as conn:
+            row = conn.execute("SELECT requested_at FROM versions WHERE name = ? AND version = ?",
+                               (name, number)).fetchone()
+        if row is None:
+            raise NotFoundError(f"model {name!r} has no version {number}")
+        return row[0]
+
     def pending_positions(self, older_than: float = 0.0, limit: int = 10_000) -> list[int]:
         """Log positions of the versions whose artifact outcome is still missing, oldest first — what the
         sweep re-drives. ``older_than`` (seconds) leaves just-created versions to their own message."""
@@ -292,8 +306,8 @@ class Catalog:
         cutoff = (datetime.now(UTC) - timedelta(seconds=older_than)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         with self._read() as conn:
             return [r[0] for r in conn.execute(
-                "SELECT position FROM versions WHERE status = 'pending' AND created_at <= ? ORDER BY position"
-                " LIMIT ?", (cutoff, limit))]
+                "SELECT requested_at FROM versions WHERE status = 'pending' AND created_at <= ?"
+                " ORDER BY requested_at LIMIT ?", (cutoff, limit))]
 
     def digest(self) -> str:
         """SHA-256 over every catalog row in canonical order: equal digests, equal catalogs."""

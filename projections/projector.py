@@ -97,12 +97,12 @@ def on_version_created(conn: sqlite3.Connection, e: StoredEvent) -> None:
     artifact = d.get("artifact") or {}
     conn.execute(
         "INSERT INTO versions (name, version, parent, status, deleted, description, params, structure, optimizer,"
-        " tags, tag_text, metrics, artifact, created_at, created_by, position)"
-        " VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, '{}', ?, ?, ?, ?)",
+        " tags, tag_text, metrics, artifact, created_at, created_by, position, requested_at)"
+        " VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, '{}', ?, ?, ?, ?, ?)",
         (name, number, d.get("parent"), d.get("status", "pending"), d.get("description", ""),
          canonical_json(d.get("params") or {}), canonical_json(d.get("structure") or {}),
          canonical_json(d.get("optimizer") or {}), canonical_json(tags), tag_text(tags), canonical_json(artifact),
-         e.recorded_at, _actor(e), e.position),
+         e.recorded_at, _actor(e), e.position, e.position),
     )
     _write_tags(conn, name, number, tags)
     _write_files(conn, name, number, artifact)
@@ -112,7 +112,7 @@ def on_version_created(conn: sqlite3.Connection, e: StoredEvent) -> None:
     )
 
 
-_STORED_KEYS = ("digest", "size", "kind", "format", "files", "unsafe", "imports", "detail")
+_STORED_KEYS = ("digest", "size", "kind", "format", "files", "unsafe", "imports", "detail")  # + structure
 
 
 def on_artifact_stored(conn: sqlite3.Connection, e: StoredEvent) -> None:
@@ -120,12 +120,12 @@ def on_artifact_stored(conn: sqlite3.Connection, e: StoredEvent) -> None:
     artifact = _load(conn, "SELECT artifact FROM versions WHERE name = ? AND version = ?", (d["name"], d["version"]))
     artifact.pop("error", None)
     artifact.update({k: d[k] for k in _STORED_KEYS if k in d})
-    structure_from = d.get("structure")
+    # What the file's header says (e.g. safetensors tensors) stays in the artifact record: a version's own
+    # content never changes after it is created; records show it as the structure when none was given.
+    if isinstance(d.get("structure"), dict):
+        artifact["structure"] = d["structure"]
     conn.execute("UPDATE versions SET status = 'ready', artifact = ? WHERE name = ? AND version = ?",
                  (canonical_json(artifact), d["name"], d["version"]))
-    if isinstance(structure_from, dict):
-        conn.execute("UPDATE versions SET structure = ? WHERE name = ? AND version = ? AND structure = '{}'",
-                     (canonical_json(structure_from), d["name"], d["version"]))
     _write_files(conn, d["name"], d["version"], artifact)
 
 
@@ -142,9 +142,19 @@ def on_artifact_purged(conn: sqlite3.Connection, e: StoredEvent) -> None:
     conn.execute("UPDATE versions SET status = 'purged' WHERE name = ? AND version = ?", (d["name"], d["version"]))
 
 
+def on_artifact_requested(conn: sqlite3.Connection, e: StoredEvent) -> None:
+    d = e.data
+    conn.execute("UPDATE versions SET status = 'pending', requested_at = ? WHERE name = ? AND version = ?",
+                 (e.position, d["name"], d["version"]))
+
+
 def on_metrics(conn: sqlite3.Connection, e: StoredEvent) -> None:
     d = e.data
     metrics = _load(conn, "SELECT metrics FROM versions WHERE name = ? AND version = ?", (d["name"], d["version"]))
+    if d.get("replace"):
+        # A restore puts back exactly the metrics a version had.
+        metrics = {}
+        conn.execute("DELETE FROM metrics WHERE name = ? AND version = ?", (d["name"], d["version"]))
     metrics.update(d["metrics"])
     conn.execute("UPDATE versions SET metrics = ? WHERE name = ? AND version = ?",
                  (canonical_json(metrics), d["name"], d["version"]))
@@ -239,6 +249,7 @@ HANDLERS: dict[str, Callable[[sqlite3.Connection, StoredEvent], None]] = {
     "ArtifactStored": on_artifact_stored,
     "ArtifactFailed": on_artifact_failed,
     "ArtifactPurged": on_artifact_purged,
+    "ArtifactRequested": on_artifact_requested,
     "MetricsRecorded": on_metrics,
     "Tagged": on_tagged,
     "Untagged": on_untagged,
@@ -249,6 +260,24 @@ HANDLERS: dict[str, Callable[[sqlite3.Connection, StoredEvent], None]] = {
     "ModelDeleted": on_model_deleted,
     "ModelRestored": on_model_restored,
 }
+
+
+def _snapshot(conn: sqlite3.Connection, position: int, name: str | None, version: Any) -> None:
+    """Record the state after this event of the model it concerns and, if any, of the version."""
+    conn.execute(
+        "INSERT INTO model_states (name, position, state) SELECT name, ?, json_array(stream_version, description,"
+        " tags, deleted, latest, last_version, created_at, created_by, updated_at,"
+        " (SELECT coalesce(json_group_object(alias, version), '{}') FROM aliases WHERE aliases.name = models.name))"
+        " FROM models WHERE name = ?",
+        (position, name),
+    )
+    if isinstance(version, int):
+        conn.execute(
+            "INSERT INTO version_states (name, version, position, state)"
+            " SELECT name, version, ?, json_array(status, deleted, tags, metrics, artifact)"
+            " FROM versions WHERE name = ? AND version = ?",
+            (position, name, version),
+        )
 
 
 def apply_events(conn: sqlite3.Connection, events: Iterable[StoredEvent], *, start: int | None = None) -> int:
@@ -263,9 +292,11 @@ def apply_events(conn: sqlite3.Connection, events: Iterable[StoredEvent], *, sta
         handler = HANDLERS.get(e.type)
         if handler is not None:
             handler(conn, e)
+        name = e.data.get("name")
         if e.type != "ModelRegistered":
             conn.execute("UPDATE models SET stream_version = ?, updated_at = ? WHERE name = ?",
-                         (e.version, e.recorded_at, e.data.get("name")))
+                         (e.version, e.recorded_at, name))
+        _snapshot(conn, e.position, name, e.data.get("version"))
         position = e.position
     _set_checkpoint(conn, position)
     return position

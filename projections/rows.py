@@ -39,14 +39,30 @@ def version_state(row: tuple[Any, ...]) -> VersionState:
     )
 
 
-def version_record(row: tuple[Any, ...], aliases: dict[str, int]) -> VersionRecord:
+def version_record(row: tuple[Any, ...], aliases: dict[str, int], state: str | None = None) -> VersionRecord:
+    """``state``: a ``version_states`` entry (JSON) overriding the mutable fields — a past version."""
+    status, deleted, tags, metrics, artifact_text = row[3], row[4], row[9], row[10], row[11]
+    if state is not None:
+        status, deleted, tags, metrics, artifact_text = json.loads(state)
     mine = tuple(sorted(a for a, n in aliases.items() if n == row[1]))
+    artifact = json.loads(artifact_text)
+    structure = json.loads(row[7]) or artifact.get("structure") or {}
     return VersionRecord(
-        name=row[0], version=row[1], parent=row[2], status=row[3], deleted=bool(row[4]), description=row[5],
-        params=json.loads(row[6]), structure=json.loads(row[7]), optimizer=json.loads(row[8]),
-        tags=json.loads(row[9]), aliases=mine, metrics=json.loads(row[10]), artifact=json.loads(row[11]),
+        name=row[0], version=row[1], parent=row[2], status=status, deleted=bool(deleted), description=row[5],
+        params=json.loads(row[6]), structure=structure, optimizer=json.loads(row[8]),
+        tags=json.loads(tags), aliases=mine, metrics=json.loads(metrics), artifact=artifact,
         created_at=row[12], created_by=row[13], position=row[14],
     )
+
+
+def model_row_at(name: str, state: str) -> tuple[tuple[Any, ...], dict[str, int]]:
+    """A ``model_states`` entry → (a row shaped like MODEL_COLUMNS, the aliases then)."""
+    (stream_version, description, tags, deleted, latest, last_version, created_at, created_by, updated_at,
+     aliases) = json.loads(state)
+    if isinstance(aliases, str):
+        aliases = json.loads(aliases)
+    row = (name, stream_version, description, tags, deleted, latest, last_version, created_at, created_by, updated_at)
+    return row, dict(sorted(aliases.items()))
 
 
 def model_record(row: tuple[Any, ...], aliases: dict[str, int], count: int,

@@ -8,10 +8,10 @@ import sqlite3
 
 import sqlite_utils
 
-VERSION = 2  # bump when the tables change shape: an older catalog is then rebuilt from the log
+VERSION = 4  # bump when the tables change shape: an older catalog is then rebuilt from the log
 
 TABLES = ("models", "versions", "aliases", "alias_history", "tags", "metrics", "files", "blob_refs",
-          "projection_checkpoint")
+          "model_states", "version_states", "projection_checkpoint")
 FTS_TABLES = ("models_fts", "versions_fts")
 
 SCHEMA = """
@@ -52,6 +52,7 @@ CREATE TABLE IF NOT EXISTS versions (
     metrics      TEXT NOT NULL DEFAULT '{}',
     artifact     TEXT NOT NULL DEFAULT '{}',
     deleted_at   TEXT,
+    requested_at INTEGER,  -- position of the event whose ingest job is the latest for this version
     created_at   TEXT NOT NULL,
     created_by   TEXT NOT NULL,
     position     INTEGER NOT NULL,
@@ -106,6 +107,23 @@ CREATE TABLE IF NOT EXISTS blob_refs (
     PRIMARY KEY (digest, name, version)
 );
 CREATE INDEX IF NOT EXISTS blob_refs_by_version ON blob_refs (name, version);
+-- The temporal part of the catalog: the state of a model / of a version's mutable fields after every event
+-- that touched it. "As of position P" is then the newest state at or before P: one index probe per
+-- entity, whatever the length of the history. (A version's content — params, structure, optimizer,
+-- parent, description — never changes after it is created, so only the mutable fields are kept here.)
+CREATE TABLE IF NOT EXISTS model_states (
+    name     TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    state    TEXT NOT NULL,  -- JSON array: the MODEL_COLUMNS after the name, then the aliases object
+    PRIMARY KEY (name, position)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS version_states (
+    name     TEXT NOT NULL,
+    version  INTEGER NOT NULL,
+    position INTEGER NOT NULL,
+    state    TEXT NOT NULL,  -- JSON array: status, deleted, tags, metrics, artifact
+    PRIMARY KEY (name, version, position)
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS files_by_basename ON files (basename);
 CREATE INDEX IF NOT EXISTS files_by_path ON files (path);
 """

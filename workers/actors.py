@@ -7,6 +7,7 @@ transaction that first checks for it, so a redelivered or re-sent message append
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import socket
 from typing import Any
@@ -15,7 +16,7 @@ import dramatiq
 from dramatiq.middleware import CurrentMessage
 
 from eventstore.errors import ArtifactError, ModelLedgerError, ValidationError
-from eventstore.events import VERSION_CREATING, NewEvent, StoredEvent
+from eventstore.events import ARTIFACT_REQUESTS, NewEvent, StoredEvent
 from eventstore.recorder import Transaction
 
 from . import broker as _broker  # noqa: F401  (sets the broker before any actor is declared)
@@ -26,15 +27,28 @@ from .store import BlobStore
 log = logging.getLogger("modelledger.workers")
 
 INGEST_QUEUE = "mledger-ingest"
+
+
+def _client() -> str:
+    try:
+        version = importlib.metadata.version("modelledger")
+    except importlib.metadata.PackageNotFoundError:
+        version = "dev"
+    return f"modelledger/{version} worker@{socket.gethostname()}"
+
+
+CLIENT = _client()
 MAX_RETRIES = 3
 
 
-def stored_key(stream: str, version: int) -> str:
-    return f"artifact-stored:{stream}:{version}"
+def stored_key(position: int) -> str:
+    """One outcome per request: the request is the event at ``position`` (a new version, or a request to
+    fetch purged bytes again), so a redelivered job finds its outcome and a later request gets its own."""
+    return f"artifact-stored:#{position}"
 
 
-def failed_key(stream: str, version: int, message_id: str) -> str:
-    return f"artifact-failed:{stream}:{version}:{message_id}"
+def failed_key(position: int, message_id: str) -> str:
+    return f"artifact-failed:#{position}:{message_id}"
 
 
 def _retries_so_far() -> int:
@@ -56,31 +70,35 @@ def _stored_event(created: StoredEvent, artifact: dict[str, Any]) -> NewEvent:
 
 def _meta(created: StoredEvent) -> dict[str, Any]:
     """The outcome is recorded on behalf of whoever asked for the work; the worker names itself apart."""
-    meta = {k: created.meta[k] for k in ("actor", "run_id", "correlation_id") if k in created.meta}
+    meta = {k: created.meta[k] for k in ("actor", "run_id", "correlation_id", "idempotency_key")
+            if k in created.meta}
     meta["causation_id"] = created.position
-    meta["client"] = f"mledger-worker@{socket.gethostname()}"
+    meta["client"] = CLIENT
     return meta
 
 
-def ingest_version(position: int) -> str:
+def ingest_version(position: int, registry: str | None = None) -> str:
     """Copy the artifact of the version created at ``position`` into the store and record the outcome.
     Returns what happened: ``stored``, ``already``, ``failed`` or ``skipped``."""
-    ctx = context.current()
-    rec = context.recorder()
+    ctx = context.current(registry)
+    rec = context.recorder(ctx)
     created = rec.event_at(position)
-    if created is None or created.type not in VERSION_CREATING:
-        log.warning("ingest: position %s is not a version-creating event; nothing to do", position)
+    if created is None or created.type not in ARTIFACT_REQUESTS:
+        log.warning("ingest: position %s does not ask for an artifact; nothing to do", position)
         return "skipped"
-    stream, number = created.stream, created.data["version"]
-    artifact = created.data.get("artifact") or {}
-    key = stored_key(stream, number)
+    number = created.data["version"]
+    if created.type == "ArtifactRequested":
+        artifact = {"source": created.data["source"], "expected_digest": created.data.get("expected_digest")}
+    else:
+        artifact = created.data.get("artifact") or {}
+    key = stored_key(position)
     with rec.write() as tx:
         if tx.idempotent_result(key, None) is not None:
-            context.notify(ctx.db_path, position)
+            context.notify(ctx.db_path, created.data['name'], number)
             return "already"
     if artifact.get("digest"):
         # The version carried its parent's stored artifact: nothing to copy.
-        context.notify(ctx.db_path, position)
+        context.notify(ctx.db_path, created.data['name'], number)
         return "already"
     for _ in range(3):
         outcome = _ingest_once(ctx, rec, created, artifact, key)
@@ -95,15 +113,21 @@ def _ingest_once(ctx: context.WorkerContext, rec: Any, created: StoredEvent, art
     position = created.position
     try:
         facts = ingest_artifact(ctx.artifacts, artifact["source"], progress=context.progress_for(position))
+        expected = artifact.get("expected_digest")
+        if expected and facts["digest"] != expected:
+            # Bytes fetched again must be the bytes the version was registered with.
+            _record_failure(ctx, created, f"the source changed since registration: it now hashes to {facts['digest']},"
+                                     f" the version recorded {expected}")
+            return "failed"
     except ModelLedgerError as exc:
         permanent = isinstance(exc, ValidationError) or "not found" in str(exc)
         if permanent or _retries_so_far() >= MAX_RETRIES:
-            _record_failure(created, str(exc))
+            _record_failure(ctx, created, str(exc))
             return "failed"
         raise
     except Exception as exc:  # noqa: BLE001 - a driver error: retried, then recorded as the reason
         if _retries_so_far() >= MAX_RETRIES:
-            _record_failure(created, f"{type(exc).__name__}: {exc}")
+            _record_failure(ctx, created, f"{type(exc).__name__}: {exc}")
             return "failed"
         raise ArtifactError(f"ingest of {created.data['name']}@{number} failed: {exc}") from exc
     store = BlobStore(ctx.artifacts)
@@ -117,7 +141,7 @@ def _ingest_once(ctx: context.WorkerContext, rec: Any, created: StoredEvent, art
         else:
             _append(ctx, tx, _stored_event(created, facts), key)
             outcome = "stored"
-    context.notify(ctx.db_path, position)
+    context.notify(ctx.db_path, created.data['name'], number)
     return outcome
 
 
@@ -133,21 +157,21 @@ def _append(ctx: context.WorkerContext, tx: Transaction, event: NewEvent, key: s
         ctx.read_model.apply(tx, stored)
 
 
-def _record_failure(created: StoredEvent, reason: str) -> None:
-    ctx = context.current()
-    rec = context.recorder()
+def _record_failure(ctx: context.WorkerContext, created: StoredEvent, reason: str) -> None:
+    rec = context.recorder(ctx)
     stream, number = created.stream, created.data["version"]
     with rec.write() as tx:
-        if tx.idempotent_result(stored_key(stream, number), None) is None:
+        if tx.idempotent_result(stored_key(created.position), None) is None:
             meta = _meta(created)
             data = {"name": created.data["name"], "version": number, "reason": reason[:1000]}
-            key = failed_key(stream, number, _message_id())
+            key = failed_key(created.position, _message_id())
             if tx.idempotent_result(key, None) is None:
                 _append(ctx, tx, NewEvent(stream, "ArtifactFailed", data, meta), key)
-    context.notify(ctx.db_path, created.position)
+    context.notify(ctx.db_path, created.data['name'], created.data['version'])
 
 
 @dramatiq.actor(queue_name=INGEST_QUEUE, max_retries=MAX_RETRIES, min_backoff=500, max_backoff=30_000,
                 time_limit=6 * 3600 * 1000)
-def ingest(position: int) -> None:
-    ingest_version(position)
+def ingest(position: int, registry: str | None = None) -> None:
+    """``registry``: the id of the registry whose log holds ``position`` (a process may serve several)."""
+    ingest_version(position, registry)

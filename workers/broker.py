@@ -31,15 +31,16 @@ NAMESPACE = "mledger"
 
 _lock = threading.RLock()
 _worker: dramatiq.Worker | None = None
+_key: tuple[str, str] | None = None
 
 
-def make_broker(url: str) -> dramatiq.Broker:
+def make_broker(url: str, namespace: str = NAMESPACE) -> dramatiq.Broker:
     if url == "embedded":
         made: dramatiq.Broker = StubBroker()
     elif url.startswith(("redis://", "rediss://", "unix://")):
         from dramatiq.brokers.redis import RedisBroker
 
-        made = RedisBroker(url=url, namespace=NAMESPACE, heartbeat_timeout=HEARTBEAT_TIMEOUT_MS,
+        made = RedisBroker(url=url, namespace=namespace, heartbeat_timeout=HEARTBEAT_TIMEOUT_MS,
                            maintenance_chance=MAINTENANCE_CHANCE)
     else:
         raise ValidationError(f"MLEDGER_BROKER must be 'embedded' or a redis:// URL, not {url!r}")
@@ -56,12 +57,19 @@ def is_embedded(broker: dramatiq.Broker | None = None) -> bool:
     return isinstance(broker or current(), StubBroker)
 
 
-def use(target: str | dramatiq.Broker) -> dramatiq.Broker:
-    """Make ``target`` the broker of every declared actor (a URL or a broker instance)."""
-    global _worker
+def use(target: str | dramatiq.Broker, namespace: str = NAMESPACE) -> dramatiq.Broker:
+    """Make ``target`` the broker of every declared actor (a URL or a broker instance). The same URL and
+    namespace as the current broker's keep it (and its in-process worker)."""
+    global _worker, _key
     with _lock:
-        new = make_broker(target) if isinstance(target, str) else target
+        key = (target, namespace) if isinstance(target, str) else None
         old = dramatiq.get_broker()
+        if key is not None and key == _key:
+            return old
+        if key is not None and key[0] == "embedded" and isinstance(old, StubBroker):
+            _key = key  # one in-process StubBroker serves every embedded registry of the process
+            return old
+        new = make_broker(target, namespace) if isinstance(target, str) else target
         if new is old:
             return new
         stop_embedded_worker()
@@ -70,6 +78,7 @@ def use(target: str | dramatiq.Broker) -> dramatiq.Broker:
             actor = old.get_actor(name)
             actor.broker = new
             new.declare_actor(actor)
+        _key = key
         return new
 
 

@@ -19,6 +19,7 @@ from eventstore.sqlite import SQLiteRecorder
 
 @dataclass(frozen=True)
 class WorkerContext:
+    registry_id: str
     db_path: Path
     artifacts: str
     # The catalog, when the composition root hands it over: outcomes are then projected in the same
@@ -27,27 +28,34 @@ class WorkerContext:
 
 
 _lock = threading.Lock()
-_context: WorkerContext | None = None
+_contexts: dict[str, WorkerContext] = {}
+_default: str | None = None
 _recorders: dict[Path, SQLiteRecorder] = {}
 _outcomes = threading.Condition()
-_done: set[tuple[str, int]] = set()
+_done: set[tuple[str, str, int]] = set()
 
 
-def configure(db_path: str | Path, artifacts: str, read_model: ReadModel | None = None) -> WorkerContext:
-    global _context
+def configure(registry_id: str, db_path: str | Path, artifacts: str,
+              read_model: ReadModel | None = None) -> WorkerContext:
+    """Serve the registry ``registry_id`` in this process (several may be served at once, embedded)."""
+    global _default
     with _lock:
-        _context = WorkerContext(Path(db_path), artifacts, read_model)
-        return _context
+        ctx = _contexts[registry_id] = WorkerContext(registry_id, Path(db_path), artifacts, read_model)
+        _default = registry_id
+        return ctx
 
 
-def current() -> WorkerContext:
-    if _context is None:
-        raise StoreError("this worker process has no registry configured (set MLEDGER_HOME and run mledger worker)")
-    return _context
+def current(registry_id: str | None = None) -> WorkerContext:
+    with _lock:
+        key = registry_id or _default
+        ctx = _contexts.get(key) if key else None
+    if ctx is None:
+        raise StoreError(f"this worker process does not serve registry {registry_id or '(none)'} "
+                         "(set MLEDGER_HOME and run mledger worker)")
+    return ctx
 
 
-def recorder() -> SQLiteRecorder:
-    ctx = current()
+def recorder(ctx: WorkerContext) -> SQLiteRecorder:
     with _lock:
         rec = _recorders.get(ctx.db_path)
         if rec is None:
@@ -72,15 +80,15 @@ def progress_for(position: int) -> Callable[[int], None] | None:
         return _progress.get(position)
 
 
-def notify(db_path: Path, position: int) -> None:
+def notify(db_path: Path, name: str, version: int) -> None:
     with _outcomes:
-        _done.add((str(db_path), position))
+        _done.add((str(db_path), name, version))
         _outcomes.notify_all()
 
 
-def wait_notified(db_path: Path, position: int, timeout: float) -> bool:
-    """Block until an outcome for the event at ``position`` is recorded in this process, or timeout."""
-    key = (str(db_path), position)
+def wait_notified(db_path: Path, name: str, version: int, timeout: float) -> bool:
+    """Block until an artifact outcome for ``name@version`` is recorded in this process, or timeout."""
+    key = (str(db_path), name, version)
     with _outcomes:
         ok = _outcomes.wait_for(lambda: key in _done, timeout=timeout)
         _done.discard(key)

@@ -54,6 +54,14 @@ def check_source(source: str) -> str:
     return src
 
 
+def source_readable(source: str) -> bool:
+    try:
+        check_source(source)
+    except (ArtifactError, ValidationError):
+        return False
+    return True
+
+
 def ingest_artifact(
     store_url: str, source: str, *, progress: Callable[[int], None] | None = None
 ) -> dict[str, Any]:

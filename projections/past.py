@@ -1,0 +1,236 @@
+"""The catalog as it was after the event at a given position.
+
+Answers from the temporal tables (``model_states``, ``version_states``): the newest state of an entity at
+or before the position is one index probe, so a question about the past costs about what the same question
+about the present costs, whatever the length of the log. Filters the present-day catalog answers with SQL
+indexes (FTS, tags, files) are applied here to the past states themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager
+from typing import Any
+
+from eventstore.errors import ConflictError, NotFoundError, ValidationError
+from eventstore.names import parse_ref, validate_alias, validate_name, validate_tags
+
+from .records import ModelRecord, VersionRecord
+from .rows import VERSION_COLUMNS, model_record, model_row_at, version_record
+
+_MODEL_STATE = "SELECT state FROM model_states WHERE name = ? AND position <= ? ORDER BY position DESC LIMIT 1"
+_VERSION_STATE = (
+    "SELECT state FROM version_states WHERE name = ? AND version = ? AND position <= ?"
+    " ORDER BY position DESC LIMIT 1"
+)
+
+
+def _words(text: str) -> list[str]:
+    return [w.lower() for w in text.replace('"', " ").split() if w]
+
+
+def _tokens(*texts: str) -> set[str]:
+    out: set[str] = set()
+    for text in texts:
+        for sep in "/":
+            text = text.replace(sep, " ")
+        out.update(t.lower() for t in text.split())
+    return out
+
+
+def _matches(words: list[str], tokens: set[str]) -> bool:
+    """Every word is a prefix of some token (what the FTS query does for the present catalog)."""
+    return all(any(t.startswith(w) for t in tokens) for w in words)
+
+
+class PastCatalog:
+    """Read-only view of the catalog right after position ``position`` (0: before the first event)."""
+
+    def __init__(self, read: Callable[[], AbstractContextManager[sqlite3.Connection]], position: int) -> None:
+        if position < 0:
+            raise ValidationError("a position is 0 or more")
+        self._read = read
+        self.position = position
+
+    # -- single things -----------------------------------------------------------------------------
+    def _model_row(self, conn: sqlite3.Connection, name: str) -> tuple[tuple[Any, ...], dict[str, int]] | None:
+        row = conn.execute(_MODEL_STATE, (name, self.position)).fetchone()
+        return model_row_at(name, row[0]) if row else None
+
+    def _version(self, conn: sqlite3.Connection, name: str, number: int,
+                 aliases: dict[str, int]) -> VersionRecord | None:
+        row = conn.execute(f"SELECT {VERSION_COLUMNS} FROM versions WHERE name = ? AND version = ?"  # noqa: S608
+                           " AND position <= ?", (name, number, self.position)).fetchone()
+        if row is None:
+            return None
+        state = conn.execute(_VERSION_STATE, (name, number, self.position)).fetchone()
+        return version_record(row, aliases, state[0] if state else None)
+
+    def get(self, ref: str) -> VersionRecord:
+        parsed = parse_ref(ref)
+        with self._read() as conn:
+            found = self._model_row(conn, parsed.name)
+            if found is None:
+                raise NotFoundError(f"no model named {parsed.name!r} as of #{self.position}")
+            row, aliases = found
+            if parsed.version is not None:
+                number = parsed.version
+            elif parsed.alias is not None:
+                if parsed.alias not in aliases:
+                    raise NotFoundError(f"model {parsed.name!r} had no alias {parsed.alias!r} as of #{self.position}")
+                number = aliases[parsed.alias]
+            else:
+                if row[5] is None:
+                    raise NotFoundError(f"model {parsed.name!r} had no live version as of #{self.position}")
+                number = row[5]
+            if row[4] and parsed.version is None:
+                raise ConflictError(f"model {parsed.name!r} was deleted as of #{self.position}")
+            version = self._version(conn, parsed.name, number, aliases)
+            if version is None:
+                raise NotFoundError(f"model {parsed.name!r} had no version {number} as of #{self.position}")
+            return version
+
+    def _versions(self, conn: sqlite3.Connection, name: str, aliases: dict[str, int]) -> list[VersionRecord]:
+        rows = conn.execute(
+            f"SELECT {VERSION_COLUMNS}, (SELECT state FROM version_states s WHERE s.name = v.name"  # noqa: S608
+            " AND s.version = v.version AND s.position <= ? ORDER BY s.position DESC LIMIT 1)"
+            " FROM versions v WHERE v.name = ? AND v.position <= ? ORDER BY v.version",
+            (self.position, name, self.position),
+        ).fetchall()
+        return [version_record(r[:-1], aliases, r[-1]) for r in rows]
+
+    def model(self, name: str, *, versions: bool = True, include_deleted: bool = True) -> ModelRecord:
+        validate_name(name)
+        with self._read() as conn:
+            found = self._model_row(conn, name)
+            if found is None:
+                raise NotFoundError(f"no model named {name!r} as of #{self.position}")
+            row, aliases = found
+            records = None
+            if versions:
+                records = tuple(v for v in self._versions(conn, name, aliases) if include_deleted or not v.deleted)
+            return model_record(row, aliases, row[6], records)
+
+    def exists(self, name: str) -> bool:
+        with self._read() as conn:
+            return self._model_row(conn, name) is not None
+
+    # -- many things -------------------------------------------------------------------------------
+    def _models(self, conn: sqlite3.Connection) -> Iterator[tuple[tuple[Any, ...], dict[str, int]]]:
+        rows = conn.execute(
+            "SELECT m.name, (SELECT state FROM model_states s WHERE s.name = m.name AND s.position <= ?"
+            " ORDER BY s.position DESC LIMIT 1) FROM models m ORDER BY m.name",
+            (self.position,),
+        ).fetchall()
+        for name, state in rows:
+            if state is not None:
+                yield model_row_at(name, state)
+
+    def list(
+        self,
+        *,
+        search: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        file: str | None = None,
+        alias: str | None = None,
+        include_deleted: bool = False,
+        limit: int | None = None,
+    ) -> list[ModelRecord]:
+        wanted_tags = validate_tags(dict(tags or {}))
+        words = _words(search) if search is not None else None
+        if words is not None and not words:
+            raise ValidationError("--search needs at least one word")
+        if alias is not None:
+            validate_alias(alias)
+        out: list[ModelRecord] = []
+        with self._read() as conn:
+            for row, aliases in self._models(conn):
+                if row[4] and not include_deleted:
+                    continue
+                if alias is not None and alias not in aliases:
+                    continue
+                model_tags = json.loads(row[3])
+                needs_versions = bool(words) or bool(wanted_tags) or file is not None
+                live = ([v for v in self._versions(conn, row[0], aliases) if not v.deleted]
+                        if needs_versions else [])
+                if words is not None:
+                    texts = [row[0], row[2], *model_tags.keys(), *model_tags.values()]
+                    hit = _matches(words, _tokens(*texts)) or any(
+                        _matches(words, _tokens(v.name, v.description, *v.tags.keys(), *v.tags.values()))
+                        for v in live)
+                    if not hit:
+                        continue
+                if any(model_tags.get(k) != val and not any(v.tags.get(k) == val for v in live)
+                       for k, val in wanted_tags.items()):
+                    continue
+                if file is not None and not any(
+                        f.get("path") == file or f.get("path", "").rsplit("/", 1)[-1] == file
+                        for v in live for f in v.artifact.get("files") or ()):
+                    continue
+                out.append(model_record(row, aliases, row[6]))
+                if limit is not None and len(out) >= limit:
+                    break
+        return out
+
+    def search(
+        self,
+        *,
+        keyword: str | None = None,
+        name: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        file: str | None = None,
+        alias: str | None = None,
+        limit: int | None = None,
+    ) -> list[VersionRecord]:
+        wanted_tags = validate_tags(dict(tags or {}))
+        words = _words(keyword) if keyword is not None else None
+        out: list[VersionRecord] = []
+        with self._read() as conn:
+            models = [self._model_row(conn, validate_name(name))] if name is not None else list(self._models(conn))
+            for found in models:
+                if found is None or found[0][4]:
+                    continue
+                row, aliases = found
+                model_tags = json.loads(row[3])
+                for v in self._versions(conn, row[0], aliases):
+                    if v.deleted:
+                        continue
+                    if words is not None and not (
+                            _matches(words, _tokens(v.name, v.description, *v.tags.keys(), *v.tags.values()))
+                            or _matches(words, _tokens(row[0], row[2], *model_tags.keys(), *model_tags.values()))):
+                        continue
+                    if any(v.tags.get(k) != val and model_tags.get(k) != val for k, val in wanted_tags.items()):
+                        continue
+                    if file is not None and not any(
+                            f.get("path") == file or f.get("path", "").rsplit("/", 1)[-1] == file
+                            for f in v.artifact.get("files") or ()):
+                        continue
+                    if alias is not None and alias not in v.aliases:
+                        continue
+                    out.append(v)
+                    if limit is not None and len(out) >= limit:
+                        return out
+        return out
+
+    def best(self, name: str, metric: str, *, minimize: bool = False,
+             tags: Mapping[str, str] | None = None) -> VersionRecord:
+        wanted_tags = validate_tags(dict(tags or {}))
+        model = self.model(name)
+        candidates = [v for v in model.versions or () if not v.deleted and metric in v.metrics
+                      and all(v.tags.get(k) == val or model.tags.get(k) == val for k, val in wanted_tags.items())]
+        if not candidates:
+            raise NotFoundError(f"no live version of {name!r} had the metric {metric!r} as of #{self.position}")
+        sign = -1 if minimize else 1
+        return max(candidates, key=lambda v: (sign * v.metrics[metric], v.version))
+
+    def digest_rows(self) -> Iterator[str]:
+        """Canonical lines of every model and version as of this position (for comparing two catalogs)."""
+        from eventstore.canonical import canonical_json
+
+        for m in self.list(include_deleted=True):
+            full = self.model(m.name)
+            data = full.to_json()
+            yield canonical_json(data)
+
