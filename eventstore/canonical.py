@@ -14,8 +14,14 @@ from typing import Any
 GENESIS_HASH = "0" * 64
 
 
+# One encoder, built once: json.dumps(**options) would build a new one on every call (measurably slow on the
+# append path, which encodes every event's data and meta).
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_encode_string = json.encoder.encode_basestring  # the exact quoting the encoder above uses for str
+
+
 def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _ENCODER.encode(value)
 
 
 def canonical_bytes(value: Any) -> bytes:
@@ -44,8 +50,8 @@ def envelope_for_hash(
     }
 
 
-def _j(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, allow_nan=False)
+def _j(value: str) -> str:
+    return _encode_string(value)
 
 
 def envelope_json(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .canonical import GENESIS_HASH, canonical_json, envelope_json, hash_envelope_json
 
@@ -20,14 +20,19 @@ class ChainReport:
     last_hash: str
     position: int | None = None  # the first position that fails
     problem: str = ""
+    # Where the check stopped, so the next page can carry on from here.
+    last_recorded_at: str = ""
+    stream_versions: dict[str, int] = field(default_factory=dict, repr=False)
 
 
-def verify_rows(rows: Iterable[tuple], *, start_position: int = 0, start_hash: str = GENESIS_HASH) -> ChainReport:
-    """``rows``: (position, stream, version, type, schema_version, data, meta, recorded_at, hash) in order."""
+def verify_rows(rows: Iterable[tuple], *, start_position: int = 0, start_hash: str = GENESIS_HASH,
+                start_recorded_at: str = "", start_versions: dict[str, int] | None = None) -> ChainReport:
+    """``rows``: (position, stream, version, type, schema_version, data, meta, recorded_at, hash) in order.
+    To check a log page by page, pass the previous page's report as ``**resume(report)``."""
     expected_position = start_position
     previous_hash = start_hash
-    previous_at = ""
-    stream_versions: dict[str, int] = {}
+    previous_at = start_recorded_at
+    stream_versions: dict[str, int] = dict(start_versions or {})
     checked = 0
     for position, stream, version, type_, schema_version, data, meta, recorded_at, stored_hash in rows:
         expected_position += 1
@@ -52,4 +57,10 @@ def verify_rows(rows: Iterable[tuple], *, start_position: int = 0, start_hash: s
         previous_hash, previous_at = stored_hash, recorded_at
         stream_versions[stream] = version
         checked += 1
-    return ChainReport(True, checked, previous_hash)
+    return ChainReport(True, checked, previous_hash, last_recorded_at=previous_at, stream_versions=stream_versions)
+
+
+def resume(report: ChainReport, position: int) -> dict:
+    """Keyword arguments that continue a check after ``report`` ended at ``position``."""
+    return {"start_position": position, "start_hash": report.last_hash,
+            "start_recorded_at": report.last_recorded_at, "start_versions": report.stream_versions}

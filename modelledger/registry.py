@@ -299,6 +299,12 @@ class Registry:
                       for (name, _), data in sorted(by_version.items())]
             sizes = {p.digest: p.size for p in plans}
             sizes.update(dict(orphans))
+            for digest in sizes:
+                # The catalog does not know a folder's manifest size: ask the store what each blob weighs.
+                try:
+                    sizes[digest] = store.size_of(digest)
+                except ModelLedgerError:
+                    sizes[digest] = 0  # already gone
             report: dict[str, Any] = {
                 "dry_run": dry_run,
                 "grace_seconds": grace_seconds,

@@ -187,10 +187,14 @@ class _SkippingReader:
     def read(self, n: int = -1) -> Any:
         if n is not None and n > _SKIP_ARG_BYTES:
             start = self.f.tell()
-            end = self.f.seek(start + n)
-            # seek() past EOF succeeds; confirm the bytes really exist.
-            self.f.seek(end - 1)
-            if not self.f.read(1):
+            # A length taken from arbitrary bytes may point far past the end (or past what seek accepts):
+            # then the pickle is truncated, which ends the walk; it is never an error of the ingest.
+            try:
+                size = self.f.seek(0, 2)
+                if start + n > size:
+                    return b""
+                self.f.seek(start + n)
+            except (OSError, ValueError, OverflowError):
                 return b""
             return _Skipped(n)
         return self.f.read(n)
