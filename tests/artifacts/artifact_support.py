@@ -27,9 +27,9 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 
 
 def noise(n: int) -> bytes:
-    """Incompressible bytes with a fixed, format-neutral prefix. (Raw ``os.urandom`` in a ``*.bin`` file is
-    parsed as a pickle by the format sniffer and fails ~0.6 % of the time: see
-    test_artifact_opaque_bytes.py; store such bytes as ``*.dat``.)"""
+    """Incompressible bytes with a fixed, format-neutral prefix, so a test's outcome never depends on what
+    the format sniffer makes of random bytes (raw ``os.urandom`` in ``*.bin`` once failed ~0.6 % of
+    ingests: see test_artifact_opaque_bytes.py)."""
     return b"NOISE\n" + os.urandom(max(0, n - 6))
 
 

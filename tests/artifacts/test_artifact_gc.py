@@ -59,9 +59,7 @@ def test_gc_frees_unique_blobs_of_deleted_versions_only(cli, home: Path, tmp_pat
     report = json.loads(out)
     assert report["dry_run"] is True
     assert report["versions"] == ["gcm@1"]
-    assert report["blobs"] == 2
-    # Exact byte count (manifest included): see test_gc_bytes_include_the_manifest (xfail).
-    assert len(only1) <= report["bytes"] <= unique_bytes
+    assert (report["blobs"], report["bytes"]) == (2, unique_bytes)  # the manifest's bytes included
     assert store_snapshot(artifacts) == before
     assert len(events(home)) == n_events
 
@@ -70,8 +68,7 @@ def test_gc_frees_unique_blobs_of_deleted_versions_only(cli, home: Path, tmp_pat
     assert code == 0, err
     report = json.loads(out)
     assert report["versions"] == ["gcm@1"]
-    assert (report["blobs"], report["orphan_blobs"]) == (2, 0)
-    assert len(only1) <= report["bytes"] <= unique_bytes
+    assert (report["blobs"], report["bytes"], report["orphan_blobs"]) == (2, unique_bytes, 0)
     purged = [e for e in events(home, "ArtifactPurged")]
     assert [(e.data["name"], e.data["version"]) for e in purged] == [("gcm", 1)]
     assert [e["type"] for e in report["events"]] == ["ArtifactPurged"]
@@ -144,10 +141,8 @@ def test_gc_removes_old_orphan_blobs_keeps_young_ones(cli, home: Path, tmp_path:
     assert code == 0, err
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: gc reports a directory's manifest blob as 0 bytes (blob_refs stores "
-                   "size NULL for the manifest digest; Registry.gc sums `size or 0`), so the bytes freed are "
-                   "under-reported")
 def test_gc_bytes_include_the_manifest(reg, home: Path, tmp_path: Path) -> None:
+    """Regression (was xfail until 3c2b316): a folder's manifest blob counts in the bytes gc reports."""
     artifacts = home / "artifacts"
     only = noise(10_000)
     v = reg.register("manifested", artifact=str(_dir(tmp_path / "d", {"only.dat": only})))

@@ -1,10 +1,11 @@
 """Acceptance: artifacts are opaque bytes — any content registers. Format sniffing is best-effort and must
 never turn bytes it cannot parse into a failed ingest.
 
-Found while writing these tests: ~0.6 % of 4 KB ``os.urandom`` files named ``*.bin`` ended ``failed``
-("cannot read <blob>: [Errno 22] Invalid argument"). ``.bin`` is in PICKLE_SUFFIXES, so the sniffer walks
-random bytes as a pickle; a BINBYTES8 opcode (0x8e) with a huge length makes ``_SkippingReader.read`` seek
-past what the OS allows (EINVAL), and ``sniff`` turns that OSError into ArtifactError.
+Regression tests (xfail until 3c2b316): ~0.6 % of 4 KB ``os.urandom`` files named ``*.bin`` ended
+``failed`` ("cannot read <blob>: [Errno 22] Invalid argument"). ``.bin`` is in PICKLE_SUFFIXES, so the
+sniffer walks random bytes as a pickle; a BINBYTES8 opcode (0x8e) with a huge length made
+``_SkippingReader.read`` seek past what the OS allows (EINVAL), and ``sniff`` turned that OSError into
+ArtifactError.
 """
 
 from __future__ import annotations
@@ -12,29 +13,22 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
-import pytest
 from artifact_support import noise, outcomes, sha256_file
-
-from eventstore.errors import ArtifactError
 
 # BINBYTES8 announcing 2**62 bytes, then a little filler.
 HUGE_BINBYTES8 = b"\x8e" + struct.pack("<Q", 1 << 62) + b"\x00" * 64
 
-BUG = ("BUG: the format sniffer fails the ingest of opaque bytes: workers/formats.py _SkippingReader.read seeks "
-       "to start+n for a huge pickle length (EINVAL) and sniff() raises ArtifactError for any OSError")
 
-
-@pytest.mark.xfail(strict=True, raises=ArtifactError, reason=BUG)
 def test_bytes_that_look_like_a_broken_pickle_still_register(reg, home: Path, tmp_path: Path) -> None:
     src = tmp_path / "pytorch_model.bin"
     src.write_bytes(HUGE_BINBYTES8)
     v = reg.register("opaque", artifact=str(src), timeout=120)
+    assert v.artifact["format"] in ("unknown", "pickle", "pytorch")
     assert v.status == "ready"
     assert v.artifact["digest"] == sha256_file(src)
     assert len(outcomes(home, "opaque", 1)) == 1
 
 
-@pytest.mark.xfail(strict=True, raises=ArtifactError, reason=BUG)
 def test_pickle_protocol_header_with_garbage_ingests(home: Path, tmp_path: Path) -> None:
     """Same bug through the header check (0x80 0x04) on a neutral name; the ingest body directly."""
     from workers.ingest import ingest_artifact

@@ -17,7 +17,9 @@ from artifact_support import DEAD_REDIS_URL, events, outcomes, sha256_file, wait
 from workers import actors
 from workers import broker as broker_mod
 
-QUEUE_MESSAGES = f"{broker_mod.NAMESPACE}:{actors.INGEST_QUEUE}.msgs"
+
+def _queue_key(broker: dramatiq.Broker) -> str:
+    return f"{broker.namespace}:{actors.INGEST_QUEUE}"
 
 
 class Seen(dramatiq.Middleware):
@@ -56,7 +58,7 @@ def redis_registry(request: pytest.FixtureRequest, home: Path) -> Iterator[tuple
 
         # Open on a (never contacted) Redis URL so the registry runs in Redis mode, then move the actors.
         reg = Registry.open(home, broker=DEAD_REDIS_URL, actor="tester@test")
-        broker = RedisBroker(client=fakeredis.FakeRedis(), namespace=broker_mod.NAMESPACE,
+        broker = RedisBroker(client=fakeredis.FakeRedis(), namespace=reg.broker.namespace,
                              heartbeat_timeout=broker_mod.HEARTBEAT_TIMEOUT_MS)
         broker.add_middleware(CurrentMessage())
         broker_mod.use(broker)
@@ -83,9 +85,11 @@ def test_no_wait_pending_then_worker_ready_and_duplicates_append_once(redis_regi
 
     v = reg.register("rmodel", artifact=str(src), wait=False)
     assert v.status == "pending"
-    # The job is in Redis and carries the position of the VersionRegistered event, nothing else.
-    bodies = [json.loads(b) for b in broker.client.hvals(QUEUE_MESSAGES)]
-    assert [(b["actor_name"], b["args"], b["kwargs"]) for b in bodies] == [("ingest", [v.position], {})]
+    # The job is in Redis and carries ids only: the position of the VersionRegistered event and the
+    # registry's id (no path, no bytes).
+    bodies = [json.loads(b) for b in broker.client.hvals(_queue_key(broker) + ".msgs")]
+    assert [(b["actor_name"], b["args"], b["kwargs"]) for b in bodies] == [
+        ("ingest", [v.position, reg.registry_id], {})]
     assert outcomes(home, "rmodel", 1) == []
     assert reg.get("rmodel@1").status == "pending"
 
@@ -97,10 +101,10 @@ def test_no_wait_pending_then_worker_ready_and_duplicates_append_once(redis_regi
         assert ready.artifact["digest"] == sha256_file(src)
 
         # A duplicate message (what a redelivery or a sweep re-send looks like) ...
-        dup = actors.ingest.send(v.position)
+        dup = actors.ingest.send(v.position, reg.registry_id)
         wait_for(lambda: dup.message_id in seen.ids(), 60, "the duplicate ingest message to be processed")
         # ... and the actor body called again directly: both harmless.
-        assert actors.ingest_version(v.position) == "already"
+        assert actors.ingest_version(v.position, reg.registry_id) == "already"
     finally:
         worker.stop(timeout=10_000)
     assert all(exc is None for _, exc in seen.done), seen.done
@@ -126,6 +130,7 @@ def test_mledger_worker_run_in_thread_serves_pending_versions(redis_url: str, ho
     with Registry.open(home, broker=redis_url, actor="tester@test") as reg:
         versions = [reg.register(f"w{i}", artifact=str(p), wait=False) for i, p in enumerate(srcs)]
         assert {v.status for v in versions} == {"pending"}
+        queue = _queue_key(reg.broker)
 
     stop = threading.Event()
     config = Config.load(home, broker=redis_url, actor="tester@test")
@@ -153,7 +158,7 @@ def test_mledger_worker_run_in_thread_serves_pending_versions(redis_url: str, ho
         import redis
 
         client = redis.Redis.from_url(redis_url)
-        wait_for(lambda: client.llen(f"{broker_mod.NAMESPACE}:{actors.INGEST_QUEUE}") == 0, 60,
+        wait_for(lambda: client.llen(queue) == 0, 60,
                  "the ingest queue to drain")
     finally:
         stop.set()
@@ -181,7 +186,7 @@ def test_concurrent_duplicate_ingests_store_once(redis_registry, home: Path, tmp
     def deliver() -> None:
         try:
             start.wait(10)
-            results.append(actors.ingest_version(v.position))
+            results.append(actors.ingest_version(v.position, reg.registry_id))
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
 
