@@ -18,6 +18,8 @@ from typing import Any, NoReturn
 from eventstore.errors import ModelLedgerError, ValidationError
 from eventstore.events import StoredEvent
 from eventstore.names import PAYLOAD_MAX, parse_json_object, parse_number, validate_tag_key
+from projections.audit import AuditReport
+from projections.diff import format_diff
 
 from . import __version__, output
 from .progress import Progress
@@ -204,37 +206,93 @@ def cmd_delete(reg: Registry, args: argparse.Namespace) -> int:
 
 
 def cmd_undelete(reg: Registry, args: argparse.Namespace) -> int:
-    emit_events(args, reg.undelete(args.ref), "undelete")
+    emit_events(args, reg.undelete(args.ref, timeout=args.timeout), "undelete")
     return 0
 
 
 def cmd_list(reg: Registry, args: argparse.Namespace) -> int:
-    models = reg.catalog().list(search=args.search, tags=pairs(args.tag, "tag"), file=args.file,
+    models = reg.catalog(args.as_of).list(search=args.search, tags=pairs(args.tag, "tag"), file=args.file,
                                 alias=args.alias, include_deleted=args.deleted, limit=args.limit)
     emit(args, {"models": [m.to_json() for m in models]}, output.models_table(models))
     return 0
 
 
 def cmd_show(reg: Registry, args: argparse.Namespace) -> int:
+    catalog = reg.catalog(args.as_of)
     if "@" in args.ref:
-        v = reg.get(args.ref)
+        v = catalog.get(args.ref)
         emit(args, v.to_json(), output.version_detail(v))
     else:
-        m = reg.model(args.ref)
+        m = catalog.model(args.ref)
         emit(args, m.to_json(), output.model_detail(m))
     return 0
 
 
 def cmd_best(reg: Registry, args: argparse.Namespace) -> int:
-    v = reg.catalog().best(args.name, args.metric, minimize=args.min, tags=pairs(args.tag, "tag"))
+    v = reg.catalog(args.as_of).best(args.name, args.metric, minimize=args.min, tags=pairs(args.tag, "tag"))
     emit(args, v.to_json(), f"{output.version_line(v)}  {args.metric}={v.metrics.get(args.metric)}")
     return 0
 
 
 def cmd_history(reg: Registry, args: argparse.Namespace) -> int:
-    events = reg.history(args.ref)
-    emit(args, {"events": [e.to_json() for e in events]}, output.events_table(events))
+    events = reg.history(args.ref, as_of=args.as_of)
+    entries = reg.changes(events)
+    data = {"events": [e.to_json() for e in events], "changes": [x["changes"] for x in entries]}
+    emit(args, data, output.history_table(entries))
     return 0
+
+
+def cmd_diff(reg: Registry, args: argparse.Namespace) -> int:
+    d = reg.diff(args.a, args.b, a_as_of=args.a_as_of or args.as_of, b_as_of=args.b_as_of or args.as_of)
+    emit(args, d, format_diff(d))
+    return 0
+
+
+def cmd_restore(reg: Registry, args: argparse.Namespace) -> int:
+    report = reg.restore(args.name, as_of=args.as_of, dry_run=args.dry_run, timeout=args.timeout)
+    what = "would append" if args.dry_run else "appended"
+    lines = [f"restore to #{report['as_of']}: {what} {len(report['events'])} event(s)"
+             + (f" for {', '.join(report['models'])}" if report["models"] else " (already equal)")]
+    if args.dry_run:
+        lines += [f"  {e['type']:<18} {output.event_summary_data(e['data'], e['type'])}" for e in report["events"]]
+    else:
+        lines += ["  " + output.event_line(StoredEvent(**e)) for e in report["events"]]
+    if report["reingest"]:
+        lines.append(f"re-ingested from their sources: {', '.join(report['reingest'])}")
+    if report["missing"]:
+        lines.append(f"MISSING (purged, source unreadable): {', '.join(report['missing'])}")
+    emit(args, report, "\n".join(lines))
+    return 0 if not report["missing"] else 1
+
+
+def _audit_lines(report: AuditReport) -> str:
+    lines = [f"{'ok ' if c.ok else 'FAIL'}  {c.name:<12} {c.detail}" for c in report.checks]
+    lines.append(f"{report.events_checked} events checked; last hash {report.last_hash}")
+    return "\n".join(lines)
+
+
+def cmd_audit(reg_factory: Any, args: argparse.Namespace) -> int:
+    if args.verify_export:
+        report = Registry.verify_export(args.verify_export, expected_final_hash=args.expected_hash)
+    else:
+        with _open(args) as reg:
+            if args.export:
+                summary = reg.export_log(args.export)
+                emit(args, summary.to_json(), f"exported {summary.events} events to {summary.path}; "
+                                              f"final hash {summary.final_hash}")
+                return 0
+            report = reg.audit(deep=args.deep)
+    emit(args, report.to_json(), _audit_lines(report))
+    if not report.ok:
+        first = report.first_failure
+        at = f" at #{first.position}" if first and first.position is not None else ""
+        sys.stderr.write(f"mledger: audit failed: {first.name if first else '?'}{at}: {first.detail if first else ''}\n")
+        return 6
+    return 0
+
+
+def _open(args: argparse.Namespace) -> Registry:
+    return Registry.open(args.home, artifacts=args.artifacts, broker=args.broker, actor=args.actor, client="cli")
 
 
 def cmd_log(reg: Registry, args: argparse.Namespace) -> int:
@@ -288,6 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(fn=fn)
         return p
 
+    def as_of(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--as-of", metavar="T", help="as it was at T: an ISO-8601 timestamp or #N (a position)")
+
     def content_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--params", metavar="JSON|@FILE", help="hyper-parameters (a JSON object)")
         p.add_argument("--structure", metavar="JSON|@FILE", help="architecture description (a JSON object)")
@@ -331,8 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("delete", cmd_delete, "delete a version (NAME@N) or a model (NAME); logical, bytes stay until gc")
     p.add_argument("ref")
     p.add_argument("--reason")
-    p = add("undelete", cmd_undelete, "bring back a deleted version or model")
+    p = add("undelete", cmd_undelete, "bring back a deleted version (with its artifact) or model")
     p.add_argument("ref")
+    p.add_argument("--timeout", type=float, metavar="SECONDS")
 
     p = add("list", cmd_list, "list models, optionally filtered")
     p.add_argument("--search", metavar="WORDS", help="words in names, descriptions, tags (prefix match)")
@@ -341,15 +403,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alias", metavar="ALIAS")
     p.add_argument("--deleted", action="store_true", help="include deleted models")
     p.add_argument("--limit", type=int)
+    as_of(p)
     p = add("show", cmd_show, "show a model (NAME) or a version (NAME@N, NAME@alias)")
     p.add_argument("ref")
+    as_of(p)
     p = add("best", cmd_best, "the live version with the best value of a metric")
     p.add_argument("name")
     p.add_argument("--metric", required=True)
     p.add_argument("--min", action="store_true", help="lower is better")
     p.add_argument("--tag", action="append", default=[], metavar="K=V")
-    p = add("history", cmd_history, "who did what when, for a model or a version")
+    as_of(p)
+    p = add("history", cmd_history, "who did what when, for a model or a version, with before and after values")
     p.add_argument("ref")
+    as_of(p)
+    p = add("diff", cmd_diff, "what differs between two versions (content, metrics, tags, artifact, lineage)")
+    p.add_argument("a", metavar="REF")
+    p.add_argument("b", metavar="REF")
+    as_of(p)
+    p.add_argument("--a-as-of", metavar="T", help="read the first REF as of T (the second is read now)")
+    p.add_argument("--b-as-of", metavar="T", help="read the second REF as of T")
+    p = add("restore", cmd_restore, "append the compensating events that make the catalog what it was at T")
+    p.add_argument("name", nargs="?", help="one model (default: the whole registry)")
+    p.add_argument("--as-of", required=True, metavar="T", help="an ISO-8601 timestamp or #N (a position)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan, append nothing")
+    p.add_argument("--timeout", type=float, metavar="SECONDS")
+    p = add("audit", cmd_audit, "verify the log and the catalog (exit 0 only when everything holds)")
+    p.add_argument("--deep", action="store_true", help="also rehash every stored blob")
+    p.add_argument("--export", metavar="FILE", help="write the evidence bundle (JSON Lines + final hash)")
+    p.add_argument("--verify-export", metavar="FILE", help="verify a bundle, without any registry")
+    p.add_argument("--expected-hash", metavar="H", help="with --verify-export: the final hash you trust")
     p = add("log", cmd_log, "the event log (JSON Lines with --json)")
     p.add_argument("--since", type=int, default=0, metavar="N", help="events after position N")
     p.add_argument("--follow", action="store_true", help="keep printing new events")
@@ -381,7 +463,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if args.fn in (cmd_demo, cmd_worker):
+        if args.fn in (cmd_demo, cmd_worker, cmd_audit):
             return args.fn(None, args)
         with Registry.open(args.home, artifacts=args.artifacts, broker=args.broker, actor=args.actor,
                            client="cli") as reg:

@@ -144,11 +144,13 @@ def versions_table(versions: Sequence[VersionRecord]) -> str:
 
 
 def event_summary(e: StoredEvent) -> str:
-    d = e.data
+    return event_summary_data(e.data, e.type)
+
+
+def event_summary_data(d: dict[str, Any], t: str = "") -> str:
     target = d.get("name", "")
     if d.get("version") is not None:
         target += f"@{d['version']}"
-    t = e.type
     if t in ("VersionRegistered", "ParamsUpdated", "StructureUpdated", "OptimizerUpdated"):
         parent = f" from @{d['parent']}" if d.get("parent") else ""
         patch = f" {compact(d['patch'], 60)}" if d.get("patch") else ""
@@ -184,3 +186,40 @@ def events_table(events: Sequence[StoredEvent]) -> str:
 
 def event_line(e: StoredEvent) -> str:
     return f"#{e.position}  {when(e.recorded_at)}  {e.meta.get('actor', '')}  {e.type}  {event_summary(e)}"
+
+
+def _change_text(changes: dict[str, Any]) -> str:
+    parts = []
+    for key, value in changes.items():
+        if key in ("params", "structure", "optimizer") and isinstance(value, dict):
+            for kind, sign in (("added", "+"), ("removed", "-")):
+                for path, v in (value.get(kind) or {}).items():
+                    parts.append(f"{sign}{key}.{path}={compact(v, 30)}")
+            for path, ch in (value.get("changed") or {}).items():
+                parts.append(f"{key}.{path}: {compact(ch.get('old'), 20)} -> {compact(ch.get('new'), 20)}")
+        elif key == "metrics" and isinstance(value, dict):
+            parts += [f"{m}: {v.get('a')} -> {v.get('b')}" for m, v in value.items()
+                      if isinstance(v, dict) and v.get("a") != v.get("b")]
+        elif key == "tags" and isinstance(value, dict):
+            for kind, sign in (("added", "+"), ("removed", "-")):
+                parts += [f"{sign}tag {k}={v}" for k, v in (value.get(kind) or {}).items()]
+            parts += [f"tag {k}: {ch.get('old')} -> {ch.get('new')}" for k, ch in (value.get("changed") or {}).items()]
+        elif key == "aliases" and isinstance(value, dict):
+            parts.append(f"aliases: {','.join(value.get('a') or []) or '-'} -> {','.join(value.get('b') or []) or '-'}")
+        elif isinstance(value, dict) and "old" in value and "new" in value:
+            parts.append(f"{key}: {compact(value['old'], 30)} -> {compact(value['new'], 30)}")
+        elif key == "fields" and isinstance(value, dict):
+            parts += [f"{f}: {compact(ch.get('old'), 20)} -> {compact(ch.get('new'), 20)}" for f, ch in value.items()]
+    return "; ".join(parts)
+
+
+def history_table(entries: Sequence[dict[str, Any]]) -> str:
+    """Events with what each changed (before -> after)."""
+    if not entries:
+        return "(no events)"
+    rows = []
+    for entry in entries:
+        e = entry["event"]
+        rows.append((f"#{e['position']}", when(e["recorded_at"]), e["meta"].get("actor", ""), e["type"],
+                     event_summary_data(e["data"], e["type"]), _change_text(entry["changes"])))
+    return table(["POS", "RECORDED", "ACTOR", "TYPE", "WHAT", "CHANGED"], rows)

@@ -17,11 +17,15 @@ from typing import Any
 from eventstore import commands as c
 from eventstore.decider import precheck
 from eventstore.errors import ArtifactError, ModelLedgerError, PurgedError, StoreError, ValidationError
-from eventstore.events import ARTIFACT_REQUESTS, NewEvent, StoredEvent, stream_for
+from eventstore.events import ARTIFACT_REQUESTS, VERSION_CREATING, NewEvent, StoredEvent, stream_for
 from eventstore.handler import Outcome, execute, first_result
 from eventstore.names import parse_ref, validate_name
 from eventstore.sqlite import SQLiteRecorder
+from projections.audit import AuditReport, ExportSummary, verify_export
+from projections.audit import audit as audit_log
+from projections.audit import export as export_log
 from projections.catalog import Catalog, CatalogProjection
+from projections.diff import diff_versions
 from projections.past import PastCatalog
 from projections.records import ModelRecord, VersionRecord
 from projections.restore import plan_model
@@ -41,6 +45,12 @@ DEFAULT_TIMEOUT = 3600.0
 
 def _ref(ref: RefLike) -> str:
     return ref.ref if isinstance(ref, VersionRecord) else str(ref)
+
+
+def _compact_changes(change: dict[str, Any]) -> dict[str, Any]:
+    """Only the parts of a diff that say something."""
+    return {k: v for k, v in change.items() if k not in ("a", "b") and v not in ({}, [], None)
+            and not (isinstance(v, dict) and not any(x for x in v.values()))}
 
 
 class Registry:
@@ -431,17 +441,73 @@ class Registry:
     def model(self, name: str) -> ModelRecord:
         return self._catalog.model(name)
 
-    def history(self, ref: RefLike) -> list[StoredEvent]:
-        """The events of a model (``NAME``) or of one version (``NAME@N`` / ``NAME@alias``), oldest first."""
+    def history(self, ref: RefLike, *, as_of: str | int | None = None) -> list[StoredEvent]:
+        """The events of a model (``NAME``) or of one version (``NAME@N`` / ``NAME@alias``), oldest first
+        (up to ``as_of`` when given; an alias is resolved as of then)."""
         text = _ref(ref)
         parsed = parse_ref(text)
         name = validate_name(parsed.name)
-        self._catalog.model(name, versions=False)  # NotFound for an unknown model
-        events = list(self.recorder.read(stream=stream_for(name)))
+        catalog = self.catalog(as_of)
+        catalog.model(name, versions=False)  # NotFound for an unknown model
+        until = catalog.position if isinstance(catalog, PastCatalog) else None
+        events = [e for e in self.recorder.read(stream=stream_for(name)) if until is None or e.position <= until]
         if parsed.is_model:
             return events
-        number = self._catalog.get(text).version
+        number = catalog.get(text).version
         return [e for e in events if e.data.get("version") == number]
+
+    def changes(self, events: Sequence[StoredEvent]) -> list[dict[str, Any]]:
+        """For each event, what it changed: the version (or model) just before it against just after it."""
+        out = []
+        for e in events:
+            name, number = e.data.get("name"), e.data.get("version")
+            before, after = self._catalog.at(e.position - 1), self._catalog.at(e.position)
+            try:
+                if isinstance(number, int):
+                    old = before.get(f"{name}@{number}") if e.type not in VERSION_CREATING else None
+                    new = after.get(f"{name}@{number}")
+                    if old is None:
+                        # A new version: what it changed relative to its parent's content.
+                        parent = new.parent and before.get(f"{name}@{new.parent}")
+                        full = diff_versions(parent, new) if parent else {}
+                        change = {k: full[k] for k in ("params", "structure", "optimizer") if k in full}
+                    else:
+                        change = diff_versions(old, new)
+                else:
+                    old_m = before.model(name, versions=False) if before.exists(name) else None
+                    new_m = after.model(name, versions=False)
+                    change = {k: {"old": getattr(old_m, k) if old_m else None, "new": getattr(new_m, k)}
+                              for k in ("description", "tags", "aliases", "deleted")
+                              if old_m is None or getattr(old_m, k) != getattr(new_m, k)}
+            except ModelLedgerError:
+                change = {}
+            out.append({"event": e.to_json(), "changes": _compact_changes(change)})
+        return out
+
+    def diff(self, a: RefLike, b: RefLike, *, a_as_of: str | int | None = None,
+             b_as_of: str | int | None = None) -> dict[str, Any]:
+        """What differs from version ``a`` to version ``b`` (each optionally as of another time): content as
+        nested key paths, metrics side by side, tags, aliases, artifact files, and their lineage."""
+        left, right = self.catalog(a_as_of).get(_ref(a)), self.catalog(b_as_of).get(_ref(b))
+        return diff_versions(left, right, lineage=lambda name, n: self._catalog.get(f"{name}@{n}").parent)
+
+    # -- audit -------------------------------------------------------------------------------------
+    def audit(self, *, deep: bool = False) -> AuditReport:
+        """Check the hash chain, gapless positions, time order, the append-only triggers, that a replay of
+        the whole log gives exactly the stored catalog, and that every ready version's blobs exist (deep:
+        and rehash to their digest)."""
+        self.projection.ensure_current()
+        store = self.store()
+        return audit_log(self.recorder, self.recorder.connection(), blob_exists=store.exists,
+                         blob_rehash=store.verify if deep else None)
+
+    def export_log(self, path: str | os.PathLike[str]) -> ExportSummary:
+        """Write the evidence bundle: the log as JSON Lines with its final hash, verifiable without us."""
+        return export_log(self.recorder, path)
+
+    @staticmethod
+    def verify_export(path: str | os.PathLike[str], expected_final_hash: str | None = None) -> AuditReport:
+        return verify_export(path, expected_final_hash=expected_final_hash)
 
     def log(self, since: int = 0, limit: int | None = None) -> Iterator[StoredEvent]:
         return self.recorder.read(since=since, limit=limit)
