@@ -11,7 +11,7 @@ the transaction that saw it is rolled back first, so a half-written batch is nev
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -69,9 +69,12 @@ def execute(
     *,
     idempotency_key: str | None = None,
     request: Command | None = None,
+    check: Callable[[Transaction], None] | None = None,
 ) -> Outcome:
     """``request``: the command as the caller asked for it, when ``command`` was completed since (a
-    register whose artifact was ingested first); a retry is recognised by the request."""
+    register whose artifact was ingested first); a retry is recognised by the request. ``check(tx)`` runs
+    under the write lock before deciding (e.g. that the blobs a command refers to still exist); whatever it
+    raises aborts the command."""
     fp = fingerprint(request or command) if idempotency_key is not None else None
     event_meta = dict(meta)
     if idempotency_key is not None:
@@ -85,6 +88,8 @@ def execute(
                     if first is not None:
                         name, version = _target_of(first)
                         return Outcome(first, name, version, replayed=True)
+                if check is not None:
+                    check(tx)
                 decision = decide(command, read_model.view(tx))
                 if not decision.events:
                     return Outcome([], decision.name, decision.version)

@@ -33,7 +33,7 @@ from projections.storage import purge_plan, referenced_digests
 from workers import actors, context
 from workers.broker import ensure_embedded_worker, is_embedded
 from workers.broker import use as use_broker
-from workers.ingest import check_source, source_readable
+from workers.ingest import check_source, ingest_artifact, source_readable
 from workers.store import BlobStore
 
 from . import __version__
@@ -45,6 +45,14 @@ DEFAULT_TIMEOUT = 3600.0
 
 def _ref(ref: RefLike) -> str:
     return ref.ref if isinstance(ref, VersionRecord) else str(ref)
+
+
+class _BlobsVanished(ModelLedgerError):
+    pass
+
+
+def source_of(facts: dict[str, Any]) -> str:
+    return str(facts.get("source", ""))
 
 
 def _compact_changes(change: dict[str, Any]) -> dict[str, Any]:
@@ -143,10 +151,12 @@ class Registry:
             if first is not None:
                 return self._finish(first, wait, timeout)
         source = check_source(str(artifact))
-        command = c.Register(name, {"source": source}, description, command.tags, command.params,
-                             command.structure, command.optimizer)
-        outcome = self.execute(command, idempotency_key=idempotency_key, run_id=run_id)
-        return self._finish(outcome, wait, timeout, progress)
+
+        def build(art: dict[str, Any]) -> c.Command:
+            return c.Register(name, art, description, command.tags, command.params, command.structure,
+                              command.optimizer)
+
+        return self._create(build, source, command, idempotency_key, run_id, wait, timeout, progress)
 
     def update(
         self,
@@ -176,11 +186,50 @@ class Registry:
             first = first_result(self.recorder, idempotency_key, command)
             if first is not None:
                 return self._finish(first, wait, timeout)
-        if artifact is not None:
-            command = c.Update(command.ref, command.params, command.structure, command.optimizer, structure_patch,
-                               optimizer_patch, {"source": check_source(str(artifact))}, description)
-        outcome = self.execute(command, idempotency_key=idempotency_key, run_id=run_id)
-        return self._finish(outcome, wait, timeout, progress)
+        if artifact is None:
+            return self._finish(self.execute(command, idempotency_key=idempotency_key, run_id=run_id),
+                                wait, timeout, progress)
+        source = check_source(str(artifact))
+
+        def build(art: dict[str, Any]) -> c.Command:
+            return c.Update(command.ref, command.params, command.structure, command.optimizer, structure_patch,
+                            optimizer_patch, art, description)
+
+        return self._create(build, source, command, idempotency_key, run_id, wait, timeout, progress)
+
+    def _create(self, build: Callable[[dict[str, Any]], c.Command], source: str, request: c.Command,
+                idempotency_key: str | None, run_id: str | None, wait: bool, timeout: float | None,
+                progress: Callable[[int], None] | None) -> VersionRecord:
+        """Append a command that creates a version with a new artifact.
+
+        Embedded: the artifact is ingested first (the ingest actor's own code, in this thread) and the
+        version is appended already stored — ``VersionRegistered`` + ``ArtifactStored`` in one commit. If
+        the process dies in between, the blob it wrote is referenced by nothing and ``gc`` frees it.
+        Redis: the version is appended ``pending`` and its ingest job goes through the outbox."""
+        if not self.embedded:
+            outcome = self.execute(build({"source": source}), idempotency_key=idempotency_key, run_id=run_id)
+            return self._finish(outcome, wait, timeout, progress)
+        for _ in range(3):
+            facts = ingest_artifact(self.config.artifacts, source, progress=progress)
+            try:
+                outcome = execute(self.recorder, self.projection, build(facts), self._meta(run_id),
+                                  idempotency_key=idempotency_key, request=request,
+                                  check=self._blobs_present(facts))
+            except _BlobsVanished:
+                continue  # gc freed a blob we deduplicated against; copy again
+            return self._produced(outcome)
+        raise ArtifactError(f"the blobs of {source} kept disappearing while registering it (is gc running?)")
+
+    def _blobs_present(self, facts: dict[str, Any]) -> Callable[[Any], None]:
+        store = self.store()
+        digests = {facts["digest"], *(f["digest"] for f in facts.get("files") or ())}
+
+        def check(_tx: Any) -> None:
+            # gc deletes blobs under the write lock, so this check, under the same lock, is race-free.
+            if not all(store.exists(d) for d in digests):
+                raise _BlobsVanished(source_of(facts))
+
+        return check
 
     # -- side effects ------------------------------------------------------------------------------
     def _finish(self, outcome: Outcome, wait: bool, timeout: float | None,
