@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
 from eventstore.errors import ValidationError
+from projections.diff import format_diff
 
 from . import output
 from .registry import Registry
@@ -57,7 +59,9 @@ def run_demo(home: str | None = None, as_json: bool = False) -> int:
         print(f"modelledger demo — a fresh registry in {home}")
         print("Every step below appends immutable events to the log; the catalog is built from them.")
 
+    warnings.filterwarnings("ignore", module="sklearn")  # convergence chatter would drown the tour
     X, y = datasets.load_digits(return_X_y=True)
+    X = X / 16.0  # pixel intensities 0..16 → 0..1
     X_train, X_test, y_train, y_test = model_selection.train_test_split(X, y, test_size=0.25, random_state=0)
 
     def train(model: Any, filename: str) -> tuple[Path, float]:
@@ -97,9 +101,9 @@ def run_demo(home: str | None = None, as_json: bool = False) -> int:
         tour.show(f"  {logreg2.ref} from {logreg.ref}: params {json.dumps(logreg2.params)}  accuracy={acc}")
 
         path, acc = train(neural_network.MLPClassifier(hidden_layer_sizes=(32,), alpha=1e-4, max_iter=300,
-                                                       solver="sgd", learning_rate_init=0.05, momentum=0.9,
+                                                       solver="sgd", learning_rate_init=0.01, momentum=0.9,
                                                        random_state=0), "mlp-sgd.joblib")
-        mlp2 = reg.update(mlp, optimizer={"name": "sgd", "learning_rate_init": 0.05, "momentum": 0.9},
+        mlp2 = reg.update(mlp, optimizer={"name": "sgd", "learning_rate_init": 0.01, "momentum": 0.9},
                           artifact=str(path))
         reg.metrics(mlp2, accuracy=acc)
         tour.show(f"  {mlp2.ref} from {mlp.ref}: optimizer {json.dumps(mlp2.optimizer)}  accuracy={acc}")
@@ -115,6 +119,7 @@ def run_demo(home: str | None = None, as_json: bool = False) -> int:
         tour.show(f"  best digits-logreg by accuracy: {best.ref} -> tagged validated=true, alias production")
         reg.alias(mlp, "production")
         reg.alias(mlp2, "production")
+        promoted_at = reg.head()
         tour.show(f"  vision/digits-mlp@production: {mlp.ref} then {mlp2.ref}")
         back = reg.rollback("vision/digits-mlp", "production")
         tour.show(f"  rollback: vision/digits-mlp@production is back on version {back[0].data['version']}")
@@ -135,7 +140,21 @@ def run_demo(home: str | None = None, as_json: bool = False) -> int:
 
         tour.say("Its history, from the log", "mledger history vision/digits-mlp")
         history = reg.history("vision/digits-mlp")
-        tour.show(output.events_table(history))
+        tour.show(output.history_table(reg.changes(history)))
+
+        tour.say("Travel in time", f"mledger show vision/digits-mlp@production --as-of '#{promoted_at}'")
+        then = reg.catalog(as_of=promoted_at).get("vision/digits-mlp@production")
+        now = reg.get("vision/digits-mlp@production")
+        tour.show(f"  production right after the promotion (#{promoted_at}): {then.ref}; now: {now.ref}")
+        d = reg.diff(now, then)
+        tour.show("  what differs (mledger diff):\n" + "\n".join("    " + line for line in format_diff(d).splitlines()))
+        report = reg.restore("vision/digits-mlp", as_of=promoted_at)
+        tour.show(f"  mledger restore vision/digits-mlp --as-of '#{promoted_at}': {len(report['events'])} "
+                  f"compensating event(s); production is {reg.get('vision/digits-mlp@production').ref} again")
+
+        tour.say("Audit", "mledger audit: the hash chain, the append-only triggers, replay == catalog, blobs present")
+        audit = reg.audit(deep=True)
+        tour.show("\n".join(f"  {'ok ' if c.ok else 'FAIL'}  {c.name:<12} {c.detail}" for c in audit.checks))
 
         catalog = reg.catalog().list()
         result = {
@@ -143,9 +162,10 @@ def run_demo(home: str | None = None, as_json: bool = False) -> int:
             "events": reg.head(),
             "models": [m.to_json() for m in catalog],
             "history": [e.to_json() for e in history],
+            "audit": audit.to_json(),
         }
         if as_json:
             print(json.dumps(result, ensure_ascii=False))
         else:
             print(f"\nThe log holds {reg.head()} events. Try:  MLEDGER_HOME={home} mledger log")
-    return 0
+    return 0 if audit.ok else 6
