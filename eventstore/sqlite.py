@@ -152,6 +152,8 @@ class SQLiteTransaction(Transaction):
             versions[stream] = actual
         rows: list[tuple] = []
         stored: list[StoredEvent] = []
+        # A batch usually shares one meta dict (one command, one import): encode it once.
+        meta_cache: dict[int, str] = {}
         for event in events:
             stream = event.stream
             if stream not in versions:
@@ -161,7 +163,9 @@ class SQLiteTransaction(Transaction):
             schema_version = event.resolved_schema_version()
             try:
                 data_json = canonical_json(event.data)
-                meta_json = canonical_json(event.meta)
+                meta_json = meta_cache.get(id(event.meta))
+                if meta_json is None:
+                    meta_json = meta_cache[id(event.meta)] = canonical_json(event.meta)
             except (TypeError, ValueError) as exc:
                 raise ValidationError(f"event {event.type} is not valid JSON: {exc}") from None
             envelope = envelope_json(
