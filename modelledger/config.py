@@ -46,9 +46,7 @@ class Config:
             raise ValidationError("MLEDGER_HOME contains a NUL character")
         home_path = home_path.resolve()
         artifacts_url = artifacts or os.environ.get("MLEDGER_ARTIFACTS") or str(home_path / "artifacts")
-        broker_url = broker or os.environ.get("MLEDGER_BROKER") or "embedded"
-        if broker_url != "embedded" and not broker_url.startswith(("redis://", "rediss://", "unix://")):
-            raise ValidationError(f"MLEDGER_BROKER must be 'embedded' or a redis:// URL, not {broker_url!r}")
+        broker_url = broker or os.environ.get("MLEDGER_BROKER") or "embedded"  # checked by workers.broker
         who = actor or os.environ.get("MLEDGER_ACTOR") or default_actor()
         if len(who) > 256 or any(ord(ch) < 32 for ch in who):
             raise ValidationError("MLEDGER_ACTOR must be at most 256 printable characters")

@@ -51,10 +51,6 @@ class _BlobsVanished(ModelLedgerError):
     pass
 
 
-def source_of(facts: dict[str, Any]) -> str:
-    return str(facts.get("source", ""))
-
-
 def _compact_changes(change: dict[str, Any]) -> dict[str, Any]:
     """Only the parts of a diff that say something."""
     return {k: v for k, v in change.items() if k not in ("a", "b") and v not in ({}, [], None)
@@ -76,7 +72,7 @@ class Registry:
         self.embedded = is_embedded(self.broker)
         self._sent: set[tuple[str, int]] = set()
         self.registry_id = self.recorder.registry_id
-        context.configure(self.registry_id, config.db_path, config.artifacts, self.projection)
+        context.configure(self.recorder, config.artifacts, self.projection)
         if self.embedded:
             # Heal what a crash left pending (older than 30 s: younger ones may still be in flight
             # in another process's embedded worker).
@@ -227,7 +223,7 @@ class Registry:
         def check(_tx: Any) -> None:
             # gc deletes blobs under the write lock, so this check, under the same lock, is race-free.
             if not all(store.exists(d) for d in digests):
-                raise _BlobsVanished(source_of(facts))
+                raise _BlobsVanished(str(facts.get("source", "")))
 
         return check
 

@@ -81,7 +81,7 @@ def ingest_version(position: int, registry: str | None = None) -> str:
     """Copy the artifact of the version created at ``position`` into the store and record the outcome.
     Returns what happened: ``stored``, ``already``, ``failed`` or ``skipped``."""
     ctx = context.current(registry)
-    rec = context.recorder(ctx)
+    rec = ctx.recorder
     created = rec.event_at(position)
     if created is None or created.type not in ARTIFACT_REQUESTS:
         log.warning("ingest: position %s does not ask for an artifact; nothing to do", position)
@@ -158,7 +158,7 @@ def _append(ctx: context.WorkerContext, tx: Transaction, event: NewEvent, key: s
 
 
 def _record_failure(ctx: context.WorkerContext, created: StoredEvent, reason: str) -> None:
-    rec = context.recorder(ctx)
+    rec = ctx.recorder
     stream, number = created.stream, created.data["version"]
     with rec.write() as tx:
         if tx.idempotent_result(stored_key(created.position), None) is None:

@@ -22,6 +22,7 @@ class WorkerContext:
     registry_id: str
     db_path: Path
     artifacts: str
+    recorder: SQLiteRecorder
     # The catalog, when the composition root hands it over: outcomes are then projected in the same
     # transaction that appends them (one commit instead of two, and reads need no catch-up).
     read_model: ReadModel | None = None
@@ -30,17 +31,16 @@ class WorkerContext:
 _lock = threading.Lock()
 _contexts: dict[str, WorkerContext] = {}
 _default: str | None = None
-_recorders: dict[Path, SQLiteRecorder] = {}
 _outcomes = threading.Condition()
 _done: set[tuple[str, str, int]] = set()
 
 
-def configure(registry_id: str, db_path: str | Path, artifacts: str,
-              read_model: ReadModel | None = None) -> WorkerContext:
-    """Serve the registry ``registry_id`` in this process (several may be served at once, embedded)."""
+def configure(recorder: SQLiteRecorder, artifacts: str, read_model: ReadModel | None = None) -> WorkerContext:
+    """Serve the registry of ``recorder`` in this process (several may be served at once, embedded)."""
     global _default
+    registry_id = recorder.registry_id
     with _lock:
-        ctx = _contexts[registry_id] = WorkerContext(registry_id, Path(db_path), artifacts, read_model)
+        ctx = _contexts[registry_id] = WorkerContext(registry_id, recorder.path, artifacts, recorder, read_model)
         _default = registry_id
         return ctx
 
@@ -53,14 +53,6 @@ def current(registry_id: str | None = None) -> WorkerContext:
         raise StoreError(f"this worker process does not serve registry {registry_id or '(none)'} "
                          "(set MLEDGER_HOME and run mledger worker)")
     return ctx
-
-
-def recorder(ctx: WorkerContext) -> SQLiteRecorder:
-    with _lock:
-        rec = _recorders.get(ctx.db_path)
-        if rec is None:
-            rec = _recorders[ctx.db_path] = SQLiteRecorder(ctx.db_path)
-        return rec
 
 
 _progress: dict[int, Callable[[int], None]] = {}
