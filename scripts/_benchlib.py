@@ -44,6 +44,27 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+def percentile(values: Sequence[float], pct: float) -> float:
+    """Nearest-rank percentile (``pct`` in 0..100); NaN for no values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), -(-len(ordered) * pct // 100)))
+    return ordered[int(rank) - 1]
+
+
+def log(msg: str) -> None:
+    """Progress on stderr (the table goes to stdout)."""
+    print(f"  .. {msg}", file=sys.stderr, flush=True)
+
+
+def add_repo_to_path() -> None:
+    """The bench imports the product packages from the repository it lives in."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if root not in sys.path:
+        sys.path.insert(0, root)
+
+
 @contextmanager
 def temp_dir(parent: str | None, prefix: str) -> Iterator[str]:
     path = tempfile.mkdtemp(prefix=prefix, dir=parent)

@@ -1,6 +1,10 @@
 """modelledger benchmark (first version).
 
-    .venv/bin/python scripts/bench.py [--quick] [--json FILE] [--tmpdir DIR]
+    .venv/bin/python scripts/bench.py [--quick] [--json FILE] [--tmpdir DIR] [--only SECTION]...
+
+Sections: append, register, latency (here), ingest (``bench_ingest.py``), redis (``bench_redis.py``),
+history (``bench_history.py``). The full run takes about 10–15 minutes on 2 cores, most of it ``history``
+(a 1,000,000-event log replayed three times: catch-up, rebuild, audit); ``--quick`` about 2 minutes.
 
 Every figure is printed beside a baseline measured in the same run, and compared as a ratio: this machine
 is noisy, so absolute times move between runs while ratios of interleaved measurements hold. Each figure is
@@ -14,6 +18,10 @@ subject and its baseline back to back, in alternating order).
    against raw SQLite one-transaction-per-event (a register commits two transactions: the command, then the
    worker's ``ArtifactStored``).
 3. Latency of one ``register`` / ``tag`` / ``alias`` on a model with 10 versions vs 10,000 versions.
+4. ``ingest``: a 1 GiB file into a fresh local store through ``ingest_artifact`` vs ``cp``; peak RSS of the
+   ingest; bytes written when the same artifact is stored twice.
+5. ``redis``: register → ready latency through Redis (database 15) and ``mledger worker`` vs embedded.
+6. ``history``: time travel on a 1,000,000-event log vs a 10,000-event one; catch-up, rebuild and audit rates.
 
 No timing assertion lives in the tests; this script reports OK/MISS against the targets and exits 0.
 Temp dirs are removed at exit. ``MLEDGER_SYNCHRONOUS`` selects the durability setting (FULL by default).
@@ -38,6 +46,9 @@ if str(ROOT) not in sys.path:
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _benchlib import Row, machine, median, render, temp_dir  # noqa: E402
+from bench_history import bench_history  # noqa: E402
+from bench_ingest import bench_ingest  # noqa: E402
+from bench_redis import bench_redis  # noqa: E402
 
 from eventstore.decider import _stored_artifact_event, _version_event  # noqa: E402
 from eventstore.events import NewEvent, stream_for  # noqa: E402
@@ -58,6 +69,9 @@ SIZES = {
     "latency_rounds": (5, 2),
     "latency_ops": (10, 10),  # per round, per operation kind, per model size -> 50 (full) / 20 (quick)
 }
+
+
+SECTIONS = ["append", "register", "latency", "ingest", "redis", "history"]
 
 
 def size(key: str, quick: bool) -> int:
@@ -410,10 +424,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--tmpdir", help="where the temp databases go (default: the system temp dir); "
                                          "the file system decides what an fsync costs")
-    parser.add_argument("--only", choices=["append", "register", "latency"], action="append",
+    parser.add_argument("--only", choices=SECTIONS, action="append",
                         help="run only these sections (repeatable)")
     args = parser.parse_args(argv)
-    sections = args.only or ["append", "register", "latency"]
+    sections = args.only or SECTIONS
 
     synchronous = (os.environ.get("MLEDGER_SYNCHRONOUS") or "FULL").upper()  # as SQLiteRecorder resolves it
     info = machine()
@@ -428,6 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     print("\n".join(header), flush=True)
     started = time.perf_counter()
+    timings: dict[str, float] = {}
     rows: list[Row] = []
     with temp_dir(args.tmpdir, "mledger-bench-") as tmp:
         if "append" in sections:
@@ -436,15 +451,23 @@ def main(argv: list[str] | None = None) -> int:
             rows += bench_register(tmp, args.quick, synchronous)
         if "latency" in sections:
             rows += bench_latency(tmp, args.quick)
+        for name, run in (("ingest", bench_ingest), ("redis", bench_redis), ("history", bench_history)):
+            if name in sections:
+                section_start = time.perf_counter()
+                rows += run(tmp, args.quick)
+                timings[name] = time.perf_counter() - section_start
     elapsed = time.perf_counter() - started
     print()
     print(render(rows))
     print(f"\n{len(rows)} rows in {elapsed:.0f} s; "
           f"{sum(1 for r in rows if r.ok is False)} target(s) missed")
+    if timings:
+        print("section times: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
     if args.json:
         Path(args.json).write_text(json.dumps({
             "machine": info, "synchronous": synchronous, "quick": args.quick, "elapsed_s": round(elapsed, 1),
             "command": " ".join([os.path.relpath(sys.executable, ROOT), *sys.argv]),
+            "section_s": {k: round(v, 1) for k, v in timings.items()},
             "rows": [r.to_json() for r in rows],
         }, indent=2) + "\n")
     return 0
