@@ -82,6 +82,13 @@ class Undelete:
 
 
 @dataclass(frozen=True)
+class RetryArtifact:
+    """Ask for a failed (or stuck pending) version's artifact to be ingested again."""
+
+    ref: str
+
+
+@dataclass(frozen=True)
 class RecordArtifactStored:
     """A worker's outcome: the version's artifact is in the store."""
 
@@ -99,7 +106,7 @@ class RecordArtifactFailed:
 
 Command = (
     Register | Update | Tag | Untag | RecordMetrics | AssignAlias | RemoveAlias | RollbackAlias | Delete
-    | Undelete | RecordArtifactStored | RecordArtifactFailed
+    | Undelete | RetryArtifact | RecordArtifactStored | RecordArtifactFailed
 )
 
 

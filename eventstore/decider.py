@@ -333,6 +333,19 @@ def decide_undelete(cmd: c.Undelete, view: StateView) -> Decision:
     return Decision(stream_for(model.name), model.stream_version, events, model.name, version.version)
 
 
+def decide_retry(cmd: c.RetryArtifact, view: StateView) -> Decision:
+    model, version = resolve(view, parse_ref(cmd.ref), allow_deleted=True)
+    if version.status not in ("failed", "pending"):
+        raise ConflictError(f"{model.name}@{version.version} is {version.status}; only a failed or pending "
+                            "artifact is retried")
+    source = version.artifact.get("source")
+    if not source:
+        raise ConflictError(f"{model.name}@{version.version} has no artifact source to fetch again")
+    events = [("ArtifactRequested", {"name": model.name, "version": version.version, "source": source,
+                                     "expected_digest": version.artifact.get("digest"), "reason": "retry"})]
+    return Decision(stream_for(model.name), model.stream_version, events, model.name, version.version)
+
+
 def decide_artifact_stored(cmd: c.RecordArtifactStored, view: StateView) -> Decision:
     model, version = resolve(view, Ref(validate_name(cmd.name), version=cmd.version), allow_deleted=True)
     events = []
@@ -362,6 +375,7 @@ _DECIDERS = {
     c.RollbackAlias: decide_rollback,
     c.Delete: decide_delete,
     c.Undelete: decide_undelete,
+    c.RetryArtifact: decide_retry,
     c.RecordArtifactStored: decide_artifact_stored,
     c.RecordArtifactFailed: decide_artifact_failed,
 }

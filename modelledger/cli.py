@@ -120,6 +120,12 @@ def cmd_update(reg: Registry, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_retry(reg: Registry, args: argparse.Namespace) -> int:
+    v = reg.retry(args.ref, wait=not args.no_wait, timeout=args.timeout)
+    emit(args, v.to_json(), f"retried {output.version_line(v)}")
+    return 0
+
+
 def cmd_wait(reg: Registry, args: argparse.Namespace) -> int:
     v = reg.wait(args.ref, args.timeout)
     emit(args, v.to_json(), output.version_line(v))
@@ -437,6 +443,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--follow", action="store_true", help="keep printing new events")
     p.add_argument("--interval", type=float, default=0.5, help=argparse.SUPPRESS)
 
+    p = add("retry", cmd_retry, "ingest a failed version's artifact again from its source")
+    p.add_argument("ref")
+    p.add_argument("--no-wait", action="store_true")
+    p.add_argument("--timeout", type=float, metavar="SECONDS")
     p = add("wait", cmd_wait, "wait until a version's artifact is stored")
     p.add_argument("ref")
     p.add_argument("--timeout", type=float, metavar="SECONDS")

@@ -413,6 +413,12 @@ class Registry:
         self._dispatch(events, wait, timeout)
         return events
 
+    def retry(self, ref: RefLike, *, wait: bool = True, timeout: float | None = None) -> VersionRecord:
+        """Ingest a failed (or stuck) version's artifact again from its source."""
+        outcome = self.execute(c.RetryArtifact(_ref(ref)))
+        self._dispatch(outcome.events, wait, timeout)
+        return self._produced(outcome)
+
     def restore(self, name: str | None = None, *, as_of: str | int, dry_run: bool = False, wait: bool = True,
                 timeout: float | None = None) -> dict[str, Any]:
         """Append, in one atomic batch, the compensating events that make the current catalog (one model,
