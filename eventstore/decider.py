@@ -207,17 +207,21 @@ def decide_update(cmd: c.Update, view: StateView) -> Decision:
     return Decision(stream_for(model.name), model.stream_version, events, model.name, number)
 
 
+def _tag_target(view: StateView, ref: Ref) -> tuple[ModelState, dict[str, str], int | None]:
+    """A bare NAME tags the model; NAME@N / NAME@alias / NAME@latest tag that version."""
+    if ref.is_model:
+        model = _model(view, ref.name)
+        return model, model.tags, None
+    model, version = resolve(view, ref)
+    return model, version.tags, version.version
+
+
 def decide_tag(cmd: c.Tag, view: StateView) -> Decision:
     ref = parse_ref(cmd.ref)
     tags = validate_tags(cmd.tags)
     if not tags:
         raise ValidationError("give at least one tag as key=value")
-    if ref.is_model:
-        model = _model(view, ref.name)
-        current, number = model.tags, None
-    else:
-        model, version = resolve(view, ref)
-        current, number = version.tags, version.version
+    model, current, number = _tag_target(view, ref)
     changed = {k: v for k, v in tags.items() if current.get(k) != v}
     events = [("Tagged", {"name": model.name, "version": number, "tags": changed})] if changed else []
     return Decision(stream_for(model.name), model.stream_version, events, model.name, number)
@@ -228,12 +232,7 @@ def decide_untag(cmd: c.Untag, view: StateView) -> Decision:
     if not cmd.keys:
         raise ValidationError("give at least one tag key to remove")
     keys = [validate_tag_key(k) for k in cmd.keys]
-    if ref.is_model:
-        model = _model(view, ref.name)
-        current, number = model.tags, None
-    else:
-        model, version = resolve(view, ref)
-        current, number = version.tags, version.version
+    model, current, number = _tag_target(view, ref)
     missing = [k for k in keys if k not in current]
     if missing:
         raise NotFoundError(f"{ref} has no tag {missing[0]!r}")
