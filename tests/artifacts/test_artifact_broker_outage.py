@@ -75,7 +75,7 @@ def test_worker_start_up_sweep_heals_what_the_outage_left_pending(redis_url: str
 
     def serve() -> None:
         try:
-            run(Config.load(home, broker=redis_url, actor="tester@test"), threads=2, sweep_interval=600,
+            run(Config.load(home, broker=redis_url, actor="tester@test"), threads=2, sweep_interval=5,
                 stop=stop)
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)

@@ -138,7 +138,7 @@ def test_mledger_worker_run_in_thread_serves_pending_versions(redis_url: str, ho
 
     def serve() -> None:
         try:
-            run(config, threads=2, sweep_interval=600, stop=stop)
+            run(config, threads=2, sweep_interval=5, stop=stop)
         except BaseException as exc:  # noqa: BLE001 - reported by the test
             errors.append(exc)
 
