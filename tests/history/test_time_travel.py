@@ -1,0 +1,274 @@
+"""Time travel: for every position P of a random log, ``reg.catalog(as_of=P)`` answers exactly what a fresh
+registry holding only the first P events (copied byte for byte) answers — models, versions, references
+(and the kind of error when a reference does not resolve), list filters and ``best``."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from eventstore.errors import ModelLedgerError
+from eventstore.sqlite import SQLiteRecorder
+from projections.catalog import Catalog, CatalogProjection
+
+NAMES = ["a", "b", "team/c"]
+ALIASES = ["prod", "stage"]
+CONTENTS = [b"weights zero\n", b"weights one\n", b"weights two\n"]
+DESCRIPTIONS = ["", "resnet vision", "bert nlp"]
+TAG_KEYS = ["k1", "env"]
+TAG_VALUES = ["x", "prod", "gpu-a100"]
+METRIC_VALUES = [0.5, 0.9, 0.25]
+# Words and filters asked of both catalogs. Deliberately free of punctuation inside words and of accents:
+# those are known to differ (see the xfail tests at the end of this file).
+SEARCH_WORDS = ["a", "team", "c", "vision", "nlp", "prod", "gpu", "k1", "x", "res", "b"]
+TAG_FILTERS = [{"env": "prod"}, {"k1": "x"}, {"env": "gpu-a100"}, {"k1": "prod", "env": "x"}]
+FILE_FILTERS = ["w0.bin", "w1.bin", "w2.bin", "nosuch.bin"]
+REFS = ["{n}", "{n}@latest", "{n}@prod", "{n}@stage", "{n}@1", "{n}@2", "{n}@3", "{n}@4", "{n}@9"]
+
+names = st.sampled_from(NAMES)
+refs = st.one_of(
+    names,
+    st.tuples(names, st.integers(1, 4)).map(lambda t: f"{t[0]}@{t[1]}"),
+    st.tuples(names, st.sampled_from(ALIASES)).map(lambda t: f"{t[0]}@{t[1]}"),
+)
+leaf = st.one_of(st.none(), st.integers(-2, 2), st.sampled_from(["x", "y"]))
+patches = st.dictionaries(st.sampled_from(["lr", "wd", "nested"]),
+                          st.one_of(leaf, st.dictionaries(st.sampled_from(["p", "q"]), leaf, max_size=2)),
+                          max_size=2)
+contents = st.integers(0, len(CONTENTS) - 1)
+
+commands = st.one_of(
+    st.tuples(st.just("register"), names, contents, patches, st.sampled_from(DESCRIPTIONS),
+              st.dictionaries(st.sampled_from(TAG_KEYS), st.sampled_from(TAG_VALUES), max_size=1)),
+    st.tuples(st.just("update"), refs, patches, st.one_of(st.none(), contents)),
+    st.tuples(st.just("tag"), refs, st.sampled_from(TAG_KEYS), st.sampled_from(TAG_VALUES)),
+    st.tuples(st.just("untag"), refs, st.sampled_from(TAG_KEYS)),
+    st.tuples(st.just("metrics"), refs, st.sampled_from(["acc", "loss"]), st.sampled_from(METRIC_VALUES)),
+    st.tuples(st.just("alias"), refs, st.sampled_from(ALIASES)),
+    st.tuples(st.just("unalias"), names, st.sampled_from(ALIASES)),
+    st.tuples(st.just("rollback"), names, st.sampled_from(ALIASES)),
+    st.tuples(st.just("delete"), refs),
+    st.tuples(st.just("undelete"), refs),
+)
+
+
+def run(reg, files: list[str], command: tuple) -> None:
+    """Apply one command; a refusal (any ModelLedgerError) is ignored — it appends nothing."""
+    kind = command[0]
+    try:
+        if kind == "register":
+            _, name, content, params, description, tags = command
+            reg.register(name, files[content], params={k: v for k, v in params.items() if v is not None},
+                         description=description, tags=tags)
+        elif kind == "update":
+            _, ref, params, content = command
+            reg.update(ref, params=params, artifact=None if content is None else files[content])
+        elif kind == "tag":
+            reg.tag(command[1], {command[2]: command[3]})
+        elif kind == "untag":
+            reg.untag(command[1], command[2])
+        elif kind == "metrics":
+            reg.metrics(command[1], {command[2]: command[3]})
+        elif kind == "alias":
+            reg.alias(command[1], command[2])
+        elif kind == "unalias":
+            reg.unalias(command[1], command[2])
+        elif kind == "rollback":
+            reg.rollback(command[1], command[2])
+        elif kind == "delete":
+            reg.delete(command[1])
+        else:
+            reg.undelete(command[1])
+    except ModelLedgerError:
+        pass
+
+
+def answer(call) -> Any:
+    """What a query answers: its JSON, or the kind of error it raised."""
+    try:
+        result = call()
+    except ModelLedgerError as exc:
+        return ("error", type(exc).__name__)
+    if isinstance(result, list):
+        return [r.to_json() for r in result]
+    return result.to_json()
+
+
+def names_of(call) -> Any:
+    try:
+        return [m.name for m in call()]
+    except ModelLedgerError as exc:
+        return ("error", type(exc).__name__)
+
+
+def observations(cat) -> dict[str, Any]:
+    """Everything compared between the two catalogs at one position."""
+    out: dict[str, Any] = {
+        "list_all": answer(lambda: cat.list(include_deleted=True)),
+        "list_live": answer(lambda: cat.list()),
+    }
+    for name in NAMES:
+        out[f"model {name}"] = answer(lambda name=name: cat.model(name))
+        out[f"best {name}"] = answer(lambda name=name: cat.best(name, "acc"))
+        for pattern in REFS:
+            ref = pattern.format(n=name)
+            out[f"get {ref}"] = answer(lambda ref=ref: cat.get(ref))
+    for word in SEARCH_WORDS:
+        out[f"search {word}"] = names_of(lambda word=word: cat.list(search=word, include_deleted=True))
+        out[f"search live {word}"] = names_of(lambda word=word: cat.list(search=word))
+    for tags in TAG_FILTERS:
+        out[f"tags {tags}"] = names_of(lambda tags=tags: cat.list(tags=tags, include_deleted=True))
+    for file in FILE_FILTERS:
+        out[f"file {file}"] = names_of(lambda file=file: cat.list(file=file))
+    for alias in ALIASES:
+        out[f"alias {alias}"] = names_of(lambda alias=alias: cat.list(alias=alias, include_deleted=True))
+    return out
+
+
+def known_divergence(key: str, got: Any, want: Any, want_all: dict[str, Any]) -> bool:
+    """The one known difference, xfail'd on its own below
+    (``test_a_ref_of_a_deleted_model_is_the_same_error_now_and_at_the_head``): resolving ``NAME``/``NAME@alias``
+    of a deleted model is a ConflictError in the present catalog, and may be a NotFoundError in the past one
+    (no such alias, or no live version). Tolerated here so that the property keeps checking everything else."""
+    if not key.startswith("get ") or want != ("error", "ConflictError") or got != ("error", "NotFoundError"):
+        return False
+    name = key[4:].partition("@")[0]
+    model = want_all.get(f"model {name}")
+    return isinstance(model, dict) and model.get("deleted") is True
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """Artifact files, and an empty registry database to copy for every fresh replica."""
+    from modelledger import Registry
+
+    base = tmp_path_factory.mktemp("timetravel")
+    files = []
+    for i, content in enumerate(CONTENTS):
+        path = base / f"w{i}.bin"
+        path.write_bytes(content)
+        files.append(str(path))
+    Registry.open(base / "template", actor="hypothesis", artifacts=str(base / "blobs")).close()
+    template = base / "template" / "registry.db"
+    assert not Path(str(template) + "-wal").exists() or Path(str(template) + "-wal").stat().st_size == 0
+    return base, files, template
+
+
+def fold_of_prefix(template: Path, source_db: Path, position: int, dest: Path):
+    """A fresh registry database holding exactly the first ``position`` events of ``source_db``, byte for
+    byte; its catalog is folded from nothing by the first read. Returns (catalog, recorder)."""
+    shutil.copyfile(template, dest)
+    conn = sqlite3.connect(dest, isolation_level=None)
+    try:
+        conn.execute("ATTACH DATABASE ? AS src", (str(source_db),))
+        conn.execute("INSERT INTO main.events SELECT * FROM src.events WHERE position <= ?", (position,))
+        conn.execute("DETACH DATABASE src")
+    finally:
+        conn.close()
+    recorder = SQLiteRecorder(dest)
+    return Catalog(CatalogProjection(recorder)), recorder
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(sequence=st.lists(commands, min_size=1, max_size=12))
+def test_the_catalog_as_of_every_position_equals_the_fold_of_that_prefix(workdir, sequence):
+    from modelledger import Registry
+
+    base, files, template = workdir
+    home = Path(tempfile.mkdtemp(dir=base))
+    try:
+        with Registry.open(home, actor="hypothesis", artifacts=str(base / "blobs")) as reg:
+            run(reg, files, ("register", "a", 0, {"lr": 1}, "resnet vision", {"env": "prod"}))
+            for command in sequence:
+                run(reg, files, command)
+            head = reg.head()
+            for position in range(head + 1):
+                past = reg.catalog(as_of=position)
+                assert past.position == position
+                fold, recorder = fold_of_prefix(template, home / "registry.db", position, home / f"fold-{position}.db")
+                try:
+                    assert recorder.head() == position
+                    want = observations(fold)
+                finally:
+                    recorder.close()
+                got = observations(past)
+                for key in want:
+                    if known_divergence(key, got[key], want[key], want):
+                        continue
+                    assert got[key] == want[key], f"as of #{position} (head #{head}): {key}"
+            # And the same through the other spellings of a position.
+            assert observations(reg.catalog(as_of=f"#{head}")) == observations(reg.catalog(as_of=head))
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+# -- known differences between the past catalog and the present one (found while writing the above) ---------
+
+@pytest.fixture
+def deleted_model(reg, artifact):
+    """``m`` with version 1 (aliased prod) and version 2 deleted; then the whole model deleted."""
+    reg.register("m", str(artifact))
+    reg.update("m@1", params={"lr": 1})
+    reg.alias("m@1", "prod")
+    reg.delete("m@2")
+    reg.delete("m")
+    return reg
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: PastCatalog.get (projections/past.py:80-89) looks up the alias / "
+                   "the latest version before checking that the model is deleted: NAME@alias with no such alias, "
+                   "or NAME with no live version, of a deleted model is NotFoundError as of the head but "
+                   "ConflictError now")
+@pytest.mark.parametrize("ref", ["m@stage", "n", "n@latest"])
+def test_a_ref_of_a_deleted_model_is_the_same_error_now_and_at_the_head(deleted_model, artifact, ref):
+    from eventstore.errors import ConflictError
+
+    deleted_model.register("n", str(artifact))
+    deleted_model.delete("n@1")
+    deleted_model.delete("n")
+    with pytest.raises(ConflictError):
+        deleted_model.catalog().get(ref)
+    with pytest.raises(ConflictError):
+        deleted_model.catalog(as_of=deleted_model.head()).get(ref)
+
+
+def test_a_known_alias_and_the_bare_name_of_a_deleted_model_agree(deleted_model):
+    from eventstore.errors import ConflictError
+
+    for ref in ("m", "m@prod", "m@latest"):
+        now_kind = past_kind = None
+        try:
+            deleted_model.catalog().get(ref)
+        except ModelLedgerError as exc:
+            now_kind = type(exc)
+        try:
+            deleted_model.catalog(as_of=deleted_model.head()).get(ref)
+        except ModelLedgerError as exc:
+            past_kind = type(exc)
+        assert now_kind is past_kind is ConflictError, ref
+    # An explicit number still finds a version of a deleted model, then and now.
+    assert deleted_model.catalog().get("m@2").to_json() == deleted_model.catalog(as_of=deleted_model.head()).get(
+        "m@2").to_json()
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: PastCatalog search splits words on whitespace and '/' only; the "
+                   "present catalog's FTS5 unicode61 tokenizer also splits on other punctuation (',', ':')")
+def test_search_splits_words_on_punctuation_in_the_past_as_it_does_now(reg, artifact):
+    reg.register("m", str(artifact), tags={"owner": "ann,bob"})
+    assert [m.name for m in reg.catalog().list(search="bob")] == ["m"]
+    assert [m.name for m in reg.catalog(as_of=reg.head()).list(search="bob")] == ["m"]
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: PastCatalog search does not fold diacritics; the present "
+                   "catalog's FTS5 tokenizer has remove_diacritics 2 ('cafe' finds 'café')")
+def test_search_folds_accents_in_the_past_as_it_does_now(reg, artifact):
+    reg.register("m", str(artifact), description="café model")
+    assert [m.name for m in reg.catalog().list(search="cafe")] == ["m"]
+    assert [m.name for m in reg.catalog(as_of=reg.head()).list(search="cafe")] == ["m"]
