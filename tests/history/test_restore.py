@@ -1,0 +1,302 @@
+"""Restore: after random commands A (P = the head), then random commands B (deletes, gc), ``restore(as_of=P)``
+makes every model's live view what it was at P, keeps the audit green, is planned exactly by its dry run,
+is idempotent, tags every compensating event with the restore's id and position, and — for one model —
+leaves the others alone. Purged bytes come back from their source, or are reported missing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from eventstore.errors import ModelLedgerError, PurgedError
+from projections.restore import live_view
+
+NAMES = ["a", "b", "team/c"]
+ALIASES = ["prod", "stage"]
+CONTENTS = [b"restore weights zero\n", b"restore weights one\n", b"restore weights two\n"]
+TAG_KEYS = ["k1", "env"]
+
+names = st.sampled_from(NAMES)
+refs = st.one_of(
+    names,
+    st.tuples(names, st.integers(1, 4)).map(lambda t: f"{t[0]}@{t[1]}"),
+    st.tuples(names, st.sampled_from(ALIASES)).map(lambda t: f"{t[0]}@{t[1]}"),
+)
+leaf = st.one_of(st.none(), st.integers(-2, 2), st.sampled_from(["x", "y"]))
+patches = st.dictionaries(st.sampled_from(["lr", "wd"]), leaf, max_size=2)
+contents = st.integers(0, len(CONTENTS) - 1)
+
+commands = st.one_of(
+    st.tuples(st.just("register"), names, contents, patches,
+              st.dictionaries(st.sampled_from(TAG_KEYS), st.sampled_from(["x", "y"]), max_size=1)),
+    st.tuples(st.just("update"), refs, patches, st.one_of(st.none(), contents)),
+    st.tuples(st.just("tag"), refs, st.sampled_from(TAG_KEYS), st.sampled_from(["x", "y"])),
+    st.tuples(st.just("untag"), refs, st.sampled_from(TAG_KEYS)),
+    st.tuples(st.just("metrics"), refs, st.sampled_from(["acc", "loss"]), st.sampled_from([0.5, 0.9])),
+    st.tuples(st.just("alias"), refs, st.sampled_from(ALIASES)),
+    st.tuples(st.just("unalias"), names, st.sampled_from(ALIASES)),
+    st.tuples(st.just("rollback"), names, st.sampled_from(ALIASES)),
+    st.tuples(st.just("delete"), refs),
+    st.tuples(st.just("delete"), refs),
+    st.tuples(st.just("undelete"), refs),
+    st.tuples(st.just("gc")),
+)
+
+
+def run(reg, files: list[str], command: tuple) -> None:
+    """Apply one command; a refusal (any ModelLedgerError) is ignored — it appends nothing."""
+    kind = command[0]
+    try:
+        if kind == "register":
+            _, name, content, params, tags = command
+            reg.register(name, files[content], params={k: v for k, v in params.items() if v is not None}, tags=tags)
+        elif kind == "update":
+            _, ref, params, content = command
+            reg.update(ref, params=params, artifact=None if content is None else files[content])
+        elif kind == "tag":
+            reg.tag(command[1], {command[2]: command[3]})
+        elif kind == "untag":
+            reg.untag(command[1], command[2])
+        elif kind == "metrics":
+            reg.metrics(command[1], {command[2]: command[3]})
+        elif kind == "alias":
+            reg.alias(command[1], command[2])
+        elif kind == "unalias":
+            reg.unalias(command[1], command[2])
+        elif kind == "rollback":
+            reg.rollback(command[1], command[2])
+        elif kind == "delete":
+            reg.delete(command[1])
+        elif kind == "undelete":
+            reg.undelete(command[1])
+        else:
+            reg.gc(0)
+    except ModelLedgerError:
+        pass
+
+
+def live_views(catalog, names: list[str]) -> dict[str, object]:
+    return {n: live_view(catalog.model(n)) if catalog.exists(n) else None for n in names}
+
+
+def full_models(reg) -> dict[str, dict]:
+    return {m.name: reg.model(m.name).to_json() for m in reg.catalog().list(include_deleted=True)}
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("restore")
+
+
+def sources(home: Path) -> list[str]:
+    files = []
+    for i, content in enumerate(CONTENTS):
+        path = home / "in" / f"w{i}.bin"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+        files.append(str(path))
+    return files
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(before=st.lists(commands, min_size=1, max_size=8), after=st.lists(commands, min_size=1, max_size=8))
+def test_restore_makes_every_model_what_it_was_at_p(workdir, before, after):
+    from modelledger import Registry
+
+    home = Path(tempfile.mkdtemp(dir=workdir))
+    try:
+        with Registry.open(home, actor="hypothesis", artifacts=str(home / "blobs")) as reg:
+            files = sources(home)
+            run(reg, files, ("register", "a", 0, {"lr": 1}, {"env": "x"}))
+            for command in before:
+                run(reg, files, command)
+            p = reg.head()
+            want = live_views(reg.catalog(as_of=p), NAMES)
+            for command in after:
+                run(reg, files, command)
+
+            head = reg.head()
+            dry = reg.restore(as_of=p, dry_run=True)
+            assert reg.head() == head, "a dry run appended events"
+            assert dry["dry_run"] is True and dry["as_of"] == p
+
+            report = reg.restore(as_of=f"#{p}")
+            assert report["as_of"] == p
+            appended = [e for e in reg.log(since=head)]
+            # What the dry run said is exactly what the real run appended (in the restore's batch).
+            restore_events = [e for e in appended if e.meta.get("restore")]
+            assert [(e.stream, e.type, e.data) for e in restore_events] == \
+                [(e["stream"], e["type"], e["data"]) for e in dry["events"]]
+            assert [e["position"] for e in report["events"]] == [e.position for e in restore_events]
+            for e in restore_events:
+                assert e.meta["restore"] == {"id": report["restore_id"], "as_of": p}
+            # Anything else appended is the outcome of a re-ingest the restore asked for.
+            assert {e.type for e in appended if not e.meta.get("restore")} <= {"ArtifactStored"}
+            assert report["missing"] == []
+            event(f"restore appended {'some' if restore_events else 'no'} events")
+            event(f"re-ingested {'some' if report['reingest'] else 'none'}")
+
+            assert live_views(reg.catalog(), NAMES) == want
+            for m in reg.catalog().list(include_deleted=True):
+                if want.get(m.name) is None:
+                    assert reg.model(m.name).deleted, f"{m.name} did not exist (or was deleted) at #{p}"
+            report_audit = reg.audit()
+            assert report_audit.ok, report_audit.to_json()
+
+            # Restoring again to the same position has nothing left to do.
+            again = reg.restore(as_of=p, dry_run=True)
+            assert again["events"] == [], again
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(before=st.lists(commands, min_size=1, max_size=8), after=st.lists(commands, min_size=1, max_size=8),
+       target=names)
+def test_restoring_one_model_leaves_the_others_untouched(workdir, before, after, target):
+    from modelledger import Registry
+
+    home = Path(tempfile.mkdtemp(dir=workdir))
+    try:
+        with Registry.open(home, actor="hypothesis", artifacts=str(home / "blobs")) as reg:
+            files = sources(home)
+            run(reg, files, ("register", "a", 0, {"lr": 1}, {}))
+            run(reg, files, ("register", "b", 1, {}, {}))
+            for command in before:
+                run(reg, files, command)
+            p = reg.head()
+            want = live_views(reg.catalog(as_of=p), [target])[target]
+            for command in after:
+                run(reg, files, command)
+            if not reg.catalog().exists(target):
+                with pytest.raises(ModelLedgerError):
+                    reg.restore(target, as_of=p)
+                return
+            others = {n: m for n, m in full_models(reg).items() if n != target}
+            head = reg.head()
+            report = reg.restore(target, as_of=p)
+            assert {e["stream"] for e in report["events"]} <= {f"model-{target}"}
+            assert all(e.stream == f"model-{target}" for e in reg.log(since=head))
+            assert live_view(reg.model(target)) == want
+            assert {n: m for n, m in full_models(reg).items() if n != target} == others
+            assert reg.audit().ok
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+# -- purged bytes ----------------------------------------------------------------------------------------------
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def purged(reg, make_artifact):
+    """``m@1`` (file ``one.bin``, aliased prod, tagged) and ``m@2`` (``two.bin``); at P both live; then
+    ``m@1`` deleted and gc(0) frees its bytes."""
+    one = make_artifact("one.bin", b"first weights, only in m@1\n")
+    two = make_artifact("two.bin", b"second weights\n")
+    reg.register("m", str(one), tags={"stage": "prod"})
+    reg.update("m@1", params={"lr": 0.1}, artifact=str(two))
+    reg.alias("m@1", "prod")
+    reg.metrics("m@1", acc=0.9)
+    p = reg.head()
+    reg.delete("m@1")
+    gc = reg.gc(0)
+    assert gc["versions"] == ["m@1"]
+    assert reg.get("m@1").status == "purged"
+    return reg, p, one
+
+
+def test_purged_bytes_come_back_from_their_source_byte_identical(purged, tmp_path):
+    reg, p, one = purged
+    report = reg.restore(as_of=p)
+    assert report["reingest"] == ["m@1"] and report["missing"] == []
+    types = [e["type"] for e in report["events"]]
+    assert "VersionRestored" in types and "ArtifactRequested" in types
+    v = reg.get("m@prod")
+    assert v.version == 1 and v.status == "ready" and v.metrics == {"acc": 0.9}
+    dest = tmp_path / "pulled.bin"
+    reg.pull("m@1", str(dest))
+    assert dest.read_bytes() == one.read_bytes()
+    assert "sha256:" + sha256(dest) == v.artifact["digest"]
+    assert reg.audit(deep=True).ok
+
+
+def test_purged_bytes_whose_source_is_gone_are_reported_missing(purged):
+    reg, p, one = purged
+    one.unlink()
+    report = reg.restore(as_of=p)
+    assert report["missing"] == ["m@1"] and report["reingest"] == []
+    assert "ArtifactRequested" not in [e["type"] for e in report["events"]]
+    # The rest of the restore still happened: the version is back in the catalog, its bytes are not.
+    v = reg.get("m@prod")
+    assert v.version == 1 and not v.deleted and v.status == "purged"
+    with pytest.raises(PurgedError):
+        reg.pull("m@1", str(one.parent / "nope.bin"))
+    assert reg.audit().ok
+
+
+def test_restore_cli_exits_non_zero_when_bytes_are_missing(purged, cli):
+    reg, p, one = purged
+    one.unlink()
+    head = reg.head()
+    code, out, err = cli("restore", "--as-of", f"#{p}", "--json")
+    assert code != 0
+    data = json.loads(out)
+    assert data["missing"] == ["m@1"]
+    assert reg.head() > head  # the rest of the restore was appended
+
+
+def test_restore_cli_with_every_source_present_exits_zero(purged, cli):
+    reg, p, _ = purged
+    code, out, err = cli("restore", "--as-of", f"#{p}", "--json")
+    assert code == 0, err
+    assert json.loads(out)["reingest"] == ["m@1"]
+    assert reg.get("m@1").status == "ready"
+
+
+def test_dry_run_of_a_purge_restore_appends_nothing_and_plans_the_reingest(purged):
+    reg, p, _ = purged
+    head = reg.head()
+    dry = reg.restore(as_of=p, dry_run=True)
+    assert reg.head() == head
+    assert dry["reingest"] == ["m@1"]
+    assert reg.get("m@1").status == "purged"
+    real = reg.restore(as_of=p)
+    assert [(e["type"], e["data"]) for e in real["events"]] == [(e["type"], e["data"]) for e in dry["events"]]
+
+
+def test_each_compensating_event_names_its_restore(purged):
+    reg, p, _ = purged
+    report = reg.restore(as_of=p)
+    assert report["events"]
+    for e in report["events"]:
+        assert e["meta"]["restore"] == {"id": report["restore_id"], "as_of": p}
+        assert e["meta"]["actor"] == "tester@test"
+
+
+def test_a_model_created_after_p_is_deleted_by_the_restore(reg, make_artifact):
+    reg.register("old", str(make_artifact("o.bin", b"o")))
+    p = reg.head()
+    reg.register("new", str(make_artifact("n.bin", b"n")))
+    reg.restore(as_of=p)
+    assert reg.model("new").deleted
+    assert not reg.model("old").deleted
+    assert [m.name for m in reg.catalog().list()] == ["old"]
+
+
+def test_restore_refuses_a_bad_position_and_appends_nothing(reg, artifact):
+    reg.register("m", str(artifact))
+    head = reg.head()
+    for bad in ("#x", "#999", "yesterday", -1):
+        with pytest.raises(ModelLedgerError):
+            reg.restore(as_of=bad)
+    assert reg.head() == head
