@@ -56,6 +56,7 @@ commands = st.one_of(
     st.tuples(st.just("rollback"), names, st.sampled_from(ALIASES)),
     st.tuples(st.just("delete"), refs),
     st.tuples(st.just("undelete"), refs),
+    st.tuples(st.just("gc")),  # purges (and undelete re-ingests): ArtifactPurged / ArtifactRequested states
 )
 
 
@@ -84,6 +85,8 @@ def run(reg, files: list[str], command: tuple) -> None:
             reg.rollback(command[1], command[2])
         elif kind == "delete":
             reg.delete(command[1])
+        elif kind == "gc":
+            reg.gc(0)
         else:
             reg.undelete(command[1])
     except ModelLedgerError:
@@ -184,7 +187,7 @@ def test_the_catalog_as_of_every_position_equals_the_fold_of_that_prefix(workdir
     base, files, template = workdir
     home = Path(tempfile.mkdtemp(dir=base))
     try:
-        with Registry.open(home, actor="hypothesis", artifacts=str(base / "blobs")) as reg:
+        with Registry.open(home, actor="hypothesis", artifacts=str(home / "blobs")) as reg:
             run(reg, files, ("register", "a", 0, {"lr": 1}, "resnet vision", {"env": "prod"}))
             for command in sequence:
                 run(reg, files, command)
