@@ -1,0 +1,166 @@
+"""Peer measurements for ``scripts/bench_peers.py``, run by the MLflow venv's python (not the project's).
+
+    <mlflow venv>/bin/python scripts/peers/mlflow_worker.py '<json task>'
+
+Prints progress on stderr and one line ``RESULT {json}`` on stdout. Backend store: SQLite
+(``sqlite:///<dir>/mlflow.db``, SQLAlchemy's defaults: journal_mode=DELETE, synchronous=FULL); artifact root: a
+local folder. Every task makes its own store in the folder it is given and leaves it there (the caller cleans up).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import sys
+import time
+import warnings
+
+warnings.filterwarnings("ignore")
+logging.disable(logging.WARNING)
+os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+
+
+def log(msg: str) -> None:
+    print(f"  .. [mlflow] {msg}", file=sys.stderr, flush=True)
+
+
+def client_for(folder: str):
+    from mlflow import MlflowClient
+
+    os.makedirs(folder, exist_ok=True)
+    uri = f"sqlite:///{os.path.join(folder, 'mlflow.db')}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    root = os.path.join(folder, "artifacts")
+    os.makedirs(root, exist_ok=True)
+    exp = client.create_experiment("bench", artifact_location="file://" + root)
+    return client, exp, root
+
+
+def tiny_files(folder: str, n: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    os.makedirs(folder, exist_ok=True)
+    out = []
+    for i in range(n):
+        p = os.path.join(folder, f"model-{i}.bin")
+        with open(p, "wb") as f:
+            f.write(b"MLBENCH " + rng.randbytes(rng.randint(200, 600)))
+        out.append(p)
+    return out
+
+
+def create_versions(task: dict) -> dict:
+    """``n`` new versions of 4 models: per version, ``log_artifact`` of a tiny file into one run (created before
+    the timing), then ``create_model_version(name, source=<that artifact's URI>, run_id=...)``. Timed: both
+    calls (``total``), and ``create_model_version`` alone (``create``)."""
+    client, exp, _root = client_for(task["dir"])
+    files = tiny_files(os.path.join(task["dir"], "src"), task["n"], seed=task["n"])
+    for m in range(4):
+        client.create_registered_model(f"bench-m{m}")
+    run = client.create_run(exp)
+    run_id, base = run.info.run_id, run.info.artifact_uri
+    create = 0.0
+    start = time.perf_counter()
+    for i, path in enumerate(files):
+        client.log_artifact(run_id, path, artifact_path=f"v{i}")
+        t = time.perf_counter()
+        client.create_model_version(f"bench-m{i % 4}", f"{base}/v{i}/{os.path.basename(path)}", run_id=run_id)
+        create += time.perf_counter() - t
+    total = time.perf_counter() - start
+    n = task["n"]
+    return {"per_s": n / total, "create_per_s": n / create, "n": n}
+
+
+def tags_aliases(task: dict) -> dict:
+    """A model with 10 versions (made before the timing); ``n`` ``set_model_version_tag`` and ``n``
+    ``set_registered_model_alias`` (each a move: versions 1..9 in turn)."""
+    client, exp, _root = client_for(task["dir"])
+    client.create_registered_model("bench-deep")
+    run = client.create_run(exp)
+    for _ in range(10):
+        client.create_model_version("bench-deep", f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
+    n = task["n"]
+    start = time.perf_counter()
+    for k in range(n):
+        client.set_model_version_tag("bench-deep", "5", "run", str(k))
+    tag_s = time.perf_counter() - start
+    start = time.perf_counter()
+    for k in range(n):
+        client.set_registered_model_alias("bench-deep", "production", str(1 + k % 9))
+    alias_s = time.perf_counter() - start
+    return {"tag_per_s": n / tag_s, "alias_per_s": n / alias_s, "n": n}
+
+
+def search(task: dict) -> dict:
+    """``models`` x ``versions`` versions, each with tags ``stage`` = s<version % 10> and ``task`` = ctr,
+    inserted in bulk through MLflow's own SQLAlchemy models (untimed), then ``search_model_versions`` with
+    ``name = 'mK' AND tags.stage = 'sJ'`` (each matches versions/10 versions), ms per query."""
+    from mlflow.store.model_registry.dbmodels.models import SqlModelVersion, SqlModelVersionTag
+
+    client, exp, _root = client_for(task["dir"])
+    models, versions = task["models"], task["versions"]
+    run = client.create_run(exp)
+    store = client._get_registry_client().store
+    for m in range(models):
+        name = f"bench-m{m}"
+        client.create_registered_model(name)
+        with store.ManagedSessionMaker() as session:
+            rows = []
+            for v in range(1, versions + 1):
+                rows.append(SqlModelVersion(name=name, version=v, source=f"{run.info.artifact_uri}/v{v}/model.bin",
+                                            run_id=run.info.run_id, description="nightly fine-tune"))
+                rows.append(SqlModelVersionTag(name=name, version=v, key="stage", value=f"s{v % 10}"))
+                rows.append(SqlModelVersionTag(name=name, version=v, key="task", value="ctr"))
+            session.add_all(rows)
+    log(f"search: {models} x {versions} versions inserted")
+    expect = versions // 10
+    got = client.search_model_versions("name = 'bench-m0' AND tags.stage = 's1'")  # warm-up, and a check
+    if len(got) != expect:
+        raise SystemExit(f"search found {len(got)} versions, expected {expect}")
+    samples = []
+    rng = random.Random(5)
+    for _ in range(task["queries"]):
+        m, s = rng.randrange(models), rng.randrange(10)
+        t = time.perf_counter()
+        got = client.search_model_versions(f"name = 'bench-m{m}' AND tags.stage = 's{s}'")
+        samples.append((time.perf_counter() - t) * 1000)
+        assert len(got) == expect, len(got)
+    return {"ms": samples, "results_per_query": expect}
+
+
+def du(path: str) -> tuple[int, int]:
+    """(apparent bytes, allocated bytes) of the files under ``path``."""
+    apparent = allocated = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for f in files:
+            st = os.stat(os.path.join(dirpath, f))
+            apparent += st.st_size
+            allocated += st.st_blocks * 512
+    return apparent, allocated
+
+
+def store_twice(task: dict) -> dict:
+    """``log_artifact`` of the same file twice (two runs, as two training jobs would): growth of the artifact root."""
+    client, exp, root = client_for(task["dir"])
+    before = du(root)
+    seconds = []
+    for _ in range(2):
+        run = client.create_run(exp)
+        t = time.perf_counter()
+        client.log_artifact(run.info.run_id, task["file"], artifact_path="model")
+        seconds.append(time.perf_counter() - t)
+    after = du(root)
+    return {"apparent": after[0] - before[0], "allocated": after[1] - before[1], "seconds": seconds}
+
+
+TASKS = {"create_versions": create_versions, "tags_aliases": tags_aliases, "search": search,
+         "store_twice": store_twice}
+
+if __name__ == "__main__":
+    spec = json.loads(sys.argv[1])
+    import mlflow
+
+    result = TASKS[spec["task"]](spec)
+    result["peer_version"] = f"mlflow-skinny {mlflow.__version__}"
+    print("RESULT " + json.dumps(result), flush=True)
