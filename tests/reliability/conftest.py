@@ -1,0 +1,276 @@
+"""Fixtures of the reliability suite: services (the real Redis, db 15 only; a private redis-server that can be
+stopped and started; moto's S3 server), mounts (tmpfs, read-only bind), and the figures printed at the end.
+
+Service policy (as in tests/artifacts): a service that does not answer makes its tests *fail* when
+``MLEDGER_REQUIRE_SERVICES=1`` or ``CI=true`` is set, and skip otherwise.
+
+The figures (crashes injected, events checked, ...) are collected by the ``figures`` fixture and printed by
+``pytest_terminal_summary`` below, so every run says how much was actually exercised.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+REDIS_HOST, REDIS_PORT, REDIS_DB = "127.0.0.1", 6379, 15
+REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_DB}"
+
+# -- figures -----------------------------------------------------------------------------------------------
+
+_FIGURES: Counter[str] = Counter()
+
+
+class Figures:
+    """``figures.add("writer crashes injected", 1)``: counters summed over the session, printed at the end."""
+
+    def add(self, name: str, n: int = 1) -> None:
+        _FIGURES[name] += n
+
+    def __getitem__(self, name: str) -> int:
+        return _FIGURES[name]
+
+
+@pytest.fixture(scope="session")
+def figures() -> Figures:
+    return Figures()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ARG001 - hook signature
+    if not _FIGURES:
+        return
+    terminalreporter.section("reliability figures")
+    width = max(len(k) for k in _FIGURES)
+    for name in sorted(_FIGURES):
+        terminalreporter.write_line(f"{name:<{width}}  {_FIGURES[name]:>10,}")
+
+
+# -- service policy ----------------------------------------------------------------------------------------
+
+def services_required() -> bool:
+    return os.environ.get("MLEDGER_REQUIRE_SERVICES") == "1" or os.environ.get("CI", "").lower() == "true"
+
+
+def unavailable(what: str) -> None:
+    if services_required():
+        pytest.fail(f"{what} is required (MLEDGER_REQUIRE_SERVICES=1 or CI=true) but not available")
+    pytest.skip(f"{what} not available")
+
+
+@pytest.fixture(autouse=True)
+def _back_to_embedded() -> Iterator[None]:
+    """Some tests move every actor to a Redis broker in this process; leave it on the embedded default."""
+    yield
+    from workers import broker
+
+    broker.use("embedded")
+
+
+# -- the real Redis (db 15 only) -------------------------------------------------------------------------
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """The real Redis at 127.0.0.1:6379, database 15, emptied before and after the test (FLUSHDB of db 15
+    only — never another database)."""
+    import redis
+
+    try:
+        with socket.create_connection((REDIS_HOST, REDIS_PORT), timeout=2):
+            pass
+        client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB, socket_connect_timeout=2,
+                             socket_timeout=10)
+        client.ping()
+    except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
+        unavailable(f"Redis at {REDIS_HOST}:{REDIS_PORT} ({type(exc).__name__}: {exc})")
+    client.flushdb()
+    try:
+        yield REDIS_URL
+    finally:
+        client.flushdb()
+        client.close()
+
+
+# -- a private redis-server that tests may stop and start --------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PrivateRedis:
+    """``redis-server --port P --save '' --appendonly no`` as a child process: nothing persists, so a stop
+    loses every queued job (what a broker outage without persistence does)."""
+
+    def __init__(self, exe: str, workdir: Path) -> None:
+        self.exe = exe
+        self.workdir = workdir
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = f"redis://127.0.0.1:{self.port}/15"
+
+    def start(self) -> None:
+        assert self.proc is None or self.proc.poll() is not None
+        log = open(self.workdir / "redis.log", "ab")  # noqa: SIM115 - kept open by the child
+        self.proc = subprocess.Popen(
+            [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.workdir)], stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"redis-server did not start: {(self.workdir / 'redis.log').read_text()}") from None
+                time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()  # an outage, not a shutdown: no chance to save anything
+            self.proc.wait(10)
+        # The port must refuse connections before the test goes on.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    time.sleep(0.02)
+            except OSError:
+                return
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    exe = shutil.which("redis-server")
+    if exe is None:
+        unavailable("redis-server (to run a private Redis that can be stopped)")
+    workdir = tmp_path / "private-redis"
+    workdir.mkdir()
+    server = PrivateRedis(exe, workdir)
+    try:
+        server.start()
+    except RuntimeError as exc:
+        unavailable(str(exc))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# -- moto's S3 server ------------------------------------------------------------------------------------
+
+_AWS_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL_S3", "FSSPEC_S3_ENDPOINT_URL",
+             "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE", "AWS_SESSION_TOKEN")
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint() -> Iterator[str]:
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError as exc:
+        unavailable(f"moto server ({exc})")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    try:
+        server.start()
+        host, port = server.get_host_and_port()
+        with socket.create_connection((host, port), timeout=5):
+            pass
+    except Exception as exc:  # noqa: BLE001
+        unavailable(f"moto S3 server ({type(exc).__name__}: {exc})")
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], dict[str, str]]]:
+    """``aws_env(endpoint)``: set the AWS/fsspec variables of this process to ``endpoint`` (region left unset:
+    s3fs' mkdir(bucket) fails with us-east-1) and return them, for child processes too. s3fs' instance cache
+    is cleared around the test (an instance bound to another endpoint must not be reused)."""
+    import s3fs
+
+    for var in _AWS_VARS:
+        monkeypatch.delenv(var, raising=False)
+    s3fs.S3FileSystem.clear_instance_cache()
+
+    def point(endpoint: str) -> dict[str, str]:
+        env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+               "AWS_ENDPOINT_URL_S3": endpoint, "FSSPEC_S3_ENDPOINT_URL": endpoint}
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        s3fs.S3FileSystem.clear_instance_cache()
+        return env
+
+    yield point
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
+def new_bucket_name() -> str:
+    return f"mledger-rel-{uuid.uuid4().hex[:12]}"
+
+
+# -- mounts (root only) ------------------------------------------------------------------------------------
+
+def _mount(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["mount", *argv], capture_output=True, text=True, timeout=30)
+
+
+def _umount(path: Path) -> None:
+    subprocess.run(["umount", str(path)], capture_output=True, text=True, timeout=30)
+    if os.path.ismount(path):
+        subprocess.run(["umount", "-l", str(path)], capture_output=True, text=True, timeout=30)
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Callable[[str, str], Path]]:
+    """``tmpfs(name, size)`` mounts a tmpfs of ``size`` (e.g. "3m") at tmp_path/name; unmounted afterwards.
+    Skips (with the reason) where mounting is not allowed: chmod does not stop root, only a real mount can
+    make a folder full or read-only for it."""
+    mounted: list[Path] = []
+
+    def make(name: str, size: str) -> Path:
+        path = tmp_path / name
+        path.mkdir()
+        done = _mount("-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path))
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}); the test needs a real full disk")
+        mounted.append(path)
+        return path
+
+    yield make
+    for path in reversed(mounted):
+        _umount(path)
+
+
+@pytest.fixture
+def read_only_view(tmp_path: Path) -> Iterator[Callable[[Path], Path]]:
+    """``read_only_view(folder)``: a read-only bind mount of ``folder`` (root ignores mode bits, not ``ro``)."""
+    mounted: list[Path] = []
+
+    def make(folder: Path) -> Path:
+        view = tmp_path / f"ro-{folder.name}"
+        view.mkdir()
+        done = _mount("--bind", str(folder), str(view))
+        if done.returncode != 0:
+            pytest.skip(f"cannot bind-mount here ({done.stderr.strip()}); root ignores chmod, so a read-only "
+                        "home needs a read-only mount")
+        mounted.append(view)
+        done = _mount("-o", "remount,bind,ro", str(view))
+        if done.returncode != 0:
+            pytest.skip(f"cannot remount read-only here ({done.stderr.strip()})")
+        return view
+
+    yield make
+    for path in reversed(mounted):
+        _umount(path)

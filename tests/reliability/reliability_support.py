@@ -1,0 +1,159 @@
+"""Plain helpers of the reliability suite (no product logic): reading the log straight from SQLite, hashing,
+polling, running the CLI and ``mledger worker`` as child processes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def child_env(home: Path | None = None, **extra: str) -> dict[str, str]:
+    """The environment of a child process: the working tree importable, the registry home explicit."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    env.setdefault("MLEDGER_ACTOR", "reliability@test")
+    for var in ("MLEDGER_ARTIFACTS", "MLEDGER_BROKER", "MLEDGER_RUN_ID"):
+        env.pop(var, None)
+    if home is not None:
+        env["MLEDGER_HOME"] = str(home)
+    env.update(extra)
+    return env
+
+
+def mledger_argv() -> list[str]:
+    exe = Path(sys.executable).parent / "mledger"
+    if exe.exists():
+        return [str(exe)]
+    return [sys.executable, "-c", "import sys; from modelledger.cli import main; sys.exit(main())"]
+
+
+def run_cli(env: dict[str, str], *argv: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*mledger_argv(), *argv], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_line_error(done: subprocess.CompletedProcess[str], *words: str) -> str:
+    """Exit non-zero, exactly one line on stderr, no traceback; the line mentions each of ``words``."""
+    assert done.returncode != 0, f"expected a failure, got 0: {done.stdout[-500:]}"
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{done.stderr[-3000:]}"
+    assert "Traceback" not in done.stderr
+    line = lines[0]
+    assert line.startswith("mledger:"), line
+    for word in words:
+        assert word.lower() in line.lower(), f"{word!r} not in {line!r}"
+    return line
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(8 << 20):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+def raw_rows(db: Path) -> list[tuple]:
+    """The log's rows as stored, read with a plain connection (opening a Registry would catch up/sweep)."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        return conn.execute("SELECT position, stream, version, type, schema_version, data, meta, recorded_at,"
+                            " hash FROM events ORDER BY position").fetchall()
+    finally:
+        conn.close()
+
+
+def events(db: Path, type_: str | None = None) -> list[dict[str, Any]]:
+    out = []
+    for r in raw_rows(db):
+        if type_ is None or r[3] == type_:
+            out.append({"position": r[0], "stream": r[1], "version": r[2], "type": r[3],
+                        "data": json.loads(r[5]), "meta": json.loads(r[6])})
+    return out
+
+
+def verify_log(db: Path) -> int:
+    """The hash chain, gapless positions, per-stream versions and time order verify; returns the rows checked."""
+    from eventstore.verify import verify_rows
+
+    rows = raw_rows(db)
+    report = verify_rows(rows)
+    assert report.ok, f"log does not verify: {report}"
+    assert report.checked == len(rows)
+    return report.checked
+
+
+def digest_equals_rebuild(reg: Any) -> str:
+    """The caught-up catalog equals a replay of the whole log (rebuilds the catalog in place)."""
+    live = reg.catalog().digest()
+    reg.rebuild_projections()
+    rebuilt = reg.catalog().digest()
+    assert live == rebuilt, "the catalog differs from a rebuild of the log"
+    return live
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+
+
+def store_blobs(artifacts: Path) -> list[Path]:
+    base = artifacts / "sha256"
+    return [p for p in base.rglob("*") if p.is_file()] if base.exists() else []
+
+
+def assert_store_sound(artifacts: Path) -> int:
+    """Every file under ``sha256/`` rehashes to its own name and sits at sha256/ab/cd/<hex>."""
+    count = 0
+    for p in store_blobs(artifacts):
+        assert sha256_file(p) == "sha256:" + p.name, f"partial or wrong blob under a final name: {p}"
+        assert p.parent.name == p.name[2:4] and p.parent.parent.name == p.name[:2], p
+        count += 1
+    return count
+
+
+def temp_files(artifacts: Path) -> list[Path]:
+    tmp = artifacts / "tmp"
+    return sorted(p for p in tmp.iterdir() if p.name.endswith(".part")) if tmp.is_dir() else []
+
+
+class Worker:
+    """``mledger worker`` as a child process, its output appended to ``log``."""
+
+    def __init__(self, env: dict[str, str], log: Path, *extra: str) -> None:
+        self.log = log
+        with open(log, "ab") as out:
+            self.proc = subprocess.Popen([*mledger_argv(), "worker", *extra], env=env, stdout=out,
+                                         stderr=subprocess.STDOUT)
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        assert self.proc.wait(30) == -signal.SIGKILL
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+    def tail(self, n: int = 3000) -> str:
+        return self.log.read_text(errors="replace")[-n:] if self.log.exists() else ""
