@@ -309,14 +309,24 @@ def decide_delete(cmd: c.Delete, view: StateView) -> Decision:
     return Decision(stream_for(model.name), model.stream_version, events, model.name, version.version)
 
 
+def _refetch(version: VersionState, reason: str) -> tuple[str, dict[str, Any]]:
+    """Fetch a version's freed bytes again from where they came from (checked against its digest)."""
+    return ("ArtifactRequested", {"name": version.name, "version": version.version,
+                                  "source": version.artifact["source"],
+                                  "expected_digest": version.artifact.get("digest"), "reason": reason})
+
+
 def decide_undelete(cmd: c.Undelete, view: StateView) -> Decision:
     ref = parse_ref(cmd.ref)
     if ref.is_model:
         model = _model(view, ref.name, allow_deleted=True)
         if not model.deleted:
             raise ConflictError(f"model {ref.name!r} is not deleted")
-        return Decision(stream_for(model.name), model.stream_version,
-                        [("ModelRestored", {"name": model.name})], model.name, None)
+        events: list[tuple[str, dict[str, Any]]] = [("ModelRestored", {"name": model.name})]
+        # Versions whose bytes gc freed while the model was deleted come back with their bytes.
+        events += [_refetch(v, "undelete") for v in view.purged_live_versions(model.name)
+                   if v.artifact.get("source")]
+        return Decision(stream_for(model.name), model.stream_version, events, model.name, None)
     model, version = resolve(view, ref, allow_deleted=True)
     if model.deleted:
         raise ConflictError(f"model {ref.name!r} is deleted (undelete the model first)")
@@ -324,11 +334,7 @@ def decide_undelete(cmd: c.Undelete, view: StateView) -> Decision:
         raise ConflictError(f"{model.name}@{version.version} is not deleted")
     events: list[tuple[str, dict[str, Any]]] = [("VersionRestored", {"name": model.name, "version": version.version})]
     if version.status == "purged" and version.artifact.get("source"):
-        # Its bytes were freed by gc: fetch them again from where they came from (checked against the digest).
-        events.append(("ArtifactRequested", {"name": model.name, "version": version.version,
-                                             "source": version.artifact["source"],
-                                             "expected_digest": version.artifact.get("digest"),
-                                             "reason": "undelete"}))
+        events.append(_refetch(version, "undelete"))
     return Decision(stream_for(model.name), model.stream_version, events, model.name, version.version)
 
 
@@ -337,11 +343,9 @@ def decide_retry(cmd: c.RetryArtifact, view: StateView) -> Decision:
     if version.status not in ("failed", "pending"):
         raise ConflictError(f"{model.name}@{version.version} is {version.status}; only a failed or pending "
                             "artifact is retried")
-    source = version.artifact.get("source")
-    if not source:
+    if not version.artifact.get("source"):
         raise ConflictError(f"{model.name}@{version.version} has no artifact source to fetch again")
-    events = [("ArtifactRequested", {"name": model.name, "version": version.version, "source": source,
-                                     "expected_digest": version.artifact.get("digest"), "reason": "retry"})]
+    events = [_refetch(version, "retry")]
     return Decision(stream_for(model.name), model.stream_version, events, model.name, version.version)
 
 
@@ -400,6 +404,9 @@ class _Empty:
         return None
 
     def alias_history(self, name: str, alias: str) -> list[int]:
+        return []
+
+    def purged_live_versions(self, name: str) -> list[VersionState]:
         return []
 
 

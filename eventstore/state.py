@@ -47,3 +47,7 @@ class StateView(Protocol):
     def alias_history(self, name: str, alias: str) -> list[int]:
         """Versions that held ``alias``, oldest first, as a stack (rollbacks pop it)."""
         ...
+
+    def purged_live_versions(self, name: str) -> list[VersionState]:
+        """Live versions of ``name`` whose bytes gc freed (what undeleting the model must fetch again)."""
+        ...

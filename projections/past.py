@@ -9,7 +9,9 @@ indexes (FTS, tags, files) are applied here to the past states themselves.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
+import unicodedata
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from typing import Any
@@ -27,16 +29,28 @@ _VERSION_STATE = (
 )
 
 
+# The present catalog's FTS5 tokenizer is unicode61 with remove_diacritics 2 and tokenchars '._-': tokens are
+# runs of letters, digits and . _ -, case- and accent-folded. The past catalog tokenizes the same way.
+_TOKEN = re.compile(r"[\w.-]+")
+
+
+def _fold(text: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).lower()
+
+
+def _split(text: str) -> list[str]:
+    return _TOKEN.findall(_fold(text))
+
+
 def _words(text: str) -> list[str]:
-    return [w.lower() for w in text.replace('"', " ").split() if w]
+    return _split(text.replace('"', " "))
 
 
 def _tokens(*texts: str) -> set[str]:
     out: set[str] = set()
     for text in texts:
-        for sep in "/":
-            text = text.replace(sep, " ")
-        out.update(t.lower() for t in text.split())
+        out.update(_split(text))
     return out
 
 
@@ -75,6 +89,8 @@ class PastCatalog:
             if found is None:
                 raise NotFoundError(f"no model named {parsed.name!r} as of #{self.position}")
             row, aliases = found
+            if row[4] and parsed.version is None:
+                raise ConflictError(f"model {parsed.name!r} was deleted as of #{self.position}")
             if parsed.version is not None:
                 number = parsed.version
             elif parsed.alias is not None:
@@ -85,8 +101,6 @@ class PastCatalog:
                 if row[5] is None:
                     raise NotFoundError(f"model {parsed.name!r} had no live version as of #{self.position}")
                 number = row[5]
-            if row[4] and parsed.version is None:
-                raise ConflictError(f"model {parsed.name!r} was deleted as of #{self.position}")
             version = self._version(conn, parsed.name, number, aliases)
             if version is None:
                 raise NotFoundError(f"model {parsed.name!r} had no version {number} as of #{self.position}")

@@ -94,3 +94,10 @@ class SQLiteStateView:
             "SELECT version FROM alias_history WHERE name = ? AND alias = ? ORDER BY seq", (name, alias)
         ).fetchall()
         return [r[0] for r in rows]
+
+    def purged_live_versions(self, name: str) -> list[VersionState]:
+        rows = self.conn.execute(
+            f"SELECT {VERSION_COLUMNS} FROM versions WHERE name = ? AND deleted = 0 AND status = 'purged'"  # noqa: S608
+            " ORDER BY version", (name,)
+        ).fetchall()
+        return [version_state(r) for r in rows]

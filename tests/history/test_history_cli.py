@@ -251,10 +251,6 @@ def test_undelete_of_a_purged_version_brings_its_bytes_back(reg, cli, make_artif
     assert code == 0, err
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: undelete of a whole model (eventstore/decider.py:312-319 decide_undelete, "
-                   "model branch) appends only ModelRestored: versions gc purged while the model was deleted "
-                   "stay live but 'purged' — pull fails, and no command re-ingests them (undelete NAME@N "
-                   "refuses: not deleted)")
 def test_undelete_of_a_model_whose_bytes_gc_freed_brings_them_back(reg, cli, make_artifact, tmp_path: Path):
     one = make_artifact("one.bin", b"model-level undelete bytes\n")
     out_json(cli("register", "m", "--artifact", str(one), "--json"))

@@ -25,8 +25,7 @@ DESCRIPTIONS = ["", "resnet vision", "bert nlp"]
 TAG_KEYS = ["k1", "env"]
 TAG_VALUES = ["x", "prod", "gpu-a100"]
 METRIC_VALUES = [0.5, 0.9, 0.25]
-# Words and filters asked of both catalogs. Deliberately free of punctuation inside words and of accents:
-# those are known to differ (see the xfail tests at the end of this file).
+# Words and filters asked of both catalogs (punctuation and accents are covered by the tests at the end).
 SEARCH_WORDS = ["a", "team", "c", "vision", "nlp", "prod", "gpu", "k1", "x", "res", "b"]
 TAG_FILTERS = [{"env": "prod"}, {"k1": "x"}, {"env": "gpu-a100"}, {"k1": "prod", "env": "x"}]
 FILE_FILTERS = ["w0.bin", "w1.bin", "w2.bin", "nosuch.bin"]
@@ -135,18 +134,6 @@ def observations(cat) -> dict[str, Any]:
     return out
 
 
-def known_divergence(key: str, got: Any, want: Any, want_all: dict[str, Any]) -> bool:
-    """The one known difference, xfail'd on its own below
-    (``test_a_ref_of_a_deleted_model_is_the_same_error_now_and_at_the_head``): resolving ``NAME``/``NAME@alias``
-    of a deleted model is a ConflictError in the present catalog, and may be a NotFoundError in the past one
-    (no such alias, or no live version). Tolerated here so that the property keeps checking everything else."""
-    if not key.startswith("get ") or want != ("error", "ConflictError") or got != ("error", "NotFoundError"):
-        return False
-    name = key[4:].partition("@")[0]
-    model = want_all.get(f"model {name}")
-    return isinstance(model, dict) and model.get("deleted") is True
-
-
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     """Artifact files, and an empty registry database to copy for every fresh replica."""
@@ -203,8 +190,6 @@ def test_the_catalog_as_of_every_position_equals_the_fold_of_that_prefix(workdir
                     recorder.close()
                 got = observations(past)
                 for key in want:
-                    if known_divergence(key, got[key], want[key], want):
-                        continue
                     assert got[key] == want[key], f"as of #{position} (head #{head}): {key}"
             # And the same through the other spellings of a position.
             assert observations(reg.catalog(as_of=f"#{head}")) == observations(reg.catalog(as_of=head))
@@ -225,10 +210,6 @@ def deleted_model(reg, artifact):
     return reg
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: PastCatalog.get (projections/past.py:80-89) looks up the alias / "
-                   "the latest version before checking that the model is deleted: NAME@alias with no such alias, "
-                   "or NAME with no live version, of a deleted model is NotFoundError as of the head but "
-                   "ConflictError now")
 @pytest.mark.parametrize("ref", ["m@stage", "n", "n@latest"])
 def test_a_ref_of_a_deleted_model_is_the_same_error_now_and_at_the_head(deleted_model, artifact, ref):
     from eventstore.errors import ConflictError
@@ -261,16 +242,12 @@ def test_a_known_alias_and_the_bare_name_of_a_deleted_model_agree(deleted_model)
         "m@2").to_json()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: PastCatalog search splits words on whitespace and '/' only; the "
-                   "present catalog's FTS5 unicode61 tokenizer also splits on other punctuation (',', ':')")
 def test_search_splits_words_on_punctuation_in_the_past_as_it_does_now(reg, artifact):
     reg.register("m", str(artifact), tags={"owner": "ann,bob"})
     assert [m.name for m in reg.catalog().list(search="bob")] == ["m"]
     assert [m.name for m in reg.catalog(as_of=reg.head()).list(search="bob")] == ["m"]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: PastCatalog search does not fold diacritics; the present "
-                   "catalog's FTS5 tokenizer has remove_diacritics 2 ('cafe' finds 'café')")
 def test_search_folds_accents_in_the_past_as_it_does_now(reg, artifact):
     reg.register("m", str(artifact), description="café model")
     assert [m.name for m in reg.catalog().list(search="cafe")] == ["m"]
