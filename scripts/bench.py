@@ -3,8 +3,8 @@
     .venv/bin/python scripts/bench.py [--quick] [--json FILE] [--tmpdir DIR] [--only SECTION]...
 
 Sections: append, register, latency (here), ingest (``bench_ingest.py``), redis (``bench_redis.py``),
-history (``bench_history.py``). The full run takes about 10–15 minutes on 2 cores, most of it ``history``
-(a 1,000,000-event log replayed three times: catch-up, rebuild, audit); ``--quick`` about 2 minutes.
+history (``bench_history.py``). The full run took 7.5 minutes on 2 cores (2026-11-27), 6.3 of them in
+``history`` (a 1,000,000-event log replayed three times: catch-up, rebuild, audit); ``--quick`` under a minute.
 
 Every figure is printed beside a baseline measured in the same run, and compared as a ratio: this machine
 is noisy, so absolute times move between runs while ratios of interleaved measurements hold. Each figure is
