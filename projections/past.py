@@ -8,7 +8,6 @@ indexes (FTS, tags, files) are applied here to the past states themselves.
 
 from __future__ import annotations
 
-import json
 import re
 import sqlite3
 import unicodedata
@@ -20,7 +19,7 @@ from eventstore.errors import ConflictError, NotFoundError, ValidationError
 from eventstore.names import parse_ref, validate_alias, validate_name, validate_tags
 
 from .records import ModelRecord, VersionRecord
-from .rows import VERSION_COLUMNS, model_record, model_row_at, version_record
+from .rows import VERSION_COLUMNS, model_record, model_row_at, obj, version_record
 
 _MODEL_STATE = "SELECT state FROM model_states WHERE name = ? AND position <= ? ORDER BY position DESC LIMIT 1"
 _VERSION_STATE = (
@@ -165,7 +164,7 @@ class PastCatalog:
                     continue
                 if alias is not None and alias not in aliases:
                     continue
-                model_tags = json.loads(row[3])
+                model_tags = obj(row[3])
                 needs_versions = bool(words) or bool(wanted_tags) or file is not None
                 live = ([v for v in self._versions(conn, row[0], aliases) if not v.deleted]
                         if needs_versions else [])
@@ -207,7 +206,7 @@ class PastCatalog:
                 if found is None or found[0][4]:
                     continue
                 row, aliases = found
-                model_tags = json.loads(row[3])
+                model_tags = obj(row[3])
                 for v in self._versions(conn, row[0], aliases):
                     if v.deleted:
                         continue

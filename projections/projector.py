@@ -266,7 +266,7 @@ def _snapshot(conn: sqlite3.Connection, position: int, name: str | None, version
     """Record the state after this event of the model it concerns and, if any, of the version."""
     conn.execute(
         "INSERT INTO model_states (name, position, state) SELECT name, ?, json_array(stream_version, description,"
-        " tags, deleted, latest, last_version, created_at, created_by, updated_at,"
+        " json(tags), deleted, latest, last_version, created_at, created_by, updated_at,"
         " (SELECT coalesce(json_group_object(alias, version), '{}') FROM aliases WHERE aliases.name = models.name))"
         " FROM models WHERE name = ?",
         (position, name),
@@ -274,7 +274,7 @@ def _snapshot(conn: sqlite3.Connection, position: int, name: str | None, version
     if isinstance(version, int):
         conn.execute(
             "INSERT INTO version_states (name, version, position, state)"
-            " SELECT name, version, ?, json_array(status, deleted, tags, metrics, artifact)"
+            " SELECT name, version, ?, json_array(status, deleted, json(tags), json(metrics), json(artifact))"
             " FROM versions WHERE name = ? AND version = ?",
             (position, name, version),
         )

@@ -17,6 +17,11 @@ VERSION_COLUMNS = (
 )
 
 
+def obj(value: Any) -> Any:
+    """A JSON column as stored (text) or as nested in a state (already parsed): parse it once either way."""
+    return json.loads(value) if isinstance(value, str) else value
+
+
 def aliases_of(conn: sqlite3.Connection, name: str) -> dict[str, int]:
     return dict(conn.execute("SELECT alias, version FROM aliases WHERE name = ? ORDER BY alias", (name,)).fetchall())
 
@@ -41,16 +46,16 @@ def version_state(row: tuple[Any, ...]) -> VersionState:
 
 def version_record(row: tuple[Any, ...], aliases: dict[str, int], state: str | None = None) -> VersionRecord:
     """``state``: a ``version_states`` entry (JSON) overriding the mutable fields — a past version."""
-    status, deleted, tags, metrics, artifact_text = row[3], row[4], row[9], row[10], row[11]
+    status, deleted, tags, metrics, artifact = row[3], row[4], row[9], row[10], row[11]
     if state is not None:
-        status, deleted, tags, metrics, artifact_text = json.loads(state)
+        status, deleted, tags, metrics, artifact = json.loads(state)
     mine = tuple(sorted(a for a, n in aliases.items() if n == row[1]))
-    artifact = json.loads(artifact_text)
+    artifact = obj(artifact)
     structure = json.loads(row[7]) or artifact.get("structure") or {}
     return VersionRecord(
         name=row[0], version=row[1], parent=row[2], status=status, deleted=bool(deleted), description=row[5],
         params=json.loads(row[6]), structure=structure, optimizer=json.loads(row[8]),
-        tags=json.loads(tags), aliases=mine, metrics=json.loads(metrics), artifact=artifact,
+        tags=obj(tags), aliases=mine, metrics=obj(metrics), artifact=artifact,
         created_at=row[12], created_by=row[13], position=row[14],
     )
 
@@ -59,8 +64,7 @@ def model_row_at(name: str, state: str) -> tuple[tuple[Any, ...], dict[str, int]
     """A ``model_states`` entry → (a row shaped like MODEL_COLUMNS, the aliases then)."""
     (stream_version, description, tags, deleted, latest, last_version, created_at, created_by, updated_at,
      aliases) = json.loads(state)
-    if isinstance(aliases, str):
-        aliases = json.loads(aliases)
+    aliases = obj(aliases)
     row = (name, stream_version, description, tags, deleted, latest, last_version, created_at, created_by, updated_at)
     return row, dict(sorted(aliases.items()))
 
@@ -68,7 +72,7 @@ def model_row_at(name: str, state: str) -> tuple[tuple[Any, ...], dict[str, int]
 def model_record(row: tuple[Any, ...], aliases: dict[str, int], count: int,
                  versions: tuple[VersionRecord, ...] | None = None) -> ModelRecord:
     return ModelRecord(
-        name=row[0], description=row[2], tags=json.loads(row[3]), deleted=bool(row[4]), latest=row[5],
+        name=row[0], description=row[2], tags=obj(row[3]), deleted=bool(row[4]), latest=row[5],
         aliases=aliases, created_at=row[7], created_by=row[8], updated_at=row[9], version_count=count,
         versions=versions,
     )

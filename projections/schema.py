@@ -8,7 +8,7 @@ import sqlite3
 
 import sqlite_utils
 
-VERSION = 4  # bump when the tables change shape: an older catalog is then rebuilt from the log
+VERSION = 5  # bump when the tables change shape: an older catalog is then rebuilt from the log
 
 TABLES = ("models", "versions", "aliases", "alias_history", "tags", "metrics", "files", "blob_refs",
           "model_states", "version_states", "projection_checkpoint")
@@ -114,14 +114,14 @@ CREATE INDEX IF NOT EXISTS blob_refs_by_version ON blob_refs (name, version);
 CREATE TABLE IF NOT EXISTS model_states (
     name     TEXT NOT NULL,
     position INTEGER NOT NULL,
-    state    TEXT NOT NULL,  -- JSON array: the MODEL_COLUMNS after the name, then the aliases object
+    state    TEXT NOT NULL,  -- JSON array: the MODEL_COLUMNS after the name (tags nested), then the aliases
     PRIMARY KEY (name, position)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS version_states (
     name     TEXT NOT NULL,
     version  INTEGER NOT NULL,
     position INTEGER NOT NULL,
-    state    TEXT NOT NULL,  -- JSON array: status, deleted, tags, metrics, artifact
+    state    TEXT NOT NULL,  -- JSON array: status, deleted, tags, metrics, artifact (nested objects)
     PRIMARY KEY (name, version, position)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS files_by_basename ON files (basename);
