@@ -15,12 +15,12 @@ import shutil
 import socket
 import subprocess
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from reliability_support import free_port
 
 REDIS_HOST, REDIS_PORT, REDIS_DB = "127.0.0.1", 6379, 15
 REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_DB}"
@@ -100,12 +100,6 @@ def redis_url() -> Iterator[str]:
 
 
 # -- a private redis-server that tests may stop and start --------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 class PrivateRedis:
     """``redis-server --port P --save '' --appendonly no`` as a child process: nothing persists, so a stop
@@ -214,10 +208,6 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], dict[st
 
     yield point
     s3fs.S3FileSystem.clear_instance_cache()
-
-
-def new_bucket_name() -> str:
-    return f"mledger-rel-{uuid.uuid4().hex[:12]}"
 
 
 # -- mounts (root only) ------------------------------------------------------------------------------------

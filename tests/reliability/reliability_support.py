@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -53,6 +54,12 @@ def assert_one_line_error(done: subprocess.CompletedProcess[str], *words: str) -
     for word in words:
         assert word.lower() in line.lower(), f"{word!r} not in {line!r}"
     return line
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
