@@ -114,6 +114,7 @@ class Registry:
     def execute(self, command: c.Command, *, idempotency_key: str | None = None,
                 run_id: str | None = None) -> Outcome:
         """Decide and append one command; the lower-level door the named methods below go through."""
+        self.projection.ensure_current()  # a long lag is folded page by page, not under this command's lock
         return execute(self.recorder, self.projection, command, self._meta(run_id), idempotency_key=idempotency_key)
 
     def _produced(self, outcome: Outcome) -> VersionRecord:
@@ -205,6 +206,7 @@ class Registry:
         if not self.embedded:
             outcome = self.execute(build({"source": source}), idempotency_key=idempotency_key, run_id=run_id)
             return self._finish(outcome, wait, timeout, progress)
+        self.projection.ensure_current()
         for _ in range(3):
             facts = ingest_artifact(self.config.artifacts, source, progress=progress)
             try:
@@ -338,6 +340,7 @@ class Registry:
         now = time.time()
         cutoff = datetime.fromtimestamp(now - grace_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         meta = self._meta()
+        self.projection.ensure_current()
         with self.recorder.write() as tx:
             self.projection.catch_up(tx)
             plans = purge_plan(tx.connection, cutoff)
@@ -430,6 +433,7 @@ class Registry:
         restore_id = str(uuid.uuid4())
         meta = self._meta() | {"restore": {"id": restore_id, "as_of": position}}
         past = self._catalog.at(position)
+        self.projection.ensure_current()
         with self.recorder.write() as tx:
             self.projection.catch_up(tx)
             names = [name] if name is not None else [m.name for m in self._catalog.list(include_deleted=True)]

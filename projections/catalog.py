@@ -48,14 +48,15 @@ class CatalogProjection:
             if schema.stored_version(tx.connection) != schema.VERSION:
                 schema.drop(tx.connection)
                 schema.create(tx.connection)
-                self.catch_up(tx)
+        self.ensure_current()
 
-    def catch_up(self, tx: Transaction) -> int:
+    def catch_up(self, tx: Transaction, limit: int | None = None) -> int:
+        """Fold the events after the checkpoint (at most ``limit`` of them) into the catalog."""
         conn = tx.connection
         position = checkpoint(conn)
-        head = tx.head()
+        head = tx.head() if limit is None else min(tx.head(), position + limit)
         while position < head:
-            page = list(tx.read(since=position, limit=PAGE))
+            page = list(tx.read(since=position, limit=min(PAGE, head - position)))
             if not page:
                 break
             position = apply_events(conn, page, start=position)
@@ -72,10 +73,11 @@ class CatalogProjection:
         return self.recorder.head() - checkpoint(conn)
 
     def ensure_current(self) -> None:
-        """Apply whatever the log holds beyond the checkpoint (cheap when there is nothing to do)."""
-        if self.lag() > 0:
+        """Apply whatever the log holds beyond the checkpoint (cheap when there is nothing to do). A long
+        lag (a bulk import) is folded in one commit per page, so other writers never wait for all of it."""
+        while self.lag() > 0:
             with self.recorder.write() as tx:
-                self.catch_up(tx)
+                self.catch_up(tx, limit=PAGE)
 
     def rebuild(self) -> int:
         """Drop every catalog table and replay the whole log, atomically; returns the events applied."""

@@ -132,11 +132,12 @@ class PastCatalog:
 
     # -- many things -------------------------------------------------------------------------------
     def _models(self, conn: sqlite3.Connection) -> Iterator[tuple[tuple[Any, ...], dict[str, int]]]:
+        # Read lazily: a caller with a limit stops after the models it needs.
         rows = conn.execute(
             "SELECT m.name, (SELECT state FROM model_states s WHERE s.name = m.name AND s.position <= ?"
             " ORDER BY s.position DESC LIMIT 1) FROM models m ORDER BY m.name",
             (self.position,),
-        ).fetchall()
+        )
         for name, state in rows:
             if state is not None:
                 yield model_row_at(name, state)

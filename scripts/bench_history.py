@@ -309,7 +309,7 @@ def bench_history(tmp: str, quick: bool) -> list[Row]:
             b = builds[n]
             log(f"history: {b['events']:,} events, {b['versions']:,} versions: generated in {b['gen_s']:.1f} s, "
                 f"appended in {b['append_s']:.1f} s, catalog catch-up {b['catch_up_s']:.1f} s")
-        big, small = builds[total], builds[SMALL_EVENTS]
+        big = builds[total]
         db_big = os.path.join(homes[total], "registry.db")
 
         log(f"history: raw read of the {big['events']:,}-event log (baseline of whole-log work)")
