@@ -300,7 +300,7 @@ class Registry:
                 context.wait_notified(self.config.db_path, version.name, version.version, min(left, 0.5))
             else:
                 time.sleep(min(delay, left))
-                delay = min(delay * 2, 0.1)
+                delay = min(delay * 2, 0.02)  # a poll is a few indexed reads: keep latency low
 
     def sweep(self, older_than: float = 0.0) -> int:
         """Re-send the ingest job of every version whose outcome is missing (a lost message, a broker

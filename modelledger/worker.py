@@ -31,7 +31,7 @@ def _serve(config: Config, threads: int, stop: Any, sweep_interval: float | None
         if reg.embedded:
             raise ValidationError("mledger worker serves a Redis broker: set MLEDGER_BROKER=redis://host:port/db")
         reg.broker.emit_after("process_boot")
-        worker = dramatiq.Worker(reg.broker, worker_threads=threads, worker_timeout=500)
+        worker = dramatiq.Worker(reg.broker, worker_threads=threads, worker_timeout=100)
         worker.start()
         try:
             first = True
