@@ -1,0 +1,134 @@
+"""A late duplicate of an ingest job (Redis broker, private redis-server, ``mledger worker``).
+
+Duplicates of a version's job are normal: the sweep re-sends every version pending for longer than its
+interval (so during an S3 outage several retry chains run for one version), and dramatiq redelivers the
+message of a killed worker. The actor is idempotent per *request position*. But ``mledger retry`` makes a
+new request (``ArtifactRequested``, a new position) for the same version — so a duplicate of the *old*
+request that arrives after the retry is not recognised as done:
+
+- with the source readable, it appends a second ``ArtifactStored`` for a version that is already ready;
+- with the source gone (pipelines clean up), it appends ``ArtifactFailed`` and flips a ready version,
+  whose blob is in the store, to ``failed``.
+
+Each case is set up deterministically: the version first fails for real through the worker (its source is
+removed before the worker starts), is retried to ``ready``, and then the original job is sent once more —
+what the sweep or a redelivery would do.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from reliability_support import Worker, child_env, events, run_cli, sha256_file, wait_for
+
+
+def _failed_then_retried(reg, private_redis, tmp_path: Path, name: str) -> tuple[int, Path, Worker, Counter[str]]:
+    """``name@1`` failed through the worker (source missing), then retried to ready; returns (position of
+    the original request, source, running worker, the artifact outcomes recorded before the retry).
+
+    Between the failure and the retry the first worker is stopped and the private broker emptied, so the
+    only late duplicate the test sees is the one it sends itself."""
+    import redis
+
+    src = tmp_path / f"{name}.bin"
+    src.write_bytes(f"bytes of {name}\n".encode() * 1000)
+    v = reg.register(name, artifact=str(src), wait=False)
+    position = reg.catalog().pending_positions()[-1]
+    assert reg.recorder.event_at(position).data["name"] == name
+    hidden = src.with_suffix(".away")
+    src.rename(hidden)
+    env = child_env(reg.config.home, MLEDGER_BROKER=private_redis.url)
+    first = Worker(env, tmp_path / f"worker-{name}.log", "--threads", "1", "--sweep-interval", "60")
+    try:
+        wait_for(lambda: reg.get(v.ref).status != "pending", 60, f"{v.ref} to fail ({first.tail()})",
+                 interval=0.05)
+        assert reg.get(v.ref).status == "failed"
+        # The queued job and the start-up sweep's re-send of it: let both run before going on.
+        try:
+            wait_for(lambda: _outcomes(reg.config.home, name)["ArtifactFailed"] > 1, 3, "a second failure")
+        except AssertionError:
+            pass
+    finally:
+        first.stop()
+    redis.Redis.from_url(private_redis.url).flushdb()
+    before_retry = _outcomes(reg.config.home, name)
+    hidden.rename(src)
+    worker = Worker(env, tmp_path / f"worker-{name}.log", "--threads", "1", "--sweep-interval", "60")
+    done = run_cli(env, "retry", v.ref, "--json", "--timeout", "60")
+    assert done.returncode == 0, done.stderr
+    assert reg.get(v.ref).status == "ready"
+    return position, src, worker, before_retry
+
+
+def _outcomes(home: Path, name: str) -> Counter[str]:
+    return Counter(e["type"] for e in events(home / "registry.db")
+                   if e["type"].startswith("Artifact") and e["data"]["name"] == name)
+
+
+@pytest.mark.redis
+@pytest.mark.xfail(strict=True, reason="BUG: workers/actors.py ingest_version is idempotent per request position "
+                   "only; a late duplicate of the original job after `mledger retry` appends a second "
+                   "ArtifactStored for a ready version")
+def test_late_duplicate_job_after_retry_appends_nothing(private_redis, tmp_path: Path, figures) -> None:
+    from modelledger import Registry
+    from workers import actors
+
+    home = tmp_path / "home"
+    with Registry.open(home, broker=private_redis.url, actor="reliability@test") as reg:
+        position, src, worker, _ = _failed_then_retried(reg, private_redis, tmp_path, "dup")
+        try:
+            before = reg.head()
+            figures.add("stale jobs: late duplicates sent", 1)
+            actors.ingest.send(position, reg.registry_id)  # what a sweep re-send or a redelivery does
+            try:
+                wait_for(lambda: reg.head() > before, 5, "the duplicate", interval=0.05)
+            except AssertionError:
+                pass  # nothing appended within 5 s: the expected behaviour
+        finally:
+            worker.stop()
+        assert reg.get("dup@1").artifact["digest"] == sha256_file(src)
+        assert _outcomes(home, "dup")["ArtifactStored"] == 1, _outcomes(home, "dup")
+
+
+@pytest.mark.redis
+@pytest.mark.xfail(strict=True, reason="BUG: workers/actors.py _record_failure appends ArtifactFailed without "
+                   "checking the version is still pending: a late duplicate of the original job after `mledger "
+                   "retry` flips a ready version (blob stored) to failed once its source is gone")
+def test_late_duplicate_job_cannot_fail_a_ready_version(private_redis, tmp_path: Path, figures) -> None:
+    from modelledger import Registry
+    from workers import actors
+
+    home = tmp_path / "home"
+    with Registry.open(home, broker=private_redis.url, actor="reliability@test") as reg:
+        position, src, worker, _ = _failed_then_retried(reg, private_redis, tmp_path, "flip")
+        try:
+            digest = reg.get("flip@1").artifact["digest"]
+            src.unlink()  # the pipeline cleaned up after a successful registration
+            before = reg.head()
+            figures.add("stale jobs: late duplicates sent", 1)
+            actors.ingest.send(position, reg.registry_id)
+            try:
+                wait_for(lambda: reg.head() > before, 5, "the duplicate", interval=0.05)
+            except AssertionError:
+                pass  # nothing appended within 5 s: the expected behaviour
+        finally:
+            worker.stop()
+        assert reg.store().exists(digest)
+        version = reg.get("flip@1")
+        assert version.status == "ready", f"a ready version became {version.status}: {version.artifact.get('error')}"
+
+
+@pytest.mark.redis
+@pytest.mark.xfail(strict=True, reason="BUG: workers/actors.py failed_key includes the message id, so every "
+                   "duplicate job of one request (the queued message + the worker's start-up sweep re-send) "
+                   "appends its own ArtifactFailed for the same version")
+def test_one_failure_outcome_per_request(private_redis, tmp_path: Path) -> None:
+    from modelledger import Registry
+
+    home = tmp_path / "home"
+    with Registry.open(home, broker=private_redis.url, actor="reliability@test") as reg:
+        _, _, worker, before_retry = _failed_then_retried(reg, private_redis, tmp_path, "twice")
+        worker.stop()
+    assert before_retry["ArtifactFailed"] == 1, before_retry
