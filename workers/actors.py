@@ -47,18 +47,13 @@ def stored_key(position: int) -> str:
     return f"artifact-stored:#{position}"
 
 
-def failed_key(position: int, message_id: str) -> str:
-    return f"artifact-failed:#{position}:{message_id}"
+def failed_key(position: int) -> str:
+    return f"artifact-failed:#{position}"
 
 
 def _retries_so_far() -> int:
     message = CurrentMessage.get_current_message()
     return int(message.options.get("retries", 0)) if message is not None else 0
-
-
-def _message_id() -> str:
-    message = CurrentMessage.get_current_message()
-    return message.message_id if message is not None else "direct"
 
 
 def _stored_event(created: StoredEvent, artifact: dict[str, Any]) -> NewEvent:
@@ -93,7 +88,7 @@ def ingest_version(position: int, registry: str | None = None) -> str:
         artifact = created.data.get("artifact") or {}
     key = stored_key(position)
     with rec.write() as tx:
-        if tx.idempotent_result(key, None) is not None:
+        if tx.idempotent_result(key, None) is not None or not _still_pending(ctx, tx, created):
             context.notify(ctx.db_path, created.data['name'], number)
             return "already"
     if artifact.get("digest"):
@@ -132,7 +127,7 @@ def _ingest_once(ctx: context.WorkerContext, rec: Any, created: StoredEvent, art
         raise ArtifactError(f"ingest of {created.data['name']}@{number} failed: {exc}") from exc
     store = BlobStore(ctx.artifacts)
     with rec.write() as tx:
-        if tx.idempotent_result(key, None) is not None:
+        if tx.idempotent_result(key, None) is not None or not _still_pending(ctx, tx, created):
             outcome = "already"
         elif not all(store.exists(d) for d in _blobs(facts)):
             # gc removed a blob we deduplicated against, between our copy and this commit (gc deletes
@@ -143,6 +138,16 @@ def _ingest_once(ctx: context.WorkerContext, rec: Any, created: StoredEvent, art
             outcome = "stored"
     context.notify(ctx.db_path, created.data['name'], number)
     return outcome
+
+
+def _still_pending(ctx: context.WorkerContext, tx: Transaction, created: StoredEvent) -> bool:
+    """Is the version still waiting for its bytes? A late or duplicate job — its version since stored by
+    another request, or failed and retried — must not record a second outcome."""
+    if ctx.read_model is None:
+        return True
+    ctx.read_model.catch_up(tx)
+    version = ctx.read_model.view(tx).version(created.data["name"], created.data["version"])
+    return version is not None and version.status == "pending"
 
 
 def _blobs(facts: dict[str, Any]) -> set[str]:
@@ -161,12 +166,11 @@ def _record_failure(ctx: context.WorkerContext, created: StoredEvent, reason: st
     rec = ctx.recorder
     stream, number = created.stream, created.data["version"]
     with rec.write() as tx:
-        if tx.idempotent_result(stored_key(created.position), None) is None:
-            meta = _meta(created)
+        key = failed_key(created.position)
+        if (tx.idempotent_result(stored_key(created.position), None) is None
+                and tx.idempotent_result(key, None) is None and _still_pending(ctx, tx, created)):
             data = {"name": created.data["name"], "version": number, "reason": reason[:1000]}
-            key = failed_key(created.position, _message_id())
-            if tx.idempotent_result(key, None) is None:
-                _append(ctx, tx, NewEvent(stream, "ArtifactFailed", data, meta), key)
+            _append(ctx, tx, NewEvent(stream, "ArtifactFailed", data, _meta(created)), key)
     context.notify(ctx.db_path, created.data['name'], created.data['version'])
 
 
