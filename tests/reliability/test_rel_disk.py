@@ -6,7 +6,7 @@ registry home, and small tmpfs mounts that fill up (skipped with the reason wher
 - Read-only home: every command (write or read) fails with one line; the registry seen read-write
   afterwards is exactly what it was (same head, chain verifies, audit passes). The line should say that
   the home is read-only — today it says "unable to open database file" (strict xfail).
-- Disk full, artifact store: the home (and its default artifact store) on a 3 MiB tmpfs, registering new
+- Disk full, artifact store: the artifact store (MLEDGER_ARTIFACTS) on a 3 MiB tmpfs, registering new
   256 KiB artifacts until the disk is full: the command fails with one line, no temp file or partial blob
   is left, the log verifies; after the tmpfs is grown, the catalog equals a rebuild and registering works.
 - Disk full, database: the home on a 2 MiB tmpfs, the artifacts elsewhere, registering with ~100 KiB of
@@ -101,8 +101,9 @@ def _after_space_freed(home: Path, art: Path, figures, artifacts: str | None = N
 
 @pytest.mark.slow
 def test_artifact_store_fills_up(tmp_path: Path, tmpfs, figures) -> None:
-    home = tmpfs("full-home", "3m")
-    env = child_env(home)
+    store = tmpfs("full-store", "3m")
+    home = tmp_path / "home"
+    env = child_env(home, MLEDGER_ARTIFACTS=str(store))
     src = tmp_path / "src"
     src.mkdir()
     failure = None
@@ -122,12 +123,12 @@ def test_artifact_store_fills_up(tmp_path: Path, tmpfs, figures) -> None:
 
     db = home / "registry.db"
     figures.add("disk: events verified after disk full", verify_log(db))
-    assert not temp_files(home / "artifacts"), "a failed blob write left its temp file"
-    assert_store_sound(home / "artifacts")
+    assert not temp_files(store), "a failed blob write left its temp file"
+    assert_store_sound(store)
     registered = [r for r in raw_rows(db) if r[3] == "VersionRegistered"]
     assert len(registered) == i, "the failed registration appended something"
-    _grow(home, "64m")
-    _after_space_freed(home, src / "w0.bin", figures)
+    _grow(store, "64m")
+    _after_space_freed(home, src / "w0.bin", figures, artifacts=str(store))
 
 
 @pytest.mark.slow
