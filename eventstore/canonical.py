@@ -14,14 +14,29 @@ from typing import Any
 GENESIS_HASH = "0" * 64
 
 
-# One encoder, built once: json.dumps(**options) would build a new one on every call (measurably slow on the
-# append path, which encodes every event's data and meta).
-_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-_encode_string = json.encoder.encode_basestring  # the exact quoting the encoder above uses for str
+_encode_string = json.encoder.encode_basestring  # the exact quoting json uses for str with ensure_ascii=False
 
 
-def canonical_json(value: Any) -> str:
-    return _ENCODER.encode(value)
+def _not_json(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _python_canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+# The append path encodes every event's data: use json's C encoder, built once (json.dumps builds a new one
+# on every call), with exactly json.dumps' canonical options. Output is byte-identical (a test pins it).
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+if _c_make_encoder is not None:
+    _C_ENCODE = _c_make_encoder(None, _not_json, _encode_string, None, ":", ",", True, False, False)
+
+    def canonical_json(value: Any) -> str:
+        if isinstance(value, str):
+            return _encode_string(value)
+        return "".join(_C_ENCODE(value, 0))
+else:  # pragma: no cover - interpreters without the C accelerator
+    canonical_json = _python_canonical
 
 
 def canonical_bytes(value: Any) -> bytes:
@@ -50,8 +65,12 @@ def envelope_for_hash(
     }
 
 
-def _j(value: str) -> str:
+def quote_string(value: str) -> str:
+    """A str as canonical JSON."""
     return _encode_string(value)
+
+
+_j = quote_string
 
 
 def envelope_json(
