@@ -88,25 +88,9 @@ class RetryArtifact:
     ref: str
 
 
-@dataclass(frozen=True)
-class RecordArtifactStored:
-    """A worker's outcome: the version's artifact is in the store."""
-
-    name: str
-    version: int
-    artifact: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class RecordArtifactFailed:
-    name: str
-    version: int
-    reason: str
-
-
 Command = (
     Register | Update | Tag | Untag | RecordMetrics | AssignAlias | RemoveAlias | RollbackAlias | Delete
-    | Undelete | RetryArtifact | RecordArtifactStored | RecordArtifactFailed
+    | Undelete | RetryArtifact
 )
 
 

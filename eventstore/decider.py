@@ -34,7 +34,7 @@ REASON_MAX = 1_000
 @dataclass(frozen=True)
 class Decision:
     stream: str
-    expected: int
+    expected: int | None  # the stream version decided against (None: a new model, no check)
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     name: str = ""
     version: int | None = None  # the version the command produced or acted on
@@ -128,9 +128,11 @@ def decide_register(cmd: c.Register, view: StateView) -> Decision:
     artifact = _artifact(cmd.artifact)
     model = view.model(name)
     events: list[tuple[str, dict[str, Any]]] = []
+    expected: int | None
     if model is None:
         events.append(("ModelRegistered", {"name": name, "description": description, "tags": {}}))
-        number, expected = 1, 0
+        # No expected version: the stream may hold imported events the catalog could not place.
+        number, expected = 1, None
     else:
         if model.deleted:
             raise ConflictError(f"model {name!r} is deleted (undelete it first)")
@@ -349,24 +351,6 @@ def decide_retry(cmd: c.RetryArtifact, view: StateView) -> Decision:
     return Decision(stream_for(model.name), model.stream_version, events, model.name, version.version)
 
 
-def decide_artifact_stored(cmd: c.RecordArtifactStored, view: StateView) -> Decision:
-    model, version = resolve(view, Ref(validate_name(cmd.name), version=cmd.version), allow_deleted=True)
-    events = []
-    # A redelivered ingest finds the outcome already recorded and appends nothing.
-    if not (version.status == "ready" and version.artifact.get("digest") == cmd.artifact.get("digest")):
-        events.append(("ArtifactStored", _stored_artifact_event(model.name, version.version, cmd.artifact)))
-    return Decision(stream_for(model.name), model.stream_version, events, model.name, version.version)
-
-
-def decide_artifact_failed(cmd: c.RecordArtifactFailed, view: StateView) -> Decision:
-    model, version = resolve(view, Ref(validate_name(cmd.name), version=cmd.version), allow_deleted=True)
-    events = []
-    if version.status == "pending":
-        events.append(("ArtifactFailed", {"name": model.name, "version": version.version,
-                                          "reason": _text(cmd.reason, "reason", REASON_MAX)}))
-    return Decision(stream_for(model.name), model.stream_version, events, model.name, version.version)
-
-
 _DECIDERS = {
     c.Register: decide_register,
     c.Update: decide_update,
@@ -379,8 +363,6 @@ _DECIDERS = {
     c.Delete: decide_delete,
     c.Undelete: decide_undelete,
     c.RetryArtifact: decide_retry,
-    c.RecordArtifactStored: decide_artifact_stored,
-    c.RecordArtifactFailed: decide_artifact_failed,
 }
 
 

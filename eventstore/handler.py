@@ -94,7 +94,8 @@ def execute(
                 if not decision.events:
                     return Outcome([], decision.name, decision.version)
                 new = [NewEvent(decision.stream, t, d, event_meta) for t, d in decision.events]
-                stored = tx.append(new, expected={decision.stream: decision.expected},
+                expected = None if decision.expected is None else {decision.stream: decision.expected}
+                stored = tx.append(new, expected=expected,
                                    idempotency_key=idempotency_key, fingerprint=fp)
                 read_model.apply(tx, stored)
                 return Outcome(stored, decision.name, decision.version)

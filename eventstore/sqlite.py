@@ -99,6 +99,13 @@ def translate(exc: sqlite3.Error) -> StoreError:
     return StoreError(f"registry database error: {text}")
 
 
+def _read_only(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY) or not os.access(folder, os.W_OK)
+    except OSError:
+        return False
+
+
 class SQLiteTransaction(Transaction):
     def __init__(self, connection: sqlite3.Connection) -> None:
         self.connection = connection
@@ -250,6 +257,8 @@ class SQLiteRecorder(Recorder):
                 conn.execute(f"PRAGMA synchronous = {self.synchronous}")
                 conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
             except sqlite3.Error as exc:
+                if _read_only(self.path.parent):
+                    raise StoreError(f"the registry folder {self.path.parent} is read-only") from None
                 raise translate(exc) from None
             self._local.conn = conn
             with self._lock:

@@ -64,6 +64,17 @@ def pairs(items: Sequence[str], what: str) -> dict[str, str]:
     return out
 
 
+def count_arg(text: str) -> int:
+    """A whole number from 0 that SQLite can hold (argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 0 <= value < 2**62:
+        raise argparse.ArgumentTypeError(f"out of range: {text}")
+    return value
+
+
 def metric_pairs(items: Sequence[str]) -> dict[str, float]:
     return {k: parse_number(v, f"metric {k!r}") for k, v in pairs(items, "metric").items()}
 
@@ -408,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--file", metavar="NAME", help="models with an artifact file of this name or path")
     p.add_argument("--alias", metavar="ALIAS")
     p.add_argument("--deleted", action="store_true", help="include deleted models")
-    p.add_argument("--limit", type=int)
+    p.add_argument("--limit", type=count_arg)
     as_of(p)
     p = add("show", cmd_show, "show a model (NAME) or a version (NAME@N, NAME@alias)")
     p.add_argument("ref")
@@ -439,7 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify-export", metavar="FILE", help="verify a bundle, without any registry")
     p.add_argument("--expected-hash", metavar="H", help="with --verify-export: the final hash you trust")
     p = add("log", cmd_log, "the event log (JSON Lines with --json)")
-    p.add_argument("--since", type=int, default=0, metavar="N", help="events after position N")
+    p.add_argument("--since", type=count_arg, default=0, metavar="N", help="events after position N")
     p.add_argument("--follow", action="store_true", help="keep printing new events")
     p.add_argument("--interval", type=float, default=0.5, help=argparse.SUPPRESS)
 
@@ -471,7 +482,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a one-line usage error already printed
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         if args.fn in (cmd_demo, cmd_worker, cmd_audit):
             return args.fn(None, args)

@@ -20,6 +20,7 @@ from eventstore.errors import ArtifactError, ModelLedgerError, PurgedError, Stor
 from eventstore.events import ARTIFACT_REQUESTS, VERSION_CREATING, NewEvent, StoredEvent, stream_for
 from eventstore.handler import Outcome, execute, first_result
 from eventstore.names import parse_ref, validate_name
+from eventstore.schemas import check_event
 from eventstore.sqlite import SQLiteRecorder
 from projections.audit import AuditReport, ExportSummary, verify_export
 from projections.audit import audit as audit_log
@@ -461,7 +462,10 @@ class Registry:
 
     def append_batch(self, events: Sequence[NewEvent]) -> list[StoredEvent]:
         """Append prepared events as one atomic batch, bypassing the decider (imports, migrations,
-        benchmarks). The catalog folds them in on the next read."""
+        benchmarks). Each event must have its type's shape (``ValidationError`` otherwise, nothing
+        appended); the catalog folds them in on the next read."""
+        for event in events:
+            check_event(event)
         return self.recorder.append(events)
 
     # -- reading -----------------------------------------------------------------------------------

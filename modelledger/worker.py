@@ -42,7 +42,6 @@ def _serve(config: Config, threads: int, stop: Any, sweep_interval: float | None
                 stop.wait(sweep_interval or 1.0)
         finally:
             worker.stop(timeout=10_000)
-            reg.broker.emit_before("process_stop")
 
 
 def _sweep_once(reg: Registry, older_than: float) -> None:

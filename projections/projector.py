@@ -3,6 +3,10 @@
 ``apply`` runs inside the caller's write transaction and moves the checkpoint in the same transaction as
 the rows, so a crash can neither apply an event twice nor skip one. Each event touches a handful of rows
 by primary key: the cost of applying an event does not depend on how long the model's history is.
+
+The fold is total: an event about a model or version the catalog does not have (possible only for events
+imported through ``append_batch``, which checks shapes but not history) changes nothing, the same way on
+every replay — so no imported event can stop the catalog from following the log.
 """
 
 from __future__ import annotations
@@ -41,11 +45,9 @@ def _actor(event: StoredEvent) -> str:
     return str(event.meta.get("actor", ""))
 
 
-def _load(conn: sqlite3.Connection, sql: str, params: tuple) -> dict[str, Any]:
+def _load(conn: sqlite3.Connection, sql: str, params: tuple) -> dict[str, Any] | None:
     row = conn.execute(sql, params).fetchone()
-    if row is None:
-        raise StoreError(f"projection out of step with the log ({sql} {params})")
-    return json.loads(row[0])
+    return json.loads(row[0]) if row is not None else None
 
 
 def _refresh_latest(conn: sqlite3.Connection, name: str) -> None:
@@ -81,13 +83,14 @@ def _write_tags(conn: sqlite3.Connection, name: str, version: int, tags: dict[st
 def on_model_registered(conn: sqlite3.Connection, e: StoredEvent) -> None:
     d = e.data
     tags = d.get("tags") or {}
-    conn.execute(
-        "INSERT INTO models (name, stream_version, description, tags, tag_text, deleted, latest, last_version,"
-        " created_at, created_by, updated_at) VALUES (?, ?, ?, ?, ?, 0, NULL, 0, ?, ?, ?)",
+    cur = conn.execute(
+        "INSERT OR IGNORE INTO models (name, stream_version, description, tags, tag_text, deleted, latest,"
+        " last_version, created_at, created_by, updated_at) VALUES (?, ?, ?, ?, ?, 0, NULL, 0, ?, ?, ?)",
         (d["name"], e.version, d.get("description", ""), canonical_json(tags), tag_text(tags), e.recorded_at,
          _actor(e), e.recorded_at),
     )
-    _write_tags(conn, d["name"], 0, tags)
+    if cur.rowcount:
+        _write_tags(conn, d["name"], 0, tags)
 
 
 def on_version_created(conn: sqlite3.Connection, e: StoredEvent) -> None:
@@ -95,8 +98,11 @@ def on_version_created(conn: sqlite3.Connection, e: StoredEvent) -> None:
     name, number = d["name"], d["version"]
     tags = d.get("tags") or {}
     artifact = d.get("artifact") or {}
-    conn.execute(
-        "INSERT INTO versions (name, version, parent, status, deleted, description, params, structure, optimizer,"
+    if conn.execute("SELECT 1 FROM models WHERE name = ?", (name,)).fetchone() is None:
+        return  # a version of a model the log never registered
+    cur = conn.execute(
+        "INSERT OR IGNORE INTO versions (name, version, parent, status, deleted, description, params, structure,"
+        " optimizer,"
         " tags, tag_text, metrics, artifact, created_at, created_by, position, requested_at)"
         " VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, '{}', ?, ?, ?, ?, ?)",
         (name, number, d.get("parent"), d.get("status", "pending"), d.get("description", ""),
@@ -104,6 +110,8 @@ def on_version_created(conn: sqlite3.Connection, e: StoredEvent) -> None:
          canonical_json(d.get("optimizer") or {}), canonical_json(tags), tag_text(tags), canonical_json(artifact),
          e.recorded_at, _actor(e), e.position, e.position),
     )
+    if not cur.rowcount:
+        return  # that version number exists already: the first one stands
     _write_tags(conn, name, number, tags)
     _write_files(conn, name, number, artifact)
     conn.execute(
@@ -118,6 +126,8 @@ _STORED_KEYS = ("digest", "size", "kind", "format", "files", "unsafe", "imports"
 def on_artifact_stored(conn: sqlite3.Connection, e: StoredEvent) -> None:
     d = e.data
     artifact = _load(conn, "SELECT artifact FROM versions WHERE name = ? AND version = ?", (d["name"], d["version"]))
+    if artifact is None:
+        return
     artifact.pop("error", None)
     artifact.update({k: d[k] for k in _STORED_KEYS if k in d})
     # What the file's header says (e.g. safetensors tensors) stays in the artifact record: a version's own
@@ -132,6 +142,8 @@ def on_artifact_stored(conn: sqlite3.Connection, e: StoredEvent) -> None:
 def on_artifact_failed(conn: sqlite3.Connection, e: StoredEvent) -> None:
     d = e.data
     artifact = _load(conn, "SELECT artifact FROM versions WHERE name = ? AND version = ?", (d["name"], d["version"]))
+    if artifact is None:
+        return
     artifact["error"] = d.get("reason", "")
     conn.execute("UPDATE versions SET status = 'failed', artifact = ? WHERE name = ? AND version = ?",
                  (canonical_json(artifact), d["name"], d["version"]))
@@ -151,6 +163,8 @@ def on_artifact_requested(conn: sqlite3.Connection, e: StoredEvent) -> None:
 def on_metrics(conn: sqlite3.Connection, e: StoredEvent) -> None:
     d = e.data
     metrics = _load(conn, "SELECT metrics FROM versions WHERE name = ? AND version = ?", (d["name"], d["version"]))
+    if metrics is None:
+        return
     if d.get("replace"):
         # A restore puts back exactly the metrics a version had.
         metrics = {}
@@ -169,12 +183,16 @@ def _change_tags(conn: sqlite3.Connection, e: StoredEvent, change: Callable[[dic
     d = e.data
     if d.get("version") is None:
         tags = _load(conn, "SELECT tags FROM models WHERE name = ?", (d["name"],))
+        if tags is None:
+            return
         change(tags)
         conn.execute("UPDATE models SET tags = ?, tag_text = ? WHERE name = ?",
                      (canonical_json(tags), tag_text(tags), d["name"]))
         _write_tags(conn, d["name"], 0, tags)
     else:
         tags = _load(conn, "SELECT tags FROM versions WHERE name = ? AND version = ?", (d["name"], d["version"]))
+        if tags is None:
+            return
         change(tags)
         conn.execute("UPDATE versions SET tags = ?, tag_text = ? WHERE name = ? AND version = ?",
                      (canonical_json(tags), tag_text(tags), d["name"], d["version"]))
@@ -196,6 +214,8 @@ def on_untagged(conn: sqlite3.Connection, e: StoredEvent) -> None:
 def on_alias_assigned(conn: sqlite3.Connection, e: StoredEvent) -> None:
     d = e.data
     name, alias, number = d["name"], d["alias"], d["version"]
+    if conn.execute("SELECT 1 FROM versions WHERE name = ? AND version = ?", (name, number)).fetchone() is None:
+        return  # an alias can only point at a version the catalog has
     conn.execute(
         "INSERT INTO aliases (name, alias, version) VALUES (?, ?, ?)"
         " ON CONFLICT (name, alias) DO UPDATE SET version = excluded.version",
@@ -290,12 +310,17 @@ def apply_events(conn: sqlite3.Connection, events: Iterable[StoredEvent], *, sta
         if e.position != position + 1:
             raise StoreError(f"projection gap: at {position}, next event is {e.position}")
         handler = HANDLERS.get(e.type)
-        if handler is not None:
-            handler(conn, e)
+        try:
+            if handler is not None:
+                handler(conn, e)
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError, sqlite3.InterfaceError,
+                sqlite3.ProgrammingError) as exc:
+            # Only a malformed stored event gets here (append_batch checks shapes): say which.
+            raise StoreError(f"the catalog cannot apply event #{e.position} ({e.type}): "
+                             f"{type(exc).__name__}: {exc}") from None
         name = e.data.get("name")
-        if e.type != "ModelRegistered":
-            conn.execute("UPDATE models SET stream_version = ?, updated_at = ? WHERE name = ?",
-                         (e.version, e.recorded_at, name))
+        conn.execute("UPDATE models SET stream_version = ?, updated_at = ? WHERE name = ?",
+                     (e.version, e.recorded_at, name))
         _snapshot(conn, e.position, name, e.data.get("version"))
         position = e.position
     _set_checkpoint(conn, position)

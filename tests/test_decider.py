@@ -356,7 +356,7 @@ def test_update_with_the_same_idempotency_key_appends_once(reg, artifact):
 
 def test_decide_register_on_an_empty_state():
     decision = decide(c.Register("m", {"source": "/x"}, params={"a": 1}), _Empty())
-    assert decision.stream == "model-m" and decision.expected == 0 and decision.version == 1
+    assert decision.stream == "model-m" and decision.expected is None and decision.version == 1
     assert [t for t, _ in decision.events] == ["ModelRegistered", "VersionRegistered"]
     assert decision.events[1][1]["status"] == "pending"
 

@@ -73,9 +73,6 @@ def test_read_only_home_one_line_errors_and_no_change(read_only_home, figures) -
         assert reg.audit().ok
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: eventstore/sqlite.py SQLiteRecorder.connection()/translate(): on a "
-                   "read-only home SQLite says 'unable to open database file' and the CLI prints "
-                   "'registry database error: unable to open database file' — nothing says read-only")
 def test_read_only_home_error_says_read_only(read_only_home) -> None:
     _, view, _ = read_only_home
     line = assert_one_line_error(run_cli(child_env(view), "tag", "m", "a=b"))
