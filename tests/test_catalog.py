@@ -288,3 +288,38 @@ def test_projections_rebuild_from_the_cli_gives_an_identical_catalog(populated, 
     doc = json.loads(out)
     assert doc["identical"] is True and doc["digest"] == before and doc["position"] == populated.head()
     assert populated.catalog().digest() == before
+
+
+def test_imported_events_about_unknown_models_change_nothing_and_block_nothing(reg, artifact):
+    """append_batch checks shapes, not history: an event about a model the log never registered folds to
+    nothing (the same on every replay), and the name stays usable."""
+    from eventstore.events import NewEvent
+
+    reg.append_batch([
+        NewEvent("model-ghost", "Tagged", {"name": "ghost", "version": None, "tags": {"k": "v"}}),
+        NewEvent("model-ghost", "VersionRegistered", {
+            "name": "ghost", "version": 7, "parent": None, "description": "", "params": {}, "structure": {},
+            "optimizer": {}, "tags": {}, "artifact": {"source": "/nowhere"}, "status": "pending"}),
+        NewEvent("model-ghost", "AliasAssigned", {"name": "ghost", "alias": "prod", "version": 7, "previous": None}),
+    ])
+    assert not reg.catalog().exists("ghost")
+    v = reg.register("ghost", artifact)
+    assert v.ref == "ghost@1" and v.status == "ready" and v.aliases == ()
+    assert reg.audit().ok
+
+
+def test_append_batch_refuses_a_malformed_event_and_appends_nothing(reg, artifact):
+    from eventstore.errors import ValidationError
+    from eventstore.events import NewEvent
+
+    reg.register("m", artifact)
+    head = reg.head()
+    bad = [
+        NewEvent("model-m", "Tagged", {"name": "m", "version": 1, "tags": {"ok": "yes"}}),
+        NewEvent("model-m", "MetricsRecorded", {"name": "m", "version": 1, "metrics": {"acc": "high"}}),
+    ]
+    with pytest.raises(ValidationError, match="metrics"):
+        reg.append_batch(bad)
+    with pytest.raises(ValidationError, match="stream"):
+        reg.append_batch([NewEvent("model-other", "Tagged", {"name": "m", "version": None, "tags": {}})])
+    assert reg.head() == head
