@@ -110,3 +110,64 @@ def child_env():
 def mledger_argv() -> list[str]:
     """The argv prefix that runs the ``mledger`` console script."""
     return mledger_command()
+
+
+# -- services shared by the artifact and reliability suites (policy in tests/services.py) ----------------
+
+@pytest.fixture
+def redis_url():
+    """The real Redis at 127.0.0.1:6379, database 15, emptied before and after the test (FLUSHDB of db 15
+    only — never another database)."""
+    import socket
+
+    import redis
+    from services import REDIS_DB, REDIS_HOST, REDIS_PORT, REDIS_URL, unavailable
+
+    try:
+        with socket.create_connection((REDIS_HOST, REDIS_PORT), timeout=2):
+            pass
+        client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB, socket_connect_timeout=2,
+                             socket_timeout=10)
+        client.ping()
+    except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
+        unavailable(f"Redis at {REDIS_HOST}:{REDIS_PORT} ({type(exc).__name__}: {exc})")
+    client.flushdb()
+    try:
+        yield REDIS_URL
+    finally:
+        client.flushdb()
+        client.close()
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint():
+    """moto's S3 server on 127.0.0.1 (a free port), for one test module."""
+    import socket
+
+    from services import unavailable
+
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError as exc:
+        unavailable(f"moto server ({exc})")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    try:
+        server.start()
+        host, port = server.get_host_and_port()
+        with socket.create_connection((host, port), timeout=5):
+            pass
+    except Exception as exc:  # noqa: BLE001
+        unavailable(f"moto S3 server ({type(exc).__name__}: {exc})")
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _back_to_embedded():
+    """Some tests move every actor to a Redis or fakeredis broker; leave the process on the embedded default."""
+    yield
+    from workers import broker
+
+    broker.use("embedded")

@@ -10,10 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from services import REDIS_DB, REDIS_HOST, REDIS_PORT, REDIS_URL  # noqa: F401 - re-exported for the tests
+
 from eventstore.sqlite import SQLiteRecorder
 
-REDIS_HOST, REDIS_PORT, REDIS_DB = "127.0.0.1", 6379, 15
-REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_DB}"
 # Nothing listens here: the broker is "down".
 DEAD_REDIS_URL = f"redis://{REDIS_HOST}:6390/{REDIS_DB}"
 

@@ -21,9 +21,7 @@ from pathlib import Path
 
 import pytest
 from reliability_support import free_port
-
-REDIS_HOST, REDIS_PORT, REDIS_DB = "127.0.0.1", 6379, 15
-REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_DB}"
+from services import AWS_VARS, unavailable
 
 # -- figures -----------------------------------------------------------------------------------------------
 
@@ -54,52 +52,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # no
         terminalreporter.write_line(f"{name:<{width}}  {_FIGURES[name]:>10,}")
 
 
-# -- service policy ----------------------------------------------------------------------------------------
-
-def services_required() -> bool:
-    return os.environ.get("MLEDGER_REQUIRE_SERVICES") == "1" or os.environ.get("CI", "").lower() == "true"
-
-
-def unavailable(what: str) -> None:
-    if services_required():
-        pytest.fail(f"{what} is required (MLEDGER_REQUIRE_SERVICES=1 or CI=true) but not available")
-    pytest.skip(f"{what} not available")
-
-
-@pytest.fixture(autouse=True)
-def _back_to_embedded() -> Iterator[None]:
-    """Some tests move every actor to a Redis broker in this process; leave it on the embedded default."""
-    yield
-    from workers import broker
-
-    broker.use("embedded")
-
-
-# -- the real Redis (db 15 only) -------------------------------------------------------------------------
-
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    """The real Redis at 127.0.0.1:6379, database 15, emptied before and after the test (FLUSHDB of db 15
-    only — never another database)."""
-    import redis
-
-    try:
-        with socket.create_connection((REDIS_HOST, REDIS_PORT), timeout=2):
-            pass
-        client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB, socket_connect_timeout=2,
-                             socket_timeout=10)
-        client.ping()
-    except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
-        unavailable(f"Redis at {REDIS_HOST}:{REDIS_PORT} ({type(exc).__name__}: {exc})")
-    client.flushdb()
-    try:
-        yield REDIS_URL
-    finally:
-        client.flushdb()
-        client.close()
-
-
-# -- a private redis-server that tests may stop and start --------------------------------------------------
+# -- a private redis-server that can be stopped ----------------------------------------------------------
 
 class PrivateRedis:
     """``redis-server --port P --save '' --appendonly no`` as a child process: nothing persists, so a stop
@@ -163,30 +116,6 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
 
 # -- moto's S3 server ------------------------------------------------------------------------------------
 
-_AWS_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL_S3", "FSSPEC_S3_ENDPOINT_URL",
-             "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE", "AWS_SESSION_TOKEN")
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    try:
-        from moto.server import ThreadedMotoServer
-    except ImportError as exc:
-        unavailable(f"moto server ({exc})")
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    try:
-        server.start()
-        host, port = server.get_host_and_port()
-        with socket.create_connection((host, port), timeout=5):
-            pass
-    except Exception as exc:  # noqa: BLE001
-        unavailable(f"moto S3 server ({type(exc).__name__}: {exc})")
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
-
-
 @pytest.fixture
 def aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], dict[str, str]]]:
     """``aws_env(endpoint)``: set the AWS/fsspec variables of this process to ``endpoint`` (region left unset:
@@ -194,7 +123,7 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], dict[st
     is cleared around the test (an instance bound to another endpoint must not be reused)."""
     import s3fs
 
-    for var in _AWS_VARS:
+    for var in AWS_VARS:
         monkeypatch.delenv(var, raising=False)
     s3fs.S3FileSystem.clear_instance_cache()
 

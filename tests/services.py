@@ -1,0 +1,25 @@
+"""The services some tests need, and the policy when one is missing: the tests *fail* when
+``MLEDGER_REQUIRE_SERVICES=1`` or ``CI=true`` is set (CI must not pass by skipping), and skip otherwise (a
+newcomer's machine without Redis)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+REDIS_HOST, REDIS_PORT, REDIS_DB = "127.0.0.1", 6379, 15  # database 15 only; never another one
+REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_DB}"
+
+AWS_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL_S3", "FSSPEC_S3_ENDPOINT_URL",
+            "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE", "AWS_SESSION_TOKEN")
+
+
+def services_required() -> bool:
+    return os.environ.get("MLEDGER_REQUIRE_SERVICES") == "1" or os.environ.get("CI", "").lower() == "true"
+
+
+def unavailable(what: str) -> None:
+    if services_required():
+        pytest.fail(f"{what} is required (MLEDGER_REQUIRE_SERVICES=1 or CI=true) but not available")
+    pytest.skip(f"{what} not available")
