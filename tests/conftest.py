@@ -2,36 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def subprocess_env(home: Path | None = None, **extra: str) -> dict[str, str]:
-    """The environment for a child process: the working tree importable, the registry home explicit."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
-    env.setdefault("MLEDGER_ACTOR", "tester@test")
-    for var in ("MLEDGER_ARTIFACTS", "MLEDGER_BROKER", "MLEDGER_RUN_ID"):
-        env.pop(var, None)
-    if home is not None:
-        env["MLEDGER_HOME"] = str(home)
-    env.update(extra)
-    return env
-
-
-def mledger_command() -> list[str]:
-    """The installed ``mledger`` console script next to this interpreter; where the package is not installed
-    (a bare dev checkout), the same entry point the console script calls."""
-    exe = Path(sys.executable).parent / "mledger"
-    if exe.exists():
-        return [str(exe)]
-    return [sys.executable, "-c", "import sys; from modelledger.cli import main; sys.exit(main())"]
+from services import ROOT, mledger_command, subprocess_env  # noqa: F401 - shared with the suites
 
 
 @pytest.fixture

@@ -1,10 +1,13 @@
-"""The services some tests need, and the policy when one is missing: the tests *fail* when
+"""What several test suites share: child processes (environment, the CLI), the services some tests need,
+and the policy when one is missing: the tests *fail* when
 ``MLEDGER_REQUIRE_SERVICES=1`` or ``CI=true`` is set (CI must not pass by skipping), and skip otherwise (a
 newcomer's machine without Redis)."""
 
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -23,3 +26,28 @@ def unavailable(what: str) -> None:
     if services_required():
         pytest.fail(f"{what} is required (MLEDGER_REQUIRE_SERVICES=1 or CI=true) but not available")
     pytest.skip(f"{what} not available")
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def subprocess_env(home: Path | None = None, **extra: str) -> dict[str, str]:
+    """The environment for a child process: the working tree importable, the registry home explicit."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    env.setdefault("MLEDGER_ACTOR", "tester@test")
+    for var in ("MLEDGER_ARTIFACTS", "MLEDGER_BROKER", "MLEDGER_RUN_ID"):
+        env.pop(var, None)
+    if home is not None:
+        env["MLEDGER_HOME"] = str(home)
+    env.update(extra)
+    return env
+
+
+def mledger_command() -> list[str]:
+    """The installed ``mledger`` console script next to this interpreter; where the package is not installed
+    (a bare dev checkout), the same entry point the console script calls."""
+    exe = Path(sys.executable).parent / "mledger"
+    if exe.exists():
+        return [str(exe)]
+    return [sys.executable, "-c", "import sys; from modelledger.cli import main; sys.exit(main())"]

@@ -10,33 +10,21 @@ import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
+from services import mledger_command, subprocess_env
 
 
 def child_env(home: Path | None = None, **extra: str) -> dict[str, str]:
-    """The environment of a child process: the working tree importable, the registry home explicit."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
-    env.setdefault("MLEDGER_ACTOR", "reliability@test")
-    for var in ("MLEDGER_ARTIFACTS", "MLEDGER_BROKER", "MLEDGER_RUN_ID"):
-        env.pop(var, None)
-    if home is not None:
-        env["MLEDGER_HOME"] = str(home)
-    env.update(extra)
-    return env
+    """The environment of a child process (see tests/services.py), acting as the reliability suite."""
+    return subprocess_env(home, **{"MLEDGER_ACTOR": "reliability@test", **extra})
 
 
 def mledger_argv() -> list[str]:
-    exe = Path(sys.executable).parent / "mledger"
-    if exe.exists():
-        return [str(exe)]
-    return [sys.executable, "-c", "import sys; from modelledger.cli import main; sys.exit(main())"]
+    return mledger_command()
 
 
 def run_cli(env: dict[str, str], *argv: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
