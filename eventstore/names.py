@@ -164,8 +164,10 @@ def parse_ref(text: Any) -> Ref:
     if not selector:
         raise ValidationError(f"reference {_show(text)} ends with '@': give a version number or an alias")
     if selector.isdigit():
+        if len(selector) > 12:
+            raise ValidationError(f"reference {_show(text)}: the version number is too large")
         number = int(selector)
-        if number < 1 or len(selector) > 12:
+        if number < 1:
             raise ValidationError(f"reference {_show(text)}: versions start at 1")
         return Ref(name, version=number)
     if selector == "latest":
