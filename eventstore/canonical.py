@@ -70,7 +70,6 @@ def quote_string(value: str) -> str:
     return _encode_string(value)
 
 
-_j = quote_string
 
 
 def envelope_json(
@@ -88,9 +87,17 @@ def envelope_json(
     The append path has serialised data and meta once for storage; composing the envelope from those
     strings (keys in sorted order) avoids serialising them a second time. A test pins the equality.
     """
+    return envelope_from_quoted(position, quote_string(stream), version, quote_string(type), schema_version,
+                                data_json, meta_json, quote_string(recorded_at))
+
+
+def envelope_from_quoted(position: int, stream_q: str, version: int, type_q: str, schema_version: int,
+                         data_json: str, meta_json: str, recorded_at_q: str) -> str:
+    """The envelope from pieces already in canonical JSON (a bulk append quotes a batch's few streams,
+    types and its one timestamp once)."""
     return (
-        f'{{"data":{data_json},"meta":{meta_json},"position":{position},"recorded_at":{_j(recorded_at)},'
-        f'"schema_version":{schema_version},"stream":{_j(stream)},"type":{_j(type)},"version":{version}}}'
+        f'{{"data":{data_json},"meta":{meta_json},"position":{position},"recorded_at":{recorded_at_q},'
+        f'"schema_version":{schema_version},"stream":{stream_q},"type":{type_q},"version":{version}}}'
     )
 
 

@@ -42,10 +42,6 @@ def stream_for(name: str) -> str:
     return STREAM_PREFIX + name
 
 
-def name_of_stream(stream: str) -> str:
-    return stream[len(STREAM_PREFIX):] if stream.startswith(STREAM_PREFIX) else stream
-
-
 @dataclass(frozen=True)
 class NewEvent:
     """An event about to be appended. ``stream`` is e.g. ``model-resnet``."""

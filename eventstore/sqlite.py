@@ -22,7 +22,7 @@ from typing import Any
 
 import sqlite_utils
 
-from .canonical import GENESIS_HASH, canonical_json
+from .canonical import GENESIS_HASH, canonical_json, envelope_from_quoted
 from .canonical import quote_string as quote
 from .clock import normalize_timestamp, utc_now
 from .errors import ConcurrencyError, IdempotencyError, StoreError, ValidationError
@@ -162,8 +162,7 @@ class SQLiteTransaction(Transaction):
         rows: list[tuple] = []
         stored: list[StoredEvent] = []
         # The hot path of bulk imports: a batch usually shares one meta dict (one command, one import) and a
-        # few streams and types, so their JSON is encoded once; the envelope is composed from those pieces
-        # exactly as canonical.envelope_json does (a test pins the two to the same bytes).
+        # few streams and types, so their JSON is encoded once and the envelope is composed from the pieces.
         meta_cache: dict[int, str] = {}
         quoted: dict[str, str] = {}
         at_q = quote(recorded_at)
@@ -185,8 +184,8 @@ class SQLiteTransaction(Transaction):
                 raise ValidationError(f"event {type_} is not valid JSON: {exc}") from None
             stream_q = quoted.get(stream) or quoted.setdefault(stream, quote(stream))
             type_q = quoted.get(type_) or quoted.setdefault(type_, quote(type_))
-            envelope = (f'{{"data":{data_json},"meta":{meta_json},"position":{position},"recorded_at":{at_q},'
-                        f'"schema_version":{schema_version},"stream":{stream_q},"type":{type_q},"version":{version}}}')
+            envelope = envelope_from_quoted(position, stream_q, version, type_q, schema_version, data_json,
+                                            meta_json, at_q)
             previous_hash = sha256((previous_hash + envelope).encode("utf-8")).hexdigest()
             rows.append((position, stream, version, type_, schema_version, data_json, meta_json, recorded_at,
                          previous_hash))
@@ -324,16 +323,6 @@ class SQLiteRecorder(Recorder):
         for row in rows:
             yield _row_to_event(row)
 
-    def iter_all(self, batch: int = 10_000) -> Iterator[StoredEvent]:
-        """The whole log in pages, so memory stays flat on long logs."""
-        since = 0
-        while True:
-            page = list(self.read(since=since, limit=batch))
-            if not page:
-                return
-            yield from page
-            since = page[-1].position
-
     def head(self) -> int:
         try:
             row = self.connection().execute("SELECT max(position) FROM events").fetchone()
@@ -362,9 +351,6 @@ class SQLiteRecorder(Recorder):
             else:
                 hi = mid - 1
         return lo
-
-    def count(self) -> int:
-        return self.head()
 
     def raw_rows(self, since: int = 0, limit: int | None = None) -> list[tuple[Any, ...]]:
         """Rows exactly as stored (no upcasting), for audit."""

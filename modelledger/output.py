@@ -132,17 +132,6 @@ def models_table(models: Sequence[ModelRecord]) -> str:
     return table(["NAME", "LATEST", "VERSIONS", "ALIASES", "TAGS", "UPDATED"], rows)
 
 
-def versions_table(versions: Sequence[VersionRecord]) -> str:
-    if not versions:
-        return "(no versions)"
-    rows = [
-        (v.ref, v.status, ",".join(v.aliases) or "-", kv(v.tags, 40) or "-", kv(v.metrics, 40) or "-",
-         when(v.created_at))
-        for v in versions
-    ]
-    return table(["VERSION", "STATUS", "ALIASES", "TAGS", "METRICS", "CREATED"], rows)
-
-
 def event_summary(e: StoredEvent) -> str:
     return event_summary_data(e.data, e.type)
 

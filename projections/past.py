@@ -239,12 +239,3 @@ class PastCatalog:
         sign = -1 if minimize else 1
         return max(candidates, key=lambda v: (sign * v.metrics[metric], v.version))
 
-    def digest_rows(self) -> Iterator[str]:
-        """Canonical lines of every model and version as of this position (for comparing two catalogs)."""
-        from eventstore.canonical import canonical_json
-
-        for m in self.list(include_deleted=True):
-            full = self.model(m.name)
-            data = full.to_json()
-            yield canonical_json(data)
-

@@ -684,11 +684,3 @@ def sniff_artifact(store: Any, info: Any) -> FormatInfo:
     return combine(results)
 
 
-def sniff_tree(fs: Any, root: str) -> FormatInfo:
-    """Sniff every file under ``root`` of an fsspec filesystem (a folder not yet stored)."""
-    root = root.rstrip("/")
-    results = []
-    for p in sorted(fs.find(root, withdirs=False)):
-        rel = p[len(root) + 1 :] if p.startswith(root + "/") else p
-        results.append((rel, sniff(fs, p)))
-    return combine(results)

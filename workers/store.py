@@ -231,10 +231,6 @@ class BlobStore:
         hexd = parse_digest(digest)
         return self._join("sha256", hexd[:2], hexd[2:4], hexd)
 
-    def url_of(self, digest: str) -> str:
-        path = self.path_of(digest)
-        return path if self.local else self.fs.unstrip_protocol(path)
-
     def _tmp_path(self) -> str:
         return self._join(TMP_DIR, f"{uuid.uuid4().hex}{TMP_SUFFIX}")
 
