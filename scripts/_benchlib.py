@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import platform
+import random
 import shutil
 import sqlite3
 import statistics
@@ -126,3 +127,16 @@ def render(rows: Sequence[Row]) -> str:
         if r.note:
             lines.append("    " + r.note)
     return "\n".join(lines)
+
+
+def small_files(folder: str, count: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    os.makedirs(folder, exist_ok=True)
+    paths = []
+    for i in range(count):
+        p = os.path.join(folder, f"model-{i}.bin")
+        with open(p, "wb") as f:
+            # A fixed text header: random bytes can look like a pickle (0x80 0x02..0x05) to the format sniffer.
+            f.write(b"MLBENCH " + rng.randbytes(rng.randint(200, 600)))
+        paths.append(p)
+    return paths

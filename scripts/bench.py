@@ -45,7 +45,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _benchlib import Row, machine, median, render, temp_dir  # noqa: E402
+from _benchlib import Row, machine, median, render, small_files, temp_dir  # noqa: E402
 from bench_history import bench_history  # noqa: E402
 from bench_ingest import bench_ingest  # noqa: E402
 from bench_redis import bench_redis  # noqa: E402
@@ -251,19 +251,6 @@ def open_registry(home: str):
     from modelledger import Registry
 
     return Registry.open(home=home, broker="embedded", actor=ACTOR, client="bench")
-
-
-def small_files(folder: str, count: int, seed: int) -> list[str]:
-    rng = random.Random(seed)
-    os.makedirs(folder, exist_ok=True)
-    paths = []
-    for i in range(count):
-        p = os.path.join(folder, f"model-{i}.bin")
-        with open(p, "wb") as f:
-            # A fixed text header: random bytes can look like a pickle (0x80 0x02..0x05) to the format sniffer.
-            f.write(b"MLBENCH " + rng.randbytes(rng.randint(200, 600)))
-        paths.append(p)
-    return paths
 
 
 def count_blobs(artifacts: str) -> int:

@@ -14,14 +14,13 @@ the two sides alternate in blocks (one registry open at a time), each block afte
 from __future__ import annotations
 
 import os
-import random
 import signal
 import subprocess
 import time
 from datetime import UTC
 from typing import Any
 
-from _benchlib import Row, add_repo_to_path, log, median, percentile, temp_dir
+from _benchlib import Row, add_repo_to_path, log, median, percentile, small_files, temp_dir
 
 add_repo_to_path()
 
@@ -45,19 +44,6 @@ def redis_client(url: str) -> Any:
     if not url.rstrip("/").endswith("/15"):
         raise SystemExit(f"the redis bench uses database 15 only, not {url}")
     return redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
-
-
-def small_files(folder: str, count: int, seed: int) -> list[str]:
-    rng = random.Random(seed)
-    os.makedirs(folder, exist_ok=True)
-    paths = []
-    for i in range(count):
-        p = os.path.join(folder, f"model-{i}.bin")
-        with open(p, "wb") as f:
-            # A text header: random bytes could look like a pickle to the format sniffer.
-            f.write(b"MLBENCH " + rng.randbytes(rng.randint(200, 600)))
-        paths.append(p)
-    return paths
 
 
 def start_worker(home: str, url: str, logfile: str) -> subprocess.Popen:

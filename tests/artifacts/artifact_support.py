@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -83,15 +81,3 @@ def events(home: Path, type_: str | None = None) -> list[Any]:
 
 def outcomes(home: Path, name: str, version: int, type_: str = "ArtifactStored") -> list[Any]:
     return [e for e in events(home, type_) if e.data.get("name") == name and e.data.get("version") == version]
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
-    """Poll until ``predicate()`` is truthy; fail with ``what`` after a (generous) timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import dramatiq
 import pytest
-from artifact_support import DEAD_REDIS_URL, events, store_snapshot, wait_for
+from artifact_support import DEAD_REDIS_URL, events, store_snapshot
+from services import wait_for
 
 from eventstore.errors import ArtifactError
 from workers import broker as broker_mod

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import dramatiq
 import pytest
-from artifact_support import DEAD_REDIS_URL, events, outcomes, sha256_file, wait_for
+from artifact_support import DEAD_REDIS_URL, events, outcomes, sha256_file
+from services import wait_for
 
 from workers import actors
 from workers import broker as broker_mod

@@ -10,7 +10,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from artifact_support import assert_store_sound, noise, outcomes, sha256_file, wait_for
+from artifact_support import assert_store_sound, noise, outcomes, sha256_file
+from services import wait_for
 
 SIZE = 512 * 1024 * 1024
 

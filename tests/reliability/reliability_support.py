@@ -10,8 +10,6 @@ import signal
 import socket
 import sqlite3
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -95,17 +93,6 @@ def digest_equals_rebuild(reg: Any) -> str:
     rebuilt = reg.catalog().digest()
     assert live == rebuilt, "the catalog differs from a rebuild of the log"
     return live
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
 
 
 def store_blobs(artifacts: Path) -> list[Path]:

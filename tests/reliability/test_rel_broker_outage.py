@@ -13,7 +13,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from reliability_support import Worker, child_env, events, run_cli, sha256_file, verify_log, wait_for
+from reliability_support import Worker, child_env, events, run_cli, sha256_file, verify_log
+from services import wait_for
 
 BEFORE = 20  # queued, then lost when the broker dies
 SDK_DOWN = 90

@@ -24,7 +24,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from reliability_support import Worker, child_env, events, run_cli, sha256_file, wait_for
+from reliability_support import Worker, child_env, events, run_cli, sha256_file
+from services import wait_for
 
 
 def _failed_then_retried(reg, private_redis, tmp_path: Path, name: str) -> tuple[int, Path, Worker, Counter[str]]:

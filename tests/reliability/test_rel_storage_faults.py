@@ -38,8 +38,8 @@ from reliability_support import (
     run_cli,
     sha256_file,
     verify_log,
-    wait_for,
 )
+from services import wait_for
 
 ERROR_BODY = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code>'
               b"<Message>We encountered an internal error. Please try again.</Message></Error>")

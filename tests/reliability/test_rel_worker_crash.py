@@ -26,8 +26,8 @@ from reliability_support import (
     sha256_file,
     store_blobs,
     temp_files,
-    wait_for,
 )
+from services import wait_for
 
 SIZE = 256 * 1024 * 1024
 KILLS = 10
