@@ -12,7 +12,7 @@ the transaction that saw it is rolled back first, so a half-written batch is nev
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from .commands import Command, fingerprint
@@ -23,12 +23,17 @@ from .recorder import Recorder, Transaction
 from .state import StateView
 
 MAX_ATTEMPTS = 50
+# A command folds at most this many unprojected events under its lock before deciding; a longer lag (a bulk
+# import) is folded one committed page at a time, so other writers get the lock in between.
+CATCH_UP_PAGE = 5_000
 
 
 class ReadModel(Protocol):
     """The projection the handler keeps in step with the log (see ``projections.catalog``)."""
 
-    def catch_up(self, tx: Transaction) -> int: ...
+    def catch_up(self, tx: Transaction, limit: int | None = None) -> int:
+        """Fold at most ``limit`` unprojected events; return the position the read model is at."""
+        ...
 
     def apply(self, tx: Transaction, events: Sequence[StoredEvent]) -> None: ...
 
@@ -41,6 +46,7 @@ class Outcome:
     name: str
     version: int | None
     replayed: bool = False  # True when an idempotency key returned the first result
+    record: Any = None  # what ``execute(..., finish=)`` read inside the transaction
 
 
 def first_result(recorder: Recorder, key: str, request: Command) -> Outcome | None:
@@ -70,19 +76,24 @@ def execute(
     idempotency_key: str | None = None,
     request: Command | None = None,
     check: Callable[[Transaction], None] | None = None,
+    finish: Callable[[Transaction, Outcome], Any] | None = None,
 ) -> Outcome:
     """``request``: the command as the caller asked for it, when ``command`` was completed since (a
     register whose artifact was ingested first); a retry is recognised by the request. ``check(tx)`` runs
     under the write lock before deciding (e.g. that the blobs a command refers to still exist); whatever it
-    raises aborts the command."""
+    raises aborts the command. ``finish(tx, outcome)`` runs after the read model applied the new events,
+    before the commit: what it returns (the record the caller will show) is ``outcome.record``, read without
+    a second transaction."""
     fp = fingerprint(request or command) if idempotency_key is not None else None
     event_meta = dict(meta)
     if idempotency_key is not None:
         event_meta["idempotency_key"] = idempotency_key
-    for _ in range(MAX_ATTEMPTS):
+    conflicts = 0
+    while conflicts < MAX_ATTEMPTS:
         try:
             with recorder.write() as tx:
-                read_model.catch_up(tx)
+                if read_model.catch_up(tx, CATCH_UP_PAGE) < tx.head():
+                    continue  # commit this page of the lag and fold the next in a new transaction
                 if idempotency_key is not None:
                     first = tx.idempotent_result(idempotency_key, fp)
                     if first is not None:
@@ -98,8 +109,11 @@ def execute(
                 stored = tx.append(new, expected=expected,
                                    idempotency_key=idempotency_key, fingerprint=fp)
                 read_model.apply(tx, stored)
-                return Outcome(stored, decision.name, decision.version)
+                outcome = Outcome(stored, decision.name, decision.version)
+                if finish is not None:
+                    outcome = replace(outcome, record=finish(tx, outcome))
+                return outcome
         except ConcurrencyError:
-            continue
+            conflicts += 1
     raise StoreError(f"gave up after {MAX_ATTEMPTS} conflicting attempts")
 

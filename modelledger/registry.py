@@ -72,6 +72,7 @@ class Registry:
         self.broker = use_broker(config.broker, namespace=f"mledger-{self.recorder.registry_id[:12]}")
         self.embedded = is_embedded(self.broker)
         self._sent: set[tuple[str, int]] = set()
+        self._store: BlobStore | None = None
         self.registry_id = self.recorder.registry_id
         context.configure(self.recorder, config.artifacts, self.projection)
         if self.embedded:
@@ -115,8 +116,12 @@ class Registry:
     def execute(self, command: c.Command, *, idempotency_key: str | None = None,
                 run_id: str | None = None) -> Outcome:
         """Decide and append one command; the lower-level door the named methods below go through."""
-        self.projection.ensure_current()  # a long lag is folded page by page, not under this command's lock
         return execute(self.recorder, self.projection, command, self._meta(run_id), idempotency_key=idempotency_key)
+
+    def _record_in(self, tx: Any, outcome: Outcome) -> VersionRecord | None:
+        if outcome.version is None:
+            return None
+        return self.projection.version_record(tx, outcome.name, outcome.version)
 
     def _produced(self, outcome: Outcome) -> VersionRecord:
         assert outcome.version is not None
@@ -207,16 +212,15 @@ class Registry:
         if not self.embedded:
             outcome = self.execute(build({"source": source}), idempotency_key=idempotency_key, run_id=run_id)
             return self._finish(outcome, wait, timeout, progress)
-        self.projection.ensure_current()
         for _ in range(3):
-            facts = ingest_artifact(self.config.artifacts, source, progress=progress)
+            facts = ingest_artifact(self.store(), source, progress=progress)
             try:
                 outcome = execute(self.recorder, self.projection, build(facts), self._meta(run_id),
                                   idempotency_key=idempotency_key, request=request,
-                                  check=self._blobs_present(facts))
+                                  check=self._blobs_present(facts), finish=self._record_in)
             except _BlobsVanished:
                 continue  # gc freed a blob we deduplicated against; copy again
-            return self._produced(outcome)
+            return outcome.record if outcome.record is not None else self._produced(outcome)
         raise ArtifactError(f"the blobs of {source} kept disappearing while registering it (is gc running?)")
 
     def _blobs_present(self, facts: dict[str, Any]) -> Callable[[Any], None]:
@@ -314,7 +318,10 @@ class Registry:
 
     # -- artifacts ---------------------------------------------------------------------------------
     def store(self) -> BlobStore:
-        return BlobStore(self.config.artifacts)
+        """The artifact store (one object per registry: opening an fsspec filesystem is not free)."""
+        if self._store is None:
+            self._store = BlobStore(self.config.artifacts)
+        return self._store
 
     def pull(self, ref: RefLike, dest: str, *, overwrite: bool = False,
              progress: Callable[[int], None] | None = None) -> VersionRecord:

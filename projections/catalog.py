@@ -65,6 +65,10 @@ class CatalogProjection:
     def apply(self, tx: Transaction, events: list[StoredEvent]) -> None:
         apply_events(tx.connection, events)
 
+    def version_record(self, tx: Transaction, name: str, number: int) -> VersionRecord:
+        """One version as the catalog holds it inside ``tx`` (after ``apply``: the command's own result)."""
+        return _version_record(tx.connection, name, number)
+
     def view(self, tx: Transaction) -> SQLiteStateView:
         return SQLiteStateView(tx.connection)
 
@@ -85,6 +89,14 @@ class CatalogProjection:
             schema.drop(tx.connection)
             schema.create(tx.connection)
             return self.catch_up(tx)
+
+
+def _version_record(conn: sqlite3.Connection, name: str, number: int) -> VersionRecord:
+    row = conn.execute(f"SELECT {VERSION_COLUMNS} FROM versions WHERE name = ? AND version = ?",  # noqa: S608
+                       (name, number)).fetchone()
+    if row is None:
+        raise NotFoundError(f"model {name!r} has no version {number}")
+    return version_record(row, aliases_of(conn, name))
 
 
 def fts_query(words: str) -> str:
@@ -136,11 +148,7 @@ class Catalog:
             return self._version(conn, parsed.name, state.version)
 
     def _version(self, conn: sqlite3.Connection, name: str, number: int) -> VersionRecord:
-        row = conn.execute(f"SELECT {VERSION_COLUMNS} FROM versions WHERE name = ? AND version = ?",  # noqa: S608
-                           (name, number)).fetchone()
-        if row is None:
-            raise NotFoundError(f"model {name!r} has no version {number}")
-        return version_record(row, aliases_of(conn, name))
+        return _version_record(conn, name, number)
 
     def model(self, name: str, *, versions: bool = True, include_deleted: bool = True) -> ModelRecord:
         validate_name(name)

@@ -179,36 +179,39 @@ def on_metrics(conn: sqlite3.Connection, e: StoredEvent) -> None:
     )
 
 
-def _change_tags(conn: sqlite3.Connection, e: StoredEvent, change: Callable[[dict[str, str]], None]) -> None:
+def _change_tags(conn: sqlite3.Connection, e: StoredEvent, set_: dict[str, str], remove: list[str]) -> None:
+    """Apply a tag change to the JSON column (and so the search index) and, key by key, to ``tags``."""
     d = e.data
-    if d.get("version") is None:
+    number = d.get("version")
+    if number is None:
         tags = _load(conn, "SELECT tags FROM models WHERE name = ?", (d["name"],))
-        if tags is None:
-            return
-        change(tags)
+    else:
+        tags = _load(conn, "SELECT tags FROM versions WHERE name = ? AND version = ?", (d["name"], number))
+    if tags is None:
+        return
+    tags.update(set_)
+    for key in remove:
+        tags.pop(key, None)
+    if number is None:
         conn.execute("UPDATE models SET tags = ?, tag_text = ? WHERE name = ?",
                      (canonical_json(tags), tag_text(tags), d["name"]))
-        _write_tags(conn, d["name"], 0, tags)
     else:
-        tags = _load(conn, "SELECT tags FROM versions WHERE name = ? AND version = ?", (d["name"], d["version"]))
-        if tags is None:
-            return
-        change(tags)
         conn.execute("UPDATE versions SET tags = ?, tag_text = ? WHERE name = ? AND version = ?",
-                     (canonical_json(tags), tag_text(tags), d["name"], d["version"]))
-        _write_tags(conn, d["name"], d["version"], tags)
+                     (canonical_json(tags), tag_text(tags), d["name"], number))
+    row = number or 0
+    conn.executemany("INSERT INTO tags (name, version, key, value) VALUES (?, ?, ?, ?)"
+                     " ON CONFLICT (name, version, key) DO UPDATE SET value = excluded.value",
+                     [(d["name"], row, k, v) for k, v in set_.items()])
+    conn.executemany("DELETE FROM tags WHERE name = ? AND version = ? AND key = ?",
+                     [(d["name"], row, k) for k in remove])
 
 
 def on_tagged(conn: sqlite3.Connection, e: StoredEvent) -> None:
-    _change_tags(conn, e, lambda tags: tags.update(e.data["tags"]))
+    _change_tags(conn, e, e.data["tags"], [])
 
 
 def on_untagged(conn: sqlite3.Connection, e: StoredEvent) -> None:
-    def remove(tags: dict[str, str]) -> None:
-        for key in e.data["keys"]:
-            tags.pop(key, None)
-
-    _change_tags(conn, e, remove)
+    _change_tags(conn, e, {}, e.data["keys"])
 
 
 def on_alias_assigned(conn: sqlite3.Connection, e: StoredEvent) -> None:

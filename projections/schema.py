@@ -8,7 +8,7 @@ import sqlite3
 
 import sqlite_utils
 
-VERSION = 5  # bump when the tables change shape: an older catalog is then rebuilt from the log
+VERSION = 6  # bump when the tables change shape: an older catalog is then rebuilt from the log
 
 TABLES = ("models", "versions", "aliases", "alias_history", "tags", "metrics", "files", "blob_refs",
           "model_states", "version_states", "projection_checkpoint")
@@ -18,7 +18,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS projection_checkpoint (
     name     TEXT PRIMARY KEY,
     position INTEGER NOT NULL
-);
+) WITHOUT ROWID;
 -- An explicit INTEGER PRIMARY KEY: the FTS index refers to rows by rowid, which VACUUM may renumber
 -- unless it is a declared column.
 CREATE TABLE IF NOT EXISTS models (
@@ -65,7 +65,7 @@ CREATE TABLE IF NOT EXISTS aliases (
     alias   TEXT NOT NULL,
     version INTEGER NOT NULL,
     PRIMARY KEY (name, alias)
-);
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS aliases_by_alias ON aliases (alias);
 CREATE TABLE IF NOT EXISTS alias_history (
     name    TEXT NOT NULL,
@@ -73,14 +73,14 @@ CREATE TABLE IF NOT EXISTS alias_history (
     seq     INTEGER NOT NULL,
     version INTEGER NOT NULL,
     PRIMARY KEY (name, alias, seq)
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS tags (
     name    TEXT NOT NULL,
     version INTEGER NOT NULL,  -- 0: a tag of the model itself
     key     TEXT NOT NULL,
     value   TEXT NOT NULL,
     PRIMARY KEY (name, version, key)
-);
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS tags_by_kv ON tags (key, value);
 CREATE TABLE IF NOT EXISTS metrics (
     name    TEXT NOT NULL,
@@ -88,7 +88,7 @@ CREATE TABLE IF NOT EXISTS metrics (
     key     TEXT NOT NULL,
     value   REAL NOT NULL,
     PRIMARY KEY (name, version, key)
-);
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS metrics_by_key ON metrics (name, key, value);
 CREATE TABLE IF NOT EXISTS files (
     name     TEXT NOT NULL,
@@ -96,7 +96,7 @@ CREATE TABLE IF NOT EXISTS files (
     path     TEXT NOT NULL,
     basename TEXT NOT NULL,
     PRIMARY KEY (name, version, path)
-);
+) WITHOUT ROWID;
 -- Every blob a version's artifact needs (the file, or the manifest and each file of a folder): what gc
 -- and audit ask about.
 CREATE TABLE IF NOT EXISTS blob_refs (
@@ -105,8 +105,10 @@ CREATE TABLE IF NOT EXISTS blob_refs (
     version  INTEGER NOT NULL,
     size     INTEGER,
     PRIMARY KEY (digest, name, version)
-);
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS blob_refs_by_version ON blob_refs (name, version);
+-- Tables keyed by a composite primary key are WITHOUT ROWID: the key is the table, so a command's commit
+-- writes one b-tree page per table instead of the table's and its key index's.
 -- The temporal part of the catalog: the state of a model / of a version's mutable fields after every event
 -- that touched it. "As of position P" is then the newest state at or before P: one index probe per
 -- entity, whatever the length of the history. (A version's content — params, structure, optimizer,
@@ -128,8 +130,16 @@ CREATE INDEX IF NOT EXISTS files_by_basename ON files (basename);
 CREATE INDEX IF NOT EXISTS files_by_path ON files (path);
 """
 
-# Full-text search: external-content FTS5 tables (made by sqlite-utils) kept in step by triggers that
-# fire only when a searchable column changes, so status or metric updates cost no index work.
+# Full-text search: external-content FTS5 tables kept in step by triggers that fire only when a searchable
+# column changes, so status or metric updates cost no index work. Searches filter and never rank, so the
+# per-row column sizes (bm25's input, one more page written per change) are not kept: columnsize=0.
+_FTS_TABLE = """
+CREATE VIRTUAL TABLE IF NOT EXISTS {t}_fts USING fts5 (
+  name, description, tag_text,
+  tokenize = "unicode61 remove_diacritics 2 tokenchars '._-'",
+  content = "{t}", content_rowid = "id", columnsize = 0
+);
+"""
 _FTS_TRIGGERS = """
 CREATE TRIGGER IF NOT EXISTS {t}_fts_ai AFTER INSERT ON {t} BEGIN
   INSERT INTO {t}_fts (rowid, name, description, tag_text) VALUES (new.rowid, new.name, new.description, new.tag_text);
@@ -151,9 +161,7 @@ def create(conn: sqlite3.Connection) -> None:
     db = sqlite_utils.Database(conn)  # its executescript keeps the open transaction (sqlite3's commits)
     db.executescript(SCHEMA)
     for table in ("models", "versions"):
-        if not db[f"{table}_fts"].exists():
-            db[table].enable_fts(["name", "description", "tag_text"], create_triggers=False,
-                                 tokenize="unicode61 remove_diacritics 2 tokenchars '._-'")
+        db.executescript(_FTS_TABLE.format(t=table))
         db.executescript(_FTS_TRIGGERS.format(t=table))
     conn.execute("INSERT OR REPLACE INTO projection_checkpoint (name, position) VALUES ('schema', ?)", (VERSION,))
 

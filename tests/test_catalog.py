@@ -189,6 +189,28 @@ def test_events_appended_behind_the_projection_are_folded_in_on_the_next_read(re
     assert checkpoint(reg.recorder.connection()) == reg.head()
 
 
+def test_a_command_after_a_long_import_folds_the_lag_in_pages_and_decides_on_all_of_it(reg, artifact, monkeypatch):
+    from eventstore import handler
+
+    monkeypatch.setattr(handler, "CATCH_UP_PAGE", 100)  # so a lag of 250 takes three pages
+    reg.register("m", artifact)
+    reg.append_batch([NewEvent("model-m", "Tagged", {"name": "m", "version": 1, "tags": {"n": str(i)}})
+                      for i in range(250)])
+    commits = []
+    original = reg.recorder.write
+
+    def counting_write():
+        commits.append(reg.projection.lag())
+        return original()
+
+    monkeypatch.setattr(reg.recorder, "write", counting_write)
+    reg.tag("m@1", n="after")
+    # Two pages are committed on their own; the command folds the last 50 and decides in the third.
+    assert commits == [250, 150, 50]
+    assert reg.get("m@1").tags == {"n": "after"}
+    assert [e.data["tags"] for e in reg.history("m")[-1:]] == [{"n": "after"}]
+
+
 def test_rebuild_gives_the_same_catalog_and_the_same_search_results(populated):
     reg = populated
     reg.delete("resnet-50@1")

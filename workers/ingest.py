@@ -18,7 +18,7 @@ import fsspec
 from eventstore.errors import ArtifactError, ValidationError
 
 from .formats import sniff_artifact
-from .store import BlobStore
+from .store import BlobStore, is_local_path
 
 MAX_SOURCE = 4096
 
@@ -44,6 +44,10 @@ def check_source(source: str) -> str:
     """The normalised source, after making sure it can be read — so a missing file is refused before
     anything is appended."""
     src = normalize_source(source)
+    if is_local_path(src):
+        if not os.path.exists(src):
+            raise ArtifactError(f"artifact source not found: {source}")
+        return src
     try:
         fs, path = fsspec.core.url_to_fs(src)
         found = fs.exists(path)
@@ -63,11 +67,12 @@ def source_readable(source: str) -> bool:
 
 
 def ingest_artifact(
-    store_url: str, source: str, *, progress: Callable[[int], None] | None = None
+    store: BlobStore | str, source: str, *, progress: Callable[[int], None] | None = None
 ) -> dict[str, Any]:
-    """Copy ``source`` into the store at ``store_url``; return the artifact facts for the event."""
+    """Copy ``source`` into ``store`` (a ``BlobStore`` or its URL); return the artifact facts for the event."""
     src = normalize_source(source)
-    store = BlobStore(store_url)
+    if isinstance(store, str):
+        store = BlobStore(store)
     try:
         info = store.ingest(src, progress=progress)
     except ArtifactError:

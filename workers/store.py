@@ -32,6 +32,7 @@ from fsspec.implementations.local import LocalFileSystem
 from eventstore.errors import ArtifactError, ModelLedgerError, PurgedError, ValidationError
 
 CHUNK = 8 * 1024 * 1024
+SMALL_FILE = 1024 * 1024  # read into memory once instead of hashed, then copied (two passes)
 MANIFEST_KIND = "manifest"
 TMP_DIR = "tmp"
 TMP_SUFFIX = ".part"
@@ -41,6 +42,21 @@ MAX_MANIFEST_BYTES = 256 * 1024 * 1024
 _DIGEST_RE = re.compile(r"^sha256:([0-9a-f]{64})$")
 
 Progress = Callable[[int], None] | None
+
+_LOCAL_FS: LocalFileSystem | None = None
+
+
+def local_fs() -> LocalFileSystem:
+    """The one local filesystem object (fsspec's URL parsing costs more than a small file's copy)."""
+    global _LOCAL_FS
+    if _LOCAL_FS is None:
+        _LOCAL_FS = LocalFileSystem()
+    return _LOCAL_FS
+
+
+def is_local_path(source: str) -> bool:
+    """An absolute local path, as ``ingest.normalize_source`` leaves it (no URL scheme)."""
+    return os.path.isabs(source) and "://" not in source
 
 
 @dataclass(frozen=True)
@@ -139,8 +155,8 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def _makedirs_durable(path: str) -> None:
-    """mkdir -p that fsyncs each parent of a newly created directory, so the new entry survives a crash."""
+def _makedirs(path: str) -> list[str]:
+    """mkdir -p; returns the parents whose entries changed (to fsync), deepest first."""
     missing = []
     p = path
     while not os.path.isdir(p):
@@ -150,8 +166,13 @@ def _makedirs_durable(path: str) -> None:
             break
         p = parent
     os.makedirs(path, exist_ok=True)
-    for d in reversed(missing):
-        _fsync_dir(os.path.dirname(d))
+    return [os.path.dirname(d) for d in missing]
+
+
+def _makedirs_durable(path: str) -> None:
+    """mkdir -p that fsyncs each parent of a newly created directory, so the new entry survives a crash."""
+    for parent in reversed(_makedirs(path)):
+        _fsync_dir(parent)
 
 
 class _Hasher:
@@ -191,6 +212,7 @@ class BlobStore:
         self._lock = threading.Lock()
         self._fs: fsspec.AbstractFileSystem | None = None
         self._pid = -1
+        self._tmp_ready = False
         with _edge(f"cannot open artifact store {root_url}"):
             fs, root = self._make_fs()
         self.local = isinstance(fs, LocalFileSystem)
@@ -199,7 +221,7 @@ class BlobStore:
     def __getstate__(self) -> dict[str, Any]:
         # A lock and a live filesystem do not travel between processes; the receiver makes its own.
         state = self.__dict__.copy()
-        state.update(_fs=None, _pid=-1, _lock=None, stats=StoreStats())
+        state.update(_fs=None, _pid=-1, _lock=None, stats=StoreStats(), _tmp_ready=False)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -347,6 +369,14 @@ class BlobStore:
         changed between the passes.
         """
         fs, path = self._source(source)
+        if isinstance(fs, LocalFileSystem):
+            # A small file is read once: hashed and, unless stored already, written from memory.
+            with _edge(f"cannot read artifact source {source}"), self._open_source(fs, path, source) as f:
+                data = f.read(SMALL_FILE + 1) if os.fstat(f.fileno()).st_size <= SMALL_FILE else None
+            if data is not None and len(data) <= SMALL_FILE:
+                if progress is not None:
+                    progress(len(data))
+                return self.put_bytes(data)
         with _edge(f"cannot read artifact source {source}"):
             hasher = _Hasher(progress)
             with self._open_source(fs, path, source) as f:
@@ -361,6 +391,8 @@ class BlobStore:
                 return self._write_new(f, progress, expected_hex=hasher.hex)
 
     def _source(self, source: str) -> tuple[fsspec.AbstractFileSystem, str]:
+        if is_local_path(source):
+            return local_fs(), os.path.normpath(source)
         with _edge(f"artifact source not usable: {source}"):
             fs, path = fsspec.core.url_to_fs(source)
         if isinstance(fs, LocalFileSystem):
@@ -386,8 +418,7 @@ class BlobStore:
         written = 0
         try:
             if self.local:
-                _makedirs_durable(os.path.dirname(tmp))
-                with open(tmp, "wb") as out:
+                with self._open_tmp(tmp) as out:
                     for chunk in _read_chunks(reader):
                         hasher.update(chunk)
                         out.write(chunk)
@@ -412,21 +443,43 @@ class BlobStore:
         self._count(written + (hasher.size if created and not self.local else 0), deduplicated=not created)
         return blob
 
+    def _open_tmp(self, tmp: str) -> IO[bytes]:
+        # The temp folder is made (durably) once per store object; made again if someone removed it.
+        if not self._tmp_ready:
+            _makedirs_durable(os.path.dirname(tmp))
+            self._tmp_ready = True
+        try:
+            return open(tmp, "xb")  # noqa: SIM115 - the caller closes it
+        except FileNotFoundError:
+            _makedirs_durable(os.path.dirname(tmp))
+            return open(tmp, "xb")  # noqa: SIM115
+
     def _publish(self, tmp: str, final: str) -> bool:
         """Move a verified temp into place unless the blob exists; True if this call created it."""
         if self.local:
-            _makedirs_durable(os.path.dirname(final))
+            folder = os.path.dirname(final)
+            parents = _makedirs(folder)  # a new fan-out folder (sha256/ab/cd) is not fsynced yet
+            folder_fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
             try:
-                # link() refuses to overwrite: an existing blob is never rewritten, even in a race.
-                os.link(tmp, final)
-            except FileExistsError:
-                return False
-            except OSError:
-                # Filesystems without hard links: same-content replace is the best left; check first.
-                if os.path.exists(final):
+                try:
+                    # link() refuses to overwrite: an existing blob is never rewritten, even in a race.
+                    os.link(tmp, os.path.basename(final), dst_dir_fd=folder_fd)
+                except FileExistsError:
                     return False
-                os.replace(tmp, final)
-            _fsync_dir(os.path.dirname(final))
+                except OSError:
+                    # Filesystems without hard links: same-content replace is the best left; check first.
+                    if os.path.exists(final):
+                        return False
+                    os.replace(tmp, final)
+                # The data was fsynced before the link, so the name only ever shows whole bytes. The new
+                # entries (the blob's, then any new folder's) are made durable after the link: a journaling
+                # filesystem commits them together, so the later fsyncs find little left to write.
+                with contextlib.suppress(OSError):
+                    os.fsync(folder_fd)  # some filesystems refuse fsync on directories
+            finally:
+                os.close(folder_fd)
+            for parent in parents:
+                _fsync_dir(parent)
             return True
         if self._exists_path(final):
             return False
