@@ -156,17 +156,22 @@ def _fsync_dir(path: str) -> None:
 
 
 def _makedirs(path: str) -> list[str]:
-    """mkdir -p; returns the parents whose entries changed (to fsync), deepest first."""
-    missing = []
-    p = path
-    while not os.path.isdir(p):
-        missing.append(p)
-        parent = os.path.dirname(p)
-        if parent == p:
-            break
-        p = parent
-    os.makedirs(path, exist_ok=True)
-    return [os.path.dirname(d) for d in missing]
+    """mkdir -p; returns the folders whose entries changed (to fsync), deepest first."""
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        return []
+    except FileNotFoundError:
+        parent = os.path.dirname(path)
+        if parent == path:
+            raise
+        above = _makedirs(parent)
+        try:
+            os.mkdir(path)
+        except FileExistsError:
+            return above
+        return [parent, *above]
+    return [os.path.dirname(path)]
 
 
 def _makedirs_durable(path: str) -> None:
@@ -458,26 +463,28 @@ class BlobStore:
         """Move a verified temp into place unless the blob exists; True if this call created it."""
         if self.local:
             folder = os.path.dirname(final)
-            parents = _makedirs(folder)  # a new fan-out folder (sha256/ab/cd) is not fsynced yet
-            folder_fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-            try:
+            parents: list[str] = []  # fan-out folders made for this blob (sha256/ab/cd), not fsynced yet
+            while True:
                 try:
                     # link() refuses to overwrite: an existing blob is never rewritten, even in a race.
-                    os.link(tmp, os.path.basename(final), dst_dir_fd=folder_fd)
+                    os.link(tmp, final)
                 except FileExistsError:
                     return False
+                except FileNotFoundError:
+                    if parents or os.path.isdir(folder):
+                        raise
+                    parents = _makedirs(folder)
+                    continue
                 except OSError:
                     # Filesystems without hard links: same-content replace is the best left; check first.
                     if os.path.exists(final):
                         return False
                     os.replace(tmp, final)
-                # The data was fsynced before the link, so the name only ever shows whole bytes. The new
-                # entries (the blob's, then any new folder's) are made durable after the link: a journaling
-                # filesystem commits them together, so the later fsyncs find little left to write.
-                with contextlib.suppress(OSError):
-                    os.fsync(folder_fd)  # some filesystems refuse fsync on directories
-            finally:
-                os.close(folder_fd)
+                break
+            # The data was fsynced before the link, so the name only ever shows whole bytes. The new entries
+            # (the blob's, then any new folder's) are made durable after the link: a journaling filesystem
+            # commits them together, so the later fsyncs find little left to write.
+            _fsync_dir(folder)
             for parent in parents:
                 _fsync_dir(parent)
             return True
