@@ -116,7 +116,8 @@ def catalog_digest_rows(conn: sqlite3.Connection) -> Iterator[str]:
     for table, order in (("aliases", "name, alias"), ("alias_history", "name, alias, seq"),
                          ("tags", "name, version, key"), ("metrics", "name, version, key"),
                          ("files", "name, version, path"), ("blob_refs", "digest, name, version"),
-                         ("model_states", "name, position"), ("version_states", "name, version, position")):
+                         ("model_states", "name, position"), ("version_states", "name, version, position"),
+                         ("artifact_states", "name, version, position")):
         yield from (canonical_json([table, *r]) for r in conn.execute(
             f"SELECT * FROM {table} ORDER BY {order}"))  # noqa: S608 - fixed table names
 

@@ -26,6 +26,10 @@ _VERSION_STATE = (
     "SELECT state FROM version_states WHERE name = ? AND version = ? AND position <= ?"
     " ORDER BY position DESC LIMIT 1"
 )
+_ARTIFACT_STATE = (
+    "SELECT artifact FROM artifact_states WHERE name = ? AND version = ? AND position <= ?"
+    " ORDER BY position DESC LIMIT 1"
+)
 
 
 # The present catalog's FTS5 tokenizer is unicode61 with remove_diacritics 2 and tokenchars '._-': tokens are
@@ -79,7 +83,8 @@ class PastCatalog:
         if row is None:
             return None
         state = conn.execute(_VERSION_STATE, (name, number, self.position)).fetchone()
-        return version_record(row, aliases, state[0] if state else None)
+        artifact = conn.execute(_ARTIFACT_STATE, (name, number, self.position)).fetchone()
+        return version_record(row, aliases, state[0] if state else None, artifact[0] if artifact else None)
 
     def get(self, ref: str) -> VersionRecord:
         parsed = parse_ref(ref)
@@ -108,11 +113,13 @@ class PastCatalog:
     def _versions(self, conn: sqlite3.Connection, name: str, aliases: dict[str, int]) -> list[VersionRecord]:
         rows = conn.execute(
             f"SELECT {VERSION_COLUMNS}, (SELECT state FROM version_states s WHERE s.name = v.name"  # noqa: S608
-            " AND s.version = v.version AND s.position <= ? ORDER BY s.position DESC LIMIT 1)"
+            " AND s.version = v.version AND s.position <= ? ORDER BY s.position DESC LIMIT 1),"
+            " (SELECT artifact FROM artifact_states a WHERE a.name = v.name"
+            " AND a.version = v.version AND a.position <= ? ORDER BY a.position DESC LIMIT 1)"
             " FROM versions v WHERE v.name = ? AND v.position <= ? ORDER BY v.version",
-            (self.position, name, self.position),
+            (self.position, self.position, name, self.position),
         ).fetchall()
-        return [version_record(r[:-1], aliases, r[-1]) for r in rows]
+        return [version_record(r[:-2], aliases, r[-2], r[-1]) for r in rows]
 
     def model(self, name: str, *, versions: bool = True, include_deleted: bool = True) -> ModelRecord:
         validate_name(name)

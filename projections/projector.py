@@ -285,7 +285,15 @@ HANDLERS: dict[str, Callable[[sqlite3.Connection, StoredEvent], None]] = {
 }
 
 
-def _snapshot(conn: sqlite3.Connection, position: int, name: str | None, version: Any) -> None:
+# Events that name a version without changing its status, tags, metrics or artifact: the version's newest
+# state stays the one "as of" any later position, so no new row (and no page written) is needed.
+_VERSION_UNCHANGED = frozenset({"AliasAssigned", "AliasRemoved"})
+# Events after which a version's artifact record differs (the others leave its newest artifact state valid).
+_ARTIFACT_CHANGING = VERSION_CREATING | {"ArtifactStored", "ArtifactFailed"}
+
+
+def _snapshot(conn: sqlite3.Connection, position: int, name: str | None, version: Any,
+              artifact_changed: bool = False) -> None:
     """Record the state after this event of the model it concerns and, if any, of the version."""
     conn.execute(
         "INSERT INTO model_states (name, position, state) SELECT name, ?, json_array(stream_version, description,"
@@ -297,10 +305,16 @@ def _snapshot(conn: sqlite3.Connection, position: int, name: str | None, version
     if isinstance(version, int):
         conn.execute(
             "INSERT INTO version_states (name, version, position, state)"
-            " SELECT name, version, ?, json_array(status, deleted, json(tags), json(metrics), json(artifact))"
+            " SELECT name, version, ?, json_array(status, deleted, json(tags), json(metrics))"
             " FROM versions WHERE name = ? AND version = ?",
             (position, name, version),
         )
+        if artifact_changed:
+            conn.execute(
+                "INSERT INTO artifact_states (name, version, position, artifact)"
+                " SELECT name, version, ?, artifact FROM versions WHERE name = ? AND version = ?",
+                (position, name, version),
+            )
 
 
 def apply_events(conn: sqlite3.Connection, events: Iterable[StoredEvent], *, start: int | None = None) -> int:
@@ -324,7 +338,8 @@ def apply_events(conn: sqlite3.Connection, events: Iterable[StoredEvent], *, sta
         name = e.data.get("name")
         conn.execute("UPDATE models SET stream_version = ?, updated_at = ? WHERE name = ?",
                      (e.version, e.recorded_at, name))
-        _snapshot(conn, e.position, name, e.data.get("version"))
+        _snapshot(conn, e.position, name, None if e.type in _VERSION_UNCHANGED else e.data.get("version"),
+                  e.type in _ARTIFACT_CHANGING)
         position = e.position
     _set_checkpoint(conn, position)
     return position

@@ -44,11 +44,15 @@ def version_state(row: tuple[Any, ...]) -> VersionState:
     )
 
 
-def version_record(row: tuple[Any, ...], aliases: dict[str, int], state: str | None = None) -> VersionRecord:
-    """``state``: a ``version_states`` entry (JSON) overriding the mutable fields — a past version."""
+def version_record(row: tuple[Any, ...], aliases: dict[str, int], state: str | None = None,
+                   artifact_state: str | None = None) -> VersionRecord:
+    """``state`` / ``artifact_state``: the ``version_states`` / ``artifact_states`` entries (JSON) overriding
+    the mutable fields — a past version (a version has both from the event that created it on)."""
     status, deleted, tags, metrics, artifact = row[3], row[4], row[9], row[10], row[11]
     if state is not None:
-        status, deleted, tags, metrics, artifact = json.loads(state)
+        status, deleted, tags, metrics = json.loads(state)
+    if artifact_state is not None:
+        artifact = artifact_state
     mine = tuple(sorted(a for a, n in aliases.items() if n == row[1]))
     artifact = obj(artifact)
     structure = json.loads(row[7]) or artifact.get("structure") or {}

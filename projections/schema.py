@@ -8,10 +8,10 @@ import sqlite3
 
 import sqlite_utils
 
-VERSION = 6  # bump when the tables change shape: an older catalog is then rebuilt from the log
+VERSION = 7  # bump when the tables change shape: an older catalog is then rebuilt from the log
 
 TABLES = ("models", "versions", "aliases", "alias_history", "tags", "metrics", "files", "blob_refs",
-          "model_states", "version_states", "projection_checkpoint")
+          "model_states", "version_states", "artifact_states", "projection_checkpoint")
 FTS_TABLES = ("models_fts", "versions_fts")
 
 SCHEMA = """
@@ -123,7 +123,16 @@ CREATE TABLE IF NOT EXISTS version_states (
     name     TEXT NOT NULL,
     version  INTEGER NOT NULL,
     position INTEGER NOT NULL,
-    state    TEXT NOT NULL,  -- JSON array: status, deleted, tags, metrics, artifact (nested objects)
+    state    TEXT NOT NULL,  -- JSON array: status, deleted, tags, metrics (nested objects)
+    PRIMARY KEY (name, version, position)
+) WITHOUT ROWID;
+-- A version's artifact record is the biggest of its mutable fields and changes only when it is created,
+-- stored or failed: kept apart, a tag or a metric does not copy it into a new state row.
+CREATE TABLE IF NOT EXISTS artifact_states (
+    name     TEXT NOT NULL,
+    version  INTEGER NOT NULL,
+    position INTEGER NOT NULL,
+    artifact TEXT NOT NULL,
     PRIMARY KEY (name, version, position)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS files_by_basename ON files (basename);
