@@ -15,8 +15,8 @@ subject and its baseline back to back, in alternating order).
    transaction — against raw ``sqlite3`` ``executemany`` into the same table (same columns and constraints,
    WAL, same ``synchronous``), rows prepared beforehand (the baseline is SQLite's own cost only).
 2. ``Registry.register`` of a tiny artifact (embedded broker), versions/s, with the number of dedup hits —
-   against raw SQLite one-transaction-per-event (a register commits two transactions: the command, then the
-   worker's ``ArtifactStored``).
+   against raw SQLite one-transaction-per-event (an embedded register stores the blob first, then commits
+   ``VersionRegistered`` + ``ArtifactStored`` in one transaction).
 3. Latency of one ``register`` / ``tag`` / ``alias`` on a model with 10 versions vs 10,000 versions.
 4. ``ingest``: a 1 GiB file into a fresh local store through ``ingest_artifact`` vs ``cp``; peak RSS of the
    ingest; bytes written when the same artifact is stored twice.
@@ -305,7 +305,7 @@ def bench_register(tmp: str, quick: bool, synchronous: str) -> list[Row]:
     return [Row("Registry.register (tiny file)", "modelledger", median(s), "ver/s", "raw sqlite 1 txn/ev",
                 median(b), median(r),
                 note=(f"{n} registers per repeat; dedup hits {int(median(dedups))}/{n} "
-                      f"(blob already stored, nothing copied); {median(per):.1f} events and 2 commits per register"),
+                      f"(blob already stored, nothing copied); {median(per):.1f} events in 1 commit per register"),
                 samples={"modelledger": s, "raw": b, "ratio": r, "dedup_hits": dedups})]
 
 
@@ -392,7 +392,7 @@ def bench_latency(tmp: str, quick: bool) -> list[Row]:
             ratio = big_ms / small_ms
             note = f"median of {len(samples[big][kind])} on each"
             if kind == "register":
-                note += " (same tiny file: a dedup hit, 2 commits)"
+                note += " (same tiny file: a dedup hit, 1 commit)"
             if kind == "register":
                 b = builds[big]
                 note += (f"; {big:,} versions built in {b['append_s']:.1f} s (append_batch) "

@@ -78,10 +78,10 @@ PEERS: dict[str, dict[str, Any]] = {
 SIZES = {
     #                         full        quick
     "create_n": (200, 50),
-    "create_repeats": (3, 2),
+    "create_repeats": (5, 2),       # this machine's speed drifts within a run: medians of 5 paired rounds
     "tag_n": (300, 100),            # modelledger and eventsourcing, per repeat, per kind
     "tag_n_mlflow": (100, 30),      # MLflow is ~40 ops/s: fewer ops, same rate
-    "tag_repeats": (3, 2),
+    "tag_repeats": (5, 2),
     "search_models": (10, 10),
     "search_versions": (1_000, 1_000),
     "search_queries": (60, 20),
