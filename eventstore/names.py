@@ -127,7 +127,10 @@ def validate_json_object(value: Any, what: str) -> dict[str, Any]:
 
 
 def check_payload_size(data: dict[str, Any], what: str = "event") -> None:
-    size = len(canonical_bytes(data))
+    try:
+        size = len(canonical_bytes(data))
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ValidationError(f"{what} payload is not JSON: {exc}") from None
     if size > PAYLOAD_MAX:
         raise ValidationError(f"{what} payload is {size:,} bytes; the limit is {PAYLOAD_MAX:,} (1 MiB)")
 

@@ -9,6 +9,7 @@ between an append and its projection heals on the next read).
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -161,11 +162,10 @@ class Catalog:
             sql = f"SELECT {VERSION_COLUMNS} FROM versions WHERE name = ?"  # noqa: S608
             if not include_deleted:
                 sql += " AND deleted = 0"
-            count = conn.execute("SELECT count(*) FROM versions WHERE name = ?", (name,)).fetchone()[0]
             records = None
             if versions:
                 records = tuple(version_record(r, aliases) for r in conn.execute(sql + " ORDER BY version", (name,)))
-            return model_record(row, aliases, count, records)
+            return model_record(row, aliases, records)
 
     def exists(self, name: str) -> bool:
         with self._read() as conn:
@@ -211,7 +211,9 @@ class Catalog:
         if alias is not None:
             where.append("EXISTS (SELECT 1 FROM aliases a WHERE a.name = m.name AND a.alias = ?)")
             params.append(validate_alias(alias))
-        sql = f"SELECT {', '.join('m.' + c.strip() for c in MODEL_COLUMNS.split(','))} FROM models m"  # noqa: S608
+        # A model's aliases come with its row (one query for the whole listing).
+        sql = (f"SELECT {', '.join('m.' + c.strip() for c in MODEL_COLUMNS.split(','))},"  # noqa: S608
+               " (SELECT json_group_object(alias, version) FROM aliases a WHERE a.name = m.name) FROM models m")
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY m.name"
@@ -221,8 +223,8 @@ class Catalog:
         with self._read() as conn:
             out = []
             for row in conn.execute(sql, params).fetchall():
-                count = conn.execute("SELECT count(*) FROM versions WHERE name = ?", (row[0],)).fetchone()[0]
-                out.append(model_record(row, aliases_of(conn, row[0]), count))
+                aliases = json.loads(row[-1]) if row[-1] else {}
+                out.append(model_record(row, dict(sorted(aliases.items())) if len(aliases) > 1 else aliases))
             return out
 
     def search(

@@ -131,7 +131,7 @@ class PastCatalog:
             records = None
             if versions:
                 records = tuple(v for v in self._versions(conn, name, aliases) if include_deleted or not v.deleted)
-            return model_record(row, aliases, row[6], records)
+            return model_record(row, aliases, records)
 
     def exists(self, name: str) -> bool:
         with self._read() as conn:
@@ -172,10 +172,13 @@ class PastCatalog:
                     continue
                 if alias is not None and alias not in aliases:
                     continue
+                if not (words or wanted_tags or file is not None):  # no filter on content: the common listing
+                    out.append(model_record(row, aliases))
+                    if limit is not None and len(out) >= limit:
+                        break
+                    continue
                 model_tags = obj(row[3])
-                needs_versions = bool(words) or bool(wanted_tags) or file is not None
-                live = ([v for v in self._versions(conn, row[0], aliases) if not v.deleted]
-                        if needs_versions else [])
+                live = [v for v in self._versions(conn, row[0], aliases) if not v.deleted]
                 if words is not None:
                     texts = [row[0], row[2], *model_tags.keys(), *model_tags.values()]
                     hit = _matches(words, _tokens(*texts)) or any(
@@ -190,7 +193,7 @@ class PastCatalog:
                         f.get("path") == file or f.get("path", "").rsplit("/", 1)[-1] == file
                         for v in live for f in v.artifact.get("files") or ()):
                     continue
-                out.append(model_record(row, aliases, row[6]))
+                out.append(model_record(row, aliases))
                 if limit is not None and len(out) >= limit:
                     break
         return out

@@ -115,7 +115,8 @@ def on_version_created(conn: sqlite3.Connection, e: StoredEvent) -> None:
     _write_tags(conn, name, number, tags)
     _write_files(conn, name, number, artifact)
     conn.execute(
-        "UPDATE models SET last_version = max(last_version, ?), latest = max(coalesce(latest, 0), ?) WHERE name = ?",
+        "UPDATE models SET last_version = max(last_version, ?), latest = max(coalesce(latest, 0), ?),"
+        " version_count = version_count + 1 WHERE name = ?",
         (number, number, name),
     )
 
@@ -297,7 +298,7 @@ def _snapshot(conn: sqlite3.Connection, position: int, name: str | None, version
     """Record the state after this event of the model it concerns and, if any, of the version."""
     conn.execute(
         "INSERT INTO model_states (name, position, state) SELECT name, ?, json_array(stream_version, description,"
-        " json(tags), deleted, latest, last_version, created_at, created_by, updated_at,"
+        " json(tags), deleted, latest, last_version, created_at, created_by, updated_at, version_count,"
         " (SELECT coalesce(json_group_object(alias, version), '{}') FROM aliases WHERE aliases.name = models.name))"
         " FROM models WHERE name = ?",
         (position, name),

@@ -10,7 +10,8 @@ from eventstore.state import ModelState, VersionState
 
 from .records import ModelRecord, VersionRecord
 
-MODEL_COLUMNS = "name, stream_version, description, tags, deleted, latest, last_version, created_at, created_by, updated_at"
+MODEL_COLUMNS = ("name, stream_version, description, tags, deleted, latest, last_version, created_at, created_by,"
+                 " updated_at, version_count")
 VERSION_COLUMNS = (
     "name, version, parent, status, deleted, description, params, structure, optimizer, tags, metrics, artifact,"
     " created_at, created_by, position"
@@ -66,18 +67,16 @@ def version_record(row: tuple[Any, ...], aliases: dict[str, int], state: str | N
 
 def model_row_at(name: str, state: str) -> tuple[tuple[Any, ...], dict[str, int]]:
     """A ``model_states`` entry → (a row shaped like MODEL_COLUMNS, the aliases then)."""
-    (stream_version, description, tags, deleted, latest, last_version, created_at, created_by, updated_at,
-     aliases) = json.loads(state)
-    aliases = obj(aliases)
-    row = (name, stream_version, description, tags, deleted, latest, last_version, created_at, created_by, updated_at)
-    return row, dict(sorted(aliases.items()))
+    values = json.loads(state)
+    aliases = values.pop()
+    return (name, *values), dict(sorted(aliases.items())) if len(aliases) > 1 else aliases
 
 
-def model_record(row: tuple[Any, ...], aliases: dict[str, int], count: int,
+def model_record(row: tuple[Any, ...], aliases: dict[str, int],
                  versions: tuple[VersionRecord, ...] | None = None) -> ModelRecord:
     return ModelRecord(
         name=row[0], description=row[2], tags=obj(row[3]), deleted=bool(row[4]), latest=row[5],
-        aliases=aliases, created_at=row[7], created_by=row[8], updated_at=row[9], version_count=count,
+        aliases=aliases, created_at=row[7], created_by=row[8], updated_at=row[9], version_count=row[10],
         versions=versions,
     )
 

@@ -8,7 +8,7 @@ import sqlite3
 
 import sqlite_utils
 
-VERSION = 7  # bump when the tables change shape: an older catalog is then rebuilt from the log
+VERSION = 8  # bump when the tables change shape: an older catalog is then rebuilt from the log
 
 TABLES = ("models", "versions", "aliases", "alias_history", "tags", "metrics", "files", "blob_refs",
           "model_states", "version_states", "artifact_states", "projection_checkpoint")
@@ -31,6 +31,7 @@ CREATE TABLE IF NOT EXISTS models (
     deleted        INTEGER NOT NULL DEFAULT 0,
     latest         INTEGER,
     last_version   INTEGER NOT NULL DEFAULT 0,
+    version_count  INTEGER NOT NULL DEFAULT 0,  -- kept, not counted: a listing reads one row per model
     deleted_at     TEXT,
     created_at     TEXT NOT NULL,
     created_by     TEXT NOT NULL,

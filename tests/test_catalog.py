@@ -211,6 +211,31 @@ def test_a_command_after_a_long_import_folds_the_lag_in_pages_and_decides_on_all
     assert [e.data["tags"] for e in reg.history("m")[-1:]] == [{"n": "after"}]
 
 
+def test_version_count_is_the_number_of_versions_now_and_as_of_the_past_even_with_an_imported_gap(reg, artifact):
+    from eventstore.decider import _version_event
+
+    reg.register("m", artifact)
+    reg.register("m", artifact)
+    before = reg.head()
+    # An import may number versions with a gap: the count is what exists, not the highest number.
+    reg.append_batch([NewEvent("model-m", "VersionRegistered", _version_event(
+        "m", 7, None, description="", params={}, structure={}, optimizer={}, tags={},
+        artifact={"source": str(artifact)}, status="pending"))])
+    assert [(m.name, m.version_count) for m in reg.catalog().list()] == [("m", 3)]
+    assert reg.catalog().model("m").version_count == 3
+    assert [(m.name, m.version_count) for m in reg.catalog(as_of=reg.head()).list()] == [("m", 3)]
+    assert reg.catalog(as_of=before).model("m").version_count == 2
+
+
+def test_an_imported_event_that_is_not_json_is_refused_with_a_validation_error(reg, artifact):
+    reg.register("m", artifact)
+    head = reg.head()
+    with pytest.raises(ValidationError, match="not JSON"):
+        reg.append_batch([NewEvent("model-m", "Tagged", {"name": "m", "version": 1, "tags": {"k": "v"},
+                                                         "note": {1, 2}})])
+    assert reg.head() == head
+
+
 def test_rebuild_gives_the_same_catalog_and_the_same_search_results(populated):
     reg = populated
     reg.delete("resnet-50@1")
