@@ -205,6 +205,21 @@ def _read_chunks(reader: IO[bytes]) -> Iterator[bytes]:
         yield chunk
 
 
+def _last_activity(call: Callable[..., Any], bucket: str, key: str, upload_id: str, initiated: Any) -> float:
+    """When a multipart upload last made progress: its newest part, else its start. (A long upload started
+    hours ago may still be sending parts; the start alone would call it stale.)"""
+    newest = initiated.timestamp() if initiated is not None else 0.0
+    args: dict[str, Any] = {"Bucket": bucket, "Key": key, "UploadId": upload_id}
+    while True:
+        page = call("list_parts", **args)
+        for part in page.get("Parts") or ():
+            if part.get("LastModified") is not None:
+                newest = max(newest, part["LastModified"].timestamp())
+        if not page.get("IsTruncated"):
+            return newest
+        args["PartNumberMarker"] = page.get("NextPartNumberMarker")
+
+
 class BlobStore:
     """A content-addressed store; ``root_url`` is a local path, ``file://``, ``s3://``, ``memory://`` ..."""
 
@@ -542,11 +557,12 @@ class BlobStore:
                         pass
                 return removed
             fs = self.fs
+            removed += self._abort_stale_uploads(tmpdir, cutoff)
             fs.invalidate_cache(tmpdir)
             try:
                 entries = fs.ls(tmpdir, detail=True, refresh=True)
             except FileNotFoundError:
-                return 0
+                return removed
             for e in entries:
                 name = e["name"]
                 if not name.endswith(TMP_SUFFIX):
@@ -559,6 +575,31 @@ class BlobStore:
                     self._discard_tmp(name)
                     removed += 1
             return removed
+
+    def _abort_stale_uploads(self, tmpdir: str, cutoff: float) -> int:
+        """Abort the multipart uploads of temp keys that a killed writer left unfinished. S3 keeps (and bills)
+        their parts until aborted, and no listing of objects shows them."""
+        call = getattr(self.fs, "call_s3", None)  # s3fs; other object stores have no such uploads here
+        if call is None:
+            return 0
+        bucket, _, prefix = tmpdir.partition("/")
+        page_args: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix.rstrip("/") + "/"}
+        aborted = 0
+        while True:
+            try:
+                page = call("list_multipart_uploads", **page_args)
+            except Exception as exc:
+                if not _is_driver_error(exc):
+                    raise
+                return aborted  # an S3-like store without multipart listing: nothing this sweep can do
+            for upload in page.get("Uploads") or ():
+                key, upload_id = upload["Key"], upload["UploadId"]
+                if _last_activity(call, bucket, key, upload_id, upload.get("Initiated")) <= cutoff:
+                    call("abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload_id)
+                    aborted += 1
+            if not page.get("IsTruncated"):
+                return aborted
+            page_args.update(KeyMarker=page.get("NextKeyMarker"), UploadIdMarker=page.get("NextUploadIdMarker"))
 
     def iter_blobs(self) -> Iterator[tuple[str, int, float]]:
         """Every blob in the store as (digest, size, modified time): what gc compares with the catalog."""

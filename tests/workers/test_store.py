@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -325,6 +326,30 @@ def test_s3_directory_round_trip_and_dedup(s3_bucket: str, tmp_path: Path) -> No
     assert leftovers == []
     hexd = info.digest[7:]
     assert other.fs.exists(f"{s3_bucket}/artifacts/sha256/{hexd[:2]}/{hexd[2:4]}/{hexd}")
+
+
+@pytest.mark.s3
+def test_s3_sweep_aborts_the_unfinished_uploads_a_killed_writer_left(s3_bucket: str) -> None:
+    store = BlobStore(f"s3://{s3_bucket}/artifacts")
+    call = store.fs.call_s3
+
+    def start_upload(key: str) -> str:
+        # What a writer killed mid-upload leaves: an initiated multipart upload with parts, never completed.
+        upload = call("create_multipart_upload", Bucket=s3_bucket, Key=key)["UploadId"]
+        call("upload_part", Bucket=s3_bucket, Key=key, UploadId=upload, PartNumber=1, Body=b"x" * 5 * 2**20)
+        return upload
+
+    def pending() -> set[str]:
+        return {u["Key"] for u in call("list_multipart_uploads", Bucket=s3_bucket).get("Uploads") or ()}
+
+    start_upload("artifacts/tmp/0123abcd.part")
+    start_upload("elsewhere/tmp/not-ours.part")
+    # A part sent within the hour: a live writer's upload is left alone (whenever it was started).
+    assert store.sweep_tmp(older_than_seconds=3600) == 0
+    assert pending() == {"artifacts/tmp/0123abcd.part", "elsewhere/tmp/not-ours.part"}
+    time.sleep(1.1)  # part times have a resolution of one second
+    assert store.sweep_tmp(older_than_seconds=0) == 1
+    assert pending() == {"elsewhere/tmp/not-ours.part"}  # only the store's own temp prefix is swept
 
 
 @pytest.mark.s3
