@@ -89,10 +89,15 @@ def execute(
     if idempotency_key is not None:
         event_meta["idempotency_key"] = idempotency_key
     conflicts = 0
+    folded = -1
     while conflicts < MAX_ATTEMPTS:
         try:
             with recorder.write() as tx:
-                if read_model.catch_up(tx, CATCH_UP_PAGE) < tx.head():
+                position = read_model.catch_up(tx, CATCH_UP_PAGE)
+                if position < tx.head():
+                    if position == folded:
+                        raise StoreError(f"the catalog cannot follow the log after #{position}")
+                    folded = position
                     continue  # commit this page of the lag and fold the next in a new transaction
                 if idempotency_key is not None:
                     first = tx.idempotent_result(idempotency_key, fp)

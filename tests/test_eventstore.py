@@ -245,3 +245,27 @@ def test_reopening_the_registry_keeps_the_log_and_the_chain(home, artifact):
         assert b.catalog().digest() == digest
         b.tag("alpha", again="yes")
         assert verify_rows(b.recorder.raw_rows()).ok
+
+
+def test_a_catalog_that_cannot_follow_the_log_fails_the_command_instead_of_looping(tmp_path):
+    from eventstore import commands as c
+    from eventstore.errors import StoreError
+    from eventstore.handler import execute
+    from eventstore.sqlite import SQLiteRecorder
+
+    recorder = SQLiteRecorder(tmp_path / "registry.db")
+    recorder.append([NewEvent("model-m", "ModelRegistered", {"name": "m", "description": "", "tags": {}})])
+
+    class StuckCatalog:  # e.g. a projection bug that never gets past an event
+        def catch_up(self, tx, limit=None):
+            return 0
+
+        def apply(self, tx, events):
+            raise AssertionError("nothing may be decided on a catalog that is behind")
+
+        def view(self, tx):
+            raise AssertionError("nothing may be decided on a catalog that is behind")
+
+    with pytest.raises(StoreError, match="cannot follow the log after #0"):
+        execute(recorder, StuckCatalog(), c.Tag("m", {"k": "v"}), {"actor": "test"})
+    assert recorder.head() == 1
