@@ -17,7 +17,7 @@ from typing import Any
 
 from eventstore.canonical import canonical_json
 from eventstore.decider import resolve
-from eventstore.errors import NotFoundError, ValidationError
+from eventstore.errors import NotFoundError, StoreError, ValidationError
 from eventstore.events import StoredEvent
 from eventstore.names import parse_ref, validate_alias, validate_name, validate_tags
 from eventstore.recorder import Transaction
@@ -80,9 +80,13 @@ class CatalogProjection:
     def ensure_current(self) -> None:
         """Apply whatever the log holds beyond the checkpoint (cheap when there is nothing to do). A long
         lag (a bulk import) is folded in one commit per page, so other writers never wait for all of it."""
+        folded = -1
         while self.lag() > 0:
             with self.recorder.write() as tx:
-                self.catch_up(tx, limit=PAGE)
+                position = self.catch_up(tx, limit=PAGE)
+            if position == folded:
+                raise StoreError(f"the catalog cannot follow the log after #{position}")
+            folded = position
 
     def rebuild(self) -> int:
         """Drop every catalog table and replay the whole log, atomically; returns the events applied."""
