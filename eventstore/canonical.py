@@ -70,8 +70,6 @@ def quote_string(value: str) -> str:
     return _encode_string(value)
 
 
-
-
 def envelope_json(
     position: int,
     stream: str,

@@ -9,7 +9,6 @@ All the SQL of the log lives in this module.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sqlite3
@@ -22,11 +21,11 @@ from typing import Any
 
 import sqlite_utils
 
-from .canonical import GENESIS_HASH, canonical_json, envelope_from_quoted
+from .canonical import GENESIS_HASH, canonical_json, envelope_from_quoted, hash_envelope_json
 from .canonical import quote_string as quote
 from .clock import normalize_timestamp, utc_now
 from .errors import ConcurrencyError, IdempotencyError, StoreError, ValidationError
-from .events import SCHEMA_VERSIONS, NewEvent, StoredEvent
+from .events import NewEvent, StoredEvent
 from .recorder import Recorder, Transaction
 from .upcast import upcast
 
@@ -166,7 +165,6 @@ class SQLiteTransaction(Transaction):
         meta_cache: dict[int, str] = {}
         quoted: dict[str, str] = {}
         at_q = quote(recorded_at)
-        sha256 = hashlib.sha256
         for event in events:
             stream = event.stream
             if stream not in versions:
@@ -174,7 +172,7 @@ class SQLiteTransaction(Transaction):
             version = versions[stream] = versions[stream] + 1
             position += 1
             type_ = event.type
-            schema_version = event.schema_version or SCHEMA_VERSIONS.get(type_, 1)
+            schema_version = event.resolved_schema_version()
             try:
                 data_json = canonical_json(event.data)
                 meta_json = meta_cache.get(id(event.meta))
@@ -186,7 +184,7 @@ class SQLiteTransaction(Transaction):
             type_q = quoted.get(type_) or quoted.setdefault(type_, quote(type_))
             envelope = envelope_from_quoted(position, stream_q, version, type_q, schema_version, data_json,
                                             meta_json, at_q)
-            previous_hash = sha256((previous_hash + envelope).encode("utf-8")).hexdigest()
+            previous_hash = hash_envelope_json(previous_hash, envelope)
             rows.append((position, stream, version, type_, schema_version, data_json, meta_json, recorded_at,
                          previous_hash))
             stored.append(StoredEvent(position, stream, version, type_, schema_version, event.data, event.meta,

@@ -34,7 +34,7 @@ from projections.storage import purge_plan, referenced_digests
 from workers import actors, context
 from workers.broker import ensure_embedded_worker, is_embedded
 from workers.broker import use as use_broker
-from workers.ingest import check_source, ingest_artifact, source_readable
+from workers.ingest import artifact_blobs, check_source, ingest_artifact, source_readable
 from workers.store import BlobStore
 
 from . import __version__
@@ -225,7 +225,7 @@ class Registry:
 
     def _blobs_present(self, facts: dict[str, Any]) -> Callable[[Any], None]:
         store = self.store()
-        digests = {facts["digest"], *(f["digest"] for f in facts.get("files") or ())}
+        digests = artifact_blobs(facts)
 
         def check(_tx: Any) -> None:
             # gc deletes blobs under the write lock, so this check, under the same lock, is race-free.

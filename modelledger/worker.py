@@ -49,7 +49,8 @@ def _sweep_once(reg: Registry, older_than: float) -> None:
         sent = reg.sweep(older_than=older_than)
         swept = reg.store().sweep_tmp(TMP_MAX_AGE)
         if sent or swept:
-            log.info("sweep: re-sent %d pending ingest(s), removed %d stale temp file(s) or unfinished upload(s)", sent, swept)
+            log.info("sweep: re-sent %d pending ingest(s), removed %d stale temp file(s) or unfinished upload(s)",
+                     sent, swept)
     except ModelLedgerError as exc:
         # Redis or the store is away: the next sweep tries again.
         log.warning("sweep: %s", exc)

@@ -9,7 +9,6 @@ between an append and its projection heals on the next read).
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -33,6 +32,7 @@ from .rows import (
     SQLiteStateView,
     aliases_of,
     model_record,
+    sorted_aliases,
     version_record,
 )
 
@@ -151,10 +151,7 @@ class Catalog:
         with self._read() as conn:
             view = SQLiteStateView(conn)
             _, state = resolve(view, parsed, allow_deleted=parsed.version is not None)
-            return self._version(conn, parsed.name, state.version)
-
-    def _version(self, conn: sqlite3.Connection, name: str, number: int) -> VersionRecord:
-        return _version_record(conn, name, number)
+            return _version_record(conn, parsed.name, state.version)
 
     def model(self, name: str, *, versions: bool = True, include_deleted: bool = True) -> ModelRecord:
         validate_name(name)
@@ -225,11 +222,7 @@ class Catalog:
             sql += " LIMIT ?"
             params.append(int(limit))
         with self._read() as conn:
-            out = []
-            for row in conn.execute(sql, params).fetchall():
-                aliases = json.loads(row[-1]) if row[-1] else {}
-                out.append(model_record(row, dict(sorted(aliases.items())) if len(aliases) > 1 else aliases))
-            return out
+            return [model_record(row, sorted_aliases(row[-1])) for row in conn.execute(sql, params).fetchall()]
 
     def search(
         self,
@@ -305,7 +298,7 @@ class Catalog:
             row = conn.execute(sql, params).fetchone()
             if row is None:
                 raise NotFoundError(f"no live version of {name!r} has the metric {metric!r}")
-            return self._version(conn, name, row[0])
+            return _version_record(conn, name, row[0])
 
     def request_position(self, name: str, number: int) -> int:
         """The log position of the latest event asking for this version's artifact."""

@@ -65,11 +65,17 @@ def version_record(row: tuple[Any, ...], aliases: dict[str, int], state: str | N
     )
 
 
+def sorted_aliases(value: Any) -> dict[str, int]:
+    """A model's aliases aggregated by SQL (JSON text, parsed JSON or NULL), in alias order like ``aliases_of``."""
+    aliases = obj(value) or {}
+    return dict(sorted(aliases.items())) if len(aliases) > 1 else aliases
+
+
 def model_row_at(name: str, state: str) -> tuple[tuple[Any, ...], dict[str, int]]:
     """A ``model_states`` entry → (a row shaped like MODEL_COLUMNS, the aliases then)."""
     values = json.loads(state)
     aliases = values.pop()
-    return (name, *values), dict(sorted(aliases.items())) if len(aliases) > 1 else aliases
+    return (name, *values), sorted_aliases(aliases)
 
 
 def model_record(row: tuple[Any, ...], aliases: dict[str, int],

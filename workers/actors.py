@@ -21,7 +21,7 @@ from eventstore.recorder import Transaction
 
 from . import broker as _broker  # noqa: F401  (sets the broker before any actor is declared)
 from . import context
-from .ingest import ingest_artifact
+from .ingest import artifact_blobs, ingest_artifact
 from .store import BlobStore
 
 log = logging.getLogger("modelledger.workers")
@@ -107,7 +107,8 @@ def _ingest_once(ctx: context.WorkerContext, rec: Any, created: StoredEvent, art
     number = created.data["version"]
     position = created.position
     try:
-        facts = ingest_artifact(ctx.artifacts, artifact["source"], progress=context.progress_for(position))
+        store = BlobStore(ctx.artifacts)
+        facts = ingest_artifact(store, artifact["source"], progress=context.progress_for(position))
         expected = artifact.get("expected_digest")
         if expected and facts["digest"] != expected:
             # Bytes fetched again must be the bytes the version was registered with.
@@ -125,11 +126,10 @@ def _ingest_once(ctx: context.WorkerContext, rec: Any, created: StoredEvent, art
             _record_failure(ctx, created, f"{type(exc).__name__}: {exc}")
             return "failed"
         raise ArtifactError(f"ingest of {created.data['name']}@{number} failed: {exc}") from exc
-    store = BlobStore(ctx.artifacts)
     with rec.write() as tx:
         if tx.idempotent_result(key, None) is not None or not _still_pending(ctx, tx, created):
             outcome = "already"
-        elif not all(store.exists(d) for d in _blobs(facts)):
+        elif not all(store.exists(d) for d in artifact_blobs(facts)):
             # gc removed a blob we deduplicated against, between our copy and this commit (gc deletes
             # under the write lock, so checking here is race-free): copy again.
             return "vanished"
@@ -149,9 +149,6 @@ def _still_pending(ctx: context.WorkerContext, tx: Transaction, created: StoredE
     version = ctx.read_model.view(tx).version(created.data["name"], created.data["version"])
     return version is not None and version.status == "pending"
 
-
-def _blobs(facts: dict[str, Any]) -> set[str]:
-    return {facts["digest"], *(f["digest"] for f in facts.get("files") or ())}
 
 
 def _append(ctx: context.WorkerContext, tx: Transaction, event: NewEvent, key: str) -> None:

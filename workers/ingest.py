@@ -66,6 +66,11 @@ def source_readable(source: str) -> bool:
     return True
 
 
+def artifact_blobs(facts: dict[str, Any]) -> set[str]:
+    """Every blob an artifact's facts name: the file (or a folder's manifest) and each file of a folder."""
+    return {facts["digest"], *(f["digest"] for f in facts.get("files") or ())}
+
+
 def ingest_artifact(
     store: BlobStore | str, source: str, *, progress: Callable[[int], None] | None = None
 ) -> dict[str, Any]:

@@ -174,6 +174,23 @@ def _makedirs(path: str) -> list[str]:
     return [os.path.dirname(path)]
 
 
+def _link_new(tmp: str, final: str) -> bool:
+    """Give a finished temp its final name; False if a blob is already there. (FileNotFoundError: no folder.)"""
+    try:
+        # link() refuses to overwrite: an existing blob is never rewritten, even in a race.
+        os.link(tmp, final)
+    except FileExistsError:
+        return False
+    except FileNotFoundError:
+        raise
+    except OSError:
+        # Filesystems without hard links: same-content replace is the best left; check first.
+        if os.path.exists(final):
+            return False
+        os.replace(tmp, final)
+    return True
+
+
 def _makedirs_durable(path: str) -> None:
     """mkdir -p that fsyncs each parent of a newly created directory, so the new entry survives a crash."""
     for parent in reversed(_makedirs(path)):
@@ -232,7 +249,6 @@ class BlobStore:
         self._lock = threading.Lock()
         self._fs: fsspec.AbstractFileSystem | None = None
         self._pid = -1
-        self._tmp_ready = False
         with _edge(f"cannot open artifact store {root_url}"):
             fs, root = self._make_fs()
         self.local = isinstance(fs, LocalFileSystem)
@@ -241,7 +257,7 @@ class BlobStore:
     def __getstate__(self) -> dict[str, Any]:
         # A lock and a live filesystem do not travel between processes; the receiver makes its own.
         state = self.__dict__.copy()
-        state.update(_fs=None, _pid=-1, _lock=None, stats=StoreStats(), _tmp_ready=False)
+        state.update(_fs=None, _pid=-1, _lock=None, stats=StoreStats())
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -463,11 +479,9 @@ class BlobStore:
         self._count(written + (hasher.size if created and not self.local else 0), deduplicated=not created)
         return blob
 
-    def _open_tmp(self, tmp: str) -> IO[bytes]:
-        # The temp folder is made (durably) once per store object; made again if someone removed it.
-        if not self._tmp_ready:
-            _makedirs_durable(os.path.dirname(tmp))
-            self._tmp_ready = True
+    @staticmethod
+    def _open_tmp(tmp: str) -> IO[bytes]:
+        # The temp folder is made (durably) when an open finds it missing: on first use, or if someone removed it.
         try:
             return open(tmp, "xb")  # noqa: SIM115 - the caller closes it
         except FileNotFoundError:
@@ -479,23 +493,15 @@ class BlobStore:
         if self.local:
             folder = os.path.dirname(final)
             parents: list[str] = []  # fan-out folders made for this blob (sha256/ab/cd), not fsynced yet
-            while True:
-                try:
-                    # link() refuses to overwrite: an existing blob is never rewritten, even in a race.
-                    os.link(tmp, final)
-                except FileExistsError:
-                    return False
-                except FileNotFoundError:
-                    if parents or os.path.isdir(folder):
-                        raise
-                    parents = _makedirs(folder)
-                    continue
-                except OSError:
-                    # Filesystems without hard links: same-content replace is the best left; check first.
-                    if os.path.exists(final):
-                        return False
-                    os.replace(tmp, final)
-                break
+            try:
+                created = _link_new(tmp, final)
+            except FileNotFoundError:
+                if os.path.isdir(folder):
+                    raise  # the temp itself is gone
+                parents = _makedirs(folder)
+                created = _link_new(tmp, final)
+            if not created:
+                return False
             # The data was fsynced before the link, so the name only ever shows whole bytes. The new entries
             # (the blob's, then any new folder's) are made durable after the link: a journaling filesystem
             # commits them together, so the later fsyncs find little left to write.
