@@ -1,4 +1,5 @@
-"""Small helpers for ``scripts/bench.py``: machine facts, medians, a table, temp dirs.
+"""Small helpers for the ``scripts/bench*.py`` and the peers' workers: machine facts, medians, a table, temp
+dirs, test files. Standard library only (a peer's venv imports it too).
 
 Not part of the product (nothing imports it but the bench). Figures from a noisy machine are compared
 with a baseline measured in the same run, as a ratio; absolute times are printed for orientation only.
@@ -140,3 +141,17 @@ def small_files(folder: str, count: int, seed: int) -> list[str]:
             f.write(b"MLBENCH " + rng.randbytes(rng.randint(200, 600)))
         paths.append(p)
     return paths
+
+
+def tree_bytes(root: str) -> tuple[int, int]:
+    """(apparent bytes, allocated bytes) of the files under ``root``; files vanishing meanwhile are skipped."""
+    apparent = allocated = 0
+    for dirpath, _dirs, files in os.walk(root):
+        for f in files:
+            try:
+                st = os.lstat(os.path.join(dirpath, f))
+            except FileNotFoundError:
+                continue
+            apparent += st.st_size
+            allocated += st.st_blocks * 512
+    return apparent, allocated

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _benchlib import Row, add_repo_to_path, log, median, temp_dir
+from _benchlib import Row, add_repo_to_path, log, median, temp_dir, tree_bytes
 
 BLOCK = 64 * 1024 * 1024
 SIZES = {
@@ -73,17 +73,6 @@ def _wchar() -> int:
     return -1
 
 
-def tree_bytes(root: str) -> int:
-    total = 0
-    for dirpath, _dirs, files in os.walk(root):
-        for f in files:
-            try:
-                total += os.lstat(os.path.join(dirpath, f)).st_size
-            except FileNotFoundError:
-                pass
-    return total
-
-
 # -- the child ---------------------------------------------------------------------------------------
 
 def child(mode: str, store: str, src: str) -> dict[str, Any]:
@@ -102,13 +91,13 @@ def child(mode: str, store: str, src: str) -> dict[str, Any]:
         out["format"] = facts.get("format")
     else:  # twice
         ingest_artifact(store, src)
-        before, w0 = tree_bytes(store), _wchar()
+        before, w0 = tree_bytes(store)[0], _wchar()
         t = time.perf_counter()
         facts = ingest_artifact(store, src)
         out["seconds"] = time.perf_counter() - t
         out["wchar"] = _wchar() - w0
-        out["store_bytes_added"] = tree_bytes(store) - before
-        out["store_bytes"] = tree_bytes(store)
+        out["store_bytes_added"] = tree_bytes(store)[0] - before
+        out["store_bytes"] = tree_bytes(store)[0]
         out["size"] = facts["size"]
     return out
 

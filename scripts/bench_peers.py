@@ -56,7 +56,18 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from _benchlib import Row, add_repo_to_path, log, machine, median, percentile, render, temp_dir  # noqa: E402
+from _benchlib import (  # noqa: E402
+    Row,
+    add_repo_to_path,
+    log,
+    machine,
+    median,
+    percentile,
+    render,
+    small_files,
+    temp_dir,
+    tree_bytes,
+)
 
 add_repo_to_path()
 
@@ -169,18 +180,6 @@ def open_registry(home: str):
     return Registry.open(home=home, broker="embedded", actor=ACTOR, client="bench peers")
 
 
-def tiny_files(folder: str, n: int, seed: int) -> list[str]:
-    rng = random.Random(seed)
-    os.makedirs(folder, exist_ok=True)
-    out = []
-    for i in range(n):
-        p = os.path.join(folder, f"model-{i}.bin")
-        with open(p, "wb") as f:  # a text header: random bytes can look like a pickle to the format sniffer
-            f.write(b"MLBENCH " + rng.randbytes(rng.randint(200, 600)))
-        out.append(p)
-    return out
-
-
 def _meta() -> dict[str, Any]:
     return {"actor": ACTOR, "client": "modelledger/bench peers", "correlation_id": str(uuid.uuid4())}
 
@@ -211,7 +210,7 @@ def add_versions(reg: Any, name: str, first: int, last: int, artifact: dict[str,
 def ours_create(tmp: str, n: int) -> float:
     """Versions/s of ``register`` of ``n`` distinct tiny files over 4 models (each stored: no dedup)."""
     with temp_dir(tmp, "create-") as d:
-        files = tiny_files(os.path.join(d, "src"), n, seed=n)
+        files = small_files(os.path.join(d, "src"), n, seed=n)
         reg = open_registry(os.path.join(d, "home"))
         try:
             warm = os.path.join(d, "warm.bin")
@@ -231,7 +230,7 @@ def ours_create(tmp: str, n: int) -> float:
 def ours_tags(tmp: str, n: int) -> dict[str, float]:
     """Tags/s and alias moves/s on a model with 10 versions (each op a real change)."""
     with temp_dir(tmp, "tags-") as d:
-        src = tiny_files(os.path.join(d, "src"), 1, seed=3)[0]
+        src = small_files(os.path.join(d, "src"), 1, seed=3)[0]
         reg = open_registry(os.path.join(d, "home"))
         try:
             v1 = reg.register("bench/deep", artifact=src)
@@ -256,7 +255,7 @@ def ours_search(tmp: str, models: int, versions: int, queries: int) -> list[floa
     """ms per ``catalog().search(name=…, tags={"stage": …})`` over ``models`` x ``versions`` versions tagged
     ``stage`` = s<version % 10> and ``task`` = ctr (as the MLflow worker does)."""
     with temp_dir(tmp, "search-") as d:
-        src = tiny_files(os.path.join(d, "src"), 1, seed=4)[0]
+        src = small_files(os.path.join(d, "src"), 1, seed=4)[0]
         reg = open_registry(os.path.join(d, "home"))
         try:
             art = reg.register("seed", artifact=src).artifact
@@ -279,16 +278,6 @@ def ours_search(tmp: str, models: int, versions: int, queries: int) -> list[floa
         finally:
             reg.close()
     return samples
-
-
-def tree_bytes(root: str) -> tuple[int, int]:
-    apparent = allocated = 0
-    for dirpath, _dirs, files in os.walk(root):
-        for f in files:
-            st = os.stat(os.path.join(dirpath, f))
-            apparent += st.st_size
-            allocated += st.st_blocks * 512
-    return apparent, allocated
 
 
 def make_big_file(path: str, total: int) -> None:
@@ -552,7 +541,7 @@ def row_command(tmp: str, quick: bool, ml: Peer) -> list[Row]:
     big, rounds, ops = size("cmd_big", quick), size("cmd_rounds", quick), size("cmd_ops", quick)
     rows = []
     with temp_dir(tmp, "cmd-") as d:
-        src = tiny_files(os.path.join(d, "src"), 1, seed=7)[0]
+        src = small_files(os.path.join(d, "src"), 1, seed=7)[0]
         homes = {10: os.path.join(d, "small"), big: os.path.join(d, "big")}
         for versions, home in homes.items():
             log(f"command: building a model with {versions:,} versions")

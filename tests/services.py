@@ -5,7 +5,9 @@ newcomer's machine without Redis)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -66,3 +68,22 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(interval)
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """A file's digest the way the store names blobs (``sha256:<hex>``), read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(8 << 20):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+def reap(proc: subprocess.Popen) -> None:
+    """Kill a child a test left running (its assertion failed midway) and close its pipes."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()

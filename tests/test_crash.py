@@ -14,6 +14,7 @@ import time
 from collections import defaultdict
 
 import pytest
+from services import reap
 
 from eventstore.verify import verify_rows
 from projections.projector import checkpoint
@@ -149,11 +150,7 @@ def _kill_at_random(home, artifact, env, round_name: str, rnd: random.Random) ->
         proc.wait(timeout=30)
         assert proc.returncode == -signal.SIGKILL
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
+        reap(proc)
 
 
 def test_sigkill_at_random_moments_leaves_whole_batches_and_a_catalog_that_catches_up(home, artifact, child_env):

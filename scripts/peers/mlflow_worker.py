@@ -16,6 +16,11 @@ import random
 import sys
 import time
 import warnings
+from pathlib import Path
+
+# The bench's own helpers (standard library only) live one folder up.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _benchlib import small_files, tree_bytes  # noqa: E402
 
 warnings.filterwarnings("ignore")
 logging.disable(logging.WARNING)
@@ -38,24 +43,12 @@ def client_for(folder: str):
     return client, exp, root
 
 
-def tiny_files(folder: str, n: int, seed: int) -> list[str]:
-    rng = random.Random(seed)
-    os.makedirs(folder, exist_ok=True)
-    out = []
-    for i in range(n):
-        p = os.path.join(folder, f"model-{i}.bin")
-        with open(p, "wb") as f:
-            f.write(b"MLBENCH " + rng.randbytes(rng.randint(200, 600)))
-        out.append(p)
-    return out
-
-
 def create_versions(task: dict) -> dict:
     """``n`` new versions of 4 models: per version, ``log_artifact`` of a tiny file into one run (created before
     the timing), then ``create_model_version(name, source=<that artifact's URI>, run_id=...)``. Timed: both
     calls (``total``), and ``create_model_version`` alone (``create``)."""
     client, exp, _root = client_for(task["dir"])
-    files = tiny_files(os.path.join(task["dir"], "src"), task["n"], seed=task["n"])
+    files = small_files(os.path.join(task["dir"], "src"), task["n"], seed=task["n"])
     for m in range(4):
         client.create_registered_model(f"bench-m{m}")
     run = client.create_run(exp)
@@ -129,28 +122,17 @@ def search(task: dict) -> dict:
     return {"ms": samples, "results_per_query": expect}
 
 
-def du(path: str) -> tuple[int, int]:
-    """(apparent bytes, allocated bytes) of the files under ``path``."""
-    apparent = allocated = 0
-    for dirpath, _dirs, files in os.walk(path):
-        for f in files:
-            st = os.stat(os.path.join(dirpath, f))
-            apparent += st.st_size
-            allocated += st.st_blocks * 512
-    return apparent, allocated
-
-
 def store_twice(task: dict) -> dict:
     """``log_artifact`` of the same file twice (two runs, as two training jobs would): growth of the artifact root."""
     client, exp, root = client_for(task["dir"])
-    before = du(root)
+    before = tree_bytes(root)
     seconds = []
     for _ in range(2):
         run = client.create_run(exp)
         t = time.perf_counter()
         client.log_artifact(run.info.run_id, task["file"], artifact_path="model")
         seconds.append(time.perf_counter() - t)
-    after = du(root)
+    after = tree_bytes(root)
     return {"apparent": after[0] - before[0], "allocated": after[1] - before[1], "seconds": seconds}
 
 

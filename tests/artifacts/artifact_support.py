@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Any
 
-from services import REDIS_DB, REDIS_HOST, REDIS_PORT, REDIS_URL  # noqa: F401 - re-exported for the tests
+from services import REDIS_DB, REDIS_HOST, REDIS_PORT, REDIS_URL, sha256_file  # noqa: F401 - re-exported for the tests
 
 from eventstore.sqlite import SQLiteRecorder
 
 # Nothing listens here: the broker is "down".
 DEAD_REDIS_URL = f"redis://{REDIS_HOST}:6390/{REDIS_DB}"
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(8 << 20):
-            h.update(chunk)
-    return "sha256:" + h.hexdigest()
 
 
 def noise(n: int) -> bytes:

@@ -12,29 +12,21 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from history_support import ALIASES, NAMES, leaf, names, refs, run_command
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from eventstore.errors import ModelLedgerError, PurgedError
 from projections.restore import live_view
 
-NAMES = ["a", "b", "team/c"]
-ALIASES = ["prod", "stage"]
 CONTENTS = [b"restore weights zero\n", b"restore weights one\n", b"restore weights two\n"]
 TAG_KEYS = ["k1", "env"]
 
-names = st.sampled_from(NAMES)
-refs = st.one_of(
-    names,
-    st.tuples(names, st.integers(1, 4)).map(lambda t: f"{t[0]}@{t[1]}"),
-    st.tuples(names, st.sampled_from(ALIASES)).map(lambda t: f"{t[0]}@{t[1]}"),
-)
-leaf = st.one_of(st.none(), st.integers(-2, 2), st.sampled_from(["x", "y"]))
 patches = st.dictionaries(st.sampled_from(["lr", "wd"]), leaf, max_size=2)
 contents = st.integers(0, len(CONTENTS) - 1)
 
 commands = st.one_of(
-    st.tuples(st.just("register"), names, contents, patches,
+    st.tuples(st.just("register"), names, contents, patches, st.just(""),
               st.dictionaries(st.sampled_from(TAG_KEYS), st.sampled_from(["x", "y"]), max_size=1)),
     st.tuples(st.just("update"), refs, patches, st.one_of(st.none(), contents)),
     st.tuples(st.just("tag"), refs, st.sampled_from(TAG_KEYS), st.sampled_from(["x", "y"])),
@@ -48,38 +40,6 @@ commands = st.one_of(
     st.tuples(st.just("undelete"), refs),
     st.tuples(st.just("gc")),
 )
-
-
-def run(reg, files: list[str], command: tuple) -> None:
-    """Apply one command; a refusal (any ModelLedgerError) is ignored — it appends nothing."""
-    kind = command[0]
-    try:
-        if kind == "register":
-            _, name, content, params, tags = command
-            reg.register(name, files[content], params={k: v for k, v in params.items() if v is not None}, tags=tags)
-        elif kind == "update":
-            _, ref, params, content = command
-            reg.update(ref, params=params, artifact=None if content is None else files[content])
-        elif kind == "tag":
-            reg.tag(command[1], {command[2]: command[3]})
-        elif kind == "untag":
-            reg.untag(command[1], command[2])
-        elif kind == "metrics":
-            reg.metrics(command[1], {command[2]: command[3]})
-        elif kind == "alias":
-            reg.alias(command[1], command[2])
-        elif kind == "unalias":
-            reg.unalias(command[1], command[2])
-        elif kind == "rollback":
-            reg.rollback(command[1], command[2])
-        elif kind == "delete":
-            reg.delete(command[1])
-        elif kind == "undelete":
-            reg.undelete(command[1])
-        else:
-            reg.gc(0)
-    except ModelLedgerError:
-        pass
 
 
 def live_views(catalog, names: list[str]) -> dict[str, object]:
@@ -114,13 +74,13 @@ def test_restore_makes_every_model_what_it_was_at_p(workdir, before, after):
     try:
         with Registry.open(home, actor="hypothesis", artifacts=str(home / "blobs")) as reg:
             files = sources(home)
-            run(reg, files, ("register", "a", 0, {"lr": 1}, {"env": "x"}))
+            run_command(reg, files, ("register", "a", 0, {"lr": 1}, "", {"env": "x"}))
             for command in before:
-                run(reg, files, command)
+                run_command(reg, files, command)
             p = reg.head()
             want = live_views(reg.catalog(as_of=p), NAMES)
             for command in after:
-                run(reg, files, command)
+                run_command(reg, files, command)
 
             head = reg.head()
             dry = reg.restore(as_of=p, dry_run=True)
@@ -167,14 +127,14 @@ def test_restoring_one_model_leaves_the_others_untouched(workdir, before, after,
     try:
         with Registry.open(home, actor="hypothesis", artifacts=str(home / "blobs")) as reg:
             files = sources(home)
-            run(reg, files, ("register", "a", 0, {"lr": 1}, {}))
-            run(reg, files, ("register", "b", 1, {}, {}))
+            run_command(reg, files, ("register", "a", 0, {"lr": 1}, "", {}))
+            run_command(reg, files, ("register", "b", 1, {}, "", {}))
             for command in before:
-                run(reg, files, command)
+                run_command(reg, files, command)
             p = reg.head()
             want = live_views(reg.catalog(as_of=p), [target])[target]
             for command in after:
-                run(reg, files, command)
+                run_command(reg, files, command)
             if not reg.catalog().exists(target):
                 with pytest.raises(ModelLedgerError):
                     reg.restore(target, as_of=p)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from history_support import ALIASES, NAMES, leaf, names, refs, run_command
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -18,8 +19,6 @@ from eventstore.errors import ModelLedgerError
 from eventstore.sqlite import SQLiteRecorder
 from projections.catalog import Catalog, CatalogProjection
 
-NAMES = ["a", "b", "team/c"]
-ALIASES = ["prod", "stage"]
 CONTENTS = [b"weights zero\n", b"weights one\n", b"weights two\n"]
 DESCRIPTIONS = ["", "resnet vision", "bert nlp"]
 TAG_KEYS = ["k1", "env"]
@@ -31,13 +30,6 @@ TAG_FILTERS = [{"env": "prod"}, {"k1": "x"}, {"env": "gpu-a100"}, {"k1": "prod",
 FILE_FILTERS = ["w0.bin", "w1.bin", "w2.bin", "nosuch.bin"]
 REFS = ["{n}", "{n}@latest", "{n}@prod", "{n}@stage", "{n}@1", "{n}@2", "{n}@3", "{n}@4", "{n}@9"]
 
-names = st.sampled_from(NAMES)
-refs = st.one_of(
-    names,
-    st.tuples(names, st.integers(1, 4)).map(lambda t: f"{t[0]}@{t[1]}"),
-    st.tuples(names, st.sampled_from(ALIASES)).map(lambda t: f"{t[0]}@{t[1]}"),
-)
-leaf = st.one_of(st.none(), st.integers(-2, 2), st.sampled_from(["x", "y"]))
 patches = st.dictionaries(st.sampled_from(["lr", "wd", "nested"]),
                           st.one_of(leaf, st.dictionaries(st.sampled_from(["p", "q"]), leaf, max_size=2)),
                           max_size=2)
@@ -57,39 +49,6 @@ commands = st.one_of(
     st.tuples(st.just("undelete"), refs),
     st.tuples(st.just("gc")),  # purges (and undelete re-ingests): ArtifactPurged / ArtifactRequested states
 )
-
-
-def run(reg, files: list[str], command: tuple) -> None:
-    """Apply one command; a refusal (any ModelLedgerError) is ignored — it appends nothing."""
-    kind = command[0]
-    try:
-        if kind == "register":
-            _, name, content, params, description, tags = command
-            reg.register(name, files[content], params={k: v for k, v in params.items() if v is not None},
-                         description=description, tags=tags)
-        elif kind == "update":
-            _, ref, params, content = command
-            reg.update(ref, params=params, artifact=None if content is None else files[content])
-        elif kind == "tag":
-            reg.tag(command[1], {command[2]: command[3]})
-        elif kind == "untag":
-            reg.untag(command[1], command[2])
-        elif kind == "metrics":
-            reg.metrics(command[1], {command[2]: command[3]})
-        elif kind == "alias":
-            reg.alias(command[1], command[2])
-        elif kind == "unalias":
-            reg.unalias(command[1], command[2])
-        elif kind == "rollback":
-            reg.rollback(command[1], command[2])
-        elif kind == "delete":
-            reg.delete(command[1])
-        elif kind == "gc":
-            reg.gc(0)
-        else:
-            reg.undelete(command[1])
-    except ModelLedgerError:
-        pass
 
 
 def answer(call) -> Any:
@@ -175,9 +134,9 @@ def test_the_catalog_as_of_every_position_equals_the_fold_of_that_prefix(workdir
     home = Path(tempfile.mkdtemp(dir=base))
     try:
         with Registry.open(home, actor="hypothesis", artifacts=str(home / "blobs")) as reg:
-            run(reg, files, ("register", "a", 0, {"lr": 1}, "resnet vision", {"env": "prod"}))
+            run_command(reg, files, ("register", "a", 0, {"lr": 1}, "resnet vision", {"env": "prod"}))
             for command in sequence:
-                run(reg, files, command)
+                run_command(reg, files, command)
             head = reg.head()
             for position in range(head + 1):
                 past = reg.catalog(as_of=position)

@@ -3,9 +3,7 @@ polling, running the CLI and ``mledger worker`` as child processes."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import signal
 import socket
 import sqlite3
@@ -13,7 +11,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from services import mledger_command, subprocess_env
+from services import mledger_command, sha256_file, subprocess_env  # noqa: F401 - sha256_file re-exported
 
 
 def child_env(home: Path | None = None, **extra: str) -> dict[str, str]:
@@ -46,14 +44,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(8 << 20):
-            h.update(chunk)
-    return "sha256:" + h.hexdigest()
 
 
 def raw_rows(db: Path) -> list[tuple]:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 from reliability_support import child_env, digest_equals_rebuild, raw_rows, verify_log
+from services import reap
 
 CRASHES = 20
 HOMES = 4
@@ -106,11 +107,7 @@ def _crash_once(home: Path, prefix: str, rnd: random.Random, in_projection: bool
         assert proc.wait(30) == -signal.SIGKILL
         lines += [line.split() for line in proc.stdout.read().splitlines()]
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
+        reap(proc)
     begun = [b for kind, b in lines if kind == "B"]
     ended = [b for kind, b in lines if kind == "E"]
     return ended, [b for b in begun if b not in ended]
