@@ -16,7 +16,9 @@ from typing import Any
 
 import pytest
 
-REDIS_HOST, REDIS_PORT, REDIS_DB = "127.0.0.1", 6379, 15  # database 15 only; never another one
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+# One database of our own (15 unless MLEDGER_TEST_REDIS_DB says otherwise, so parallel runs do not share one).
+REDIS_DB = int(os.environ.get("MLEDGER_TEST_REDIS_DB", "15"))
 REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_DB}"
 
 AWS_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL_S3", "FSSPEC_S3_ENDPOINT_URL",
