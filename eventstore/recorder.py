@@ -10,9 +10,41 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from .events import NewEvent, StoredEvent
+
+
+@dataclass(frozen=True)
+class GuardProblem:
+    """A guard of the log (a trigger refusing UPDATE, DELETE or REPLACE) that is not as the schema defines it:
+    ``missing``, ``altered`` (``found`` holds its definition now) or ``extra`` (not in the schema at all)."""
+
+    name: str
+    change: Literal["missing", "altered", "extra"]
+    found: str = ""
+
+    def __str__(self) -> str:
+        if self.change == "missing":
+            return f"{self.name} missing"
+        return f"{self.name} {self.change}: {_shorten(self.found)}"
+
+
+@dataclass(frozen=True)
+class KeyProblem:
+    """An idempotency key that does not point at events recorded under it (``position``: where it fails)."""
+
+    key: str
+    position: int
+    problem: str
+
+    def __str__(self) -> str:
+        return f"idempotency key {self.key!r}: {self.problem}"
+
+
+def _shorten(text: str, limit: int = 160) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class Transaction(ABC):
@@ -91,6 +123,21 @@ class Recorder(ABC):
     @abstractmethod
     def position_at(self, timestamp: str) -> int:
         """The last position recorded at or before ``timestamp`` (ISO-8601 UTC); 0 if none."""
+
+    @abstractmethod
+    def guard_problems(self) -> list[GuardProblem]:
+        """How the guards that keep the log append-only differ from the schema's, compared by definition
+        (an empty list: all in place). A backend never re-creates a guard by itself on an existing store."""
+
+    @abstractmethod
+    def restore_guards(self) -> list[GuardProblem]:
+        """Put the guards back as the schema defines them (drop altered and extra ones, create the missing);
+        returns what was wrong. Appends are refused while guards are wrong, until this is run."""
+
+    @abstractmethod
+    def key_problems(self) -> Iterator[KeyProblem]:
+        """Every idempotency key that does not point at existing events recorded under it (see
+        ``eventstore.idempotency``): a key beyond the head is the trace of a truncated log."""
 
     @abstractmethod
     def close(self) -> None: ...

@@ -2,9 +2,11 @@
 
 Conventions carry the meaning (as in message-db): ``position`` is the rowid, assigned as head + 1 inside a
 ``BEGIN IMMEDIATE`` transaction, so positions are gapless and in commit order; ``UNIQUE(stream, version)``
-turns a stale writer into an IntegrityError — the optimistic-concurrency signal; triggers refuse UPDATE and
-DELETE inside the database, so nothing short of dropping them can edit history (and ``audit`` catches that).
-All the SQL of the log lives in this module.
+turns a stale writer into an IntegrityError — the optimistic-concurrency signal; triggers (the guards) refuse
+UPDATE, DELETE and REPLACE inside the database. Guards are created with a new database and never re-created,
+so a dropped or altered one stays visible to ``audit`` and stops appends. They stop mistakes and casual edits,
+not someone who owns the file (who can bypass or re-create them): anchors kept elsewhere catch that
+(``docs/operations.md``). The SQL of the log lives in this module (the export's header query aside).
 """
 
 from __future__ import annotations
@@ -24,12 +26,13 @@ import sqlite_utils
 from .canonical import GENESIS_HASH, canonical_json, envelope_from_quoted, hash_envelope_json
 from .canonical import quote_string as quote
 from .clock import normalize_timestamp, utc_now
-from .errors import ConcurrencyError, IdempotencyError, StoreError, ValidationError
+from .errors import ConcurrencyError, IdempotencyError, IntegrityError, StoreError, ValidationError
 from .events import NewEvent, StoredEvent
-from .recorder import Recorder, Transaction
+from .idempotency import batch_problem, check_keyed_batch
+from .recorder import GuardProblem, KeyProblem, Recorder, Transaction
 from .upcast import upcast
 
-SCHEMA = """
+TABLES = """
 CREATE TABLE IF NOT EXISTS events (
     position       INTEGER PRIMARY KEY,
     stream         TEXT    NOT NULL,
@@ -52,24 +55,32 @@ CREATE TABLE IF NOT EXISTS idempotency (
     first_position INTEGER NOT NULL,
     last_position  INTEGER NOT NULL
 );
-CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
-BEGIN SELECT RAISE(ABORT, 'events are append-only: UPDATE refused'); END;
-CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
-BEGIN SELECT RAISE(ABORT, 'events are append-only: DELETE refused'); END;
--- INSERT OR REPLACE deletes the conflicting row without firing DELETE triggers (unless the connection
--- enabled recursive_triggers, which another client would not): refuse any insert that would collide.
-CREATE TRIGGER IF NOT EXISTS events_no_replace BEFORE INSERT ON events
-WHEN NEW.position <= (SELECT max(position) FROM events)
-  OR EXISTS (SELECT 1 FROM events WHERE stream = NEW.stream AND version = NEW.version)
-BEGIN SELECT RAISE(ABORT, 'events are append-only: REPLACE refused'); END;
-CREATE TRIGGER IF NOT EXISTS idempotency_no_replace BEFORE INSERT ON idempotency
-WHEN EXISTS (SELECT 1 FROM idempotency WHERE key = NEW.key)
-BEGIN SELECT RAISE(ABORT, 'idempotency keys are append-only: REPLACE refused'); END;
-CREATE TRIGGER IF NOT EXISTS idempotency_no_update BEFORE UPDATE ON idempotency
-BEGIN SELECT RAISE(ABORT, 'idempotency keys are append-only: UPDATE refused'); END;
-CREATE TRIGGER IF NOT EXISTS idempotency_no_delete BEFORE DELETE ON idempotency
-BEGIN SELECT RAISE(ABORT, 'idempotency keys are append-only: DELETE refused'); END;
 """
+
+# The guards that keep the log append-only, by name, exactly as SQLite keeps them in sqlite_master (which is
+# how registries made before guards were checked hold them, so they compare equal). They are created with a
+# brand-new database and never again: re-creating them on open would put back, before any audit looks, a
+# guard that someone dropped to edit the log. ``audit`` compares their definitions (``guard_problems``).
+# events_no_replace: INSERT OR REPLACE deletes the conflicting row without firing DELETE triggers (unless the
+# connection enabled recursive_triggers, which another client would not): refuse any insert that would collide.
+GUARDS: dict[str, str] = {
+    "events_no_update": "CREATE TRIGGER events_no_update BEFORE UPDATE ON events\n"
+                        "BEGIN SELECT RAISE(ABORT, 'events are append-only: UPDATE refused'); END",
+    "events_no_delete": "CREATE TRIGGER events_no_delete BEFORE DELETE ON events\n"
+                        "BEGIN SELECT RAISE(ABORT, 'events are append-only: DELETE refused'); END",
+    "events_no_replace": "CREATE TRIGGER events_no_replace BEFORE INSERT ON events\n"
+                         "WHEN NEW.position <= (SELECT max(position) FROM events)\n"
+                         "  OR EXISTS (SELECT 1 FROM events WHERE stream = NEW.stream AND version = NEW.version)\n"
+                         "BEGIN SELECT RAISE(ABORT, 'events are append-only: REPLACE refused'); END",
+    "idempotency_no_replace": "CREATE TRIGGER idempotency_no_replace BEFORE INSERT ON idempotency\n"
+                              "WHEN EXISTS (SELECT 1 FROM idempotency WHERE key = NEW.key)\n"
+                              "BEGIN SELECT RAISE(ABORT, 'idempotency keys are append-only: REPLACE refused'); END",
+    "idempotency_no_update": "CREATE TRIGGER idempotency_no_update BEFORE UPDATE ON idempotency\n"
+                             "BEGIN SELECT RAISE(ABORT, 'idempotency keys are append-only: UPDATE refused'); END",
+    "idempotency_no_delete": "CREATE TRIGGER idempotency_no_delete BEFORE DELETE ON idempotency\n"
+                             "BEGIN SELECT RAISE(ABORT, 'idempotency keys are append-only: DELETE refused'); END",
+}
+GUARDED_TABLES = ("events", "idempotency")
 
 _SELECT = "SELECT position, stream, version, type, schema_version, data, meta, recorded_at, hash FROM events"
 _INSERT = (
@@ -98,6 +109,40 @@ def translate(exc: sqlite3.Error) -> StoreError:
     return StoreError(f"registry database error: {text}")
 
 
+def normalise_sql(sql: str) -> str:
+    """A definition as compared: runs of white space are one space (SQLite already drops ``IF NOT EXISTS`` and
+    upper-cases ``CREATE TRIGGER``). Anything else that differs — a ``WHEN 0``, another body — is a change."""
+    return " ".join(sql.split())
+
+
+def guard_problems_of(conn: sqlite3.Connection) -> list[GuardProblem]:
+    rows = conn.execute(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND lower(tbl_name) IN (?, ?) ORDER BY name",
+        GUARDED_TABLES,
+    ).fetchall()
+    present = {name: sql or "" for name, sql in rows}
+    problems: list[GuardProblem] = []
+    for name, want in GUARDS.items():
+        have = present.pop(name, None)
+        if have is None:
+            problems.append(GuardProblem(name, "missing"))
+        elif normalise_sql(have) != normalise_sql(want):
+            problems.append(GuardProblem(name, "altered", normalise_sql(have)))
+    problems += [GuardProblem(name, "extra", normalise_sql(sql)) for name, sql in present.items()]
+    return problems
+
+
+def _refusal(problems: list[GuardProblem]) -> str | None:
+    if not problems:
+        return None
+    return (f"the registry's append-only guards were changed ({'; '.join(map(str, problems))}): nothing is "
+            "appended until they are restored; see `mledger audit`, then `mledger audit --restore-guards`")
+
+
+def _quote_identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
 def _read_only(folder: Path) -> bool:
     try:
         return bool(os.statvfs(folder).f_flag & os.ST_RDONLY) or not os.access(folder, os.W_OK)
@@ -105,10 +150,25 @@ def _read_only(folder: Path) -> bool:
         return False
 
 
+def _meta_of(text: Any) -> Any:
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        return None  # not JSON: the chain check names it; here it simply does not name the key
+
+
+def _key_problem(current: tuple[str, int, int], found: list[tuple[int, Any]], head: int) -> Iterator[KeyProblem]:
+    key, first, last = current
+    wrong = batch_problem(key, first, last, found, head)
+    if wrong is not None:
+        yield KeyProblem(key, wrong[0], wrong[1])
+
+
 class SQLiteTransaction(Transaction):
-    def __init__(self, connection: sqlite3.Connection) -> None:
+    def __init__(self, connection: sqlite3.Connection, refusal: str | None = None) -> None:
         self.connection = connection
         self._head: tuple[int, str, str] | None = None
+        self._refusal = refusal  # why appends are refused (guards changed), or None
 
     def _last(self) -> tuple[int, str, str]:
         if self._head is None:
@@ -136,7 +196,13 @@ class SQLiteTransaction(Transaction):
         rows = self.connection.execute(
             _SELECT + " WHERE position BETWEEN ? AND ? ORDER BY position", (row[1], row[2])
         ).fetchall()
-        return [_row_to_event(r) for r in rows]
+        events = [_row_to_event(r) for r in rows]
+        # The log truncated (or rewritten) under the key: say so, rather than hand back no or other events.
+        wrong = batch_problem(key, row[1], row[2], ((e.position, e.meta) for e in events), self.head())
+        if wrong is not None:
+            raise IntegrityError(f"idempotency key {key!r} {wrong[1]}: the log was truncated or rewritten "
+                                 "(run `mledger audit`)")
+        return events
 
     def append(
         self,
@@ -148,6 +214,10 @@ class SQLiteTransaction(Transaction):
     ) -> list[StoredEvent]:
         if not events:
             return []
+        if self._refusal is not None:
+            raise IntegrityError(self._refusal)
+        if idempotency_key is not None:
+            check_keyed_batch(events, idempotency_key)
         position, previous_hash, previous_at = self._last()
         now = utc_now()
         # recorded_at never goes backwards, even if the wall clock does.
@@ -232,12 +302,20 @@ class SQLiteRecorder(Recorder):
         conn = self.connection()
         try:
             with self._immediate(conn):
+                fresh = conn.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'").fetchone() is None
                 # sqlite-utils runs a script statement by statement inside an open transaction
                 # (sqlite3's own executescript would COMMIT first).
-                sqlite_utils.Database(conn).executescript(SCHEMA)
+                sqlite_utils.Database(conn).executescript(TABLES)
+                if fresh:
+                    for guard in GUARDS.values():
+                        conn.execute(guard)
                 conn.execute("INSERT OR IGNORE INTO registry_meta (key, value) VALUES ('id', ?)",
                              (uuid.uuid4().hex,))
                 self.registry_id = conn.execute("SELECT value FROM registry_meta WHERE key = 'id'").fetchone()[0]
+                # Checked once per open (one read of sqlite_master): a store whose guards were changed is
+                # read and audited as usual, but refuses appends (see ``docs/operations.md``).
+                self._refusal = None if fresh else _refusal(guard_problems_of(conn))
         except sqlite3.Error as exc:
             raise translate(exc) from None
 
@@ -283,7 +361,7 @@ class SQLiteRecorder(Recorder):
             raise StoreError("nested write transaction on the same connection")
         try:
             with self._immediate(conn):
-                yield SQLiteTransaction(conn)
+                yield SQLiteTransaction(conn, self._refusal)
         except sqlite3.Error as exc:
             raise translate(exc) from None
 
@@ -359,6 +437,54 @@ class SQLiteRecorder(Recorder):
             sql += " LIMIT ?"
             params.append(limit)
         return self.connection().execute(sql, params).fetchall()
+
+    # -- guards and keys ---------------------------------------------------------------------------
+    def guard_problems(self) -> list[GuardProblem]:
+        try:
+            return guard_problems_of(self.connection())
+        except sqlite3.Error as exc:
+            raise translate(exc) from None
+
+    def restore_guards(self) -> list[GuardProblem]:
+        conn = self.connection()
+        try:
+            with self._immediate(conn):
+                problems = guard_problems_of(conn)
+                for problem in problems:
+                    if problem.change != "missing":
+                        # The name comes from sqlite_master, quoted: never spliced in as SQL.
+                        conn.execute(f"DROP TRIGGER {_quote_identifier(problem.name)}")
+                    if problem.name in GUARDS:
+                        conn.execute(GUARDS[problem.name])
+        except sqlite3.Error as exc:
+            raise translate(exc) from None
+        self._refusal = None
+        return problems
+
+    def key_problems(self) -> Iterator[KeyProblem]:
+        conn = self.connection()
+        try:
+            head = self.head()
+            # One pass: each key with the events of its range (a rowid range per key), keys in key order.
+            cursor = conn.execute(
+                "SELECT i.key, i.first_position, i.last_position, e.position, e.meta FROM idempotency i"
+                " LEFT JOIN events e ON e.position BETWEEN i.first_position AND i.last_position"
+                " ORDER BY i.key, e.position"
+            )
+            current: tuple[str, int, int] | None = None
+            found: list[tuple[int, Any]] = []
+            while rows := cursor.fetchmany(1_000):
+                for key, first, last, position, meta in rows:
+                    if current is None or current[0] != key:
+                        if current is not None:
+                            yield from _key_problem(current, found, head)
+                        current, found = (key, first, last), []
+                    if position is not None:
+                        found.append((position, _meta_of(meta)))
+            if current is not None:
+                yield from _key_problem(current, found, head)
+        except sqlite3.Error as exc:
+            raise translate(exc) from None
 
     def close(self) -> None:
         with self._lock:

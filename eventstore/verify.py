@@ -1,4 +1,5 @@
-"""Checking the log itself: the hash chain, gapless positions, time that never goes backwards.
+"""Checking the log itself: the hash chain, gapless positions, time that never goes backwards, gapless
+per-stream versions, and stored text that is exactly the canonical form the chain hashes.
 
 Works on rows exactly as stored (no upcasting), so it needs nothing but the rows: the same function
 verifies the live database and an exported copy.
@@ -48,8 +49,16 @@ def verify_rows(rows: Iterable[tuple], *, start_position: int = 0, start_hash: s
         try:
             data_json = canonical_json(json.loads(data)) if isinstance(data, str) else canonical_json(data)
             meta_json = canonical_json(json.loads(meta)) if isinstance(meta, str) else canonical_json(meta)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RecursionError):
             return ChainReport(False, checked, previous_hash, position, "data or meta is not valid JSON")
+        # The hash covers the canonical form, so stored text must BE that form: otherwise an edit that keeps
+        # the meaning for Python (a duplicate key, whose first copy SQLite's json_extract reads; white space)
+        # would pass the chain. The recorder only ever stores canonical text, so an honest log always passes.
+        if isinstance(data, str) and data != data_json or isinstance(meta, str) and meta != meta_json:
+            which = "data" if isinstance(data, str) and data != data_json else "meta"
+            return ChainReport(False, checked, previous_hash, position,
+                               f"{which} is not stored in canonical form (edited outside modelledger: a duplicate "
+                               "key, white space or key order)")
         envelope = envelope_json(position, stream, version, type_, schema_version, data_json, meta_json, recorded_at)
         computed = hash_envelope_json(previous_hash, envelope)
         if computed != stored_hash:

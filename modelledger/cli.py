@@ -290,7 +290,8 @@ def _audit_lines(report: AuditReport) -> str:
 
 def cmd_audit(reg_factory: Any, args: argparse.Namespace) -> int:
     if args.verify_export:
-        report = Registry.verify_export(args.verify_export, expected_final_hash=args.expected_hash)
+        report = Registry.verify_export(args.verify_export, expected_final_hash=args.expected_hash,
+                                        expect=args.expect)
     else:
         with _open(args) as reg:
             if args.export:
@@ -298,7 +299,15 @@ def cmd_audit(reg_factory: Any, args: argparse.Namespace) -> int:
                 emit(args, summary.to_json(), f"exported {summary.events} events to {summary.path}; "
                                               f"final hash {summary.final_hash}")
                 return 0
-            report = reg.audit(deep=args.deep)
+            if args.anchor:
+                anchor = reg.anchor()
+                emit(args, anchor.to_json(), str(anchor))
+                return 0
+            if args.restore_guards:
+                restored = reg.restore_guards()
+                sys.stderr.write(f"restored guards: {'; '.join(map(str, restored))}\n" if restored
+                                 else "guards were as the schema defines them\n")
+            report = reg.audit(deep=args.deep, expected_hash=args.expected_hash, expect=args.expect)
     emit(args, report.to_json(), _audit_lines(report))
     if not report.ok:
         first = report.first_failure
@@ -448,7 +457,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--deep", action="store_true", help="also rehash every stored blob")
     p.add_argument("--export", metavar="FILE", help="write the evidence bundle (JSON Lines + final hash)")
     p.add_argument("--verify-export", metavar="FILE", help="verify a bundle, without any registry")
-    p.add_argument("--expected-hash", metavar="H", help="with --verify-export: the final hash you trust")
+    p.add_argument("--expected-hash", metavar="H", help="the hash the log (or the export) must end at")
+    p.add_argument("--anchor", action="store_true", help="print the head as #N:HASH, to keep outside the registry")
+    p.add_argument("--expect", action="append", default=[], metavar="#N:HASH",
+                   help="an anchor that must still hold (position N still has that hash); repeatable")
+    p.add_argument("--restore-guards", action="store_true",
+                   help="re-create the append-only guards as the schema defines them, then audit")
     p = add("log", cmd_log, "the event log (JSON Lines with --json)")
     p.add_argument("--since", type=count_arg, default=0, metavar="N", help="events after position N")
     p.add_argument("--follow", action="store_true", help="keep printing new events")

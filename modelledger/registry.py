@@ -10,20 +10,24 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from eventstore import commands as c
+from eventstore.anchor import Anchor
 from eventstore.decider import precheck
 from eventstore.errors import ArtifactError, ModelLedgerError, PurgedError, StoreError, ValidationError
 from eventstore.events import ARTIFACT_REQUESTS, VERSION_CREATING, NewEvent, StoredEvent, stream_for
 from eventstore.handler import Outcome, execute, first_result
 from eventstore.names import parse_ref, validate_name
+from eventstore.recorder import GuardProblem
 from eventstore.schemas import check_event
 from eventstore.sqlite import SQLiteRecorder
 from projections.audit import AuditReport, ExportSummary, verify_export
+from projections.audit import anchor as anchor_of
 from projections.audit import audit as audit_log
+from projections.audit import expectations as audit_expectations
 from projections.audit import export as export_log
 from projections.catalog import Catalog, CatalogProjection
 from projections.diff import diff_versions
@@ -558,22 +562,37 @@ class Registry:
         return diff_versions(left, right, lineage=lambda name, n: self._catalog.get(f"{name}@{n}").parent)
 
     # -- audit -------------------------------------------------------------------------------------
-    def audit(self, *, deep: bool = False) -> AuditReport:
-        """Check the hash chain, gapless positions, time order, the append-only triggers, that a replay of
-        the whole log gives exactly the stored catalog, and that every ready version's blobs exist (deep:
-        and rehash to their digest)."""
+    def audit(self, *, deep: bool = False, expected_hash: str | None = None,
+              expect: Iterable[str | Anchor] = ()) -> AuditReport:
+        """Check the hash chain, gapless positions, time order, canonical stored text, the append-only guards,
+        the idempotency keys against the events they point at, that a replay of the whole log gives exactly
+        the stored catalog, and that every ready version's blobs exist (deep: and rehash to their digest).
+        ``expected_hash``: the log must end at this hash; ``expect``: anchors ``#N:hash`` (``anchor()``, kept
+        elsewhere) that must still hold — what catches a truncated or rewritten-and-rebuilt log."""
+        expected_hash, anchors = audit_expectations(expected_hash, expect)  # bad input: refused before any work
         self.projection.ensure_current()
         store = self.store()
         return audit_log(self.recorder, self.recorder.connection(), blob_exists=store.exists,
-                         blob_rehash=store.verify if deep else None)
+                         blob_rehash=store.verify if deep else None, expected_hash=expected_hash, expect=anchors)
+
+    def anchor(self) -> Anchor:
+        """The head's position and hash (``#N:hash``): keep it outside the registry; ``audit(expect=[...])``
+        later proves the first N events are unchanged."""
+        return anchor_of(self.recorder)
+
+    def restore_guards(self) -> list[GuardProblem]:
+        """Put the append-only guards back as the schema defines them (after finding out, with ``audit``, why
+        they changed); returns what was wrong. Appends are refused until then."""
+        return self.recorder.restore_guards()
 
     def export_log(self, path: str | os.PathLike[str]) -> ExportSummary:
         """Write the evidence bundle: the log as JSON Lines with its final hash, verifiable without us."""
         return export_log(self.recorder, path)
 
     @staticmethod
-    def verify_export(path: str | os.PathLike[str], expected_final_hash: str | None = None) -> AuditReport:
-        return verify_export(path, expected_final_hash=expected_final_hash)
+    def verify_export(path: str | os.PathLike[str], expected_final_hash: str | None = None,
+                      expect: Iterable[str | Anchor] = ()) -> AuditReport:
+        return verify_export(path, expected_final_hash=expected_final_hash, expect=expect)
 
     def log(self, since: int = 0, limit: int | None = None) -> Iterator[StoredEvent]:
         return self.recorder.read(since=since, limit=limit)

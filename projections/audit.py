@@ -7,11 +7,18 @@
   backwards, gapless per-stream versions (``eventstore.verify.verify_rows``). The log is streamed page by
   page through ONE ``verify_rows`` call (a lazy generator), so memory stays flat however long the log is
   and the per-stream versions and the last ``recorded_at`` are checked across page boundaries too.
-- ``append_only``: the triggers ``events_no_update``, ``events_no_delete``, ``events_no_replace`` exist.
+- ``append_only``: the guards (triggers) that keep the log append-only are exactly the schema's, compared by
+  definition: any missing, altered or extra one is named (``Recorder.guard_problems``).
+- ``idempotency``: every idempotency key points at events the log holds, recorded under that key
+  (``Recorder.key_problems``): a key beyond the head is the trace of a truncated log.
 - ``replay``: the catalog rebuilt from the log in a scratch database equals the stored catalog
   (row by row over ``catalog_digest_rows``; the first differing row is named).
 - ``blobs``: every blob of every ``ready`` version exists in the store; with ``blob_rehash`` (deep) each
   distinct digest is also rehashed once.
+
+With ``expected_hash`` the log's last hash must be that one (``final_hash``); each of ``expect``
+(``eventstore.anchor``: ``#N:hash``, kept outside the registry) must still hold on a log that may have grown
+since (``anchors``). Only these catch a truncated tail or a history rewritten to the head and rebuilt.
 
 ``export`` writes the evidence bundle (JSON Lines: a header, then every stored event row as stored) and
 ``verify_export`` checks such a file with nothing but ``eventstore.canonical``/``eventstore.verify`` — no
@@ -28,13 +35,14 @@ import json
 import os
 import sqlite3
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import zip_longest
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from eventstore.anchor import Anchor, anchor_problem, parse_hash
 from eventstore.canonical import GENESIS_HASH, canonical_json
 from eventstore.events import StoredEvent
 from eventstore.sqlite import SQLiteRecorder
@@ -48,7 +56,6 @@ from .rows import VERSION_COLUMNS
 
 EXPORT_FORMAT = "modelledger-audit-export"
 EXPORT_VERSION = 1
-APPEND_ONLY_TRIGGERS = ("events_no_update", "events_no_delete", "events_no_replace")
 _VERSION_WIDTH = len(VERSION_COLUMNS.split(","))
 ROW_FIELDS = ("position", "stream", "version", "type", "schema_version", "data", "meta", "recorded_at", "hash")
 _FIELD_TYPES: dict[str, type] = {"position": int, "stream": str, "version": int, "type": str, "schema_version": int,
@@ -224,14 +231,81 @@ def _version_row_position(*lines: str | None) -> int | None:
     return None
 
 
-def _check_triggers(conn: sqlite3.Connection) -> Check:
-    present = {r[0] for r in conn.execute(
-        "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'events'")}
-    missing = [t for t in APPEND_ONLY_TRIGGERS if t not in present]
-    if missing:
-        return Check("append_only", False, f"append-only trigger(s) missing: {', '.join(missing)} "
-                     "(someone dropped them: the log could have been edited)")
-    return Check("append_only", True, f"{len(APPEND_ONLY_TRIGGERS)} triggers present")
+def _check_guards(recorder: SQLiteRecorder) -> Check:
+    problems = recorder.guard_problems()
+    if problems:
+        return Check("append_only", False, f"append-only guards changed: {'; '.join(map(str, problems))} "
+                     "(the log could have been edited; appends are refused until `mledger audit "
+                     "--restore-guards`)")
+    return Check("append_only", True, "guards as the schema defines them")
+
+
+def _check_keys(recorder: SQLiteRecorder) -> Check:
+    first, count = None, 0
+    for problem in recorder.key_problems():
+        count += 1
+        if first is None or problem.position < first.position:
+            first = problem
+    if first is not None:
+        more = f" ({count} keys fail)" if count > 1 else ""
+        return Check("idempotency", False, f"{first}{more}", first.position)
+    return Check("idempotency", True, "every idempotency key points at the events recorded under it")
+
+
+class _Seen:
+    """What the chain check read: the last row's position and hash, and the hash at each anchored position."""
+
+    def __init__(self, anchors: Sequence[Anchor]) -> None:
+        self.wanted = {a.position for a in anchors}
+        self.hashes: dict[int, str] = {}
+        self.last = (0, GENESIS_HASH)
+
+    def watch(self, rows: Iterable[tuple]) -> Iterator[tuple]:
+        for row in rows:
+            if row[0] in self.wanted:
+                self.hashes[row[0]] = row[8]
+            self.last = (row[0], row[8])
+            yield row
+
+
+def _check_expectations(checks: list[Check], seen: _Seen, *, head: int, complete: bool,
+                        expected_hash: str | None, anchors: Sequence[Anchor]) -> None:
+    """``final_hash`` (the log ends at ``expected_hash``) and ``anchors`` (each still holds). ``complete``: the
+    whole log was read (an export's chain stops reading at its first failure)."""
+    if expected_hash is not None:
+        if not complete:
+            checks.append(Check("final_hash", False, "not checked: the chain fails first"))
+        elif seen.last[1] != expected_hash:
+            checks.append(Check("final_hash", False, f"the log ends at #{seen.last[0]} with hash {seen.last[1]}, "
+                                f"expected {expected_hash} (a log that may have grown since is checked with "
+                                "--expect '#N:HASH')", seen.last[0]))
+        else:
+            checks.append(Check("final_hash", True, f"#{seen.last[0]}:{expected_hash}"))
+    if anchors:
+        for anchor in sorted(anchors, key=lambda a: a.position):
+            if not complete and anchor.position not in seen.hashes:
+                checks.append(Check("anchors", False, f"anchor #{anchor.position}: not checked: the chain fails "
+                                    "first", anchor.position))
+                return
+            problem = anchor_problem(anchor, seen.hashes.get(anchor.position), head)
+            if problem is not None:
+                checks.append(Check("anchors", False, problem, anchor.position))
+                return
+        held = ", ".join(f"#{a.position}" for a in sorted(anchors, key=lambda a: a.position))
+        checks.append(Check("anchors", True, f"{len(anchors)} anchor(s) hold: {held}"))
+
+
+def anchor(recorder: SQLiteRecorder) -> Anchor:
+    """The head's anchor, ``#N:hash``: keep it outside the registry, check it later with ``expect``."""
+    with recorder.read_snapshot():
+        head = recorder.head()
+        rows = recorder.raw_rows(since=head - 1, limit=1) if head else []
+    return Anchor(head, rows[0][8] if rows else GENESIS_HASH)
+
+
+def expectations(expected_hash: str | None, expect: Iterable[str | Anchor]) -> tuple[str | None, list[Anchor]]:
+    """User input → a checked hash and anchors (``ValidationError`` on a malformed one, before any work)."""
+    return (parse_hash(expected_hash) if expected_hash is not None else None), [Anchor.parse(a) for a in expect]
 
 
 def _check_blobs(conn: sqlite3.Connection, exists: Callable[[str], bool],
@@ -276,6 +350,8 @@ def audit(
     blob_rehash: Callable[[str], bool] | None = None,
     page: int = 10_000,
     scratch: str = "",
+    expected_hash: str | None = None,
+    expect: Iterable[str | Anchor] = (),
 ) -> AuditReport:
     """Audit a registry: its log (``recorder``) and its catalog (the tables on ``conn_for_catalog``, which the
     caller has caught up). The catalog and the log are each read in one snapshot (the catalog's taken
@@ -283,16 +359,19 @@ def audit(
 
     ``blob_exists(digest)`` / ``blob_rehash(digest)`` (deep: True only if the bytes match the digest) come from
     the blob store. ``scratch``: where the replayed catalog is built (``""``: SQLite's anonymous temporary
-    database; ``":memory:"`` keeps it all in memory).
+    database; ``":memory:"`` keeps it all in memory). ``expected_hash``: the hash the log must end at;
+    ``expect``: anchors (``#N:hash``) that must still hold.
     """
+    expected_hash, anchors = expectations(expected_hash, expect)
+    seen = _Seen(anchors)
     with _snapshot(conn_for_catalog):
         catalog_at = checkpoint(conn_for_catalog)  # first: the catalog's snapshot is never ahead of the log's
-        with recorder.read_snapshot() as log_conn:
-            checks: list[Check] = [_check_triggers(log_conn)]
+        with recorder.read_snapshot():
+            checks: list[Check] = [_check_guards(recorder), _check_keys(recorder)]
             replay = _Replay(catalog_at, scratch)
             try:
                 where = [0]
-                rows = _paged_rows(recorder, page, replay, where)
+                rows = seen.watch(_paged_rows(recorder, page, replay, where))
                 try:
                     chain = verify_rows(rows)
                 except (TypeError, ValueError) as exc:  # a column of the wrong type, stored by hand
@@ -310,6 +389,8 @@ def audit(
             finally:
                 replay.close()
         checks.append(_check_blobs(conn_for_catalog, blob_exists, blob_rehash))
+    _check_expectations(checks, seen, head=seen.last[0], complete=True, expected_hash=expected_hash,
+                        anchors=anchors)
     return AuditReport.of(checks, chain)
 
 
@@ -381,15 +462,21 @@ def _export_rows(lines: Iterator[tuple[int, str]], where: list[int]) -> Iterator
             want = _FIELD_TYPES[name]
             if not isinstance(obj[name], want) or (want is int and isinstance(obj[name], bool)):
                 raise _ExportError(number, f"field {name!r} must be a {want.__name__}")
+        if text != canonical_json(obj):  # as written by export: a same-meaning edit (duplicate key) is caught
+            raise _ExportError(number, "not in canonical form (edited: a duplicate key, white space or key order)")
         yield tuple(obj[f] for f in ROW_FIELDS)
 
 
-def verify_export(path: str | os.PathLike[str], *, expected_final_hash: str | None = None) -> AuditReport:
+def verify_export(path: str | os.PathLike[str], *, expected_final_hash: str | None = None,
+                  expect: Iterable[str | Anchor] = ()) -> AuditReport:
     """Recompute the hash chain of an export from the file alone; check the header's count and final hash.
 
     Every failure names the line (1 is the header, line N + 1 holds position N). A bundle truncated and
-    re-headed consistently can only be caught against a final hash kept elsewhere: pass it as
-    ``expected_final_hash`` (e.g. the live registry's head hash, or one published at export time)."""
+    re-headed consistently can only be caught against a hash kept elsewhere: ``expected_final_hash`` (the
+    bundle must end there) or ``expect``, anchors ``#N:hash`` that must still hold in a bundle that may hold
+    more events since."""
+    expected_final_hash, anchors = expectations(expected_final_hash, expect)
+    seen = _Seen(anchors)
     checks: list[Check] = []
     empty = ChainReport(False, 0, GENESIS_HASH)
     with open(path, encoding="utf-8", newline="\n") as f:
@@ -407,13 +494,17 @@ def verify_export(path: str | os.PathLike[str], *, expected_final_hash: str | No
         checks.append(Check("header", True, f"{EXPORT_FORMAT} v{EXPORT_VERSION}: {header['events']} events"))
         where = [1]
         try:
-            chain = verify_rows(_export_rows(lines, where))
+            chain = verify_rows(seen.watch(_export_rows(lines, where)))
         except _ExportError as exc:
             checks.append(Check("chain", False, f"line {exc.line}: {exc.problem}", exc.line))
+            _check_expectations(checks, seen, head=0, complete=False, expected_hash=expected_final_hash,
+                                anchors=anchors)
             return AuditReport.of(checks, empty)
     if not chain.ok:
         checks.append(Check("chain", False, f"line {where[0]} (position {chain.position}): {chain.problem}",
                             chain.position))
+        _check_expectations(checks, seen, head=0, complete=False, expected_hash=expected_final_hash,
+                            anchors=anchors)
         return AuditReport.of(checks, chain)
     checks.append(Check("chain", True, f"{chain.checked} events, hash chain intact"))
     if chain.checked != header["events"]:
@@ -426,7 +517,9 @@ def verify_export(path: str | os.PathLike[str], *, expected_final_hash: str | No
                             f"the chain's last hash {chain.last_hash}", 1))
     elif expected_final_hash is not None and chain.last_hash != expected_final_hash:
         checks.append(Check("final_hash", False, f"the chain ends at {chain.last_hash}, expected "
-                            f"{expected_final_hash}", chain.checked))
+                            f"{expected_final_hash} (a log that may have grown since is checked with "
+                            "--expect '#N:HASH')", chain.checked))
     else:
         checks.append(Check("final_hash", True, chain.last_hash))
+    _check_expectations(checks, seen, head=chain.checked, complete=True, expected_hash=None, anchors=anchors)
     return AuditReport.of(checks, chain)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+from dataclasses import replace
 
 import pytest
 
@@ -222,15 +223,19 @@ def test_a_stale_expected_version_is_a_conflict_and_appends_nothing(reg, artifac
     assert stored[0].version == at + 2
 
 
+def _keyed(event: NewEvent, key: str) -> NewEvent:
+    return replace(event, meta={**event.meta, "idempotency_key": key})
+
+
 def test_recorder_idempotency_key_appends_once(reg, artifact):
     reg.register("alpha", artifact)
-    first = reg.recorder.append([_ev("model-alpha", 1)], idempotency_key="K", fingerprint="f1")
+    first = reg.recorder.append([_keyed(_ev("model-alpha", 1), "K")], idempotency_key="K", fingerprint="f1")
     head = reg.recorder.head()
-    again = reg.recorder.append([_ev("model-alpha", 1)], idempotency_key="K", fingerprint="f1")
+    again = reg.recorder.append([_keyed(_ev("model-alpha", 1), "K")], idempotency_key="K", fingerprint="f1")
     assert again == first
     assert reg.recorder.head() == head
     with pytest.raises(IdempotencyError):
-        reg.recorder.append([_ev("model-alpha", 2)], idempotency_key="K", fingerprint="f2")
+        reg.recorder.append([_keyed(_ev("model-alpha", 2), "K")], idempotency_key="K", fingerprint="f2")
     assert reg.recorder.head() == head
 
 
