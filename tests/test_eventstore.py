@@ -274,3 +274,249 @@ def test_a_catalog_that_cannot_follow_the_log_fails_the_command_instead_of_loopi
     with pytest.raises(StoreError, match="cannot follow the log after #0"):
         execute(recorder, StuckCatalog(), c.Tag("m", {"k": "v"}), {"actor": "test"})
     assert recorder.head() == 1
+
+
+# -- INSERT OR REPLACE (test-quality §0.2) --------------------------------------------------------
+
+def test_replace_at_a_new_position_with_an_existing_stream_version_is_refused(reg, artifact, home):
+    """The guard's second branch: at head + 1 the position does not collide, (stream, version) does; without
+    it REPLACE would silently delete the old event."""
+    reg.register("alpha", artifact)
+    reg.tag("alpha", k="v")
+    before = _raw(home)
+    head = before[-1][0]
+    conn = sqlite3.connect(home / "registry.db", isolation_level=None)
+    try:
+        with pytest.raises(sqlite3.IntegrityError, match="events are append-only: REPLACE refused"):
+            conn.execute(
+                "INSERT OR REPLACE INTO events (position, stream, version, type, schema_version, data, meta,"
+                " recorded_at, hash) SELECT ?, stream, version, type, schema_version, '{\"forged\":1}', meta,"
+                " recorded_at, hash FROM events WHERE position = 1", (head + 1,)
+            )
+    finally:
+        conn.close()
+    assert _raw(home) == before  # the old event survives, nothing was added
+
+
+def test_replace_of_an_idempotency_key_is_refused(reg, artifact, home):
+    reg.register("alpha", artifact, idempotency_key="once")
+    conn = sqlite3.connect(home / "registry.db", isolation_level=None)
+    try:
+        row = conn.execute("SELECT * FROM idempotency WHERE key = 'once'").fetchone()
+        with pytest.raises(sqlite3.IntegrityError, match="idempotency keys are append-only: REPLACE refused"):
+            conn.execute("INSERT OR REPLACE INTO idempotency (key, fingerprint, first_position, last_position)"
+                         " VALUES ('once', 'forged', 99, 99)")
+        assert conn.execute("SELECT * FROM idempotency WHERE key = 'once'").fetchone() == row
+    finally:
+        conn.close()
+
+
+# -- guards: created with the database, never re-created, compared by definition -------------------
+
+# The schema script of the releases before guards were checked (CREATE ... IF NOT EXISTS on every open):
+# registries it made must keep passing.
+OLD_SCHEMA_GUARDS = """
+CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
+BEGIN SELECT RAISE(ABORT, 'events are append-only: UPDATE refused'); END;
+CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
+BEGIN SELECT RAISE(ABORT, 'events are append-only: DELETE refused'); END;
+-- INSERT OR REPLACE deletes the conflicting row without firing DELETE triggers (unless the connection
+-- enabled recursive_triggers, which another client would not): refuse any insert that would collide.
+CREATE TRIGGER IF NOT EXISTS events_no_replace BEFORE INSERT ON events
+WHEN NEW.position <= (SELECT max(position) FROM events)
+  OR EXISTS (SELECT 1 FROM events WHERE stream = NEW.stream AND version = NEW.version)
+BEGIN SELECT RAISE(ABORT, 'events are append-only: REPLACE refused'); END;
+CREATE TRIGGER IF NOT EXISTS idempotency_no_replace BEFORE INSERT ON idempotency
+WHEN EXISTS (SELECT 1 FROM idempotency WHERE key = NEW.key)
+BEGIN SELECT RAISE(ABORT, 'idempotency keys are append-only: REPLACE refused'); END;
+CREATE TRIGGER IF NOT EXISTS idempotency_no_update BEFORE UPDATE ON idempotency
+BEGIN SELECT RAISE(ABORT, 'idempotency keys are append-only: UPDATE refused'); END;
+CREATE TRIGGER IF NOT EXISTS idempotency_no_delete BEFORE DELETE ON idempotency
+BEGIN SELECT RAISE(ABORT, 'idempotency keys are append-only: DELETE refused'); END;
+"""
+
+
+def _triggers(path) -> dict[str, str]:
+    conn = sqlite3.connect(path)
+    try:
+        return dict(conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'"))
+    finally:
+        conn.close()
+
+
+def test_a_new_database_gets_every_guard(tmp_path):
+    from eventstore.sqlite import GUARDS, SQLiteRecorder
+
+    recorder = SQLiteRecorder(tmp_path / "r.db")
+    try:
+        assert recorder.guard_problems() == []
+    finally:
+        recorder.close()
+    assert set(_triggers(tmp_path / "r.db")) == set(GUARDS)
+
+
+def test_a_registry_made_by_the_old_schema_script_passes(tmp_path):
+    from eventstore.sqlite import TABLES, SQLiteRecorder
+
+    conn = sqlite3.connect(tmp_path / "r.db", isolation_level=None)
+    conn.executescript(TABLES + OLD_SCHEMA_GUARDS)
+    conn.close()
+    recorder = SQLiteRecorder(tmp_path / "r.db")
+    try:
+        assert recorder.guard_problems() == []
+        recorder.append([_ev("model-alpha", 1)])  # not refused
+        assert verify_rows(recorder.raw_rows()).ok
+    finally:
+        recorder.close()
+
+
+def test_opening_never_recreates_a_dropped_guard_and_appends_are_refused(tmp_path):
+    from eventstore.errors import IntegrityError
+    from eventstore.recorder import GuardProblem
+    from eventstore.sqlite import SQLiteRecorder
+
+    SQLiteRecorder(tmp_path / "r.db").close()
+    conn = sqlite3.connect(tmp_path / "r.db", isolation_level=None)
+    conn.execute("DROP TRIGGER idempotency_no_update")
+    conn.close()
+    recorder = SQLiteRecorder(tmp_path / "r.db")
+    try:
+        assert "idempotency_no_update" not in _triggers(tmp_path / "r.db")
+        assert recorder.guard_problems() == [GuardProblem("idempotency_no_update", "missing")]
+        with pytest.raises(IntegrityError, match="idempotency_no_update missing"):
+            recorder.append([_ev("model-alpha", 1)])
+        assert recorder.head() == 0
+        assert recorder.restore_guards() == [GuardProblem("idempotency_no_update", "missing")]
+        assert recorder.guard_problems() == []
+        assert recorder.append([_ev("model-alpha", 1)])[0].position == 1
+    finally:
+        recorder.close()
+
+
+def test_guards_are_compared_by_definition_not_name(tmp_path):
+    from eventstore.sqlite import SQLiteRecorder
+
+    recorder = SQLiteRecorder(tmp_path / "r.db")
+    try:
+        conn = sqlite3.connect(tmp_path / "r.db", isolation_level=None)
+        conn.execute("DROP TRIGGER events_no_update")
+        # Same name, same message, but never fires.
+        conn.execute("CREATE TRIGGER events_no_update BEFORE UPDATE ON events WHEN 0\n"
+                     "BEGIN SELECT RAISE(ABORT, 'events are append-only: UPDATE refused'); END")
+        conn.execute("DROP TRIGGER events_no_delete")
+        # White space alone is not a change.
+        conn.execute("CREATE TRIGGER   events_no_delete  BEFORE DELETE\n\tON events   BEGIN SELECT RAISE(ABORT, "
+                     "'events are append-only: DELETE refused');  END")
+        conn.execute("CREATE TRIGGER idempotency_audit AFTER INSERT ON idempotency BEGIN SELECT 1; END")
+        conn.close()
+        problems = {(p.name, p.change) for p in recorder.guard_problems()}
+        assert problems == {("events_no_update", "altered"), ("idempotency_audit", "extra")}
+        altered = next(p for p in recorder.guard_problems() if p.change == "altered")
+        assert "WHEN 0" in altered.found and "WHEN 0" in str(altered)
+    finally:
+        recorder.close()
+
+
+# -- verify_rows: each check on its own, with an otherwise valid chain (test-quality §0.6) ---------
+
+def _rechain(rows: list[tuple]) -> list[tuple]:
+    """The rows with every hash recomputed from the first: a valid chain whatever was edited."""
+    from eventstore.canonical import envelope_json, hash_envelope_json
+
+    out, previous = [], GENESIS_HASH
+    for row in rows:
+        previous = hash_envelope_json(previous, envelope_json(*row[:8]))
+        out.append((*row[:8], previous))
+    return out
+
+
+def test_a_backdated_recorded_at_with_a_valid_chain_is_caught(reg, artifact):
+    _populate(reg, artifact)
+    rows = [list(r) for r in reg.recorder.raw_rows()]
+    rows[5][7] = "2001-01-01T00:00:00.000000Z"
+    rows = _rechain([tuple(r) for r in rows])
+    report = verify_rows(rows)
+    assert not report.ok and report.position == 6 and report.problem == "recorded_at goes backwards"
+
+
+def test_a_skipped_stream_version_with_a_valid_chain_is_caught(reg, artifact):
+    _populate(reg, artifact)
+    rows = [list(r) for r in reg.recorder.raw_rows()]
+    last = rows[-1]
+    later = [r for r in rows if r[1] == last[1]]
+    last[2] = later[-1][2] + 1  # the stream jumps from v to v + 2
+    rows = _rechain([tuple(r) for r in rows])
+    report = verify_rows(rows)
+    assert not report.ok and report.position == last[0] and "jumps to version" in report.problem
+
+
+def test_a_rechained_log_with_nothing_else_wrong_passes_the_chain(reg, artifact):
+    """The control for the two tests above: rechaining alone is invisible to verify_rows."""
+    _populate(reg, artifact)
+    assert verify_rows(_rechain(reg.recorder.raw_rows())).ok
+
+
+@pytest.mark.parametrize(("column", "edit"), [
+    (5, lambda text: '{"name":"x",' + text[1:]),  # a duplicate key, first: json_extract reads it
+    (5, lambda text: text.replace(",", ", ")),  # white space
+    (6, lambda text: text.replace(":", " : ")),
+])
+def test_stored_text_that_is_not_canonical_fails_even_with_the_same_meaning(reg, artifact, column, edit):
+    _populate(reg, artifact)
+    rows = [list(r) for r in reg.recorder.raw_rows()]
+    before = rows[2][column]
+    rows[2][column] = edit(before)
+    assert json.loads(rows[2][column]) == json.loads(before)
+    report = verify_rows(rows)  # the hashes are unchanged: the canonical form is the same
+    assert not report.ok and report.position == 3 and "not stored in canonical form" in report.problem
+
+
+def test_the_hash_of_an_event_is_unchanged():
+    """Existing registries must keep verifying: the chain's definition is pinned."""
+    from eventstore.canonical import envelope_json, hash_envelope_json
+
+    envelope = envelope_json(1, "model-m", 1, "ModelRegistered", 1, '{"name":"m"}', '{"actor":"a"}',
+                             "2026-01-01T00:00:00.000000Z")
+    assert envelope == ('{"data":{"name":"m"},"meta":{"actor":"a"},"position":1,"recorded_at":'
+                        '"2026-01-01T00:00:00.000000Z","schema_version":1,"stream":"model-m",'
+                        '"type":"ModelRegistered","version":1}')
+    assert hash_envelope_json(GENESIS_HASH, envelope) == hashlib.sha256((GENESIS_HASH + envelope).encode()).hexdigest()
+    assert hash_envelope_json(GENESIS_HASH, envelope) == "6d5a817d1f4bb7eed76d9a97274061db38aa7195c9b13a51ba1e1a0548e945aa"
+
+
+# -- idempotency keys against the events ----------------------------------------------------------
+
+def test_which_events_are_recorded_under_a_key():
+    from eventstore.idempotency import recorded_under
+
+    assert recorded_under("job-42", {"idempotency_key": "job-42"})
+    assert not recorded_under("job-42", {"idempotency_key": "job-43"})
+    assert not recorded_under("job-42", {"actor": "x"})
+    # A worker's outcome: its own key names the request; it carries the requester's key, if any.
+    assert recorded_under("artifact-stored:#12", {"causation_id": 12, "idempotency_key": "job-42"})
+    assert not recorded_under("artifact-stored:#12", {"causation_id": 1})
+    assert not recorded_under("artifact-stored:#12", {"causation_id": True})
+    assert not recorded_under("job-42", ["idempotency_key"])
+
+
+def test_key_problems_name_a_key_beyond_the_head_and_one_not_named_by_its_event(tmp_path):
+    from eventstore.sqlite import SQLiteRecorder
+
+    recorder = SQLiteRecorder(tmp_path / "r.db")
+    try:
+        recorder.append([_keyed(_ev("model-a", 1), "k-1"), _keyed(_ev("model-a", 2), "k-1")], idempotency_key="k-1")
+        recorder.append([_keyed(_ev("model-a", 3), "k-2")], idempotency_key="k-2")
+        assert list(recorder.key_problems()) == []
+        conn = sqlite3.connect(tmp_path / "r.db", isolation_level=None)
+        conn.execute("DROP TRIGGER events_no_update")
+        conn.execute("DROP TRIGGER events_no_delete")
+        conn.execute("DELETE FROM events WHERE position = 3")
+        conn.execute("UPDATE events SET meta = '{}' WHERE position = 2")
+        conn.close()
+        problems = {(p.key, p.position): p.problem for p in recorder.key_problems()}
+        assert problems == {
+            ("k-1", 2): "points at #2, whose event was not recorded under it",
+            ("k-2", 3): "points at #3..#3 but the log ends at #2: events were removed from the log",
+        }
+    finally:
+        recorder.close()
