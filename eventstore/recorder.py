@@ -73,7 +73,9 @@ class Transaction(ABC):
         """Append atomically with the rest of the transaction.
 
         ``expected[stream]`` is the stream version the caller decided against; a stale one raises
-        ``ConcurrencyError`` (the caller re-decides). An ``idempotency_key`` is recorded with the batch.
+        ``ConcurrencyError`` (the caller re-decides). An ``idempotency_key`` is recorded with the batch, whose
+        events must say so in their meta (``eventstore.idempotency``; ``ValidationError`` otherwise). While
+        the store's guards are changed (``Recorder.guard_problems``) nothing is appended (``IntegrityError``).
         """
 
     @abstractmethod

@@ -289,6 +289,11 @@ def _audit_lines(report: AuditReport) -> str:
 
 
 def cmd_audit(reg_factory: Any, args: argparse.Namespace) -> int:
+    checks = args.expect or args.expected_hash is not None
+    if args.verify_export and (args.deep or args.export or args.anchor or args.restore_guards):
+        raise ValidationError("--verify-export checks a file: with it, only --expected-hash and --expect apply")
+    if (args.anchor or args.export) and (checks or args.deep or args.restore_guards or args.anchor and args.export):
+        raise ValidationError("--anchor and --export only write: check anchors with `mledger audit --expect`")
     if args.verify_export:
         report = Registry.verify_export(args.verify_export, expected_final_hash=args.expected_hash,
                                         expect=args.expect)

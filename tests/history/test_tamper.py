@@ -416,3 +416,16 @@ def test_retry_through_the_sdk_raises_integrity_error(base, tamper):
     tamper.recreate()
     with pytest.raises(IntegrityError, match="sdk-1"):
         base.update("m@1", params={"y": 2}, idempotency_key="sdk-1")
+
+
+@pytest.mark.parametrize("argv", [
+    ["--anchor", "--expect", "#1:" + "a" * 64], ["--anchor", "--expected-hash", "a" * 64], ["--anchor", "--deep"],
+    ["--export", "x.jsonl", "--expect", "#1:" + "a" * 64], ["--anchor", "--export", "x.jsonl"],
+    ["--verify-export", "x.jsonl", "--deep"], ["--verify-export", "x.jsonl", "--anchor"],
+    ["--verify-export", "x.jsonl", "--restore-guards"],
+], ids=" ".join)
+def test_audit_options_that_would_be_ignored_are_refused(base, cli, argv, tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli("audit", *argv)
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, (argv, out, err)
+    assert not (tmp_path / "x.jsonl").exists()
