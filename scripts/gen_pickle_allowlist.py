@@ -1,7 +1,7 @@
 """Regenerate ``workers/pickle_allowed_classes.py``: the exact (module, class) pairs of scikit-learn, SciPy's
 sparse matrices and ``torch.nn`` layers that a pickle may name and still be recorded as safe.
 
-Only classes *defined* in the module that names them are listed (``cls.__module__ == module`` and
+(and NumPy's random generators, which fitted estimators keep). Only classes *defined* in the module that names them are listed (``cls.__module__ == module`` and
 ``cls.__qualname__ == name``): a name a module merely imports (``sklearn._config.os``, a function pulled in
 from elsewhere) is never on the list. Functions are not listed: calling one is not building state.
 Test, dataset-download and vendored modules are left out.
@@ -18,7 +18,7 @@ import sys
 import warnings
 from pathlib import Path
 
-ROOTS = ("sklearn", "scipy.sparse", "torch.nn.modules")
+ROOTS = ("sklearn", "scipy.sparse", "torch.nn.modules", "numpy.random")
 SKIP_PARTS = {"tests", "test", "_testing", "testing", "datasets", "externals", "_build_utils", "__check_build",
               "_show_versions", "conftest", "_distributor_init", "experimental", "benchmarks"}
 OUT = Path(__file__).resolve().parents[1] / "workers" / "pickle_allowed_classes.py"
@@ -45,6 +45,9 @@ def classes(modname: str) -> set[tuple[str, str]]:
         if inspect.isclass(obj) and getattr(obj, "__module__", None) == modname \
                 and getattr(obj, "__qualname__", None) == name and not issubclass(obj, BaseException):
             found.add((modname, name))
+            # Cython's pickling helper for this class: rebuilds the object from its type and state.
+            if hasattr(mod, f"__pyx_unpickle_{name}"):
+                found.add((modname, f"__pyx_unpickle_{name}"))
     return found
 
 

@@ -160,8 +160,9 @@ def sniff_file(f: IO[bytes]) -> FormatInfo:
 
 def _container(f: IO[bytes], head: bytes, size: int, budget: Budget, findings: Findings) -> FormatInfo | None:
     if head.startswith(b"PK\x03\x04") or has_end_record(f, size):
-        fmt, structure = scan_zip(f, size, budget, findings)
-        return FormatInfo(fmt, structure, False, (), f"{fmt} archive")
+        archive = scan_zip(f, size, budget, findings)
+        if archive is not None:
+            return FormatInfo(archive[0], archive[1], False, (), f"{archive[0]} archive")
     if head.startswith(NPY_MAGIC):
         structure = scan_npy(lambda pos: Source.of_file(f, pos, size), budget, findings)
         return FormatInfo("npy", structure, False, (), "NumPy array")

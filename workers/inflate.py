@@ -76,7 +76,7 @@ class Inflater:
             while got < n and not self._eof:
                 d = self._d
                 if d.eof:
-                    rest = d.unused_data + self._pending
+                    rest = (d.unused_data or b"") + self._pending
                     if self.kind not in _MULTI_MEMBER:
                         self._eof = True
                         break

@@ -26,8 +26,9 @@ def has_end_record(f: IO[bytes], size: int) -> bool:
     return b"PK\x05\x06" in f.read(tail)
 
 
-def scan_zip(f: IO[bytes], size: int, budget: Budget, findings: Findings) -> tuple[str, dict[str, Any]]:
-    """(format, structure) of a zip; what its members import goes into ``findings``."""
+def scan_zip(f: IO[bytes], size: int, budget: Budget, findings: Findings) -> tuple[str, dict[str, Any]] | None:
+    """(format, structure) of a zip; what its members import goes into ``findings``. None when a file that
+    does not start like a zip is not one after all (its end record was a coincidence)."""
     try:
         end = zipfile._EndRecData(f)  # type: ignore[attr-defined]
         if end is None:
@@ -39,6 +40,9 @@ def scan_zip(f: IO[bytes], size: int, budget: Budget, findings: Findings) -> tup
         infos = zf.infolist()
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError, struct.error,
             NotImplementedError, KeyError, IndexError, UnicodeDecodeError) as exc:
+        f.seek(0)
+        if f.read(4) != b"PK\x03\x04":
+            return None
         findings.not_inspected.append(f"zip archive that could not be read ({type(exc).__name__})")
         return "zip", {"format": "zip"}
     if len(infos) > MAX_MEMBERS:
