@@ -25,6 +25,7 @@ from .pickle_rules import classify, is_importable_name, resolve
 MAX_KEPT_STRING = 256  # longer strings are never module or class names a loader can import
 MAX_KEPT_STRING_BYTES = 32 * 1024 * 1024
 MAX_CONTAINER_ITEMS = 32
+MAX_DICTS = 200_000
 MAX_MEMO = 1_000_000
 MAX_DISTINCT_IMPORTS = 10_000
 MAX_LINE = 1024 * 1024
@@ -65,6 +66,7 @@ class Findings:
     pickles: int = 0
     joblib_arrays: int = 0
     kept_bytes: int = 0
+    dicts: int = 0
 
     def add_import(self, module: str, name: str) -> None:
         key = f"{module}.{name}"
@@ -185,10 +187,6 @@ class Walker:
         construction is followed, so the class used any other way (as an argument, in a container) is not."""
         if self.has_wrapper and any(_is_wrapper(x) for x in items):
             raise NotInspected("a joblib array wrapper class used indirectly")
-
-    def keep(self, items: list[Any]) -> list[Any]:
-        self.guard(items)
-        return items if len(items) <= MAX_CONTAINER_ITEMS else items[:MAX_CONTAINER_ITEMS]
 
     # -- globals ------------------------------------------------------------------------------------------
 
@@ -360,32 +358,34 @@ def _noop(w: Walker) -> None:
     return None
 
 
+# Lists and sets never decide an import (arguments are tuples, states are dicts): they are opaque, so that a
+# stream of EMPTY_LIST costs one stack slot each. Dicts are modelled up to MAX_DICTS per sniff.
+
 def _empty_list(w: Walker) -> None:
-    w.stack.append([])
+    w.stack.append(OPAQUE)
 
 
 def _empty_dict(w: Walker) -> None:
-    w.stack.append({})
+    f = w.findings
+    f.dicts += 1
+    w.stack.append({} if f.dicts <= MAX_DICTS else OPAQUE)
 
 
 def _append(w: Walker) -> None:
     x = w.pop()
-    target = w.top()
+    w.top()
     w.guard((x,))
-    if isinstance(target, list) and len(target) < MAX_CONTAINER_ITEMS:
-        target.append(x)
 
 
 def _appends(w: Walker) -> None:
     items = w.pop_mark()
-    target = w.top()
-    items = w.keep(items)
-    if isinstance(target, list):
-        target.extend(items[: max(0, MAX_CONTAINER_ITEMS - len(target))])
+    w.top()
+    w.guard(items)
 
 
 def _list(w: Walker) -> None:
-    w.stack.append(w.keep(w.pop_mark()))
+    w.guard(w.pop_mark())
+    w.stack.append(OPAQUE)
 
 
 def _tuple(w: Walker) -> None:
@@ -417,6 +417,11 @@ def _dict(w: Walker) -> None:
     if len(items) % 2:
         raise Broken("odd number of items for DICT")
     w.guard(items)
+    f = w.findings
+    f.dicts += 1
+    if f.dicts > MAX_DICTS:
+        w.stack.append(OPAQUE)
+        return
     d: dict[Any, Any] = {}
     _set_pairs(d, items)
     w.stack.append(d)
