@@ -10,6 +10,7 @@ time and memory (``byte_source.Budget``) and a sniffing failure is a recorded de
 
 from __future__ import annotations
 
+import io
 import json
 import posixpath
 import struct
@@ -32,6 +33,7 @@ from .zip_scan import has_end_record, scan_zip
 # headers up to this bound are read for their structure (real ones are a few MB at most).
 SAFETENSORS_MAX_HEADER = 8 * 1024 * 1024
 SAFETENSORS_MAX_DIMS = 64
+SMALL_FILE = 256 * 1024
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 # Tensors listed in a structure record; an event payload is capped at 1 MiB, big LLMs have thousands.
 MAX_TENSORS_LISTED = 2000
@@ -141,6 +143,8 @@ def sniff_file(f: IO[bytes]) -> FormatInfo:
     if size == 0:
         return FormatInfo("unknown", None, False, (), "empty file")
     f.seek(0)
+    if size <= SMALL_FILE:
+        f = io.BytesIO(f.read())  # one read instead of a seek and a read per reading
     head = f.read(512)
     budget = Budget()
     findings = Findings()

@@ -49,9 +49,14 @@ def _note(findings: Findings, where: str, exc: Exception) -> None:
     findings.not_inspected.append(f"{where}: {exc}" if where else str(exc))
 
 
-def scan_pickles(open_at: OpenAt, budget: Budget, findings: Findings, *, start: int = 0, where: str = ""
-                 ) -> PickleReading:
-    """Walk the pickle at ``start`` and every pickle after it, plus joblib's readings of its arrays."""
+def scan_pickles(open_at: OpenAt, budget: Budget, findings: Findings, *, start: int = 0, where: str = "",
+                 strict: bool = True) -> PickleReading:
+    """Walk the pickle at ``start`` and every pickle after it, plus joblib's readings of its arrays.
+
+    ``strict``: bytes that start with a pickle header but break before their STOP are not vouched for (the
+    file says it is a pickle). Raw data inside a container (a zip's tensor members) can start like one by
+    chance (4 in 65,536); there a break only means that reading fails, so only the imports before it count.
+    """
     src = open_at(start)
     reading = PickleReading(claims_pickle=claims_pickle(src.peek(2)))
     forks: list[int] = []
@@ -72,7 +77,7 @@ def scan_pickles(open_at: OpenAt, budget: Budget, findings: Findings, *, start: 
             reading.pickles += 1
     except Broken as exc:
         reading.broke = f"byte {src.pos}: {exc}"
-        if reading.claims_pickle:
+        if reading.claims_pickle and strict:
             findings.not_inspected.append(f"{where + ': ' if where else ''}the pickle breaks at {reading.broke}")
     except NotInspected as exc:
         _note(findings, where, exc)

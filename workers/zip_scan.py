@@ -60,7 +60,9 @@ def scan_zip(f: IO[bytes], size: int, budget: Budget, findings: Findings) -> tup
             if open_at(0).peek(6) == NPY_MAGIC:
                 scan_npy(open_at, budget, findings, where=where)
             else:
-                scan_pickles(open_at, budget, findings, where=where)
+                # A member a loader unpickles by name must be a whole pickle; others only must not import.
+                named = info.filename.endswith((".pkl", ".pickle", ".joblib", ".pt", ".pth", ".bin"))
+                scan_pickles(open_at, budget, findings, where=where, strict=named)
         except NotInspected as exc:
             findings.not_inspected.append(f"{where}: {exc}")
         if budget.ops_left <= 0:
