@@ -3,7 +3,7 @@
 Each case is a file built here (the constructions of shared/security-findings.md M1-M3 and
 formats-findings.md, at the sizes that used to take minutes or gigabytes) and sniffed in a child process
 of its own, which reports the CPU time of the sniff (``resource.getrusage``, user + system, imports
-excluded) and the process's peak RSS (``ru_maxrss``, interpreter and imports included: the baseline row
+excluded) and the process's peak RSS (``VmHWM``, interpreter and imports included: the baseline row
 shows what that alone costs). The bounds are 10 s of CPU and 256 MB of memory per file; the verdict is
 printed too (every hostile case must end ``unsafe`` or be harmless, never in a traceback).
 
@@ -207,7 +207,7 @@ def main() -> None:
                 rows.append((name, path.stat().st_size, json.loads(done.stdout), None, before))
             os.unlink(path)
     print(f"\nbounds: {CPU_BOUND_S:.0f} s CPU, {MEM_BOUND_MB:.0f} MB peak RSS per file\n")
-    print(f"| case | file | CPU s | peak RSS MB | within | verdict | before |")
+    print("| case | file | CPU s | peak RSS MB | within | verdict | before |")
     print("|---|---|---|---|---|---|---|")
     for name, size, res, err, before in rows:
         if res is None:
