@@ -136,6 +136,17 @@ def gzip_bomb(p: Path, inflated: int = 2 * 1024**3) -> None:
         fh.write(struct.pack("<II", 0, inflated & 0xFFFFFFFF))
 
 
+def gzip_skipped_payload(p: Path, inflated: int = 2 * 1024**3) -> None:
+    # One BINBYTES8 argument of 2 GB of zeros: skipped, not walked, so only the inflate bound stops it
+    c = zlib.compressobj(9, zlib.DEFLATED, 31)
+    with open(p, "wb") as fh:
+        fh.write(c.compress(b"\x80\x04\x8e" + struct.pack("<Q", inflated)))
+        block = b"\0" * (16 * 1024 * 1024)
+        for _ in range(inflated // len(block)):
+            fh.write(c.compress(block))
+        fh.write(c.compress(b".") + c.flush())
+
+
 CASES: dict[str, tuple[Callable[[Path], None], bool, str]] = {
     #  name: (builder, in --quick, what it was before)
     "baseline: tiny file": (tiny, True, "-"),
@@ -153,6 +164,7 @@ CASES: dict[str, tuple[Callable[[Path], None], bool, str]] = {
     "zip bomb, truthful header (500 MB inflated)": (lambda p: zip_bomb(p, 500 * 1024**2, None), False,
                                                      "1.07 GB RSS, recorded safe"),
     "gzip 'joblib' bomb (2 GB inflated)": (gzip_bomb, False, "not opened (flagged unread)"),
+    "gzip 'joblib' of one 2 GB BINBYTES8": (gzip_skipped_payload, False, "not opened (flagged unread)"),
 }
 
 
@@ -186,6 +198,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="only the small cases")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--tmp", help="parent folder for the temporary files")
+    ap.add_argument("--only", help="run the cases whose name contains this text")
     args = ap.parse_args()
     if args.child:
         child(args.child)
@@ -193,7 +206,7 @@ def main() -> None:
     rows = []
     with temp_dir(args.tmp, "bench-sniff-") as tmp:
         for name, (build, quick, before) in CASES.items():
-            if args.quick and not quick:
+            if (args.quick and not quick) or (args.only and args.only not in name):
                 continue
             path = Path(tmp) / "case.bin"
             t = time.perf_counter()

@@ -281,6 +281,15 @@ def test_imports_before_a_bad_opcode_still_count(tmp_path: Path) -> None:
     assert info.unsafe is True and "os.system" in info.imports
 
 
+def test_every_pickle_in_a_row_is_walked(tmp_path: Path) -> None:
+    # torch.load's legacy format reads five pickles in a row; any of them can carry the payload.
+    p = tmp_path / "pytorch_model.bin"
+    p.write_bytes(pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2) + pickle.dumps({"a": 1}, protocol=2)
+                  + stack_call("os", "system"))
+    info = sniff(FS, str(p))
+    assert info.unsafe is True and "os.system" in info.imports
+
+
 def test_python2_names_are_mapped_as_the_loader_maps_them(tmp_path: Path) -> None:
     # Protocols 0-2 go through fix_imports: commands.getoutput is subprocess.getoutput at load time.
     p = tmp_path / "x.pkl"
@@ -359,10 +368,11 @@ def test_joblib_structured_dtype_with_an_object_field_is_not_skipped_as_raw_byte
 
 
 def test_joblib_wrapper_built_through_copyreg_is_not_inspected(tmp_path: Path) -> None:
-    # copyreg._reconstructor(NumpyArrayWrapper, object, None): joblib reads array bytes after its BUILD too.
-    body = (b"\x80\x04" + _u("copyreg") + _u("_reconstructor") + b"\x93"
+    # copyreg._reconstructor(NumpyArrayWrapper, object, None) is a wrapper too: joblib skips "array bytes"
+    # after its BUILD (here ".\xff", which ends any plain reading) and runs what follows.
+    body = (b"\x80\x02" + _u("copyreg") + _u("_reconstructor") + b"\x93"
             + _u("joblib.numpy_pickle") + _u("NumpyArrayWrapper") + b"\x93" + _u("builtins") + _u("object")
-            + b"\x93N\x87R}b" + old_call("os", "system"))
+            + b"\x93N\x87R}b" + b".\xff" + old_call("os", "system"))
     p = tmp_path / "model.joblib"
     p.write_bytes(body)
     info = sniff(FS, str(p))
