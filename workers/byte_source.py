@@ -133,7 +133,8 @@ class Source:
             if have > limit:
                 raise NotInspected(f"a text line longer than {limit} bytes")
             scanned = have
-            if not self._fill(have + 1):
+            # Doubling: a long line costs linear time. At the end of the data, what was read is searched too.
+            if not self._fill(max(2 * have, have + CHUNK)) and len(self._buf) - self._i == have:
                 raise Broken("the data ends inside a text line")
 
     def skip(self, n: int, budget: Budget) -> None:

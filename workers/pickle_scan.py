@@ -59,7 +59,7 @@ def scan_pickles(open_at: OpenAt, budget: Budget, findings: Findings, *, start: 
     """
     src = open_at(start)
     reading = PickleReading(claims_pickle=claims_pickle(src.peek(2)))
-    forks: list[int] = []
+    forks: list[tuple[int, int]] = []  # (position, protocol) where joblib's first array starts
     hook = _joblib_hook(budget, findings, forks)
     walker = Walker(src, budget, findings, on_wrapper=hook)
     try:
@@ -81,10 +81,12 @@ def scan_pickles(open_at: OpenAt, budget: Budget, findings: Findings, *, start: 
             findings.not_inspected.append(f"{where + ': ' if where else ''}the pickle breaks at {reading.broke}")
     except NotInspected as exc:
         _note(findings, where, exc)
-    for pos in forks[:1]:
+    for pos, proto in forks[:1]:
         # pickle.load of a joblib file: from the first array's bytes on, they are read as opcodes.
         try:
-            Walker(open_at(pos), budget, findings, lenient=True).walk()
+            plain = Walker(open_at(pos), budget, findings, lenient=True)
+            plain.proto = proto
+            plain.walk()
         except Broken:
             pass
         except NotInspected as exc:
@@ -92,14 +94,15 @@ def scan_pickles(open_at: OpenAt, budget: Budget, findings: Findings, *, start: 
     return reading
 
 
-def _joblib_hook(budget: Budget, findings: Findings, forks: list[int]) -> Callable[[Walker, Obj], None]:
+def _joblib_hook(budget: Budget, findings: Findings, forks: list[tuple[int, int]]
+                 ) -> Callable[[Walker, Obj], None]:
     def on_wrapper(w: Walker, wrapper: Obj) -> None:
         if w.frame_end is not None:
             if w.src.pos != w.frame_end:
                 # joblib reads the array from the file, i.e. from the end of the frame, not from here
                 raise NotInspected("a joblib array inside a pickle frame")
             w.frame_end = None
-        forks.append(w.src.pos)
+        forks.append((w.src.pos, w.proto))
         layout = array_layout(wrapper.state)
         findings.joblib_arrays += 1
         if layout is None:

@@ -28,7 +28,7 @@ MAX_CONTAINER_ITEMS = 32
 MAX_DICTS = 200_000
 MAX_MEMO = 1_000_000
 MAX_DISTINCT_IMPORTS = 10_000
-MAX_LINE = 1024 * 1024
+MAX_LINE = 16 * 1024 * 1024  # CPython reads lines unbounded; a text opcode in a non-pickle can run long
 WRAPPER = ("joblib.numpy_pickle", "NumpyArrayWrapper")
 
 
