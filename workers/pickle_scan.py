@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .byte_source import Broken, Budget, NotInspected, Source
-from .pickle_walk import OPAQUE, Findings, Global, Obj, Walker
+from .pickle_walk import Findings, Global, Obj, Walker
 
 MAX_PICKLES_IN_FILE = 10_000
 MAX_NPY_HEADER = 1024 * 1024
@@ -249,5 +249,5 @@ def legacy_torch(reading: PickleReading) -> bool:
     return reading.complete and reading.first_value == LEGACY_TORCH_MAGIC and reading.pickles >= 5
 
 
-__all__ = ["OPAQUE", "PickleReading", "array_layout", "claims_pickle", "legacy_torch", "scan_npy",
+__all__ = ["PickleReading", "array_layout", "claims_pickle", "legacy_torch", "scan_npy",
            "scan_pickles"]
