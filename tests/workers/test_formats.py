@@ -20,6 +20,15 @@ from workers.store import BlobStore
 FS = fsspec.filesystem("file")
 
 
+@pytest.fixture(autouse=True)
+def canary_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Every payload in this file runs ``touch CANARY`` (relative) if executed: each test runs in its own
+    folder, which must not hold a CANARY afterwards."""
+    monkeypatch.chdir(tmp_path)
+    yield
+    assert not (tmp_path / "CANARY").exists(), "a pickle was executed while sniffing"
+
+
 def write_safetensors(path: Path, tensors: dict[str, tuple[str, list[int]]], metadata: dict | None = None) -> None:
     sizes = {"F32": 4, "F16": 2, "I64": 8}
     header: dict = {}
