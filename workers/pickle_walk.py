@@ -35,11 +35,9 @@ WRAPPER = ("joblib.numpy_pickle", "NumpyArrayWrapper")
 class _Opaque:
     __slots__ = ()
 
-    def __repr__(self) -> str:
-        return "<opaque>"
 
-
-OPAQUE = _Opaque()
+OPAQUE = _Opaque()  # a value the walk does not model; it may be a str (a module name for STACK_GLOBAL)
+NOT_STR = _Opaque()  # a value the walk does not model but knows is no str (a float, bytes, a list, ...)
 MARK = object()
 
 
@@ -146,8 +144,9 @@ class Walker:
                 return OPAQUE
             try:
                 return keep(raw)
-            except (UnicodeDecodeError, ValueError):
-                return OPAQUE
+            except UnicodeDecodeError:
+                # CPython decodes these arguments strictly and fails here too
+                raise Broken("a string argument that does not decode") from None
         self.skip(n)
         return OPAQUE
 
@@ -262,15 +261,15 @@ def _int_line(w: Walker) -> None:
         w.stack.append(True)
     else:
         try:
-            v = int(line) if len(line) < 20 else OPAQUE
+            v = int(line) if len(line) < 20 else NOT_STR
         except ValueError:
-            v = OPAQUE
+            v = NOT_STR  # CPython fails or makes an int: never a str
         w.stack.append(v)
 
 
-def _line_opaque(w: Walker) -> None:  # LONG, FLOAT as text
+def _line_number(w: Walker) -> None:  # LONG, FLOAT as text
     w.readline()
-    w.stack.append(OPAQUE)
+    w.stack.append(NOT_STR)
 
 
 def _binint(w: Walker) -> None:
@@ -287,7 +286,7 @@ def _binint2(w: Walker) -> None:
 
 def _binfloat(w: Walker) -> None:
     w.read(8)
-    w.stack.append(OPAQUE)
+    w.stack.append(NOT_STR)
 
 
 def _long_n(size_fmt: str, size_len: int) -> Callable[[Walker], None]:
@@ -302,11 +301,15 @@ def _long_n(size_fmt: str, size_len: int) -> Callable[[Walker], None]:
 
 def _skip_opaque(w: Walker, n: int) -> Any:
     w.skip(n)
-    return OPAQUE
+    return NOT_STR
 
 
-def _ascii(b: bytes) -> str:
-    return b.decode("ascii")
+def _ascii(b: bytes) -> Any:
+    # Python 2 strings: ASCII by default, but a loader may pass encoding="latin1" and get a str anyway.
+    try:
+        return b.decode("ascii")
+    except UnicodeDecodeError:
+        return OPAQUE
 
 
 def _utf8(b: bytes) -> str:
@@ -330,11 +333,12 @@ def _string_line(w: Walker) -> None:  # STRING: a quoted, escaped Python 2 str
 def _unicode_line(w: Walker) -> None:  # UNICODE: raw-unicode-escape
     line = w.readline()[:-1]
     value: Any = OPAQUE
+    try:
+        decoded = line.decode("raw-unicode-escape")
+    except UnicodeDecodeError:
+        raise Broken("a UNICODE argument that does not decode") from None
     if len(line) <= MAX_KEPT_STRING:
-        try:
-            value = line.decode("raw-unicode-escape")
-        except UnicodeDecodeError:
-            value = OPAQUE
+        value = decoded
     w.stack.append(value)
 
 
@@ -348,7 +352,7 @@ def _counted(size_fmt: str, size_len: int, decode: Callable[[bytes], Any] | None
             raise Broken("byte count too large")
         if decode is None:
             w.skip(n)
-            w.stack.append(OPAQUE)
+            w.stack.append(NOT_STR)
         else:
             w.stack.append(w.counted(n, decode))
     return h
@@ -362,13 +366,13 @@ def _noop(w: Walker) -> None:
 # stream of EMPTY_LIST costs one stack slot each. Dicts are modelled up to MAX_DICTS per sniff.
 
 def _empty_list(w: Walker) -> None:
-    w.stack.append(OPAQUE)
+    w.stack.append(NOT_STR)
 
 
 def _empty_dict(w: Walker) -> None:
     f = w.findings
     f.dicts += 1
-    w.stack.append({} if f.dicts <= MAX_DICTS else OPAQUE)
+    w.stack.append({} if f.dicts <= MAX_DICTS else NOT_STR)
 
 
 def _append(w: Walker) -> None:
@@ -385,13 +389,13 @@ def _appends(w: Walker) -> None:
 
 def _list(w: Walker) -> None:
     w.guard(w.pop_mark())
-    w.stack.append(OPAQUE)
+    w.stack.append(NOT_STR)
 
 
 def _tuple(w: Walker) -> None:
     items = w.pop_mark()
     w.guard(items)
-    w.stack.append(tuple(items) if len(items) <= MAX_CONTAINER_ITEMS else OPAQUE)
+    w.stack.append(tuple(items) if len(items) <= MAX_CONTAINER_ITEMS else NOT_STR)
 
 
 def _tuple_n(n: int) -> Callable[[Walker], None]:
@@ -420,7 +424,7 @@ def _dict(w: Walker) -> None:
     f = w.findings
     f.dicts += 1
     if f.dicts > MAX_DICTS:
-        w.stack.append(OPAQUE)
+        w.stack.append(NOT_STR)
         return
     d: dict[Any, Any] = {}
     _set_pairs(d, items)
@@ -454,7 +458,7 @@ def _additems(w: Walker) -> None:
 
 def _frozenset(w: Walker) -> None:
     w.guard(w.pop_mark())
-    w.stack.append(OPAQUE)
+    w.stack.append(NOT_STR)
 
 
 def _pop(w: Walker) -> None:
@@ -541,8 +545,9 @@ def _long_binget(w: Walker) -> None:
 def _ext(n: int) -> Callable[[Walker], None]:
     def h(w: Walker) -> None:
         w.read(n)
-        w.findings.unresolved += 1  # copyreg's extension registry: could name anything
-        w.stack.append(Global(None, None))
+        # copyreg's extension registry is empty unless a program fills it (none of the loaders does):
+        # the lookup fails. (A pickle that claims to be one still ends "not inspected" at this break.)
+        raise Broken("an extension code (copyreg's registry is empty)")
     return h
 
 
@@ -573,7 +578,7 @@ def _stack_global(w: Walker) -> None:
     name = w.pop()
     module = w.pop()
     if (module is not OPAQUE and not isinstance(module, str)) or (name is not OPAQUE and not isinstance(name, str)):
-        raise Broken("STACK_GLOBAL requires str")
+        raise Broken("STACK_GLOBAL requires str")  # known non-str values (NOT_STR, None, numbers, tuples)
     w.stack.append(w.global_(module, name))
 
 
@@ -615,7 +620,7 @@ def _build(w: Walker) -> None:
         target.state = state
         if _is_wrapper(target.callable) and w.on_wrapper is not None:
             w.on_wrapper(w, target)
-            w.stack[-1] = OPAQUE  # joblib replaces the wrapper by the array it read
+            w.stack[-1] = NOT_STR  # joblib replaces the wrapper by the array it read
 
 
 def _persid(w: Walker) -> None:
@@ -632,13 +637,13 @@ def _binpersid(w: Walker) -> None:
 _HANDLERS: dict[int, Callable[[Walker], Any]] = {
     ord("."): _stop, 0x80: _proto, 0x95: _frame,
     ord("I"): _int_line, ord("J"): _binint, ord("K"): _binint1, ord("M"): _binint2,
-    ord("L"): _line_opaque, 0x8A: _long_n("<B", 1), 0x8B: _long_n("<i", 4),
+    ord("L"): _line_number, 0x8A: _long_n("<B", 1), 0x8B: _long_n("<i", 4),
     ord("S"): _string_line, ord("T"): _counted("<i", 4, _ascii), ord("U"): _counted("<B", 1, _ascii),
     ord("B"): _counted("<I", 4, None), ord("C"): _counted("<B", 1, None), 0x8E: _counted("<Q", 8, None),
-    0x96: _counted("<Q", 8, None), 0x97: _push(OPAQUE), 0x98: _noop,
+    0x96: _counted("<Q", 8, None), 0x97: _push(NOT_STR), 0x98: _noop,
     ord("N"): _push(None), 0x88: _push(True), 0x89: _push(False),
     ord("V"): _unicode_line, 0x8C: _counted("<B", 1, _utf8), ord("X"): _counted("<I", 4, _utf8),
-    0x8D: _counted("<Q", 8, _utf8), ord("F"): _line_opaque, ord("G"): _binfloat,
+    0x8D: _counted("<Q", 8, _utf8), ord("F"): _line_number, ord("G"): _binfloat,
     ord("]"): _empty_list, ord("a"): _append, ord("e"): _appends, ord("l"): _list,
     ord(")"): _push(()), ord("t"): _tuple, 0x85: _tuple_n(1), 0x86: _tuple_n(2), 0x87: _tuple_n(3),
     ord("}"): _empty_dict, ord("d"): _dict, ord("s"): _setitem, ord("u"): _setitems,
