@@ -579,3 +579,26 @@ def test_numpy_files_are_not_flagged(tmp_path: Path) -> None:
     _assert_safe(tmp_path / "objects.npy", "npy")
     _assert_safe(tmp_path / "plain.npz", "npz")
     _assert_safe(tmp_path / "mixed.npz", "npz")
+
+
+def test_distinct_imports_are_bounded(tmp_path: Path) -> None:
+    # M2: one memoized module name and many distinct names; the walk stops at 10,000 distinct imports.
+    body = [b"\x80\x04", _u("m"), b"\x94"] + [b"h\x00" + _u(f"c{i}") + b"\x930" for i in range(10_001)]
+    p = tmp_path / "x.pkl"
+    p.write_bytes(b"".join(body) + b"N.")
+    info = sniff(FS, str(p))
+    assert info.unsafe is True and "too many distinct imports" in info.detail
+
+
+def test_an_unexpected_error_while_sniffing_is_a_recorded_detail(tmp_path: Path, monkeypatch) -> None:
+    import workers.formats as formats
+
+    def boom(*_a, **_k):
+        raise RuntimeError("File is encrypted, password required for extraction")
+
+    monkeypatch.setattr(formats, "scan_zip", boom)
+    p = tmp_path / "model.pt"
+    with zipfile.ZipFile(p, "w") as z:
+        z.writestr("archive/data.pkl", pickle.dumps({"a": 1}, protocol=2))
+    info = sniff(FS, str(p))
+    assert info.unsafe is True and "not inspected: RuntimeError" in info.detail
