@@ -89,9 +89,12 @@ def version_detail(v: VersionRecord) -> str:
         f"  created      {when(v.created_at)} by {v.created_by}",
     ]
     if art.get("unsafe"):
+        # What made it unsafe: the recorded imports are only those outside the allow-list; with none, the
+        # reason is what could not be inspected (the detail).
         imports = ", ".join(art.get("imports") or ())
-        lines.insert(12, f"    WARNING    pickle imports code outside the allow-list ({imports}); "
-                         "load it only if you trust its author")
+        why = (f"pickle imports code outside the allow-list ({imports})" if imports
+               else str(art.get("detail") or "not inspected")[:300])
+        lines.insert(12, f"    WARNING    {why}; load it only if you trust its author")
     if art.get("error"):
         lines.append(f"  error        {art['error']}")
     return "\n".join(lines)
