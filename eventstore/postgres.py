@@ -82,11 +82,26 @@ def translate(exc: psycopg.Error, where: str, *, committing: bool = False) -> St
     return StoreError(f"registry database error ({where}): {text}")
 
 
+def _idempotent(rows: list[tuple], key: str, fingerprint: str | None) -> list[StoredEvent] | None:
+    """Rows of ``IDEMPOTENT_RESULT`` (fingerprint, then the events first appended under ``key``)."""
+    if not rows:
+        return None
+    stored_fingerprint = rows[0][0]
+    if fingerprint is not None and stored_fingerprint is not None and stored_fingerprint != fingerprint:
+        raise IdempotencyError(f"idempotency key {key!r} was already used for a different request")
+    return [event_from_row(row[1:]) for row in rows if row[1] is not None]
+
+
 class PostgresTransaction(Transaction):
-    def __init__(self, connection: psycopg.Connection, last: tuple[int, str, str]) -> None:
+    def __init__(self, connection: psycopg.Connection, last: tuple | None, *, where: str,
+                 versions: dict[str, int] | None = None, commit_with_append: bool = False) -> None:
         self.connection = connection
-        self._last = last  # (position, hash, recorded_at) of the head, read under the writer lock
-        self._versions: dict[str, int] = {}  # exact while this transaction holds the lock
+        self._where = where
+        # (position, hash, recorded_at) of the head, read under the writer lock
+        self._last: tuple = tuple(last) if last else (0, GENESIS_HASH, "")
+        self._versions: dict[str, int] = dict(versions or {})  # exact while this transaction holds the lock
+        # Recorder.append's own transaction: its one append also commits, in the same round trip.
+        self._commit_with_append = commit_with_append
 
     def head(self) -> int:
         return self._last[0]
@@ -106,13 +121,7 @@ class PostgresTransaction(Transaction):
                 self._versions[stream] = found.get(stream, 0)
 
     def idempotent_result(self, key: str, fingerprint: str | None) -> list[StoredEvent] | None:
-        rows = self.connection.execute(sql.IDEMPOTENT_RESULT, (key,)).fetchall()
-        if not rows:
-            return None
-        stored_fingerprint = rows[0][0]
-        if fingerprint is not None and stored_fingerprint is not None and stored_fingerprint != fingerprint:
-            raise IdempotencyError(f"idempotency key {key!r} was already used for a different request")
-        return [event_from_row(row[1:]) for row in rows if row[1] is not None]
+        return _idempotent(self.connection.execute(sql.IDEMPOTENT_RESULT, (key,)).fetchall(), key, fingerprint)
 
     def append(
         self,
@@ -137,8 +146,9 @@ class PostgresTransaction(Transaction):
         versions = dict(self._versions)
         rows, stored = seal(events, head=position, head_hash=previous_hash, recorded_at=recorded_at,
                             versions=versions)
+        committing, self._commit_with_append = self._commit_with_append, False
         try:
-            # One round trip: the rows, the key and the wake-up go out together and are answered together.
+            # One round trip: the rows, the key, the wake-up (and the COMMIT) go out together.
             with self.connection.pipeline():
                 with self.connection.cursor() as cur:
                     cur.executemany(sql.INSERT, rows)
@@ -146,8 +156,14 @@ class PostgresTransaction(Transaction):
                     self.connection.execute(sql.INSERT_IDEMPOTENCY,
                                             (idempotency_key, fingerprint, rows[0][0], rows[-1][0]))
                 self.connection.execute(sql.NOTIFY, (str(rows[-1][0]),))
+                if committing:
+                    self.connection.execute(sql.COMMIT)
         except psycopg.errors.UniqueViolation as exc:
             raise ConcurrencyError(f"another writer appended first ({_first_line(exc)})") from None
+        except psycopg.Error as exc:
+            if committing:
+                raise translate(exc, self._where, committing=True) from None
+            raise
         self._versions = versions
         self._last = (rows[-1][0], rows[-1][8], recorded_at)
         return stored
@@ -244,18 +260,16 @@ class PostgresRecorder(Recorder):
         # all now, so that it costs one retry, not one failed call per pooled connection.
         self.pool.check()
 
-    def _begin(self, begin: Sequence[str]) -> tuple[psycopg.Connection, tuple | None]:
+    def _begin(self, begin: Sequence[tuple[str, tuple]]) -> tuple[psycopg.Connection, list[psycopg.Cursor]]:
         """A pooled connection with a transaction open: ``begin`` (BEGIN and what must come first) in one
-        round trip, and the first row of its last statement. Nothing has been written yet, so a connection
-        the server had dropped is replaced once, transparently."""
+        round trip, and a cursor on each statement's result. Nothing has been written yet, so a
+        connection the server had dropped is replaced once, transparently."""
         for retry in (True, False):
             conn = self._getconn()
             try:
                 with conn.pipeline():
-                    for statement in begin[:-1]:
-                        conn.execute(statement)
-                    cur = conn.execute(begin[-1])
-                return conn, cur.fetchone()
+                    cursors = [conn.execute(statement, params) for statement, params in begin]
+                return conn, cursors
             except psycopg.Error as exc:
                 _rollback(conn)
                 self.pool.putconn(conn)
@@ -266,33 +280,65 @@ class PostgresRecorder(Recorder):
         raise AssertionError("unreachable")  # pragma: no cover
 
     @contextmanager
-    def _transaction(self, begin: Sequence[str]) -> Iterator[tuple[psycopg.Connection, tuple | None]]:
-        """COMMIT on normal exit, else ROLLBACK; the thread's calls use this connection meanwhile."""
+    def _transaction(self, begin: Sequence[tuple[str, tuple]]
+                     ) -> Iterator[tuple[psycopg.Connection, list[psycopg.Cursor]]]:
+        """COMMIT on normal exit (unless the body committed), else ROLLBACK; meanwhile the thread's calls
+        use this connection."""
         if getattr(self._local, "conn", None) is not None:
             raise StoreError("nested transaction on the same thread")
-        conn, first = self._begin(begin)
+        conn, cursors = self._begin(begin)
         try:
             self._local.conn = conn
             try:
-                yield conn, first
+                yield conn, cursors
             except BaseException:
                 _rollback(conn)
                 raise
             finally:
                 self._local.conn = None
-            try:
-                conn.execute(sql.COMMIT)
-            except psycopg.Error as exc:
-                raise translate(exc, self.where, committing=True) from None
+            if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                try:
+                    conn.execute(sql.COMMIT)
+                except psycopg.Error as exc:
+                    raise translate(exc, self.where, committing=True) from None
         except psycopg.Error as exc:
             raise translate(exc, self.where) from None
         finally:
             self.pool.putconn(conn)
 
+    _WRITE = ((sql.BEGIN, ()), (sql.LOCK, ()), (sql.LAST, ()))
+
     @contextmanager
     def write(self) -> Iterator[PostgresTransaction]:
-        with self._transaction((sql.BEGIN, sql.LOCK, sql.LAST)) as (conn, last):
-            yield PostgresTransaction(conn, tuple(last) if last else (0, GENESIS_HASH, ""))
+        with self._transaction(self._WRITE) as (conn, cursors):
+            yield PostgresTransaction(conn, cursors[2].fetchone(), where=self.where)
+
+    def append(
+        self,
+        events: Sequence[NewEvent],
+        *,
+        expected: Mapping[str, int] | None = None,
+        idempotency_key: str | None = None,
+        fingerprint: str | None = None,
+    ) -> list[StoredEvent]:
+        """``Recorder.append`` in two round trips: the lock, the head, the streams' versions and the key's
+        first result in one; the rows, the key, the wake-up and the COMMIT in the other."""
+        if not events:
+            return super().append(events, expected=expected, idempotency_key=idempotency_key,
+                                  fingerprint=fingerprint)
+        streams = sorted({e.stream for e in events} | set(expected or {}))
+        begin = [*self._WRITE, (sql.STREAM_VERSIONS, (streams,))]
+        if idempotency_key is not None:
+            begin.append((sql.IDEMPOTENT_RESULT, (idempotency_key,)))
+        with self._transaction(begin) as (conn, cursors):
+            found = dict(cursors[3].fetchall())
+            if idempotency_key is not None:
+                first = _idempotent(cursors[4].fetchall(), idempotency_key, fingerprint)
+                if first is not None:
+                    return first
+            tx = PostgresTransaction(conn, cursors[2].fetchone(), where=self.where,
+                                     versions={s: found.get(s, 0) for s in streams}, commit_with_append=True)
+            return tx.append(events, expected=expected, idempotency_key=idempotency_key, fingerprint=fingerprint)
 
     @contextmanager
     def read_snapshot(self) -> Iterator[psycopg.Connection]:
@@ -300,7 +346,7 @@ class PostgresRecorder(Recorder):
         if conn is not None:
             yield conn
             return
-        with self._transaction((sql.BEGIN_SNAPSHOT, sql.HEAD)) as (conn, _):
+        with self._transaction(((sql.BEGIN_SNAPSHOT, ()),)) as (conn, _):
             yield conn
 
     # -- reads -------------------------------------------------------------------------------------

@@ -87,7 +87,11 @@ ROLLBACK = "ROLLBACK"
 LAST = "SELECT position, hash, recorded_at FROM events ORDER BY position DESC LIMIT 1"
 HEAD = "SELECT coalesce(max(position), 0) FROM events"
 STREAM_VERSION = "SELECT coalesce(max(version), 0) FROM events WHERE stream = %s"
-STREAM_VERSIONS = "SELECT stream, max(version) FROM events WHERE stream = ANY(%s) GROUP BY stream"
+# One index probe per stream (max() over the (stream, version) index). Not "WHERE stream = ANY(...) GROUP BY
+# stream": that plan reads every event of the stream, and the append slowed down as a stream grew (measured:
+# 8 ms an append after a few thousand events in one stream, against 1.7 ms for a raw insert).
+STREAM_VERSIONS = ("SELECT s.stream, (SELECT coalesce(max(version), 0) FROM events WHERE stream = s.stream)"
+                   " FROM unnest(%s::text[]) AS s(stream)")
 
 SELECT = "SELECT position, stream, version, type, schema_version, data, meta, recorded_at, hash FROM events"
 READ = SELECT + " WHERE position > %s ORDER BY position"
