@@ -164,11 +164,13 @@ def test_wait_for_change_wakes_when_another_client_appends(url: str, recorder: P
         other.close()
 
 
+@pytest.mark.timeout(120)  # a wait that trusted notifications alone would sit out its 600 s here
 def test_wait_for_change_reads_the_stored_head_so_a_missed_notification_does_not_matter(
     recorder: PostgresRecorder,
 ) -> None:
     recorder.append([tag("model-a", 1), tag("model-a", 2)])  # committed before anyone listened
-    assert recorder.wait_for_change(0, timeout=0) == 2
+    assert recorder.wait_for_change(0, timeout=600) == 2
+    assert recorder.wait_for_change(1, timeout=600) == 2
     assert recorder.wait_for_change(2, timeout=0.05) == 2  # nothing new: returns the head when time is up
     recorder.append([tag("model-a", 3)])
     assert recorder.wait_for_change(2, timeout=60) == 3
