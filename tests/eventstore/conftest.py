@@ -1,23 +1,14 @@
-"""PostgreSQL for the backend suites: the machine's server (``MLEDGER_TEST_POSTGRES``, default
-``postgresql://postgres@127.0.0.1:5432/postgres``), a database with a random name per test, dropped after
-(its leftover connections terminated). A missing server follows tests/services.py's policy."""
+"""PostgreSQL for the backend suites (tests/contracts/databases.py): the server checked once per session,
+a database with a random name per test, dropped after. A missing server follows tests/services.py's
+policy (fails in CI, skips on a newcomer's machine)."""
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
+from contracts.databases import ADMIN_URL, admin_connection, create_database, database_url, drop_database
 from services import unavailable
-
-ADMIN_URL = os.environ.get("MLEDGER_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-
-def _admin():
-    import psycopg
-
-    return psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=3)
 
 
 @pytest.fixture(scope="session")
@@ -28,40 +19,21 @@ def postgres_server() -> str:
     except ImportError as exc:
         unavailable(f"PostgreSQL (psycopg is not installed: {exc}; pip install -e '.[postgres]')")
     try:
-        with _admin() as conn:
+        with admin_connection() as conn:
             conn.execute("SELECT 1")
     except psycopg.Error as exc:
         unavailable(f"PostgreSQL at {ADMIN_URL} ({type(exc).__name__}: {str(exc).strip()})")
     return ADMIN_URL
 
 
-def database_url(name: str) -> str:
-    from psycopg.conninfo import make_conninfo
-
-    return make_conninfo(ADMIN_URL, dbname=name)
-
-
-def drop_database(name: str) -> None:
-    from psycopg import sql
-
-    with _admin() as conn:
-        # WITH (FORCE) terminates the connections a failed test (or a killed child) left behind.
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-
-
 @pytest.fixture
 def new_postgres_database(postgres_server: str) -> Iterator[Callable[[], str]]:
     """``new_postgres_database() -> url``: an empty database of its own, dropped when the test ends."""
-    from psycopg import sql
-
     made: list[str] = []
 
     def make() -> str:
-        name = f"mledger_test_{uuid.uuid4().hex[:16]}"
-        with _admin() as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        made.append(name)
-        return database_url(name)
+        made.append(create_database())
+        return database_url(made[-1])
 
     try:
         yield make

@@ -83,7 +83,7 @@ def recorder(url: str) -> Iterator[PostgresRecorder]:
 
 
 def test_a_missing_database_is_a_store_error_naming_it(postgres_server: str) -> None:
-    from conftest import database_url
+    from contracts.databases import database_url
 
     with pytest.raises(StoreError, match="mledger_no_such_database") as info:
         PostgresRecorder(database_url("mledger_no_such_database"))
