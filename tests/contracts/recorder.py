@@ -229,6 +229,20 @@ class RecorderContract(ABC):
             assert (again[0].position, again[0].version) == (head + 3, 2)
         assert [e.to_json() for e in populated.read(since=head)] == [e.to_json() for e in [*stored, *again]]
 
+    def test_a_read_snapshot_does_not_see_later_commits(self, location: Location, populated: Recorder) -> None:
+        head = populated.head()
+        other = self.opener(location)()
+        try:
+            with populated.read_snapshot():
+                assert populated.head() == head
+                other.append([tag("model-a", 25)])
+                assert other.head() == head + 1
+                assert populated.head() == head
+                assert [e.position for e in populated.read(since=head - 1)] == [head]
+            assert populated.head() == head + 1
+        finally:
+            other.close()
+
     # -- idempotency ------------------------------------------------------------------------------------
     def test_an_idempotency_key_with_the_same_request_returns_the_first_result(self, populated: Recorder) -> None:
         first = populated.append([tag("model-a", 30), tag("model-a", 31)], idempotency_key="K", fingerprint="f1")
