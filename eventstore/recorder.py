@@ -88,6 +88,10 @@ class Transaction(ABC):
 
 
 class Recorder(ABC):
+    registry_id: str
+    """A random id made when the store is created and kept with it: the same across reopening, from any
+    process or host (workers and brokers key their state by it)."""
+
     @abstractmethod
     def write(self) -> AbstractContextManager[Transaction]:
         """An exclusive write transaction: commits on normal exit, rolls back on an exception."""
@@ -140,6 +144,16 @@ class Recorder(ABC):
     def key_problems(self) -> Iterator[KeyProblem]:
         """Every idempotency key that does not point at existing events recorded under it (see
         ``eventstore.idempotency``): a key beyond the head is the trace of a truncated log."""
+
+    @abstractmethod
+    def stream_version(self, stream: str) -> int:
+        """The last committed version of ``stream`` (0 if it has no events)."""
+
+    @abstractmethod
+    def raw_rows(self, since: int = 0, limit: int | None = None) -> list[tuple[Any, ...]]:
+        """Rows with position > since exactly as stored, no upcasting (for the chain check and audit):
+        (position, stream, version, type, schema_version, data, meta, recorded_at, hash), data and meta as
+        the canonical JSON text the hash covers."""
 
     @abstractmethod
     def close(self) -> None: ...

@@ -1,0 +1,539 @@
+"""The PostgreSQL backend of the recorder: the same log as ``eventstore.sqlite``, on a shared server.
+
+``PostgresRecorder("postgresql://user@host/db")``. The rows, the envelope and the hash chain are SQLite's
+(``eventstore.sealing``), so a log has the same hashes on either backend. Conventions:
+
+- ``position`` is head + n, assigned under ``LOCK TABLE events IN EXCLUSIVE MODE`` taken first in every
+  write transaction: one writer at a time, positions gapless and in commit order (never from a sequence:
+  sequences leave gaps on rollback). Readers are not blocked.
+- ``UNIQUE(stream, version)`` turns a stale writer into ``ConcurrencyError``; statement triggers refuse
+  UPDATE, DELETE and TRUNCATE of events and idempotency keys inside the database.
+- ``recorded_at`` is max(this host's clock, the last event's), so it never goes backwards even across
+  hosts whose clocks disagree.
+- LISTEN/NOTIFY is only a wake-up (``wait_for_change``): a notification can be lost, so readers always
+  read from a stored position.
+- Driver errors become ``StoreError`` / ``ConcurrencyError`` with a one-line message, here and nowhere else.
+
+The SQL lives in ``eventstore.postgres_sql``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+import psycopg.errors
+import psycopg.sql
+from psycopg import conninfo as pg_conninfo
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from . import postgres_sql as sql
+from .canonical import GENESIS_HASH
+from .clock import normalize_timestamp, utc_now
+from .errors import ConcurrencyError, IdempotencyError, IntegrityError, StoreError
+from .events import NewEvent, StoredEvent
+from .idempotency import batch_problem, check_keyed_batch
+from .recorder import GuardProblem, KeyProblem, Recorder, Transaction
+from .sealing import event_from_row, seal
+
+# psycopg logs a lost connection (and its pool every failed reconnection attempt) as warnings; the caller
+# gets one StoreError instead, and a command-line user must see one line, not a log record per retry.
+logging.getLogger("psycopg").setLevel(logging.CRITICAL)
+
+
+def describe(url: str) -> str:
+    """``host:port/dbname`` of a connection string, never its password (for messages)."""
+    try:
+        info = pg_conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "(an unparsable PostgreSQL URL)"
+    host = info.get("host") or "localhost"
+    port = info.get("port") or "5432"
+    return f"{host}:{port}/{info.get('dbname') or info.get('user') or ''}"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def translate(exc: psycopg.Error, where: str, *, committing: bool = False) -> StoreError:
+    """A driver error as the project's own, with a message a user can act on."""
+    text = _first_line(exc)
+    if isinstance(exc, PoolTimeout):
+        return StoreError(f"cannot reach the registry database {where}: no connection could be made ({text})")
+    if isinstance(exc, psycopg.errors.LockNotAvailable):
+        return StoreError(f"the registry database {where} stayed locked by another writer: {text}")
+    if isinstance(exc, psycopg.errors.ReadOnlySqlTransaction | psycopg.errors.InsufficientPrivilege):
+        return StoreError(f"the registry database {where} is read-only for this role: {text}")
+    if isinstance(exc, psycopg.errors.DiskFull | psycopg.errors.OutOfMemory):
+        return StoreError(f"the registry database {where} could not be written (server out of space): {text}")
+    lost = isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError) and not isinstance(
+        exc, psycopg.errors.QueryCanceled)
+    if lost and committing:
+        return StoreError(f"the connection to the registry database {where} was lost while committing: the "
+                          f"change may or may not be recorded; retry with the same idempotency key ({text})")
+    if lost:
+        return StoreError(f"lost the connection to the registry database {where}: {text}")
+    return StoreError(f"registry database error ({where}): {text}")
+
+
+def _idempotent(rows: list[tuple], key: str, fingerprint: str | None, head: int) -> list[StoredEvent] | None:
+    """Rows of ``IDEMPOTENT_RESULT`` (fingerprint, range, then the events first appended under ``key``)."""
+    if not rows:
+        return None
+    stored_fingerprint, first, last = rows[0][0], rows[0][1], rows[0][2]
+    if fingerprint is not None and stored_fingerprint is not None and stored_fingerprint != fingerprint:
+        raise IdempotencyError(f"idempotency key {key!r} was already used for a different request")
+    events = [event_from_row(row[3:]) for row in rows if row[3] is not None]
+    # The log truncated (or rewritten) under the key: say so, rather than hand back no or other events.
+    wrong = batch_problem(key, first, last, ((e.position, e.meta) for e in events), head)
+    if wrong is not None:
+        raise IntegrityError(f"idempotency key {key!r} {wrong[1]}: the log was truncated or rewritten "
+                             "(run `mledger audit`)")
+    return events
+
+
+def normalise_definition(text: str) -> str:
+    """A guard's definition as compared: runs of white space are one space, the table unqualified."""
+    return " ".join(text.replace(" ON public.", " ON ").split())
+
+
+def guard_problems_of(conn: psycopg.Connection) -> list[GuardProblem]:
+    present = {name: (definition, enabled)
+               for name, definition, enabled in conn.execute(sql.TRIGGERS, (list(sql.GUARDED_TABLES),)).fetchall()}
+    problems: list[GuardProblem] = []
+    for name, want in sql.GUARDS.items():
+        have = present.pop(name, None)
+        if have is None:
+            problems.append(GuardProblem(name, "missing"))
+        elif normalise_definition(have[0]) != normalise_definition(want):
+            problems.append(GuardProblem(name, "altered", normalise_definition(have[0])))
+        elif have[1] == "D":
+            problems.append(GuardProblem(name, "altered", "disabled (ALTER TABLE ... DISABLE TRIGGER)"))
+    problems += [GuardProblem(name, "extra", normalise_definition(d)) for name, (d, _) in present.items()]
+    body = conn.execute(sql.FUNCTION_BODY, (sql.GUARD_FUNCTION,)).fetchone()
+    if body is None:
+        problems.append(GuardProblem(sql.GUARD_FUNCTION + "()", "missing"))
+    elif normalise_definition(body[0]) != sql.GUARD_FUNCTION_BODY:
+        problems.append(GuardProblem(sql.GUARD_FUNCTION + "()", "altered", normalise_definition(body[0])))
+    return problems
+
+
+def _refusal(problems: list[GuardProblem]) -> str | None:
+    if not problems:
+        return None
+    return (f"the registry's append-only guards were changed ({'; '.join(map(str, problems))}): nothing is "
+            "appended until they are restored; see `mledger audit`, then `mledger audit --restore-guards`")
+
+
+class PostgresTransaction(Transaction):
+    def __init__(self, connection: psycopg.Connection, last: tuple | None, *, where: str,
+                 versions: dict[str, int] | None = None, commit_with_append: bool = False,
+                 refusal: str | None = None) -> None:
+        self.connection = connection
+        self._refusal = refusal  # why appends are refused (guards changed), or None
+        self._where = where
+        # (position, hash, recorded_at) of the head, read under the writer lock
+        self._last: tuple = tuple(last) if last else (0, GENESIS_HASH, "")
+        self._versions: dict[str, int] = dict(versions or {})  # exact while this transaction holds the lock
+        # Recorder.append's own transaction: its one append also commits, in the same round trip.
+        self._commit_with_append = commit_with_append
+
+    def head(self) -> int:
+        return self._last[0]
+
+    def stream_version(self, stream: str) -> int:
+        if stream not in self._versions:
+            self._versions[stream] = self.connection.execute(sql.STREAM_VERSION, (stream,)).fetchone()[0]
+        return self._versions[stream]
+
+    def _load_versions(self, streams: set[str]) -> None:
+        missing = [s for s in streams if s not in self._versions]
+        if len(missing) == 1:
+            self.stream_version(missing[0])
+        elif missing:
+            found = dict(self.connection.execute(sql.STREAM_VERSIONS, (missing,)).fetchall())
+            for stream in missing:
+                self._versions[stream] = found.get(stream, 0)
+
+    def idempotent_result(self, key: str, fingerprint: str | None) -> list[StoredEvent] | None:
+        return _idempotent(self.connection.execute(sql.IDEMPOTENT_RESULT, (key,)).fetchall(), key, fingerprint,
+                           self.head())
+
+    def append(
+        self,
+        events: Sequence[NewEvent],
+        *,
+        expected: Mapping[str, int] | None = None,
+        idempotency_key: str | None = None,
+        fingerprint: str | None = None,
+    ) -> list[StoredEvent]:
+        if not events:
+            return []
+        if self._refusal is not None:
+            raise IntegrityError(self._refusal)
+        if idempotency_key is not None:
+            check_keyed_batch(events, idempotency_key)
+        expected = expected or {}
+        self._load_versions({e.stream for e in events} | set(expected))
+        for stream, want in expected.items():
+            actual = self._versions[stream]
+            if actual != want:
+                raise ConcurrencyError(f"stream {stream} is at version {actual}, the command was decided at {want}")
+        position, previous_hash, previous_at = self._last
+        now = utc_now()
+        # recorded_at never goes backwards, even if this host's clock is behind the last writer's.
+        recorded_at = now if now > previous_at else previous_at
+        versions = dict(self._versions)
+        rows, stored = seal(events, head=position, head_hash=previous_hash, recorded_at=recorded_at,
+                            versions=versions)
+        committing, self._commit_with_append = self._commit_with_append, False
+        try:
+            # One round trip: the rows, the key, the wake-up (and the COMMIT) go out together.
+            with self.connection.pipeline():
+                with self.connection.cursor() as cur:
+                    cur.executemany(sql.INSERT, rows)
+                if idempotency_key is not None:
+                    self.connection.execute(sql.INSERT_IDEMPOTENCY,
+                                            (idempotency_key, fingerprint, rows[0][0], rows[-1][0]))
+                self.connection.execute(sql.NOTIFY, (str(rows[-1][0]),))
+                if committing:
+                    self.connection.execute(sql.COMMIT)
+        except psycopg.errors.UniqueViolation as exc:
+            raise ConcurrencyError(f"another writer appended first ({_first_line(exc)})") from None
+        except psycopg.Error as exc:
+            if committing:
+                raise translate(exc, self._where, committing=True) from None
+            raise
+        self._versions = versions
+        self._last = (rows[-1][0], rows[-1][8], recorded_at)
+        return stored
+
+    def read(self, since: int = 0, limit: int | None = None) -> Iterator[StoredEvent]:
+        if limit is None:
+            rows = self.connection.execute(sql.READ, (since,)).fetchall()
+        else:
+            rows = self.connection.execute(sql.READ_LIMIT, (since, limit)).fetchall()
+        for row in rows:
+            yield event_from_row(row)
+
+
+class PostgresRecorder(Recorder):
+    """``PostgresRecorder(url)``: a pool of connections, each thread borrowing one per call; inside a
+    ``write()`` or ``read_snapshot()`` the thread's calls use that transaction's connection (so a read
+    sees the writes of its own transaction, as on SQLite)."""
+
+    def __init__(self, url: str, *, lock_timeout: float = 30.0, connect_timeout: float = 10.0,
+                 pool_size: int = 4) -> None:
+        self.url = url
+        self.where = describe(url)
+        self.lock_timeout = lock_timeout
+        self._local = threading.local()
+        self._listen_lock = threading.Lock()
+        self._listener: psycopg.Connection | None = None
+        self._connect_kwargs: dict[str, Any] = {"autocommit": True,
+                                                "connect_timeout": max(1, round(connect_timeout))}
+        self._refusal: str | None = None
+        self.registry_id = self._prepare()
+        self.pool = ConnectionPool(url, kwargs=self._connect_kwargs, min_size=1, max_size=pool_size,
+                                   configure=self._configure, timeout=connect_timeout, open=False,
+                                   name=f"mledger {self.where}")
+        self.pool.open(wait=False)
+
+    # -- connections -------------------------------------------------------------------------------
+    def _connect(self) -> psycopg.Connection:
+        try:
+            return psycopg.connect(self.url, **self._connect_kwargs)
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot connect to the registry database {self.where}: {_first_line(exc)}") from None
+
+    def _configure(self, conn: psycopg.Connection) -> None:
+        # A writer waits this long for another writer's lock, then fails with StoreError (SQLite's busy timeout).
+        conn.execute(sql.SET_LOCK_TIMEOUT, (f"{max(1, round(self.lock_timeout * 1000))}ms",))
+
+    def _prepare(self) -> str:
+        """Create the schema if this database has none (or an older one); the registry id."""
+        conn = self._connect()
+        try:
+            with conn:
+                present = conn.execute(sql.SCHEMA_PRESENT).fetchone()[0]
+                current = present and (conn.execute(sql.META_GET, ("schema",)).fetchone() or [None])[0]
+                if current != sql.SCHEMA_VERSION:
+                    with conn.transaction():
+                        conn.execute(sql.SCHEMA_LOCK, (sql.SCHEMA_LOCK_KEY,))
+                        conn.execute(sql.SCHEMA)
+                        conn.execute(sql.META_INIT, ("id", uuid.uuid4().hex))
+                        conn.execute(sql.META_SET, ("schema", sql.SCHEMA_VERSION))
+                else:
+                    # Checked once per open; an existing store's guards are never re-created by an open
+                    # (that would hide a guard someone dropped to edit the log): appends are refused instead.
+                    self._refusal = _refusal(guard_problems_of(conn))
+                return conn.execute(sql.META_GET, ("id",)).fetchone()[0]
+        except psycopg.Error as exc:
+            raise translate(exc, self.where) from None
+
+    def _query(self, statement: str, params: tuple = ()) -> list[tuple]:
+        """Rows of one statement: on this thread's open transaction if there is one (it sees its own
+        writes), else on a pooled connection, once more on a fresh one if the server had dropped it."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            try:
+                return conn.execute(statement, params).fetchall()
+            except psycopg.Error as exc:
+                raise translate(exc, self.where) from None
+        for retry in (True, False):
+            conn = self._getconn()
+            try:
+                rows = conn.execute(statement, params).fetchall()
+            except psycopg.Error as exc:
+                self.pool.putconn(conn)
+                if retry and conn.broken:
+                    self._drop_broken()
+                    continue
+                raise translate(exc, self.where) from None
+            self.pool.putconn(conn)
+            return rows
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _getconn(self) -> psycopg.Connection:
+        try:
+            return self.pool.getconn()
+        except psycopg.Error as exc:
+            raise translate(exc, self.where) from None
+
+    def _drop_broken(self) -> None:
+        # A server restart (or pg_terminate_backend) breaks every idle pooled connection at once: check them
+        # all now, so that it costs one retry, not one failed call per pooled connection.
+        self.pool.check()
+
+    def _begin(self, begin: Sequence[tuple[str, tuple]]) -> tuple[psycopg.Connection, list[psycopg.Cursor]]:
+        """A pooled connection with a transaction open: ``begin`` (BEGIN and what must come first) in one
+        round trip, and a cursor on each statement's result. Nothing has been written yet, so a
+        connection the server had dropped is replaced once, transparently."""
+        for retry in (True, False):
+            conn = self._getconn()
+            try:
+                with conn.pipeline():
+                    cursors = [conn.execute(statement, params) for statement, params in begin]
+                return conn, cursors
+            except psycopg.Error as exc:
+                _rollback(conn)
+                self.pool.putconn(conn)
+                if retry and conn.broken:
+                    self._drop_broken()
+                    continue
+                raise translate(exc, self.where) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @contextmanager
+    def _transaction(self, begin: Sequence[tuple[str, tuple]]
+                     ) -> Iterator[tuple[psycopg.Connection, list[psycopg.Cursor]]]:
+        """COMMIT on normal exit (unless the body committed), else ROLLBACK; meanwhile the thread's calls
+        use this connection."""
+        if getattr(self._local, "conn", None) is not None:
+            raise StoreError("nested transaction on the same thread")
+        conn, cursors = self._begin(begin)
+        try:
+            self._local.conn = conn
+            try:
+                yield conn, cursors
+            except BaseException:
+                _rollback(conn)
+                raise
+            finally:
+                self._local.conn = None
+            if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                try:
+                    conn.execute(sql.COMMIT)
+                except psycopg.Error as exc:
+                    raise translate(exc, self.where, committing=True) from None
+        except psycopg.Error as exc:
+            raise translate(exc, self.where) from None
+        finally:
+            self.pool.putconn(conn)
+
+    _WRITE = ((sql.BEGIN, ()), (sql.LOCK, ()), (sql.LAST, ()))
+
+    @contextmanager
+    def write(self) -> Iterator[PostgresTransaction]:
+        with self._transaction(self._WRITE) as (conn, cursors):
+            yield PostgresTransaction(conn, cursors[2].fetchone(), where=self.where, refusal=self._refusal)
+
+    def append(
+        self,
+        events: Sequence[NewEvent],
+        *,
+        expected: Mapping[str, int] | None = None,
+        idempotency_key: str | None = None,
+        fingerprint: str | None = None,
+    ) -> list[StoredEvent]:
+        """``Recorder.append`` in two round trips: the lock, the head, the streams' versions and the key's
+        first result in one; the rows, the key, the wake-up and the COMMIT in the other."""
+        if not events:
+            return super().append(events, expected=expected, idempotency_key=idempotency_key,
+                                  fingerprint=fingerprint)
+        streams = sorted({e.stream for e in events} | set(expected or {}))
+        begin = [*self._WRITE, (sql.STREAM_VERSIONS, (streams,))]
+        if idempotency_key is not None:
+            begin.append((sql.IDEMPOTENT_RESULT, (idempotency_key,)))
+        with self._transaction(begin) as (conn, cursors):
+            found = dict(cursors[3].fetchall())
+            last = cursors[2].fetchone()
+            if idempotency_key is not None:
+                first = _idempotent(cursors[4].fetchall(), idempotency_key, fingerprint, last[0] if last else 0)
+                if first is not None:
+                    return first
+            tx = PostgresTransaction(conn, last, where=self.where, versions={s: found.get(s, 0) for s in streams},
+                                     commit_with_append=True, refusal=self._refusal)
+            return tx.append(events, expected=expected, idempotency_key=idempotency_key, fingerprint=fingerprint)
+
+    @contextmanager
+    def read_snapshot(self) -> Iterator[psycopg.Connection]:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            yield conn
+            return
+        with self._transaction(((sql.BEGIN_SNAPSHOT, ()),)) as (conn, _):
+            yield conn
+
+    # -- reads -------------------------------------------------------------------------------------
+    def read(self, since: int = 0, limit: int | None = None, stream: str | None = None) -> Iterator[StoredEvent]:
+        if stream is None:
+            rows = self._query(*((sql.READ, (since,)) if limit is None else (sql.READ_LIMIT, (since, limit))))
+        elif limit is None:
+            rows = self._query(sql.READ_STREAM, (since, stream))
+        else:
+            rows = self._query(sql.READ_STREAM_LIMIT, (since, stream, limit))
+        for row in rows:
+            yield event_from_row(row)
+
+    def head(self) -> int:
+        return self._query(sql.HEAD)[0][0]
+
+    def event_at(self, position: int) -> StoredEvent | None:
+        rows = self._query(sql.EVENT_AT, (position,))
+        return event_from_row(rows[0]) if rows else None
+
+    def stream_version(self, stream: str) -> int:
+        return self._query(sql.STREAM_VERSION, (stream,))[0][0]
+
+    def position_at(self, timestamp: str) -> int:
+        rows = self._query(sql.POSITION_AT, (normalize_timestamp(timestamp),))
+        return rows[0][0] if rows else 0
+
+    def raw_rows(self, since: int = 0, limit: int | None = None) -> list[tuple[Any, ...]]:
+        if limit is None:
+            return self._query(sql.READ, (since,))
+        return self._query(sql.READ_LIMIT, (since, limit))
+
+    # -- wake-ups ----------------------------------------------------------------------------------
+    def wait_for_change(self, after_position: int, timeout: float) -> int:
+        """Block until the head passes ``after_position`` or ``timeout`` seconds pass; the head.
+
+        A notification only wakes the wait: the head is always read from the table, after LISTEN is in
+        place, so an append that committed before the wait began (or a lost notification) is not missed.
+        """
+        deadline = time.monotonic() + timeout
+        with self._listen_lock:
+            try:
+                if self._listener is None or self._listener.closed:
+                    self._listener = self._connect()
+                    self._listener.execute(sql.LISTEN)
+                while True:
+                    head = self._listener.execute(sql.HEAD).fetchone()[0]
+                    remaining = deadline - time.monotonic()
+                    if head > after_position or remaining <= 0:
+                        return head
+                    for _ in self._listener.notifies(timeout=remaining, stop_after=1):
+                        pass
+            except psycopg.Error as exc:
+                if self._listener is not None:
+                    self._listener.close()
+                    self._listener = None
+                raise translate(exc, self.where) from None
+
+    # -- guards and keys ---------------------------------------------------------------------------
+    def guard_problems(self) -> list[GuardProblem]:
+        with self.read_snapshot() as conn:
+            try:
+                return guard_problems_of(conn)
+            except psycopg.Error as exc:
+                raise translate(exc, self.where) from None
+
+    def restore_guards(self) -> list[GuardProblem]:
+        with self._transaction(((sql.BEGIN, ()), (sql.LOCK, ()))) as (conn, _):
+            try:
+                problems = guard_problems_of(conn)
+                for problem in problems:
+                    if problem.change == "extra":
+                        # The name comes from pg_trigger, quoted by psycopg: never spliced in as SQL.
+                        conn.execute(psycopg.sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(
+                            psycopg.sql.Identifier(problem.name),
+                            psycopg.sql.Identifier(_table_of(conn, problem.name))))
+                conn.execute(sql.GUARD_FUNCTION_CREATE)
+                for definition in sql.GUARDS.values():
+                    # CREATE OR REPLACE also turns on a guard someone disabled.
+                    conn.execute(definition.replace("CREATE TRIGGER", "CREATE OR REPLACE TRIGGER", 1))
+            except psycopg.Error as exc:
+                raise translate(exc, self.where) from None
+        self._refusal = None
+        return problems
+
+    def key_problems(self) -> Iterator[KeyProblem]:
+        head = self.head()
+        current: tuple[str, int, int] | None = None
+        found: list[tuple[int, Any]] = []
+        for key, first, last, position, meta in self._query(sql.KEYS_WITH_EVENTS):
+            if current is None or current[0] != key:
+                if current is not None:
+                    yield from _key_problem(current, found, head)
+                current, found = (key, first, last), []
+            if position is not None:
+                found.append((position, _meta_of(meta)))
+        if current is not None:
+            yield from _key_problem(current, found, head)
+
+    def close(self) -> None:
+        with self._listen_lock:
+            if self._listener is not None:
+                self._listener.close()
+                self._listener = None
+        self.pool.close()
+
+
+def _rollback(conn: psycopg.Connection) -> None:
+    """Roll back, unless the connection is already gone (then the server has rolled back)."""
+    if conn.closed:
+        return
+    try:
+        conn.execute(sql.ROLLBACK)
+    except psycopg.Error:
+        pass
+
+
+
+def _table_of(conn: psycopg.Connection, trigger: str) -> str:
+    row = conn.execute(sql.TRIGGER_TABLE, (trigger, list(sql.GUARDED_TABLES))).fetchone()
+    return row[0] if row else "events"
+
+
+def _meta_of(text: Any) -> Any:
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        return None  # not JSON: the chain check names it; here it simply does not name the key
+
+
+def _key_problem(current: tuple[str, int, int], found: list[tuple[int, Any]], head: int) -> Iterator[KeyProblem]:
+    key, first, last = current
+    wrong = batch_problem(key, first, last, found, head)
+    if wrong is not None:
+        yield KeyProblem(key, wrong[0], wrong[1])

@@ -1,0 +1,146 @@
+"""The SQL of the PostgreSQL log (``eventstore.postgres``): schema, guards and statements, all fixed text.
+
+The log's columns and meaning are SQLite's (``eventstore.sqlite``): ``data`` and ``meta`` are ``text``
+holding the canonical JSON the hash covers, byte for byte (``jsonb`` would reorder keys and reformat
+numbers, ``json`` would parse every row on insert for nothing); ``recorded_at`` is the fixed-width UTC text
+whose byte order is time order (``COLLATE "C"`` so that the index compares bytes, as Python does).
+"""
+
+from __future__ import annotations
+
+# Bumped when the DDL below changes; an open runs the DDL only when registry_meta says otherwise.
+SCHEMA_VERSION = "1"
+
+# Serialises concurrent first opens of an empty database (CREATE TABLE IF NOT EXISTS is not safe against a
+# concurrent CREATE of the same table: both can pass the check and one fails on pg_type's unique index).
+SCHEMA_LOCK_KEY = 0x6D6C6564676572  # "mledger"
+
+CHANNEL = "mledger_log"  # LISTEN/NOTIFY channel: a wake-up only, the payload is the new head
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    position       bigint  PRIMARY KEY,
+    stream         text    NOT NULL,
+    version        bigint  NOT NULL,
+    type           text    NOT NULL,
+    schema_version integer NOT NULL,
+    data           text    NOT NULL,
+    meta           text    NOT NULL,
+    recorded_at    text    COLLATE "C" NOT NULL,
+    hash           text    NOT NULL,
+    UNIQUE (stream, version)
+);
+-- position_at: recorded_at never decreases with position, so the last event at or before a time is one
+-- probe of this index.
+CREATE INDEX IF NOT EXISTS events_recorded_at ON events (recorded_at, position);
+CREATE TABLE IF NOT EXISTS registry_meta (
+    key   text PRIMARY KEY,
+    value text NOT NULL
+);
+CREATE TABLE IF NOT EXISTS idempotency (
+    key            text   PRIMARY KEY,
+    fingerprint    text,
+    first_position bigint NOT NULL,
+    last_position  bigint NOT NULL
+);
+CREATE OR REPLACE FUNCTION mledger_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION '% are append-only: % refused', TG_ARGV[0], TG_OP USING ERRCODE = 'restrict_violation';
+END
+$$;
+-- Statement-level, so that they also fire for a statement touching no row, for TRUNCATE (which has no
+-- row triggers) and for INSERT ... ON CONFLICT DO UPDATE (which fires UPDATE statement triggers).
+CREATE OR REPLACE TRIGGER events_no_update BEFORE UPDATE ON events
+    FOR EACH STATEMENT EXECUTE FUNCTION mledger_refuse_change('events');
+CREATE OR REPLACE TRIGGER events_no_delete BEFORE DELETE ON events
+    FOR EACH STATEMENT EXECUTE FUNCTION mledger_refuse_change('events');
+CREATE OR REPLACE TRIGGER events_no_truncate BEFORE TRUNCATE ON events
+    FOR EACH STATEMENT EXECUTE FUNCTION mledger_refuse_change('events');
+CREATE OR REPLACE TRIGGER idempotency_no_update BEFORE UPDATE ON idempotency
+    FOR EACH STATEMENT EXECUTE FUNCTION mledger_refuse_change('idempotency keys');
+CREATE OR REPLACE TRIGGER idempotency_no_delete BEFORE DELETE ON idempotency
+    FOR EACH STATEMENT EXECUTE FUNCTION mledger_refuse_change('idempotency keys');
+CREATE OR REPLACE TRIGGER idempotency_no_truncate BEFORE TRUNCATE ON idempotency
+    FOR EACH STATEMENT EXECUTE FUNCTION mledger_refuse_change('idempotency keys');
+"""
+
+SCHEMA_PRESENT = "SELECT to_regclass('registry_meta') IS NOT NULL"
+SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(%s)"
+META_GET = "SELECT value FROM registry_meta WHERE key = %s"
+META_INIT = "INSERT INTO registry_meta (key, value) VALUES (%s, %s) ON CONFLICT (key) DO NOTHING"
+META_SET = ("INSERT INTO registry_meta (key, value) VALUES (%s, %s)"
+            " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value")
+
+SET_LOCK_TIMEOUT = "SELECT set_config('lock_timeout', %s, false)"
+
+# The writer lock. EXCLUSIVE conflicts with every writer of the table (INSERT takes ROW EXCLUSIVE) and with
+# itself, and not with SELECT (ACCESS SHARE): one writer at a time, readers never wait. Taken first in the
+# write transaction, so that the head read after it is the committed head and head + n is gapless and in
+# commit order (as eventsourcing's LOCK TABLE; a sequence would leave gaps on rollback and hand out
+# numbers in another order than commits).
+BEGIN = "BEGIN"
+LOCK = "LOCK TABLE events IN EXCLUSIVE MODE"
+BEGIN_SNAPSHOT = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+COMMIT = "COMMIT"
+ROLLBACK = "ROLLBACK"
+
+LAST = "SELECT position, hash, recorded_at FROM events ORDER BY position DESC LIMIT 1"
+HEAD = "SELECT coalesce(max(position), 0) FROM events"
+STREAM_VERSION = "SELECT coalesce(max(version), 0) FROM events WHERE stream = %s"
+# One index probe per stream (max() over the (stream, version) index). Not "WHERE stream = ANY(...) GROUP BY
+# stream": that plan reads every event of the stream, and the append slowed down as a stream grew (measured:
+# 8 ms an append after a few thousand events in one stream, against 1.7 ms for a raw insert).
+STREAM_VERSIONS = ("SELECT s.stream, (SELECT coalesce(max(version), 0) FROM events WHERE stream = s.stream)"
+                   " FROM unnest(%s::text[]) AS s(stream)")
+
+SELECT = "SELECT position, stream, version, type, schema_version, data, meta, recorded_at, hash FROM events"
+READ = SELECT + " WHERE position > %s ORDER BY position"
+READ_LIMIT = READ + " LIMIT %s"
+READ_STREAM = SELECT + " WHERE position > %s AND stream = %s ORDER BY position"
+READ_STREAM_LIMIT = READ_STREAM + " LIMIT %s"
+EVENT_AT = SELECT + " WHERE position = %s"
+POSITION_AT = ("SELECT position FROM events WHERE recorded_at <= %s"
+               " ORDER BY recorded_at DESC, position DESC LIMIT 1")
+
+INSERT = (
+    "INSERT INTO events (position, stream, version, type, schema_version, data, meta, recorded_at, hash)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
+INSERT_IDEMPOTENCY = ("INSERT INTO idempotency (key, fingerprint, first_position, last_position)"
+                      " VALUES (%s, %s, %s, %s)")
+IDEMPOTENT_RESULT = (
+    "SELECT i.fingerprint, i.first_position, i.last_position, e.position, e.stream, e.version, e.type, e.schema_version, e.data, e.meta,"
+    " e.recorded_at, e.hash FROM idempotency i"
+    " LEFT JOIN events e ON e.position BETWEEN i.first_position AND i.last_position"
+    " WHERE i.key = %s ORDER BY e.position"
+)
+NOTIFY = "SELECT pg_notify('" + CHANNEL + "', %s)"
+LISTEN = "LISTEN " + CHANNEL
+
+# The guards, as PostgreSQL prints them back (``pg_get_triggerdef`` with the table unqualified): compared by
+# definition, never by name, so a same-named no-op or a disabled trigger is seen (``guard_problems``).
+GUARDED_TABLES = ("events", "idempotency")
+GUARDS: dict[str, str] = {
+    f"{table}_no_{op.lower()}": (f"CREATE TRIGGER {table}_no_{op.lower()} BEFORE {op} ON {table} FOR EACH STATEMENT"
+                                 f" EXECUTE FUNCTION mledger_refuse_change('{label}')")
+    for table, label in (("events", "events"), ("idempotency", "idempotency keys"))
+    for op in ("UPDATE", "DELETE", "TRUNCATE")
+}
+GUARD_FUNCTION = "mledger_refuse_change"
+GUARD_FUNCTION_BODY = ("BEGIN RAISE EXCEPTION '% are append-only: % refused', TG_ARGV[0], TG_OP USING ERRCODE ="
+                       " 'restrict_violation'; END")
+GUARD_FUNCTION_CREATE = SCHEMA[SCHEMA.index("CREATE OR REPLACE FUNCTION"):SCHEMA.index("-- Statement-level")]
+# tgenabled 'D': ALTER TABLE ... DISABLE TRIGGER switches a guard off without touching its definition.
+TRIGGERS = ("SELECT t.tgname, pg_get_triggerdef(t.oid), t.tgenabled FROM pg_trigger t"
+            " JOIN pg_class c ON c.oid = t.tgrelid"
+            " WHERE c.relname = ANY(%s) AND c.relnamespace = current_schema()::regnamespace AND NOT t.tgisinternal"
+            " ORDER BY t.tgname")
+FUNCTION_BODY = ("SELECT p.prosrc FROM pg_proc p WHERE p.proname = %s"
+                 " AND p.pronamespace = current_schema()::regnamespace")
+KEYS_WITH_EVENTS = (
+    "SELECT i.key, i.first_position, i.last_position, e.position, e.meta FROM idempotency i"
+    " LEFT JOIN events e ON e.position BETWEEN i.first_position AND i.last_position"
+    " ORDER BY i.key, e.position"
+)
+TRIGGER_TABLE = ("SELECT c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
+                 " WHERE t.tgname = %s AND c.relname = ANY(%s)")

@@ -1,0 +1,40 @@
+"""Throw-away PostgreSQL databases for the backend suites, on the machine's server (``MLEDGER_TEST_POSTGRES``,
+default ``postgresql://postgres@127.0.0.1:5432/postgres``): a random name each, dropped with whatever
+connections a failed test (or a killed child) left open."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+ADMIN_URL = os.environ.get("MLEDGER_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def admin_connection():
+    import psycopg
+
+    return psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=3)
+
+
+def database_url(name: str) -> str:
+    from psycopg.conninfo import make_conninfo
+
+    return make_conninfo(ADMIN_URL, dbname=name)
+
+
+def create_database() -> str:
+    """A new empty database; its name."""
+    from psycopg import sql
+
+    name = f"mledger_test_{uuid.uuid4().hex[:16]}"
+    with admin_connection() as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return name
+
+
+def drop_database(name: str) -> None:
+    from psycopg import sql
+
+    with admin_connection() as conn:
+        # WITH (FORCE) terminates the connections still open on it first.
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))

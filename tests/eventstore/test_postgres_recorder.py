@@ -1,0 +1,224 @@
+"""The recorder contract on the PostgreSQL backend (the machine's server, a fresh database per test), and
+what only this backend has: TRUNCATE refused, lost connections, the LISTEN/NOTIFY wake-up."""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+
+import psycopg
+import pytest
+from contracts.recorder import GuardChecks, Opener, RecorderContract, tag
+
+import eventstore.postgres as postgres_backend
+from eventstore.errors import StoreError
+from eventstore.postgres import PostgresRecorder
+from eventstore.verify import verify_rows
+
+pytestmark = pytest.mark.postgres
+
+
+def _connect(url: str):
+    import psycopg
+
+    return psycopg.connect(url, autocommit=True, connect_timeout=3)
+
+
+class TestPostgresRecorder(RecorderContract, GuardChecks):
+    drop_guard_sql = "DROP TRIGGER events_no_delete ON events"
+    noop_guard_sql = ("CREATE OR REPLACE FUNCTION mledger_refuse_change() RETURNS trigger LANGUAGE plpgsql"
+                      " AS $$ BEGIN RETURN NULL; END $$",)
+
+    backend_module = postgres_backend
+    refused_statements = (
+        *RecorderContract.refused_statements,
+        "TRUNCATE events",
+        "TRUNCATE idempotency",
+        "TRUNCATE events, idempotency",
+        # An upsert is an UPDATE in disguise: it fires the UPDATE statement trigger.
+        "INSERT INTO events SELECT * FROM events WHERE position = 1"
+        " ON CONFLICT (position) DO UPDATE SET data = '{\"forged\":1}'",
+        "INSERT INTO idempotency VALUES ('k-b', 'f', 1, 1) ON CONFLICT (key) DO UPDATE SET first_position = 1",
+    )
+
+    @pytest.fixture
+    def location(self, new_postgres_database: Callable[[], str]) -> str:
+        return new_postgres_database()
+
+    def opener(self, location: str, *, lock_timeout: float | None = None) -> Opener:
+        if lock_timeout is None:
+            return functools.partial(PostgresRecorder, location)
+        return functools.partial(PostgresRecorder, location, lock_timeout=lock_timeout)
+
+    def raw_execute(self, location: str, sql: str) -> list[tuple]:
+        with _connect(location) as conn:
+            cur = conn.execute(sql)
+            return cur.fetchall() if cur.description else []
+
+    @contextmanager
+    def hold_write_lock(self, location: str) -> Iterator[None]:
+        with _connect(location) as conn:
+            conn.execute("BEGIN")
+            conn.execute("LOCK TABLE events IN EXCLUSIVE MODE")
+            yield
+            conn.execute("ROLLBACK")
+
+    def unreachable(self, tmp_path: Path) -> Opener:
+        # Port 1 on the loopback: nothing listens there, the connection is refused at once.
+        return functools.partial(PostgresRecorder, "postgresql://postgres@127.0.0.1:1/none", connect_timeout=2)
+
+
+# -- what only PostgreSQL has -------------------------------------------------------------------------------
+
+@pytest.fixture
+def url(new_postgres_database: Callable[[], str]) -> str:
+    return new_postgres_database()
+
+
+@pytest.fixture
+def recorder(url: str) -> Iterator[PostgresRecorder]:
+    rec = PostgresRecorder(url)
+    try:
+        yield rec
+    finally:
+        rec.close()
+
+
+def test_a_missing_database_is_a_store_error_naming_it(postgres_server: str) -> None:
+    from contracts.databases import database_url
+
+    with pytest.raises(StoreError, match="mledger_no_such_database") as info:
+        PostgresRecorder(database_url("mledger_no_such_database"))
+    assert "does not exist" in str(info.value) and "\n" not in str(info.value)
+
+
+def _terminate(url: str, pid: int | None = None) -> int:
+    """Cut the recorder's connections from the server side (all of them, or one backend)."""
+    with _connect(url) as admin:
+        where = "pid = %s" if pid else "datname = current_database() AND pid <> pg_backend_pid()"
+        return admin.execute(f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE {where}",  # noqa: S608
+                             (pid,) if pid else ()).fetchone()[0]
+
+
+def test_connections_the_server_dropped_between_calls_are_replaced(url: str, recorder: PostgresRecorder) -> None:
+    """A server restart between two commands costs a reconnection, not a failed command."""
+    recorder.append([tag("model-a", 1)])
+    assert _terminate(url) >= 1
+    assert recorder.head() == 1
+    assert _terminate(url) >= 1
+    assert recorder.append([tag("model-a", 2)])[0].position == 2
+    assert verify_rows(recorder.raw_rows()).ok
+
+
+def test_a_connection_lost_inside_a_write_is_a_store_error_that_appends_nothing(
+    url: str, recorder: PostgresRecorder
+) -> None:
+    recorder.append([tag("model-a", 1)])
+    with pytest.raises(StoreError, match="lost the connection") as info, recorder.write() as tx:
+        tx.append([tag("model-a", 2)])
+        assert _terminate(url, tx.connection.info.backend_pid) == 1
+        tx.append([tag("model-a", 3)])
+    assert "\n" not in str(info.value)
+    assert recorder.head() == 1
+    assert recorder.append([tag("model-a", 2)])[0].position == 2
+    assert verify_rows(recorder.raw_rows()).ok
+
+
+def test_threads_sharing_one_recorder_get_gapless_unmixed_batches(recorder: PostgresRecorder) -> None:
+    errors: list[BaseException] = []
+    batches: list[list[int]] = []
+
+    def write(worker: int) -> None:
+        try:
+            for b in range(10):
+                stored = recorder.append([tag(f"model-t{worker}", b * 3 + i) for i in range(3)])
+                batches.append([e.position for e in stored])
+        except BaseException as exc:  # noqa: BLE001 - failed below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert all(b == list(range(b[0], b[0] + 3)) for b in batches)
+    assert sorted(p for b in batches for p in b) == list(range(1, 121))
+    assert verify_rows(recorder.raw_rows()).ok
+
+
+def test_wait_for_change_wakes_when_another_client_appends(url: str, recorder: PostgresRecorder) -> None:
+    recorder.append([tag("model-a", 1)])
+    other = PostgresRecorder(url)
+    started = threading.Event()
+
+    def append_later() -> None:
+        started.wait(30)
+        other.append([tag("model-a", 2)])
+
+    writer = threading.Thread(target=append_later)
+    writer.start()
+    try:
+        started.set()
+        assert recorder.wait_for_change(1, timeout=60) == 2
+    finally:
+        writer.join()
+        other.close()
+
+
+@pytest.mark.timeout(120)  # a wait that trusted notifications alone would sit out its 600 s here
+def test_wait_for_change_reads_the_stored_head_so_a_missed_notification_does_not_matter(
+    recorder: PostgresRecorder,
+) -> None:
+    recorder.append([tag("model-a", 1), tag("model-a", 2)])  # committed before anyone listened
+    assert recorder.wait_for_change(0, timeout=600) == 2
+    assert recorder.wait_for_change(1, timeout=600) == 2
+    assert recorder.wait_for_change(2, timeout=0.05) == 2  # nothing new: returns the head when time is up
+    recorder.append([tag("model-a", 3)])
+    assert recorder.wait_for_change(2, timeout=60) == 3
+
+
+def test_the_same_events_make_the_same_rows_and_hashes_as_on_sqlite(
+    tmp_path: Path, recorder: PostgresRecorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import eventstore.sqlite as sqlite_backend
+    from eventstore.events import NewEvent
+    from eventstore.sqlite import SQLiteRecorder
+
+    monkeypatch.setattr(postgres_backend, "utc_now", lambda: "2026-01-01T00:00:00.000000Z")
+    monkeypatch.setattr(sqlite_backend, "utc_now", lambda: "2026-01-01T00:00:00.000000Z")
+    batches = [
+        [tag("model-a", 1), NewEvent("model-b", "ModelRegistered", {"name": "b", "description": "ünï ✓",
+                                                                    "tags": {"x": [1, 2.5, None, True]}})],
+        [tag("model-a", 2, note="quote \" and \\ and \u0001")],
+    ]
+    lite = SQLiteRecorder(tmp_path / "registry.db")
+    try:
+        for batch in batches:
+            key = f"k{len(batch)}"
+            batch = [replace(e, meta={**e.meta, "idempotency_key": key}) for e in batch]
+            recorder.append(batch, idempotency_key=key, fingerprint="f")
+            lite.append(batch, idempotency_key=key, fingerprint="f")
+        assert recorder.raw_rows() == [tuple(r) for r in lite.raw_rows()]
+        assert [e.to_json() for e in recorder.read()] == [e.to_json() for e in lite.read()]
+    finally:
+        lite.close()
+
+
+def test_a_disabled_guard_is_reported_and_restored(url: str) -> None:
+    """ALTER TABLE ... DISABLE TRIGGER switches a guard off without changing its definition: still caught."""
+    first = PostgresRecorder(url)
+    first.close()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE events DISABLE TRIGGER events_no_delete")
+    recorder = PostgresRecorder(url)
+    try:
+        assert [(p.name, p.change) for p in recorder.guard_problems()] == [("events_no_delete", "altered")]
+        recorder.restore_guards()
+        assert recorder.guard_problems() == []
+    finally:
+        recorder.close()
