@@ -17,7 +17,6 @@ import json
 import os
 import posixpath
 import re
-import shutil
 import stat
 import threading
 import time
@@ -29,7 +28,14 @@ from typing import IO, Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from eventstore.destinations import FORCE_HINT, Destination, check_destination, move_into_place, remove_entry, set_pull_mark
+from eventstore.destinations import (
+    FORCE_HINT,
+    Destination,
+    check_destination,
+    move_into_place,
+    remove_entry,
+    set_pull_mark,
+)
 from eventstore.errors import ArtifactError, ModelLedgerError, PurgedError, ValidationError
 from eventstore.permissions import Modes, make_folder, make_root, modes_under
 
@@ -795,7 +801,10 @@ class BlobStore:
             if target is not None:
                 self._pull_local(entries, kind, digest, target, progress)
             else:
-                self._pull_remote(fs, entries, kind, path, dest, overwrite, progress)
+                try:
+                    self._pull_remote(fs, entries, kind, path, dest, overwrite, progress)
+                except NotImplementedError:  # fsspec's answer for a read-only filesystem (http://)
+                    raise ArtifactError(f"cannot write {dest}: its filesystem cannot be written to") from None
 
     def _copy_verified(self, entry: FileEntry, out: IO[bytes], progress: Progress, base: int) -> int:
         hexd = parse_digest(entry.digest)
@@ -861,6 +870,8 @@ class BlobStore:
         # Object stores have no rename: write everything under a temp prefix, verify, then move. Each object
         # appears atomically; a directory's objects appear one by one during the final move.
         dest = dest.rstrip("/")
+        if not dest:
+            raise ValidationError(f"refused destination {shown!r}: the root of a filesystem")
         fs.invalidate_cache(dest)
         if fs.exists(dest) and not overwrite:
             raise ArtifactError(f"destination exists: {shown} ({FORCE_HINT})")
