@@ -238,11 +238,11 @@ def _audit_lines(report: AuditReport) -> str:
 
 
 def cmd_audit(reg_factory: Any, args: argparse.Namespace) -> int:
-    if args.verify_export:
+    if args.verify_export is not None:
         report = Registry.verify_export(args.verify_export, expected_final_hash=args.expected_hash)
     else:
         with _open(args) as reg:
-            if args.export:
+            if args.export is not None:
                 summary = reg.export_log(args.export, overwrite=args.force)
                 emit(args, summary.to_json(), f"exported {summary.events} events to {output.plain(summary.path)}; "
                                               f"final hash {summary.final_hash}")
