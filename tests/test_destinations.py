@@ -231,7 +231,9 @@ def test_audit_export_refusals_are_one_line(cli, registry: Path, work: Path, tmp
     (tmp_path / "adir").mkdir()
     (tmp_path / "adir" / "keep").write_text("k")
     dest = {"DIR": str(tmp_path / "adir"), "REGISTRY": str(registry / "registry.db")}.get(dest, dest)
-    before = tree(work)
+    before, db = tree(work), (registry / "registry.db").read_bytes()
+    refused(cli("audit", "--export", dest), code)
     refused(cli("audit", "--export", dest, "--force"), code)
     assert tree(work) == before
+    assert (registry / "registry.db").read_bytes() == db
     assert tree(tmp_path / "adir") == {"keep": b"k"}
