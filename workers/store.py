@@ -772,6 +772,7 @@ class BlobStore:
         """
         if kind not in ("file", "directory"):
             raise ValidationError(f"unknown artifact kind: {kind!r}")
+        dest = os.fspath(dest)
         if not isinstance(dest, str) or not dest.strip():
             raise ValidationError("destination is empty")  # fsspec would read '' as the current folder
         try:
