@@ -74,6 +74,27 @@ def test_at_file_refuses_fifos_devices_folders_and_oversize(cli, setup) -> None:
     assert head(setup["home"]) == setup["head"]
 
 
+def test_at_file_reads_at_most_the_limit_plus_one_byte(tmp_path: Path) -> None:
+    """A 256 MiB (sparse) file: refused after reading 1 MiB + 1 byte, never loaded whole. Measured as the peak
+    of Python allocations, not as time."""
+    import tracemalloc
+
+    from eventstore.errors import ValidationError
+    from modelledger.inputs import json_arg
+
+    huge = tmp_path / "huge.json"
+    with open(huge, "wb") as f:
+        f.truncate(256 * 1024 * 1024)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValidationError, match="over"):
+            json_arg(f"@{huge}", "params")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 1024 * 1024, f"peak {peak:,} bytes"
+
+
 def test_at_file_reads_a_regular_file_through_a_symlink(cli, setup) -> None:
     files: Path = setup["files"]
     (files / "p.json").write_text('{"lr": 0.5}')
