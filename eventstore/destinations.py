@@ -120,14 +120,16 @@ def check_destination(
         return Destination(path, shown, None)
     except OSError as exc:
         raise ArtifactError(f"cannot use destination {shown}: {exc.strerror}") from None
+    # What may never be replaced is said first: suggesting --force for it would only lead to a second refusal.
+    mode = existing.st_mode
+    if stat.S_ISDIR(mode) and not folder_ok:
+        raise ArtifactError(f"destination exists: {shown} is a folder; name a file")
+    if stat.S_ISDIR(mode) and not has_pull_mark(path):
+        raise ArtifactError(f"destination exists: {shown} is a folder that no earlier pull wrote (remove it yourself)")
+    if not stat.S_ISDIR(mode) and not stat.S_ISREG(mode):
+        raise ArtifactError(f"destination exists: {shown} is {_kind(mode)}; it is never replaced")
     if not overwrite:
         raise ArtifactError(f"destination exists: {shown} ({FORCE_HINT})")
-    mode = existing.st_mode
-    if stat.S_ISDIR(mode):
-        if not folder_ok or not has_pull_mark(path):
-            raise ArtifactError(f"refused to replace {shown}: a folder that no earlier pull wrote (remove it yourself)")
-    elif not stat.S_ISREG(mode):
-        raise ArtifactError(f"refused to replace {shown}: it is {_kind(mode)}")
     return Destination(path, shown, existing)
 
 
