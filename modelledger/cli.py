@@ -210,7 +210,7 @@ def cmd_history(reg: Registry, args: argparse.Namespace) -> int:
 
 def cmd_diff(reg: Registry, args: argparse.Namespace) -> int:
     d = reg.diff(args.a, args.b, a_as_of=args.a_as_of or args.as_of, b_as_of=args.b_as_of or args.as_of)
-    emit(args, d, format_diff(d))
+    emit(args, d, format_diff(output.plain_data(d)))  # file names and values may hold newlines: escape them first
     return 0
 
 

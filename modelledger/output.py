@@ -26,6 +26,17 @@ def plain(value: Any) -> str:
     return UNSAFE_CHARS_RE.sub(_escape, text) if UNSAFE_CHARS_RE.search(text) else text
 
 
+def plain_data(value: Any) -> Any:
+    """``plain`` for every string (and key) inside a JSON-like value, for formatters that print parts of it."""
+    if isinstance(value, str):
+        return plain(value)
+    if isinstance(value, dict):
+        return {plain_data(k): plain_data(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain_data(v) for v in value]
+    return value
+
+
 def plain_lines(text: str) -> str:
     """``plain`` for each line of an already composed block (its own newlines kept)."""
     return "\n".join(plain(line) for line in text.split("\n"))

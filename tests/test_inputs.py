@@ -186,6 +186,7 @@ def test_human_output_escapes_descriptions_file_names_tags_and_actors(cli, setup
         assert code == 0, err
         for bad in ("\x1b", "\r", "\u202e", "\x9b", "\t"):
             assert bad not in out, (argv, out)
+        assert not [line for line in out.splitlines() if line.lstrip().startswith("lines")], (argv, out)
     code, out, _ = cli("show", "evil@1")
     assert "ResNet\\x1b[8m\\u202e" in out
     assert "\\x1b[31mred\\x1b[0m\\x0d" in out and "two\\x0alines" in out
