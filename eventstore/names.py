@@ -16,13 +16,19 @@ from .canonical import canonical_bytes
 from .errors import ValidationError
 
 _PART = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
-NAME_RE = re.compile(rf"^{_PART}(?:/{_PART})?$")
-ALIAS_RE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
-TAG_KEY_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+NAME_RE = re.compile(rf"{_PART}(?:/{_PART})?\Z")
+ALIAS_RE = re.compile(r"[a-z][a-z0-9_-]{0,63}\Z")
+TAG_KEY_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}\Z")
 METRIC_KEY_RE = TAG_KEY_RE
 TAG_VALUE_MAX = 1024
 PAYLOAD_MAX = 1024 * 1024
 RESERVED_ALIASES = frozenset({"latest"})
+# Characters that can rewrite a terminal or reorder what it shows: C0 and C1 controls, DEL, bidi marks and
+# overrides (U+061C, U+200E/F, U+202A-202E, U+2066-2069), zero-width and line/paragraph separators, BOM.
+# Refused in tag values; escaped in every human output (modelledger/output.py). A tab stays allowed in values.
+UNSAFE_CHARS_RE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb]")
+# Integers a metric may hold: SQLite's 64-bit range (a larger one cannot even become a float faithfully).
+METRIC_INT_RANGE = (-(2**63), 2**63 - 1)
 
 
 def _show(value: str, limit: int = 40) -> str:
@@ -33,7 +39,7 @@ def _show(value: str, limit: int = 40) -> str:
 def validate_name(name: Any) -> str:
     if not isinstance(name, str) or not name:
         raise ValidationError("model name is empty")
-    if not NAME_RE.match(name) or ".." in name.split("/") or any(p in (".", "..") for p in name.split("/")):
+    if not NAME_RE.fullmatch(name) or ".." in name.split("/") or any(p in (".", "..") for p in name.split("/")):
         if len(name) > 257 or any(len(p) > 128 for p in name.split("/")):
             raise ValidationError(f"model name is too long ({len(name)} characters; at most 128 per part)")
         raise ValidationError(
@@ -44,7 +50,7 @@ def validate_name(name: Any) -> str:
 
 
 def validate_alias(alias: Any) -> str:
-    if not isinstance(alias, str) or not ALIAS_RE.match(alias):
+    if not isinstance(alias, str) or not ALIAS_RE.fullmatch(alias):
         raise ValidationError(
             f"invalid alias {_show(str(alias))}: lower-case letter first, then a-z 0-9 _ - (at most 64)"
         )
@@ -54,7 +60,7 @@ def validate_alias(alias: Any) -> str:
 
 
 def validate_tag_key(key: Any) -> str:
-    if not isinstance(key, str) or not TAG_KEY_RE.match(key):
+    if not isinstance(key, str) or not TAG_KEY_RE.fullmatch(key):
         raise ValidationError(f"invalid tag key {_show(str(key))}: 1-64 of A-Z a-z 0-9 _ . : -")
     return key
 
@@ -71,8 +77,8 @@ def validate_tags(tags: Any) -> dict[str, str]:
             raise ValidationError(f"tag {key!r}: the value must be a string")
         if len(value) > TAG_VALUE_MAX:
             raise ValidationError(f"tag {key!r}: the value is {len(value)} characters, at most {TAG_VALUE_MAX}")
-        if any(ord(c) < 32 and c not in "\t" for c in value):
-            raise ValidationError(f"tag {key!r}: the value contains control characters")
+        if any(c != "\t" for c in UNSAFE_CHARS_RE.findall(value)):
+            raise ValidationError(f"tag {key!r}: the value contains control or bidi-override characters")
         out[key] = value
     return out
 
@@ -82,24 +88,30 @@ def validate_metrics(metrics: Any) -> dict[str, float]:
         raise ValidationError("metrics must be a non-empty mapping of name to number")
     out: dict[str, float] = {}
     for key, value in metrics.items():
-        if not isinstance(key, str) or not METRIC_KEY_RE.match(key):
+        if not isinstance(key, str) or not METRIC_KEY_RE.fullmatch(key):
             raise ValidationError(f"invalid metric name {_show(str(key))}: 1-64 of A-Z a-z 0-9 _ . : -")
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValidationError(f"metric {key!r}: the value must be a finite number, not {_show(repr(value))}")
+        if isinstance(value, int) and not METRIC_INT_RANGE[0] <= value <= METRIC_INT_RANGE[1]:
+            raise ValidationError(f"metric {key!r}: the integer is out of range (64 bits); write it as a float")
+        if isinstance(value, float) and not math.isfinite(value):
             raise ValidationError(f"metric {key!r}: the value must be a finite number, not {value!r}")
         out[key] = value
     return out
 
 
 def parse_number(text: str, what: str) -> float | int:
+    if not text.isascii():  # int() and float() also take '٣' or '１'
+        raise ValidationError(f"{what}: {_show(text)} is not a number (ASCII digits only)")
     try:
         value = int(text)
     except ValueError:
         try:
             value = float(text)
         except ValueError:
-            raise ValidationError(f"{what}: {text!r} is not a number") from None
+            raise ValidationError(f"{what}: {_show(text)} is not a number") from None
     if isinstance(value, float) and not math.isfinite(value):
-        raise ValidationError(f"{what}: {text!r} is not a finite number")
+        raise ValidationError(f"{what}: {_show(text)} is not a finite number")
     return value
 
 
@@ -166,7 +178,7 @@ def parse_ref(text: Any) -> Ref:
         return Ref(name)
     if not selector:
         raise ValidationError(f"reference {_show(text)} ends with '@': give a version number or an alias")
-    if selector.isdigit():
+    if selector.isascii() and selector.isdigit():  # not "１" or "٣", which int() would take
         if len(selector) > 12:
             raise ValidationError(f"reference {_show(text)}: the version number is too large")
         number = int(selector)
@@ -175,6 +187,6 @@ def parse_ref(text: Any) -> Ref:
         return Ref(name, version=number)
     if selector == "latest":
         return Ref(name, latest=True)
-    if not ALIAS_RE.match(selector):
+    if not ALIAS_RE.fullmatch(selector):
         raise ValidationError(f"reference {_show(text)}: after '@' give a version number or an alias")
     return Ref(name, alias=selector)

@@ -29,6 +29,7 @@ from .clock import normalize_timestamp, utc_now
 from .errors import ConcurrencyError, IdempotencyError, IntegrityError, StoreError, ValidationError
 from .events import NewEvent, StoredEvent
 from .idempotency import batch_problem, check_keyed_batch
+from .permissions import create_file, make_root, modes_under
 from .recorder import GuardProblem, KeyProblem, Recorder, Transaction
 from .upcast import upcast
 
@@ -296,9 +297,14 @@ class SQLiteRecorder(Recorder):
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Private unless shared (eventstore/permissions.py): made here with explicit modes, so SQLite's own
+            # 0644 & ~umask never applies; it gives -wal and -shm the database file's mode.
+            make_root(self.path.parent)
+            if not self.path.exists():
+                create_file(self.path, modes_under(self.path.parent).file)
         except OSError as exc:
-            raise StoreError(f"cannot create the registry folder {self.path.parent}: {exc.strerror}") from None
+            if not self.path.exists():
+                raise StoreError(f"cannot create the registry in {self.path.parent}: {exc.strerror}") from None
         conn = self.connection()
         try:
             with self._immediate(conn):

@@ -12,16 +12,15 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, NoReturn
 
 from eventstore.errors import ModelLedgerError, ValidationError
 from eventstore.events import StoredEvent
-from eventstore.names import PAYLOAD_MAX, parse_json_object, parse_number, validate_tag_key
 from projections.audit import AuditReport
 from projections.diff import format_diff
 
 from . import __version__, output
+from .inputs import check_search, json_arg, metric_pairs, pairs, parse_count, parse_duration, parse_interval
 from .progress import Progress
 from .registry import Registry
 
@@ -33,57 +32,21 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-# -- argument helpers ----------------------------------------------------------------------------------
-
-def json_arg(text: str | None, what: str) -> dict[str, Any] | None:
-    """``JSON`` or ``@file``; refuses malformed JSON, non-objects and documents over 1 MiB."""
-    if text is None:
-        return None
-    if text.startswith("@"):
-        path = Path(text[1:])
-        try:
-            if path.stat().st_size > PAYLOAD_MAX:
-                raise ValidationError(f"--{what} file {path} is over 1 MiB (the limit of one event)")
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ValidationError(f"--{what}: cannot read {path}: {exc.strerror}") from None
-        except UnicodeDecodeError:
-            raise ValidationError(f"--{what}: {path} is not UTF-8 text") from None
-    if len(text.encode("utf-8", "surrogatepass")) > PAYLOAD_MAX:
-        raise ValidationError(f"--{what} is over 1 MiB (the limit of one event)")
-    return parse_json_object(text, f"--{what}")
-
-
-def pairs(items: Sequence[str], what: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValidationError(f"{what} {item!r}: write it as key=value")
-        out[validate_tag_key(key)] = value
-    return out
-
+# -- argument helpers (the parsing itself lives in inputs.py) -----------------------------------------
 
 def count_arg(text: str) -> int:
-    """A whole number from 0 that SQLite can hold (argparse type)."""
+    """A whole number from 0 that SQLite can hold, ASCII digits only (argparse type)."""
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if not 0 <= value < 2**62:
-        raise argparse.ArgumentTypeError(f"out of range: {text}")
-    return value
-
-
-def metric_pairs(items: Sequence[str]) -> dict[str, float]:
-    return {k: parse_number(v, f"metric {k!r}") for k, v in pairs(items, "metric").items()}
+        return parse_count(text, "value")
+    except ValidationError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("value: ")) from None
 
 
 def emit(args: argparse.Namespace, data: Any, human: str) -> None:
     if args.json:
         print(json.dumps(data, ensure_ascii=False, sort_keys=False))
     else:
-        print(human)
+        print(output.plain_lines(human))  # the parts already escaped their fields; this catches the rest
 
 
 def emit_events(args: argparse.Namespace, events: list[StoredEvent], what: str) -> None:
@@ -151,23 +114,9 @@ def cmd_pull(reg: Registry, args: argparse.Namespace) -> int:
         bar.close()
     data = {"version": v.to_json(), "dest": args.dest, "digest": v.artifact.get("digest"),
             "size": v.artifact.get("size"), "verified": True}
-    emit(args, data, f"pulled {v.ref} -> {args.dest} ({output.human_size(v.artifact.get('size'))}, every digest verified)")
+    emit(args, data, f"pulled {v.ref} -> {output.plain(args.dest)} ({output.human_size(v.artifact.get('size'))}, "
+                     "every digest verified)")
     return 0
-
-
-def parse_duration(text: str) -> float:
-    """``7d``, ``12h``, ``30m``, ``45s`` or plain seconds."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-    raw = text.strip().lower()
-    factor = units.get(raw[-1:], None)
-    number = raw[:-1] if factor else raw
-    try:
-        value = float(number) * (factor or 1)
-    except ValueError:
-        raise ValidationError(f"not a duration: {text!r} (use e.g. 7d, 12h, 30m, 0)") from None
-    if value < 0 or value != value or value == float("inf"):
-        raise ValidationError(f"not a duration: {text!r}")
-    return value
 
 
 def cmd_gc(reg: Registry, args: argparse.Namespace) -> int:
@@ -228,7 +177,7 @@ def cmd_undelete(reg: Registry, args: argparse.Namespace) -> int:
 
 
 def cmd_list(reg: Registry, args: argparse.Namespace) -> int:
-    models = reg.catalog(args.as_of).list(search=args.search, tags=pairs(args.tag, "tag"), file=args.file,
+    models = reg.catalog(args.as_of).list(search=check_search(args.search), tags=pairs(args.tag, "tag"), file=args.file,
                                 alias=args.alias, include_deleted=args.deleted, limit=args.limit)
     emit(args, {"models": [m.to_json() for m in models]}, output.models_table(models))
     return 0
@@ -261,7 +210,7 @@ def cmd_history(reg: Registry, args: argparse.Namespace) -> int:
 
 def cmd_diff(reg: Registry, args: argparse.Namespace) -> int:
     d = reg.diff(args.a, args.b, a_as_of=args.a_as_of or args.as_of, b_as_of=args.b_as_of or args.as_of)
-    emit(args, d, format_diff(d))
+    emit(args, d, format_diff(output.plain_data(d)))  # file names and values may hold newlines: escape them first
     return 0
 
 
@@ -294,14 +243,14 @@ def cmd_audit(reg_factory: Any, args: argparse.Namespace) -> int:
         raise ValidationError("--verify-export checks a file: with it, only --expected-hash and --expect apply")
     if (args.anchor or args.export) and (checks or args.deep or args.restore_guards or args.anchor and args.export):
         raise ValidationError("--anchor and --export only write: check anchors with `mledger audit --expect`")
-    if args.verify_export:
+    if args.verify_export is not None:
         report = Registry.verify_export(args.verify_export, expected_final_hash=args.expected_hash,
                                         expect=args.expect)
     else:
         with _open(args) as reg:
-            if args.export:
-                summary = reg.export_log(args.export)
-                emit(args, summary.to_json(), f"exported {summary.events} events to {summary.path}; "
+            if args.export is not None:
+                summary = reg.export_log(args.export, overwrite=args.force)
+                emit(args, summary.to_json(), f"exported {summary.events} events to {output.plain(summary.path)}; "
                                               f"final hash {summary.final_hash}")
                 return 0
             if args.anchor:
@@ -317,7 +266,8 @@ def cmd_audit(reg_factory: Any, args: argparse.Namespace) -> int:
     if not report.ok:
         first = report.first_failure
         at = f" at #{first.position}" if first and first.position is not None else ""
-        sys.stderr.write(f"mledger: audit failed: {first.name if first else '?'}{at}: {first.detail if first else ''}\n")
+        detail = output.plain(first.detail) if first else ""
+        sys.stderr.write(f"mledger: audit failed: {first.name if first else '?'}{at}: {detail}\n")
         return 6
     return 0
 
@@ -330,6 +280,7 @@ def cmd_log(reg: Registry, args: argparse.Namespace) -> int:
     since = args.since
     if since < 0:
         raise ValidationError("--since takes a position (0 or more)")
+    interval = parse_interval(args.interval, "--interval") if args.follow else 0.0
     while True:
         batch = list(reg.log(since=since, limit=1000))
         for e in batch:
@@ -339,7 +290,7 @@ def cmd_log(reg: Registry, args: argparse.Namespace) -> int:
             continue
         if not args.follow:
             return 0
-        time.sleep(args.interval)
+        time.sleep(interval)
 
 
 def cmd_projections(reg: Registry, args: argparse.Namespace) -> int:
@@ -461,6 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("audit", cmd_audit, "verify the log and the catalog (exit 0 only when everything holds)")
     p.add_argument("--deep", action="store_true", help="also rehash every stored blob")
     p.add_argument("--export", metavar="FILE", help="write the evidence bundle (JSON Lines + final hash)")
+    p.add_argument("--force", action="store_true", help="with --export: replace FILE if it is a regular file")
     p.add_argument("--verify-export", metavar="FILE", help="verify a bundle, without any registry")
     p.add_argument("--expected-hash", metavar="H", help="the hash the log (or the export) must end at")
     p.add_argument("--anchor", action="store_true", help="print the head as #N:HASH, to keep outside the registry")
@@ -483,7 +435,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("pull", cmd_pull, "write a version's artifact to DEST (a path or URL), verifying every digest")
     p.add_argument("ref")
     p.add_argument("dest")
-    p.add_argument("--force", action="store_true", help="replace DEST if it exists")
+    p.add_argument("--force", action="store_true",
+                   help="replace DEST if it is a regular file or a folder an earlier pull wrote")
     p = add("gc", cmd_gc, "free the bytes no live version needs (after a grace period); appends ArtifactPurged")
     p.add_argument("--grace", default="7d", help="keep bytes whose last reference ended less than this ago (7d)")
     p.add_argument("--dry-run", action="store_true", help="say what would be freed, change nothing")
@@ -513,7 +466,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return args.fn(reg, args)
     except ModelLedgerError as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        sys.stderr.write(f"mledger: error: {message}\n")
+        sys.stderr.write(f"mledger: error: {output.plain(message)}\n")
         return exc.exit_code
     except KeyboardInterrupt:
         return 130

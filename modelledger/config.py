@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from eventstore.errors import ValidationError
+from eventstore.permissions import share_setting
 
 DB_FILE = "registry.db"
 
@@ -45,6 +46,7 @@ class Config:
         if "\x00" in str(home_path):
             raise ValidationError("MLEDGER_HOME contains a NUL character")
         home_path = home_path.resolve()
+        share_setting()  # MLEDGER_SHARE (owner | group): checked here, applied when the home is created
         artifacts_url = artifacts or os.environ.get("MLEDGER_ARTIFACTS") or str(home_path / "artifacts")
         broker_url = broker or os.environ.get("MLEDGER_BROKER") or "embedded"  # checked by workers.broker
         who = actor or os.environ.get("MLEDGER_ACTOR") or default_actor()

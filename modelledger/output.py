@@ -3,15 +3,47 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from eventstore.events import StoredEvent
+from eventstore.names import UNSAFE_CHARS_RE
 from projections.records import ModelRecord, VersionRecord
 
 
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def plain(value: Any) -> str:
+    """Text safe to print on a terminal: controls (ESC, CR, newline, C1), bidi overrides and other invisible
+    format characters are shown as ``\\x1b``/``\\u202e`` escapes. Whatever a description, a file name, an
+    actor or a tag holds, it cannot hide a line (the pickle WARNING), move the cursor or forge a new line.
+    Every human output goes through it; ``--json`` output does not (JSON escapes what it must)."""
+    text = "" if value is None else str(value)
+    return UNSAFE_CHARS_RE.sub(_escape, text) if UNSAFE_CHARS_RE.search(text) else text
+
+
+def plain_data(value: Any) -> Any:
+    """``plain`` for every string (and key) inside a JSON-like value, for formatters that print parts of it."""
+    if isinstance(value, str):
+        return plain(value)
+    if isinstance(value, dict):
+        return {plain_data(k): plain_data(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain_data(v) for v in value]
+    return value
+
+
+def plain_lines(text: str) -> str:
+    """``plain`` for each line of an already composed block (its own newlines kept)."""
+    return "\n".join(plain(line) for line in text.split("\n"))
+
+
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    text_rows = [[("" if v is None else str(v)) for v in row] for row in rows]
+    text_rows = [[("" if v is None else plain(v)) for v in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in text_rows:
         for i, cell in enumerate(row):
@@ -41,12 +73,12 @@ def short_digest(digest: str | None) -> str:
 
 
 def kv(mapping: dict[str, Any], limit: int = 60) -> str:
-    text = ", ".join(f"{k}={v}" for k, v in mapping.items())
+    text = ", ".join(f"{plain(k)}={plain(v)}" for k, v in mapping.items())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def compact(value: Any, limit: int = 80) -> str:
-    text = json.dumps(value, sort_keys=True, ensure_ascii=False)
+    text = plain(json.dumps(value, sort_keys=True, ensure_ascii=False))
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -65,7 +97,7 @@ def version_line(v: VersionRecord) -> str:
         bits.append(str(art["format"]))
     if art.get("unsafe"):
         bits.append("UNSAFE pickle")
-    return "  ".join(bits)
+    return plain("  ".join(bits))
 
 
 def version_detail(v: VersionRecord) -> str:
@@ -97,7 +129,7 @@ def version_detail(v: VersionRecord) -> str:
         lines.insert(12, f"    WARNING    {why}; load it only if you trust its author")
     if art.get("error"):
         lines.append(f"  error        {art['error']}")
-    return "\n".join(lines)
+    return "\n".join(plain(line) for line in lines)  # each line holds user text: escape it, line by line
 
 
 def model_detail(m: ModelRecord, max_versions: int = 50) -> str:
@@ -121,7 +153,7 @@ def model_detail(m: ModelRecord, max_versions: int = 50) -> str:
     body = table(["VERSION", "PARENT", "STATUS", "ALIASES", "TAGS", "METRICS", "DIGEST", "CREATED", "BY"], rows)
     if len(versions) > len(shown):
         body = f"(showing the last {len(shown)} of {len(versions)} versions; --json has all)\n" + body
-    return "\n".join(head) + body
+    return "\n".join(plain(line) for line in head) + body
 
 
 def models_table(models: Sequence[ModelRecord]) -> str:
@@ -177,7 +209,7 @@ def events_table(events: Sequence[StoredEvent]) -> str:
 
 
 def event_line(e: StoredEvent) -> str:
-    return f"#{e.position}  {when(e.recorded_at)}  {e.meta.get('actor', '')}  {e.type}  {event_summary(e)}"
+    return plain(f"#{e.position}  {when(e.recorded_at)}  {e.meta.get('actor', '')}  {e.type}  {event_summary(e)}")
 
 
 def _change_text(changes: dict[str, Any]) -> str:

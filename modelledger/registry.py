@@ -338,7 +338,8 @@ class Registry:
                               "remains (restore can re-ingest it from its source)")
         if version.status != "ready" or not art.get("digest"):
             raise ArtifactError(f"{version.ref} has no stored artifact (status {version.status})")
-        self.store().pull(art["digest"], art.get("kind", "file"), dest, overwrite=overwrite, progress=progress)
+        self.store().pull(art["digest"], art.get("kind", "file"), dest, overwrite=overwrite, progress=progress,
+                          protected=(str(self.config.home),))
         return version
 
     def gc(self, grace_seconds: float = 7 * 86400, *, dry_run: bool = False) -> dict[str, Any]:
@@ -494,7 +495,7 @@ class Registry:
             position = as_of
         elif isinstance(as_of, str) and as_of.strip().startswith("#"):
             digits = as_of.strip()[1:]
-            if not digits.isdigit():
+            if not (digits.isascii() and digits.isdigit()):  # int() would also take '１' or '٣'
                 raise ValidationError(f"--as-of {as_of!r}: after '#' give a position number")
             position = int(digits)
         elif isinstance(as_of, str):
@@ -585,9 +586,10 @@ class Registry:
         they changed); returns what was wrong. Appends are refused until then."""
         return self.recorder.restore_guards()
 
-    def export_log(self, path: str | os.PathLike[str]) -> ExportSummary:
-        """Write the evidence bundle: the log as JSON Lines with its final hash, verifiable without us."""
-        return export_log(self.recorder, path)
+    def export_log(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> ExportSummary:
+        """Write the evidence bundle: the log as JSON Lines with its final hash, verifiable without us.
+        An existing file at ``path`` is replaced only with ``overwrite`` (never a folder or special file)."""
+        return export_log(self.recorder, path, overwrite=overwrite)
 
     @staticmethod
     def verify_export(path: str | os.PathLike[str], expected_final_hash: str | None = None,

@@ -30,23 +30,25 @@ import workers.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import sqlite3
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import zip_longest
-from pathlib import Path
 from typing import Any, NamedTuple
 
 from eventstore.anchor import Anchor, anchor_problem, parse_hash
 from eventstore.canonical import GENESIS_HASH, canonical_json
+from eventstore.destinations import check_destination, move_into_place, remove_entry
+from eventstore.errors import StoreError, ValidationError
 from eventstore.events import StoredEvent
 from eventstore.sqlite import SQLiteRecorder
 from eventstore.upcast import upcast
+from eventstore.userfiles import bounded_lines, open_regular
 from eventstore.verify import ChainReport, verify_rows
 
 from . import schema
@@ -412,14 +414,17 @@ def _check_replay(stored: sqlite3.Connection, replay: _Replay, catalog_at: int, 
 
 # -- the evidence bundle ------------------------------------------------------------------------------------
 
-def export(recorder: SQLiteRecorder, path: str | os.PathLike[str], *, page: int = 10_000) -> ExportSummary:
+def export(recorder: SQLiteRecorder, path: str | os.PathLike[str], *, overwrite: bool = False,
+           page: int = 10_000) -> ExportSummary:
     """Write every stored event row, exactly as stored, to ``path`` as JSON Lines after a header line
     ``{"format", "version", "events", "final_hash"}``. Written to a temporary file next to ``path``,
-    fsynced, then renamed: a reader never sees half a bundle."""
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    fsynced, then renamed: a reader never sees half a bundle. ``path`` is checked like a pull's DEST
+    (``eventstore/destinations.py``): an existing regular file is replaced only with ``overwrite``, and
+    never a folder, symlink, FIFO or device, nor anything inside the registry's folder."""
+    target = check_destination(path, overwrite=overwrite, protected=(str(recorder.path.parent),), folder_ok=False)
+    tmp = target.temp_name(".tmp")
     try:
-        with recorder.read_snapshot() as conn, open(tmp, "w", encoding="utf-8", newline="\n") as out:
+        with recorder.read_snapshot() as conn, open(tmp, "x", encoding="utf-8", newline="\n") as out:
             last = conn.execute("SELECT position, hash FROM events ORDER BY position DESC LIMIT 1").fetchone()
             count = conn.execute("SELECT count(*) FROM events").fetchone()[0]
             final_hash = last[1] if last else GENESIS_HASH
@@ -435,11 +440,22 @@ def export(recorder: SQLiteRecorder, path: str | os.PathLike[str], *, page: int 
                 since = rows[-1][0]
             out.flush()
             os.fsync(out.fileno())
-        os.replace(tmp, target)
+        move_into_place(tmp, target)
+    except OSError as exc:
+        remove_entry(tmp)
+        cls = ValidationError if exc.errno in _PATH_ERRNOS else StoreError
+        raise cls(f"cannot write the export to {target.shown}: {exc.strerror}") from None
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        remove_entry(tmp)
         raise
-    return ExportSummary(str(target), count, final_hash, target.stat().st_size)
+    return ExportSummary(str(path), count, final_hash, os.stat(target.path).st_size)
+
+
+# The path the user gave is wrong (exit 2), rather than the disk failing (exit 5).
+_PATH_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EACCES, errno.EPERM, errno.EISDIR, errno.EROFS,
+                          errno.ENAMETOOLONG, errno.ELOOP})
+# One exported row holds an event's data (at most 1 MiB canonical) and its meta; far longer is not ours.
+EXPORT_LINE_MAX = 8 * 1024 * 1024
 
 
 class _ExportError(Exception):
@@ -449,20 +465,30 @@ class _ExportError(Exception):
         self.problem = problem
 
 
-def _export_rows(lines: Iterator[tuple[int, str]], where: list[int]) -> Iterator[tuple]:
-    for number, text in lines:
+def _json_line(number: int, raw: bytes | None) -> Any:
+    if raw is None:
+        raise _ExportError(number, f"longer than {EXPORT_LINE_MAX:,} bytes")
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise _ExportError(number, "not UTF-8 text") from None
+    except RecursionError:
+        raise _ExportError(number, "JSON nested too deeply") from None
+    except ValueError:
+        raise _ExportError(number, "not valid JSON") from None
+
+
+def _export_rows(lines: Iterator[tuple[int, bytes | None]], where: list[int]) -> Iterator[tuple]:
+    for number, raw in lines:
         where[0] = number
-        try:
-            obj = json.loads(text)
-        except ValueError:
-            raise _ExportError(number, "not valid JSON") from None
+        obj = _json_line(number, raw)
         if not isinstance(obj, dict) or set(obj) != set(ROW_FIELDS):
             raise _ExportError(number, f"not an event row (fields must be exactly {', '.join(ROW_FIELDS)})")
         for name in ROW_FIELDS:
             want = _FIELD_TYPES[name]
             if not isinstance(obj[name], want) or (want is int and isinstance(obj[name], bool)):
                 raise _ExportError(number, f"field {name!r} must be a {want.__name__}")
-        if text != canonical_json(obj):  # as written by export: a same-meaning edit (duplicate key) is caught
+        if raw != canonical_json(obj).encode("utf-8"):  # as written by export: a same-meaning edit (duplicate key) is caught
             raise _ExportError(number, "not in canonical form (edited: a duplicate key, white space or key order)")
         yield tuple(obj[f] for f in ROW_FIELDS)
 
@@ -479,12 +505,13 @@ def verify_export(path: str | os.PathLike[str], *, expected_final_hash: str | No
     seen = _Seen(anchors)
     checks: list[Check] = []
     empty = ChainReport(False, 0, GENESIS_HASH)
-    with open(path, encoding="utf-8", newline="\n") as f:
-        lines = ((n, text.rstrip("\n")) for n, text in enumerate(f, start=1))
+    # A regular file only (never a FIFO or /dev/zero), read line by line with each line bounded.
+    with open_regular(path, "--verify-export") as f:
+        lines = enumerate(bounded_lines(f, EXPORT_LINE_MAX), start=1)
         first = next(lines, None)
         try:
-            header = json.loads(first[1]) if first else None
-        except ValueError:
+            header = _json_line(1, first[1]) if first else None
+        except _ExportError:
             header = None
         if (not isinstance(header, dict) or header.get("format") != EXPORT_FORMAT
                 or header.get("version") != EXPORT_VERSION or not isinstance(header.get("events"), int)

@@ -17,7 +17,6 @@ import json
 import os
 import posixpath
 import re
-import shutil
 import stat
 import threading
 import time
@@ -29,7 +28,16 @@ from typing import IO, Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from eventstore.destinations import (
+    FORCE_HINT,
+    Destination,
+    check_destination,
+    move_into_place,
+    remove_entry,
+    set_pull_mark,
+)
 from eventstore.errors import ArtifactError, ModelLedgerError, PurgedError, ValidationError
+from eventstore.permissions import Modes, make_folder, make_root, modes_under
 
 CHUNK = 8 * 1024 * 1024
 SMALL_FILE = 1024 * 1024  # read into memory once instead of hashed, then copied (two passes)
@@ -155,20 +163,17 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def _makedirs(path: str) -> list[str]:
-    """mkdir -p; returns the folders whose entries changed (to fsync), deepest first."""
+def _makedirs(path: str, mode: int = 0o700) -> list[str]:
+    """mkdir -p with exactly ``mode``; returns the folders whose entries changed (to fsync), deepest first."""
     try:
-        os.mkdir(path)
-    except FileExistsError:
-        return []
+        if not make_folder(path, mode):
+            return []
     except FileNotFoundError:
         parent = os.path.dirname(path)
         if parent == path:
             raise
-        above = _makedirs(parent)
-        try:
-            os.mkdir(path)
-        except FileExistsError:
+        above = _makedirs(parent, mode)
+        if not make_folder(path, mode):
             return above
         return [parent, *above]
     return [os.path.dirname(path)]
@@ -191,9 +196,9 @@ def _link_new(tmp: str, final: str) -> bool:
     return True
 
 
-def _makedirs_durable(path: str) -> None:
+def _makedirs_durable(path: str, mode: int = 0o700) -> None:
     """mkdir -p that fsyncs each parent of a newly created directory, so the new entry survives a crash."""
-    for parent in reversed(_makedirs(path)):
+    for parent in reversed(_makedirs(path, mode)):
         _fsync_dir(parent)
 
 
@@ -249,6 +254,7 @@ class BlobStore:
         self._lock = threading.Lock()
         self._fs: fsspec.AbstractFileSystem | None = None
         self._pid = -1
+        self._file_modes: Modes | None = None
         with _edge(f"cannot open artifact store {root_url}"):
             fs, root = self._make_fs()
         self.local = isinstance(fs, LocalFileSystem)
@@ -479,14 +485,29 @@ class BlobStore:
         self._count(written + (hasher.size if created and not self.local else 0), deduplicated=not created)
         return blob
 
-    @staticmethod
-    def _open_tmp(tmp: str) -> IO[bytes]:
+    def _modes(self) -> Modes:
+        """Modes of what this (local) store creates: those of its root's sharing (eventstore/permissions.py);
+        a root that does not exist yet is made private, or group-shared with MLEDGER_SHARE=group."""
+        if self._file_modes is None:
+            make_root(self.root)
+            self._file_modes = modes_under(self.root)
+        return self._file_modes
+
+    def _open_tmp(self, tmp: str) -> IO[bytes]:
         # The temp folder is made (durably) when an open finds it missing: on first use, or if someone removed it.
+        modes = self._modes()
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
         try:
-            return open(tmp, "xb")  # noqa: SIM115 - the caller closes it
+            fd = os.open(tmp, flags, modes.file)
         except FileNotFoundError:
-            _makedirs_durable(os.path.dirname(tmp))
-            return open(tmp, "xb")  # noqa: SIM115
+            _makedirs_durable(os.path.dirname(tmp), modes.folder)
+            fd = os.open(tmp, flags, modes.file)
+        try:
+            os.fchmod(fd, modes.file)  # exactly: the umask may have narrowed a group-shared store's mode
+            return open(fd, "wb")  # noqa: SIM115 - the caller closes it
+        except BaseException:
+            os.close(fd)
+            raise
 
     def _publish(self, tmp: str, final: str) -> bool:
         """Move a verified temp into place unless the blob exists; True if this call created it."""
@@ -498,7 +519,7 @@ class BlobStore:
             except FileNotFoundError:
                 if os.path.isdir(folder):
                     raise  # the temp itself is gone
-                parents = _makedirs(folder)
+                parents = _makedirs(folder, self._modes().folder)
                 created = _link_new(tmp, final)
             if not created:
                 return False
@@ -740,13 +761,30 @@ class BlobStore:
         overwrite: bool = False,
         purged: bool = False,
         progress: Progress = None,
+        protected: tuple[str, ...] = (),
     ) -> None:
-        """Write the artifact to ``dest`` verifying every digest; on any failure nothing is left at ``dest``.
+        """Write the artifact to ``dest`` verifying every digest; on any failure ``dest`` is as it was.
 
-        ``purged=True`` tells us gc freed the bytes, so a missing blob becomes ``PurgedError``.
+        A local ``dest`` is checked by ``eventstore.destinations`` (never the current folder or above it,
+        never inside ``protected`` or this store; with ``overwrite`` only a regular file or a folder an
+        earlier pull wrote is replaced). ``purged=True`` tells us gc freed the bytes, so a missing blob
+        becomes ``PurgedError``.
         """
         if kind not in ("file", "directory"):
             raise ValidationError(f"unknown artifact kind: {kind!r}")
+        dest = os.fspath(dest)
+        if not isinstance(dest, str) or not dest.strip():
+            raise ValidationError("destination is empty")  # fsspec would read '' as the current folder
+        try:
+            fs, path = self._source(dest)
+        except ValueError as exc:  # fsspec: "Protocol not known: nosuch"
+            raise ValidationError(f"destination not usable: {dest}: {exc}") from None
+        target = None
+        if isinstance(fs, LocalFileSystem):
+            guard = (*protected, self.root) if self.local else tuple(protected)
+            # A plain path is checked as typed (its last part may be '.' or '..'); a file:// URL as fsspec read it.
+            target = check_destination(dest if "://" not in dest else path, overwrite=overwrite, protected=guard)
+
         def require(d: str) -> None:
             if not self.exists(d):
                 if purged:
@@ -760,12 +798,14 @@ class BlobStore:
             entries = self.manifest(digest)
         for e in entries:
             require(e.digest)
-        fs, path = self._source(dest)
         with _edge(f"cannot write {dest}"):
-            if isinstance(fs, LocalFileSystem):
-                self._pull_local(entries, kind, path, dest, overwrite, progress)
+            if target is not None:
+                self._pull_local(entries, kind, digest, target, progress)
             else:
-                self._pull_remote(fs, entries, kind, path, dest, overwrite, progress)
+                try:
+                    self._pull_remote(fs, entries, kind, path, dest, overwrite, progress)
+                except NotImplementedError:  # fsspec's answer for a read-only filesystem (http://)
+                    raise ArtifactError(f"cannot write {dest}: its filesystem cannot be written to") from None
 
     def _copy_verified(self, entry: FileEntry, out: IO[bytes], progress: Progress, base: int) -> int:
         hexd = parse_digest(entry.digest)
@@ -782,18 +822,22 @@ class BlobStore:
             raise ArtifactError(f"blob is corrupt (digest mismatch): {entry.digest}")
         return n
 
+    @staticmethod
+    def _create_pulled(path: str, mode: int) -> IO[bytes]:
+        # Only the executable bit comes from the manifest, and the umask applies: a crafted manifest's 0o777
+        # must not make the pulled model writable by everyone.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0),
+                     0o777 if mode & 0o111 else 0o666)
+        return open(fd, "wb")  # noqa: SIM115 - the caller closes it
+
     def _pull_local(
-        self, entries: list[FileEntry], kind: str, dest: str, shown: str, overwrite: bool, progress: Progress
+        self, entries: list[FileEntry], kind: str, digest: str, dest: Destination, progress: Progress
     ) -> None:
-        dest = dest.rstrip(os.sep) or dest
-        if os.path.lexists(dest) and not overwrite:
-            raise ArtifactError(f"destination exists (use overwrite): {shown}")
-        parent = os.path.dirname(dest) or "."
-        os.makedirs(parent, exist_ok=True)
-        tmp = os.path.join(parent, f".{os.path.basename(dest)}.{uuid.uuid4().hex}{TMP_SUFFIX}")
+        os.makedirs(dest.parent, exist_ok=True)
+        tmp = dest.temp_name(TMP_SUFFIX)
         try:
             if kind == "file":
-                with open(tmp, "wb") as out:
+                with self._create_pulled(tmp, 0o644) as out:
                     self._copy_verified(entries[0], out, progress, 0)
                     out.flush()
                     os.fsync(out.fileno())
@@ -803,49 +847,16 @@ class BlobStore:
                 for e in entries:
                     target = os.path.join(tmp, *e.path.split("/"))
                     os.makedirs(os.path.dirname(target), exist_ok=True)
-                    with open(target, "wb") as out:
+                    with self._create_pulled(target, e.mode) as out:
                         done += self._copy_verified(e, out, progress, done)
                         out.flush()
                         os.fsync(out.fileno())
-                    os.chmod(target, e.mode & 0o777)
-            self._move_into_place(tmp, dest, shown, overwrite, is_dir=kind == "directory")
-            _fsync_dir(parent)
+                set_pull_mark(tmp, digest)
+            move_into_place(tmp, dest)
+            _fsync_dir(dest.parent)
         except BaseException:
-            if os.path.isdir(tmp) and not os.path.islink(tmp):
-                shutil.rmtree(tmp, ignore_errors=True)
-            elif os.path.lexists(tmp):
-                os.unlink(tmp)
+            remove_entry(tmp)
             raise
-
-    @staticmethod
-    def _move_into_place(tmp: str, dest: str, shown: str, overwrite: bool, is_dir: bool) -> None:
-        if not os.path.lexists(dest):
-            if not is_dir:
-                try:
-                    os.link(tmp, dest)  # no-clobber: a dest that appeared meanwhile is kept
-                except FileExistsError:
-                    raise ArtifactError(f"destination exists (use overwrite): {shown}") from None
-                os.unlink(tmp)
-            else:
-                os.rename(tmp, dest)
-            return
-        if not overwrite:
-            raise ArtifactError(f"destination exists (use overwrite): {shown}")
-        if not is_dir and not os.path.isdir(dest):
-            os.replace(tmp, dest)
-            return
-        # A directory cannot be swapped atomically: park the old one, move the new one in, drop the old.
-        old = f"{tmp}.old"
-        os.rename(dest, old)
-        try:
-            os.rename(tmp, dest)
-        except OSError:
-            os.rename(old, dest)
-            raise
-        if os.path.isdir(old) and not os.path.islink(old):
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.unlink(old)
 
     def _pull_remote(
         self,
@@ -860,9 +871,11 @@ class BlobStore:
         # Object stores have no rename: write everything under a temp prefix, verify, then move. Each object
         # appears atomically; a directory's objects appear one by one during the final move.
         dest = dest.rstrip("/")
+        if not dest:
+            raise ValidationError(f"refused destination {shown!r}: the root of a filesystem")
         fs.invalidate_cache(dest)
         if fs.exists(dest) and not overwrite:
-            raise ArtifactError(f"destination exists (use overwrite): {shown}")
+            raise ArtifactError(f"destination exists: {shown} ({FORCE_HINT})")
         tmp = f"{dest}.{uuid.uuid4().hex}{TMP_SUFFIX}"
         try:
             done = 0

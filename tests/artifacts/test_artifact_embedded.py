@@ -123,6 +123,12 @@ def test_pull_refuses_existing_dest_and_corrupt_blobs(cli, home: Path, tmp_path:
     code, _, err = cli("pull", "pullme@1", str(dest))
     assert code != 0 and len(err.strip().splitlines()) == 1, err
     assert tree_files(dest) == {"keep.txt": b"mine"}
+    code, _, err = cli("pull", "pullme@1", str(dest), "--force")  # a folder no pull wrote: kept
+    assert code != 0 and len(err.strip().splitlines()) == 1, err
+    assert tree_files(dest) == {"keep.txt": b"mine"}
+    dest = tmp_path / "pulled"
+    code, _, err = cli("pull", "pullme@1", str(dest))
+    assert code == 0, err
     code, _, err = cli("pull", "pullme@1", str(dest), "--force")
     assert code == 0, err
     assert tree_files(dest) == tree_files(src)

@@ -216,9 +216,18 @@ def test_pull_refuses_to_overwrite_unless_asked(store: BlobStore, tmp_path: Path
     with pytest.raises(ArtifactError, match="exists"):
         store.pull(info.digest, "directory", str(dest))
     assert (dest / "keep.txt").read_text() == "mine"
-    store.pull(info.digest, "directory", str(dest), overwrite=True)
-    assert not (dest / "keep.txt").exists()
-    assert (dest / "model.bin").exists()
+    # A folder no pull wrote is never replaced, even when asked.
+    with pytest.raises(ArtifactError, match="no earlier pull wrote"):
+        store.pull(info.digest, "directory", str(dest), overwrite=True)
+    assert (dest / "keep.txt").read_text() == "mine"
+    pulled = tmp_path / "pulled"
+    store.pull(info.digest, "directory", str(pulled))
+    (pulled / "stray.txt").write_text("left by the user")
+    with pytest.raises(ArtifactError, match="exists"):
+        store.pull(info.digest, "directory", str(pulled))
+    store.pull(info.digest, "directory", str(pulled), overwrite=True)
+    assert not (pulled / "stray.txt").exists()
+    assert (pulled / "model.bin").exists()
 
     f = tmp_path / "f.bin"
     f.write_text("old")
