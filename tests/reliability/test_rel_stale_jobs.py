@@ -75,7 +75,7 @@ def _outcomes(home: Path, name: str) -> Counter[str]:
 
 
 @pytest.mark.redis
-def test_late_duplicate_job_after_retry_appends_nothing(private_redis, tmp_path: Path, figures) -> None:
+def test_late_duplicate_job_after_retry_appends_nothing(worker_sources, private_redis, tmp_path: Path, figures) -> None:
     from modelledger import Registry
     from workers import actors
 
@@ -95,7 +95,7 @@ def test_late_duplicate_job_after_retry_appends_nothing(private_redis, tmp_path:
 
 
 @pytest.mark.redis
-def test_late_duplicate_job_cannot_fail_a_ready_version(private_redis, tmp_path: Path, figures) -> None:
+def test_late_duplicate_job_cannot_fail_a_ready_version(worker_sources, private_redis, tmp_path: Path, figures) -> None:
     from modelledger import Registry
     from workers import actors
 
@@ -118,7 +118,7 @@ def test_late_duplicate_job_cannot_fail_a_ready_version(private_redis, tmp_path:
 
 
 @pytest.mark.redis
-def test_one_failure_outcome_per_request(private_redis, tmp_path: Path) -> None:
+def test_one_failure_outcome_per_request(worker_sources, private_redis, tmp_path: Path) -> None:
     from modelledger import Registry
 
     home = tmp_path / "home"
