@@ -30,7 +30,7 @@ from projections.diff import diff_versions
 from projections.past import PastCatalog
 from projections.records import ModelRecord, VersionRecord
 from projections.restore import plan_model
-from projections.storage import purge_plan, referenced_digests
+from projections.storage import partial_folders, purge_plan, referenced_digests
 from workers import actors, context
 from workers.broker import ensure_embedded_worker, is_embedded
 from workers.broker import use as use_broker
@@ -390,6 +390,7 @@ class Registry:
             self.projection.catch_up(tx)
             plans = purge_plan(tx.connection, cutoff)
             referenced = referenced_digests(tx.connection)
+            unlisted = self._unlisted_blobs(tx.connection, {p.digest for p in plans}, referenced)
             orphans = [(d, size) for d, size, mtime in store.iter_blobs()
                        if d not in referenced and mtime <= now - grace_seconds]
             by_version: dict[tuple[str, int], dict[str, Any]] = {}
@@ -401,6 +402,7 @@ class Registry:
             events = [NewEvent(stream_for(name), "ArtifactPurged", data, meta)
                       for (name, _), data in sorted(by_version.items())]
             sizes = {p.digest: p.size for p in plans}
+            sizes.update(unlisted)
             sizes.update(dict(orphans))
             for digest in sizes:
                 # The catalog does not know a folder's manifest size: ask the store what each blob weighs.
@@ -429,6 +431,24 @@ class Registry:
             report["bytes"] = freed
             report["events"] = [e.to_json() for e in stored]
         return report
+
+    def _unlisted_blobs(self, conn: Any, purging: set[str], referenced: set[str]) -> dict[str, int]:
+        """A large folder's event lists only its first files; the rest are named by its manifest. Adds those
+        of every folder that stays to ``referenced`` (so they are not orphans) and returns those of the
+        folders being purged now that nothing else needs."""
+        store = self.store()
+        freed: dict[str, int] = {}
+        for digest in sorted(partial_folders(conn)):
+            try:
+                files = store.manifest(digest)
+            except ModelLedgerError as exc:
+                # Without the manifest we cannot tell which blobs the folder needs: free nothing unnamed.
+                raise StoreError(f"gc stopped: the manifest of a folder artifact is unreadable ({exc})") from None
+            if digest in purging:
+                freed.update({f.digest: f.size for f in files})
+            else:
+                referenced.update(f.digest for f in files)
+        return {d: size for d, size in freed.items() if d not in referenced}
 
     def tag(self, ref: RefLike, tags: Mapping[str, str] | None = None, **more: str) -> list[StoredEvent]:
         """Set tags on a model (``NAME``... as a bare name) or on a version (``NAME@N``/``NAME@alias``)."""

@@ -434,24 +434,26 @@ class BlobStore:
 
     def _put_fd(self, fd: int, shown: str, progress: Progress, staged: Staged | None) -> Blob:
         """Store the regular file open at ``fd`` (the caller opened and checked it; this never reopens it)."""
-        with _edge(f"cannot read artifact source {shown}"), os.fdopen(fd, "rb", closefd=False) as f:
-            if os.fstat(fd).st_size <= SMALL_FILE:
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            with _edge(f"cannot read artifact source {shown}"):
+                data = f.read(SMALL_FILE + 1) if os.fstat(fd).st_size <= SMALL_FILE else None
+            if data is not None and len(data) <= SMALL_FILE:
                 # A small file is read once: hashed and, unless stored already, written from memory.
-                data = f.read(SMALL_FILE + 1)
-                if len(data) <= SMALL_FILE:
-                    if progress is not None:
-                        progress(len(data))
-                    return self.put_bytes(data, staged)
-                f.seek(0)
+                if progress is not None:
+                    progress(len(data))
+                return self.put_bytes(data, staged)
             hasher = _Hasher(progress)
-            for chunk in _read_chunks(f):
-                hasher.update(chunk)
+            with _edge(f"cannot read artifact source {shown}"):
+                f.seek(0)
+                for chunk in _read_chunks(f):
+                    hasher.update(chunk)
+                f.seek(0)
             blob = Blob(f"sha256:{hasher.hex}", hasher.size)
-            if self._exists_path(self.path_of(blob.digest)):
-                self._count(0, deduplicated=True)
-                return blob
-            f.seek(0)
-            return self._write_new(f, progress, expected_hex=hasher.hex, staged=staged)
+            with _edge(f"cannot write blob for {shown}"):
+                if self._exists_path(self.path_of(blob.digest)):
+                    self._count(0, deduplicated=True)
+                    return blob
+                return self._write_new(f, progress, expected_hex=hasher.hex, staged=staged)
 
     def _source(self, source: str) -> tuple[fsspec.AbstractFileSystem, str]:
         if is_local_path(source):
