@@ -97,6 +97,8 @@ def ingest_version(position: int, registry: str | None = None, *, for_caller: bo
         log.warning("ingest: %s@%s: its source is not under MLEDGER_SOURCES (%s); left pending for "
                     "`mledger retry`", created.data["name"], number, ctx.policy.describe())
         return "skipped"
+    # Read for someone else: a local source is opened from its allowed folder, never through a link out of it.
+    beneath = None if for_caller or ctx.embedded else ctx.policy.local_prefix(artifact.get("source") or "")
     key = stored_key(position)
     with rec.write() as tx:
         if tx.idempotent_result(key, None) is not None or not _still_pending(ctx, tx, created):
@@ -107,19 +109,19 @@ def ingest_version(position: int, registry: str | None = None, *, for_caller: bo
         context.notify(ctx.db_path, created.data['name'], number)
         return "already"
     for _ in range(3):
-        outcome = _ingest_once(ctx, rec, created, artifact, key, final=for_caller)
+        outcome = _ingest_once(ctx, rec, created, artifact, key, final=for_caller, beneath=beneath)
         if outcome != "vanished":
             return outcome
     raise ArtifactError(f"blobs of {created.data['name']}@{number} kept disappearing during ingest (gc?)")
 
 
 def _ingest_once(ctx: context.WorkerContext, rec: Any, created: StoredEvent, artifact: dict[str, Any],
-                 key: str, *, final: bool = False) -> str:
+                 key: str, *, final: bool = False, beneath: str | None = None) -> str:
     number = created.data["version"]
     position = created.position
     try:
         store = BlobStore(ctx.artifacts)
-        facts = ingest_artifact(store, artifact["source"], progress=context.progress_for(position))
+        facts = ingest_artifact(store, artifact["source"], progress=context.progress_for(position), beneath=beneath)
         expected = artifact.get("expected_digest")
         if expected and facts["digest"] != expected:
             # Bytes fetched again must be the bytes the version was registered with.

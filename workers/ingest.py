@@ -95,14 +95,16 @@ def event_files(files: Any) -> list[dict[str, Any]]:
 
 
 def ingest_artifact(
-    store: BlobStore | str, source: str, *, progress: Callable[[int], None] | None = None
+    store: BlobStore | str, source: str, *, progress: Callable[[int], None] | None = None,
+    beneath: str | None = None,
 ) -> dict[str, Any]:
-    """Copy ``source`` into ``store`` (a ``BlobStore`` or its URL); return the artifact facts for the event."""
+    """Copy ``source`` into ``store`` (a ``BlobStore`` or its URL); return the artifact facts for the event.
+    ``beneath``: the folder a local source must not leave (see ``BlobStore.ingest``)."""
     src = normalize_source(source)
     if isinstance(store, str):
         store = BlobStore(store)
     try:
-        info = store.ingest(src, progress=progress)
+        info = store.ingest(src, progress=progress, beneath=beneath)
     except ArtifactError:
         raise
     except (OSError, ValueError) as exc:

@@ -56,10 +56,12 @@ def _is_link_error(exc: OSError) -> bool:
     return exc.errno in (errno.ELOOP, errno.EMLINK, errno.ENOTDIR)
 
 
-def open_root(path: str, source: str) -> tuple[int, os.stat_result]:
-    """Open the source the caller named (following a link the caller named itself) and stat the descriptor."""
+def open_root(path: str, source: str, beneath: str | None = None) -> tuple[int, os.stat_result]:
+    """Open the source the caller named (following a link the caller named itself) and stat the descriptor.
+    ``beneath``: a folder the source must stay in (an ``MLEDGER_SOURCES`` prefix, for a worker): the path is
+    then opened from that folder's descriptor without following any link out of it."""
     try:
-        fd = os.open(path, _RDONLY | _NONBLOCK)
+        fd = _open_under(path, source, beneath) if beneath is not None else os.open(path, _RDONLY | _NONBLOCK)
     except FileNotFoundError:
         raise ArtifactError(f"artifact source not found: {source}") from None
     except PermissionError:
@@ -71,6 +73,20 @@ def open_root(path: str, source: str) -> tuple[int, os.stat_result]:
         os.close(fd)
         raise ArtifactError(f"artifact source is not a regular file or a folder: {source}")
     return fd, st
+
+
+def _open_under(path: str, source: str, beneath: str) -> int:
+    rel = os.path.relpath(os.path.realpath(path), beneath)
+    if rel == os.pardir or rel.startswith(os.pardir + os.sep):
+        raise ArtifactError(f"artifact source is outside the allowed sources: {source}")
+    parts = () if rel == os.curdir else tuple(rel.split(os.sep))
+    top = os.open(beneath, _RDONLY | _DIRECTORY)
+    try:
+        if not parts:
+            return os.dup(top)
+        return open_beneath(top, parts, source)
+    finally:
+        os.close(top)
 
 
 def open_beneath(root_fd: int, parts: tuple[str, ...] | list[str], shown: str, *, directory: bool = False) -> int:

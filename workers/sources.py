@@ -80,5 +80,16 @@ class SourcePolicy:
                 return True
         return False
 
+    def local_prefix(self, source: str) -> str | None:
+        """The allowed local folder that holds ``source`` (a worker opens the source from it), or None."""
+        if _is_url(source) and not source.startswith("file://"):
+            return None
+        path = source[len("file://"):] if source.startswith("file://") else source
+        real = os.path.realpath(path)
+        for p in self.prefixes:
+            if not _is_url(p) and (p == os.sep or real == p or real.startswith(p + os.sep)):
+                return p
+        return None
+
     def describe(self) -> str:
         return ", ".join(self.prefixes) if self.prefixes else "(none)"

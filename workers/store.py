@@ -685,15 +685,16 @@ class BlobStore:
 
     # -- artifacts --------------------------------------------------------------------------------------
 
-    def ingest(self, source: str, progress: Progress = None) -> ArtifactInfo:
+    def ingest(self, source: str, progress: Progress = None, *, beneath: str | None = None) -> ArtifactInfo:
         """Store a file or a directory (local path or fsspec URL) and describe it.
 
         A folder is listed whole first (names, count and manifest size checked before any byte is copied);
         its blobs are copied to temporaries and published together at the end, so a refused folder leaves
-        nothing outside the store's temporaries."""
+        nothing outside the store's temporaries. ``beneath``: a local source must stay inside that folder
+        (a worker reading under an ``MLEDGER_SOURCES`` prefix: no link may lead it out)."""
         fs, path = self._source(source)
         if isinstance(fs, LocalFileSystem):
-            return self._ingest_local(path, source, progress)
+            return self._ingest_local(path, source, progress, beneath)
         with _edge(f"artifact source not found: {source}"):
             fs.invalidate_cache(path)
             try:
@@ -719,8 +720,8 @@ class BlobStore:
 
         return self._ingest_folder(listing, lambda item: (item[0], item[2]), put, staged, progress)
 
-    def _ingest_local(self, path: str, source: str, progress: Progress) -> ArtifactInfo:
-        root_fd, st = localsource.open_root(path, source)
+    def _ingest_local(self, path: str, source: str, progress: Progress, beneath: str | None = None) -> ArtifactInfo:
+        root_fd, st = localsource.open_root(path, source, beneath)
         try:
             if stat.S_ISREG(st.st_mode):
                 name = os.path.basename(path.rstrip(os.sep)) or "artifact"

@@ -199,3 +199,31 @@ def test_gc_purging_blobs_between_copy_and_sniff_does_not_fail_the_register(reg,
     v = reg.register("racy", str(src))
     assert v.status == "ready" and len(calls) == 2
     assert reg.store().exists(v.artifact["digest"])
+
+
+def test_a_worker_reading_under_an_allowed_prefix_never_follows_a_link_out_of_it(tmp_path: Path,
+                                                                                 monkeypatch) -> None:
+    """H4 in Redis mode: the worker checks the source against MLEDGER_SOURCES, then opens it. A folder on the path
+    swapped for a link to an outside folder in between (simulated: the check saw the path before the swap) must
+    not make it read the outside file."""
+    allowed = tmp_path / "allowed"
+    (allowed / "sub").mkdir(parents=True)
+    (allowed / "sub" / "x.bin").write_bytes(b"shared\n")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "x.bin").write_bytes(b"OUTSIDE SECRET\n")
+    store = BlobStore(str(tmp_path / "store"))
+    source = str(allowed / "sub" / "x.bin")
+    assert store.ingest(source, beneath=str(allowed)).size == len(b"shared\n")
+
+    checked = os.path.realpath(source)
+    os.rename(allowed / "sub", tmp_path / "parked")
+    (allowed / "sub").symlink_to(outside)
+    monkeypatch.setattr(os.path, "realpath", lambda p: checked if p == source else p)
+    with pytest.raises(ArtifactError, match="symlink escapes"):
+        store.ingest(source, beneath=str(allowed))
+    monkeypatch.undo()
+    with pytest.raises(ArtifactError, match="outside the allowed sources"):
+        store.ingest(source, beneath=str(allowed))
+    # Without ``beneath`` (the caller's own file, read with the caller's rights) the link is the caller's.
+    assert store.ingest(source).size == len(b"OUTSIDE SECRET\n")
