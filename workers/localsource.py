@@ -84,12 +84,13 @@ def _open_under(path: str, source: str, beneath: str) -> int:
     try:
         if not parts:
             return os.dup(top)
-        return open_beneath(top, parts, source)
+        return open_beneath(top, parts, source, missing="artifact source not found")
     finally:
         os.close(top)
 
 
-def open_beneath(root_fd: int, parts: tuple[str, ...] | list[str], shown: str, *, directory: bool = False) -> int:
+def open_beneath(root_fd: int, parts: tuple[str, ...] | list[str], shown: str, *, directory: bool = False,
+                 missing: str = "file vanished from the artifact directory") -> int:
     """Open ``parts`` beneath the folder open at ``root_fd`` without ever leaving it: each component is
     opened with ``O_NOFOLLOW``; a link met on the way is resolved textually and only inside the folder."""
     queue = list(parts)
@@ -119,7 +120,7 @@ def open_beneath(root_fd: int, parts: tuple[str, ...] | list[str], shown: str, *
             except OSError as exc:
                 if not _is_link_error(exc):
                     if isinstance(exc, FileNotFoundError):
-                        raise ArtifactError(f"file vanished from the artifact directory: {shown}") from None
+                        raise ArtifactError(f"{missing}: {shown}") from None
                     if isinstance(exc, PermissionError):
                         raise ArtifactError(f"file not readable in the artifact directory: {shown}") from None
                     raise
