@@ -110,7 +110,7 @@ def _version_event(
 
 
 def _stored_artifact_event(name: str, number: int, artifact: dict[str, Any]) -> dict[str, Any]:
-    keep = ("digest", "size", "kind", "format", "files", "unsafe", "imports", "detail")
+    keep = ("digest", "size", "kind", "format", "files", "file_count", "unsafe", "imports", "detail")
     return {"name": name, "version": number, **{k: artifact[k] for k in keep if k in artifact}}
 
 

@@ -58,6 +58,9 @@ def check_event(event: NewEvent) -> None:
     elif event.type == "ArtifactStored":
         if not isinstance(data.get("digest"), str):
             _fail(event, "'digest' must be a string")
+        count = data.get("file_count")
+        if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 0):
+            _fail(event, "'file_count' must be a whole number")
     elif event.type == "ArtifactRequested":
         if not isinstance(data.get("source"), str):
             _fail(event, "'source' must be a string")

@@ -425,7 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--follow", action="store_true", help="keep printing new events")
     p.add_argument("--interval", type=float, default=0.5, help=argparse.SUPPRESS)
 
-    p = add("retry", cmd_retry, "ingest a failed version's artifact again from its source")
+    p = add("retry", cmd_retry, "ingest a failed or pending version's artifact from its source, with your rights")
     p.add_argument("ref")
     p.add_argument("--no-wait", action="store_true")
     p.add_argument("--timeout", type=float, metavar="SECONDS")

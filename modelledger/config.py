@@ -28,6 +28,8 @@ class Config:
     artifacts: str
     broker: str
     actor: str
+    # MLEDGER_SOURCES: what a worker may read on someone's behalf (workers/sources.py); default none.
+    sources: str = ""
 
     @property
     def db_path(self) -> Path:
@@ -41,6 +43,7 @@ class Config:
         artifacts: str | None = None,
         broker: str | None = None,
         actor: str | None = None,
+        sources: str | None = None,
     ) -> Config:
         home_path = Path(home or os.environ.get("MLEDGER_HOME") or Path.home() / ".mledger").expanduser()
         if "\x00" in str(home_path):
@@ -52,4 +55,5 @@ class Config:
         who = actor or os.environ.get("MLEDGER_ACTOR") or default_actor()
         if len(who) > 256 or any(ord(ch) < 32 for ch in who):
             raise ValidationError("MLEDGER_ACTOR must be at most 256 printable characters")
-        return cls(home=home_path, artifacts=artifacts_url, broker=broker_url, actor=who)
+        sources = os.environ.get("MLEDGER_SOURCES", "") if sources is None else sources
+        return cls(home=home_path, artifacts=artifacts_url, broker=broker_url, actor=who, sources=sources)

@@ -34,11 +34,12 @@ from projections.diff import diff_versions
 from projections.past import PastCatalog
 from projections.records import ModelRecord, VersionRecord
 from projections.restore import plan_model
-from projections.storage import purge_plan, referenced_digests
+from projections.storage import partial_folders, purge_plan, referenced_digests
 from workers import actors, context
 from workers.broker import ensure_embedded_worker, is_embedded
 from workers.broker import use as use_broker
-from workers.ingest import artifact_blobs, check_source, ingest_artifact, source_readable
+from workers.ingest import BlobsVanished, artifact_blobs, check_source, ingest_artifact, source_readable
+from workers.sources import SourcePolicy
 from workers.store import BlobStore
 
 from . import __version__
@@ -54,6 +55,14 @@ def _ref(ref: RefLike) -> str:
 
 class _BlobsVanished(ModelLedgerError):
     pass
+
+
+def _source_of(request: StoredEvent) -> str:
+    """The source an artifact request names (a new version's artifact, or a re-fetch)."""
+    if request.type == "ArtifactRequested":
+        return str(request.data.get("source") or "")
+    artifact = request.data.get("artifact")
+    return str(artifact.get("source") or "") if isinstance(artifact, dict) else ""
 
 
 def _compact_changes(change: dict[str, Any]) -> dict[str, Any]:
@@ -78,11 +87,11 @@ class Registry:
         self._sent: set[tuple[str, int]] = set()
         self._store: BlobStore | None = None
         self.registry_id = self.recorder.registry_id
-        context.configure(self.recorder, config.artifacts, self.projection)
-        if self.embedded:
-            # Heal what a crash left pending (older than 30 s: younger ones may still be in flight
-            # in another process's embedded worker).
-            self.sweep(older_than=30.0)
+        self.sources = SourcePolicy.parse(config.sources)
+        # No sweep at open: a pending version left by a crash (or imported) is not this caller's request,
+        # and its source is read only when a user asks for it (`mledger retry`); see docs/architecture.md.
+        context.configure(self.recorder, config.artifacts, self.projection, embedded=self.embedded,
+                          policy=self.sources)
 
     @classmethod
     def open(
@@ -212,12 +221,17 @@ class Registry:
         Embedded: the artifact is ingested first (the ingest actor's own code, in this thread) and the
         version is appended already stored — ``VersionRegistered`` + ``ArtifactStored`` in one commit. If
         the process dies in between, the blob it wrote is referenced by nothing and ``gc`` frees it.
-        Redis: the version is appended ``pending`` and its ingest job goes through the outbox."""
-        if not self.embedded:
+        Redis: a source under ``MLEDGER_SOURCES`` is appended ``pending`` and its ingest job goes through the
+        outbox (the worker may read it); any other source is copied by this process, as embedded — a worker
+        never reads a file only because the log names it."""
+        if not self.embedded and self.sources.allows(source):
             outcome = self.execute(build({"source": source}), idempotency_key=idempotency_key, run_id=run_id)
             return self._finish(outcome, wait, timeout, progress)
         for _ in range(3):
-            facts = ingest_artifact(self.store(), source, progress=progress)
+            try:
+                facts = ingest_artifact(self.store(), source, progress=progress)
+            except BlobsVanished:
+                continue  # gc freed a blob we deduplicated against before the sniff; copy again
             try:
                 outcome = execute(self.recorder, self.projection, build(facts), self._meta(run_id),
                                   idempotency_key=idempotency_key, request=request,
@@ -243,20 +257,43 @@ class Registry:
                 progress: Callable[[int], None] | None = None) -> VersionRecord:
         """After commit: send the ingest job of the new version if it is pending, then wait for its outcome
         (always in embedded mode, unless ``wait=False`` with a Redis broker)."""
-        self._dispatch(outcome.events, wait, timeout, progress, replayed=outcome.replayed)
+        self._dispatch(outcome.events, wait, timeout, progress, replayed=outcome.replayed, for_caller=False)
         return self._produced(outcome)
 
     def _dispatch(self, events: Sequence[StoredEvent], wait: bool, timeout: float | None = None,
-                  progress: Callable[[int], None] | None = None, *, replayed: bool = False) -> None:
+                  progress: Callable[[int], None] | None = None, *, replayed: bool = False,
+                  for_caller: bool = True) -> None:
         """The events table is the outbox: for every event just committed that asks for an artifact, send
-        its ingest job (ids only); then wait for the outcomes when asked to."""
+        its ingest job (ids only); then wait for the outcomes when asked to.
+
+        Who reads the source: a worker only when ``MLEDGER_SOURCES`` allows it; otherwise this process, and
+        only for a request its caller made (``for_caller``: retry, undelete, restore). A version that merely
+        carries a pending parent's source (an update) is left pending for `mledger retry`."""
         requests = [e for e in events if e.type in ARTIFACT_REQUESTS]
         pending = [e for e in requests if self._catalog.get(f"{e.data['name']}@{e.data['version']}").status
                    == "pending"]
-        must_wait = wait or self.embedded
+        if replayed:
+            pending = []  # the first attempt sent it
+        by_worker = [e for e in pending if not self.embedded and self.sources.allows(_source_of(e))]
+        here = [e for e in pending if e not in by_worker and for_caller]
+        for e in here:
+            if not self.embedded:
+                # A Redis client reads the caller's source itself, with the caller's rights.
+                actors.ingest_version(e.position, self.registry_id, for_caller=True)
+        if self.embedded:
+            self._send_all(here, True, progress)
+        else:
+            self._send_all(by_worker, wait, progress)
+        if wait or self.embedded:
+            for e in here + by_worker:
+                try:
+                    self.wait(f"{e.data['name']}@{e.data['version']}", timeout)
+                finally:
+                    context.watch(e.position, None)
+
+    def _send_all(self, pending: Sequence[StoredEvent], must_wait: bool,
+                  progress: Callable[[int], None] | None) -> None:
         for e in pending:
-            if replayed:
-                break  # the first attempt sent it (or the sweep will)
             if self.embedded and progress is not None:
                 context.watch(e.position, progress)
             try:
@@ -267,12 +304,6 @@ class Registry:
                 ref = f"{e.data['name']}@{e.data['version']}"
                 raise ArtifactError(f"{ref} is recorded (pending) but its ingest could not be queued "
                                     f"({exc}); `mledger worker` completes it once the broker is back") from None
-        if must_wait:
-            for e in pending:
-                try:
-                    self.wait(f"{e.data['name']}@{e.data['version']}", timeout)
-                finally:
-                    context.watch(e.position, None)
 
     def _send_ingest(self, position: int) -> None:
         request = self.recorder.event_at(position)
@@ -299,13 +330,13 @@ class Registry:
                 return version
             left = deadline - time.monotonic()
             if left <= 0:
-                raise ArtifactError(f"{version.ref} is still pending after {limit:g} s "
-                                    "(is a worker running? `mledger worker`)")
-            if self.embedded:
-                if (version.name, version.version) not in self._sent:
-                    # Nothing of this process is working on it (its writer died after the commit):
-                    # send it now rather than wait for a sweep.
-                    self._send_ingest(self._catalog.request_position(version.name, version.version))
+                raise ArtifactError(f"{version.ref} is still pending after {limit:g} s (is a worker running? "
+                                    f"`mledger worker`; or fetch it with your rights: `mledger retry {version.ref}`)")
+            if self.embedded and (version.name, version.version) not in self._sent:
+                # Nothing of this process is working on it (another process may be). Its source is not
+                # read here: only the caller who asks (`mledger retry`) reads it, with their rights.
+                time.sleep(min(0.05, left))
+            elif self.embedded:
                 context.wait_notified(self.config.db_path, version.name, version.version, min(left, 0.5))
             else:
                 time.sleep(min(delay, left))
@@ -313,9 +344,15 @@ class Registry:
 
     def sweep(self, older_than: float = 0.0) -> int:
         """Re-send the ingest job of every version whose outcome is missing (a lost message, a broker
-        outage, a crash between commit and send). Returns how many were sent."""
+        outage, a crash between commit and send). Returns how many were sent.
+
+        Only requests whose source ``MLEDGER_SOURCES`` allows are re-sent: the others (imports, a crashed
+        client's own copy) wait for `mledger retry` by a user, read with that user's rights."""
         sent = 0
         for position in self._catalog.pending_positions(older_than=older_than):
+            request = self.recorder.event_at(position)
+            if self.embedded or request is None or not self.sources.allows(_source_of(request)):
+                continue
             self._send_ingest(position)
             sent += 1
         return sent
@@ -358,6 +395,7 @@ class Registry:
             self.projection.catch_up(tx)
             plans = purge_plan(tx.connection, cutoff)
             referenced = referenced_digests(tx.connection)
+            unlisted = self._unlisted_blobs(tx.connection, {p.digest for p in plans}, referenced)
             orphans = [(d, size) for d, size, mtime in store.iter_blobs()
                        if d not in referenced and mtime <= now - grace_seconds]
             by_version: dict[tuple[str, int], dict[str, Any]] = {}
@@ -369,6 +407,7 @@ class Registry:
             events = [NewEvent(stream_for(name), "ArtifactPurged", data, meta)
                       for (name, _), data in sorted(by_version.items())]
             sizes = {p.digest: p.size for p in plans}
+            sizes.update(unlisted)
             sizes.update(dict(orphans))
             for digest in sizes:
                 # The catalog does not know a folder's manifest size: ask the store what each blob weighs.
@@ -397,6 +436,24 @@ class Registry:
             report["bytes"] = freed
             report["events"] = [e.to_json() for e in stored]
         return report
+
+    def _unlisted_blobs(self, conn: Any, purging: set[str], referenced: set[str]) -> dict[str, int]:
+        """A large folder's event lists only its first files; the rest are named by its manifest. Adds those
+        of every folder that stays to ``referenced`` (so they are not orphans) and returns those of the
+        folders being purged now that nothing else needs."""
+        store = self.store()
+        freed: dict[str, int] = {}
+        for digest in sorted(partial_folders(conn)):
+            try:
+                files = store.manifest(digest)
+            except ModelLedgerError as exc:
+                # Without the manifest we cannot tell which blobs the folder needs: free nothing unnamed.
+                raise StoreError(f"gc stopped: the manifest of a folder artifact is unreadable ({exc})") from None
+            if digest in purging:
+                freed.update({f.digest: f.size for f in files})
+            else:
+                referenced.update(f.digest for f in files)
+        return {d: size for d, size in freed.items() if d not in referenced}
 
     def tag(self, ref: RefLike, tags: Mapping[str, str] | None = None, **more: str) -> list[StoredEvent]:
         """Set tags on a model (``NAME``... as a bare name) or on a version (``NAME@N``/``NAME@alias``)."""

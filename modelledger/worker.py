@@ -33,6 +33,8 @@ def _serve(config: Config, threads: int, stop: Any, sweep_interval: float | None
         reg.broker.emit_after("process_boot")
         worker = dramatiq.Worker(reg.broker, worker_threads=threads, worker_timeout=100)
         worker.start()
+        if sweep_interval is not None:
+            log.info("reading artifact sources for others only under MLEDGER_SOURCES: %s", reg.sources.describe())
         try:
             first = True
             while not stop.is_set():

@@ -121,7 +121,7 @@ def on_version_created(conn: sqlite3.Connection, e: StoredEvent) -> None:
     )
 
 
-_STORED_KEYS = ("digest", "size", "kind", "format", "files", "unsafe", "imports", "detail")  # + structure
+_STORED_KEYS = ("digest", "size", "kind", "format", "files", "file_count", "unsafe", "imports", "detail")  # + structure
 
 
 def on_artifact_stored(conn: sqlite3.Connection, e: StoredEvent) -> None:

@@ -51,3 +51,14 @@ def purge_plan(conn: sqlite3.Connection, cutoff: str) -> list[PurgePlan]:
         ).fetchall()
         plans.append(PurgePlan(digest, size, tuple((n, ver, d) for n, ver, d in versions)))
     return plans
+
+
+def partial_folders(conn: sqlite3.Connection) -> set[str]:
+    """Manifest digests of the folder artifacts (not purged) whose event lists only their first files: the
+    rest of their blobs are named by the manifest alone, which gc reads before freeing anything."""
+    rows = conn.execute(
+        "SELECT DISTINCT json_extract(artifact, '$.digest') FROM versions"
+        " WHERE status != 'purged' AND json_extract(artifact, '$.kind') = 'directory'"
+        " AND json_extract(artifact, '$.file_count') > json_array_length(artifact, '$.files')"
+    ).fetchall()
+    return {r[0] for r in rows if isinstance(r[0], str)}

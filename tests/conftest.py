@@ -15,9 +15,17 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "home"
     monkeypatch.setenv("MLEDGER_HOME", str(path))
     monkeypatch.setenv("MLEDGER_ACTOR", "tester@test")
-    for var in ("MLEDGER_ARTIFACTS", "MLEDGER_BROKER", "MLEDGER_RUN_ID"):
+    for var in ("MLEDGER_ARTIFACTS", "MLEDGER_BROKER", "MLEDGER_RUN_ID", "MLEDGER_SOURCES"):
         monkeypatch.delenv(var, raising=False)
     return path
+
+
+@pytest.fixture
+def worker_sources(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Let a Redis worker read sources under the test's folder (``MLEDGER_SOURCES``), for the tests of the
+    worker's own ingest path; this process and its children (``child_env``) inherit it."""
+    monkeypatch.setenv("MLEDGER_SOURCES", str(tmp_path))
+    return str(tmp_path)
 
 
 @pytest.fixture

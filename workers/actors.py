@@ -21,7 +21,7 @@ from eventstore.recorder import Transaction
 
 from . import broker as _broker  # noqa: F401  (sets the broker before any actor is declared)
 from . import context
-from .ingest import artifact_blobs, ingest_artifact
+from .ingest import BlobsVanished, artifact_blobs, ingest_artifact
 from .store import BlobStore
 
 log = logging.getLogger("modelledger.workers")
@@ -57,7 +57,7 @@ def _retries_so_far() -> int:
 
 
 def _stored_event(created: StoredEvent, artifact: dict[str, Any]) -> NewEvent:
-    keep = ("digest", "size", "kind", "format", "files", "unsafe", "imports", "detail", "structure")
+    keep = ("digest", "size", "kind", "format", "files", "file_count", "unsafe", "imports", "detail", "structure")
     data = {"name": created.data["name"], "version": created.data["version"],
             **{k: artifact[k] for k in keep if k in artifact}}
     return NewEvent(created.stream, "ArtifactStored", data, _meta(created))
@@ -72,9 +72,14 @@ def _meta(created: StoredEvent) -> dict[str, Any]:
     return meta
 
 
-def ingest_version(position: int, registry: str | None = None) -> str:
+def ingest_version(position: int, registry: str | None = None, *, for_caller: bool = False) -> str:
     """Copy the artifact of the version created at ``position`` into the store and record the outcome.
-    Returns what happened: ``stored``, ``already``, ``failed`` or ``skipped``."""
+    Returns what happened: ``stored``, ``already``, ``failed`` or ``skipped``.
+
+    ``for_caller``: this process runs the command that asked for the bytes, for its own caller (a
+    ``retry``, ``undelete`` or ``restore`` of a Redis client): it reads the source with the caller's rights
+    and records a failure at once. Otherwise the request came through a broker and the source is read only
+    if this process may read it for others (``WorkerContext.may_read``: embedded, or ``MLEDGER_SOURCES``)."""
     ctx = context.current(registry)
     rec = ctx.recorder
     created = rec.event_at(position)
@@ -86,6 +91,14 @@ def ingest_version(position: int, registry: str | None = None) -> str:
         artifact = {"source": created.data["source"], "expected_digest": created.data.get("expected_digest")}
     else:
         artifact = created.data.get("artifact") or {}
+    if not (for_caller or ctx.may_read(artifact.get("source") or "")):
+        # The log names the source, which anyone who can append (an importer) chose: never read it on
+        # their behalf. The version stays pending until a user runs `mledger retry` in their own process.
+        log.warning("ingest: %s@%s: its source is not under MLEDGER_SOURCES (%s); left pending for "
+                    "`mledger retry`", created.data["name"], number, ctx.policy.describe())
+        return "skipped"
+    # Read for someone else: a local source is opened from its allowed folder, never through a link out of it.
+    beneath = None if for_caller or ctx.embedded else ctx.policy.local_prefix(artifact.get("source") or "")
     key = stored_key(position)
     with rec.write() as tx:
         if tx.idempotent_result(key, None) is not None or not _still_pending(ctx, tx, created):
@@ -96,33 +109,35 @@ def ingest_version(position: int, registry: str | None = None) -> str:
         context.notify(ctx.db_path, created.data['name'], number)
         return "already"
     for _ in range(3):
-        outcome = _ingest_once(ctx, rec, created, artifact, key)
+        outcome = _ingest_once(ctx, rec, created, artifact, key, final=for_caller, beneath=beneath)
         if outcome != "vanished":
             return outcome
     raise ArtifactError(f"blobs of {created.data['name']}@{number} kept disappearing during ingest (gc?)")
 
 
 def _ingest_once(ctx: context.WorkerContext, rec: Any, created: StoredEvent, artifact: dict[str, Any],
-                 key: str) -> str:
+                 key: str, *, final: bool = False, beneath: str | None = None) -> str:
     number = created.data["version"]
     position = created.position
     try:
         store = BlobStore(ctx.artifacts)
-        facts = ingest_artifact(store, artifact["source"], progress=context.progress_for(position))
+        facts = ingest_artifact(store, artifact["source"], progress=context.progress_for(position), beneath=beneath)
         expected = artifact.get("expected_digest")
         if expected and facts["digest"] != expected:
             # Bytes fetched again must be the bytes the version was registered with.
             _record_failure(ctx, created, f"the source changed since registration: it now hashes to {facts['digest']},"
                                      f" the version recorded {expected}")
             return "failed"
+    except BlobsVanished:
+        return "vanished"
     except ModelLedgerError as exc:
         permanent = isinstance(exc, ValidationError) or "not found" in str(exc)
-        if permanent or _retries_so_far() >= MAX_RETRIES:
+        if permanent or final or _retries_so_far() >= MAX_RETRIES:
             _record_failure(ctx, created, str(exc))
             return "failed"
         raise
     except Exception as exc:  # noqa: BLE001 - a driver error: retried, then recorded as the reason
-        if _retries_so_far() >= MAX_RETRIES:
+        if final or _retries_so_far() >= MAX_RETRIES:
             _record_failure(ctx, created, f"{type(exc).__name__}: {exc}")
             return "failed"
         raise ArtifactError(f"ingest of {created.data['name']}@{number} failed: {exc}") from exc

@@ -16,6 +16,8 @@ from eventstore.errors import StoreError
 from eventstore.handler import ReadModel
 from eventstore.sqlite import SQLiteRecorder
 
+from .sources import SourcePolicy
+
 
 @dataclass(frozen=True)
 class WorkerContext:
@@ -26,6 +28,14 @@ class WorkerContext:
     # The catalog, when the composition root hands it over: outcomes are then projected in the same
     # transaction that appends them (one commit instead of two, and reads need no catch-up).
     read_model: ReadModel | None = None
+    # Embedded: the only messages this process's worker gets are the ones its own commands sent, for their
+    # caller, so it reads their sources. A Redis worker reads only sources under ``policy``'s prefixes.
+    embedded: bool = False
+    policy: SourcePolicy = SourcePolicy()
+
+    def may_read(self, source: str) -> bool:
+        """May this process's worker read ``source`` for a message it received?"""
+        return self.embedded or self.policy.allows(source)
 
 
 _lock = threading.Lock()
@@ -35,12 +45,14 @@ _outcomes = threading.Condition()
 _done: set[tuple[str, str, int]] = set()
 
 
-def configure(recorder: SQLiteRecorder, artifacts: str, read_model: ReadModel | None = None) -> WorkerContext:
+def configure(recorder: SQLiteRecorder, artifacts: str, read_model: ReadModel | None = None, *,
+              embedded: bool = False, policy: SourcePolicy | None = None) -> WorkerContext:
     """Serve the registry of ``recorder`` in this process (several may be served at once, embedded)."""
     global _default
     registry_id = recorder.registry_id
     with _lock:
-        ctx = _contexts[registry_id] = WorkerContext(registry_id, recorder.path, artifacts, recorder, read_model)
+        ctx = _contexts[registry_id] = WorkerContext(registry_id, recorder.path, artifacts, recorder, read_model,
+                                                     embedded, policy or SourcePolicy())
         _default = registry_id
         return ctx
 

@@ -21,6 +21,15 @@ from .formats import sniff_artifact
 from .store import BlobStore, is_local_path
 
 MAX_SOURCE = 4096
+# A folder's full file list lives in its manifest blob; the event keeps the first paths (sorted) for search
+# and diff, at most this many and this many bytes of them, plus ``file_count``. 1,000 entries of typical
+# paths weigh about 150 KB, well under the 1 MiB event limit.
+EVENT_FILES = 1000
+EVENT_FILES_BYTES = 256 * 1024
+
+
+class BlobsVanished(ArtifactError):
+    """gc removed a blob this ingest deduplicated against before it was recorded: copy again."""
 
 
 def normalize_source(source: str) -> str:
@@ -67,19 +76,35 @@ def source_readable(source: str) -> bool:
 
 
 def artifact_blobs(facts: dict[str, Any]) -> set[str]:
-    """Every blob an artifact's facts name: the file (or a folder's manifest) and each file of a folder."""
-    return {facts["digest"], *(f["digest"] for f in facts.get("files") or ())}
+    """Every blob an artifact's facts name: the file (or a folder's manifest) and each file of a folder
+    (``blobs``, which only a fresh ingest carries, names them all; an event's ``files`` may be bounded)."""
+    files = facts.get("blobs") or [f["digest"] for f in facts.get("files") or ()]
+    return {facts["digest"], *files}
+
+
+def event_files(files: Any) -> list[dict[str, Any]]:
+    """The first files of a folder, bounded in number and bytes, as the event records them."""
+    out: list[dict[str, Any]] = []
+    weight = 0
+    for f in files:
+        weight += len(f.path.encode("utf-8")) + 100
+        if len(out) >= EVENT_FILES or weight > EVENT_FILES_BYTES:
+            break
+        out.append({"path": f.path, "digest": f.digest, "size": f.size})
+    return out
 
 
 def ingest_artifact(
-    store: BlobStore | str, source: str, *, progress: Callable[[int], None] | None = None
+    store: BlobStore | str, source: str, *, progress: Callable[[int], None] | None = None,
+    beneath: str | None = None,
 ) -> dict[str, Any]:
-    """Copy ``source`` into ``store`` (a ``BlobStore`` or its URL); return the artifact facts for the event."""
+    """Copy ``source`` into ``store`` (a ``BlobStore`` or its URL); return the artifact facts for the event.
+    ``beneath``: the folder a local source must not leave (see ``BlobStore.ingest``)."""
     src = normalize_source(source)
     if isinstance(store, str):
         store = BlobStore(store)
     try:
-        info = store.ingest(src, progress=progress)
+        info = store.ingest(src, progress=progress, beneath=beneath)
     except ArtifactError:
         raise
     except (OSError, ValueError) as exc:
@@ -89,9 +114,18 @@ def ingest_artifact(
         "digest": info.digest,
         "size": info.size,
         "kind": info.kind,
-        "files": [{"path": f.path, "digest": f.digest, "size": f.size} for f in info.files],
+        "files": event_files(info.files),
+        "file_count": len(info.files),
+        "blobs": sorted({f.digest for f in info.files}),
     }
-    fmt = sniff_artifact(store, info)
+    try:
+        fmt = sniff_artifact(store, info)
+    except ArtifactError:
+        # gc may have purged a blob we deduplicated against since the copy (it is not ours until the
+        # version is recorded): the caller copies again rather than failing.
+        if not all(store.exists(d) for d in artifact_blobs(artifact)):
+            raise BlobsVanished(f"blobs of {source} disappeared while sniffing them (gc?)") from None
+        raise
     artifact["format"] = fmt.format
     artifact["unsafe"] = bool(fmt.unsafe)
     if fmt.imports:

@@ -39,6 +39,8 @@ from eventstore.destinations import (
 from eventstore.errors import ArtifactError, ModelLedgerError, PurgedError, ValidationError
 from eventstore.permissions import Modes, make_folder, make_root, modes_under
 
+from . import localsource
+
 CHUNK = 8 * 1024 * 1024
 SMALL_FILE = 1024 * 1024  # read into memory once instead of hashed, then copied (two passes)
 MANIFEST_KIND = "manifest"
@@ -46,10 +48,14 @@ TMP_DIR = "tmp"
 TMP_SUFFIX = ".part"
 # A manifest lists paths and digests only; anything far larger than this is not one of ours.
 MAX_MANIFEST_BYTES = 256 * 1024 * 1024
+# A folder artifact's files; checked (with the manifest's size) before any byte is copied.
+MAX_FOLDER_FILES = 1_000_000
 
 _DIGEST_RE = re.compile(r"^sha256:([0-9a-f]{64})$")
 
 Progress = Callable[[int], None] | None
+# Temps written for a folder, published together once all of it was copied: (temp, final path, bytes).
+Staged = list[tuple[str, str, int]]
 
 _LOCAL_FS: LocalFileSystem | None = None
 
@@ -389,36 +395,36 @@ class BlobStore:
 
     # -- writes -----------------------------------------------------------------------------------------
 
-    def put_bytes(self, data: bytes) -> Blob:
+    def put_bytes(self, data: bytes, staged: Staged | None = None) -> Blob:
         hexd = hashlib.sha256(data).hexdigest()
         blob = Blob(f"sha256:{hexd}", len(data))
         with _edge("cannot write blob"):
             if self._exists_path(self.path_of(blob.digest)):
                 self._count(0, deduplicated=True)
                 return blob
-            return self._write_new(io.BytesIO(data), None, expected_hex=hexd)
+            return self._write_new(io.BytesIO(data), None, expected_hex=hexd, staged=staged)
 
     def put_stream(self, reader: IO[bytes], progress: Progress = None) -> Blob:
         """Store what ``reader`` yields (single pass: the bytes go to a temp name before dedup is known)."""
         with _edge("cannot write blob"):
             return self._write_new(reader, progress, expected_hex=None)
 
-    def put_file(self, source: str, progress: Progress = None) -> Blob:
+    def put_file(self, source: str, progress: Progress = None, staged: Staged | None = None) -> Blob:
         """Store one file given as a local path or fsspec URL; an already stored content writes nothing.
 
         Two passes: hash first and stop if the blob exists (re-registering an unchanged artifact copies
         nothing), else copy through a temp name while hashing again, which also catches a source that
-        changed between the passes.
+        changed between the passes. A local file is read through one descriptor, checked on it.
         """
         fs, path = self._source(source)
         if isinstance(fs, LocalFileSystem):
-            # A small file is read once: hashed and, unless stored already, written from memory.
-            with _edge(f"cannot read artifact source {source}"), self._open_source(fs, path, source) as f:
-                data = f.read(SMALL_FILE + 1) if os.fstat(f.fileno()).st_size <= SMALL_FILE else None
-            if data is not None and len(data) <= SMALL_FILE:
-                if progress is not None:
-                    progress(len(data))
-                return self.put_bytes(data)
+            fd, _st = localsource.open_root(path, source)
+            try:
+                if stat.S_ISDIR(_st.st_mode):
+                    raise ArtifactError(f"artifact source is a folder, not a file: {source}")
+                return self._put_fd(fd, source, progress, staged)
+            finally:
+                os.close(fd)
         with _edge(f"cannot read artifact source {source}"):
             hasher = _Hasher(progress)
             with self._open_source(fs, path, source) as f:
@@ -430,7 +436,30 @@ class BlobStore:
                 self._count(0, deduplicated=True)
                 return blob
             with self._open_source(fs, path, source) as f:
-                return self._write_new(f, progress, expected_hex=hasher.hex)
+                return self._write_new(f, progress, expected_hex=hasher.hex, staged=staged)
+
+    def _put_fd(self, fd: int, shown: str, progress: Progress, staged: Staged | None) -> Blob:
+        """Store the regular file open at ``fd`` (the caller opened and checked it; this never reopens it)."""
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            with _edge(f"cannot read artifact source {shown}"):
+                data = f.read(SMALL_FILE + 1) if os.fstat(fd).st_size <= SMALL_FILE else None
+            if data is not None and len(data) <= SMALL_FILE:
+                # A small file is read once: hashed and, unless stored already, written from memory.
+                if progress is not None:
+                    progress(len(data))
+                return self.put_bytes(data, staged)
+            hasher = _Hasher(progress)
+            with _edge(f"cannot read artifact source {shown}"):
+                f.seek(0)
+                for chunk in _read_chunks(f):
+                    hasher.update(chunk)
+                f.seek(0)
+            blob = Blob(f"sha256:{hasher.hex}", hasher.size)
+            with _edge(f"cannot write blob for {shown}"):
+                if self._exists_path(self.path_of(blob.digest)):
+                    self._count(0, deduplicated=True)
+                    return blob
+                return self._write_new(f, progress, expected_hex=hasher.hex, staged=staged)
 
     def _source(self, source: str) -> tuple[fsspec.AbstractFileSystem, str]:
         if is_local_path(source):
@@ -444,20 +473,19 @@ class BlobStore:
     @staticmethod
     def _open_source(fs: fsspec.AbstractFileSystem, path: str, source: str) -> IO[bytes]:
         try:
-            if isinstance(fs, LocalFileSystem):
-                st = os.stat(path)
-                if not stat.S_ISREG(st.st_mode):
-                    # Reading a FIFO or device would block or never end.
-                    raise ArtifactError(f"artifact source is not a regular file: {source}")
-                return open(path, "rb")  # noqa: SIM115 - the caller closes it
             return fs.open(path, "rb")
         except (FileNotFoundError, NotADirectoryError, PermissionError):
             raise ArtifactError(f"artifact source not found: {source}") from None
 
-    def _write_new(self, reader: IO[bytes], progress: Progress, expected_hex: str | None) -> Blob:
+    def _write_new(self, reader: IO[bytes], progress: Progress, expected_hex: str | None,
+                   staged: Staged | None = None) -> Blob:
+        """Copy ``reader`` to a temp name while hashing it, then publish it under its digest — or, with
+        ``staged``, leave the temp for ``publish_staged`` (a folder's blobs appear only once every file of
+        it was copied, so a refused folder leaves nothing outside the temporaries)."""
         tmp = self._tmp_path()
         hasher = _Hasher(progress)
         written = 0
+        keep = False
         try:
             if self.local:
                 with self._open_tmp(tmp) as out:
@@ -479,9 +507,14 @@ class BlobStore:
             if expected_hex is not None and hasher.hex != expected_hex:
                 raise ArtifactError("artifact source changed while it was being stored; try again")
             blob = Blob(f"sha256:{hasher.hex}", hasher.size)
+            if staged is not None:
+                staged.append((tmp, self.path_of(blob.digest), written))
+                keep = True
+                return blob
             created = self._publish(tmp, self.path_of(blob.digest))
         finally:
-            self._discard_tmp(tmp)
+            if not keep:
+                self._discard_tmp(tmp)
         self._count(written + (hasher.size if created and not self.local else 0), deduplicated=not created)
         return blob
 
@@ -492,6 +525,22 @@ class BlobStore:
             make_root(self.root)
             self._file_modes = modes_under(self.root)
         return self._file_modes
+
+    def publish_staged(self, staged: Staged) -> None:
+        """Move every staged temp into place (a blob already there is kept and the temp dropped)."""
+        staged.reverse()  # in copy order (the manifest last), popping from the end
+        with _edge("cannot write blob"):
+            while staged:
+                tmp, final, written = staged.pop()
+                try:
+                    created = self._publish(tmp, final)
+                finally:
+                    self._discard_tmp(tmp)
+                self._count(written + (written if created and not self.local else 0), deduplicated=not created)
+
+    def discard_staged(self, staged: Staged) -> None:
+        while staged:
+            self._discard_tmp(staged.pop()[0])
 
     def _open_tmp(self, tmp: str) -> IO[bytes]:
         # The temp folder is made (durably) when an open finds it missing: on first use, or if someone removed it.
@@ -657,85 +706,93 @@ class BlobStore:
 
     # -- artifacts --------------------------------------------------------------------------------------
 
-    def ingest(self, source: str, progress: Progress = None) -> ArtifactInfo:
-        """Store a file or a directory (local path or fsspec URL) and describe it."""
+    def ingest(self, source: str, progress: Progress = None, *, beneath: str | None = None) -> ArtifactInfo:
+        """Store a file or a directory (local path or fsspec URL) and describe it.
+
+        A folder is listed whole first (names, count and manifest size checked before any byte is copied);
+        its blobs are copied to temporaries and published together at the end, so a refused folder leaves
+        nothing outside the store's temporaries. ``beneath``: a local source must stay inside that folder
+        (a worker reading under an ``MLEDGER_SOURCES`` prefix: no link may lead it out)."""
         fs, path = self._source(source)
+        if isinstance(fs, LocalFileSystem):
+            return self._ingest_local(path, source, progress, beneath)
         with _edge(f"artifact source not found: {source}"):
-            if isinstance(fs, LocalFileSystem):
-                if not os.path.lexists(path):
-                    raise ArtifactError(f"artifact source not found: {source}")
-                is_dir = os.path.isdir(path)
-            else:
-                fs.invalidate_cache(path)
-                try:
-                    is_dir = fs.isdir(path)
-                    if not is_dir and not fs.exists(path):
-                        raise FileNotFoundError(path)
-                except FileNotFoundError:
-                    raise ArtifactError(f"artifact source not found: {source}") from None
+            fs.invalidate_cache(path)
+            try:
+                is_dir = fs.isdir(path)
+                if not is_dir and not fs.exists(path):
+                    raise FileNotFoundError(path)
+            except FileNotFoundError:
+                raise ArtifactError(f"artifact source not found: {source}") from None
         if not is_dir:
             blob = self.put_file(source, progress)
-            mode = 0o644
-            if isinstance(fs, LocalFileSystem):
-                mode = normalize_mode(os.stat(path).st_mode)
-            name = posixpath.basename(path.replace(os.sep, "/").rstrip("/")) or "artifact"
-            entry = FileEntry(path=name, digest=blob.digest, size=blob.size, mode=mode)
+            name = posixpath.basename(path.rstrip("/")) or "artifact"
+            entry = FileEntry(path=name, digest=blob.digest, size=blob.size, mode=0o644)
             return ArtifactInfo(digest=blob.digest, size=blob.size, kind="file", files=(entry,))
+        listing = self._list_remote(fs, path)
+        if len(listing) > MAX_FOLDER_FILES:
+            raise ArtifactError(f"the artifact directory has more than {MAX_FOLDER_FILES:,} files")
+        for rel, _full, _mode in listing:
+            check_relpath(rel)
+        staged: Staged = []
 
-        listing = self._list_local(path, source) if isinstance(fs, LocalFileSystem) else self._list_remote(fs, path)
+        def put(item: tuple[str, str, int], sub: Progress) -> Blob:
+            return self.put_file(fs.unstrip_protocol(item[1]), sub, staged)
+
+        return self._ingest_folder(listing, lambda item: (item[0], item[2]), put, staged, progress)
+
+    def _ingest_local(self, path: str, source: str, progress: Progress, beneath: str | None = None) -> ArtifactInfo:
+        root_fd, st = localsource.open_root(path, source, beneath)
+        try:
+            if stat.S_ISREG(st.st_mode):
+                name = os.path.basename(path.rstrip(os.sep)) or "artifact"
+                localsource.check_name(name, "")
+                blob = self._put_fd(root_fd, source, progress, None)
+                entry = FileEntry(path=name, digest=blob.digest, size=blob.size, mode=normalize_mode(st.st_mode))
+                return ArtifactInfo(digest=blob.digest, size=blob.size, kind="file", files=(entry,))
+            try:
+                listing = list(localsource.list_folder(root_fd, os.path.realpath(path), max_files=MAX_FOLDER_FILES,
+                                                       max_names_bytes=MAX_MANIFEST_BYTES))
+            except PermissionError as exc:
+                raise ArtifactError(f"artifact source not readable: {source}: {exc.filename or exc}") from None
+            for e in listing:
+                check_relpath(e.path)
+            staged: Staged = []
+
+            def put(e: localsource.LocalEntry, sub: Progress) -> Blob:
+                fd = localsource.open_file(root_fd, e)
+                try:
+                    return self._put_fd(fd, e.path, sub, staged)
+                finally:
+                    os.close(fd)
+
+            return self._ingest_folder(listing, lambda e: (e.path, e.mode), put, staged, progress)
+        finally:
+            os.close(root_fd)
+
+    def _ingest_folder(self, listing: list[Any], describe: Callable[[Any], tuple[str, int]],
+                       put: Callable[[Any, Progress], Blob], staged: Staged, progress: Progress) -> ArtifactInfo:
         entries = []
         done = 0
-        for rel, full, mode in listing:
-            check_relpath(rel)
-            base = done
-
-            def sub(n: int, base: int = base) -> None:
-                if progress is not None:
-                    progress(base + n)
-
-            blob = self.put_file(fs.unstrip_protocol(full) if not isinstance(fs, LocalFileSystem) else full, sub)
-            done += blob.size
-            entries.append(FileEntry(path=rel, digest=blob.digest, size=blob.size, mode=mode))
-        entries.sort(key=lambda e: e.path)
-        man = self.put_bytes(manifest_bytes(entries))
-        return ArtifactInfo(digest=man.digest, size=sum(e.size for e in entries), kind="directory", files=tuple(entries))
-
-    def _list_local(self, root: str, source: str) -> list[tuple[str, str, int]]:
-        real_root = os.path.realpath(root)
-        out: list[tuple[str, str, int]] = []
-        seen_dirs: set[str] = set()
-
-        def inside(p: str) -> bool:
-            return p == real_root or p.startswith(real_root + os.sep)
-
-        def walk(d: str, rel: str) -> None:
-            real = os.path.realpath(d)
-            if real in seen_dirs:  # a symlink cycle inside the folder
-                return
-            seen_dirs.add(real)
-            with os.scandir(d) as it:
-                items = sorted(it, key=lambda e: e.name)
-            for e in items:
-                r = f"{rel}/{e.name}" if rel else e.name
-                if e.is_symlink():
-                    target = os.path.realpath(e.path)
-                    if not inside(target):
-                        raise ArtifactError(f"symlink escapes the artifact directory: {r}")
-                    if not os.path.exists(target):
-                        raise ArtifactError(f"broken symlink in the artifact directory: {r}")
-                st = os.stat(e.path)
-                if stat.S_ISDIR(st.st_mode):
-                    walk(e.path, r)
-                elif stat.S_ISREG(st.st_mode):
-                    out.append((r, e.path, normalize_mode(st.st_mode)))
-                else:
-                    raise ArtifactError(f"not a regular file in the artifact directory: {r}")
-
         try:
-            walk(root, "")
-        except PermissionError as exc:
-            raise ArtifactError(f"artifact source not readable: {source}: {exc.filename}") from None
-        return out
+            for item in listing:
+                base = done
+
+                def sub(n: int, base: int = base) -> None:
+                    if progress is not None:
+                        progress(base + n)
+
+                blob = put(item, sub)
+                done += blob.size
+                rel, mode = describe(item)
+                entries.append(FileEntry(path=rel, digest=blob.digest, size=blob.size, mode=mode))
+            entries.sort(key=lambda e: e.path)
+            man = self.put_bytes(manifest_bytes(entries), staged)
+            self.publish_staged(staged)
+        finally:
+            self.discard_staged(staged)
+        return ArtifactInfo(digest=man.digest, size=sum(e.size for e in entries), kind="directory",
+                            files=tuple(entries))
 
     @staticmethod
     def _list_remote(fs: fsspec.AbstractFileSystem, root: str) -> list[tuple[str, str, int]]:

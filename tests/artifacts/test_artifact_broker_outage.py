@@ -19,7 +19,7 @@ def _versions_registered(home: Path, name: str) -> list:
     return [e for e in events(home, "VersionRegistered") if e.data.get("name") == name]
 
 
-def test_cli_no_wait_with_broker_down_commits_pending(home: Path, tmp_path: Path, mledger_argv,
+def test_cli_no_wait_with_broker_down_commits_pending(worker_sources, home: Path, tmp_path: Path, mledger_argv,
                                                       child_env) -> None:
     src = tmp_path / "a.bin"
     src.write_bytes(b"outage weights")
@@ -40,7 +40,7 @@ def test_cli_no_wait_with_broker_down_commits_pending(home: Path, tmp_path: Path
     assert len(_versions_registered(home, "down")) == 2
 
 
-def test_sdk_wait_with_broker_down_raises_artifact_error_event_committed(home: Path, tmp_path: Path) -> None:
+def test_sdk_wait_with_broker_down_raises_artifact_error_event_committed(worker_sources, home: Path, tmp_path: Path) -> None:
     from modelledger import Registry
 
     src = tmp_path / "a.bin"
@@ -55,7 +55,7 @@ def test_sdk_wait_with_broker_down_raises_artifact_error_event_committed(home: P
 
 
 @pytest.mark.redis
-def test_worker_start_up_sweep_heals_what_the_outage_left_pending(redis_url: str, home: Path, tmp_path: Path,
+def test_worker_start_up_sweep_heals_what_the_outage_left_pending(worker_sources, redis_url: str, home: Path, tmp_path: Path,
                                                                   mledger_argv, child_env) -> None:
     from modelledger import Registry
     from modelledger.config import Config

@@ -56,7 +56,7 @@ def test_sdk_missing_source_raises_before_append(reg, home: Path, tmp_path: Path
     assert reg.head() == head
 
 
-def test_source_removed_after_commit_fails_once(home: Path, tmp_path: Path) -> None:
+def test_source_removed_after_commit_fails_once(worker_sources, home: Path, tmp_path: Path) -> None:
     """The source vanished between the command and the worker: the version ends ``failed`` with one
     ArtifactFailed (no retries of a permanent error), and waiting reports the reason."""
     fakeredis = pytest.importorskip("fakeredis")

@@ -78,7 +78,7 @@ def _start_worker(broker: dramatiq.Broker, seen: Seen) -> dramatiq.Worker:
     return worker
 
 
-def test_no_wait_pending_then_worker_ready_and_duplicates_append_once(redis_registry, home: Path,
+def test_no_wait_pending_then_worker_ready_and_duplicates_append_once(worker_sources, redis_registry, home: Path,
                                                                       tmp_path: Path) -> None:
     reg, broker = redis_registry
     src = tmp_path / "model.bin"
@@ -115,7 +115,7 @@ def test_no_wait_pending_then_worker_ready_and_duplicates_append_once(redis_regi
 
 
 @pytest.mark.redis
-def test_mledger_worker_run_in_thread_serves_pending_versions(redis_url: str, home: Path, tmp_path: Path,
+def test_mledger_worker_run_in_thread_serves_pending_versions(worker_sources, redis_url: str, home: Path, tmp_path: Path,
                                                               mledger_argv, child_env) -> None:
     """The product's worker entry point (``modelledger.worker.run``): its start-up sweep re-sends what is
     pending while the original jobs are still queued — every version is stored exactly once."""
@@ -171,7 +171,7 @@ def test_mledger_worker_run_in_thread_serves_pending_versions(redis_url: str, ho
     assert events(home, "ArtifactFailed") == []
 
 
-def test_concurrent_duplicate_ingests_store_once(redis_registry, home: Path, tmp_path: Path) -> None:
+def test_concurrent_duplicate_ingests_store_once(worker_sources, redis_registry, home: Path, tmp_path: Path) -> None:
     """Four deliveries of the same job running at the same moment (what redelivery plus a sweep can
     produce): one records ArtifactStored, the others find it and append nothing."""
     reg, _broker = redis_registry

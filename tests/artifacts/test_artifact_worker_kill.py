@@ -45,7 +45,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 @pytest.mark.redis
 @pytest.mark.slow
-def test_sigkill_mid_ingest_then_new_worker_completes(redis_url: str, home: Path, tmp_path: Path,
+def test_sigkill_mid_ingest_then_new_worker_completes(worker_sources, redis_url: str, home: Path, tmp_path: Path,
                                                       mledger_argv, child_env) -> None:
     src = tmp_path / "big.dat"
     _make_large(src)

@@ -23,7 +23,7 @@ CLI_DOWN = 10
 
 @pytest.mark.redis
 @pytest.mark.slow
-def test_registrations_during_a_broker_outage_all_become_ready(private_redis, tmp_path: Path, figures) -> None:
+def test_registrations_during_a_broker_outage_all_become_ready(worker_sources, private_redis, tmp_path: Path, figures) -> None:
     from modelledger import Registry
 
     home = tmp_path / "home"

@@ -179,7 +179,7 @@ def _retries_by_message(log: Path) -> dict[str, list[int]]:
 @pytest.mark.s3
 @pytest.mark.redis
 @pytest.mark.slow
-def test_s3_errors_and_outage_mid_upload_fail_with_reason_then_retry_succeeds(
+def test_s3_errors_and_outage_mid_upload_fail_with_reason_then_retry_succeeds(worker_sources,
         moto_endpoint: str, aws_env, private_redis, tmp_path: Path, figures) -> None:
     import fsspec
 

@@ -52,10 +52,12 @@ def _stored(db: Path, name: str, number: int) -> list[dict]:
 
 @pytest.mark.redis
 @pytest.mark.slow
-def test_worker_sigkilled_mid_ingest_ten_times(redis_url: str, tmp_path: Path, big_file: Path, figures) -> None:
+def test_worker_sigkilled_mid_ingest_ten_times(redis_url: str, tmp_path: Path, big_file: Path, figures,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
     from modelledger import Registry
     from modelledger.worker import TMP_MAX_AGE
 
+    monkeypatch.setenv("MLEDGER_SOURCES", str(big_file.parent))  # the worker reads it (the path under test)
     rnd = random.Random(4242)
     home = tmp_path / "home"
     db = home / "registry.db"
