@@ -7,11 +7,12 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
-from history_support import ALIASES, NAMES, leaf, names, refs, run_command
+from command_support import ALIASES, NAMES, Runner, assert_exercised, command_strategies, leaf, sequences
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -35,20 +36,10 @@ patches = st.dictionaries(st.sampled_from(["lr", "wd", "nested"]),
                           max_size=2)
 contents = st.integers(0, len(CONTENTS) - 1)
 
-commands = st.one_of(
-    st.tuples(st.just("register"), names, contents, patches, st.sampled_from(DESCRIPTIONS),
-              st.dictionaries(st.sampled_from(TAG_KEYS), st.sampled_from(TAG_VALUES), max_size=1)),
-    st.tuples(st.just("update"), refs, patches, st.one_of(st.none(), contents)),
-    st.tuples(st.just("tag"), refs, st.sampled_from(TAG_KEYS), st.sampled_from(TAG_VALUES)),
-    st.tuples(st.just("untag"), refs, st.sampled_from(TAG_KEYS)),
-    st.tuples(st.just("metrics"), refs, st.sampled_from(["acc", "loss"]), st.sampled_from(METRIC_VALUES)),
-    st.tuples(st.just("alias"), refs, st.sampled_from(ALIASES)),
-    st.tuples(st.just("unalias"), names, st.sampled_from(ALIASES)),
-    st.tuples(st.just("rollback"), names, st.sampled_from(ALIASES)),
-    st.tuples(st.just("delete"), refs),
-    st.tuples(st.just("undelete"), refs),
-    st.tuples(st.just("gc")),  # purges (and undelete re-ingests): ArtifactPurged / ArtifactRequested states
-)
+commands = sequences(command_strategies(
+    contents, patches, st.sampled_from(DESCRIPTIONS),
+    st.dictionaries(st.sampled_from(TAG_KEYS), st.sampled_from(TAG_VALUES), max_size=1),
+    TAG_KEYS, TAG_VALUES, METRIC_VALUES), max_extra=4)
 
 
 def answer(call) -> Any:
@@ -125,35 +116,43 @@ def fold_of_prefix(template: Path, source_db: Path, position: int, dest: Path):
     return Catalog(CatalogProjection(recorder)), recorder
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(sequence=st.lists(commands, min_size=1, max_size=12))
-def test_the_catalog_as_of_every_position_equals_the_fold_of_that_prefix(workdir, sequence):
+def test_the_catalog_as_of_every_position_equals_the_fold_of_that_prefix(workdir):
     from modelledger import Registry
 
     base, files, template = workdir
-    home = Path(tempfile.mkdtemp(dir=base))
-    try:
-        with Registry.open(home, actor="hypothesis", artifacts=str(home / "blobs")) as reg:
-            run_command(reg, files, ("register", "a", 0, {"lr": 1}, "resnet vision", {"env": "prod"}))
-            for command in sequence:
-                run_command(reg, files, command)
-            head = reg.head()
-            for position in range(head + 1):
-                past = reg.catalog(as_of=position)
-                assert past.position == position
-                fold, recorder = fold_of_prefix(template, home / "registry.db", position, home / f"fold-{position}.db")
-                try:
-                    assert recorder.head() == position
-                    want = observations(fold)
-                finally:
-                    recorder.close()
-                got = observations(past)
-                for key in want:
-                    assert got[key] == want[key], f"as of #{position} (head #{head}): {key}"
-            # And the same through the other spellings of a position.
-            assert observations(reg.catalog(as_of=f"#{head}")) == observations(reg.catalog(as_of=head))
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
+    tally: Counter = Counter()
+
+    @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(sequence=commands)
+    def prop(sequence):
+        home = Path(tempfile.mkdtemp(dir=base))
+        try:
+            with Registry.open(home, actor="hypothesis", artifacts=str(home / "blobs")) as reg:
+                runner = Runner(reg, files, tally)
+                runner.setup()
+                for command in sequence:
+                    runner.run(command)
+                head = reg.head()
+                for position in range(head + 1):
+                    past = reg.catalog(as_of=position)
+                    assert past.position == position
+                    fold, recorder = fold_of_prefix(template, home / "registry.db", position,
+                                                    home / f"fold-{position}.db")
+                    try:
+                        assert recorder.head() == position
+                        want = observations(fold)
+                    finally:
+                        recorder.close()
+                    got = observations(past)
+                    for key in want:
+                        assert got[key] == want[key], f"as of #{position} (head #{head}): {key}"
+                # And the same through the other spellings of a position.
+                assert observations(reg.catalog(as_of=f"#{head}")) == observations(reg.catalog(as_of=head))
+        finally:
+            shutil.rmtree(home, ignore_errors=True)
+
+    prop()
+    assert_exercised(tally)
 
 
 # -- known differences between the past catalog and the present one (found while writing the above) ---------
