@@ -15,8 +15,14 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from command_support import LEGAL_REFUSALS, Runner, assert_exercised, command_strategies, sequences
-from hypothesis import HealthCheck, given, settings
+from command_support import (
+    EVERY_KIND,
+    LEGAL_REFUSALS,
+    Runner,
+    assert_exercised,
+    command_strategies,
+)
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from eventstore.verify import verify_rows
@@ -155,7 +161,8 @@ def test_random_command_sequences_keep_the_catalog_equal_to_a_replay(workdir):
     tally: Counter = Counter()
 
     @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-    @given(sequence=sequences([*ops, *more], max_extra=14))
+    @given(sequence=st.lists(st.one_of(*ops, *more), min_size=1, max_size=30))
+    @example(sequence=[("+", command) for command in EVERY_KIND])
     def prop(sequence):
         check_against_a_replay(workdir, sequence, tally)
 
@@ -208,7 +215,8 @@ def check_against_a_replay(workdir, sequence, tally: Counter) -> None:
 
 
 @settings(max_examples=40, deadline=None)
-@given(sequence=sequences([*ops, *more], max_extra=4), cut=st.integers(0, 100))
+@given(sequence=st.lists(st.one_of(*ops, *more), min_size=1, max_size=15), cut=st.integers(0, 100))
+@example(sequence=[("+", command) for command in EVERY_KIND], cut=len(EVERY_KIND) // 2)
 def test_replaying_a_prefix_of_the_log_gives_the_catalog_at_that_point(workdir, sequence, cut):
     """The catalog after N commands equals a fresh registry built from the first events of the log."""
     from modelledger import Registry

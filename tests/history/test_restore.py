@@ -13,8 +13,17 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from command_support import NAMES, Runner, assert_exercised, command_strategies, leaf, names, refs, sequences
-from hypothesis import HealthCheck, event, given, settings
+from command_support import (
+    EVERY_KIND,
+    NAMES,
+    Runner,
+    assert_exercised,
+    command_strategies,
+    leaf,
+    names,
+    refs,
+)
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from eventstore.errors import ModelLedgerError, PurgedError
@@ -28,9 +37,11 @@ contents = st.integers(0, len(CONTENTS) - 1)
 kinds = command_strategies(contents, patches, st.just(""),
                            st.dictionaries(st.sampled_from(TAG_KEYS), st.sampled_from(["x", "y"]), max_size=1),
                            TAG_KEYS, ["x", "y"], [0.5, 0.9])
-# After P: deletes (of versions and models) weigh double, so there is often something to bring back.
-later = st.lists(st.one_of(*kinds, st.tuples(st.just("delete"), refs), st.tuples(st.just("delete"), names)),
-                 min_size=1, max_size=8)
+# After P: a delete (of a version or a model) and a gc in random order among up to 6 other commands, so there
+# is often something to bring back, and bytes to fetch again.
+later = st.tuples(st.lists(st.one_of(*kinds, st.tuples(st.just("delete"), names)), max_size=6),
+                  st.tuples(st.just("delete"), refs), st.just(("gc",))).flatmap(
+    lambda t: st.permutations([*t[0], t[1], t[2]]))
 
 # The restore law's oracle, written here rather than taken from the product: a model's JSON with only what a
 # restore cannot (or does not promise to) bring back left out. Nothing is removed from the log, so the
@@ -93,7 +104,8 @@ def test_restore_makes_every_model_what_it_was_at_p(workdir):
     tally: Counter = Counter()
 
     @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-    @given(before=sequences(kinds, max_extra=2), after=later)
+    @given(before=st.lists(st.one_of(kinds), min_size=1, max_size=8), after=later)
+    @example(before=EVERY_KIND, after=[("delete", "a@1"), ("gc",)])
     def prop(before, after):
         home = Path(tempfile.mkdtemp(dir=workdir))
         try:
@@ -155,7 +167,8 @@ def test_restoring_one_model_leaves_the_others_untouched(workdir):
     tally: Counter = Counter()
 
     @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-    @given(before=sequences(kinds, max_extra=2), after=later, target=names)
+    @given(before=st.lists(st.one_of(kinds), min_size=1, max_size=8), after=later, target=names)
+    @example(before=EVERY_KIND, after=[("delete", "a@1"), ("gc",)], target="a")
     def prop(before, after, target):
         home = Path(tempfile.mkdtemp(dir=workdir))
         try:
