@@ -6,7 +6,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from services import ROOT, mledger_command, subprocess_env  # noqa: F401 - shared with the suites
+from hypothesis import settings
+from services import HYPOTHESIS_PROFILE, ROOT, mledger_command, subprocess_env  # noqa: F401 - shared
+
+# Chosen by HYPOTHESIS_PROFILE (.ci/run sets "ci"); the budgets themselves scale through services.examples().
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("nightly", derandomize=False, print_blob=True)
+settings.load_profile(HYPOTHESIS_PROFILE)
 
 
 @pytest.fixture

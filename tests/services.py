@@ -16,6 +16,16 @@ from typing import Any
 
 import pytest
 
+# Hypothesis: "ci" replays a fixed set of examples (a failure in CI is reproducible; print_blob says how);
+# "nightly" explores, with ten times the examples; the default explores at the budgets the tests set.
+HYPOTHESIS_PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "default")
+
+
+def examples(n: int) -> int:
+    """A property's example budget under the current profile."""
+    return n * 10 if HYPOTHESIS_PROFILE == "nightly" else n
+
+
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 # One database of our own (15 unless MLEDGER_TEST_REDIS_DB says otherwise, so parallel runs do not share one).
 REDIS_DB = int(os.environ.get("MLEDGER_TEST_REDIS_DB", "15"))

@@ -24,6 +24,7 @@ from command_support import (
 )
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from services import examples
 
 from eventstore.verify import verify_rows
 
@@ -160,7 +161,7 @@ def search_answers(reg) -> dict[str, list[str]]:
 def test_random_command_sequences_keep_the_catalog_equal_to_a_replay(workdir):
     tally: Counter = Counter()
 
-    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(sequence=st.lists(st.one_of(*ops, *more), min_size=1, max_size=30))
     @example(sequence=[("+", command) for command in EVERY_KIND])
     def prop(sequence):
@@ -214,7 +215,7 @@ def check_against_a_replay(workdir, sequence, tally: Counter) -> None:
         shutil.rmtree(home, ignore_errors=True)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(sequence=st.lists(st.one_of(*ops, *more), min_size=1, max_size=15), cut=st.integers(0, 100))
 @example(sequence=[("+", command) for command in EVERY_KIND], cut=len(EVERY_KIND) // 2)
 def test_replaying_a_prefix_of_the_log_gives_the_catalog_at_that_point(workdir, sequence, cut):

@@ -25,6 +25,7 @@ from command_support import (
 )
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
+from services import examples
 
 from eventstore.errors import ModelLedgerError, PurgedError
 
@@ -103,7 +104,7 @@ def test_restore_makes_every_model_what_it_was_at_p(workdir):
 
     tally: Counter = Counter()
 
-    @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @settings(max_examples=examples(25), deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(before=st.lists(st.one_of(kinds), min_size=1, max_size=8), after=later)
     @example(before=EVERY_KIND, after=[("delete", "a@1"), ("gc",)])
     def prop(before, after):
@@ -166,7 +167,7 @@ def test_restoring_one_model_leaves_the_others_untouched(workdir):
 
     tally: Counter = Counter()
 
-    @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @settings(max_examples=examples(15), deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(before=st.lists(st.one_of(kinds), min_size=1, max_size=8), after=later, target=names)
     @example(before=EVERY_KIND, after=[("delete", "a@1"), ("gc",)], target="a")
     def prop(before, after, target):

@@ -23,6 +23,7 @@ from command_support import (
 )
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from services import examples
 
 from eventstore.errors import ModelLedgerError
 from eventstore.sqlite import SQLiteRecorder
@@ -130,7 +131,7 @@ def test_the_catalog_as_of_every_position_equals_the_fold_of_that_prefix(workdir
     base, files, template = workdir
     tally: Counter = Counter()
 
-    @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @settings(max_examples=examples(25), deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(sequence=st.lists(commands, min_size=1, max_size=12))
     @example(sequence=EVERY_KIND)
     def prop(sequence):
