@@ -1,14 +1,14 @@
 """Section ``redis`` of ``scripts/bench.py``: register → ready through the Redis broker and a real worker.
 
 ``mledger worker --threads 4`` runs as a subprocess (``MLEDGER_HOME`` = a temp home, ``MLEDGER_BROKER`` =
-``redis://127.0.0.1:6379/15`` — database 15 only; it is FLUSHDB'd before and after, nothing else is
-touched). The bench process opens the same home with ``Registry.open(home, broker=url)`` and times
+``redis://127.0.0.1:6379/15``; never flushed: the bench's registry has a Redis namespace of its own, and only
+that namespace's keys are deleted afterwards, so a test run sharing the database loses nothing). The bench process opens the same home with ``Registry.open(home, broker=url)`` and times
 ``register(name, small_file)`` (each file different, a few hundred bytes) until it returns ``ready`` (the
 SDK waits by default in Redis mode: the version is appended ``pending``, the job goes through Redis, the
 worker ingests and appends ``ArtifactStored``, the SDK polls the catalog). Baseline, in the same run: the
 same registers on an embedded registry (ingest in-process, one commit). The broker is process-global, so
 the two sides alternate in blocks (one registry open at a time), each block after one unmeasured register.
-``MLEDGER_BENCH_REDIS`` overrides the URL (it must name database 15).
+``MLEDGER_BENCH_REDIS`` overrides the URL.
 """
 
 from __future__ import annotations
@@ -41,8 +41,6 @@ def size(key: str, quick: bool) -> int:
 def redis_client(url: str) -> Any:
     import redis
 
-    if not url.rstrip("/").endswith("/15"):
-        raise SystemExit(f"the redis bench uses database 15 only, not {url}")
     return redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
 
 
@@ -126,10 +124,10 @@ def bench_redis(tmp: str, quick: bool) -> list[Row]:
         redis_files, embedded_files = files[:n], files[n:2 * n]
         warms = files[2 * n:]
         home_r, home_e = os.path.join(d, "home-redis"), os.path.join(d, "home-embedded")
-        client.flushdb()
         from modelledger import Registry
 
-        Registry.open(home_r, broker=url, actor=ACTOR).close()  # create the registry before the worker opens it
+        with Registry.open(home_r, broker=url, actor=ACTOR) as reg:  # made before the worker opens it
+            namespace = reg.broker.namespace
         logfile = os.path.join(d, "worker.log")
         worker = start_worker(home_r, url, logfile)
         samples: dict[str, list[float]] = {"redis": [], "embedded": []}
@@ -151,8 +149,10 @@ def bench_redis(tmp: str, quick: bool) -> list[Row]:
         finally:
             stopped = stop_worker(worker)
             try:
-                client.flushdb()
-            except Exception:  # noqa: BLE001 - best effort cleanup of db 15
+                keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
+                if keys:
+                    client.delete(*keys)
+            except Exception:  # noqa: BLE001 - best effort cleanup of the bench's own keys
                 pass
             from workers.broker import use
 

@@ -6,7 +6,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from services import ROOT, mledger_command, subprocess_env  # noqa: F401 - shared with the suites
+from hypothesis import settings
+from services import HYPOTHESIS_PROFILE, ROOT, mledger_command, subprocess_env  # noqa: F401 - shared
+
+# Chosen by HYPOTHESIS_PROFILE (.ci/run sets "ci"); the budgets themselves scale through services.examples().
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("nightly", derandomize=False, print_blob=True)
+settings.load_profile(HYPOTHESIS_PROFILE)
 
 
 @pytest.fixture
@@ -98,13 +104,22 @@ def mledger_argv() -> list[str]:
 # -- services shared by the artifact and reliability suites (policy in tests/services.py) ----------------
 
 @pytest.fixture
-def redis_url():
-    """The real Redis at 127.0.0.1:6379, database 15, emptied before and after the test (FLUSHDB of db 15
-    only — never another database)."""
+def redis_url(tmp_path: Path):
+    """The real Redis at 127.0.0.1:6379 (database 15, or MLEDGER_TEST_REDIS_DB). Never flushed: afterwards
+    the keys of the registries the test made under its tmp_path are deleted, and nothing else (a concurrent
+    run's jobs live under other namespaces)."""
     import socket
 
     import redis
-    from services import REDIS_DB, REDIS_HOST, REDIS_PORT, REDIS_URL, unavailable
+    from services import (
+        REDIS_DB,
+        REDIS_HOST,
+        REDIS_PORT,
+        REDIS_URL,
+        forget_redis_keys,
+        registry_namespaces,
+        unavailable,
+    )
 
     try:
         with socket.create_connection((REDIS_HOST, REDIS_PORT), timeout=2):
@@ -114,11 +129,10 @@ def redis_url():
         client.ping()
     except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
         unavailable(f"Redis at {REDIS_HOST}:{REDIS_PORT} ({type(exc).__name__}: {exc})")
-    client.flushdb()
     try:
         yield REDIS_URL
     finally:
-        client.flushdb()
+        forget_redis_keys(client, registry_namespaces(tmp_path))
         client.close()
 
 

@@ -16,10 +16,51 @@ from typing import Any
 
 import pytest
 
+# Hypothesis: "ci" replays a fixed set of examples (a failure in CI is reproducible; print_blob says how);
+# "nightly" explores, with ten times the examples; the default explores at the budgets the tests set.
+HYPOTHESIS_PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "default")
+
+
+def examples(n: int) -> int:
+    """A property's example budget under the current profile."""
+    return n * 10 if HYPOTHESIS_PROFILE == "nightly" else n
+
+
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
-# One database of our own (15 unless MLEDGER_TEST_REDIS_DB says otherwise, so parallel runs do not share one).
+# Database 15 unless MLEDGER_TEST_REDIS_DB says otherwise. Runs may share it: every registry has a Redis
+# namespace of its own (mledger-<registry id>), and the tests delete only the keys of their own registries —
+# never FLUSHDB — so a concurrent run (or the Redis benchmark) cannot drop another's jobs.
 REDIS_DB = int(os.environ.get("MLEDGER_TEST_REDIS_DB", "15"))
 REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_DB}"
+
+
+def registry_namespaces(root: Path) -> list[str]:
+    """The Redis namespaces of the registries whose database lies under ``root``."""
+    import sqlite3
+
+    out = []
+    for db in root.rglob("registry.db"):
+        try:
+            conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+            try:
+                row = conn.execute("SELECT value FROM registry_meta WHERE key = 'id'").fetchone()
+            finally:
+                conn.close()
+        except sqlite3.Error:
+            continue
+        if row:
+            out.append(f"mledger-{row[0][:12]}")
+    return out
+
+
+def forget_redis_keys(client: Any, namespaces: list[str]) -> int:
+    """Delete the keys of these namespaces only (what FLUSHDB would have done to ours, and only ours)."""
+    deleted = 0
+    for namespace in namespaces:
+        keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
+        if keys:
+            deleted += client.delete(*keys)
+    return deleted
 
 AWS_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL_S3", "FSSPEC_S3_ENDPOINT_URL",
             "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE", "AWS_SESSION_TOKEN")

@@ -201,6 +201,26 @@ def test_cli_idempotency_key_returns_the_first_result(setup, cli):
     assert code == 0 and json.loads(out2)["ref"] == json.loads(out)["ref"] and reg.head() == head
 
 
+@pytest.mark.parametrize("extra", [("--artifact", "OTHER"), ("--tag", "team=b"), ("--description", "second"),
+                                   ("--structure", '{"layers": 3}')])
+def test_cli_idempotency_key_reused_with_another_artifact_tags_description_or_structure_is_refused(
+        setup, cli, tmp_path, extra):
+    reg, art = setup["reg"], setup["artifact"]
+    other = tmp_path / "other.bin"
+    other.write_bytes(b"other weights\n")
+    base = {"--artifact": art, "--tag": "team=a", "--description": "first", "--structure": '{"layers": 2}'}
+    argv = [x for k, v in base.items() for x in (k, v)]
+    code, out, err = cli("register", "m", *argv, "--idempotency-key", "job-9", "--json")
+    assert code == 0, err
+    head = reg.head()
+    changed = base | {extra[0]: str(other) if extra[1] == "OTHER" else extra[1]}
+    argv = [x for k, v in changed.items() for x in (k, v)]
+    code, out, err = cli("register", "m", *argv, "--idempotency-key", "job-9", "--json")
+    assert code == 4, (out, err)
+    assert len(err.splitlines()) == 1 and "job-9" in err
+    assert reg.head() == head
+
+
 def test_console_script_idempotent_retry(setup, mledger):
     reg, art = setup["reg"], setup["artifact"]
     args = ("register", "m", "--artifact", art, "--idempotency-key", "sub-1", "--json")

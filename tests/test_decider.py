@@ -343,13 +343,43 @@ def test_register_with_the_same_idempotency_key_appends_once(reg, artifact):
 def test_update_with_the_same_idempotency_key_appends_once(reg, artifact):
     reg.register("m", artifact)
     v2 = reg.update("m@1", params={"lr": 0.5}, idempotency_key="u-1")
-    head = reg.head()
     reg.register("m", artifact)  # latest moves on; the retry still answers with the first result
     head = reg.head()
     assert reg.update("m@1", params={"lr": 0.5}, idempotency_key="u-1").ref == v2.ref
     assert reg.head() == head
     refused(reg, IdempotencyError, reg.update, "m@1", params={"lr": 0.6}, idempotency_key="u-1")
     assert verify_rows(reg.recorder.raw_rows()).ok
+
+
+@pytest.mark.parametrize("change", ["artifact", "tags", "description", "structure", "optimizer", "params"])
+def test_a_key_reused_for_a_register_that_differs_in_any_field_is_refused(reg, artifact, make_artifact, change):
+    """The fingerprint covers the whole request: a retry that names another artifact (or tags, description,
+    structure, ...) is another request, never answered with the first version."""
+    other = make_artifact("other.bin", b"other weights\n")
+    request = {"artifact": str(artifact), "tags": {"team": "a"}, "description": "first", "structure": {"layers": 2},
+               "optimizer": {"lr": 0.1}, "params": {"epochs": 1}}
+    first = reg.register("m", idempotency_key="k-1", **request)
+    differs = {"artifact": str(other), "tags": {"team": "b"}, "description": "second", "structure": {"layers": 3},
+               "optimizer": {"lr": 0.2}, "params": {"epochs": 2}}
+    err = refused(reg, IdempotencyError, reg.register, "m", idempotency_key="k-1", **(request | {change: differs[change]}))
+    assert "k-1" in str(err)
+    assert reg.model("m").version_count == 1
+    assert reg.get("m@latest").ref == first.ref
+
+
+@pytest.mark.parametrize("change", ["artifact", "structure", "optimizer", "description", "ref"])
+def test_a_key_reused_for_an_update_that_differs_in_any_field_is_refused(reg, artifact, make_artifact, change):
+    other = make_artifact("other.bin", b"other weights\n")
+    reg.register("m", artifact)
+    reg.register("m", artifact)
+    request = {"params": {"lr": 0.5}, "artifact": str(artifact), "structure": {"layers": 2},
+               "optimizer": {"lr": 0.1}, "description": "first"}
+    reg.update("m@1", idempotency_key="u-1", **request)
+    differs = {"artifact": str(other), "structure": {"layers": 3}, "optimizer": {"lr": 0.2}, "description": "second"}
+    ref = "m@2" if change == "ref" else "m@1"
+    refused(reg, IdempotencyError, reg.update, ref, idempotency_key="u-1",
+            **(request | ({change: differs[change]} if change in differs else {})))
+    assert reg.model("m").version_count == 3
 
 
 # -- the decider alone --------------------------------------------------------------------------------

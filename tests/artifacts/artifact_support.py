@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +12,11 @@ from services import REDIS_DB, REDIS_HOST, REDIS_PORT, REDIS_URL, sha256_file  #
 
 from eventstore.sqlite import SQLiteRecorder
 
-# Nothing listens here: the broker is "down".
-DEAD_REDIS_URL = f"redis://{REDIS_HOST}:6390/{REDIS_DB}"
+# Nothing listens here: the broker is "down". The port is bound (and never listened on) for the whole run, so
+# connections are refused and no other process can take it (a fixed port number could be anyone's).
+_DEAD_PORT = socket.socket()
+_DEAD_PORT.bind((REDIS_HOST, 0))
+DEAD_REDIS_URL = f"redis://{REDIS_HOST}:{_DEAD_PORT.getsockname()[1]}/{REDIS_DB}"
 
 
 def noise(n: int) -> bytes:

@@ -133,9 +133,8 @@ def test_pull_refuses_existing_dest_and_corrupt_blobs(cli, home: Path, tmp_path:
     assert code == 0, err
     assert tree_files(dest) == tree_files(src)
 
+    assert "weights.dat" in version["artifact"]["files"]
     # Flip bytes of one stored file: pull verifies every digest and leaves nothing behind.
-    weights = next(f for f in version["artifact"]["files"] if f == "weights.dat")
-    assert weights
     digest = sha256_file(src / "weights.dat")
     blob = home / "artifacts" / "sha256" / digest[7:9] / digest[9:11] / digest[7:]
     blob.chmod(0o644)

@@ -94,7 +94,10 @@ def test_gc_frees_unique_blobs_of_deleted_versions_only(cli, home: Path, tmp_pat
     code, out, err = cli("pull", "gcm@2", str(tmp_path / "out2"))
     assert code == 0, err
     assert tree_files(tmp_path / "out2") == {"shared.dat": shared, "only2.dat": only2}
-    assert v2["status"] == "ready"
+    code, out, err = cli("show", "gcm@2", "--json")
+    assert code == 0, err
+    shown2 = json.loads(out)  # gc left the live version and its bytes alone
+    assert (shown2["status"], shown2["artifact"]["digest"]) == ("ready", v2["artifact"]["digest"])
 
     # Again: nothing left to free, no second ArtifactPurged.
     code, out, err = cli("gc", "--grace", "0", "--json")

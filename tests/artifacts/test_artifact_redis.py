@@ -1,4 +1,5 @@
-"""Acceptance, Redis broker (the real server, db 15, and fakeredis with Lua): ``register(wait=False)``
+"""Acceptance, Redis broker (the real server — db 15 shared, each registry under its own namespace — and
+fakeredis with Lua): ``register(wait=False)``
 returns ``pending`` with a job that carries the log position only; a worker makes the version ``ready``;
 redelivered / duplicated messages append exactly one ArtifactStored."""
 
@@ -44,7 +45,7 @@ class Seen(dramatiq.Middleware):
 
 @pytest.fixture(params=[pytest.param("real", marks=pytest.mark.redis), "fakeredis"])
 def redis_registry(request: pytest.FixtureRequest, home: Path) -> Iterator[tuple[object, dramatiq.Broker]]:
-    """A Registry whose ingest jobs go to a RedisBroker (real db 15, or fakeredis[lua]); no worker runs."""
+    """A Registry whose ingest jobs go to a RedisBroker (the real Redis, or fakeredis[lua]); no worker runs."""
     from modelledger import Registry
 
     if request.param == "real":
@@ -52,8 +53,7 @@ def redis_registry(request: pytest.FixtureRequest, home: Path) -> Iterator[tuple
         reg = Registry.open(home, broker=url, actor="tester@test")
         broker = reg.broker
     else:
-        fakeredis = pytest.importorskip("fakeredis")
-        pytest.importorskip("lupa")
+        import fakeredis  # with lupa (Lua), both in the test extra
         from dramatiq.brokers.redis import RedisBroker
         from dramatiq.middleware import CurrentMessage
 

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from reliability_support import free_port
 from services import AWS_VARS, unavailable
 
@@ -64,8 +65,23 @@ class PrivateRedis:
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = f"redis://127.0.0.1:{self.port}/15"
+        self.started = False
 
     def start(self) -> None:
+        """Start on ``self.port``. The first start may find the port taken since ``free_port()`` chose it
+        (another process can bind it in between): then it moves to a new port, up to 3 times. A restart after
+        ``stop()`` keeps the port (clients reconnect to the same URL)."""
+        for attempt in range(3):
+            try:
+                return self._start()
+            except RuntimeError:
+                taken = "Address already in use" in (self.workdir / "redis.log").read_text(errors="replace")
+                if self.started or not taken or attempt == 2:
+                    raise
+                self.port = free_port()
+                self.url = f"redis://127.0.0.1:{self.port}/15"
+
+    def _start(self) -> None:
         assert self.proc is None or self.proc.poll() is not None
         log = open(self.workdir / "redis.log", "ab")  # noqa: SIM115 - kept open by the child
         self.proc = subprocess.Popen(
@@ -75,12 +91,19 @@ class PrivateRedis:
         deadline = time.monotonic() + 20
         while True:
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server did not start: {(self.workdir / 'redis.log').read_text()}") from None
-                time.sleep(0.02)
+                # Whoever answers on the port must be our child (not a process that took the port first).
+                answering = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=0.5,
+                                        socket_connect_timeout=0.5).info("server")["process_id"]
+            except (redis.RedisError, OSError):
+                answering = None
+            if answering == self.proc.pid:
+                self.started = True
+                return
+            if answering is not None or self.proc.poll() is not None or time.monotonic() > deadline:
+                self.proc.kill()
+                self.proc.wait(10)
+                raise RuntimeError(f"redis-server did not start: {(self.workdir / 'redis.log').read_text()}")
+            time.sleep(0.02)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -154,8 +177,8 @@ def _umount(path: Path) -> None:
 @pytest.fixture
 def tmpfs(tmp_path: Path) -> Iterator[Callable[[str, str], Path]]:
     """``tmpfs(name, size)`` mounts a tmpfs of ``size`` (e.g. "3m") at tmp_path/name; unmounted afterwards.
-    Skips (with the reason) where mounting is not allowed: chmod does not stop root, only a real mount can
-    make a folder full or read-only for it."""
+    Where mounting is not allowed the test is ``unavailable`` (fails in CI, skips elsewhere): chmod does not
+    stop root, only a real mount can make a folder full or read-only for it."""
     mounted: list[Path] = []
 
     def make(name: str, size: str) -> Path:
@@ -163,7 +186,7 @@ def tmpfs(tmp_path: Path) -> Iterator[Callable[[str, str], Path]]:
         path.mkdir()
         done = _mount("-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path))
         if done.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}); the test needs a real full disk")
+            unavailable(f"mounting a tmpfs ({done.stderr.strip()}; the test needs a real full disk)")
         mounted.append(path)
         return path
 
@@ -182,12 +205,12 @@ def read_only_view(tmp_path: Path) -> Iterator[Callable[[Path], Path]]:
         view.mkdir()
         done = _mount("--bind", str(folder), str(view))
         if done.returncode != 0:
-            pytest.skip(f"cannot bind-mount here ({done.stderr.strip()}); root ignores chmod, so a read-only "
-                        "home needs a read-only mount")
+            unavailable(f"a bind mount ({done.stderr.strip()}; root ignores chmod, so a read-only home needs a "
+                        "read-only mount)")
         mounted.append(view)
         done = _mount("-o", "remount,bind,ro", str(view))
         if done.returncode != 0:
-            pytest.skip(f"cannot remount read-only here ({done.stderr.strip()})")
+            unavailable(f"a read-only remount ({done.stderr.strip()})")
         return view
 
     yield make

@@ -41,6 +41,8 @@ def assert_one_line_error(done: subprocess.CompletedProcess[str], *words: str) -
 
 
 def free_port() -> int:
+    """A port free right now. Another process may bind it before the caller's child does: callers that
+    start a server on it check that the server answering is theirs and move on otherwise (PrivateRedis)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

@@ -1,11 +1,12 @@
 """Disk full and a read-only home: a one-line error (exit non-zero), no corruption.
 
 Tests run as root, and chmod does not stop root, so the faults are real mounts: a read-only bind mount of a
-registry home, and small tmpfs mounts that fill up (skipped with the reason where ``mount`` is refused).
+registry home, and small tmpfs mounts that fill up (where ``mount`` is refused the tests are ``unavailable``:
+they fail in CI and skip, with the reason, elsewhere).
 
 - Read-only home: every command (write or read) fails with one line; the registry seen read-write
-  afterwards is exactly what it was (same head, chain verifies, audit passes). The line should say that
-  the home is read-only — today it says "unable to open database file" (strict xfail).
+  afterwards is exactly what it was (same head, chain verifies, audit passes). The line says that the home
+  is read-only.
 - Disk full, artifact store: the artifact store (MLEDGER_ARTIFACTS) on a 3 MiB tmpfs, registering new
   256 KiB artifacts until the disk is full: the command fails with one line, no temp file or partial blob
   is left, the log verifies; after the tmpfs is grown, the catalog equals a rebuild and registering works.

@@ -1,4 +1,5 @@
-"""Bad input, fuzzed with hypothesis (derandomized: the same examples on every run, so strict xfails hold).
+"""Bad input, fuzzed with hypothesis (a fixed set of examples on every run, except under the nightly profile,
+which explores: see FUZZ).
 
 - CLI: random text for names, refs, aliases, tag pairs, metrics and JSON documents, fed to ``mledger``'s
   ``main`` in this process: it returns an exit code (0, or the code of one of the project's errors, or
@@ -6,11 +7,10 @@
 - Decider: random payloads (any JSON-like value in any field) in every command type, decided against a fake
   StateView: a Decision or a ``ModelLedgerError``, nothing else; the same commands run through
   ``Registry.execute`` append nothing when refused.
-- Projector: random event payloads folded by ``apply_events`` into a fresh in-memory catalog. What it does
-  today with a malformed event (a missing key, a wrong type): it raises whatever the handler hit — KeyError,
-  TypeError, sqlite3 errors — not a ``ModelLedgerError``. Events reach it unchecked through
-  ``Registry.append_batch`` (imports, migrations), and then every later read and write of the registry fails
-  the same way (the catalog catches up before each one): both are findings, kept as strict xfails.
+- Projector: random event payloads folded by ``apply_events`` into a fresh in-memory catalog: a malformed
+  event (a missing key, a wrong type) is met with the project's own error, never whatever the handler hit
+  (KeyError, TypeError, sqlite3 errors). ``Registry.append_batch`` (imports, migrations) refuses such an
+  event up front, so later reads and writes of the registry keep working.
 """
 
 from __future__ import annotations
@@ -26,13 +26,16 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from services import HYPOTHESIS_PROFILE, examples
 
 from eventstore import commands as c
 from eventstore.errors import ModelLedgerError
 from eventstore.events import StoredEvent
 from eventstore.state import ModelState, VersionState
 
-FUZZ = settings(derandomize=True, deadline=None, max_examples=150,
+# A fixed set of 150 inputs (module-scoped fixtures accumulate state across examples, which only a fixed
+# sequence keeps reproducible), except in the nightly profile, which explores ten times as many.
+FUZZ = settings(derandomize=HYPOTHESIS_PROFILE != "nightly", deadline=None, max_examples=examples(150),
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 # -- strategies ------------------------------------------------------------------------------------------
@@ -306,5 +309,5 @@ def test_one_malformed_batch_event_does_not_brick_the_registry(tmp_path: Path) -
             reg.append_batch([NewEvent("model-ok", "Tagged", {"nam": "ok", "tags": {"a": "b"}})])
         except ModelLedgerError:
             assert reg.head() == head  # refused up front: the expected behaviour
-        reg.tag("ok", {"after": "yes"})  # today: KeyError 'name' from projections/projector.py
+        reg.tag("ok", {"after": "yes"})  # the registry still takes commands (once: KeyError 'name' here)
         assert reg.get("ok").version == 1

@@ -34,7 +34,6 @@ from reliability_support import (
     Worker,
     child_env,
     events,
-    free_port,
     run_cli,
     sha256_file,
     verify_log,
@@ -53,8 +52,7 @@ class FaultyS3:
     def __init__(self, upstream: str) -> None:
         host, port = upstream.removeprefix("http://").split(":")
         self.upstream = (host, int(port))
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.port = 0  # the first up() binds a port the kernel picks (no choose-then-bind race)
         self.mode = "pass"
         self.cut_after = 0
         self.uploaded = 0
@@ -65,6 +63,7 @@ class FaultyS3:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.up()
+        self.url = f"http://127.0.0.1:{self.port}"
 
     def _run(self, coro):  # noqa: ANN001, ANN202
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)
@@ -72,6 +71,7 @@ class FaultyS3:
     def up(self) -> None:
         async def start() -> None:
             self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port, reuse_address=True)
+            self.port = self._server.sockets[0].getsockname()[1]
         self.mode = "pass"
         self._run(start())
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from services import AWS_VARS, unavailable
 
 # The package is not installed in the dev venv; make the repo importable for these tests.
 _REPO = str(Path(__file__).resolve().parents[2])
@@ -18,35 +18,41 @@ if _REPO not in sys.path:
 
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
-    server_mod = pytest.importorskip("moto.server")
-    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL_S3",
-                                             "FSSPEC_S3_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_REGION")}
-    os.environ.update(
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_ENDPOINT_URL_S3=endpoint,
-        FSSPEC_S3_ENDPOINT_URL=endpoint,
-    )
-    # Region left unset on purpose: s3fs' mkdir(bucket) fails with an explicit us-east-1.
-    os.environ.pop("AWS_DEFAULT_REGION", None)
-    os.environ.pop("AWS_REGION", None)
+    """moto's S3 server, once per session. The environment that points at it is set per test (``s3_env``),
+    so it never leaks into other tests or their child processes."""
+    from moto.server import ThreadedMotoServer  # in the test extra
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
     try:
-        yield endpoint
+        server.start()
+    except Exception as exc:  # noqa: BLE001 - any failure means: no S3 server here
+        unavailable(f"moto S3 server ({type(exc).__name__}: {exc})")
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
     finally:
         server.stop()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @pytest.fixture
-def s3_bucket(s3_endpoint: str) -> str:
+def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """This test's environment points s3fs/boto at the moto server (undone by monkeypatch afterwards)."""
+    import s3fs
+
+    for var in AWS_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_endpoint)
+    monkeypatch.setenv("FSSPEC_S3_ENDPOINT_URL", s3_endpoint)
+    # Region left unset on purpose: s3fs' mkdir(bucket) fails with an explicit us-east-1.
+    s3fs.S3FileSystem.clear_instance_cache()
+    yield s3_endpoint
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
+@pytest.fixture
+def s3_bucket(s3_env: str) -> str:
     import fsspec
 
     name = f"mledger-{uuid.uuid4().hex[:12]}"
