@@ -20,7 +20,7 @@ from eventstore.errors import ArtifactError, ModelLedgerError, PurgedError, Stor
 from eventstore.events import ARTIFACT_REQUESTS, VERSION_CREATING, NewEvent, StoredEvent, stream_for
 from eventstore.handler import Outcome, execute, first_result
 from eventstore.names import parse_ref, validate_name
-from eventstore.schemas import check_event
+from eventstore.schemas import check_events
 from eventstore.sqlite import SQLiteRecorder
 from projections.audit import AuditReport, ExportSummary, verify_export
 from projections.audit import audit as audit_log
@@ -471,9 +471,7 @@ class Registry:
         """Append prepared events as one atomic batch, bypassing the decider (imports, migrations,
         benchmarks). Each event must have its type's shape (``ValidationError`` otherwise, nothing
         appended); the catalog folds them in on the next read."""
-        for event in events:
-            check_event(event)
-        return self.recorder.append(events)
+        return self.recorder.append(check_events(events))
 
     # -- reading -----------------------------------------------------------------------------------
     def catalog(self, as_of: str | int | None = None) -> Catalog | PastCatalog:
