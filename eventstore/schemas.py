@@ -430,7 +430,7 @@ def check_event(event: Any, index: int | None = None) -> None:
     except _Refused as r:
         raise ValidationError(f"{where}: {_where(r.path)}: {r.problem}") from None
     if event.stream != stream_for(event.data["name"]):
-        raise ValidationError(f"{where}: belongs to stream {stream_for(event.data['name'])}")
+        raise ValidationError(f"{where}: belongs to stream {_show(stream_for(event.data['name']), 60)}")
     schema_version = event.schema_version
     if schema_version is not None and (not _is_int(schema_version)
                                        or not 1 <= schema_version <= SCHEMA_VERSIONS[event.type]):
