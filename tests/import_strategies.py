@@ -57,9 +57,10 @@ json_leaf = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70),
 json_value = st.recursive(json_leaf, lambda kids: st.lists(kids, max_size=3)
                           | st.dictionaries(st.text(max_size=5), kids, max_size=3), max_leaves=8)
 json_objects = st.dictionaries(st.text(max_size=5), json_value, max_size=4)
-tag_maps = st.dictionaries(st.sampled_from(TAG_KEYS), st.sampled_from(("x", "y", "", "a b", "v" * 1024)), max_size=3)
+tag_maps = st.dictionaries(st.sampled_from(TAG_KEYS), st.sampled_from(("x", "y", "", "a b", "v" * 1024)),
+                           min_size=1, max_size=3)
 metric_values = st.one_of(st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=False, allow_infinity=False))
-metric_maps = st.dictionaries(st.sampled_from(("acc", "loss")), metric_values, max_size=2)
+metric_maps = st.dictionaries(st.sampled_from(("acc", "loss")), metric_values, min_size=1, max_size=2)
 files = st.lists(st.fixed_dictionaries({"path": st.sampled_from(("model.bin", "a/b.txt", "w.pt")),
                                         "digest": st.just(DIGEST), "size": st.integers(0, 2**63 - 1)}), max_size=3)
 STORED_OPTIONAL = {
@@ -120,17 +121,58 @@ SHAPES: dict[str, st.SearchStrategy[dict[str, Any]]] = {
 assert set(SHAPES) == set(EVENT_TYPES)
 
 
+# What replaces a node, by the type of what was there (a number by out-of-range and wrong-typed numbers, a
+# text by control characters and containers, ...), or anything hostile at all.
+HOSTILE_NUMBERS = (2**63, -(2**63) - 1, 2**64, 10**20, VERSION_TOP + 1, 0, -1, 1.5, True, "1", None)
+HOSTILE_TEXTS = ("", "x" * 20_000, "\x1b[2J", "a\u202eb", "\x9b31m", "line\nbreak", {"x": 1}, ["x"], 7, None)
+HOSTILE_CONTAINERS = ("notalist", [], {}, {"k": {"x": 1}}, ["x"], deep(70), 5, None, {1: 2}, ("t",), [{"path": 1}])
+
+
+def _nodes(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every path below ``value`` (object keys, list indices), containers and leaves alike."""
+    out = []
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        out.append((*path, key))
+        out += _nodes(item, (*path, key))
+    return out
+
+
+def _replace(value: Any, path: tuple[Any, ...], new: Any) -> Any:
+    if not path:
+        return new
+    head, rest = path[0], path[1:]
+    if isinstance(value, dict):
+        return {**value, head: _replace(value[head], rest, new)}
+    return [_replace(v, rest, new) if i == head else v for i, v in enumerate(value)]
+
+
+def _get(value: Any, path: tuple[Any, ...]) -> Any:
+    for key in path:
+        value = value[key]
+    return value
+
+
+@st.composite
+def hostile_for(draw: st.DrawFn, old: Any) -> Any:
+    if draw(st.integers(0, 4)) == 0:
+        return draw(hostile)
+    if isinstance(old, bool | int | float):
+        return draw(st.sampled_from(HOSTILE_NUMBERS))
+    if isinstance(old, str):
+        return draw(st.sampled_from(HOSTILE_TEXTS))
+    return draw(st.sampled_from(HOSTILE_CONTAINERS))
+
+
 @st.composite
 def event_data(draw: st.DrawFn, event_type: str, fault: str = "any") -> dict[str, Any]:
     """Data of ``event_type`` in its documented shape, with ``fault`` (or, for "any", a random one of): none,
-    one field replaced by a hostile value (or a container holding one), a field missing, an unknown key."""
+    one node at any depth replaced by a hostile value of its kind, a field missing, an unknown key."""
     data = dict(draw(SHAPES[event_type]))
     how = draw(st.sampled_from(FAULTS)) if fault == "any" else fault
-    if how == "hostile field":
-        data[draw(st.sampled_from(sorted(data)))] = draw(hostile)
-    elif how == "hostile inside a field":
-        key = draw(st.sampled_from(sorted(data)))
-        data[key] = draw(st.sampled_from(({"k": draw(hostile)}, [draw(hostile)], {"acc": draw(hostile)})))
+    if how == "hostile node":
+        path = draw(st.sampled_from(_nodes(data)))
+        data = _replace(data, path, draw(hostile_for(_get(data, path))))
     elif how == "missing field" and data:
         del data[draw(st.sampled_from(sorted(data)))]
     elif how == "unknown key":
@@ -138,7 +180,7 @@ def event_data(draw: st.DrawFn, event_type: str, fault: str = "any") -> dict[str
     return data
 
 
-FAULTS = ("none", "hostile field", "hostile inside a field", "missing field", "unknown key")
+FAULTS = ("none", "hostile node", "hostile node", "missing field", "unknown key")
 
 
 GOOD_META = {"actor": "importer@test", "client": "migration/1.0", "correlation_id": "c-1"}
