@@ -25,10 +25,8 @@ from .names import (
     validate_tag_key,
     validate_tags,
 )
+from .schemas import DESCRIPTION_MAX, REASON_MAX, check_decided
 from .state import ModelState, StateView, VersionState
-
-DESCRIPTION_MAX = 10_000
-REASON_MAX = 1_000
 
 
 @dataclass(frozen=True)
@@ -372,7 +370,8 @@ def decide(command: c.Command, view: StateView) -> Decision:
         raise ValidationError(f"unknown command {type(command).__name__}")
     decision = decider(command, view)
     for event_type, data in decision.events:
-        check_payload_size(data, event_type)
+        # The shapes an import is held to: nothing a command appends can stop the catalog either.
+        check_decided(event_type, data)
     return decision
 
 

@@ -22,7 +22,7 @@ from eventstore.events import ARTIFACT_REQUESTS, VERSION_CREATING, NewEvent, Sto
 from eventstore.handler import Outcome, execute, first_result
 from eventstore.names import parse_ref, validate_name
 from eventstore.recorder import GuardProblem
-from eventstore.schemas import check_event
+from eventstore.schemas import check_events
 from eventstore.sqlite import SQLiteRecorder
 from projections.audit import AuditReport, ExportSummary, verify_export
 from projections.audit import anchor as anchor_of
@@ -533,9 +533,7 @@ class Registry:
         """Append prepared events as one atomic batch, bypassing the decider (imports, migrations,
         benchmarks). Each event must have its type's shape (``ValidationError`` otherwise, nothing
         appended); the catalog folds them in on the next read."""
-        for event in events:
-            check_event(event)
-        return self.recorder.append(events)
+        return self.recorder.append(check_events(events))
 
     # -- reading -----------------------------------------------------------------------------------
     def catalog(self, as_of: str | int | None = None) -> Catalog | PastCatalog:

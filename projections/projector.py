@@ -4,9 +4,12 @@
 the rows, so a crash can neither apply an event twice nor skip one. Each event touches a handful of rows
 by primary key: the cost of applying an event does not depend on how long the model's history is.
 
-The fold is total: an event about a model or version the catalog does not have (possible only for events
-imported through ``append_batch``, which checks shapes but not history) changes nothing, the same way on
-every replay — so no imported event can stop the catalog from following the log.
+The fold is total for every event ``eventstore.schemas`` accepts (what ``append_batch`` lets in, and what the
+decider is held to): an event about a model or version the catalog does not have (possible only for imported
+events, which are checked for their shape but not against history) changes nothing, the same way on every
+replay; an alias may point at a deleted version, a version may be ready without bytes — odd, but every read
+and command copes. So no imported event can stop the catalog from following the log. An event outside those
+shapes (appended around the check) stops it with a ``StoreError`` naming the event's position.
 """
 
 from __future__ import annotations
@@ -331,16 +334,17 @@ def apply_events(conn: sqlite3.Connection, events: Iterable[StoredEvent], *, sta
         try:
             if handler is not None:
                 handler(conn, e)
+            name = e.data.get("name")
+            conn.execute("UPDATE models SET stream_version = ?, updated_at = ? WHERE name = ?",
+                         (e.version, e.recorded_at, name))
+            _snapshot(conn, e.position, name, None if e.type in _VERSION_UNCHANGED else e.data.get("version"),
+                      e.type in _ARTIFACT_CHANGING)
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError, sqlite3.InterfaceError,
                 sqlite3.ProgrammingError) as exc:
-            # Only a malformed stored event gets here (append_batch checks shapes): say which.
+            # Only an event outside the shapes ``eventstore.schemas`` accepts gets here — one appended around
+            # ``append_batch``'s check (a log written before it, or by hand): say which.
             raise StoreError(f"the catalog cannot apply event #{e.position} ({e.type}): "
                              f"{type(exc).__name__}: {exc}") from None
-        name = e.data.get("name")
-        conn.execute("UPDATE models SET stream_version = ?, updated_at = ? WHERE name = ?",
-                     (e.version, e.recorded_at, name))
-        _snapshot(conn, e.position, name, None if e.type in _VERSION_UNCHANGED else e.data.get("version"),
-                  e.type in _ARTIFACT_CHANGING)
         position = e.position
     _set_checkpoint(conn, position)
     return position

@@ -23,6 +23,40 @@ def obj(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
+# The artifact record's fields the read side (records, listings, human output, diff, restore) relies on, with
+# their types. The import check (``eventstore.schemas``) keeps any other type out of the log; a log written
+# before that check may still hold one, and a read must not fail on it.
+_ARTIFACT_TYPES: dict[str, type | tuple[type, ...]] = {
+    "source": str, "digest": str, "size": int, "kind": str, "format": str, "unsafe": bool, "detail": str,
+    "error": str, "structure": dict, "files": list, "imports": list,
+}
+
+
+def _file_ok(entry: Any) -> bool:
+    return isinstance(entry, dict) and isinstance(entry.get("path"), str)
+
+
+def artifact_record(value: Any) -> dict[str, Any]:
+    """A version's artifact record (JSON text or parsed) as the read side may use it: a field of the wrong
+    type is left out (the log keeps it as written), ``files`` keeps only entries with a text ``path``."""
+    art = obj(value)
+    if not isinstance(art, dict):
+        return {}
+    odd = [k for k, kind in _ARTIFACT_TYPES.items()
+           if art.get(k) is not None and (not isinstance(art[k], kind) or (kind is int and isinstance(art[k], bool)))]
+    files, imports = art.get("files"), art.get("imports")
+    bad_files = isinstance(files, list) and not all(_file_ok(f) for f in files)
+    bad_imports = isinstance(imports, list) and not all(isinstance(i, str) for i in imports)
+    if not (odd or bad_files or bad_imports):
+        return art
+    art = {k: v for k, v in art.items() if k not in odd}
+    if bad_files:
+        art["files"] = [f for f in files if _file_ok(f)]
+    if bad_imports:
+        art["imports"] = [i for i in imports if isinstance(i, str)]
+    return art
+
+
 def aliases_of(conn: sqlite3.Connection, name: str) -> dict[str, int]:
     return dict(conn.execute("SELECT alias, version FROM aliases WHERE name = ? ORDER BY alias", (name,)).fetchall())
 
@@ -41,7 +75,7 @@ def version_state(row: tuple[Any, ...]) -> VersionState:
     return VersionState(
         name=row[0], version=row[1], parent=row[2], status=row[3], deleted=bool(row[4]), description=row[5],
         params=json.loads(row[6]), structure=json.loads(row[7]), optimizer=json.loads(row[8]),
-        tags=json.loads(row[9]), metrics=json.loads(row[10]), artifact=json.loads(row[11]),
+        tags=json.loads(row[9]), metrics=json.loads(row[10]), artifact=artifact_record(row[11]),
     )
 
 
@@ -55,7 +89,7 @@ def version_record(row: tuple[Any, ...], aliases: dict[str, int], state: str | N
     if artifact_state is not None:
         artifact = artifact_state
     mine = tuple(sorted(a for a, n in aliases.items() if n == row[1]))
-    artifact = obj(artifact)
+    artifact = artifact_record(artifact)
     structure = json.loads(row[7]) or artifact.get("structure") or {}
     return VersionRecord(
         name=row[0], version=row[1], parent=row[2], status=status, deleted=bool(deleted), description=row[5],

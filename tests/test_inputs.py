@@ -17,6 +17,7 @@ import pytest
 from services import mledger_command, subprocess_env
 
 from eventstore.merge_patch import merge_patch
+from eventstore.schemas import JSON_DEPTH_MAX
 from modelledger import Registry
 from modelledger.output import plain
 
@@ -211,15 +212,25 @@ def test_huge_metric_integers_are_refused(cli, setup) -> None:
     assert cli("metrics", "m@1", f"acc={2**63 - 1}")[0] == 0
 
 
-def test_update_of_a_deeply_nested_parent_merges(cli, setup) -> None:
+def test_params_nested_beyond_the_limit_are_refused_and_an_update_of_a_deep_parent_merges(cli, setup) -> None:
+    """L1: a 500-deep parent made ``update`` die in a RecursionError. Params are now bounded in depth at the
+    door (``eventstore.schemas.JSON_DEPTH_MAX``), and a parent at that depth merges."""
     files: Path = setup["files"]
-    deep: dict = {}
-    cur = deep
-    for _ in range(600):
-        cur["a"] = {}
-        cur = cur["a"]
-    (files / "deep600.json").write_text(json.dumps(deep))
-    assert cli("register", "deep", "--artifact", setup["art"], "--params", f"@{files / 'deep600.json'}")[0] == 0
+
+    def nested(depth: int) -> dict:
+        deep: dict = {}
+        cur = deep
+        for _ in range(depth - 1):
+            cur["a"] = {}
+            cur = cur["a"]
+        return deep
+
+    (files / "deep600.json").write_text(json.dumps(nested(600)))
+    code, _, err = cli("register", "deep", "--artifact", setup["art"], "--params", f"@{files / 'deep600.json'}")
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert cli("show", "deep")[0] != 0  # nothing was appended
+    (files / "deep.json").write_text(json.dumps(nested(JSON_DEPTH_MAX)))
+    assert cli("register", "deep", "--artifact", setup["art"], "--params", f"@{files / 'deep.json'}")[0] == 0
     code, out, err = cli("update", "deep@1", "--params", '{"b": 1}', "--json")
     assert code == 0, err
     params = json.loads(out)["params"]

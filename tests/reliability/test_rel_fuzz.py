@@ -7,10 +7,11 @@ which explores: see FUZZ).
 - Decider: random payloads (any JSON-like value in any field) in every command type, decided against a fake
   StateView: a Decision or a ``ModelLedgerError``, nothing else; the same commands run through
   ``Registry.execute`` append nothing when refused.
-- Projector: random event payloads folded by ``apply_events`` into a fresh in-memory catalog: a malformed
-  event (a missing key, a wrong type) is met with the project's own error, never whatever the handler hit
-  (KeyError, TypeError, sqlite3 errors). ``Registry.append_batch`` (imports, migrations) refuses such an
-  event up front, so later reads and writes of the registry keep working.
+- Projector: random event payloads (any JSON-like value in any field, and the documented shapes with one
+  thing wrong, from ``import_strategies``) folded by ``apply_events`` into a fresh in-memory catalog. An event
+  the import check (``eventstore.schemas.check_data``) accepts always folds; any other one either folds or
+  stops with a ``StoreError`` that names its position and type (only a log written around the check can hold
+  one: ``Registry.append_batch`` refuses it).
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from import_strategies import EVENT_TYPES, event_data
 from services import HYPOTHESIS_PROFILE, examples
 
 from eventstore import commands as c
-from eventstore.errors import ModelLedgerError
+from eventstore.errors import ModelLedgerError, StoreError, ValidationError
 from eventstore.events import StoredEvent
 from eventstore.state import ModelState, VersionState
 
@@ -280,18 +282,37 @@ payloads = st.dictionaries(st.sampled_from(["name", "version", "tags", "keys", "
                            payload_value, max_size=6)
 
 
+@st.composite
+def projector_events(draw) -> tuple[str, dict]:  # noqa: ANN001
+    event_type = draw(st.sampled_from(HANDLED))
+    how = draw(st.sampled_from(("documented", "one thing wrong", "anything")))
+    if event_type in EVENT_TYPES and how != "anything":
+        return event_type, draw(event_data(event_type, "none" if how == "documented" else "any"))
+    return event_type, draw(payloads)
+
+
 @settings(FUZZ, report_multiple_bugs=False)  # one exception, not a group of every distinct crash found
-@given(event_type=st.sampled_from(HANDLED), data=payloads)
-def test_projector_meets_malformed_events_with_its_own_error(event_type: str, data: dict, figures) -> None:
+@given(event=projector_events())
+def test_projector_meets_malformed_events_with_its_own_error(event: tuple[str, dict], figures) -> None:
+    from eventstore.schemas import check_data
     from projections.projector import apply_events
 
+    event_type, data = event
     figures.add("fuzz: projector events", 1)
+    try:
+        check_data(event_type, data)
+        accepted = True
+    except ValidationError:
+        accepted = False
+    figures.add("fuzz: projector events the import check accepts", int(accepted))
     conn = _fresh_catalog()
     try:
         apply_events(conn, [StoredEvent(3, "model-m", 3, event_type, 1, data, {}, "2026-01-01T00:00:01.000000Z",
                                         "h")])
-    except ModelLedgerError:
-        pass
+    except StoreError as exc:
+        figures.add("fuzz: projector refusals naming the event", 1)
+        assert not accepted, f"an event the import check accepts stopped the catalog: {exc}"
+        assert f"event #3 ({event_type})" in str(exc), str(exc)
     finally:
         conn.close()
 
@@ -309,5 +330,5 @@ def test_one_malformed_batch_event_does_not_brick_the_registry(tmp_path: Path) -
             reg.append_batch([NewEvent("model-ok", "Tagged", {"nam": "ok", "tags": {"a": "b"}})])
         except ModelLedgerError:
             assert reg.head() == head  # refused up front: the expected behaviour
-        reg.tag("ok", {"after": "yes"})  # the registry still takes commands (once: KeyError 'name' here)
+        reg.tag("ok", {"after": "yes"})  # once: KeyError 'name' from projections/projector.py
         assert reg.get("ok").version == 1
