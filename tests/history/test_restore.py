@@ -66,15 +66,17 @@ def restorable_models(catalog, names: list[str]) -> dict[str, dict | None]:
 
 
 def stored_since(want: dict[str, dict | None], now: dict[str, dict | None]) -> dict[str, dict | None]:
-    """A restore never removes stored bytes: a version whose artifact failed (or was pending) at P and was
-    stored since (``retry``) stays stored. ``want`` with those versions' status and artifact as they are now."""
+    """A restore never removes stored bytes, nor forgets that they were stored: a version whose artifact failed
+    (or was pending) at P and was stored since (``retry``) keeps that record — ``ready``, or ``purged`` if gc
+    freed the bytes since (a restore re-fetches only what was ready at P). ``want`` with those versions'
+    status and artifact as they are now."""
     out = {}
     for name, model in want.items():
         current = {v["version"]: v for v in (now.get(name) or {}).get("versions", [])}
         if model is not None:
             model = model | {"versions": [
                 v | {k: current[v["version"]][k] for k in ("status", "artifact")}
-                if v["status"] in ("failed", "pending") and current.get(v["version"], {}).get("status") == "ready"
+                if v["status"] in ("failed", "pending") and current.get(v["version"], {}).get("status") in ("ready", "purged")
                 else v for v in model["versions"]]}
         out[name] = model
     return out
