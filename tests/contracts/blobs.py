@@ -106,13 +106,14 @@ def azurite(workdir: Path) -> Iterator[str]:
 
 
 class HostRecordingProxy:
-    """A forward HTTP proxy that sends every request to one upstream (moto) and records its Host header and
-    Content-Encoding. The client resolves nothing: ``bucket.oss-test.localhost`` needs no DNS entry."""
+    """A forward HTTP proxy that sends every request to one upstream (moto) and records its Host header,
+    Content-Encoding and checksum headers. The client resolves nothing: ``bucket.oss-test.localhost`` needs no DNS entry."""
 
     def __init__(self, upstream: str) -> None:
         up = urlsplit(upstream)
         self.upstream = (up.hostname or "127.0.0.1", up.port or 80)
-        self.requests: list[tuple[str, str, str]] = []  # (method, Host, Content-Encoding)
+        # (method, Host, Content-Encoding + the x-amz-checksum*/x-amz-sdk-checksum* headers it carried)
+        self.requests: list[tuple[str, str, str]] = []
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -126,8 +127,9 @@ class HostRecordingProxy:
                 path = (target.path or "/") + (f"?{target.query}" if target.query else "")
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
+                checksums = [k.lower() for k in self.headers if "checksum" in k.lower()]
                 proxy.requests.append((self.command, self.headers.get("Host", ""),
-                                       self.headers.get("Content-Encoding", "")))
+                                       " ".join([self.headers.get("Content-Encoding", ""), *checksums]).strip()))
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("proxy-connection",
                                                                                      "connection")}
                 conn = http.client.HTTPConnection(*proxy.upstream, timeout=120)

@@ -304,8 +304,10 @@ def test_oss_requests_use_virtual_hosted_addressing(backend: Backend, store: Blo
     assert {"PUT", "GET"} <= methods, oss_proxy.requests  # the proxy saw the writes and the reads
     # Every request named the bucket in the host (virtual-hosted), none in the path (OSS refuses path style).
     assert hosts == {f"{bucket}.oss-test.localhost:{backend_port(backend)}"}, hosts
-    # No aws-chunked uploads (OSS refuses them with the signature botocore would use): checksums when required.
-    assert not any("aws-chunked" in enc for _m, _h, enc in oss_proxy.requests)
+    # Checksums only when required: no x-amz-checksum-* headers and no aws-chunked bodies (botocore >= 1.36
+    # would otherwise add them; OSS refuses aws-chunked with an UNSIGNED-PAYLOAD signature, error 0017-00000804).
+    # (DeleteObjects, a POST, requires a checksum by the S3 API itself: it keeps its one.)
+    assert [r for r in oss_proxy.requests if r[0] == "PUT" and r[2]] == []
 
 
 def backend_port(backend: Backend) -> str:
