@@ -209,7 +209,11 @@ def _is_driver_error(exc: BaseException) -> bool:
         return True
     # botocore/aiobotocore are not imported here (workers may only use fsspec); recognise them by module.
     mod = type(exc).__module__ or ""
-    return mod.startswith(("botocore", "aiobotocore", "s3fs", "fsspec", "aiohttp", "azure", "adlfs"))
+    if mod.startswith(("botocore", "aiobotocore", "s3fs", "fsspec", "aiohttp", "azure", "adlfs")):
+        return True
+    # adlfs wraps a failed block upload in a plain RuntimeError ("Failed to upload block: ...") from the
+    # Azure SDK's error: the cause says whose error it is.
+    return isinstance(exc, RuntimeError) and exc.__cause__ is not None and _is_driver_error(exc.__cause__)
 
 
 @contextlib.contextmanager

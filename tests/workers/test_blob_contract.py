@@ -365,3 +365,19 @@ def test_azure_blob_is_published_whole_by_a_finished_copy(backend: Backend, stor
     assert got.copy.status == "success" and got.size == len(data)
     assert "/tmp/" in got.copy.source  # published from the temp, never uploaded under its final name
     assert store.read_blob(blob.digest) == data
+
+
+@pytest.mark.parametrize("backend", ["azure"], indirect=True)
+def test_azure_missing_container_is_a_one_line_artifact_error(backend: Backend, cli, tmp_path: Path) -> None:
+    """adlfs wraps the SDK's error in a plain RuntimeError: it still becomes the project's one-line error."""
+    missing = f"az://{new_name('absent')}/artifacts"
+    with pytest.raises(ArtifactError, match="container does not exist") as exc:
+        BlobStore(missing).put_bytes(b"x" * 100)
+    assert "\n" not in str(exc.value)
+    src = tmp_path / "m.bin"
+    src.write_bytes(b"weights")
+    code, out, err = cli("register", "m", "--artifact", str(src), "--artifacts", missing)
+    assert code != 0 and "container does not exist" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    code, out, _err = cli("log", "--json")
+    assert code == 0 and out.strip() == ""  # nothing was appended
