@@ -381,3 +381,42 @@ def test_azure_missing_container_is_a_one_line_artifact_error(backend: Backend, 
     assert len(err.strip().splitlines()) == 1
     code, out, _err = cli("log", "--json")
     assert code == 0 and out.strip() == ""  # nothing was appended
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("backend", ["s3", "azure", "oss"], indirect=True)
+def test_redis_mode_register_gc_and_undelete_reingest(backend: Backend, redis_url: str, tmp_path: Path,
+                                                      mledger_argv: list[str], child_env) -> None:
+    """Redis mode with a real ``mledger worker`` configured only by its environment (the store's URL and
+    SDK variables): register waits for ready, gc frees the bytes, undelete brings them back from the source."""
+    from modelledger import Registry
+    from workers.broker import use
+
+    src = make_folder(tmp_path)
+    home = tmp_path / "home"
+    log = tmp_path / "worker.log"
+    env = child_env(home, MLEDGER_BROKER=redis_url, MLEDGER_ARTIFACTS=backend.url)
+    Registry.open(home, artifacts=backend.url, broker=redis_url).close()  # the home exists before the worker
+    with open(log, "wb") as out:
+        worker = subprocess.Popen([*mledger_argv, "worker", "--threads", "1", "--sweep-interval", "1"],
+                                  env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        with Registry.open(home, artifacts=backend.url, broker=redis_url, actor="tester@test") as reg:
+            assert not reg.embedded
+            v1 = reg.register("remote", artifact=str(src))
+            assert reg.wait(v1, timeout=120).status == "ready"
+            reg.pull(v1, str(tmp_path / "pulled"))
+            assert tree(tmp_path / "pulled") == tree(src)
+            digests = {v1.artifact["digest"], *(f["digest"] for f in v1.artifact["files"])}
+            reg.delete(v1, reason="gc me")
+            reg.gc(grace_seconds=0)
+            assert not digests & blobs(BlobStore(backend.url))
+            reg.undelete(v1, timeout=120)
+            again = reg.wait(v1, timeout=120)
+            assert again.status == "ready" and again.artifact["digest"] == v1.artifact["digest"]
+            assert digests <= blobs(BlobStore(backend.url))  # the bytes came back from the source
+            assert reg.audit(deep=True).ok
+    finally:
+        worker.terminate()
+        worker.wait(30)
+        use("embedded")
