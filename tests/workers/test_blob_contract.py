@@ -420,3 +420,36 @@ def test_redis_mode_register_gc_and_undelete_reingest(backend: Backend, redis_ur
         worker.terminate()
         worker.wait(30)
         use("embedded")
+
+
+@pytest.mark.parametrize("backend", ["local", "s3", "azure", "oss"], indirect=True)
+def test_a_writer_killed_after_its_upload_leaves_a_temp_the_sweep_removes(backend: Backend, store: BlobStore) -> None:
+    """Killed between the temp's upload (committed, whole) and its publication under the blob's name."""
+    code = textwrap.dedent(f"""
+        import os, sys
+        sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
+        from workers.store import BlobStore
+
+        BlobStore._publish = lambda self, tmp, final: os._exit(9)  # the kill, right before publication
+        BlobStore({backend.url!r}).put_bytes(b"left behind" * 1000)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120)
+    assert proc.returncode == 9, proc.stderr.decode()[-2000:]
+    assert blobs(store) == set()
+    assert store.sweep_tmp(older_than_seconds=3600) == 0  # young: could be a live writer's
+    time.sleep(1.1)
+    assert store.sweep_tmp(older_than_seconds=0) == 1
+    assert store.sweep_tmp(older_than_seconds=0) == 0
+
+
+def test_abfs_url_is_the_same_azure_store(azurite_connection: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import adlfs
+
+    for var in AZURE_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", azurite_connection)
+    adlfs.AzureBlobFileSystem.clear_instance_cache()
+    container = new_name()
+    adlfs.AzureBlobFileSystem(connection_string=azurite_connection, skip_instance_cache=True).mkdir(container)
+    blob = BlobStore(f"az://{container}/p").put_bytes(b"same store")
+    assert BlobStore(f"abfs://{container}/p").read_blob(blob.digest) == b"same store"
