@@ -135,6 +135,73 @@ def manifest_bytes(files: list[FileEntry] | tuple[FileEntry, ...]) -> bytes:
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
+# -- Aliyun OSS through its S3-compatible API ---------------------------------------------------------------
+OSS_SCHEME = "oss://"
+_OSS_HOST_RE = re.compile(r"^(?:s3\.)?oss-([a-z0-9-]+?)(?:-internal)?\.aliyuncs\.com$")
+
+
+def oss_as_s3(url: str, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``oss://bucket/prefix`` as s3fs options for OSS's S3-compatible endpoint.
+
+    fsspec's own ``oss`` protocol needs ossfs (not a dependency); OSS speaks the S3 API, so s3fs does with:
+    the endpoint from MLEDGER_OSS_ENDPOINT or OSS_ENDPOINT (else ``https://oss-<OSS_REGION>.aliyuncs.com``);
+    virtual-hosted addressing (OSS refuses path-style requests); checksums only when required (botocore
+    >= 1.36 otherwise streams uploads with aws-chunked encoding, which OSS refuses: its error 0017-00000804);
+    credentials from OSS_ACCESS_KEY_ID / OSS_ACCESS_KEY_SECRET (/ OSS_SESSION_TOKEN), else the AWS chain.
+    """
+    env = os.environ
+    endpoint = env.get("MLEDGER_OSS_ENDPOINT") or env.get("OSS_ENDPOINT")
+    if not endpoint and env.get("OSS_REGION"):
+        endpoint = f"https://oss-{env['OSS_REGION']}.aliyuncs.com"
+    if not endpoint and "endpoint_url" not in options:
+        raise ValidationError("an oss:// artifact store needs MLEDGER_OSS_ENDPOINT "
+                              "(https://oss-<region>.aliyuncs.com) or OSS_REGION")
+    opts = dict(options)
+    if endpoint:
+        opts.setdefault("endpoint_url", endpoint if "://" in endpoint else f"https://{endpoint}")
+    if env.get("OSS_ACCESS_KEY_ID") and env.get("OSS_ACCESS_KEY_SECRET") and "key" not in opts:
+        opts.update(key=env["OSS_ACCESS_KEY_ID"], secret=env["OSS_ACCESS_KEY_SECRET"])
+        if env.get("OSS_SESSION_TOKEN"):
+            opts.setdefault("token", env["OSS_SESSION_TOKEN"])
+    config = dict(opts.get("config_kwargs") or {})
+    config["s3"] = {"addressing_style": "virtual", **dict(config.get("s3") or {})}
+    config.setdefault("request_checksum_calculation", "when_required")
+    config.setdefault("response_checksum_validation", "when_required")
+    opts["config_kwargs"] = config
+    host = opts["endpoint_url"].split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
+    region = env.get("OSS_REGION") or (m.group(1) if (m := _OSS_HOST_RE.match(host)) else None)
+    if region:
+        opts["client_kwargs"] = {"region_name": region, **dict(opts.get("client_kwargs") or {})}
+    return "s3://" + url[len(OSS_SCHEME):], opts
+
+
+def _is_azure(fs: fsspec.AbstractFileSystem) -> bool:
+    return type(fs).__module__.startswith("adlfs")
+
+
+def _await_azure_copy(fs: fsspec.AbstractFileSystem, path: str, timeout: float = 3600.0) -> None:
+    """Wait until a Copy Blob into ``path`` finished. adlfs' copy only *starts* it (start_copy_from_url); Azure
+    says a copy inside one account "can complete synchronously", not that it must. Returning only once the
+    status is success means this process never reports a blob stored before its bytes are all there."""
+    from fsspec.asyn import sync
+
+    container, blob, _ = fs.split_path(path)
+
+    async def status() -> tuple[str | None, str | None]:
+        async with fs.service_client.get_blob_client(container=container, blob=blob) as bc:
+            copy = (await bc.get_blob_properties()).copy
+            return copy.status, copy.status_description
+
+    deadline = time.monotonic() + timeout
+    while True:
+        state, detail = sync(fs.loop, status)
+        if state in (None, "success"):
+            return
+        if state != "pending" or time.monotonic() > deadline:
+            raise ArtifactError(f"server-side copy to {path} ended {state}: {detail or 'no detail'}")
+        time.sleep(0.2)
+
+
 def _is_driver_error(exc: BaseException) -> bool:
     if isinstance(exc, ModelLedgerError):
         return False
@@ -142,7 +209,11 @@ def _is_driver_error(exc: BaseException) -> bool:
         return True
     # botocore/aiobotocore are not imported here (workers may only use fsspec); recognise them by module.
     mod = type(exc).__module__ or ""
-    return mod.startswith(("botocore", "aiobotocore", "s3fs", "fsspec", "aiohttp"))
+    if mod.startswith(("botocore", "aiobotocore", "s3fs", "fsspec", "aiohttp", "azure", "adlfs")):
+        return True
+    # adlfs wraps a failed block upload in a plain RuntimeError ("Failed to upload block: ...") from the
+    # Azure SDK's error: the cause says whose error it is.
+    return isinstance(exc, RuntimeError) and exc.__cause__ is not None and _is_driver_error(exc.__cause__)
 
 
 @contextlib.contextmanager
@@ -279,7 +350,10 @@ class BlobStore:
     # -- filesystem -------------------------------------------------------------------------------------
 
     def _make_fs(self) -> tuple[fsspec.AbstractFileSystem, str]:
-        fs, root = fsspec.core.url_to_fs(self.root_url, **self.storage_options)
+        url, options = self.root_url, self.storage_options
+        if url.startswith(OSS_SCHEME):
+            url, options = oss_as_s3(url, options)
+        fs, root = fsspec.core.url_to_fs(url, **options)
         self._fs, self._pid = fs, os.getpid()
         return fs, root
 
@@ -582,6 +656,8 @@ class BlobStore:
         if self._exists_path(final):
             return False
         self.fs.copy(tmp, final)
+        if _is_azure(self.fs):
+            _await_azure_copy(self.fs, final)
         self.fs.invalidate_cache(final)
         return True
 
