@@ -12,6 +12,8 @@ from eventstore.errors import ValidationError
 from eventstore.permissions import share_setting
 
 DB_FILE = "registry.db"
+# (device, inode, size, mtime, ctime) → digest of local sources already hashed: workers/statcache.py.
+STATCACHE_FILE = "statcache.db"
 
 
 def default_actor() -> str:
@@ -34,6 +36,10 @@ class Config:
     @property
     def db_path(self) -> Path:
         return self.home / DB_FILE
+
+    @property
+    def statcache_path(self) -> Path:
+        return self.home / STATCACHE_FILE
 
     @classmethod
     def load(
