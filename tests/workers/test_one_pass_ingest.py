@@ -19,7 +19,7 @@ CHUNK = 4096  # the pipeline's buffer size in these tests, so its boundaries are
 
 @pytest.fixture(autouse=True)
 def small_buffers(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(store_mod, "CHUNK", CHUNK)
+    monkeypatch.setattr(store_mod, "PIPE_CHUNK", CHUNK)
     monkeypatch.setattr(store_mod, "SMALL_FILE", 0)  # every non-empty file takes the one-pass path
 
 
