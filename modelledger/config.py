@@ -12,6 +12,9 @@ from eventstore.errors import ValidationError
 from eventstore.permissions import share_setting
 
 DB_FILE = "registry.db"
+# (device, inode, size, mtime, ctime) → digest of local sources already hashed: workers/statcache.py. One per
+# user, mode 0600 even in a group-shared home: whoever can write it decides which digest a register records.
+STATCACHE_FILE = "statcache-{uid}.db"
 
 
 def default_actor() -> str:
@@ -34,6 +37,10 @@ class Config:
     @property
     def db_path(self) -> Path:
         return self.home / DB_FILE
+
+    @property
+    def statcache_path(self) -> Path:
+        return self.home / STATCACHE_FILE.format(uid=os.geteuid())
 
     @classmethod
     def load(

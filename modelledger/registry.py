@@ -361,7 +361,7 @@ class Registry:
     def store(self) -> BlobStore:
         """The artifact store (one object per registry: opening an fsspec filesystem is not free)."""
         if self._store is None:
-            self._store = BlobStore(self.config.artifacts)
+            self._store = BlobStore(self.config.artifacts, statcache=self.config.statcache_path)
         return self._store
 
     def pull(self, ref: RefLike, dest: str, *, overwrite: bool = False,

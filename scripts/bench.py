@@ -18,8 +18,8 @@ subject and its baseline back to back, in alternating order).
    against raw SQLite one-transaction-per-event (an embedded register stores the blob first, then commits
    ``VersionRegistered`` + ``ArtifactStored`` in one transaction).
 3. Latency of one ``register`` / ``tag`` / ``alias`` on a model with 10 versions vs 10,000 versions.
-4. ``ingest``: a 1 GiB file into a fresh local store through ``ingest_artifact`` vs ``cp``; peak RSS of the
-   ingest; bytes written when the same artifact is stored twice.
+4. ``ingest``: a 1 GiB file and 8 × 256 MiB shards vs the physical floor (sha256 pass, cp + fsync); a second
+   register of the unchanged file (stat cache); peak RSS of a 2 GiB ingest.
 5. ``redis``: register → ready latency through Redis (database 15) and ``mledger worker`` vs embedded.
 6. ``history``: time travel on a 1,000,000-event log vs a 10,000-event one; catch-up, rebuild and audit rates.
 

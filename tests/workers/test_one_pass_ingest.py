@@ -1,0 +1,163 @@
+"""One-pass ingest of local files: the digest is the file's sha256 whatever its size, a failure leaves nothing,
+stored bytes are not copied again, and a sharded folder ingested in parallel is the same artifact."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from eventstore.errors import ArtifactError
+from workers import store as store_mod
+from workers.store import BlobStore
+
+CHUNK = 4096  # the pipeline's buffer size in these tests, so its boundaries are cheap to reach
+
+
+@pytest.fixture(autouse=True)
+def small_buffers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_mod, "PIPE_CHUNK", CHUNK)
+    monkeypatch.setattr(store_mod, "SMALL_FILE", 0)  # every non-empty file takes the one-pass path
+
+
+def sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def leftovers(root: Path) -> tuple[list[Path], list[Path]]:
+    temps = list((root / "tmp").iterdir()) if (root / "tmp").exists() else []
+    blobs = [p for p in (root / "sha256").rglob("*") if p.is_file()] if (root / "sha256").exists() else []
+    return temps, blobs
+
+
+@pytest.mark.parametrize("size", [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK, 7 * CHUNK + 3])
+def test_the_digest_is_the_sha256_of_the_file_around_buffer_boundaries(tmp_path: Path, size: int) -> None:
+    data = os.urandom(size)
+    src = tmp_path / "model.bin"
+    src.write_bytes(data)
+    store = BlobStore(str(tmp_path / "store"))
+    info = store.ingest(str(src))
+    assert info.digest == sha(data) and info.size == size
+    with store.open_blob(info.digest) as f:
+        assert f.read() == data
+    assert leftovers(tmp_path / "store")[0] == []
+
+
+def test_a_full_disk_mid_copy_leaves_no_temp_and_no_blob(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = tmp_path / "model.bin"
+    src.write_bytes(os.urandom(5 * CHUNK))
+    calls = []
+    real = store_mod._write_all
+
+    def fill_up(fd: int, view: memoryview) -> None:
+        calls.append(len(view))
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(fd, view)
+
+    monkeypatch.setattr(store_mod, "_write_all", fill_up)
+    store = BlobStore(str(tmp_path / "store"))
+    with pytest.raises(ArtifactError, match="No space left"):
+        store.ingest(str(src))
+    assert leftovers(tmp_path / "store") == ([], [])
+
+
+def test_a_source_shrinking_while_read_leaves_no_temp_and_no_blob(tmp_path: Path) -> None:
+    src = tmp_path / "model.bin"
+    src.write_bytes(os.urandom(6 * CHUNK))
+
+    def shrink(done: int) -> None:
+        if done == CHUNK:
+            os.truncate(src, 2 * CHUNK)
+
+    store = BlobStore(str(tmp_path / "store"))
+    with pytest.raises(ArtifactError, match="changed while it was being stored"):
+        store.ingest(str(src), progress=shrink)
+    assert leftovers(tmp_path / "store") == ([], [])
+
+
+def test_a_source_rewritten_in_place_while_read_is_refused(tmp_path: Path) -> None:
+    src = tmp_path / "model.bin"
+    src.write_bytes(os.urandom(6 * CHUNK))
+
+    def rewrite(done: int) -> None:
+        if done == CHUNK:
+            with open(src, "r+b") as f:
+                f.seek(4 * CHUNK)
+                f.write(b"x" * CHUNK)  # same size; mtime and ctime move
+
+    store = BlobStore(str(tmp_path / "store"))
+    with pytest.raises(ArtifactError, match="changed while it was being stored"):
+        store.ingest(str(src), progress=rewrite)
+    assert leftovers(tmp_path / "store") == ([], [])
+
+
+def test_bytes_already_stored_are_not_written_again(tmp_path: Path) -> None:
+    data = os.urandom(3 * CHUNK + 17)
+    a, b = tmp_path / "a.bin", tmp_path / "b.bin"
+    a.write_bytes(data)
+    b.write_bytes(data)  # another file (inode) with the same bytes: unknown to any cache
+    store = BlobStore(str(tmp_path / "store"))
+    first = store.ingest(str(a))
+    written = store.stats.bytes_written
+    blobs_before = leftovers(tmp_path / "store")[1]
+    assert written == len(data)
+    again = store.ingest(str(b))
+    assert again.digest == first.digest
+    assert store.stats.bytes_written == written and store.stats.blobs_deduplicated == 1
+    assert leftovers(tmp_path / "store") == ([], blobs_before)
+
+
+def make_shards(root: Path, n: int = 6) -> Path:
+    d = root / "ckpt"
+    (d / "sub").mkdir(parents=True)
+    for i in range(n):
+        (d / f"model-{i:05d}-of-{n:05d}.safetensors").write_bytes(os.urandom(3 * CHUNK + i))
+    (d / "sub" / "config.json").write_text('{"a": 1}')
+    (d / "empty").write_bytes(b"")
+    return d
+
+
+def test_a_folder_ingested_in_parallel_is_the_same_artifact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = make_shards(tmp_path)
+    monkeypatch.setattr(store_mod, "FOLDER_THREADS", 1)
+    sequential = BlobStore(str(tmp_path / "s1")).ingest(str(folder))
+    monkeypatch.setattr(store_mod, "FOLDER_THREADS", 4)
+    monkeypatch.setattr(store_mod, "PARALLEL_FOLDER_BYTES", 0)
+    seen_threads: set[str] = set()
+    real = store_mod.copy_hashing
+
+    def spy(*args: object, **kwargs: object) -> tuple[str, int]:
+        import threading
+
+        seen_threads.add(threading.current_thread().name)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store_mod, "copy_hashing", spy)
+    progress: list[int] = []
+    parallel = BlobStore(str(tmp_path / "s2")).ingest(str(folder), progress=progress.append)
+    assert parallel == sequential
+    assert any(name.startswith("mledger-ingest") for name in seen_threads)
+    assert progress[-1] == sequential.size and progress == sorted(progress)
+
+
+def test_a_failing_shard_in_a_parallel_folder_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = make_shards(tmp_path)
+    monkeypatch.setattr(store_mod, "FOLDER_THREADS", 3)
+    monkeypatch.setattr(store_mod, "PARALLEL_FOLDER_BYTES", 0)
+    real = store_mod.copy_hashing
+    count = [0]
+
+    def fails_once(src: int, out: int, progress: object = None, shown: str = "") -> tuple[str, int]:
+        count[0] += 1
+        if count[0] == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(src, out, progress, shown)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store_mod, "copy_hashing", fails_once)
+    with pytest.raises(ArtifactError, match="No space left"):
+        BlobStore(str(tmp_path / "store")).ingest(str(folder))
+    assert leftovers(tmp_path / "store") == ([], [])
