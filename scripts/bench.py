@@ -52,7 +52,7 @@ from bench_redis import bench_redis  # noqa: E402
 
 from eventstore.decider import _stored_artifact_event, _version_event  # noqa: E402
 from eventstore.events import NewEvent, stream_for  # noqa: E402
-from eventstore.sqlite import SCHEMA, SQLiteRecorder  # noqa: E402
+from eventstore.sqlite import GUARDS, TABLES, SQLiteRecorder  # noqa: E402
 
 BATCH = 1_000
 STREAMS = 8
@@ -143,7 +143,7 @@ def raw_connection(path: str, synchronous: str) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute(f"PRAGMA synchronous = {synchronous}")
     conn.execute("PRAGMA busy_timeout = 30000")
-    conn.executescript(SCHEMA)  # the very same table, constraints and (UPDATE/DELETE-only) triggers
+    conn.executescript(TABLES + ";\n".join(GUARDS.values()) + ";")  # the same tables, constraints and guards
     return conn
 
 
