@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from services import subprocess_env
+from services import REDIS_DB, REDIS_HOST, REDIS_PORT, subprocess_env
 
 # Third-party packages a read must not import (each was imported by every command before).
 HEAVY = ("sqlite_utils", "numpy", "click", "pluggy", "dateutil", "dramatiq", "redis", "fsspec", "s3fs",
@@ -137,3 +137,33 @@ print("ok")
     done = subprocess.run([sys.executable, "-c", script, str(small_home)], env=subprocess_env(small_home),
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+@pytest.mark.redis
+def test_a_fresh_process_sends_its_job_to_its_own_registrys_redis_queue(redis_url: str, tmp_path: Path) -> None:
+    """The first send binds the registry's broker: the job lands under the registry's namespace (not the
+    default one ``workers.broker`` sets up at import from ``MLEDGER_BROKER``), where its worker listens."""
+    import redis
+
+    src = tmp_path / "w.bin"
+    src.write_bytes(b"queued weights\n")
+    script = """
+import json, sys
+from modelledger import Registry
+with Registry.open(sys.argv[1], broker=sys.argv[2]) as reg:
+    assert "dramatiq" not in sys.modules
+    v = reg.register("queued", sys.argv[3], wait=False)
+    print(json.dumps({"id": reg.registry_id, "position": v.position, "status": v.status}))
+"""
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "home"), redis_url, str(src)],
+                          env=subprocess_env(tmp_path / "home", MLEDGER_SOURCES=str(tmp_path)),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    sent = json.loads(done.stdout)
+    assert sent["status"] == "pending"
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB)
+    try:
+        bodies = [json.loads(b) for b in client.hvals(f"mledger-{sent['id'][:12]}:mledger-ingest.msgs")]
+    finally:
+        client.close()
+    assert [(b["actor_name"], b["args"]) for b in bodies] == [("ingest", [sent["position"], sent["id"]])]
