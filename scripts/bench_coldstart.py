@@ -9,6 +9,12 @@ machine hits every row alike — and the median and p90 of ``--runs`` rounds are
 
     .venv/bin/python scripts/bench_coldstart.py              # 30 rounds
     .venv/bin/python scripts/bench_coldstart.py --runs 50 --json coldstart.json
+    git archive main | tar -x -C /tmp/before              # another checkout, measured in the same rounds:
+    .venv/bin/python scripts/bench_coldstart.py --baseline /tmp/before
+
+The children run with bytecode caching on (``PYTHONDONTWRITEBYTECODE`` removed), as an installed
+``mledger`` runs: the warm-up writes the ``.pyc`` files of a source checkout. Without them every run
+compiles the project's modules again (that alone added ~0.1 s per command here).
 
 It measures wall time only (what a user waits for); ``python -X importtime -c "import modelledger.cli"``
 says where the import part of it goes.
@@ -65,6 +71,13 @@ def _run(argv: Sequence[str], env: dict[str, str]) -> tuple[float, float]:
     return elapsed, (_cpu() - cpu) * 1000
 
 
+def _checkout_launcher(root: str) -> list[str]:
+    """What the console script does, with another checkout of the project first on ``sys.path`` (ahead of
+    this venv's editable install, whose finder comes after the path)."""
+    code = f"import sys; sys.path.insert(0, {root!r}); from modelledger.cli import main; sys.exit(main())"
+    return [sys.executable, "-c", code]
+
+
 def _make_registry(home: str, work: str, env: dict[str, str]) -> None:
     """A small registry: 2 models, 3 versions with tags, metrics and an alias (about a dozen events)."""
     mledger = _mledger()
@@ -89,19 +102,28 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=30, help="rounds (each runs every command once); at least 20")
     ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     ap.add_argument("--tmp", help="parent folder of the temporary registry (default: the system's)")
+    ap.add_argument("--baseline", metavar="DIR",
+                    help="another checkout of the project (e.g. `git archive main`): its commands run in the "
+                         "same rounds, with this interpreter")
     args = ap.parse_args()
     if args.runs < 20:
         raise SystemExit("--runs: at least 20")
 
     with temp_dir(args.tmp, "coldstart-") as work:
         home = os.path.join(work, "home")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MLEDGER_")}
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("MLEDGER_") and k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPATH")}
         env.update(MLEDGER_HOME=home, MLEDGER_ACTOR="bench@coldstart")
         log(f"registry in {home}")
         _make_registry(home, work, env)
         mledger = _mledger()
         cases = [("python -c pass (floor)", [sys.executable, "-c", "pass"])]
         cases += [(label, [mledger, *argv]) for label, argv in COMMANDS]
+        if args.baseline:
+            if not os.path.isfile(os.path.join(args.baseline, "modelledger", "cli.py")):
+                raise SystemExit(f"--baseline {args.baseline}: no modelledger/cli.py there")
+            before = _checkout_launcher(os.path.abspath(args.baseline))
+            cases += [(f"baseline: {label}", [*before, *argv]) for label, argv in COMMANDS]
         for _, argv in cases:  # warm-up: file cache, .pyc files, the catalog's first catch-up
             _run(argv, env)
         samples: dict[str, list[float]] = {label: [] for label, _ in cases}
@@ -119,7 +141,8 @@ def main() -> int:
     print(f"machine: nproc {facts['nproc']}, CPython {facts['python']}, loadavg {facts['loadavg']}")
     print(f"{args.runs} rounds, commands interleaved; wall time (median, p90, min) and the child's CPU time "
           f"(user + system, median); target: `mledger show REF` ≤ {TARGET_MS:.0f} ms wall\n")
-    print(f"{'command':<26} {'median':>9} {'p90':>9} {'min':>9} {'− floor':>9} {'CPU':>9}  target")
+    width = max(len(label) for label, _ in cases) + 1
+    print(f"{'command':<{width}} {'median':>9} {'p90':>9} {'min':>9} {'− floor':>9} {'CPU':>9}  target")
     rows = []
     for label, _ in cases:
         values = samples[label]
@@ -127,7 +150,7 @@ def main() -> int:
         verdict = ""
         if label == COMMANDS[0][0]:
             verdict = f"≤ {TARGET_MS:.0f} ms  {'OK' if med <= TARGET_MS else 'MISS'}"
-        print(f"{label:<26} {med:>6.1f} ms {percentile(values, 90):>6.1f} ms {min(values):>6.1f} ms "
+        print(f"{label:<{width}} {med:>6.1f} ms {percentile(values, 90):>6.1f} ms {min(values):>6.1f} ms "
               f"{med - floor:>6.1f} ms {median(cpu[label]):>6.1f} ms  {verdict}")
         rows.append({"command": label, "median_ms": med, "p90_ms": percentile(values, 90),
                      "min_ms": min(values), "cpu_median_ms": median(cpu[label]), "runs": len(values)})
