@@ -21,8 +21,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 from .canonical import GENESIS_HASH, canonical_json, envelope_from_quoted, hash_envelope_json
 from .canonical import quote_string as quote
 from .clock import normalize_timestamp, utc_now
@@ -31,6 +29,7 @@ from .events import NewEvent, StoredEvent
 from .idempotency import batch_problem, check_keyed_batch
 from .permissions import create_file, make_root, modes_under
 from .recorder import GuardProblem, KeyProblem, Recorder, Transaction
+from .sqlscript import create_schema, run_script
 from .upcast import upcast
 
 TABLES = """
@@ -310,9 +309,9 @@ class SQLiteRecorder(Recorder):
             with self._immediate(conn):
                 fresh = conn.execute(
                     "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'").fetchone() is None
-                # sqlite-utils runs a script statement by statement inside an open transaction
-                # (sqlite3's own executescript would COMMIT first).
-                sqlite_utils.Database(conn).executescript(TABLES)
+                # Statement by statement inside the open transaction (sqlite3's own executescript would
+                # COMMIT first).
+                (create_schema if fresh else run_script)(conn, TABLES)
                 if fresh:
                     for guard in GUARDS.values():
                         conn.execute(guard)
@@ -331,10 +330,13 @@ class SQLiteRecorder(Recorder):
         if conn is None:
             try:
                 conn = sqlite3.connect(self.path, isolation_level=None, timeout=self.timeout, check_same_thread=False)
-                db = sqlite_utils.Database(conn)
-                if db.journal_mode != "wal":
-                    db.enable_wal()
-                # enable_wal leaves synchronous as it was (FULL here): set it explicitly, per connection.
+                # What sqlite_utils.Database(conn) did here before (dropped: its import was most of a cold
+                # start, see sqlscript.py): recursive triggers on (so a REPLACE also fires the DELETE
+                # guards), and WAL, set outside any transaction.
+                conn.execute("PRAGMA recursive_triggers = on")
+                if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    conn.execute("PRAGMA journal_mode = wal")
+                # WAL leaves synchronous as it was (FULL here): set it explicitly, per connection.
                 conn.execute(f"PRAGMA synchronous = {self.synchronous}")
                 conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
             except sqlite3.Error as exc:

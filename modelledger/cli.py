@@ -12,17 +12,19 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from eventstore.errors import ModelLedgerError, ValidationError
 from eventstore.events import StoredEvent
-from projections.audit import AuditReport
 from projections.diff import format_diff
 
 from . import __version__, output
 from .inputs import check_search, json_arg, metric_pairs, pairs, parse_count, parse_duration, parse_interval
 from .progress import Progress
 from .registry import Registry
+
+if TYPE_CHECKING:
+    from projections.audit import AuditReport
 
 
 class _Parser(argparse.ArgumentParser):
@@ -310,7 +312,18 @@ def cmd_demo(reg_factory: Any, args: argparse.Namespace) -> int:
 
 # -- parser --------------------------------------------------------------------------------------------
 
-def build_parser() -> argparse.ArgumentParser:
+class _NotBuilt:
+    """Stands for the parser of a command this run does not run: its options are not built. Building all
+    25 parsers took more time than a `mledger show` spends reading (argparse looks up gettext catalogs
+    for every parser and option: ~80 lookups, 7-25 ms on the project's machine)."""
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command; with ``command`` (the first argument of a run), that command's only —
+    the top level and its usage are the same (``mledger --help`` and an unknown command get them all)."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="machine output: one JSON object (log: JSON Lines)")
     common.add_argument("--home", help="registry folder (env MLEDGER_HOME, default ~/.mledger)")
@@ -323,15 +336,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    def add(name: str, fn: Any, help: str) -> argparse.ArgumentParser:
+    built: list[str] = []
+
+    def add(name: str, fn: Any, help: str) -> argparse.ArgumentParser | _NotBuilt:
+        if command is not None and name != command:
+            return _NotBuilt()
         p = sub.add_parser(name, parents=[common], help=help, description=help)
         p.set_defaults(fn=fn)
+        built.append(name)
         return p
 
-    def as_of(p: argparse.ArgumentParser) -> None:
+    def as_of(p: argparse.ArgumentParser | _NotBuilt) -> None:
         p.add_argument("--as-of", metavar="T", help="as it was at T: an ISO-8601 timestamp or #N (a position)")
 
-    def content_options(p: argparse.ArgumentParser) -> None:
+    def content_options(p: argparse.ArgumentParser | _NotBuilt) -> None:
         p.add_argument("--params", metavar="JSON|@FILE", help="hyper-parameters (a JSON object)")
         p.add_argument("--structure", metavar="JSON|@FILE", help="architecture description (a JSON object)")
         p.add_argument("--optimizer", metavar="JSON|@FILE", help="optimizer settings (a JSON object)")
@@ -449,11 +467,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["rebuild"])
 
     p = add("demo", cmd_demo, "a guided tour on a fresh temporary registry (trains small scikit-learn models)")
+    if command is not None and not built:
+        return build_parser()  # not a command: the full parser says so, with the list of commands
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv[0] if argv and not argv[0].startswith("-") else None)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a one-line usage error already printed

@@ -8,14 +8,16 @@ live below it — in the decider and the projector.
 from __future__ import annotations
 
 import os
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from functools import cached_property
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from eventstore import commands as c
-from eventstore.anchor import Anchor
 from eventstore.decider import precheck
 from eventstore.errors import ArtifactError, ModelLedgerError, PurgedError, StoreError, ValidationError
 from eventstore.events import ARTIFACT_REQUESTS, VERSION_CREATING, NewEvent, StoredEvent, stream_for
@@ -24,29 +26,57 @@ from eventstore.names import parse_ref, validate_name
 from eventstore.recorder import GuardProblem
 from eventstore.schemas import check_events
 from eventstore.sqlite import SQLiteRecorder
-from projections.audit import AuditReport, ExportSummary, verify_export
-from projections.audit import anchor as anchor_of
-from projections.audit import audit as audit_log
-from projections.audit import expectations as audit_expectations
-from projections.audit import export as export_log
 from projections.catalog import Catalog, CatalogProjection
 from projections.diff import diff_versions
 from projections.past import PastCatalog
 from projections.records import ModelRecord, VersionRecord
 from projections.restore import plan_model
 from projections.storage import partial_folders, purge_plan, referenced_digests
-from workers import actors, context
-from workers.broker import ensure_embedded_worker, is_embedded
-from workers.broker import use as use_broker
-from workers.ingest import BlobsVanished, artifact_blobs, check_source, ingest_artifact, source_readable
+from workers import context
+from workers.broker_url import is_embedded_url
 from workers.sources import SourcePolicy
-from workers.store import BlobStore
 
 from . import __version__
 from .config import Config
 
+if TYPE_CHECKING:
+    from dramatiq import Broker
+
+    from eventstore.anchor import Anchor
+    from projections.audit import AuditReport, ExportSummary
+    from workers.store import BlobStore
+
 RefLike = str | VersionRecord
 DEFAULT_TIMEOUT = 3600.0
+
+
+# -- loaded on first use ---------------------------------------------------------------------------------
+# A read (show, list, log, history, diff, best) needs neither the broker (dramatiq, redis, asyncio) nor the
+# ingest and the blob store (fsspec, s3fs, the format sniffers), nor the audit. Importing them made a cold
+# `mledger show` several times as slow as the read itself (python -X importtime; docs/performance.md, "Cold
+# start"), so this module imports them only where a command first needs them: in the three functions
+# below, in ``Registry.broker`` and in ``Registry.store()`` — nowhere else. tests/test_coldstart.py fails
+# when one of them comes back into a read.
+
+def _ingest() -> ModuleType:
+    """``workers.ingest``: reading a source into the store (fsspec, the format sniffers)."""
+    from workers import ingest
+
+    return ingest
+
+
+def _actors() -> ModuleType:
+    """``workers.actors``: the ingest actor (importing it sets up dramatiq's broker, ``workers.broker``)."""
+    from workers import actors
+
+    return actors
+
+
+def _audit() -> ModuleType:
+    """``projections.audit``: the checks, anchors and the evidence bundle."""
+    from projections import audit
+
+    return audit
 
 
 def _ref(ref: RefLike) -> str:
@@ -81,17 +111,30 @@ class Registry:
         self.recorder = SQLiteRecorder(config.db_path)
         self.projection = CatalogProjection(self.recorder)
         self._catalog = Catalog(self.projection)
-        # One Redis namespace per registry, so registries sharing a Redis never take each other's jobs.
-        self.broker = use_broker(config.broker, namespace=f"mledger-{self.recorder.registry_id[:12]}")
-        self.embedded = is_embedded(self.broker)
+        self.embedded = is_embedded_url(config.broker)  # ValidationError for a broker we cannot make
         self._sent: set[tuple[str, int]] = set()
         self._store: BlobStore | None = None
         self.registry_id = self.recorder.registry_id
+        if "workers.broker" in sys.modules:
+            # This process already set up dramatiq (a worker, a test or script sending jobs itself): bind the
+            # actors to this registry's broker now, as an open always did; otherwise the first send does.
+            self.broker  # noqa: B018 - the cached property's side effect
         self.sources = SourcePolicy.parse(config.sources)
         # No sweep at open: a pending version left by a crash (or imported) is not this caller's request,
         # and its source is read only when a user asks for it (`mledger retry`); see docs/architecture.md.
         context.configure(self.recorder, config.artifacts, self.projection, embedded=self.embedded,
                           policy=self.sources)
+
+    @cached_property
+    def broker(self) -> Broker:
+        """The dramatiq broker of this registry's ingest jobs, with the actors declared on it. Bound when first
+        needed (a send, ``mledger worker``): dramatiq's broker is one per process, and ``use`` moves every
+        declared actor to it."""
+        _actors()  # declares the actors, on the broker workers.broker sets up at import
+        from workers.broker import use
+
+        # One Redis namespace per registry, so registries sharing a Redis never take each other's jobs.
+        return use(self.config.broker, namespace=f"mledger-{self.registry_id[:12]}")
 
     @classmethod
     def open(
@@ -166,7 +209,7 @@ class Registry:
             first = first_result(self.recorder, idempotency_key, command)
             if first is not None:
                 return self._finish(first, wait, timeout)
-        source = check_source(str(artifact))
+        source = _ingest().check_source(str(artifact))
 
         def build(art: dict[str, Any]) -> c.Command:
             return c.Register(name, art, description, command.tags, command.params, command.structure,
@@ -205,7 +248,7 @@ class Registry:
         if artifact is None:
             return self._finish(self.execute(command, idempotency_key=idempotency_key, run_id=run_id),
                                 wait, timeout, progress)
-        source = check_source(str(artifact))
+        source = _ingest().check_source(str(artifact))
 
         def build(art: dict[str, Any]) -> c.Command:
             return c.Update(command.ref, command.params, command.structure, command.optimizer, structure_patch,
@@ -227,10 +270,11 @@ class Registry:
         if not self.embedded and self.sources.allows(source):
             outcome = self.execute(build({"source": source}), idempotency_key=idempotency_key, run_id=run_id)
             return self._finish(outcome, wait, timeout, progress)
+        ingest = _ingest()
         for _ in range(3):
             try:
-                facts = ingest_artifact(self.store(), source, progress=progress)
-            except BlobsVanished:
+                facts = ingest.ingest_artifact(self.store(), source, progress=progress)
+            except ingest.BlobsVanished:
                 continue  # gc freed a blob we deduplicated against before the sniff; copy again
             try:
                 outcome = execute(self.recorder, self.projection, build(facts), self._meta(run_id),
@@ -243,7 +287,7 @@ class Registry:
 
     def _blobs_present(self, facts: dict[str, Any]) -> Callable[[Any], None]:
         store = self.store()
-        digests = artifact_blobs(facts)
+        digests = _ingest().artifact_blobs(facts)
 
         def check(_tx: Any) -> None:
             # gc deletes blobs under the write lock, so this check, under the same lock, is race-free.
@@ -279,7 +323,7 @@ class Registry:
         for e in here:
             if not self.embedded:
                 # A Redis client reads the caller's source itself, with the caller's rights.
-                actors.ingest_version(e.position, self.registry_id, for_caller=True)
+                _actors().ingest_version(e.position, self.registry_id, for_caller=True)
         if self.embedded:
             self._send_all(here, True, progress)
         else:
@@ -309,11 +353,14 @@ class Registry:
         request = self.recorder.event_at(position)
         if request is not None:
             self._sent.add((request.data.get("name"), request.data.get("version")))
+        self.broker  # noqa: B018 - the actors go to this registry's broker (bound on first use)
         try:
-            actors.ingest.send(position, self.registry_id)
+            _actors().ingest.send(position, self.registry_id)
         except Exception as exc:  # noqa: BLE001 - redis/connection errors, translated here once
             raise StoreError(f"the broker did not take the job: {type(exc).__name__}: {exc}") from None
         if self.embedded:
+            from workers.broker import ensure_embedded_worker
+
             ensure_embedded_worker()
 
     def wait(self, ref: RefLike, timeout: float | None = None) -> VersionRecord:
@@ -361,6 +408,8 @@ class Registry:
     def store(self) -> BlobStore:
         """The artifact store (one object per registry: opening an fsspec filesystem is not free)."""
         if self._store is None:
+            from workers.store import BlobStore  # fsspec (and s3fs for s3://): see "the artifact side" above
+
             self._store = BlobStore(self.config.artifacts, statcache=self.config.statcache_path)
         return self._store
 
@@ -511,7 +560,7 @@ class Registry:
             for model_name in names:
                 now = self._catalog.model(model_name)
                 then = past.model(model_name) if past.exists(model_name) else None
-                plans.append(plan_model(now, then, source_readable=source_readable,
+                plans.append(plan_model(now, then, source_readable=_ingest().source_readable,
                                         reason=f"restore to #{position}"))
             new = [NewEvent(stream_for(p.name), t, d, meta) for p in plans for t, d in p.events]
             report: dict[str, Any] = {
@@ -625,16 +674,17 @@ class Registry:
         the stored catalog, and that every ready version's blobs exist (deep: and rehash to their digest).
         ``expected_hash``: the log must end at this hash; ``expect``: anchors ``#N:hash`` (``anchor()``, kept
         elsewhere) that must still hold — what catches a truncated or rewritten-and-rebuilt log."""
-        expected_hash, anchors = audit_expectations(expected_hash, expect)  # bad input: refused before any work
+        audit = _audit()
+        expected_hash, anchors = audit.expectations(expected_hash, expect)  # bad input: refused before any work
         self.projection.ensure_current()
         store = self.store()
-        return audit_log(self.recorder, self.recorder.connection(), blob_exists=store.exists,
-                         blob_rehash=store.verify if deep else None, expected_hash=expected_hash, expect=anchors)
+        return audit.audit(self.recorder, self.recorder.connection(), blob_exists=store.exists,
+                           blob_rehash=store.verify if deep else None, expected_hash=expected_hash, expect=anchors)
 
     def anchor(self) -> Anchor:
         """The head's position and hash (``#N:hash``): keep it outside the registry; ``audit(expect=[...])``
         later proves the first N events are unchanged."""
-        return anchor_of(self.recorder)
+        return _audit().anchor(self.recorder)
 
     def restore_guards(self) -> list[GuardProblem]:
         """Put the append-only guards back as the schema defines them (after finding out, with ``audit``, why
@@ -644,12 +694,12 @@ class Registry:
     def export_log(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> ExportSummary:
         """Write the evidence bundle: the log as JSON Lines with its final hash, verifiable without us.
         An existing file at ``path`` is replaced only with ``overwrite`` (never a folder or special file)."""
-        return export_log(self.recorder, path, overwrite=overwrite)
+        return _audit().export(self.recorder, path, overwrite=overwrite)
 
     @staticmethod
     def verify_export(path: str | os.PathLike[str], expected_final_hash: str | None = None,
                       expect: Iterable[str | Anchor] = ()) -> AuditReport:
-        return verify_export(path, expected_final_hash=expected_final_hash, expect=expect)
+        return _audit().verify_export(path, expected_final_hash=expected_final_hash, expect=expect)
 
     def log(self, since: int = 0, limit: int | None = None) -> Iterator[StoredEvent]:
         return self.recorder.read(since=since, limit=limit)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 
-import sqlite_utils
+from eventstore.sqlscript import create_schema
 
 VERSION = 8  # bump when the tables change shape: an older catalog is then rebuilt from the log
 
@@ -168,11 +168,9 @@ END;
 
 def create(conn: sqlite3.Connection) -> None:
     """Create the catalog's tables if missing; call inside a write transaction."""
-    db = sqlite_utils.Database(conn)  # its executescript keeps the open transaction (sqlite3's commits)
-    db.executescript(SCHEMA)
-    for table in ("models", "versions"):
-        db.executescript(_FTS_TABLE.format(t=table))
-        db.executescript(_FTS_TRIGGERS.format(t=table))
+    # Statement by statement, inside the open transaction (sqlite3's executescript would commit first).
+    create_schema(conn, SCHEMA + "".join(_FTS_TABLE.format(t=t) + _FTS_TRIGGERS.format(t=t)
+                                         for t in ("models", "versions")))
     conn.execute("INSERT OR REPLACE INTO projection_checkpoint (name, position) VALUES ('schema', ?)", (VERSION,))
 
 
@@ -186,12 +184,10 @@ def stored_version(conn: sqlite3.Connection) -> int | None:
 
 def drop(conn: sqlite3.Connection) -> None:
     """Remove every derived table (the log is untouched)."""
-    db = sqlite_utils.Database(conn)
     for table in ("models", "versions"):
         for suffix in ("ai", "au", "ad"):
             conn.execute(f"DROP TRIGGER IF EXISTS {table}_fts_{suffix}")
     for fts in FTS_TABLES:
-        if db[fts].exists():
-            db[fts].drop()
+        conn.execute(f"DROP TABLE IF EXISTS {fts}")  # identifiers from the constant above
     for table in TABLES:
         conn.execute(f"DROP TABLE IF EXISTS {table}")

@@ -23,7 +23,7 @@ import dramatiq
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import CurrentMessage
 
-from eventstore.errors import ValidationError
+from .broker_url import is_embedded_url
 
 HEARTBEAT_TIMEOUT_MS = 30_000
 MAINTENANCE_CHANCE = 10_000  # out of 1,000,000 Redis commands
@@ -35,15 +35,13 @@ _key: tuple[str, str] | None = None
 
 
 def make_broker(url: str, namespace: str = NAMESPACE) -> dramatiq.Broker:
-    if url == "embedded":
+    if is_embedded_url(url):  # ValidationError for anything but embedded or a Redis URL
         made: dramatiq.Broker = StubBroker()
-    elif url.startswith(("redis://", "rediss://", "unix://")):
+    else:
         from dramatiq.brokers.redis import RedisBroker
 
         made = RedisBroker(url=url, namespace=namespace, heartbeat_timeout=HEARTBEAT_TIMEOUT_MS,
                            maintenance_chance=MAINTENANCE_CHANCE)
-    else:
-        raise ValidationError(f"MLEDGER_BROKER must be 'embedded' or a redis:// URL, not {url!r}")
     # Actors read their retry count from the current message to record the final failure once.
     made.add_middleware(CurrentMessage())
     return made

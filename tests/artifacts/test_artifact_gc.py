@@ -213,9 +213,10 @@ def test_gc_between_dedup_and_commit_makes_the_ingest_copy_again(reg, home: Path
         return facts
 
     monkeypatch.setattr(actors, "ingest_artifact", ingest_then_gc)
-    # Embedded registers run the same ingest in the caller's thread before the commit.
-    import modelledger.registry as registry_module
-    monkeypatch.setattr(registry_module, "ingest_artifact", ingest_then_gc)
+    # Embedded registers run the same ingest in the caller's thread before the commit (the registry finds
+    # it in workers.ingest when it first needs it).
+    from workers import ingest
+    monkeypatch.setattr(ingest, "ingest_artifact", ingest_then_gc)
     v2 = reg.register("again", artifact=str(src), timeout=60)
     assert len(calls) == 2, "the ingest did not notice the vanished blob"
     assert v2.status == "ready"
