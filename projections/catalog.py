@@ -107,6 +107,8 @@ def _version_record(conn: sqlite3.Connection, name: str, number: int) -> Version
 def fts_query(words: str) -> str:
     """User words → an FTS5 query that cannot be misread as FTS syntax: every word quoted, prefix-matched,
     all of them required."""
+    if "\x00" in words:  # SQLite ends a string at NUL ("unterminated string"): refuse it as input here too
+        raise ValidationError("the search words contain a NUL character")
     tokens = [w for w in words.replace('"', " ").split() if w]
     if not tokens:
         raise ValidationError("--search needs at least one word")

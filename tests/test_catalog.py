@@ -387,3 +387,11 @@ def test_append_batch_refuses_a_malformed_event_and_appends_nothing(reg, artifac
     with pytest.raises(ValidationError, match="stream"):
         reg.append_batch([NewEvent("model-other", "Tagged", {"name": "m", "version": None, "tags": {}})])
     assert reg.head() == head
+
+
+def test_search_with_a_nul_is_bad_input_in_the_sdk_too(reg) -> None:
+    """L13 through the SDK: a NUL in the search words is a ValidationError, not a database error."""
+    with pytest.raises(ValidationError, match="NUL"):
+        reg.catalog().list(search="vision\x00x")
+    with pytest.raises(ValidationError, match="NUL"):
+        reg.catalog().search(keyword="a\x00")
