@@ -768,8 +768,9 @@ class BlobStore:
             try:
                 created = _link_new(tmp, final)
             except FileNotFoundError:
-                if os.path.isdir(folder):
-                    raise  # the temp itself is gone
+                # The fan-out folder was missing — or another writer of new bytes made it since our link
+                # looked (a race seen in CI): make what is still missing and link again. A second
+                # FileNotFoundError means the temp itself is gone.
                 parents = _makedirs(folder, self._modes().folder)
                 created = _link_new(tmp, final)
             if not created:
