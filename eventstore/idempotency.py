@@ -14,11 +14,13 @@ The recorder refuses a keyed batch whose events do not say so (``check_keyed_bat
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from .errors import ValidationError
 from .events import NewEvent
+from .recorder import KeyProblem
 
 
 def recorded_under(key: str, meta: Mapping[str, Any]) -> bool:
@@ -59,3 +61,34 @@ def check_keyed_batch(events: Sequence[NewEvent], key: str) -> None:
             raise ValidationError(f"an event appended under idempotency key {key!r} must carry it in "
                                   "meta.idempotency_key (or answer the request #N its key ends with, in "
                                   "meta.causation_id)")
+
+
+def key_problems_of(rows: Iterable[tuple[str, int, int, int | None, Any]], head: int) -> Iterator[KeyProblem]:
+    """Every key whose batch is wrong, from rows ``(key, first, last, position, meta text)`` — each key joined
+    with the events of its range, in key then position order (a key with no events has one row, position
+    None). Both backends' ``Recorder.key_problems`` read such rows with one query."""
+    current: tuple[str, int, int] | None = None
+    found: list[tuple[int, Any]] = []
+    for key, first, last, position, meta in rows:
+        if current is None or current[0] != key:
+            if current is not None:
+                yield from _problem(current, found, head)
+            current, found = (key, first, last), []
+        if position is not None:
+            found.append((position, _meta_of(meta)))
+    if current is not None:
+        yield from _problem(current, found, head)
+
+
+def _problem(current: tuple[str, int, int], found: list[tuple[int, Any]], head: int) -> Iterator[KeyProblem]:
+    key, first, last = current
+    wrong = batch_problem(key, first, last, found, head)
+    if wrong is not None:
+        yield KeyProblem(key, wrong[0], wrong[1])
+
+
+def _meta_of(text: Any) -> Any:
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        return None  # not JSON: the chain check names it; here it simply does not name the key

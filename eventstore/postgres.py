@@ -19,7 +19,6 @@ The SQL lives in ``eventstore.postgres_sql``.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -39,8 +38,8 @@ from .canonical import GENESIS_HASH
 from .clock import normalize_timestamp, utc_now
 from .errors import ConcurrencyError, IdempotencyError, IntegrityError, StoreError
 from .events import NewEvent, StoredEvent
-from .idempotency import batch_problem, check_keyed_batch
-from .recorder import GuardProblem, KeyProblem, Recorder, Transaction
+from .idempotency import batch_problem, check_keyed_batch, key_problems_of
+from .recorder import GuardProblem, KeyProblem, Recorder, Transaction, guard_refusal
 from .sealing import event_from_row, seal
 
 # psycopg logs a lost connection (and its pool every failed reconnection attempt) as warnings; the caller
@@ -127,11 +126,6 @@ def guard_problems_of(conn: psycopg.Connection) -> list[GuardProblem]:
     return problems
 
 
-def _refusal(problems: list[GuardProblem]) -> str | None:
-    if not problems:
-        return None
-    return (f"the registry's append-only guards were changed ({'; '.join(map(str, problems))}): nothing is "
-            "appended until they are restored; see `mledger audit`, then `mledger audit --restore-guards`")
 
 
 class PostgresTransaction(Transaction):
@@ -275,7 +269,7 @@ class PostgresRecorder(Recorder):
                 else:
                     # Checked once per open; an existing store's guards are never re-created by an open
                     # (that would hide a guard someone dropped to edit the log): appends are refused instead.
-                    self._refusal = _refusal(guard_problems_of(conn))
+                    self._refusal = guard_refusal(guard_problems_of(conn))
                 return conn.execute(sql.META_GET, ("id",)).fetchone()[0]
         except psycopg.Error as exc:
             raise translate(exc, self.where) from None
@@ -489,17 +483,7 @@ class PostgresRecorder(Recorder):
 
     def key_problems(self) -> Iterator[KeyProblem]:
         head = self.head()
-        current: tuple[str, int, int] | None = None
-        found: list[tuple[int, Any]] = []
-        for key, first, last, position, meta in self._query(sql.KEYS_WITH_EVENTS):
-            if current is None or current[0] != key:
-                if current is not None:
-                    yield from _key_problem(current, found, head)
-                current, found = (key, first, last), []
-            if position is not None:
-                found.append((position, _meta_of(meta)))
-        if current is not None:
-            yield from _key_problem(current, found, head)
+        return key_problems_of(self._query(sql.KEYS_WITH_EVENTS), head)
 
     def close(self) -> None:
         with self._listen_lock:
@@ -525,15 +509,4 @@ def _table_of(conn: psycopg.Connection, trigger: str) -> str:
     return row[0] if row else "events"
 
 
-def _meta_of(text: Any) -> Any:
-    try:
-        return json.loads(text)
-    except (TypeError, ValueError):
-        return None  # not JSON: the chain check names it; here it simply does not name the key
 
-
-def _key_problem(current: tuple[str, int, int], found: list[tuple[int, Any]], head: int) -> Iterator[KeyProblem]:
-    key, first, last = current
-    wrong = batch_problem(key, first, last, found, head)
-    if wrong is not None:
-        yield KeyProblem(key, wrong[0], wrong[1])

@@ -43,6 +43,14 @@ class KeyProblem:
         return f"idempotency key {self.key!r}: {self.problem}"
 
 
+def guard_refusal(problems: Sequence[GuardProblem]) -> str | None:
+    """Why a store whose guards were changed refuses appends (None when they are in place)."""
+    if not problems:
+        return None
+    return (f"the registry's append-only guards were changed ({'; '.join(map(str, problems))}): nothing is "
+            "appended until they are restored; see `mledger audit`, then `mledger audit --restore-guards`")
+
+
 def _shorten(text: str, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 

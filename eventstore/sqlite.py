@@ -26,9 +26,9 @@ from .canonical import quote_string as quote
 from .clock import normalize_timestamp, utc_now
 from .errors import ConcurrencyError, IdempotencyError, IntegrityError, StoreError, ValidationError
 from .events import NewEvent, StoredEvent
-from .idempotency import batch_problem, check_keyed_batch
+from .idempotency import batch_problem, check_keyed_batch, key_problems_of
 from .permissions import create_file, make_root, modes_under
-from .recorder import GuardProblem, KeyProblem, Recorder, Transaction
+from .recorder import GuardProblem, KeyProblem, Recorder, Transaction, guard_refusal
 from .sqlscript import create_schema, run_script
 from .upcast import upcast
 
@@ -132,11 +132,6 @@ def guard_problems_of(conn: sqlite3.Connection) -> list[GuardProblem]:
     return problems
 
 
-def _refusal(problems: list[GuardProblem]) -> str | None:
-    if not problems:
-        return None
-    return (f"the registry's append-only guards were changed ({'; '.join(map(str, problems))}): nothing is "
-            "appended until they are restored; see `mledger audit`, then `mledger audit --restore-guards`")
 
 
 def _quote_identifier(name: str) -> str:
@@ -150,18 +145,8 @@ def _read_only(folder: Path) -> bool:
         return False
 
 
-def _meta_of(text: Any) -> Any:
-    try:
-        return json.loads(text)
-    except (TypeError, ValueError):
-        return None  # not JSON: the chain check names it; here it simply does not name the key
 
 
-def _key_problem(current: tuple[str, int, int], found: list[tuple[int, Any]], head: int) -> Iterator[KeyProblem]:
-    key, first, last = current
-    wrong = batch_problem(key, first, last, found, head)
-    if wrong is not None:
-        yield KeyProblem(key, wrong[0], wrong[1])
 
 
 class SQLiteTransaction(Transaction):
@@ -320,7 +305,7 @@ class SQLiteRecorder(Recorder):
                 self.registry_id = conn.execute("SELECT value FROM registry_meta WHERE key = 'id'").fetchone()[0]
                 # Checked once per open (one read of sqlite_master): a store whose guards were changed is
                 # read and audited as usual, but refuses appends (see ``docs/operations.md``).
-                self._refusal = None if fresh else _refusal(guard_problems_of(conn))
+                self._refusal = None if fresh else guard_refusal(guard_problems_of(conn))
         except sqlite3.Error as exc:
             raise translate(exc) from None
 
@@ -479,18 +464,7 @@ class SQLiteRecorder(Recorder):
                 " LEFT JOIN events e ON e.position BETWEEN i.first_position AND i.last_position"
                 " ORDER BY i.key, e.position"
             )
-            current: tuple[str, int, int] | None = None
-            found: list[tuple[int, Any]] = []
-            while rows := cursor.fetchmany(1_000):
-                for key, first, last, position, meta in rows:
-                    if current is None or current[0] != key:
-                        if current is not None:
-                            yield from _key_problem(current, found, head)
-                        current, found = (key, first, last), []
-                    if position is not None:
-                        found.append((position, _meta_of(meta)))
-            if current is not None:
-                yield from _key_problem(current, found, head)
+            yield from key_problems_of(_paged(cursor), head)
         except sqlite3.Error as exc:
             raise translate(exc) from None
 
@@ -503,3 +477,8 @@ class SQLiteRecorder(Recorder):
                     pass
             self._all.clear()
         self._local = threading.local()
+
+
+def _paged(cursor: sqlite3.Cursor, size: int = 1_000) -> Iterator[tuple]:
+    while rows := cursor.fetchmany(size):
+        yield from rows
