@@ -88,15 +88,77 @@ class RetryArtifact:
     ref: str
 
 
+@dataclass(frozen=True)
+class RecordArtifactStored:
+    """A worker's outcome: the bytes asked for by the event at ``request`` (a new version, or a request to
+    fetch purged bytes again) are stored; ``facts`` is what the ingest learnt (``workers.ingest``)."""
+
+    request: int
+    name: str
+    version: int
+    facts: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RecordArtifactFailed:
+    """A worker's outcome: the bytes asked for by the event at ``request`` could not be stored."""
+
+    request: int
+    name: str
+    version: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class PurgedVersion:
+    """One version gc means to free bytes of: its artifact ``digest`` and the ``blobs`` freed with it."""
+
+    name: str
+    version: int
+    digest: str | None
+    blobs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PurgeArtifacts:
+    """gc's plan (made from the catalog under the write lock): record that these versions lose their bytes."""
+
+    versions: tuple[PurgedVersion, ...]
+
+
+@dataclass(frozen=True)
+class RestoreModel:
+    """The compensating events that bring one model back to its state at the restore's position, planned
+    (``projections.restore``) against the model's stream at ``stream_version``."""
+
+    name: str
+    stream_version: int
+    events: tuple[tuple[str, dict[str, Any]], ...]
+
+
+@dataclass(frozen=True)
+class Restore:
+    as_of: int
+    models: tuple[RestoreModel, ...]
+
+
 Command = (
     Register | Update | Tag | Untag | RecordMetrics | AssignAlias | RemoveAlias | RollbackAlias | Delete
-    | Undelete | RetryArtifact
+    | Undelete | RetryArtifact | RecordArtifactStored | RecordArtifactFailed | PurgeArtifacts | Restore
 )
 
+# Outcomes recorded on behalf of an earlier request: their key names the request (``artifact-stored:#12``),
+# not their content, so a redelivered job whose ingest learnt other facts still finds the first outcome.
+ON_BEHALF = (RecordArtifactStored, RecordArtifactFailed)
 
-def fingerprint(command: Command) -> str:
-    """Identifies the request behind an idempotency key: a retry must ask for the same thing."""
+
+def fingerprint(command: Command) -> str | None:
+    """Identifies the request behind an idempotency key: a retry must ask for the same thing. None for an
+    outcome recorded on behalf of a request (``ON_BEHALF``), whose key already names that request."""
     import hashlib
+
+    if isinstance(command, ON_BEHALF):
+        return None
 
     body = {"command": type(command).__name__, **asdict(command)}
     return hashlib.sha256(canonical_bytes(body)).hexdigest()

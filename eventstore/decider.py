@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import commands as c
+from . import event_data as ed
 from .errors import ConflictError, NotFoundError, ValidationError
 from .events import stream_for
 from .merge_patch import merge_patch
@@ -30,12 +31,40 @@ from .state import ModelState, StateView, VersionState
 
 
 @dataclass(frozen=True)
+class StreamEvents:
+    """The events a decision appends to one stream, and the stream version it was decided against."""
+
+    stream: str
+    expected: int | None  # None: no check (a new model, whose stream may hold imported events)
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class Decision:
     stream: str
     expected: int | None  # the stream version decided against (None: a new model, no check)
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     name: str = ""
     version: int | None = None  # the version the command produced or acted on
+    # Further streams appended in the same atomic batch, after ``events`` (gc's purge, a restore).
+    more: tuple[StreamEvents, ...] = ()
+
+    def parts(self) -> list[StreamEvents]:
+        """Every stream's events, in the order they are appended."""
+        first = [StreamEvents(self.stream, self.expected, self.events)] if self.events else []
+        return first + [p for p in self.more if p.events]
+
+    def expected_versions(self) -> dict[str, int]:
+        """The version each stream was decided against (the recorder refuses the batch if one moved)."""
+        return {p.stream: p.expected for p in self.parts() if p.expected is not None}
+
+
+def batch(parts: list[StreamEvents], name: str = "", version: int | None = None) -> Decision:
+    """A decision spanning several streams, appended as one atomic batch."""
+    parts = [p for p in parts if p.events]
+    if not parts:
+        return Decision("", None, [], name, version)
+    return Decision(parts[0].stream, parts[0].expected, parts[0].events, name, version, tuple(parts[1:]))
 
 
 def _text(value: Any, what: str, limit: int) -> str:
@@ -83,35 +112,6 @@ def _artifact(value: Any) -> dict[str, Any]:
     return dict(value)
 
 
-def _version_event(
-    name: str, number: int, parent: int | None, *, description: str, params: dict, structure: dict,
-    optimizer: dict, tags: dict, artifact: dict, status: str, changes: list[str] | None = None,
-    patch: dict | None = None,
-) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "name": name,
-        "version": number,
-        "parent": parent,
-        "description": description,
-        "params": params,
-        "structure": structure,
-        "optimizer": optimizer,
-        "tags": tags,
-        "artifact": artifact,
-        "status": status,
-    }
-    if changes is not None:
-        data["changes"] = changes
-    if patch is not None:
-        data["patch"] = patch
-    return data
-
-
-def _stored_artifact_event(name: str, number: int, artifact: dict[str, Any]) -> dict[str, Any]:
-    keep = ("digest", "size", "kind", "format", "files", "file_count", "unsafe", "imports", "detail")
-    return {"name": name, "version": number, **{k: artifact[k] for k in keep if k in artifact}}
-
-
 def _status_for_new(artifact: dict[str, Any]) -> str:
     return "ready" if artifact.get("digest") else "pending"
 
@@ -128,7 +128,7 @@ def decide_register(cmd: c.Register, view: StateView) -> Decision:
     events: list[tuple[str, dict[str, Any]]] = []
     expected: int | None
     if model is None:
-        events.append(("ModelRegistered", {"name": name, "description": description, "tags": {}}))
+        events.append(("ModelRegistered", ed.model_registered(name, description)))
         # No expected version: the stream may hold imported events the catalog could not place.
         number, expected = 1, None
     else:
@@ -139,11 +139,11 @@ def decide_register(cmd: c.Register, view: StateView) -> Decision:
     source_only = {"source": artifact["source"]}
     events.append((
         "VersionRegistered",
-        _version_event(name, number, None, description=description, params=params, structure=structure,
+        ed.version_created(name, number, None, description=description, params=params, structure=structure,
                        optimizer=optimizer, tags=tags, artifact=source_only, status="pending"),
     ))
     if stored:
-        events.append(("ArtifactStored", _stored_artifact_event(name, number, artifact)))
+        events.append(("ArtifactStored", ed.artifact_stored(name, number, artifact)))
     return Decision(stream_for(name), expected, events, name, number)
 
 
@@ -198,12 +198,12 @@ def decide_update(cmd: c.Update, view: StateView) -> Decision:
         status = parent.status if parent.status in ("ready", "purged") else "pending"
     events.append((
         event_type,
-        _version_event(model.name, number, parent.version, description=description, params=params,
+        ed.version_created(model.name, number, parent.version, description=description, params=params,
                        structure=structure, optimizer=optimizer, tags=dict(parent.tags),
                        artifact=version_artifact, status=status, changes=changes, patch=patch),
     ))
     if stored:
-        events.append(("ArtifactStored", _stored_artifact_event(model.name, number, artifact)))
+        events.append(("ArtifactStored", ed.artifact_stored(model.name, number, artifact)))
     return Decision(stream_for(model.name), model.stream_version, events, model.name, number)
 
 
@@ -223,7 +223,7 @@ def decide_tag(cmd: c.Tag, view: StateView) -> Decision:
         raise ValidationError("give at least one tag as key=value")
     model, current, number = _tag_target(view, ref)
     changed = {k: v for k, v in tags.items() if current.get(k) != v}
-    events = [("Tagged", {"name": model.name, "version": number, "tags": changed})] if changed else []
+    events = [("Tagged", ed.tagged(model.name, number, changed))] if changed else []
     return Decision(stream_for(model.name), model.stream_version, events, model.name, number)
 
 
@@ -236,7 +236,7 @@ def decide_untag(cmd: c.Untag, view: StateView) -> Decision:
     missing = [k for k in keys if k not in current]
     if missing:
         raise NotFoundError(f"{ref} has no tag {missing[0]!r}")
-    events = [("Untagged", {"name": model.name, "version": number, "keys": sorted(set(keys))})]
+    events = [("Untagged", ed.untagged(model.name, number, sorted(set(keys))))]
     return Decision(stream_for(model.name), model.stream_version, events, model.name, number)
 
 
@@ -244,7 +244,7 @@ def decide_metrics(cmd: c.RecordMetrics, view: StateView) -> Decision:
     ref = parse_ref(cmd.ref)
     metrics = validate_metrics(cmd.metrics)
     model, version = resolve(view, ref)
-    events = [("MetricsRecorded", {"name": model.name, "version": version.version, "metrics": metrics})]
+    events = [("MetricsRecorded", ed.metrics_recorded(model.name, version.version, metrics))]
     return Decision(stream_for(model.name), model.stream_version, events, model.name, version.version)
 
 
@@ -254,8 +254,7 @@ def decide_alias(cmd: c.AssignAlias, view: StateView) -> Decision:
     previous = model.aliases.get(alias)
     events = []
     if previous != version.version:
-        events.append(("AliasAssigned", {"name": model.name, "alias": alias, "version": version.version,
-                                         "previous": previous}))
+        events.append(("AliasAssigned", ed.alias_assigned(model.name, alias, version.version, previous)))
     return Decision(stream_for(model.name), model.stream_version, events, model.name, version.version)
 
 
@@ -266,7 +265,7 @@ def decide_unalias(cmd: c.RemoveAlias, view: StateView) -> Decision:
     if alias not in model.aliases:
         raise NotFoundError(f"model {name!r} has no alias {alias!r}")
     number = model.aliases[alias]
-    events = [("AliasRemoved", {"name": name, "alias": alias, "version": number})]
+    events = [("AliasRemoved", ed.alias_removed(name, alias, number))]
     return Decision(stream_for(name), model.stream_version, events, name, number)
 
 
@@ -286,8 +285,7 @@ def decide_rollback(cmd: c.RollbackAlias, view: StateView) -> Decision:
             break
     if target is None:
         raise NotFoundError(f"alias {alias!r} of {name!r} has no earlier live version to roll back to")
-    events = [("AliasAssigned", {"name": name, "alias": alias, "version": target, "previous": current,
-                                 "rollback": True})]
+    events = [("AliasAssigned", ed.alias_assigned(name, alias, target, current, rollback=True))]
     return Decision(stream_for(name), model.stream_version, events, name, target)
 
 
@@ -298,22 +296,21 @@ def decide_delete(cmd: c.Delete, view: StateView) -> Decision:
         model = _model(view, ref.name, allow_deleted=True)
         if model.deleted:
             raise ConflictError(f"model {ref.name!r} is already deleted")
-        events = [("ModelDeleted", {"name": model.name, "reason": reason})]
+        events = [("ModelDeleted", ed.model_deleted(model.name, reason))]
         return Decision(stream_for(model.name), model.stream_version, events, model.name, None)
     model, version = resolve(view, ref)
     events: list[tuple[str, dict[str, Any]]] = [
-        ("AliasRemoved", {"name": model.name, "alias": a, "version": version.version, "cause": "deleted"})
+        ("AliasRemoved", ed.alias_removed(model.name, a, version.version, cause="deleted"))
         for a, n in sorted(model.aliases.items()) if n == version.version
     ]
-    events.append(("VersionDeleted", {"name": model.name, "version": version.version, "reason": reason}))
+    events.append(("VersionDeleted", ed.version_deleted(model.name, version.version, reason)))
     return Decision(stream_for(model.name), model.stream_version, events, model.name, version.version)
 
 
 def _refetch(version: VersionState, reason: str) -> tuple[str, dict[str, Any]]:
     """Fetch a version's freed bytes again from where they came from (checked against its digest)."""
-    return ("ArtifactRequested", {"name": version.name, "version": version.version,
-                                  "source": version.artifact["source"],
-                                  "expected_digest": version.artifact.get("digest"), "reason": reason})
+    return ("ArtifactRequested", ed.artifact_requested(version.name, version.version, version.artifact["source"],
+                                                       version.artifact.get("digest"), reason))
 
 
 def decide_undelete(cmd: c.Undelete, view: StateView) -> Decision:
@@ -322,7 +319,7 @@ def decide_undelete(cmd: c.Undelete, view: StateView) -> Decision:
         model = _model(view, ref.name, allow_deleted=True)
         if not model.deleted:
             raise ConflictError(f"model {ref.name!r} is not deleted")
-        events: list[tuple[str, dict[str, Any]]] = [("ModelRestored", {"name": model.name})]
+        events: list[tuple[str, dict[str, Any]]] = [("ModelRestored", ed.model_restored(model.name))]
         # Versions whose bytes gc freed while the model was deleted come back with their bytes.
         events += [_refetch(v, "undelete") for v in view.purged_live_versions(model.name)
                    if v.artifact.get("source")]
@@ -332,7 +329,7 @@ def decide_undelete(cmd: c.Undelete, view: StateView) -> Decision:
         raise ConflictError(f"model {ref.name!r} is deleted (undelete the model first)")
     if not version.deleted:
         raise ConflictError(f"{model.name}@{version.version} is not deleted")
-    events: list[tuple[str, dict[str, Any]]] = [("VersionRestored", {"name": model.name, "version": version.version})]
+    events: list[tuple[str, dict[str, Any]]] = [("VersionRestored", ed.version_restored(model.name, version.version))]
     if version.status == "purged" and version.artifact.get("source"):
         events.append(_refetch(version, "undelete"))
     return Decision(stream_for(model.name), model.stream_version, events, model.name, version.version)
@@ -349,6 +346,74 @@ def decide_retry(cmd: c.RetryArtifact, view: StateView) -> Decision:
     return Decision(stream_for(model.name), model.stream_version, events, model.name, version.version)
 
 
+def awaits_artifact(view: StateView, name: str, number: int) -> bool:
+    """Is the version still waiting for its bytes? A late or duplicate job (the version since stored by another
+    request, or failed and retried) must not record a second outcome."""
+    version = view.version(name, number)
+    return version is not None and version.status == "pending"
+
+
+def _outcome(name: str, number: int, view: StateView, event: tuple[str, dict[str, Any]]) -> Decision:
+    model = view.model(name)
+    if model is None or not awaits_artifact(view, name, number):
+        return Decision(stream_for(name), None, [], name, number)
+    return Decision(stream_for(name), model.stream_version, [event], name, number)
+
+
+def decide_artifact_stored(cmd: c.RecordArtifactStored, view: StateView) -> Decision:
+    data = ed.artifact_stored(cmd.name, cmd.version, cmd.facts, with_structure=True)
+    return _outcome(cmd.name, cmd.version, view, ("ArtifactStored", data))
+
+
+def decide_artifact_failed(cmd: c.RecordArtifactFailed, view: StateView) -> Decision:
+    data = ed.artifact_failed(cmd.name, cmd.version, cmd.reason)
+    return _outcome(cmd.name, cmd.version, view, ("ArtifactFailed", data))
+
+
+def decide_purge(cmd: c.PurgeArtifacts, view: StateView) -> Decision:
+    """gc's plan, checked against the state it is appended to: a version that is live again keeps its bytes
+    (the plan is refused, nothing is purged), one already purged gets no second ``ArtifactPurged``."""
+    parts: dict[str, StreamEvents] = {}
+    for p in cmd.versions:
+        model = view.model(p.name)
+        version = view.version(p.name, p.version)
+        if model is None or version is None:
+            raise NotFoundError(f"gc planned to purge {p.name}@{p.version}, which does not exist")
+        if not (model.deleted or version.deleted):
+            raise ConflictError(f"gc planned to purge {p.name}@{p.version}, which is live: nothing was purged "
+                                "(run gc again)")
+        if version.status == "purged":
+            continue
+        part = parts.setdefault(p.name, StreamEvents(stream_for(p.name), model.stream_version, []))
+        part.events.append(("ArtifactPurged", ed.artifact_purged(p.name, p.version, p.digest, p.blobs)))
+    return batch(list(parts.values()))
+
+
+# What a restore may append: compensations only, never a new version or bytes of its own.
+RESTORE_EVENTS = frozenset({
+    "ModelDeleted", "ModelRestored", "VersionDeleted", "VersionRestored", "AliasAssigned", "AliasRemoved",
+    "Tagged", "Untagged", "MetricsRecorded", "ArtifactRequested",
+})
+
+
+def decide_restore(cmd: c.Restore, view: StateView) -> Decision:
+    """The planned compensations (``projections.restore``), refused if a model moved since it was planned."""
+    parts = []
+    for plan in cmd.models:
+        model = view.model(plan.name)
+        if model is None:
+            raise NotFoundError(f"no model named {plan.name!r}")
+        if model.stream_version != plan.stream_version:
+            raise ConflictError(f"model {plan.name!r} changed while the restore was planned (run it again)")
+        for event_type, data in plan.events:
+            if event_type not in RESTORE_EVENTS:
+                raise ValidationError(f"a restore does not append {event_type}")
+            if data.get("name") != plan.name:
+                raise ValidationError(f"a restore of {plan.name!r} planned an event of {data.get('name')!r}")
+        parts.append(StreamEvents(stream_for(plan.name), plan.stream_version, list(plan.events)))
+    return batch(parts)
+
+
 _DECIDERS = {
     c.Register: decide_register,
     c.Update: decide_update,
@@ -361,6 +426,10 @@ _DECIDERS = {
     c.Delete: decide_delete,
     c.Undelete: decide_undelete,
     c.RetryArtifact: decide_retry,
+    c.RecordArtifactStored: decide_artifact_stored,
+    c.RecordArtifactFailed: decide_artifact_failed,
+    c.PurgeArtifacts: decide_purge,
+    c.Restore: decide_restore,
 }
 
 
@@ -369,13 +438,14 @@ def decide(command: c.Command, view: StateView) -> Decision:
     if decider is None:
         raise ValidationError(f"unknown command {type(command).__name__}")
     decision = decider(command, view)
-    for event_type, data in decision.events:
-        # The shapes an import is held to: nothing a command appends can stop the catalog either.
-        check_decided(event_type, data)
+    for part in decision.parts():
+        for event_type, data in part.events:
+            # The shapes an import is held to: nothing a command appends can stop the catalog either.
+            check_decided(event_type, data)
     return decision
 
 
-class _Empty:
+class EmptyState:
     """A state with no models: what a stateless check decides against."""
 
     def model(self, name: str) -> ModelState | None:
@@ -395,7 +465,7 @@ def precheck(command: c.Command) -> None:
     """The checks that need no state (names, JSON, sizes), run before an artifact is copied, so that bad
     input costs nothing and leaves nothing behind."""
     if isinstance(command, c.Register):
-        decide(command, _Empty())
+        decide(command, EmptyState())
     elif isinstance(command, c.Update):
         parse_ref(command.ref)
         patch = {}

@@ -7,6 +7,10 @@ read model's checkpoint never disagrees with the log it was built from.
 
 A stale decision (``ConcurrencyError``: the stream moved) is decided again against the new state;
 the transaction that saw it is rolled back first, so a half-written batch is never committed.
+
+This is the one write path: the caller's commands, the workers' outcomes (``ArtifactStored`` /
+``ArtifactFailed``), gc's purge and a restore (``execute_in``: planned under the lock they append in) are all
+decided here. Only an import (``Registry.append_batch``) appends prepared events, by design.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from .commands import Command, fingerprint
 from .decider import decide
 from .errors import ConcurrencyError, StoreError
 from .events import NewEvent, StoredEvent
+from .idempotency import recorded_under
 from .recorder import Recorder, Transaction
 from .state import StateView
 
@@ -84,10 +89,6 @@ def execute(
     raises aborts the command. ``finish(tx, outcome)`` runs after the read model applied the new events,
     before the commit: what it returns (the record the caller will show) is ``outcome.record``, read without
     a second transaction."""
-    fp = fingerprint(request or command) if idempotency_key is not None else None
-    event_meta = dict(meta)
-    if idempotency_key is not None:
-        event_meta["idempotency_key"] = idempotency_key
     conflicts = 0
     folded = -1
     while conflicts < MAX_ATTEMPTS:
@@ -99,26 +100,61 @@ def execute(
                         raise StoreError(f"the catalog cannot follow the log after #{position}")
                     folded = position
                     continue  # commit this page of the lag and fold the next in a new transaction
-                if idempotency_key is not None:
-                    first = tx.idempotent_result(idempotency_key, fp)
-                    if first is not None:
-                        name, version = _target_of(first)
-                        return Outcome(first, name, version, replayed=True)
-                if check is not None:
-                    check(tx)
-                decision = decide(command, read_model.view(tx))
-                if not decision.events:
-                    return Outcome([], decision.name, decision.version)
-                new = [NewEvent(decision.stream, t, d, event_meta) for t, d in decision.events]
-                expected = None if decision.expected is None else {decision.stream: decision.expected}
-                stored = tx.append(new, expected=expected,
-                                   idempotency_key=idempotency_key, fingerprint=fp)
-                read_model.apply(tx, stored)
-                outcome = Outcome(stored, decision.name, decision.version)
-                if finish is not None:
-                    outcome = replace(outcome, record=finish(tx, outcome))
-                return outcome
+                return _decide_and_append(tx, read_model, command, meta, idempotency_key=idempotency_key,
+                                          request=request, check=check, finish=finish)
         except ConcurrencyError:
             conflicts += 1
     raise StoreError(f"gave up after {MAX_ATTEMPTS} conflicting attempts")
 
+
+def execute_in(
+    tx: Transaction,
+    read_model: ReadModel,
+    command: Command,
+    meta: Mapping[str, Any],
+    *,
+    finish: Callable[[Transaction, Outcome], Any] | None = None,
+) -> Outcome:
+    """Decide and append ``command`` in a write transaction the caller already holds, with the read model
+    caught up in it: for a command planned from the catalog under the same lock (gc's purge, a restore), so
+    the plan and the decision see one state. A stale decision raises ``ConcurrencyError`` (the caller's
+    transaction then rolls back)."""
+    read_model.catch_up(tx)
+    return _decide_and_append(tx, read_model, command, meta, finish=finish)
+
+
+def _decide_and_append(
+    tx: Transaction,
+    read_model: ReadModel,
+    command: Command,
+    meta: Mapping[str, Any],
+    *,
+    idempotency_key: str | None = None,
+    request: Command | None = None,
+    check: Callable[[Transaction], None] | None = None,
+    finish: Callable[[Transaction, Outcome], Any] | None = None,
+) -> Outcome:
+    fp = fingerprint(request or command) if idempotency_key is not None else None
+    event_meta = dict(meta)
+    if idempotency_key is not None and not recorded_under(idempotency_key, event_meta):
+        # An outcome recorded on behalf of a request already says so (``causation_id``); its
+        # ``idempotency_key`` stays the request's own.
+        event_meta["idempotency_key"] = idempotency_key
+    if idempotency_key is not None:
+        first = tx.idempotent_result(idempotency_key, fp)
+        if first is not None:
+            name, version = _target_of(first)
+            return Outcome(first, name, version, replayed=True)
+    if check is not None:
+        check(tx)
+    decision = decide(command, read_model.view(tx))
+    new = [NewEvent(part.stream, t, d, event_meta) for part in decision.parts() for t, d in part.events]
+    if not new:
+        return Outcome([], decision.name, decision.version)
+    stored = tx.append(new, expected=decision.expected_versions() or None,
+                       idempotency_key=idempotency_key, fingerprint=fp)
+    read_model.apply(tx, stored)
+    outcome = Outcome(stored, decision.name, decision.version)
+    if finish is not None:
+        outcome = replace(outcome, record=finish(tx, outcome))
+    return outcome

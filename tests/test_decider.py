@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from eventstore import commands as c
-from eventstore.decider import _Empty, decide
+from eventstore.decider import EmptyState, decide
 from eventstore.errors import (
     ConflictError,
     IdempotencyError,
@@ -385,7 +385,7 @@ def test_a_key_reused_for_an_update_that_differs_in_any_field_is_refused(reg, ar
 # -- the decider alone --------------------------------------------------------------------------------
 
 def test_decide_register_on_an_empty_state():
-    decision = decide(c.Register("m", {"source": "/x"}, params={"a": 1}), _Empty())
+    decision = decide(c.Register("m", {"source": "/x"}, params={"a": 1}), EmptyState())
     assert decision.stream == "model-m" and decision.expected is None and decision.version == 1
     assert [t for t, _ in decision.events] == ["ModelRegistered", "VersionRegistered"]
     assert decision.events[1][1]["status"] == "pending"
@@ -393,6 +393,6 @@ def test_decide_register_on_an_empty_state():
 
 def test_decide_refuses_an_artifact_without_a_source():
     with pytest.raises(ValidationError):
-        decide(c.Register("m", {"source": ""}), _Empty())
+        decide(c.Register("m", {"source": ""}), EmptyState())
     with pytest.raises(NotFoundError):
-        decide(c.Tag("m", {"k": "v"}), _Empty())
+        decide(c.Tag("m", {"k": "v"}), EmptyState())
