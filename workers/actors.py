@@ -1,8 +1,9 @@
 """The actors: artifact side effects, recorded as events.
 
 Each message carries the log position of the event that asked for the work, nothing else. Every actor
-is idempotent: its outcome is appended under an idempotency key derived from the version, inside a write
-transaction that first checks for it, so a redelivered or re-sent message appends nothing new.
+is idempotent: its outcome is a command (``RecordArtifactStored`` / ``RecordArtifactFailed``) run through
+the handler under an idempotency key derived from the request's position, and the decider records it only
+while the version still waits for its bytes, so a redelivered or re-sent message appends nothing new.
 """
 
 from __future__ import annotations
@@ -15,8 +16,11 @@ from typing import Any
 import dramatiq
 from dramatiq.middleware import CurrentMessage
 
+from eventstore import commands as c
+from eventstore.decider import awaits_artifact
 from eventstore.errors import ArtifactError, ModelLedgerError, ValidationError
-from eventstore.events import ARTIFACT_REQUESTS, NewEvent, StoredEvent
+from eventstore.events import ARTIFACT_REQUESTS, StoredEvent
+from eventstore.handler import execute
 from eventstore.recorder import Transaction
 
 from . import broker as _broker  # noqa: F401  (sets the broker before any actor is declared)
@@ -56,13 +60,6 @@ def _retries_so_far() -> int:
     return int(message.options.get("retries", 0)) if message is not None else 0
 
 
-def _stored_event(created: StoredEvent, artifact: dict[str, Any]) -> NewEvent:
-    keep = ("digest", "size", "kind", "format", "files", "file_count", "unsafe", "imports", "detail", "structure")
-    data = {"name": created.data["name"], "version": created.data["version"],
-            **{k: artifact[k] for k in keep if k in artifact}}
-    return NewEvent(created.stream, "ArtifactStored", data, _meta(created))
-
-
 def _meta(created: StoredEvent) -> dict[str, Any]:
     """The outcome is recorded on behalf of whoever asked for the work; the worker names itself apart."""
     meta = {k: created.meta[k] for k in ("actor", "run_id", "correlation_id", "idempotency_key")
@@ -100,13 +97,12 @@ def ingest_version(position: int, registry: str | None = None, *, for_caller: bo
     # Read for someone else: a local source is opened from its allowed folder, never through a link out of it.
     beneath = None if for_caller or ctx.embedded else ctx.policy.local_prefix(artifact.get("source") or "")
     key = stored_key(position)
-    with rec.write() as tx:
-        if tx.idempotent_result(key, None) is not None or not _still_pending(ctx, tx, created):
-            context.notify(ctx.db_path, created.data['name'], number)
-            return "already"
+    if _already(ctx, created, key):
+        context.notify(ctx.registry_id, created.data['name'], number)
+        return "already"
     if artifact.get("digest"):
         # The version carried its parent's stored artifact: nothing to copy.
-        context.notify(ctx.db_path, created.data['name'], number)
+        context.notify(ctx.registry_id, created.data['name'], number)
         return "already"
     for _ in range(3):
         outcome = _ingest_once(ctx, rec, created, artifact, key, final=for_caller, beneath=beneath)
@@ -141,49 +137,51 @@ def _ingest_once(ctx: context.WorkerContext, rec: Any, created: StoredEvent, art
             _record_failure(ctx, created, f"{type(exc).__name__}: {exc}")
             return "failed"
         raise ArtifactError(f"ingest of {created.data['name']}@{number} failed: {exc}") from exc
-    with rec.write() as tx:
-        if tx.idempotent_result(key, None) is not None or not _still_pending(ctx, tx, created):
-            outcome = "already"
-        elif not all(store.exists(d) for d in artifact_blobs(facts)):
-            # gc removed a blob we deduplicated against, between our copy and this commit (gc deletes
-            # under the write lock, so checking here is race-free): copy again.
-            return "vanished"
-        else:
-            _append(ctx, tx, _stored_event(created, facts), key)
-            outcome = "stored"
-    context.notify(ctx.db_path, created.data['name'], number)
-    return outcome
+    name = created.data["name"]
+
+    def blobs_present(tx: Transaction) -> None:
+        # gc removes blobs under the write lock, so this check under the same lock is race-free: a blob we
+        # deduplicated against that gc removed since our copy means copying again (unless the outcome is moot).
+        if (awaits_artifact(ctx.read_model.view(tx), name, number)
+                and not all(store.exists(d) for d in artifact_blobs(facts))):
+            raise BlobsVanished(name)
+
+    try:
+        recorded = execute(rec, ctx.read_model, c.RecordArtifactStored(position, name, number, facts),
+                           _meta(created), idempotency_key=key, check=blobs_present)
+    except BlobsVanished:
+        return "vanished"
+    context.notify(ctx.registry_id, name, number)
+    return "stored" if recorded.events and not recorded.replayed else "already"
 
 
-def _still_pending(ctx: context.WorkerContext, tx: Transaction, created: StoredEvent) -> bool:
-    """Is the version still waiting for its bytes? A late or duplicate job — its version since stored by
-    another request, or failed and retried — must not record a second outcome."""
-    if ctx.read_model is None:
-        return True
-    ctx.read_model.catch_up(tx)
-    version = ctx.read_model.view(tx).version(created.data["name"], created.data["version"])
-    return version is not None and version.status == "pending"
-
-
-
-def _append(ctx: context.WorkerContext, tx: Transaction, event: NewEvent, key: str) -> None:
-    if ctx.read_model is not None:
+def _already(ctx: context.WorkerContext, created: StoredEvent, key: str) -> bool:
+    """Has this request's outcome been recorded, or does its version no longer wait for bytes? Read under the
+    write lock before copying anything; the decider asks again when the outcome is recorded."""
+    with ctx.recorder.write() as tx:
+        if tx.idempotent_result(key, None) is not None:
+            return True
         ctx.read_model.catch_up(tx)
-    stored = tx.append([event], idempotency_key=key)
-    if ctx.read_model is not None:
-        ctx.read_model.apply(tx, stored)
+        return not awaits_artifact(ctx.read_model.view(tx), created.data["name"], created.data["version"])
+
+
+class _StoredMeanwhile(Exception):
+    """The request's bytes were stored after all: a failure is not recorded over it."""
 
 
 def _record_failure(ctx: context.WorkerContext, created: StoredEvent, reason: str) -> None:
-    rec = ctx.recorder
-    stream, number = created.stream, created.data["version"]
-    with rec.write() as tx:
-        key = failed_key(created.position)
-        if (tx.idempotent_result(stored_key(created.position), None) is None
-                and tx.idempotent_result(key, None) is None and _still_pending(ctx, tx, created)):
-            data = {"name": created.data["name"], "version": number, "reason": reason[:1000]}
-            _append(ctx, tx, NewEvent(stream, "ArtifactFailed", data, _meta(created)), key)
-    context.notify(ctx.db_path, created.data['name'], created.data['version'])
+    name, number, position = created.data["name"], created.data["version"], created.position
+
+    def not_stored(tx: Transaction) -> None:
+        if tx.idempotent_result(stored_key(position), None) is not None:
+            raise _StoredMeanwhile
+
+    try:
+        execute(ctx.recorder, ctx.read_model, c.RecordArtifactFailed(position, name, number, reason),
+                _meta(created), idempotency_key=failed_key(position), check=not_stored)
+    except _StoredMeanwhile:
+        pass
+    context.notify(ctx.registry_id, name, number)
 
 
 @dramatiq.actor(queue_name=INGEST_QUEUE, max_retries=MAX_RETRIES, min_backoff=500, max_backoff=30_000,

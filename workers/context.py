@@ -10,11 +10,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from eventstore.errors import StoreError
 from eventstore.handler import ReadModel
-from eventstore.sqlite import SQLiteRecorder
+from eventstore.recorder import Recorder
 
 from .sources import SourcePolicy
 
@@ -22,12 +21,11 @@ from .sources import SourcePolicy
 @dataclass(frozen=True)
 class WorkerContext:
     registry_id: str
-    db_path: Path
     artifacts: str
-    recorder: SQLiteRecorder
-    # The catalog, when the composition root hands it over: outcomes are then projected in the same
-    # transaction that appends them (one commit instead of two, and reads need no catch-up).
-    read_model: ReadModel | None = None
+    recorder: Recorder
+    # The catalog: outcomes are decided against it and projected in the transaction that appends them
+    # (``eventstore.handler``), like every other command.
+    read_model: ReadModel
     # Embedded: the only messages this process's worker gets are the ones its own commands sent, for their
     # caller, so it reads their sources. A Redis worker reads only sources under ``policy``'s prefixes.
     embedded: bool = False
@@ -45,13 +43,13 @@ _outcomes = threading.Condition()
 _done: set[tuple[str, str, int]] = set()
 
 
-def configure(recorder: SQLiteRecorder, artifacts: str, read_model: ReadModel | None = None, *,
+def configure(recorder: Recorder, artifacts: str, read_model: ReadModel, *,
               embedded: bool = False, policy: SourcePolicy | None = None) -> WorkerContext:
     """Serve the registry of ``recorder`` in this process (several may be served at once, embedded)."""
     global _default
     registry_id = recorder.registry_id
     with _lock:
-        ctx = _contexts[registry_id] = WorkerContext(registry_id, recorder.path, artifacts, recorder, read_model,
+        ctx = _contexts[registry_id] = WorkerContext(registry_id, artifacts, recorder, read_model,
                                                      embedded, policy or SourcePolicy())
         _default = registry_id
         return ctx
@@ -84,15 +82,16 @@ def progress_for(position: int) -> Callable[[int], None] | None:
         return _progress.get(position)
 
 
-def notify(db_path: Path, name: str, version: int) -> None:
+def notify(registry_id: str, name: str, version: int) -> None:
     with _outcomes:
-        _done.add((str(db_path), name, version))
+        _done.add((registry_id, name, version))
         _outcomes.notify_all()
 
 
-def wait_notified(db_path: Path, name: str, version: int, timeout: float) -> bool:
-    """Block until an artifact outcome for ``name@version`` is recorded in this process, or timeout."""
-    key = (str(db_path), name, version)
+def wait_notified(registry_id: str, name: str, version: int, timeout: float) -> bool:
+    """Block until an artifact outcome for ``name@version`` of the registry ``registry_id`` is recorded in
+    this process, or timeout. Keyed by the registry's id, not a database path (any backend, any URL)."""
+    key = (registry_id, name, version)
     with _outcomes:
         ok = _outcomes.wait_for(lambda: key in _done, timeout=timeout)
         _done.discard(key)
