@@ -21,7 +21,7 @@ from eventstore import commands as c
 from eventstore.decider import precheck
 from eventstore.errors import ArtifactError, ModelLedgerError, PurgedError, StoreError, ValidationError
 from eventstore.events import ARTIFACT_REQUESTS, VERSION_CREATING, NewEvent, StoredEvent, stream_for
-from eventstore.handler import Outcome, execute, first_result
+from eventstore.handler import Outcome, execute, execute_in, first_result
 from eventstore.names import parse_ref, validate_name
 from eventstore.recorder import GuardProblem
 from eventstore.schemas import check_events
@@ -384,7 +384,7 @@ class Registry:
                 # read here: only the caller who asks (`mledger retry`) reads it, with their rights.
                 time.sleep(min(0.05, left))
             elif self.embedded:
-                context.wait_notified(self.config.db_path, version.name, version.version, min(left, 0.5))
+                context.wait_notified(self.registry_id, version.name, version.version, min(left, 0.5))
             else:
                 time.sleep(min(delay, left))
                 delay = min(delay * 2, 0.02)  # a poll is a few indexed reads: keep latency low
@@ -453,8 +453,8 @@ class Registry:
                     entry = by_version.setdefault((name, number), {"name": name, "version": number,
                                                                    "digest": artifact_digest, "blobs": []})
                     entry["blobs"].append(plan.digest)
-            events = [NewEvent(stream_for(name), "ArtifactPurged", data, meta)
-                      for (name, _), data in sorted(by_version.items())]
+            purge = c.PurgeArtifacts(tuple(c.PurgedVersion(e["name"], e["version"], e["digest"], tuple(e["blobs"]))
+                                           for _, e in sorted(by_version.items())))
             sizes = {p.digest: p.size for p in plans}
             sizes.update(unlisted)
             sizes.update(dict(orphans))
@@ -476,14 +476,16 @@ class Registry:
             if dry_run:
                 report["bytes"] = sum(size or 0 for size in sizes.values())
                 return report
-            stored = tx.append(events) if events else []
-            self.projection.apply(tx, stored)
+
+            outcome = execute_in(tx, self.projection, purge, meta)
+            # Still under the write lock, after ArtifactPurged is appended and projected: no command can start
+            # using a blob between the decision and its removal.
             freed = 0
             for digest, size in sizes.items():
                 if store.delete(digest):
                     freed += size or 0
             report["bytes"] = freed
-            report["events"] = [e.to_json() for e in stored]
+            report["events"] = [e.to_json() for e in outcome.events]
         return report
 
     def _unlisted_blobs(self, conn: Any, purging: set[str], referenced: set[str]) -> dict[str, int]:
@@ -556,24 +558,28 @@ class Registry:
         with self.recorder.write() as tx:
             self.projection.catch_up(tx)
             names = [name] if name is not None else [m.name for m in self._catalog.list(include_deleted=True)]
+            view = self.projection.view(tx)
             plans = []
             for model_name in names:
                 now = self._catalog.model(model_name)
                 then = past.model(model_name) if past.exists(model_name) else None
-                plans.append(plan_model(now, then, source_readable=_ingest().source_readable,
-                                        reason=f"restore to #{position}"))
-            new = [NewEvent(stream_for(p.name), t, d, meta) for p in plans for t, d in p.events]
+                state = view.model(model_name)
+                plans.append((state.stream_version if state else 0, plan_model(now, then, source_readable=_ingest().source_readable,
+                                                             reason=f"restore to #{position}")))
+            planned = [p for _, p in plans]
             report: dict[str, Any] = {
                 "restore_id": restore_id, "as_of": position, "dry_run": dry_run,
-                "models": [p.name for p in plans if p.events],
-                "reingest": [f"{p.name}@{n}" for p in plans for n, _, _ in p.reingest],
-                "missing": [ref for p in plans for ref in p.missing],
+                "models": [p.name for p in planned if p.events],
+                "reingest": [f"{p.name}@{n}" for p in planned for n, _, _ in p.reingest],
+                "missing": [ref for p in planned for ref in p.missing],
             }
             if dry_run:
-                report["events"] = [{"stream": e.stream, "type": e.type, "data": e.data} for e in new]
+                report["events"] = [{"stream": stream_for(p.name), "type": t, "data": d}
+                                    for p in planned for t, d in p.events]
                 return report
-            stored = tx.append(new) if new else []
-            self.projection.apply(tx, stored)
+            command = c.Restore(position, tuple(c.RestoreModel(p.name, version, tuple(p.events))
+                                                for version, p in plans if p.events))
+            stored = execute_in(tx, self.projection, command, meta).events
         report["events"] = [e.to_json() for e in stored]
         self._dispatch(stored, wait, timeout)
         return report

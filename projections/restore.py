@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from eventstore import event_data as ed
+
 from .records import ModelRecord, VersionRecord
 
 
@@ -26,10 +28,10 @@ def _tag_events(name: str, version: int | None, now: dict[str, str], then: dict[
     events: list[tuple[str, dict]] = []
     gone = sorted(k for k in now if k not in then)
     if gone:
-        events.append(("Untagged", {"name": name, "version": version, "keys": gone}))
+        events.append(("Untagged", ed.untagged(name, version, gone)))
     back = {k: v for k, v in then.items() if now.get(k) != v}
     if back:
-        events.append(("Tagged", {"name": name, "version": version, "tags": back}))
+        events.append(("Tagged", ed.tagged(name, version, back)))
     return events
 
 
@@ -43,10 +45,10 @@ def plan_model(now: ModelRecord, then: ModelRecord | None, *, source_readable: A
     if then is None:
         # The model did not exist at P: it goes, as a deletion.
         if not now.deleted:
-            ev.append(("ModelDeleted", {"name": name, "reason": reason}))
+            ev.append(("ModelDeleted", ed.model_deleted(name, reason)))
         return plan
     if now.deleted and not then.deleted:
-        ev.append(("ModelRestored", {"name": name}))
+        ev.append(("ModelRestored", ed.model_restored(name)))
     past: dict[int, VersionRecord] = {v.version: v for v in then.versions or ()}
     current: dict[int, VersionRecord] = {v.version: v for v in now.versions or ()}
 
@@ -54,42 +56,39 @@ def plan_model(now: ModelRecord, then: ModelRecord | None, *, source_readable: A
     for number, v in sorted(current.items()):
         pv = past.get(number)
         if pv is not None and v.deleted and not pv.deleted:
-            ev.append(("VersionRestored", {"name": name, "version": number}))
+            ev.append(("VersionRestored", ed.version_restored(name, number)))
 
     # Aliases: remove those added since, move the others back.
     for alias, number in sorted(now.aliases.items()):
         if alias not in then.aliases:
-            ev.append(("AliasRemoved", {"name": name, "alias": alias, "version": number}))
+            ev.append(("AliasRemoved", ed.alias_removed(name, alias, number)))
     for alias, number in sorted(then.aliases.items()):
         if now.aliases.get(alias) != number:
-            ev.append(("AliasAssigned", {"name": name, "alias": alias, "version": number,
-                                         "previous": now.aliases.get(alias), "restore": True}))
+            ev.append(("AliasAssigned", ed.alias_assigned(name, alias, number, now.aliases.get(alias), restore=True)))
 
     for number, v in sorted(current.items()):
         pv = past.get(number)
         if pv is None or (pv.deleted and not v.deleted):
             if not v.deleted:
-                ev.append(("VersionDeleted", {"name": name, "version": number, "reason": reason}))
+                ev.append(("VersionDeleted", ed.version_deleted(name, number, reason)))
             continue
         if pv.deleted:
             continue
         ev.extend(_tag_events(name, number, v.tags, pv.tags))
         if v.metrics != pv.metrics:
-            ev.append(("MetricsRecorded", {"name": name, "version": number, "metrics": pv.metrics,
-                                           "replace": True}))
+            ev.append(("MetricsRecorded", ed.metrics_recorded(name, number, pv.metrics, replace=True)))
         if v.status == "purged" and pv.status == "ready":
             source = pv.artifact.get("source")
             digest = pv.artifact.get("digest")
             if source and digest and (source_readable is None or source_readable(source)):
-                ev.append(("ArtifactRequested", {"name": name, "version": number, "source": source,
-                                                 "expected_digest": digest, "reason": reason}))
+                ev.append(("ArtifactRequested", ed.artifact_requested(name, number, source, digest, reason)))
                 plan.reingest.append((number, source, digest))
             else:
                 plan.missing.append(f"{name}@{number}")
 
     ev.extend(_tag_events(name, None, now.tags, then.tags))
     if then.deleted and not now.deleted:
-        ev.append(("ModelDeleted", {"name": name, "reason": reason}))
+        ev.append(("ModelDeleted", ed.model_deleted(name, reason)))
     return plan
 
 
