@@ -11,7 +11,6 @@ not someone who owns the file (who can bypass or re-create them): anchors kept e
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import threading
@@ -21,16 +20,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .canonical import GENESIS_HASH, canonical_json, envelope_from_quoted, hash_envelope_json
-from .canonical import quote_string as quote
+from .canonical import GENESIS_HASH
 from .clock import normalize_timestamp, utc_now
 from .errors import ConcurrencyError, IdempotencyError, IntegrityError, StoreError, ValidationError
 from .events import NewEvent, StoredEvent
 from .idempotency import batch_problem, check_keyed_batch, key_problems_of
 from .permissions import create_file, make_root, modes_under
 from .recorder import GuardProblem, KeyProblem, Recorder, Transaction, guard_refusal
+from .sealing import event_from_row, seal
 from .sqlscript import create_schema, run_script
-from .upcast import upcast
 
 TABLES = """
 CREATE TABLE IF NOT EXISTS events (
@@ -89,12 +87,6 @@ _INSERT = (
 )
 
 SYNCHRONOUS_MODES = ("FULL", "NORMAL", "EXTRA")
-
-
-def _row_to_event(row: tuple) -> StoredEvent:
-    position, stream, version, type_, schema_version, data, meta, recorded_at, hash_ = row
-    schema_version, data_obj = upcast(type_, schema_version, json.loads(data))
-    return StoredEvent(position, stream, version, type_, schema_version, data_obj, json.loads(meta), recorded_at, hash_)
 
 
 def translate(exc: sqlite3.Error) -> StoreError:
@@ -181,7 +173,7 @@ class SQLiteTransaction(Transaction):
         rows = self.connection.execute(
             _SELECT + " WHERE position BETWEEN ? AND ? ORDER BY position", (row[1], row[2])
         ).fetchall()
-        events = [_row_to_event(r) for r in rows]
+        events = [event_from_row(r) for r in rows]
         # The log truncated (or rewritten) under the key: say so, rather than hand back no or other events.
         wrong = batch_problem(key, row[1], row[2], ((e.position, e.meta) for e in events), self.head())
         if wrong is not None:
@@ -213,37 +205,10 @@ class SQLiteTransaction(Transaction):
             if actual != want:
                 raise ConcurrencyError(f"stream {stream} is at version {actual}, the command was decided at {want}")
             versions[stream] = actual
-        rows: list[tuple] = []
-        stored: list[StoredEvent] = []
-        # The hot path of bulk imports: a batch usually shares one meta dict (one command, one import) and a
-        # few streams and types, so their JSON is encoded once and the envelope is composed from the pieces.
-        meta_cache: dict[int, str] = {}
-        quoted: dict[str, str] = {}
-        at_q = quote(recorded_at)
-        for event in events:
-            stream = event.stream
-            if stream not in versions:
-                versions[stream] = self.stream_version(stream)
-            version = versions[stream] = versions[stream] + 1
-            position += 1
-            type_ = event.type
-            schema_version = event.resolved_schema_version()
-            try:
-                data_json = canonical_json(event.data)
-                meta_json = meta_cache.get(id(event.meta))
-                if meta_json is None:
-                    meta_json = meta_cache[id(event.meta)] = canonical_json(event.meta)
-            except (TypeError, ValueError, RecursionError) as exc:
-                raise ValidationError(f"event {type_} is not valid JSON: {exc}") from None
-            stream_q = quoted.get(stream) or quoted.setdefault(stream, quote(stream))
-            type_q = quoted.get(type_) or quoted.setdefault(type_, quote(type_))
-            envelope = envelope_from_quoted(position, stream_q, version, type_q, schema_version, data_json,
-                                            meta_json, at_q)
-            previous_hash = hash_envelope_json(previous_hash, envelope)
-            rows.append((position, stream, version, type_, schema_version, data_json, meta_json, recorded_at,
-                         previous_hash))
-            stored.append(StoredEvent(position, stream, version, type_, schema_version, event.data, event.meta,
-                                      recorded_at, previous_hash))
+        for stream in {event.stream for event in events}.difference(versions):
+            versions[stream] = self.stream_version(stream)
+        rows, stored = seal(events, head=position, head_hash=previous_hash, recorded_at=recorded_at,
+                            versions=versions)
         try:
             self.connection.executemany(_INSERT, rows)
             if idempotency_key is not None:
@@ -254,7 +219,7 @@ class SQLiteTransaction(Transaction):
         except sqlite3.IntegrityError as exc:
             self._head = None
             raise ConcurrencyError(f"another writer appended first ({exc})") from None
-        self._head = (position, previous_hash, recorded_at)
+        self._head = (rows[-1][0], rows[-1][-1], recorded_at)
         return stored
 
     def read(self, since: int = 0, limit: int | None = None) -> Iterator[StoredEvent]:
@@ -264,7 +229,7 @@ class SQLiteTransaction(Transaction):
             sql += " LIMIT ?"
             params = (since, limit)
         for row in self.connection.execute(sql, params):
-            yield _row_to_event(row)
+            yield event_from_row(row)
 
 
 class SQLiteRecorder(Recorder):
@@ -390,7 +355,7 @@ class SQLiteRecorder(Recorder):
         except sqlite3.Error as exc:
             raise translate(exc) from None
         for row in rows:
-            yield _row_to_event(row)
+            yield event_from_row(row)
 
     def head(self) -> int:
         try:
@@ -401,7 +366,7 @@ class SQLiteRecorder(Recorder):
 
     def event_at(self, position: int) -> StoredEvent | None:
         row = self.connection().execute(_SELECT + " WHERE position = ?", (position,)).fetchone()
-        return _row_to_event(row) if row else None
+        return event_from_row(row) if row else None
 
     def stream_version(self, stream: str) -> int:
         row = self.connection().execute("SELECT max(version) FROM events WHERE stream = ?", (stream,)).fetchone()
