@@ -1,17 +1,21 @@
 """Checking the log itself: the hash chain, gapless positions, time that never goes backwards, gapless
 per-stream versions, and stored text that is exactly the canonical form the chain hashes.
 
-Works on rows exactly as stored (no upcasting), so it needs nothing but the rows: the same function
-verifies the live database and an exported copy.
+``verify_rows`` works on rows exactly as stored (no upcasting), so it needs nothing but the rows: the same
+function verifies the live database and an exported copy. ``check_log`` runs every check of a live log
+through the neutral ``Recorder`` interface (the rows, the guards, the idempotency keys), so it works on any
+backend; ``mledger audit`` adds the catalog's and the blobs' checks to it.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from .canonical import GENESIS_HASH, canonical_json, envelope_json, hash_envelope_json
+from .recorder import Recorder
 
 
 @dataclass(frozen=True)
@@ -73,3 +77,92 @@ def resume(report: ChainReport, position: int) -> dict:
     """Keyword arguments that continue a check after ``report`` ended at ``position``."""
     return {"start_position": position, "start_hash": report.last_hash,
             "start_recorded_at": report.last_recorded_at, "start_versions": report.stream_versions}
+
+
+class LogCheck(NamedTuple):
+    """One check of the log: ``name`` (``chain``, ``append_only``, ``idempotency``), whether it passed, what
+    it found, and the first failing position."""
+
+    name: str
+    ok: bool
+    detail: str
+    position: int | None = None
+
+
+@dataclass(frozen=True)
+class LogReport:
+    checks: tuple[LogCheck, ...]  # chain, append_only, idempotency: in this order
+    chain: ChainReport
+    last_position: int  # the last position read (the head of the snapshot when the chain is whole)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+
+def log_pages(recorder: Recorder, page: int = 10_000) -> Iterator[list[tuple]]:
+    """The whole log as stored (``Recorder.raw_rows``), one page of rows at a time."""
+    since = 0
+    while rows := recorder.raw_rows(since=since, limit=page):
+        yield rows
+        since = rows[-1][0]
+
+
+def check_log(
+    recorder: Recorder,
+    *,
+    page: int = 10_000,
+    on_page: Callable[[list[tuple]], None] | None = None,
+    watch: Callable[[Iterable[tuple]], Iterator[tuple]] | None = None,
+) -> LogReport:
+    """Check a live log, streamed page by page through one ``verify_rows`` (so memory stays flat and the
+    per-stream versions and ``recorded_at`` are checked across pages): the chain, then the append-only guards
+    (``Recorder.guard_problems``) and the idempotency keys (``Recorder.key_problems``).
+
+    The caller holds ``recorder.read_snapshot()`` if the rows must be one snapshot (an audit does). Every page
+    read goes to ``on_page`` (an audit's replay of the catalog), also the pages after a chain failure;
+    ``watch`` sees every row the chain check reads (anchors)."""
+    where = [0]
+
+    def rows() -> Iterator[tuple]:
+        for rows_ in log_pages(recorder, page):
+            if on_page is not None:
+                on_page(rows_)
+            for row in rows_:
+                where[0] = row[0]
+                yield row
+
+    stream = watch(rows()) if watch is not None else rows()
+    try:
+        chain = verify_rows(stream)
+    except (TypeError, ValueError) as exc:  # a column of the wrong type, stored by hand
+        chain = ChainReport(False, max(where[0] - 1, 0), "", where[0], f"malformed row ({type(exc).__name__}: {exc})")
+    for _ in stream:  # the chain stopped at a failure: ``on_page`` still gets the rest of the log
+        pass
+    if chain.ok:
+        checks = [LogCheck("chain", True, f"{chain.checked} events, hash chain intact")]
+    else:
+        checks = [LogCheck("chain", False, f"position {chain.position}: {chain.problem}", chain.position)]
+    checks += [_check_guards(recorder), _check_keys(recorder)]
+    return LogReport(tuple(checks), chain, where[0])
+
+
+def _check_guards(recorder: Recorder) -> LogCheck:
+    problems = recorder.guard_problems()
+    if problems:
+        return LogCheck("append_only", False, f"append-only guards changed: {'; '.join(map(str, problems))} "
+                        "(the log could have been edited; appends are refused until `mledger audit "
+                        "--restore-guards`)")
+    return LogCheck("append_only", True, "guards as the schema defines them")
+
+
+def _check_keys(recorder: Recorder) -> LogCheck:
+    first, count = None, 0
+    for problem in recorder.key_problems():
+        count += 1
+        if first is None or problem.position < first.position:
+            first = problem
+    if first is not None:
+        more = f" ({count} keys fail)" if count > 1 else ""
+        return LogCheck("idempotency", False, f"{first}{more}", first.position)
+    return LogCheck("idempotency", True, "every idempotency key points at the events recorded under it")

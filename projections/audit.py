@@ -49,7 +49,7 @@ from eventstore.events import StoredEvent
 from eventstore.sqlite import SQLiteRecorder
 from eventstore.upcast import upcast
 from eventstore.userfiles import bounded_lines, open_regular
-from eventstore.verify import ChainReport, verify_rows
+from eventstore.verify import ChainReport, check_log, verify_rows
 
 from . import schema
 from .catalog import catalog_digest_rows
@@ -191,20 +191,6 @@ class _Replay:
             pass
 
 
-def _paged_rows(recorder: SQLiteRecorder, page: int, replay: _Replay, where: list[int]) -> Iterator[tuple]:
-    """The whole log, page by page (each page also goes to the replay); ``where[0]``: the last position given."""
-    since = 0
-    while True:
-        rows = recorder.raw_rows(since=since, limit=page)
-        if not rows:
-            return
-        replay.feed(rows)
-        for row in rows:
-            where[0] = row[0]
-            yield row
-        since = rows[-1][0]
-
-
 def _compare_catalogs(stored: sqlite3.Connection,
                       replayed: sqlite3.Connection) -> tuple[str, str, tuple[str | None, str | None] | None]:
     """Digest of each catalog and, if they differ, the first differing pair of rows (stored, replayed)."""
@@ -231,27 +217,6 @@ def _version_row_position(*lines: str | None) -> int | None:
         if isinstance(row, list) and len(row) == _VERSION_WIDTH and isinstance(row[-1], int):
             return row[-1]
     return None
-
-
-def _check_guards(recorder: SQLiteRecorder) -> Check:
-    problems = recorder.guard_problems()
-    if problems:
-        return Check("append_only", False, f"append-only guards changed: {'; '.join(map(str, problems))} "
-                     "(the log could have been edited; appends are refused until `mledger audit "
-                     "--restore-guards`)")
-    return Check("append_only", True, "guards as the schema defines them")
-
-
-def _check_keys(recorder: SQLiteRecorder) -> Check:
-    first, count = None, 0
-    for problem in recorder.key_problems():
-        count += 1
-        if first is None or problem.position < first.position:
-            first = problem
-    if first is not None:
-        more = f" ({count} keys fail)" if count > 1 else ""
-        return Check("idempotency", False, f"{first}{more}", first.position)
-    return Check("idempotency", True, "every idempotency key points at the events recorded under it")
 
 
 class _Seen:
@@ -369,23 +334,11 @@ def audit(
     with _snapshot(conn_for_catalog):
         catalog_at = checkpoint(conn_for_catalog)  # first: the catalog's snapshot is never ahead of the log's
         with recorder.read_snapshot():
-            checks: list[Check] = [_check_guards(recorder), _check_keys(recorder)]
             replay = _Replay(catalog_at, scratch)
             try:
-                where = [0]
-                rows = seen.watch(_paged_rows(recorder, page, replay, where))
-                try:
-                    chain = verify_rows(rows)
-                except (TypeError, ValueError) as exc:  # a column of the wrong type, stored by hand
-                    chain = ChainReport(False, max(where[0] - 1, 0), "", where[0],
-                                        f"malformed row ({type(exc).__name__}: {exc})")
-                for _ in rows:  # the chain stopped at a failure: the replay still reads the rest of the log
-                    pass
-                if chain.ok:
-                    checks.insert(0, Check("chain", True, f"{chain.checked} events, hash chain intact"))
-                else:
-                    checks.insert(0, Check("chain", False, f"position {chain.position}: {chain.problem}",
-                                           chain.position))
+                log = check_log(recorder, page=page, on_page=replay.feed, watch=seen.watch)
+                checks: list[Check] = [Check(*c) for c in log.checks]
+                chain = log.chain
                 head = chain.checked if chain.ok else recorder.head()
                 checks.append(_check_replay(conn_for_catalog, replay, catalog_at, head))
             finally:
