@@ -50,7 +50,7 @@ from bench_history import bench_history  # noqa: E402
 from bench_ingest import bench_ingest  # noqa: E402
 from bench_redis import bench_redis  # noqa: E402
 
-from eventstore.decider import _stored_artifact_event, _version_event  # noqa: E402
+from eventstore.event_data import artifact_stored, version_created  # noqa: E402
 from eventstore.events import NewEvent, stream_for  # noqa: E402
 from eventstore.sqlite import GUARDS, TABLES, SQLiteRecorder  # noqa: E402
 
@@ -326,11 +326,11 @@ def build_model(home: str, src: str, versions: int) -> dict[str, float]:
         batch: list[NewEvent] = []
         for number in range(2, versions + 1):
             meta = {"actor": ACTOR, "client": "modelledger/bench", "correlation_id": str(uuid.uuid4())}
-            data = _version_event(NAME, number, None, description="", params={"lr": 0.1, "seed": number},
+            data = version_created(NAME, number, None, description="", params={"lr": 0.1, "seed": number},
                                   structure={}, optimizer={}, tags={"task": "bench"},
                                   artifact={"source": v1.artifact["source"]}, status="pending")
             batch.append(NewEvent(stream, "VersionRegistered", data, meta))
-            batch.append(NewEvent(stream, "ArtifactStored", _stored_artifact_event(NAME, number, v1.artifact), meta))
+            batch.append(NewEvent(stream, "ArtifactStored", artifact_stored(NAME, number, v1.artifact), meta))
             if len(batch) >= 1_000:
                 reg.append_batch(batch)
                 batch = []

@@ -28,7 +28,7 @@ from _benchlib import Row, add_repo_to_path, log, median, percentile, temp_dir
 
 add_repo_to_path()
 
-from eventstore.decider import _stored_artifact_event, _version_event  # noqa: E402
+from eventstore.event_data import artifact_stored, version_created  # noqa: E402
 from eventstore.events import NewEvent, stream_for  # noqa: E402
 
 ACTOR = "bench@modelledger"
@@ -120,7 +120,7 @@ class LogBuilder:
             params = {"lr": round(rng.uniform(1e-5, 1e-1), 6), "batch_size": rng.choice([32, 64, 128, 256]),
                       "epochs": rng.randint(1, 50), "dropout": round(rng.random() / 2, 3),
                       "seed": rng.getrandbits(31)}
-            data = _version_event(m.name, number, None, description="nightly fine-tune on the cleaned click data",
+            data = version_created(m.name, number, None, description="nightly fine-tune on the cleaned click data",
                                   params=params, structure={"layers": rng.choice([12, 24, 48]), "hidden": 768,
                                                             "heads": 12, "arch": "transformer"},
                                   optimizer={"name": "adamw", "betas": [0.9, 0.999], "weight_decay": 0.01},
@@ -136,7 +136,7 @@ class LogBuilder:
             stored = rng.random() < 0.6  # a new artifact (pending, then ArtifactStored) or the parent's bytes
             changes = ["params", "artifact"] if stored else ["params"]
             carried = {"source": artifact["source"]} if stored else dict(m.artifact[parent])
-            data = _version_event(m.name, number, parent, description="nightly fine-tune on the cleaned click data",
+            data = version_created(m.name, number, parent, description="nightly fine-tune on the cleaned click data",
                                   params=params, structure={"layers": 24, "hidden": 768, "heads": 12,
                                                             "arch": "transformer"},
                                   optimizer={"name": "adamw", "betas": [0.9, 0.999], "weight_decay": 0.01},
@@ -151,7 +151,7 @@ class LogBuilder:
         self.versions += 1
         if stored:
             facts = {**artifact, "source": artifact["source"]}
-            self._emit(out, m, "ArtifactStored", _stored_artifact_event(m.name, number, facts), meta)
+            self._emit(out, m, "ArtifactStored", artifact_stored(m.name, number, facts), meta)
             m.artifact[number] = facts
         for _ in range(rng.randint(3, 5)):
             self._emit(out, m, "MetricsRecorded", {"name": m.name, "version": number, "metrics": {

@@ -71,7 +71,7 @@ from _benchlib import (  # noqa: E402
 
 add_repo_to_path()
 
-from eventstore.decider import _stored_artifact_event, _version_event  # noqa: E402
+from eventstore.event_data import artifact_stored, version_created  # noqa: E402
 from eventstore.events import NewEvent, stream_for  # noqa: E402
 
 ACTOR = "bench@modelledger"
@@ -194,12 +194,12 @@ def add_versions(reg: Any, name: str, first: int, last: int, artifact: dict[str,
         batch.append(NewEvent(stream, "ModelRegistered", {"name": name, "description": "", "tags": {}}, _meta()))
     for number in range(first, last + 1):
         meta = _meta()
-        data = _version_event(name, number, None, description="nightly fine-tune",
+        data = version_created(name, number, None, description="nightly fine-tune",
                               params={"lr": 0.1, "seed": number}, structure={}, optimizer={},
                               tags=tags(number) if tags else {"task": "bench"},
                               artifact={"source": artifact["source"]}, status="pending")
         batch.append(NewEvent(stream, "VersionRegistered", data, meta))
-        batch.append(NewEvent(stream, "ArtifactStored", _stored_artifact_event(name, number, artifact), meta))
+        batch.append(NewEvent(stream, "ArtifactStored", artifact_stored(name, number, artifact), meta))
         if len(batch) >= 1_000:
             reg.append_batch(batch)
             batch = []

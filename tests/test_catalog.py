@@ -229,13 +229,13 @@ def test_a_command_after_a_long_import_folds_the_lag_in_pages_and_decides_on_all
 
 
 def test_version_count_is_the_number_of_versions_now_and_as_of_the_past_even_with_an_imported_gap(reg, artifact):
-    from eventstore.decider import _version_event
+    from eventstore.event_data import version_created
 
     reg.register("m", artifact)
     reg.register("m", artifact)
     before = reg.head()
     # An import may number versions with a gap: the count is what exists, not the highest number.
-    reg.append_batch([NewEvent("model-m", "VersionRegistered", _version_event(
+    reg.append_batch([NewEvent("model-m", "VersionRegistered", version_created(
         "m", 7, None, description="", params={}, structure={}, optimizer={}, tags={},
         artifact={"source": str(artifact)}, status="pending"))])
     assert [(m.name, m.version_count) for m in reg.catalog().list()] == [("m", 3)]
