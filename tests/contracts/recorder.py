@@ -28,7 +28,7 @@ from eventstore.canonical import GENESIS_HASH, chain_hash, envelope_for_hash
 from eventstore.errors import ConcurrencyError, IdempotencyError, IntegrityError, StoreError, ValidationError
 from eventstore.events import NewEvent
 from eventstore.recorder import Recorder
-from eventstore.verify import verify_rows
+from eventstore.verify import check_log, verify_rows
 
 # A store's location as its backend names it: a file path for SQLite, a URL for PostgreSQL.
 Location = Any
@@ -332,6 +332,24 @@ class RecorderContract(ABC):
             previous = stored
         assert [e.hash for e in populated.read()] == [r[8] for r in rows]
 
+    def test_check_log_passes_an_intact_log_read_page_by_page(self, populated: Recorder) -> None:
+        pages: list[list[tuple]] = []
+        seen: list[int] = []
+
+        def watch(rows: Any) -> Iterator[tuple]:
+            for row in rows:
+                seen.append(row[0])
+                yield row
+
+        with populated.read_snapshot():
+            report = check_log(populated, page=2, on_page=pages.append, watch=watch)
+        head = populated.head()
+        assert report.ok and [c.name for c in report.checks] == ["chain", "append_only", "idempotency"]
+        assert report.chain.checked == head == report.last_position
+        assert report.chain.last_hash == populated.raw_rows()[-1][8]
+        assert [r for page in pages for r in page] == populated.raw_rows() and max(map(len, pages)) == 2
+        assert seen == list(range(1, head + 1))
+
     # -- identity across reopen -------------------------------------------------------------------------
     def test_the_registry_id_and_the_log_survive_reopening(self, location: Location, populated: Recorder) -> None:
         registry_id, rows = populated.registry_id, populated.raw_rows()
@@ -424,3 +442,25 @@ class GuardChecks:
     def test_a_key_whose_events_were_removed_is_named(self, recorder: Recorder) -> None:
         recorder.append([tag("model-a", 1, "K")], idempotency_key="K", fingerprint="f")
         assert list(recorder.key_problems()) == []
+
+    def test_check_log_names_an_event_removed_behind_a_dropped_guard(self, location: Any, recorder: Recorder) -> None:
+        recorder.append([tag("model-a", 1)])
+        recorder.append([tag("model-a", 2, "K")], idempotency_key="K", fingerprint="f")
+        recorder.append([tag("model-a", 3)])
+        recorder.close()
+        self.raw_execute(location, self.drop_guard_sql)
+        self.raw_execute(location, "DELETE FROM events WHERE position = 2")
+        reopened = self.opener(location)()
+        try:
+            pages: list[list[tuple]] = []
+            report = check_log(reopened, on_page=pages.append)
+            checks = {c.name: c for c in report.checks}
+            assert not report.ok
+            assert (checks["chain"].ok, checks["chain"].position) == (False, 2)
+            assert "position 2 is missing" in checks["chain"].detail
+            assert not checks["append_only"].ok and "missing" in checks["append_only"].detail
+            assert (checks["idempotency"].ok, checks["idempotency"].position) == (False, 2)
+            # The pages after the failure are still read (an audit's replay needs the whole log).
+            assert [r[0] for page in pages for r in page] == [1, 3]
+        finally:
+            reopened.close()
