@@ -151,6 +151,11 @@ def _ingest_once(ctx: context.WorkerContext, rec: Any, created: StoredEvent, art
                            _meta(created), idempotency_key=key, check=blobs_present)
     except BlobsVanished:
         return "vanished"
+    except ValidationError as exc:
+        # Facts the event's shape refuses (the decider holds outcomes to the shapes imports are held to): a
+        # retry would learn the same, so the version fails with the reason instead of staying pending.
+        _record_failure(ctx, created, f"the artifact's facts cannot be recorded: {exc}")
+        return "failed"
     context.notify(ctx.registry_id, name, number)
     return "stored" if recorded.events and not recorded.replayed else "already"
 
