@@ -287,17 +287,21 @@ def _diff(set_: list, removed: list, key: tuple, before: dict[str, Any], after: 
 
 
 def _files_of(artifact: dict[str, Any]) -> tuple[list[str], dict[str, int | None]]:
-    """The file paths (for ``list --file``) and the blobs (digest → size) a version's artifact needs."""
-    entries = [f for f in artifact.get("files") or () if isinstance(f, dict) and isinstance(f.get("path"), str)]
+    """The file paths (for ``list --file``) and the blobs (digest → size) a version's artifact needs. A log
+    written before the import check may hold odd records: an entry without a text path or digest names no
+    file or blob, a size that is not a 64-bit whole number is unknown (None) — on every dialect alike."""
+    files = artifact.get("files")
+    entries = [f for f in files if isinstance(f, dict) and isinstance(f.get("path"), str)] \
+        if isinstance(files, list) else []
     paths = list(dict.fromkeys(f["path"] for f in entries))
     digest = artifact.get("digest")
-    if not digest:
+    if not digest or not isinstance(digest, str):
         return paths, {}
-    refs: dict[str, int | None] = {_text(digest): _size(artifact.get("size")) if artifact.get("kind") != "directory"
+    refs: dict[str, int | None] = {digest: _size(artifact.get("size")) if artifact.get("kind") != "directory"
                                    else None}
     for f in entries:
-        if f.get("digest"):
-            refs[_text(f["digest"])] = _size(f.get("size"))
+        if f.get("digest") and isinstance(f["digest"], str):
+            refs[f["digest"]] = _size(f.get("size"))
     return paths, refs
 
 
@@ -316,7 +320,7 @@ def _int64(value: Any) -> int:
 
 
 def _size(value: Any) -> int | None:
-    return None if value is None else _int64(value)
+    return value if _is_int(value) and INT64[0] <= value <= INT64[1] else None
 
 
 def _tags(value: Any) -> dict[str, str]:
