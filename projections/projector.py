@@ -175,7 +175,7 @@ class Fold:
             if not isinstance(d, dict) or not isinstance(d.get("name"), str):
                 continue
             names.add(d["name"])
-            if _is_int(d.get("version")):
+            if _is_int(d.get("version")) and INT64[0] <= d["version"] <= INT64[1]:
                 keys.add((d["name"], d["version"]))
             if e.type == "AliasAssigned" and isinstance(d.get("alias"), str):
                 stacks.add((d["name"], d["alias"]))
