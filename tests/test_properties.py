@@ -253,7 +253,7 @@ def check_against_a_replay(workdir, sequence, tally: Counter, backend) -> None:
 
 
 @pytest.mark.timeout(1800)
-@settings(max_examples=examples(25), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(sequence=st.lists(st.one_of(*ops, *more), min_size=1, max_size=15), cut=st.integers(0, 100))
 @example(sequence=[("+", command) for command in EVERY_KIND], cut=len(EVERY_KIND) // 2)
 def test_replaying_a_prefix_of_the_log_gives_the_catalog_at_that_point(workdir, catalog_backend, sequence, cut):
