@@ -165,3 +165,47 @@ def test_tokens_keep_dots_underscores_and_dashes_and_fold_case_and_accents():
     assert matches(query_words("resn v1 my_ caf"), split("ResNet-50 v1.2 my_model Café"))
     assert not matches(query_words("resnet 50"), split("ResNet-50"))  # "50" begins no token
     assert query_words("*") == [] and not matches([], ["x"])  # a query with no token matches nothing
+
+
+# -- PostgreSQL: what only it needs ------------------------------------------------------------------------
+
+@pytest.fixture
+def pg_registry(tmp_path, monkeypatch, make_artifact):
+    require_postgres()
+    backend = PostgresBackend(monkeypatch)
+    reg = backend.open(tmp_path / "home", actor="tester@test", artifacts=str(tmp_path / "blobs"))
+    try:
+        yield reg, backend
+    finally:
+        reg.close()
+        backend.drop_all()
+
+
+def test_audit_of_a_postgresql_catalog_replays_the_log_and_names_a_hand_edited_row(pg_registry, make_artifact):
+    import psycopg
+
+    reg, backend = pg_registry
+    v1 = reg.register("resnet", artifact=str(make_artifact("m1.bin", b"one")), params={"lr": 0.1},
+                      tags={"task": "vision"})
+    v2 = reg.update(v1, params={"lr": 0.01})
+    reg.metrics(v2, acc=0.93)
+    reg.alias(v2, "production")
+    report = reg.audit()
+    assert report.ok, report.to_json()
+    assert "equals the replay" in report.check("replay").detail
+    with psycopg.connect(backend.url(reg.config.home), autocommit=True) as conn:
+        conn.execute("UPDATE versions SET params = '{\"lr\": 0.5}' WHERE name = 'resnet' AND version = 2")
+    replay = reg.audit().check("replay")
+    assert not replay.ok and replay.position == v2.position
+    assert '"lr":0.5' in replay.detail and '"lr":0.01' in replay.detail
+
+
+def test_a_nul_in_a_description_or_a_parameter_does_not_stop_the_postgresql_catalog(pg_registry, make_artifact):
+    """PostgreSQL's text and jsonb cannot hold NUL; the log can. The catalog shows U+FFFD in its place."""
+    reg, _ = pg_registry
+    v = reg.register("m", artifact=str(make_artifact("m.bin", b"x")), description="a\x00b",
+                     params={"k": "c\x00d", "\\u0000": "e"})
+    got = reg.get(v.ref)
+    assert got.description == "a\ufffdb"
+    assert got.params == {"k": "c\ufffdd", "\\u0000": "e"}  # an escaped backslash before u0000 is kept
+    assert [m.name for m in reg.models(search="a")] == ["m"]
