@@ -97,3 +97,26 @@ def test_a_server_gone_for_good_is_a_store_error_and_nothing_hangs(direct, cutte
             recorder.head()
     finally:
         recorder.close()
+
+
+@pytest.mark.parametrize("cut", ["after", "before"])
+def test_a_command_cut_at_commit_fails_with_one_line_and_its_retry_appends_once(cli, home, make_artifact, direct,
+                                                                               cutter, cut, monkeypatch):
+    """The same through the CLI: decide → append → project in one transaction, COMMIT cut; exit 5 and one
+    line; the retry with the same idempotency key gives version 2 exactly once."""
+    monkeypatch.setenv("MLEDGER_DATABASE", cutter.url)
+    art = make_artifact("m.bin", b"weights\n")
+    assert cli("register", "m", "--artifact", str(art))[0] == 0
+    argv = ["update", "m", "--params", '{"lr": 0.01}', "--idempotency-key", "run-42", "--json"]
+    cutter.arm(cut)
+    code, out, err = cli(*argv)
+    assert cutter.cuts == 1
+    assert code == 5 and out == "" and err.count("\n") == 1 and "connection" in err
+    code, out, err = cli(*argv)
+    assert code == 0, err
+    assert json.loads(out)["version"] == 2
+    code, out, _ = cli("log", "--json")
+    events = [json.loads(line) for line in out.splitlines()]
+    assert [e["data"]["version"] for e in events if e["type"] == "VersionRegistered"] == [1, 2]
+    code, out, err = cli("audit", "--json", "--database", direct)
+    assert code == 0 and json.loads(out)["ok"], err
