@@ -36,6 +36,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from . import postgres_sql as sql
 from .canonical import GENESIS_HASH
 from .clock import normalize_timestamp, utc_now
+from .copying import KeyRow, check_rows, stream_names
 from .errors import ConcurrencyError, IdempotencyError, IntegrityError, StoreError
 from .events import NewEvent, StoredEvent
 from .idempotency import batch_problem, check_keyed_batch, key_problems_of
@@ -211,6 +212,30 @@ class PostgresTransaction(Transaction):
         self._last = (rows[-1][0], rows[-1][8], recorded_at)
         return stored
 
+    def append_rows(self, rows: Sequence[tuple], keys: Sequence[KeyRow] = ()) -> int:
+        if not rows:
+            return self.head()
+        if self._refusal is not None:
+            raise IntegrityError(self._refusal)
+        streams = stream_names(rows)
+        self._load_versions(streams)
+        position, head_hash, head_at = self._last
+        check_rows(rows, keys, head=position, head_hash=head_hash, head_at=head_at,
+                   versions={s: self._versions[s] for s in streams})
+        try:
+            with self.connection.pipeline():
+                with self.connection.cursor() as cur:
+                    cur.executemany(sql.INSERT, rows)
+                    if keys:
+                        cur.executemany(sql.INSERT_IDEMPOTENCY, keys)
+                self.connection.execute(sql.NOTIFY, (str(rows[-1][0]),))
+        except psycopg.errors.UniqueViolation as exc:
+            raise ConcurrencyError(f"another writer appended first ({_first_line(exc)})") from None
+        for row in rows:
+            self._versions[row[1]] = row[2]
+        self._last = (rows[-1][0], rows[-1][8], rows[-1][7])
+        return rows[-1][0]
+
     def read(self, since: int = 0, limit: int | None = None) -> Iterator[StoredEvent]:
         if limit is None:
             rows = self.connection.execute(sql.READ, (since,)).fetchall()
@@ -231,6 +256,8 @@ class PostgresRecorder(Recorder):
                  pool_size: int = 4) -> None:
         self.url = url
         self.where = describe(url)
+        # What the workers key this registry's outcomes by (a SQLite recorder's file): a label, no password.
+        self.path = f"postgresql://{self.where}"
         self.lock_timeout = lock_timeout
         self._local = threading.local()
         self._listen_lock = threading.Lock()
@@ -430,6 +457,9 @@ class PostgresRecorder(Recorder):
             return self._query(sql.READ, (since,))
         return self._query(sql.READ_LIMIT, (since, limit))
 
+    def raw_keys(self) -> list[KeyRow]:
+        return [tuple(row) for row in self._query(sql.KEYS)]
+
     # -- wake-ups ----------------------------------------------------------------------------------
     def wait_for_change(self, after_position: int, timeout: float) -> int:
         """Block until the head passes ``after_position`` or ``timeout`` seconds pass; the head.
@@ -511,4 +541,17 @@ def _table_of(conn: psycopg.Connection, trigger: str) -> str:
     return row[0] if row else "events"
 
 
-
+def occupied(url: str) -> str | None:
+    """Why the database at ``url`` cannot receive a copied log (it holds events, or other tables than a
+    registry's), or None when it is empty or an empty registry. Reads only."""
+    try:
+        with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+            tables = [row[0] for row in conn.execute(sql.TABLES_HERE).fetchall()]
+            if not tables:
+                return None
+            if "events" not in tables or "registry_meta" not in tables:
+                return f"{describe(url)} holds other tables than a registry's ({', '.join(sorted(tables)[:5])})"
+            head = conn.execute(sql.HEAD).fetchone()[0]
+    except psycopg.Error as exc:
+        raise translate(exc, describe(url)) from None
+    return f"{describe(url)} already holds {head} event(s)" if head else None

@@ -144,3 +144,7 @@ KEYS_WITH_EVENTS = (
 )
 TRIGGER_TABLE = ("SELECT c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
                  " WHERE t.tgname = %s AND c.relname = ANY(%s)")
+KEYS = ("SELECT key, fingerprint, first_position, last_position FROM idempotency"
+        " ORDER BY first_position, key")
+# What a copy target already holds (``occupied``): the tables of the schema a connection uses.
+TABLES_HERE = "SELECT tablename::text FROM pg_tables WHERE schemaname = current_schema()"

@@ -93,6 +93,14 @@ class Transaction(ABC):
     def read(self, since: int = 0, limit: int | None = None) -> Iterator[StoredEvent]:
         """Events with position > since, inside this transaction's snapshot."""
 
+    @abstractmethod
+    def append_rows(self, rows: Sequence[tuple[Any, ...]],
+                    keys: Sequence[tuple[str, str | None, int, int]] = ()) -> int:
+        """Append rows sealed elsewhere verbatim (a copy of another log: ``Recorder.raw_rows`` form), with the
+        idempotency keys of their batches (``Recorder.raw_keys`` form); the new head. The rows must continue
+        this log exactly — positions, stream versions, time, canonical text and hash chain
+        (``eventstore.copying.check_rows``) — else ``IntegrityError`` and nothing is appended."""
+
 
 class Recorder(ABC):
     dialect: str
@@ -165,6 +173,11 @@ class Recorder(ABC):
         """Rows with position > since exactly as stored, no upcasting (for the chain check and audit):
         (position, stream, version, type, schema_version, data, meta, recorded_at, hash), data and meta as
         the canonical JSON text the hash covers."""
+
+    @abstractmethod
+    def raw_keys(self) -> list[tuple[str, str | None, int, int]]:
+        """Every idempotency key as stored: (key, fingerprint, first_position, last_position), in position
+        order (a copy carries them with their batches, so a retry after moving still appends once)."""
 
     @abstractmethod
     def close(self) -> None: ...

@@ -22,6 +22,7 @@ from typing import Any
 
 from .canonical import GENESIS_HASH
 from .clock import normalize_timestamp, utc_now
+from .copying import KeyRow, check_rows, stream_names
 from .errors import ConcurrencyError, IdempotencyError, IntegrityError, StoreError, ValidationError
 from .events import NewEvent, StoredEvent
 from .idempotency import batch_problem, check_keyed_batch, key_problems_of
@@ -222,6 +223,25 @@ class SQLiteTransaction(Transaction):
         self._head = (rows[-1][0], rows[-1][-1], recorded_at)
         return stored
 
+    def append_rows(self, rows: Sequence[tuple], keys: Sequence[KeyRow] = ()) -> int:
+        if not rows:
+            return self.head()
+        if self._refusal is not None:
+            raise IntegrityError(self._refusal)
+        head, head_hash, head_at = self._last()
+        versions = {stream: self.stream_version(stream) for stream in stream_names(rows)}
+        check_rows(rows, keys, head=head, head_hash=head_hash, head_at=head_at, versions=versions)
+        try:
+            self.connection.executemany(_INSERT, rows)
+            self.connection.executemany(
+                "INSERT INTO idempotency (key, fingerprint, first_position, last_position) VALUES (?, ?, ?, ?)",
+                keys)
+        except sqlite3.IntegrityError as exc:
+            self._head = None
+            raise ConcurrencyError(f"another writer appended first ({exc})") from None
+        self._head = (rows[-1][0], rows[-1][8], rows[-1][7])
+        return rows[-1][0]
+
     def read(self, since: int = 0, limit: int | None = None) -> Iterator[StoredEvent]:
         sql = _SELECT + " WHERE position > ? ORDER BY position"
         params: tuple = (since,)
@@ -398,6 +418,14 @@ class SQLiteRecorder(Recorder):
             params.append(limit)
         return self.connection().execute(sql, params).fetchall()
 
+    def raw_keys(self) -> list[KeyRow]:
+        try:
+            return self.connection().execute(
+                "SELECT key, fingerprint, first_position, last_position FROM idempotency"
+                " ORDER BY first_position, key").fetchall()
+        except sqlite3.Error as exc:
+            raise translate(exc) from None
+
     # -- guards and keys ---------------------------------------------------------------------------
     def guard_problems(self) -> list[GuardProblem]:
         try:
@@ -449,3 +477,25 @@ class SQLiteRecorder(Recorder):
 def _paged(cursor: sqlite3.Cursor, size: int = 1_000) -> Iterator[tuple]:
     while rows := cursor.fetchmany(size):
         yield from rows
+
+
+def occupied(path: str | os.PathLike[str]) -> str | None:
+    """Why the SQLite file at ``path`` cannot receive a copied log (it holds events, or is not a registry);
+    None when it does not exist, is empty, or is a registry without events. Opens it read-only."""
+    path = Path(path)
+    if not path.exists() or (path.is_file() and path.stat().st_size == 0):
+        return None
+    if not path.is_file():
+        return f"{path} is not a file"
+    try:
+        conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+        try:
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if "events" not in tables:
+                return f"{path} is a SQLite database but not a registry" if tables else None
+            head = conn.execute("SELECT max(position) FROM events").fetchone()[0] or 0
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        return f"{path} cannot be read as a SQLite database ({exc})"
+    return f"{path} already holds {head} event(s)" if head else None

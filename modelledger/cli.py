@@ -134,7 +134,8 @@ def cmd_worker(reg_factory: Any, args: argparse.Namespace) -> int:
     from .config import Config
     from .worker import run
 
-    config = Config.load(args.home, artifacts=args.artifacts, broker=args.broker, actor=args.actor)
+    config = Config.load(args.home, artifacts=args.artifacts, broker=args.broker, actor=args.actor,
+                         database=args.database)
     return run(config, processes=args.processes, threads=args.threads, sweep_interval=args.sweep_interval)
 
 
@@ -275,7 +276,8 @@ def cmd_audit(reg_factory: Any, args: argparse.Namespace) -> int:
 
 
 def _open(args: argparse.Namespace) -> Registry:
-    return Registry.open(args.home, artifacts=args.artifacts, broker=args.broker, actor=args.actor, client="cli")
+    return Registry.open(args.home, artifacts=args.artifacts, broker=args.broker, actor=args.actor, client="cli",
+                         database=args.database)
 
 
 def cmd_log(reg: Registry, args: argparse.Namespace) -> int:
@@ -293,6 +295,14 @@ def cmd_log(reg: Registry, args: argparse.Namespace) -> int:
         if not args.follow:
             return 0
         time.sleep(interval)
+
+
+def cmd_copy(reg: Registry, args: argparse.Namespace) -> int:
+    from .copy import copy_registry
+
+    report = copy_registry(reg, args.to, progress=None if args.json else sys.stderr)
+    emit(args, report.to_json(), report.summary())
+    return 0 if report.audit_ok else 6
 
 
 def cmd_projections(reg: Registry, args: argparse.Namespace) -> int:
@@ -330,6 +340,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     common.add_argument("--artifacts", help="artifact store URL (env MLEDGER_ARTIFACTS)")
     common.add_argument("--broker", help="'embedded' or redis://... (env MLEDGER_BROKER)")
     common.add_argument("--actor", help="who is acting (env MLEDGER_ACTOR, default user@host)")
+    common.add_argument("--database", metavar="URL|FILE",
+                        help="postgresql://... or a SQLite file (env MLEDGER_DATABASE, default $MLEDGER_HOME/registry.db)")
 
     parser = _Parser(prog="mledger", description="An event-sourced registry for machine-learning models.")
     parser.add_argument("--version", action="version", version=f"mledger {__version__}")
@@ -463,6 +475,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=4)
     p.add_argument("--sweep-interval", type=float, default=30.0, metavar="SECONDS")
 
+    p = add("copy", cmd_copy, "copy this registry's log to another (empty) database, then build and audit its catalog")
+    p.add_argument("--to", required=True, metavar="DATABASE", help="postgresql://... or a SQLite file")
+
     p = add("projections", cmd_projections, "maintain the read side")
     p.add_argument("action", choices=["rebuild"])
 
@@ -482,8 +497,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.fn in (cmd_demo, cmd_worker, cmd_audit):
             return args.fn(None, args)
-        with Registry.open(args.home, artifacts=args.artifacts, broker=args.broker, actor=args.actor,
-                           client="cli") as reg:
+        with _open(args) as reg:
             return args.fn(reg, args)
     except ModelLedgerError as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

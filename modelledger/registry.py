@@ -25,7 +25,6 @@ from eventstore.handler import Outcome, execute, execute_in, first_result
 from eventstore.names import parse_ref, validate_name
 from eventstore.recorder import GuardProblem
 from eventstore.schemas import check_events
-from eventstore.sqlite import SQLiteRecorder
 from projections.catalog import Catalog, CatalogProjection
 from projections.diff import diff_versions
 from projections.past import PastCatalog
@@ -37,6 +36,7 @@ from workers.sources import SourcePolicy
 
 from . import __version__
 from .config import Config
+from .database import open_recorder
 
 if TYPE_CHECKING:
     from dramatiq import Broker
@@ -107,7 +107,7 @@ class Registry:
     def __init__(self, config: Config, *, client: str = "sdk") -> None:
         self.config = config
         self.client = f"modelledger/{__version__} {client}"
-        self.recorder = SQLiteRecorder(config.db_path)
+        self.recorder = open_recorder(config.location)  # MLEDGER_DATABASE: SQLite or PostgreSQL
         self.projection = CatalogProjection(self.recorder)
         self._catalog = Catalog(self.projection)
         self.embedded = is_embedded_url(config.broker)  # ValidationError for a broker we cannot make
@@ -144,8 +144,10 @@ class Registry:
         broker: str | None = None,
         actor: str | None = None,
         client: str = "sdk",
+        database: str | None = None,
     ) -> Registry:
-        return cls(Config.load(home, artifacts=artifacts, broker=broker, actor=actor), client=client)
+        return cls(Config.load(home, artifacts=artifacts, broker=broker, actor=actor, database=database),
+                   client=client)
 
     def close(self) -> None:
         self.recorder.close()

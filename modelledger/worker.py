@@ -34,6 +34,8 @@ def _serve(config: Config, threads: int, stop: Any, sweep_interval: float | None
         worker = dramatiq.Worker(reg.broker, worker_threads=threads, worker_timeout=100)
         worker.start()
         if sweep_interval is not None:
+            # Where this worker's registry lives (MLEDGER_DATABASE), the password masked.
+            log.info("serving registry %s in %s", reg.registry_id[:12], config.database_label)
             log.info("reading artifact sources for others only under MLEDGER_SOURCES: %s", reg.sources.describe())
         try:
             first = True

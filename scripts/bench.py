@@ -22,6 +22,8 @@ subject and its baseline back to back, in alternating order).
    register of the unchanged file (stat cache); peak RSS of a 2 GiB ingest.
 5. ``redis``: register → ready latency through Redis (database 15) and ``mledger worker`` vs embedded.
 6. ``history``: time travel on a 1,000,000-event log vs a 10,000-event one; catch-up, rebuild and audit rates.
+7. ``postgres`` (``bench_pg.py``): commands on PostgreSQL beside SQLite; a 1,000,000-event log on PostgreSQL:
+   fold rate vs raw read + decode, search and as-of @1M vs @10k (``MLEDGER_BENCH_POSTGRES``).
 
 No timing assertion lives in the tests; this script reports OK/MISS against the targets and exits 0.
 Temp dirs are removed at exit. ``MLEDGER_SYNCHRONOUS`` selects the durability setting (FULL by default).
@@ -48,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _benchlib import Row, machine, median, render, small_files, temp_dir  # noqa: E402
 from bench_history import bench_history  # noqa: E402
 from bench_ingest import bench_ingest  # noqa: E402
+from bench_pg import bench_postgres  # noqa: E402
 from bench_redis import bench_redis  # noqa: E402
 
 from eventstore.event_data import artifact_stored, version_created  # noqa: E402
@@ -71,7 +74,7 @@ SIZES = {
 }
 
 
-SECTIONS = ["append", "register", "latency", "ingest", "redis", "history"]
+SECTIONS = ["append", "register", "latency", "ingest", "redis", "history", "postgres"]
 
 
 def size(key: str, quick: bool) -> int:
@@ -438,7 +441,8 @@ def main(argv: list[str] | None = None) -> int:
             rows += bench_register(tmp, args.quick, synchronous)
         if "latency" in sections:
             rows += bench_latency(tmp, args.quick)
-        for name, run in (("ingest", bench_ingest), ("redis", bench_redis), ("history", bench_history)):
+        for name, run in (("ingest", bench_ingest), ("redis", bench_redis), ("history", bench_history),
+                          ("postgres", bench_postgres)):
             if name in sections:
                 section_start = time.perf_counter()
                 rows += run(tmp, args.quick)

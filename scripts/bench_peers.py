@@ -71,6 +71,8 @@ from _benchlib import (  # noqa: E402
 
 add_repo_to_path()
 
+from bench_pg import bench_clients  # noqa: E402
+
 from eventstore.event_data import artifact_stored, version_created  # noqa: E402
 from eventstore.events import NewEvent, stream_for  # noqa: E402
 
@@ -84,6 +86,9 @@ PEERS: dict[str, dict[str, Any]] = {
                       "worker": "eventsourcing_worker.py"},
     "model-ledger": {"packages": ["model-ledger"], "import": "model_ledger.backends.sqlite_ledger",
                      "worker": "model_ledger_worker.py"},
+    # MLflow with a postgresql:// backend store (SQLAlchemy over psycopg2), for the "postgres" rows.
+    "mlflow-pg": {"packages": ["mlflow-skinny", "sqlalchemy", "alembic", "sqlparse", "psycopg2-binary"],
+                  "import": "mlflow, psycopg2", "worker": "mlflow_worker.py"},
 }
 
 SIZES = {
@@ -104,7 +109,7 @@ SIZES = {
     "cmd_rounds": (4, 2),
     "cmd_ops": (10, 10),
 }
-ROWS = ["create", "tags", "search", "store", "asof", "command"]
+ROWS = ["create", "tags", "search", "store", "asof", "command", "postgres"]
 
 
 def size(key: str, quick: bool) -> int:
@@ -601,7 +606,7 @@ def main(argv: list[str] | None = None) -> int:
     peers_dir = Path(args.peers_dir)
     peers_dir.mkdir(parents=True, exist_ok=True)
     needed = {"create": ["mlflow"], "tags": ["mlflow", "eventsourcing"], "search": ["mlflow"], "store": ["mlflow"],
-              "asof": ["model-ledger"], "command": ["model-ledger"]}
+              "asof": ["model-ledger"], "command": ["model-ledger"], "postgres": ["mlflow-pg"]}
     peers = {name: Peer(name, peers_dir) for name in PEERS}
     setup = time.perf_counter()
     for name in sorted({p for r in chosen for p in needed[r]}):
@@ -628,7 +633,8 @@ def main(argv: list[str] | None = None) -> int:
                           ("search", lambda: row_search(tmp, args.quick, peers["mlflow"])),
                           ("store", lambda: row_store(tmp, args.quick, peers["mlflow"])),
                           ("asof", lambda: row_asof(tmp, args.quick, peers["model-ledger"])),
-                          ("command", lambda: row_command(tmp, args.quick, peers["model-ledger"]))):
+                          ("command", lambda: row_command(tmp, args.quick, peers["model-ledger"])),
+                          ("postgres", lambda: bench_clients(tmp, args.quick, peers["mlflow-pg"]))):
             if name not in chosen:
                 continue
             t = time.perf_counter()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,14 +17,73 @@ settings.register_profile("nightly", derandomize=False, print_blob=True)
 settings.load_profile(HYPOTHESIS_PROFILE)
 
 
+# MLEDGER_TEST_DATABASE=postgresql runs the registry suites with each test's registry on a fresh PostgreSQL
+# database of its own (random name, dropped after; .ci/run runs the CLI and SDK files a second time so);
+# unset or "sqlite": on $MLEDGER_HOME/registry.db as usual.
+TEST_DATABASE = os.environ.get("MLEDGER_TEST_DATABASE", "sqlite").lower()
+if TEST_DATABASE not in ("sqlite", "postgresql"):
+    raise pytest.UsageError(f"MLEDGER_TEST_DATABASE must be sqlite or postgresql, not {TEST_DATABASE!r}")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """The admin URL of the machine's PostgreSQL, once it has answered (else unavailable("PostgreSQL"))."""
+    from contracts.databases import ADMIN_URL, admin_connection
+    from services import unavailable
+
+    try:
+        import psycopg
+    except ImportError as exc:
+        unavailable(f"PostgreSQL (psycopg is not installed: {exc}; pip install -e '.[postgres]')")
+    try:
+        with admin_connection() as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as exc:
+        unavailable(f"PostgreSQL at {ADMIN_URL} ({type(exc).__name__}: {str(exc).strip()})")
+    return ADMIN_URL
+
+
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def new_postgres_database(postgres_server: str) -> Iterator[Callable[[], str]]:
+    """``new_postgres_database() -> url``: an empty database of its own, dropped when the test ends (with
+    whatever connections a killed child left open)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    from contracts.databases import ADMIN_URL, create_database, drop_database
+
+    made: list[str] = []
+
+    def make() -> str:
+        # A postgresql:// URL (what MLEDGER_DATABASE takes), the admin URL's with another database name.
+        made.append(create_database())
+        return urlunsplit(urlsplit(ADMIN_URL)._replace(path="/" + made[-1]))
+
+    try:
+        yield make
+    finally:
+        for name in made:
+            drop_database(name)
+
+
+@pytest.fixture
+def registry_database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where the test's registry keeps its log and catalog (``MLEDGER_DATABASE``): under
+    MLEDGER_TEST_DATABASE=postgresql a fresh PostgreSQL database, else "" (the home's registry.db)."""
+    if TEST_DATABASE != "postgresql":
+        return ""
+    return request.getfixturevalue("new_postgres_database")()
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, registry_database: str) -> Path:
     """A fresh registry home, also set as MLEDGER_HOME so the CLI never touches ~/.mledger."""
     path = tmp_path / "home"
     monkeypatch.setenv("MLEDGER_HOME", str(path))
     monkeypatch.setenv("MLEDGER_ACTOR", "tester@test")
-    for var in ("MLEDGER_ARTIFACTS", "MLEDGER_BROKER", "MLEDGER_RUN_ID", "MLEDGER_SOURCES"):
+    for var in ("MLEDGER_ARTIFACTS", "MLEDGER_BROKER", "MLEDGER_RUN_ID", "MLEDGER_SOURCES", "MLEDGER_DATABASE"):
         monkeypatch.delenv(var, raising=False)
+    if registry_database:
+        monkeypatch.setenv("MLEDGER_DATABASE", registry_database)
     return path
 
 

@@ -136,8 +136,54 @@ def store_twice(task: dict) -> dict:
     return {"apparent": after[0] - before[0], "allocated": after[1] - before[1], "seconds": seconds}
 
 
+# -- on PostgreSQL (scripts/bench_pg.py): one backend store shared by several client processes -------------
+
+def pg_setup(task: dict) -> dict:
+    """Create MLflow's schema in the (empty) database ``uri``, the experiment, one run, and a model with 10
+    versions; the clients (``pg_client``) then work on it."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=task["uri"], registry_uri=task["uri"])
+    root = os.path.join(task["dir"], "artifacts")
+    os.makedirs(root, exist_ok=True)
+    exp = client.create_experiment("bench", artifact_location="file://" + root)
+    run = client.create_run(exp)
+    client.create_registered_model("bench-deep")
+    for _ in range(10):
+        client.create_model_version("bench-deep", f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
+    with open(os.path.join(task["dir"], "run.json"), "w") as f:
+        json.dump({"run_id": run.info.run_id, "artifact_uri": run.info.artifact_uri}, f)
+    return {"ok": True}
+
+
+def pg_client(task: dict) -> dict:
+    """One client process: ``n`` tags, alias moves or new versions (``log_artifact`` of a tiny file +
+    ``create_model_version``, as the single-client row) on the shared model, from ``start_at`` on."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=task["uri"], registry_uri=task["uri"])
+    with open(os.path.join(task["dir"], "run.json")) as f:
+        run = json.load(f)
+    c, n = task["client"], task["n"]
+    files = small_files(os.path.join(task["dir"], f"src-{c}"), n, seed=1000 + c) if task["op"] == "create" else []
+    client.get_registered_model("bench-deep")  # connect (and check the schema) outside the timing
+    time.sleep(max(0.0, task["start_at"] - time.time()))
+    began, t = time.time(), time.perf_counter()
+    for k in range(n):
+        if task["op"] == "tag":
+            client.set_model_version_tag("bench-deep", "5", f"c{c}", str(k))
+        elif task["op"] == "alias":
+            client.set_registered_model_alias("bench-deep", "production", str(1 + (k + c) % 9))
+        else:
+            path = f"c{c}-v{k}"
+            client.log_artifact(run["run_id"], files[k], artifact_path=path)
+            client.create_model_version("bench-deep", f"{run['artifact_uri']}/{path}/{os.path.basename(files[k])}",
+                                        run_id=run["run_id"])
+    return {"seconds": time.perf_counter() - t, "start": began, "end": time.time()}
+
+
 TASKS = {"create_versions": create_versions, "tags_aliases": tags_aliases, "search": search,
-         "store_twice": store_twice}
+         "store_twice": store_twice, "pg_setup": pg_setup, "pg_client": pg_client}
 
 if __name__ == "__main__":
     spec = json.loads(sys.argv[1])

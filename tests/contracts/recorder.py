@@ -399,6 +399,90 @@ class RecorderContract(ABC):
                                           " FROM idempotency") == keys
         assert verify_rows(populated.raw_rows()).ok
 
+    # -- a log copied verbatim (mledger copy) ------------------------------------------------------------
+    # The other end is always a SQLite store (it needs no server): rows copied both ways between it and the
+    # backend under test keep every column, and the keys still answer a retry.
+    def test_copied_rows_keep_positions_versions_times_and_hashes_both_ways(
+            self, tmp_path: Path, location: Location, populated: Recorder) -> None:
+        from eventstore.sqlite import SQLiteRecorder
+
+        rows, keys = populated.raw_rows(), populated.raw_keys()
+        assert keys == [("k-b", "f", 3, 3)]
+        other = SQLiteRecorder(tmp_path / "copy" / "registry.db")
+        try:
+            with other.write() as tx:
+                assert tx.append_rows(rows[:3], keys) == 3
+                assert tx.append_rows(rows[3:]) == len(rows)
+            assert other.raw_rows() == rows and other.raw_keys() == keys
+            assert other.registry_id != populated.registry_id
+            # the copy answers a retry with the first result, and goes on from the same chain
+            again = other.append([tag("model-b", 1, "k-b")], idempotency_key="k-b", fingerprint="f")
+            assert [e.hash for e in again] == [rows[2][8]]
+            other.append([tag("model-a", 99)])
+            populated.append([tag("model-a", 99)])
+            back = other.raw_rows()
+            assert verify_rows(back).ok and back[-1][:7] == populated.raw_rows()[-1][:7]
+        finally:
+            other.close()
+        # and the copy's log (one event longer) back into a fresh store of this backend
+        with self._fresh(tmp_path, location) as target:
+            with target.write() as tx:
+                tx.append_rows(back, keys)
+            assert target.raw_rows() == back and target.raw_keys() == keys
+            assert [e.position for e in target.read(stream="model-b")] == [3, 5]
+            assert target.stream_version("model-a") == 5
+            assert target.append([tag("model-b", 1, "k-b")], idempotency_key="k-b", fingerprint="f")[0].position == 3
+
+    def test_rows_that_do_not_continue_the_log_are_refused_and_nothing_is_appended(
+            self, tmp_path: Path, location: Location, populated: Recorder) -> None:
+        rows, keys = populated.raw_rows(), populated.raw_keys()
+        forged = list(rows[1])
+        forged[5] = forged[5].replace("2", "7")
+        bad_key = [("k-x", None, 1, 2)]  # events 1-2 were not recorded under k-x
+        cases = [
+            (rows[1:], (), "position 1 is missing"),
+            ([rows[0], tuple(forged), *rows[2:]], (), "hash does not match"),
+            ([rows[0], rows[1][:8] + ("0" * 64,), *rows[2:]], (), "hash does not match"),
+            (rows, bad_key, "not recorded under it"),
+            (rows[:2], keys, "outside the copied rows"),
+        ]
+        with self._fresh(tmp_path, location) as target:
+            for bad_rows, bad_keys, problem in cases:
+                with pytest.raises(IntegrityError, match=problem):
+                    with target.write() as tx:
+                        tx.append_rows(bad_rows, bad_keys)
+                assert target.head() == 0 and target.raw_keys() == []
+            with target.write() as tx:
+                tx.append_rows(rows[:2])
+            # a log that already has events takes only rows that continue it
+            with pytest.raises(IntegrityError, match="position 3 is missing"):
+                with target.write() as tx:
+                    tx.append_rows(rows)
+            assert target.raw_rows() == rows[:2]
+        # the populated store itself refuses its own rows again (they do not continue it)
+        with pytest.raises(IntegrityError):
+            with populated.write() as tx:
+                tx.append_rows(rows)
+        assert populated.raw_rows() == rows
+
+    def _fresh(self, tmp_path: Path, location: Location) -> AbstractContextManager[Recorder]:
+        """A second, empty store of this backend (beside ``location``)."""
+        from contextlib import contextmanager
+
+        @contextmanager
+        def opened() -> Iterator[Recorder]:
+            recorder = self.opener(self.second_location(tmp_path, location))()
+            try:
+                yield recorder
+            finally:
+                recorder.close()
+
+        return opened()
+
+    def second_location(self, tmp_path: Path, location: Location) -> Location:
+        """Another fresh, empty store of the backend (a backend with a server overrides this)."""
+        return tmp_path / "second" / "registry.db"
+
 
 class GuardChecks:
     """Mixed into a backend's contract: its guards are compared by definition, never re-created by an open,

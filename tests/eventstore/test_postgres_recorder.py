@@ -47,7 +47,11 @@ class TestPostgresRecorder(RecorderContract, GuardChecks):
 
     @pytest.fixture
     def location(self, new_postgres_database: Callable[[], str]) -> str:
+        self._new_database = new_postgres_database
         return new_postgres_database()
+
+    def second_location(self, tmp_path: Path, location: str) -> str:
+        return self._new_database()
 
     def opener(self, location: str, *, lock_timeout: float | None = None) -> Opener:
         if lock_timeout is None:

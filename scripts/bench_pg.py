@@ -1,0 +1,380 @@
+"""Section ``postgres`` of ``scripts/bench.py``, and the PostgreSQL rows of ``scripts/bench_peers.py``.
+
+Every registry here lives in a database with a random name on ``MLEDGER_BENCH_POSTGRES`` (default
+``postgresql://postgres@127.0.0.1:5432/postgres``), dropped at the end; the artifact store is a temp folder.
+
+``bench_postgres`` (bench.py):
+  1. commands on PostgreSQL: ``tag``, ``alias`` (a move) and ``register`` (a distinct tiny file) per second on a
+     model with 10 versions, beside the same commands on SQLite in the same run (ratio PG / SQLite);
+  2. a log of 1,000,000 events (``--quick``: 100,000) over 1,000 models built with ``append_batch``
+     (``bench_history.LogBuilder``), and one of 10,000: the catalog catch-up (fold) rate against a raw read +
+     JSON decode of the same log (target ≥ 0.25); then search (name + tag, keyword) and as-of reads
+     (``get NAME@N``, ``list limit=100``) on both, alternating: cost @1M / @10k (target ≤ 2).
+
+``bench_clients`` (bench_peers.py): modelledger and MLflow (3.x, ``postgresql://`` backend store, in its own
+venv) on the same server: set a version tag, move an alias, create a version — with 1 client process and
+with 8 at once (each its own process, own connection; total operations / wall time from a common start).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from _benchlib import Row, add_repo_to_path, log, median, percentile, small_files, temp_dir
+
+add_repo_to_path()
+
+ADMIN_URL = os.environ.get("MLEDGER_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+HERE = Path(__file__).resolve().parent
+ACTOR = "bench@modelledger"
+
+
+# -- databases ---------------------------------------------------------------------------------------
+
+@contextmanager
+def database(prefix: str = "mledger_bench") -> Iterator[str]:
+    """A fresh database; its URL. Dropped afterwards (with any connection a client left)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+    from psycopg import sql
+
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield urlunsplit(urlsplit(ADMIN_URL)._replace(path="/" + name))
+    finally:
+        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def server_version() -> str:
+    import psycopg
+
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        return admin.execute("SHOW server_version").fetchone()[0]
+
+
+def open_registry(home: str, url: str | None):
+    from modelledger import Registry
+
+    return Registry.open(home=home, broker="embedded", actor=ACTOR, client="bench pg", database=url or None,
+                         artifacts=os.path.join(home, "artifacts"))
+
+
+@contextmanager
+def database_env(url: str) -> Iterator[None]:
+    """``MLEDGER_DATABASE`` for code that opens registries by home only (``bench_history``)."""
+    before = os.environ.get("MLEDGER_DATABASE")
+    os.environ["MLEDGER_DATABASE"] = url
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("MLEDGER_DATABASE", None)
+        else:
+            os.environ["MLEDGER_DATABASE"] = before
+
+
+# -- 1. commands: PostgreSQL beside SQLite ------------------------------------------------------------
+
+def command_rates(d: str, url: str | None, n: int) -> dict[str, float]:
+    """tag/s, alias moves/s and registers/s on a model with 10 versions."""
+    home = os.path.join(d, "home")
+    files = small_files(os.path.join(d, "src"), n + 10, seed=n)
+    reg = open_registry(home, url)
+    try:
+        for path in files[:10]:
+            reg.register("bench/deep", artifact=path)
+        t = time.perf_counter()
+        for k in range(n):
+            reg.tag("bench/deep@5", {"run": str(k)})
+        tag_s = time.perf_counter() - t
+        t = time.perf_counter()
+        for k in range(n):
+            reg.alias(f"bench/deep@{1 + k % 9}", "production")
+        alias_s = time.perf_counter() - t
+        t = time.perf_counter()
+        for path in files[10:]:
+            reg.register("bench/deep", artifact=path)
+        register_s = time.perf_counter() - t
+        if reg.get("bench/deep@5").tags.get("run") != str(n - 1):
+            raise SystemExit("the last tag is not in the catalog")
+    finally:
+        reg.close()
+    return {"tag": n / tag_s, "alias": n / alias_s, "register": n / register_s}
+
+
+def bench_commands(tmp: str, quick: bool) -> list[Row]:
+    n, repeats = (50, 2) if quick else (200, 3)
+    pg: dict[str, list[float]] = {"tag": [], "alias": [], "register": []}
+    lite: dict[str, list[float]] = {"tag": [], "alias": [], "register": []}
+    log(f"postgres: {repeats} repeats of {n} tags, alias moves and registers, PostgreSQL and SQLite alternating")
+    for r in range(repeats):
+        order = ("pg", "sqlite") if r % 2 == 0 else ("sqlite", "pg")
+        for which in order:
+            with temp_dir(tmp, f"pgcmd-{which}-") as d:
+                if which == "pg":
+                    with database() as url:
+                        got = command_rates(d, url, n)
+                    for k, v in got.items():
+                        pg[k].append(v)
+                else:
+                    got = command_rates(d, None, n)
+                    for k, v in got.items():
+                        lite[k].append(v)
+    rows = []
+    for kind, unit in (("tag", "ops/s"), ("alias", "ops/s"), ("register", "ver/s")):
+        a, b = median(pg[kind]), median(lite[kind])
+        rows.append(Row(f"postgres: {kind} (1 client)", "PostgreSQL", a, unit, "SQLite", b, a / b,
+                        note=f"{n} per repeat, median of {repeats}; same process, same model of 10 versions",
+                        samples={"postgres": pg[kind], "sqlite": lite[kind]}))
+    return rows
+
+
+# -- 2. a long log on PostgreSQL: fold, search, as-of ---------------------------------------------------
+
+def raw_read_rate(url: str) -> float:
+    """Events/s of reading the whole log and decoding its JSON: the floor of any replay."""
+    import psycopg
+
+    loads = json.loads
+    with psycopg.connect(url) as conn:
+        start = time.perf_counter()
+        n = since = 0
+        while True:
+            rows = conn.execute("SELECT position, stream, version, type, data, meta, recorded_at, hash FROM events"
+                                " WHERE position > %s ORDER BY position LIMIT 10000", (since,)).fetchall()
+            if not rows:
+                break
+            for r in rows:
+                loads(r[4])
+                loads(r[5])
+            n += len(rows)
+            since = rows[-1][0]
+        return n / (time.perf_counter() - start)
+
+
+def _reads(reg: Any, probe: dict[str, Any], keyword: str) -> dict[str, float]:
+    """ms of each read at one probe."""
+    out = {}
+    past = reg.catalog(as_of=probe["position"])
+    team = probe["model"].split("/")[0]
+    calls = {
+        "as_of get NAME@N": lambda: past.get(probe["version_ref"]),
+        "as_of list limit=100": lambda: past.list(limit=100),
+        "search name+tag": lambda: reg.catalog().search(name=probe["model"], tags={"stage": "s1"}),
+        "search keyword": lambda: reg.catalog().list(search=keyword, limit=50),
+        "list tag limit=100": lambda: reg.catalog().list(tags={"team": team}, limit=100),
+    }
+    for op, call in calls.items():
+        t = time.perf_counter()
+        call()
+        out[op] = (time.perf_counter() - t) * 1000
+    return out
+
+
+def bench_long_log(tmp: str, quick: bool) -> list[Row]:
+    from bench_history import LogBuilder, seed_blobs
+
+    total = 100_000 if quick else 1_000_000
+    small = 10_000
+    positions, rounds = (10, 2) if quick else (20, 3)
+    rows: list[Row] = []
+    with temp_dir(tmp, "pghist-") as d, database() as big_url, database() as small_url:
+        urls = {small: small_url, total: big_url}
+        builds: dict[int, dict[str, Any]] = {}
+        for n, url in urls.items():
+            log(f"postgres: building a log of {n:,} events over 1,000 models (append_batch, 10,000 per batch)")
+            reg = open_registry(os.path.join(d, f"h{n}"), url)
+            try:
+                builder = LogBuilder(n, seed_blobs(reg), n, positions)
+                t = time.perf_counter()
+                for batch in builder.batches():
+                    reg.append_batch(batch)
+                append_s = time.perf_counter() - t
+                t = time.perf_counter()
+                reg.catalog().model(builder.models[0].name, versions=False)  # the first read folds the log in
+                fold_s = time.perf_counter() - t
+                builds[n] = {"events": reg.head(), "probes": builder.probes, "append_s": append_s,
+                             "fold_s": fold_s}
+            finally:
+                reg.close()
+            log(f"postgres: {n:,} events appended in {append_s:.1f} s, folded in {fold_s:.1f} s")
+        big = builds[total]
+        raw = raw_read_rate(big_url)
+        append_rate, fold_rate = big["events"] / big["append_s"], big["events"] / big["fold_s"]
+        rows.append(Row("postgres: append_batch (10,000/batch)", "modelledger", append_rate, "ev/s",
+                        "raw read+json", raw, append_rate / raw, note=f"{big['events']:,} events"))
+        rows.append(Row("postgres: catalog fold (first read)", "modelledger", fold_rate, "ev/s", "raw read+json",
+                        raw, fold_rate / raw, target="≥ 0.25", ok=fold_rate / raw >= 0.25,
+                        note=f"{big['fold_s']:.1f} s to fold {big['events']:,} events"))
+        regs = {n: open_registry(os.path.join(d, f"h{n}"), url) for n, url in urls.items()}
+        try:
+            samples: dict[int, dict[str, list[float]]] = {n: {} for n in regs}
+            for n, reg in regs.items():  # warm-up
+                _reads(reg, builds[n]["probes"][-1], "model")
+            log(f"postgres: search and as-of, {rounds} rounds x {positions} positions on each log, alternating")
+            for r in range(rounds):
+                order = list(regs.items()) if r % 2 == 0 else list(reversed(regs.items()))
+                for k in range(positions):
+                    for n, reg in order:
+                        probes = builds[n]["probes"]
+                        for op, ms in _reads(reg, probes[k % len(probes)], f"model-{k:02d}").items():
+                            samples[n].setdefault(op, []).append(ms)
+        finally:
+            for reg in regs.values():
+                reg.close()
+        for op in samples[total]:
+            b_ms, s_ms = median(samples[total][op]), median(samples[small][op])
+            ratio = b_ms / s_ms
+            rows.append(Row(f"postgres: {op} @{total // 1000:,}k vs @10k", f"@{total // 1000:,}k", b_ms, "ms",
+                            "@10k", s_ms, ratio, target="≤ 2", ok=ratio <= 2,
+                            note=(f"median of {len(samples[total][op])}; p90 "
+                                  f"{percentile(samples[total][op], 90):.2f} vs "
+                                  f"{percentile(samples[small][op], 90):.2f} ms"),
+                            samples={"big_ms": samples[total][op], "small_ms": samples[small][op]}))
+    return rows
+
+
+def bench_postgres(tmp: str, quick: bool) -> list[Row]:
+    log(f"postgres: server {server_version()} at {ADMIN_URL.rsplit('@', 1)[-1]}")
+    return bench_commands(tmp, quick) + bench_long_log(tmp, quick)
+
+
+# -- bench_peers: modelledger and MLflow on the same server, 1 and 8 client processes --------------------
+
+CLIENT = r"""
+import json, os, sys, time
+sys.path.insert(0, sys.argv[1])
+from modelledger import Registry
+task = json.loads(sys.argv[2])
+files = task.get("files") or []
+reg = Registry.open(home=task["home"], broker="embedded", actor="bench@client", client="bench pg",
+                    database=task["url"], artifacts=task["artifacts"])
+try:
+    reg.get("bench/deep@10")  # connect and warm up outside the timing
+    time.sleep(max(0.0, task["start_at"] - time.time()))
+    began, t = time.time(), time.perf_counter()
+    for k in range(task["n"]):
+        if task["op"] == "tag":
+            reg.tag("bench/deep@5", {"c" + str(task["client"]): str(k)})
+        elif task["op"] == "alias":
+            reg.alias("bench/deep@" + str(1 + (k + task["client"]) % 9), "production")
+        else:
+            reg.register("bench/deep", artifact=files[k])
+    print("RESULT " + json.dumps({"seconds": time.perf_counter() - t, "start": began, "end": time.time()}),
+          flush=True)
+finally:
+    reg.close()
+"""
+
+
+def _run_clients(argvs: list[list[str]], env: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    procs = [subprocess.Popen(a, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for a in argvs]
+    out = []
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=1800)
+        results = [x for x in stdout.splitlines() if x.startswith("RESULT ")]
+        if p.returncode != 0 or not results:
+            raise RuntimeError(f"client failed (exit {p.returncode}): {' | '.join(stderr.strip().splitlines()[-4:])}")
+        out.append(json.loads(results[-1][len("RESULT "):]))
+    return out
+
+
+def ours_clients(tmp: str, op: str, clients: int, n: int) -> float:
+    """Total ops/s of ``clients`` processes doing ``n`` ``op`` each on one model of 10 versions."""
+    with temp_dir(tmp, f"pgclients-{op}-") as d, database() as url:
+        store = os.path.join(d, "store")
+        files = small_files(os.path.join(d, "src"), 10 + clients * n, seed=clients * n)
+        from modelledger import Registry
+
+        with Registry.open(home=os.path.join(d, "setup"), broker="embedded", actor=ACTOR, database=url,
+                           artifacts=store) as reg:
+            for path in files[:10]:
+                reg.register("bench/deep", artifact=path)
+        start_at = time.time() + 5.0 + clients * 1.0
+        argvs = []
+        for c in range(clients):
+            task = {"home": os.path.join(d, f"c{c}"), "url": url, "artifacts": store, "op": op, "n": n,
+                    "client": c, "start_at": start_at, "files": files[10 + c * n:10 + (c + 1) * n]}
+            argvs.append([sys.executable, "-c", CLIENT, str(HERE.parent), json.dumps(task)])
+        results = _run_clients(argvs)
+    return _total_rate(results, clients * n)
+
+
+def mlflow_clients(peer: Any, tmp: str, op: str, clients: int, n: int) -> float:
+    """The same with MLflow's client against a ``postgresql://`` backend store (peers/mlflow_worker.py)."""
+    with temp_dir(tmp, f"mlflow-pg-{op}-") as d, database("mlflow_bench") as url:
+        sqlalchemy_url = _sqlalchemy_url(url)
+        peer.run({"task": "pg_setup", "uri": sqlalchemy_url, "dir": d}, d)
+        start_at = time.time() + 10.0 + clients * 2.0  # MLflow's import takes seconds on a busy machine
+        worker = HERE / "peers" / peer.spec["worker"]
+        argvs = [[str(peer.python), str(worker), json.dumps({"task": "pg_client", "uri": sqlalchemy_url, "dir": d,
+                                                              "op": op, "n": n, "client": c,
+                                                              "start_at": start_at})]
+                 for c in range(clients)]
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+        env["PYTHONWARNINGS"] = "ignore"
+        results = _run_clients(argvs, env)
+    return _total_rate(results, clients * n)
+
+
+def _total_rate(results: list[dict[str, Any]], ops: int) -> float:
+    """Operations per second of all clients together: from the first start to the last end. A client that
+    missed the common start (still importing) is said so: the clients then overlapped less than they could."""
+    first, last = min(r["start"] for r in results), max(r["end"] for r in results)
+    late = max(r["start"] for r in results) - first
+    if late > 0.5:
+        log(f"postgres clients: one client started {late:.1f} s after the first (busy machine)")
+    return ops / (last - first)
+
+
+def _sqlalchemy_url(conninfo: str) -> str:
+    """``postgresql+psycopg2://user@host:port/db`` from a libpq key=value string."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    info = conninfo_to_dict(conninfo)
+    auth = info.get("user", "postgres") + (f":{info['password']}" if info.get("password") else "")
+    return f"postgresql+psycopg2://{auth}@{info.get('host', '127.0.0.1')}:{info.get('port', 5432)}/{info['dbname']}"
+
+
+def bench_clients(tmp: str, quick: bool, peer: Any) -> list[Row]:
+    """Rows: tag, alias, create with 1 and 8 client processes, modelledger vs MLflow on one PostgreSQL."""
+    targets = {"tag": 10, "alias": 10, "create": 5}
+    rows = []
+    log(f"postgres clients: server {server_version()}; MLflow {'skipped: ' + peer.error if peer.error else 'ready'}")
+    for clients in (1, 8):
+        for op in ("tag", "alias", "create"):
+            n_ours = (40 if quick else 150) // (1 if clients == 1 else 4)
+            n_ml = (20 if quick else 60) // (1 if clients == 1 else 4)
+            log(f"postgres clients: {op} x {clients} process(es): modelledger {n_ours} each, MLflow {n_ml} each")
+            ours = ours_clients(tmp, "register" if op == "create" else op, clients, n_ours)
+            theirs = float("nan") if peer.error else mlflow_clients(peer, tmp, op, clients, n_ml)
+            ratio = ours / theirs if theirs == theirs else float("nan")
+            rows.append(Row(f"postgres: {op}, {clients} client process{'es' if clients > 1 else ''}",
+                            "modelledger", ours, "ops/s", "MLflow", theirs, ratio, target=f"≥ {targets[op]}",
+                            ok=None if ratio != ratio else ratio >= targets[op],
+                            note=(f"total over {clients} process(es), {n_ours} (MLflow {n_ml}) each; "
+                                  + ("create: a distinct tiny file registered and stored (embedded)"
+                                     if op == "create" else "on a model with 10 versions")
+                                  + ("; MLflow: " + ("skipped: " + peer.error if peer.error else peer.version))),
+                            samples={"modelledger": [ours], "mlflow": [theirs]}))
+    return rows
+
+
+if __name__ == "__main__":
+    from _benchlib import render
+
+    with temp_dir(None, "mledger-bench-pg-") as tmp_dir:
+        print(render(bench_postgres(tmp_dir, "--quick" in sys.argv)))

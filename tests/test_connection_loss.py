@@ -1,0 +1,125 @@
+"""A connection to PostgreSQL cut during COMMIT: the client cannot know whether its change was recorded. The
+recorder says so as the project's ``StoreError`` (one line, exit 5 in the CLI), and the retried command with
+the same idempotency key appends exactly once — whether the commit landed ("after") or not ("before").
+
+The cut is made by a TCP proxy between the registry and the server (tests/pgproxy.py) at the COMMIT itself,
+on both write paths: ``Recorder.append`` (rows and COMMIT in one round trip) and ``write()`` (the handler's
+decide → append → project transaction, COMMIT on exit)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from contracts.recorder import tag
+
+from eventstore.errors import StoreError
+from eventstore.verify import verify_rows
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def direct(new_postgres_database) -> str:
+    return new_postgres_database()
+
+
+@pytest.fixture
+def cutter(direct):
+    from pgproxy import CommitCutter
+
+    proxy = CommitCutter(direct)
+    try:
+        yield proxy
+    finally:
+        proxy.close()
+
+
+def _append(recorder, key: str, n: int):
+    return recorder.append([tag("model-a", n, key), tag("model-a", n + 1, key)], idempotency_key=key,
+                           fingerprint="fp-" + key)
+
+
+def _write(recorder, key: str, n: int):
+    with recorder.write() as tx:
+        first = tx.idempotent_result(key, "fp-" + key)
+        if first is not None:
+            return first
+        return tx.append([tag("model-a", n, key), tag("model-a", n + 1, key)], idempotency_key=key,
+                         fingerprint="fp-" + key)
+
+
+@pytest.mark.parametrize("path", [_append, _write], ids=["append", "write"])
+@pytest.mark.parametrize("cut", ["after", "before"])
+def test_a_retry_after_a_cut_commit_appends_once(direct, cutter, path, cut):
+    from eventstore.postgres import PostgresRecorder
+
+    watcher = PostgresRecorder(direct)
+    recorder = PostgresRecorder(cutter.url, pool_size=1)
+    try:
+        path(recorder, "warm-up", 0)
+        head = watcher.head()
+        cutter.arm(cut)
+        with pytest.raises(StoreError) as info:
+            path(recorder, "k1", 10)
+        assert cutter.cuts == 1
+        message = str(info.value)
+        assert "\n" not in message and "connection" in message
+        landed = watcher.head() == head + 2
+        assert landed == (cut == "after")
+        if cut == "after":
+            assert "may or may not be recorded" in message and "same idempotency key" in message
+        # the retry (same key, same request) appends once either way, and returns the first result
+        again = path(recorder, "k1", 10)
+        assert [e.position for e in again] == [head + 1, head + 2]
+        assert watcher.head() == head + 2
+        assert path(recorder, "k1", 10) == again
+        rows = watcher.raw_rows()
+        assert verify_rows(rows).ok
+        assert [json.loads(r[6]).get("idempotency_key") for r in rows].count("k1") == 2
+        assert list(watcher.key_problems()) == []
+    finally:
+        recorder.close()
+        watcher.close()
+
+
+def test_a_server_gone_for_good_is_a_store_error_and_nothing_hangs(direct, cutter):
+    from eventstore.postgres import PostgresRecorder
+
+    recorder = PostgresRecorder(cutter.url, pool_size=1, connect_timeout=2)
+    try:
+        _append(recorder, "k0", 0)
+        cutter.close()  # the "server" disappears: no new connection can be made either
+        with pytest.raises(StoreError) as info:
+            _append(recorder, "k1", 10)
+        assert "\n" not in str(info.value)
+        with pytest.raises(StoreError):
+            recorder.head()
+    finally:
+        recorder.close()
+
+
+@pytest.mark.parametrize("cut", ["after", "before"])
+def test_a_command_cut_at_commit_fails_with_one_line_and_its_retry_appends_once(cli, home, make_artifact, direct,
+                                                                               cutter, cut, monkeypatch):
+    """The same through the CLI: decide → append → project in one transaction, COMMIT cut; exit 5 and one
+    line; the retry with the same idempotency key gives version 2 exactly once."""
+    monkeypatch.setenv("MLEDGER_DATABASE", cutter.url)
+    art = make_artifact("m.bin", b"weights\n")
+    assert cli("register", "m", "--artifact", str(art))[0] == 0
+    argv = ["update", "m", "--params", '{"lr": 0.01}', "--idempotency-key", "run-42", "--json"]
+    cutter.arm(cut)
+    code, out, err = cli(*argv)
+    assert cutter.cuts == 1, (code, out, err)
+    assert code == 5 and out == "" and err.count("\n") == 1 and "connection" in err
+    code, out, err = cli(*argv)
+    assert code == 0, err
+    assert json.loads(out)["version"] == 2
+    code, out, _ = cli("log", "--json")
+    events = [json.loads(line) for line in out.splitlines()]
+    keyed = [e for e in events if e["meta"].get("idempotency_key") == "run-42"]
+    assert keyed and len({e["meta"]["correlation_id"] for e in keyed}) == 1, "the keyed command appended twice"
+    code, out, _ = cli("show", "m", "--json")
+    assert [v["version"] for v in json.loads(out)["versions"]] == [1, 2]
+    code, out, err = cli("audit", "--json", "--database", direct)
+    assert code == 0 and json.loads(out)["ok"], err
