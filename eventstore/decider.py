@@ -14,6 +14,7 @@ from . import commands as c
 from .errors import ConflictError, NotFoundError, ValidationError
 from .events import stream_for
 from .merge_patch import merge_patch
+from .mirror import MirrorModel, decide_mirror
 from .names import (
     Ref,
     check_payload_size,
@@ -361,6 +362,7 @@ _DECIDERS = {
     c.Delete: decide_delete,
     c.Undelete: decide_undelete,
     c.RetryArtifact: decide_retry,
+    MirrorModel: decide_mirror,
 }
 
 

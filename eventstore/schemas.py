@@ -301,6 +301,15 @@ _REASON = (_text(REASON_MAX), True)
 _CHANGES = _list_of(_one_of("params", "structure", "optimizer", "artifact", "description"), distinct=True)
 _PATCH = _object({k: (_json_object, False) for k in ("params", "structure", "optimizer")})
 
+# Where an imported model or version came from (``eventstore.mirror``): the other registry's own times, user,
+# ids and source, kept as it wrote them (the log's ``recorded_at`` is the import's time).
+_ORIGIN = _object({
+    "system": (_one_of("mlflow"), True),
+    **{k: (_text(META_TEXT_MAX, plain=True), False) for k in ("uri", "created_at", "updated_at", "user", "run_id",
+                                                               "status", "stage")},
+    "source": (_text(SOURCE_MAX), False),
+})
+
 _VERSION_CREATED: dict[str, tuple[Check, bool]] = {
     "name": _NAME,
     "version": _VERSION,
@@ -314,11 +323,13 @@ _VERSION_CREATED: dict[str, tuple[Check, bool]] = {
     "status": (_one_of("pending", "ready", "purged"), True),
     "changes": (_CHANGES, False),
     "patch": (_PATCH, False),
+    "origin": (_ORIGIN, False),
 }
 
 # Every field each type may carry, from what the decider, the worker, gc and restore write (``docs/events.md``).
 SHAPES: dict[str, Check] = {
-    "ModelRegistered": _object({"name": _NAME, "description": _DESCRIPTION, "tags": (_tags, True)}),
+    "ModelRegistered": _object({"name": _NAME, "description": _DESCRIPTION, "tags": (_tags, True),
+                                "origin": (_ORIGIN, False)}),
     **{t: _object(_VERSION_CREATED) for t in VERSION_CREATING},
     "ArtifactStored": _object({"name": _NAME, "version": _VERSION, **_STORED_FIELDS, "digest": (_digest, True)}),
     "ArtifactFailed": _object({"name": _NAME, "version": _VERSION, "reason": _REASON}),

@@ -304,6 +304,25 @@ def cmd_projections(reg: Registry, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(reg: Registry, args: argparse.Namespace) -> int:
+    from .mlflow_import import import_mlflow
+
+    def say(line: str) -> None:
+        if not args.json:
+            sys.stderr.write(output.plain(line) + "\n")
+
+    report = import_mlflow(reg, args.tracking_uri, registry_uri=args.registry_uri, models=args.model,
+                           dry_run=args.dry_run, progress=say)
+    lines = [f"{'would import' if args.dry_run else 'imported'} from {report.source}: {report.events} event(s)"
+             f" over {len(report.models)} model(s)"]
+    for m in report.models:
+        lines += [f"  {m.name}: " + (", ".join(f"{n} {t}" for t, n in sorted(m.event_types.items())) or "no change")]
+        lines += [f"    failed: {f}" for f in m.failed] + [f"    skipped: {s}" for s in m.skipped]
+    emit(args, report.to_json(), "\n".join(lines))
+    # Something MLflow holds that could not be brought over is a problem to see, not a success.
+    return ValidationError.exit_code if report.skipped else 0
+
+
 def cmd_demo(reg_factory: Any, args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -465,6 +484,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     p = add("projections", cmd_projections, "maintain the read side")
     p.add_argument("action", choices=["rebuild"])
+
+    p = add("import", cmd_import, "bring models over from another registry, and again incrementally (mlflow)")
+    p.add_argument("system", choices=["mlflow"])
+    p.add_argument("--tracking-uri", required=True, metavar="URI", help="sqlite:///..., postgresql://..., http(s)://...")
+    p.add_argument("--registry-uri", metavar="URI", help="MLflow's registry URI when it differs")
+    p.add_argument("--model", action="append", default=[], metavar="NAME", help="only this model (repeatable)")
+    p.add_argument("--dry-run", action="store_true", help="say what would be imported, append and copy nothing")
 
     p = add("demo", cmd_demo, "a guided tour on a fresh temporary registry (trains small scikit-learn models)")
     if command is not None and not built:

@@ -18,10 +18,11 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from eventstore import commands as c
-from eventstore.decider import precheck
+from eventstore.decider import Decision, decide, precheck
 from eventstore.errors import ArtifactError, ModelLedgerError, PurgedError, StoreError, ValidationError
 from eventstore.events import ARTIFACT_REQUESTS, VERSION_CREATING, NewEvent, StoredEvent, stream_for
 from eventstore.handler import Outcome, execute, first_result
+from eventstore.mirror import MirrorModel
 from eventstore.names import parse_ref, validate_name
 from eventstore.recorder import GuardProblem
 from eventstore.schemas import check_events
@@ -577,6 +578,29 @@ class Registry:
         report["events"] = [e.to_json() for e in stored]
         self._dispatch(stored, wait, timeout)
         return report
+
+    def mirror(self, command: MirrorModel, *, idempotency_key: str | None = None) -> Outcome:
+        """Make a model what another registry says it is (``eventstore.mirror``; ``mledger import mlflow``):
+        only the differences are appended, in one batch. The versions' bytes were copied into the store
+        first; a check under the write lock makes sure gc has not freed them since."""
+        digests: set[str] = set()
+        for v in command.versions:
+            if v.artifact is not None:
+                digests |= _ingest().artifact_blobs(v.artifact)
+        store = self.store() if digests else None
+
+        def check(_tx: Any) -> None:
+            if store is not None and not all(store.exists(d) for d in digests):
+                raise _BlobsVanished(command.name)
+
+        return execute(self.recorder, self.projection, command, self._meta(), idempotency_key=idempotency_key,
+                       check=check)
+
+    def preview(self, command: c.Command | MirrorModel) -> Decision:
+        """What ``command`` would append now (decided under the write lock, nothing appended)."""
+        with self.recorder.write() as tx:
+            self.projection.catch_up(tx)
+            return decide(command, self.projection.view(tx))
 
     def append_batch(self, events: Sequence[NewEvent]) -> list[StoredEvent]:
         """Append prepared events as one atomic batch, bypassing the decider (imports, migrations,
