@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from eventstore.access import secret_hash
 from eventstore.errors import AuthenticationError, PermissionDeniedError
-from eventstore.names import parse_ref
+from eventstore.names import parse_ref, validate_name
 from projections.access import TokenTable
 
 RANK = {"reader": 0, "writer": 1, "admin": 2}
@@ -37,6 +37,7 @@ class Principal:
     def require_model(self, name: str) -> None:
         """May this caller change model ``name``? (a writer: only under its prefix)."""
         self.require("writer")
+        validate_name(name)
         if self.role == "writer" and self.prefix and not name.startswith(self.prefix):
             raise PermissionDeniedError(f"token {self.name!r} may change only models under {self.prefix!r}, "
                                         f"not {name!r}")
