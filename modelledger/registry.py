@@ -20,8 +20,6 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from eventstore import commands as c
-from eventstore.decider import Decision, decide, precheck
-
 from eventstore.access import (
     CreateToken,
     RevokeToken,
@@ -34,7 +32,7 @@ from eventstore.access import (
     validate_role,
     validate_token_name,
 )
-
+from eventstore.decider import Decision, decide, precheck
 from eventstore.errors import ArtifactError, ModelLedgerError, PurgedError, StoreError, ValidationError
 from eventstore.events import ARTIFACT_REQUESTS, VERSION_CREATING, NewEvent, StoredEvent, stream_for
 from eventstore.handler import Outcome, execute, first_result
