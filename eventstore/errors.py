@@ -32,6 +32,10 @@ class ConflictError(ModelLedgerError):
     exit_code = 4
 
 
+class AlreadyExistsError(ConflictError):
+    """Creating what exists already (MLflow's RESOURCE_ALREADY_EXISTS)."""
+
+
 class ConcurrencyError(ConflictError):
     """Another writer appended to the stream first (the UNIQUE(stream, version) signal)."""
 

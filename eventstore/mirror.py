@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ConflictError, ValidationError
+from .errors import AlreadyExistsError, ConflictError, ValidationError
 from .events import stream_for
 from .names import validate_alias, validate_name, validate_tags
 from .schemas import DESCRIPTION_MAX, REASON_MAX, VERSION_MAX
@@ -54,6 +54,8 @@ class MirrorModel:
     aliases: dict[str, int] = field(default_factory=dict)
     versions: tuple[MirroredVersion, ...] = ()
     origin: dict[str, Any] = field(default_factory=dict)
+    # Create the model (with no version) and nothing else: refused if it exists (MLflow's create call).
+    create_only: bool = False
 
 
 def _origin(value: dict[str, Any]) -> dict[str, Any]:
@@ -128,6 +130,9 @@ def decide_mirror(cmd: MirrorModel, view: StateView) -> Any:
                                   "import does not have")
     model = view.model(name)
     events: list[tuple[str, dict[str, Any]]] = []
+    if cmd.create_only and (model is not None or versions):
+        raise AlreadyExistsError(f"model {name!r} already exists") if model is not None else ValidationError(
+            "creating a model takes no versions")
     if model is None:
         data: dict[str, Any] = {"name": name, "description": _text(cmd.description or "", "description",
                                                                    DESCRIPTION_MAX), "tags": {}}

@@ -26,6 +26,7 @@ from modelledger import __version__
 from modelledger.config import Config
 from modelledger.registry import Registry
 
+from . import mlflow_api
 from .errors import body, error_body
 from .routes import API, router
 
@@ -102,6 +103,7 @@ def create_app(config: Config, *, allow_anonymous_read: bool = False) -> FastAPI
     app.state.registry = registry
     app.state.allow_anonymous_read = allow_anonymous_read
     app.include_router(router)
+    app.include_router(mlflow_api.router)  # MLflow's registry API (docs/mlflow.md)
     app.add_middleware(BodyLimit)
 
     @app.exception_handler(ModelLedgerError)
