@@ -15,6 +15,7 @@ from . import event_data as ed
 from .errors import ConflictError, NotFoundError, ValidationError
 from .events import stream_for
 from .merge_patch import merge_patch
+from .mirror import MirrorModel, decide_mirror
 from .names import (
     Ref,
     check_payload_size,
@@ -430,6 +431,7 @@ _DECIDERS = {
     c.RecordArtifactFailed: decide_artifact_failed,
     c.PurgeArtifacts: decide_purge,
     c.Restore: decide_restore,
+    MirrorModel: decide_mirror,
 }
 
 

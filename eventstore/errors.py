@@ -32,6 +32,10 @@ class ConflictError(ModelLedgerError):
     exit_code = 4
 
 
+class AlreadyExistsError(ConflictError):
+    """Creating what exists already (MLflow's RESOURCE_ALREADY_EXISTS)."""
+
+
 class ConcurrencyError(ConflictError):
     """Another writer appended to the stream first (the UNIQUE(stream, version) signal)."""
 
@@ -60,3 +64,19 @@ class ArtifactError(ModelLedgerError):
 
 class PurgedError(ArtifactError):
     """The artifact's bytes were purged by gc; the version's record remains."""
+
+
+class AuthenticationError(ModelLedgerError):
+    """No credentials, or credentials that are unknown, revoked or expired (the HTTP server's 401)."""
+
+    exit_code = 8
+
+
+class PermissionDeniedError(ModelLedgerError):
+    """Valid credentials without the right to do this (a reader writing, a writer outside its prefix)."""
+
+    exit_code = 9
+
+
+class TooLargeError(ValidationError):
+    """A request body or an upload larger than allowed (HTTP 413)."""

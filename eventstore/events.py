@@ -28,6 +28,9 @@ SCHEMA_VERSIONS: dict[str, int] = {
     "ModelRestored": 1,
     "ArtifactPurged": 1,
     "ArtifactRequested": 1,
+    # Access to the HTTP server (eventstore/access.py): on a stream ``token-<name>`` each.
+    "TokenGranted": 1,
+    "TokenRevoked": 1,
 }
 
 # Events that create a new version of a model (each carries the version's whole content).
@@ -40,6 +43,15 @@ STREAM_PREFIX = "model-"
 
 def stream_for(name: str) -> str:
     return STREAM_PREFIX + name
+
+
+TOKEN_STREAM_PREFIX = "token-"
+TOKEN_EVENTS = frozenset({"TokenGranted", "TokenRevoked"})
+
+
+def token_stream(token: str) -> str:
+    """The stream of an access token's grants and revocations (not a model: its events carry no ``name``)."""
+    return TOKEN_STREAM_PREFIX + token
 
 
 @dataclass(frozen=True)

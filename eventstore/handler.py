@@ -113,14 +113,18 @@ def execute_in(
     command: Command,
     meta: Mapping[str, Any],
     *,
+    idempotency_key: str | None = None,
+    fingerprint: str | None = None,
     finish: Callable[[Transaction, Outcome], Any] | None = None,
 ) -> Outcome:
     """Decide and append ``command`` in a write transaction the caller already holds, with the read model
     caught up in it: for a command planned from the catalog under the same lock (gc's purge, a restore), so
     the plan and the decision see one state. A stale decision raises ``ConcurrencyError`` (the caller's
-    transaction then rolls back)."""
+    transaction then rolls back). ``fingerprint``: the caller's own request's, when the command itself was
+    planned (a retried gc plans differently, yet asks for the same thing)."""
     read_model.catch_up(tx)
-    return _decide_and_append(tx, read_model, command, meta, finish=finish)
+    return _decide_and_append(tx, read_model, command, meta, idempotency_key=idempotency_key,
+                              request_fingerprint=fingerprint, finish=finish)
 
 
 def _decide_and_append(
@@ -133,8 +137,9 @@ def _decide_and_append(
     request: Command | None = None,
     check: Callable[[Transaction], None] | None = None,
     finish: Callable[[Transaction, Outcome], Any] | None = None,
+    request_fingerprint: str | None = None,
 ) -> Outcome:
-    fp = fingerprint(request or command) if idempotency_key is not None else None
+    fp = request_fingerprint or (fingerprint(request or command) if idempotency_key is not None else None)
     event_meta = dict(meta)
     if idempotency_key is not None and not recorded_under(idempotency_key, event_meta):
         # An outcome recorded on behalf of a request already says so (``causation_id``); its

@@ -28,9 +28,10 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from .access import ROLES, validate_prefix, validate_token_name
 from .canonical import canonical_bytes
 from .errors import ValidationError
-from .events import SCHEMA_VERSIONS, VERSION_CREATING, NewEvent, stream_for
+from .events import SCHEMA_VERSIONS, TOKEN_EVENTS, VERSION_CREATING, NewEvent, stream_for, token_stream
 from .names import (
     METRIC_KEY_RE,
     check_payload_size,
@@ -152,6 +153,11 @@ def _boolean(value: Any) -> None:
 def _digest(value: Any) -> None:
     if not isinstance(value, str) or not _DIGEST_RE.fullmatch(value):
         raise _Refused(f"must be 'sha256:' and 64 lower-case hex digits, not {_show(value)}")
+
+
+def _hex64(value: Any) -> None:
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9a-f]{64}", value):
+        raise _Refused("must be 64 lower-case hex digits")
 
 
 def _source(value: Any) -> None:
@@ -301,6 +307,15 @@ _REASON = (_text(REASON_MAX), True)
 _CHANGES = _list_of(_one_of("params", "structure", "optimizer", "artifact", "description"), distinct=True)
 _PATCH = _object({k: (_json_object, False) for k in ("params", "structure", "optimizer")})
 
+# Where an imported model or version came from (``eventstore.mirror``): the other registry's own times, user,
+# ids and source, kept as it wrote them (the log's ``recorded_at`` is the import's time).
+_ORIGIN = _object({
+    "system": (_one_of("mlflow"), True),
+    **{k: (_text(META_TEXT_MAX, plain=True), False) for k in ("uri", "created_at", "updated_at", "user", "run_id",
+                                                               "status", "stage")},
+    "source": (_text(SOURCE_MAX), False),
+})
+
 _VERSION_CREATED: dict[str, tuple[Check, bool]] = {
     "name": _NAME,
     "version": _VERSION,
@@ -314,11 +329,13 @@ _VERSION_CREATED: dict[str, tuple[Check, bool]] = {
     "status": (_one_of("pending", "ready", "purged"), True),
     "changes": (_CHANGES, False),
     "patch": (_PATCH, False),
+    "origin": (_ORIGIN, False),
 }
 
 # Every field each type may carry, from what the decider, the worker, gc and restore write (``docs/events.md``).
 SHAPES: dict[str, Check] = {
-    "ModelRegistered": _object({"name": _NAME, "description": _DESCRIPTION, "tags": (_tags, True)}),
+    "ModelRegistered": _object({"name": _NAME, "description": _DESCRIPTION, "tags": (_tags, True),
+                                "origin": (_ORIGIN, False)}),
     **{t: _object(_VERSION_CREATED) for t in VERSION_CREATING},
     "ArtifactStored": _object({"name": _NAME, "version": _VERSION, **_STORED_FIELDS, "digest": (_digest, True)}),
     "ArtifactFailed": _object({"name": _NAME, "version": _VERSION, "reason": _REASON}),
@@ -340,6 +357,12 @@ SHAPES: dict[str, Check] = {
     "ModelDeleted": _object({"name": _NAME, "reason": _REASON}),
     "VersionRestored": _object({"name": _NAME, "version": _VERSION}),
     "ModelRestored": _object({"name": _NAME}),
+    # Access tokens (eventstore/access.py): ``token``, never ``name`` (which always means a model).
+    "TokenGranted": _object({"token": (_names(validate_token_name), True), "role": (_one_of(*ROLES), True),
+                             "prefix": (_names(validate_prefix), True),
+                             "expires_at": (_optional(_text(64, empty=False, plain=True)), True),
+                             "secret_sha256": (_hex64, True)}),
+    "TokenRevoked": _object({"token": (_names(validate_token_name), True), "reason": _REASON}),
 }
 assert set(SHAPES) == set(SCHEMA_VERSIONS), "every event type has a shape"
 
@@ -430,8 +453,9 @@ def check_event(event: Any, index: int | None = None) -> None:
         raise ValidationError(f"{where}: {exc}") from None
     except _Refused as r:
         raise ValidationError(f"{where}: {_where(r.path)}: {r.problem}") from None
-    if event.stream != stream_for(event.data["name"]):
-        raise ValidationError(f"{where}: belongs to stream {_show(stream_for(event.data['name']), 60)}")
+    own = token_stream(event.data["token"]) if event.type in TOKEN_EVENTS else stream_for(event.data["name"])
+    if event.stream != own:
+        raise ValidationError(f"{where}: belongs to stream {_show(own, 60)}")
     schema_version = event.schema_version
     if schema_version is not None and (not _is_int(schema_version)
                                        or not 1 <= schema_version <= SCHEMA_VERSIONS[event.type]):

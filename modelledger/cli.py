@@ -97,7 +97,7 @@ def cmd_update(reg: Registry, args: argparse.Namespace) -> int:
 
 
 def cmd_retry(reg: Registry, args: argparse.Namespace) -> int:
-    v = reg.retry(args.ref, wait=not args.no_wait, timeout=args.timeout)
+    v = reg.retry(args.ref, wait=not args.no_wait, timeout=args.timeout, idempotency_key=args.idempotency_key)
     emit(args, v.to_json(), f"retried {output.version_line(v)}")
     return 0
 
@@ -122,7 +122,7 @@ def cmd_pull(reg: Registry, args: argparse.Namespace) -> int:
 
 
 def cmd_gc(reg: Registry, args: argparse.Namespace) -> int:
-    report = reg.gc(parse_duration(args.grace), dry_run=args.dry_run)
+    report = reg.gc(parse_duration(args.grace), dry_run=args.dry_run, idempotency_key=args.idempotency_key)
     verb = "would free" if args.dry_run else "freed"
     human = (f"{verb} {output.human_size(report['bytes'])} in {report['blobs']} blob(s)"
              f" ({report['orphan_blobs']} unreferenced); purged versions: {', '.join(report['versions']) or '-'}")
@@ -140,42 +140,44 @@ def cmd_worker(reg_factory: Any, args: argparse.Namespace) -> int:
 
 
 def cmd_tag(reg: Registry, args: argparse.Namespace) -> int:
-    emit_events(args, reg.tag(args.ref, pairs(args.pairs, "tag")), "tag")
+    emit_events(args, reg.tag(args.ref, pairs(args.pairs, "tag"), idempotency_key=args.idempotency_key), "tag")
     return 0
 
 
 def cmd_untag(reg: Registry, args: argparse.Namespace) -> int:
-    emit_events(args, reg.untag(args.ref, *args.keys), "untag")
+    emit_events(args, reg.untag(args.ref, *args.keys, idempotency_key=args.idempotency_key), "untag")
     return 0
 
 
 def cmd_metrics(reg: Registry, args: argparse.Namespace) -> int:
-    emit_events(args, reg.metrics(args.ref, metric_pairs(args.pairs)), "metrics")
+    emit_events(args, reg.metrics(args.ref, metric_pairs(args.pairs), idempotency_key=args.idempotency_key),
+                "metrics")
     return 0
 
 
 def cmd_alias(reg: Registry, args: argparse.Namespace) -> int:
-    emit_events(args, reg.alias(args.ref, args.alias), "alias")
+    emit_events(args, reg.alias(args.ref, args.alias, idempotency_key=args.idempotency_key), "alias")
     return 0
 
 
 def cmd_unalias(reg: Registry, args: argparse.Namespace) -> int:
-    emit_events(args, reg.unalias(args.name, args.alias), "unalias")
+    emit_events(args, reg.unalias(args.name, args.alias, idempotency_key=args.idempotency_key), "unalias")
     return 0
 
 
 def cmd_rollback(reg: Registry, args: argparse.Namespace) -> int:
-    emit_events(args, reg.rollback(args.name, args.alias), "rollback")
+    emit_events(args, reg.rollback(args.name, args.alias, idempotency_key=args.idempotency_key), "rollback")
     return 0
 
 
 def cmd_delete(reg: Registry, args: argparse.Namespace) -> int:
-    emit_events(args, reg.delete(args.ref, args.reason or ""), "delete")
+    emit_events(args, reg.delete(args.ref, args.reason or "", idempotency_key=args.idempotency_key), "delete")
     return 0
 
 
 def cmd_undelete(reg: Registry, args: argparse.Namespace) -> int:
-    emit_events(args, reg.undelete(args.ref, timeout=args.timeout), "undelete")
+    emit_events(args, reg.undelete(args.ref, timeout=args.timeout, idempotency_key=args.idempotency_key),
+                "undelete")
     return 0
 
 
@@ -218,7 +220,8 @@ def cmd_diff(reg: Registry, args: argparse.Namespace) -> int:
 
 
 def cmd_restore(reg: Registry, args: argparse.Namespace) -> int:
-    report = reg.restore(args.name, as_of=args.as_of, dry_run=args.dry_run, timeout=args.timeout)
+    report = reg.restore(args.name, as_of=args.as_of, dry_run=args.dry_run, timeout=args.timeout,
+                         idempotency_key=args.idempotency_key)
     what = "would append" if args.dry_run else "appended"
     lines = [f"restore to #{report['as_of']}: {what} {len(report['events'])} event(s)"
              + (f" for {', '.join(report['models'])}" if report["models"] else " (already equal)")]
@@ -314,6 +317,62 @@ def cmd_projections(reg: Registry, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(reg: Registry, args: argparse.Namespace) -> int:
+    from .mlflow_import import import_mlflow
+
+    def say(line: str) -> None:
+        if not args.json:
+            sys.stderr.write(output.plain(line) + "\n")
+
+    report = import_mlflow(reg, args.tracking_uri, registry_uri=args.registry_uri, models=args.model,
+                           dry_run=args.dry_run, progress=say)
+    lines = [f"{'would import' if args.dry_run else 'imported'} from {report.source}: {report.events} event(s)"
+             f" over {len(report.models)} model(s)"]
+    for m in report.models:
+        lines += [f"  {m.name}: " + (", ".join(f"{n} {t}" for t, n in sorted(m.event_types.items())) or "no change")]
+        lines += [f"    failed: {f}" for f in m.failed] + [f"    skipped: {s}" for s in m.skipped]
+    emit(args, report.to_json(), "\n".join(lines))
+    # Something MLflow holds that could not be brought over is a problem to see, not a success.
+    return ValidationError.exit_code if report.skipped else 0
+
+
+def cmd_serve(reg_factory: Any, args: argparse.Namespace) -> int:
+    from .config import Config
+    from .server.run import serve
+
+    config = Config.load(args.home, artifacts=args.artifacts, broker=args.broker, actor=args.actor)
+    return serve(config, host=args.host, port=args.port, workers=args.workers,
+                 allow_anonymous_read=args.allow_anonymous_read)
+
+
+def cmd_token(reg: Registry, args: argparse.Namespace) -> int:
+    if args.action == "create":
+        if not args.name or args.role is None:
+            raise ValidationError("token create NAME --role reader|writer|admin")
+        expires = None if args.expires is None else parse_duration(args.expires)
+        state, secret = reg.create_token(args.name, args.role, prefix=args.prefix or "", expires_in=expires,
+                                         idempotency_key=args.idempotency_key)
+        data = {**state.to_json(), "secret": secret}
+        shown = secret if secret is not None else "(already created under this idempotency key: not shown again)"
+        emit(args, data, f"token {output.plain(state.token)} ({state.role}"
+                         f"{', models under ' + output.plain(state.prefix) if state.prefix else ''}"
+                         f"{', expires ' + state.expires_at if state.expires_at else ''}):\n{shown}\n"
+                         "keep it now: it is shown only once")
+        return 0
+    if args.action == "revoke":
+        if not args.name:
+            raise ValidationError("token revoke NAME")
+        emit_events(args, reg.revoke_token(args.name, args.reason or "", idempotency_key=args.idempotency_key),
+                    "revoke")
+        return 0
+    tokens = reg.tokens()
+    lines = [f"{t.token:<24} {t.role:<7} {t.prefix or '*':<16} "
+             f"{'revoked ' + (t.revoked_at or '') if t.revoked else 'expires ' + t.expires_at if t.expires_at else 'active'}"
+             f"  granted by {t.granted_by} at {t.granted_at}" for t in tokens]
+    emit(args, {"tokens": [t.to_json() for t in tokens]}, output.plain_lines("\n".join(lines)) if lines else "no tokens")
+    return 0
+
+
 def cmd_demo(reg_factory: Any, args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -383,28 +442,33 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--optimizer-patch", action="store_true", help="merge --optimizer into the parent's (RFC 7386)")
     content_options(p)
 
-    p = add("tag", cmd_tag, "set tags on a model (NAME) or a version (NAME@N, NAME@alias)")
+    def keyed(p: argparse.ArgumentParser | _NotBuilt) -> argparse.ArgumentParser | _NotBuilt:
+        p.add_argument("--idempotency-key", metavar="K",
+                       help="a retry with the same key appends nothing and returns the first result")
+        return p
+
+    p = keyed(add("tag", cmd_tag, "set tags on a model (NAME) or a version (NAME@N, NAME@alias)"))
     p.add_argument("ref")
     p.add_argument("pairs", nargs="+", metavar="K=V")
-    p = add("untag", cmd_untag, "remove tags from a model or a version")
+    p = keyed(add("untag", cmd_untag, "remove tags from a model or a version"))
     p.add_argument("ref")
     p.add_argument("keys", nargs="+", metavar="K")
-    p = add("metrics", cmd_metrics, "record metrics of a version")
+    p = keyed(add("metrics", cmd_metrics, "record metrics of a version"))
     p.add_argument("ref")
     p.add_argument("pairs", nargs="+", metavar="K=V")
-    p = add("alias", cmd_alias, "point an alias (e.g. production) at a version")
+    p = keyed(add("alias", cmd_alias, "point an alias (e.g. production) at a version"))
     p.add_argument("ref")
     p.add_argument("alias")
-    p = add("unalias", cmd_unalias, "remove an alias")
+    p = keyed(add("unalias", cmd_unalias, "remove an alias"))
     p.add_argument("name")
     p.add_argument("alias")
-    p = add("rollback", cmd_rollback, "move an alias back to the version it pointed to before")
+    p = keyed(add("rollback", cmd_rollback, "move an alias back to the version it pointed to before"))
     p.add_argument("name")
     p.add_argument("alias")
-    p = add("delete", cmd_delete, "delete a version (NAME@N) or a model (NAME); logical, bytes stay until gc")
+    p = keyed(add("delete", cmd_delete, "delete a version (NAME@N) or a model (NAME); logical, bytes stay until gc"))
     p.add_argument("ref")
     p.add_argument("--reason")
-    p = add("undelete", cmd_undelete, "bring back a deleted version (with its artifact) or model")
+    p = keyed(add("undelete", cmd_undelete, "bring back a deleted version (with its artifact) or model"))
     p.add_argument("ref")
     p.add_argument("--timeout", type=float, metavar="SECONDS")
 
@@ -434,7 +498,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     as_of(p)
     p.add_argument("--a-as-of", metavar="T", help="read the first REF as of T (the second is read now)")
     p.add_argument("--b-as-of", metavar="T", help="read the second REF as of T")
-    p = add("restore", cmd_restore, "append the compensating events that make the catalog what it was at T")
+    p = keyed(add("restore", cmd_restore, "append the compensating events that make the catalog what it was at T"))
     p.add_argument("name", nargs="?", help="one model (default: the whole registry)")
     p.add_argument("--as-of", required=True, metavar="T", help="an ISO-8601 timestamp or #N (a position)")
     p.add_argument("--dry-run", action="store_true", help="print the plan, append nothing")
@@ -455,7 +519,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--follow", action="store_true", help="keep printing new events")
     p.add_argument("--interval", type=float, default=0.5, help=argparse.SUPPRESS)
 
-    p = add("retry", cmd_retry, "ingest a failed or pending version's artifact from its source, with your rights")
+    p = keyed(add("retry", cmd_retry, "ingest a failed or pending version's artifact from its source, with your rights"))
     p.add_argument("ref")
     p.add_argument("--no-wait", action="store_true")
     p.add_argument("--timeout", type=float, metavar="SECONDS")
@@ -467,7 +531,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("dest")
     p.add_argument("--force", action="store_true",
                    help="replace DEST if it is a regular file or a folder an earlier pull wrote")
-    p = add("gc", cmd_gc, "free the bytes no live version needs (after a grace period); appends ArtifactPurged")
+    p = keyed(add("gc", cmd_gc, "free the bytes no live version needs (after a grace period); appends ArtifactPurged"))
     p.add_argument("--grace", default="7d", help="keep bytes whose last reference ended less than this ago (7d)")
     p.add_argument("--dry-run", action="store_true", help="say what would be freed, change nothing")
     p = add("worker", cmd_worker, "run dramatiq workers for the Redis broker, and the sweep")
@@ -477,9 +541,29 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     p = add("copy", cmd_copy, "copy this registry's log to another (empty) database, then build and audit its catalog")
     p.add_argument("--to", required=True, metavar="DATABASE", help="postgresql://... or a SQLite file")
+    p = add("serve", cmd_serve, "run the HTTP server (JSON API under /api/v1; tokens: `mledger token`)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--workers", type=int, default=1, metavar="N", help="server processes (default 1)")
+    p.add_argument("--allow-anonymous-read", action="store_true",
+                   help="reads need no token (a trusted network); writes always do")
+    p = keyed(add("token", cmd_token, "create, list or revoke the HTTP server's access tokens"))
+    p.add_argument("action", choices=["create", "list", "revoke"])
+    p.add_argument("name", nargs="?")
+    p.add_argument("--role", choices=["reader", "writer", "admin"])
+    p.add_argument("--prefix", metavar="P", help="a writer changes only models whose names start with P (team-a/)")
+    p.add_argument("--expires", metavar="DURATION", help="e.g. 30d, 12h (default: never)")
+    p.add_argument("--reason", help="with revoke: why (recorded in the log)")
 
     p = add("projections", cmd_projections, "maintain the read side")
     p.add_argument("action", choices=["rebuild"])
+
+    p = add("import", cmd_import, "bring models over from another registry, and again incrementally (mlflow)")
+    p.add_argument("system", choices=["mlflow"])
+    p.add_argument("--tracking-uri", required=True, metavar="URI", help="sqlite:///..., postgresql://..., http(s)://...")
+    p.add_argument("--registry-uri", metavar="URI", help="MLflow's registry URI when it differs")
+    p.add_argument("--model", action="append", default=[], metavar="NAME", help="only this model (repeatable)")
+    p.add_argument("--dry-run", action="store_true", help="say what would be imported, append and copy nothing")
 
     p = add("demo", cmd_demo, "a guided tour on a fresh temporary registry (trains small scikit-learn models)")
     if command is not None and not built:
@@ -495,7 +579,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version, or a one-line usage error already printed
         return exc.code if isinstance(exc.code, int) else 2
     try:
-        if args.fn in (cmd_demo, cmd_worker, cmd_audit):
+        if args.fn in (cmd_demo, cmd_worker, cmd_audit, cmd_serve):
             return args.fn(None, args)
         with _open(args) as reg:
             return args.fn(reg, args)

@@ -7,24 +7,40 @@ live below it — in the decider and the projector.
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from functools import cached_property
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from eventstore import commands as c
-from eventstore.decider import precheck
+from eventstore.access import (
+    CreateToken,
+    RevokeToken,
+    TokenState,
+    execute_access,
+    expiry_after,
+    new_secret,
+    secret_hash,
+    validate_prefix,
+    validate_role,
+    validate_token_name,
+)
+from eventstore.decider import Decision, decide, precheck
 from eventstore.errors import ArtifactError, ModelLedgerError, PurgedError, StoreError, ValidationError
 from eventstore.events import ARTIFACT_REQUESTS, VERSION_CREATING, NewEvent, StoredEvent, stream_for
 from eventstore.handler import Outcome, execute, execute_in, first_result
+from eventstore.mirror import MirrorModel
 from eventstore.names import parse_ref, validate_name
 from eventstore.recorder import GuardProblem
 from eventstore.schemas import check_events
+from projections.access import TokenTable
 from projections.catalog import Catalog, CatalogProjection
 from projections.diff import diff_versions
 from projections.past import PastCatalog
@@ -94,6 +110,22 @@ def _source_of(request: StoredEvent) -> str:
     return str(artifact.get("source") or "") if isinstance(artifact, dict) else ""
 
 
+def _keyed(meta: dict[str, Any], key: str | None, request: dict[str, Any],
+           dry_run: bool) -> tuple[str | None, str | None]:
+    """For the writes that append outside the handler (restore, gc): the key (recorded in ``meta``) and the
+    request's fingerprint; a dry run appends nothing, so it records no key."""
+    if key is None or dry_run:
+        return None, None
+    if not isinstance(key, str) or not key or len(key) > 1024:
+        raise ValidationError("an idempotency key is 1 to 1024 characters")
+    meta["idempotency_key"] = key
+    import hashlib
+
+    from eventstore.canonical import canonical_bytes
+
+    return key, hashlib.sha256(canonical_bytes(request)).hexdigest()
+
+
 def _compact_changes(change: dict[str, Any]) -> dict[str, Any]:
     """Only the parts of a diff that say something."""
     return {k: v for k, v in change.items() if k not in ("a", "b") and v not in ({}, [], None)
@@ -158,6 +190,14 @@ class Registry:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def acting_as(self, actor: str, client: str) -> Registry:
+        """This open registry, recording ``actor`` and ``client`` in the meta of what it appends: the HTTP
+        server shares one registry between the holders of many tokens, each the actor of their own writes."""
+        other = copy.copy(self)
+        other.config = replace(self.config, actor=actor)
+        other.client = f"modelledger/{__version__} {client}"
+        return other
+
     # -- writing -----------------------------------------------------------------------------------
     def _meta(self, run_id: str | None = None) -> dict[str, Any]:
         meta: dict[str, Any] = {
@@ -187,7 +227,7 @@ class Registry:
     def register(
         self,
         name: str,
-        artifact: str,
+        artifact: str | Mapping[str, Any],
         *,
         description: str = "",
         tags: Mapping[str, str] | None = None,
@@ -202,21 +242,24 @@ class Registry:
     ) -> VersionRecord:
         """Register a new version of ``name`` (creating the model on first use) from a file, a folder or
         a URL. Returns the version once its artifact is stored (``wait=False``: at once, ``pending``).
-        With an idempotency key, a retry returns the first result and appends nothing."""
-        command = c.Register(name, {"source": str(artifact)}, description, dict(tags or {}), dict(params or {}),
+        With an idempotency key, a retry returns the first result and appends nothing. ``artifact`` may also
+        be the facts of bytes already in the store (``modelledger.server.uploads``: an HTTP upload)."""
+        stored = dict(artifact) if isinstance(artifact, Mapping) else None
+        source_text = str(stored.get("source", "")) if stored is not None else str(artifact)
+        command = c.Register(name, {"source": source_text}, description, dict(tags or {}), dict(params or {}),
                              dict(structure or {}), dict(optimizer or {}))
         precheck(command)  # names, JSON, sizes: refused before anything is read or written
         if idempotency_key is not None:
             first = first_result(self.recorder, idempotency_key, command)
             if first is not None:
                 return self._finish(first, wait, timeout)
-        source = _ingest().check_source(str(artifact))
+        source = source_text if stored is not None else _ingest().check_source(source_text)
 
         def build(art: dict[str, Any]) -> c.Command:
             return c.Register(name, art, description, command.tags, command.params, command.structure,
                               command.optimizer)
 
-        return self._create(build, source, command, idempotency_key, run_id, wait, timeout, progress)
+        return self._create(build, source, command, idempotency_key, run_id, wait, timeout, progress, stored)
 
     def update(
         self,
@@ -225,7 +268,7 @@ class Registry:
         params: Mapping[str, Any] | None = None,
         structure: Mapping[str, Any] | None = None,
         optimizer: Mapping[str, Any] | None = None,
-        artifact: str | None = None,
+        artifact: str | Mapping[str, Any] | None = None,
         description: str | None = None,
         structure_patch: bool = False,
         optimizer_patch: bool = False,
@@ -237,10 +280,12 @@ class Registry:
     ) -> VersionRecord:
         """Derive a new version from ``ref``: params merge (RFC 7386), structure/optimizer replace unless
         ``*_patch``; the parent's artifact is carried over unless a new one is given."""
+        stored = dict(artifact) if isinstance(artifact, Mapping) else None
+        source_text = str(stored.get("source", "")) if stored is not None else str(artifact)
         command = c.Update(_ref(ref), None if params is None else dict(params),
                            None if structure is None else dict(structure),
                            None if optimizer is None else dict(optimizer), structure_patch, optimizer_patch,
-                           None if artifact is None else {"source": str(artifact)}, description)
+                           None if artifact is None else {"source": source_text}, description)
         precheck(command)
         if idempotency_key is not None:
             first = first_result(self.recorder, idempotency_key, command)
@@ -249,17 +294,17 @@ class Registry:
         if artifact is None:
             return self._finish(self.execute(command, idempotency_key=idempotency_key, run_id=run_id),
                                 wait, timeout, progress)
-        source = _ingest().check_source(str(artifact))
+        source = source_text if stored is not None else _ingest().check_source(source_text)
 
         def build(art: dict[str, Any]) -> c.Command:
             return c.Update(command.ref, command.params, command.structure, command.optimizer, structure_patch,
                             optimizer_patch, art, description)
 
-        return self._create(build, source, command, idempotency_key, run_id, wait, timeout, progress)
+        return self._create(build, source, command, idempotency_key, run_id, wait, timeout, progress, stored)
 
     def _create(self, build: Callable[[dict[str, Any]], c.Command], source: str, request: c.Command,
                 idempotency_key: str | None, run_id: str | None, wait: bool, timeout: float | None,
-                progress: Callable[[int], None] | None) -> VersionRecord:
+                progress: Callable[[int], None] | None, stored: dict[str, Any] | None = None) -> VersionRecord:
         """Append a command that creates a version with a new artifact.
 
         Embedded: the artifact is ingested first (the ingest actor's own code, in this thread) and the
@@ -267,7 +312,17 @@ class Registry:
         the process dies in between, the blob it wrote is referenced by nothing and ``gc`` frees it.
         Redis: a source under ``MLEDGER_SOURCES`` is appended ``pending`` and its ingest job goes through the
         outbox (the worker may read it); any other source is copied by this process, as embedded — a worker
-        never reads a file only because the log names it."""
+        never reads a file only because the log names it. ``stored``: the artifact's bytes are already in the
+        store (uploaded), these are their facts: nothing is read."""
+        if stored is not None:
+            try:
+                outcome = execute(self.recorder, self.projection, build(stored), self._meta(run_id),
+                                  idempotency_key=idempotency_key, request=request,
+                                  check=self._blobs_present(stored), finish=self._record_in)
+            except _BlobsVanished:
+                raise ArtifactError("the uploaded blobs were removed by gc before the version was recorded; "
+                                    "upload them again") from None
+            return outcome.record if outcome.record is not None else self._produced(outcome)
         if not self.embedded and self.sources.allows(source):
             outcome = self.execute(build({"source": source}), idempotency_key=idempotency_key, run_id=run_id)
             return self._finish(outcome, wait, timeout, progress)
@@ -429,7 +484,8 @@ class Registry:
                           protected=(str(self.config.home),))
         return version
 
-    def gc(self, grace_seconds: float = 7 * 86400, *, dry_run: bool = False) -> dict[str, Any]:
+    def gc(self, grace_seconds: float = 7 * 86400, *, dry_run: bool = False,
+           idempotency_key: str | None = None) -> dict[str, Any]:
         """Free the blobs that no live version references and whose last reference ended more than
         ``grace_seconds`` ago (and blobs nothing references, older than that). Appends ``ArtifactPurged``
         for each version that loses bytes. Holds the write lock throughout, so no command can start
@@ -440,9 +496,16 @@ class Registry:
         now = time.time()
         cutoff = datetime.fromtimestamp(now - grace_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         meta = self._meta()
+        key, fp = _keyed(meta, idempotency_key, {"command": "Gc", "grace_seconds": grace_seconds}, dry_run)
         self.projection.ensure_current()
         with self.recorder.write() as tx:
             self.projection.catch_up(tx)
+            first = tx.idempotent_result(key, fp) if key is not None else None
+            if first is not None:
+                return {"dry_run": False, "grace_seconds": grace_seconds,
+                        "versions": [f"{e.data['name']}@{e.data['version']}" for e in first],
+                        "blobs": 0, "orphan_blobs": 0, "bytes": 0, "events": [e.to_json() for e in first],
+                        "replayed": True}
             plans = self.projection.purge_plan(tx, cutoff)
             referenced = self.projection.referenced_digests(tx)
             unlisted = self._unlisted_blobs(tx, {p.digest for p in plans}, referenced)
@@ -478,7 +541,7 @@ class Registry:
                 report["bytes"] = sum(size or 0 for size in sizes.values())
                 return report
 
-            outcome = execute_in(tx, self.projection, purge, meta)
+            outcome = execute_in(tx, self.projection, purge, meta, idempotency_key=key, fingerprint=fp)
             # Still under the write lock, after ArtifactPurged is appended and projected: no command can start
             # using a blob between the decision and its removal.
             freed = 0
@@ -507,45 +570,52 @@ class Registry:
                 referenced.update(f.digest for f in files)
         return {d: size for d, size in freed.items() if d not in referenced}
 
-    def tag(self, ref: RefLike, tags: Mapping[str, str] | None = None, **more: str) -> list[StoredEvent]:
+    # Every write takes ``idempotency_key``: a retry with the same key (after a timeout, say) returns the
+    # events the first attempt appended and appends nothing, so a retried rollback never rolls back twice.
+    def tag(self, ref: RefLike, tags: Mapping[str, str] | None = None, *, idempotency_key: str | None = None,
+            **more: str) -> list[StoredEvent]:
         """Set tags on a model (``NAME``... as a bare name) or on a version (``NAME@N``/``NAME@alias``)."""
-        return self.execute(c.Tag(_ref(ref), {**dict(tags or {}), **more})).events
+        return self.execute(c.Tag(_ref(ref), {**dict(tags or {}), **more}), idempotency_key=idempotency_key).events
 
-    def untag(self, ref: RefLike, *keys: str) -> list[StoredEvent]:
-        return self.execute(c.Untag(_ref(ref), tuple(keys))).events
+    def untag(self, ref: RefLike, *keys: str, idempotency_key: str | None = None) -> list[StoredEvent]:
+        return self.execute(c.Untag(_ref(ref), tuple(keys)), idempotency_key=idempotency_key).events
 
-    def metrics(self, ref: RefLike, metrics: Mapping[str, float] | None = None, **more: float) -> list[StoredEvent]:
-        return self.execute(c.RecordMetrics(_ref(ref), {**dict(metrics or {}), **more})).events
+    def metrics(self, ref: RefLike, metrics: Mapping[str, float] | None = None, *,
+                idempotency_key: str | None = None, **more: float) -> list[StoredEvent]:
+        return self.execute(c.RecordMetrics(_ref(ref), {**dict(metrics or {}), **more}),
+                            idempotency_key=idempotency_key).events
 
-    def alias(self, ref: RefLike, alias: str) -> list[StoredEvent]:
-        return self.execute(c.AssignAlias(_ref(ref), alias)).events
+    def alias(self, ref: RefLike, alias: str, *, idempotency_key: str | None = None) -> list[StoredEvent]:
+        return self.execute(c.AssignAlias(_ref(ref), alias), idempotency_key=idempotency_key).events
 
-    def unalias(self, name: str, alias: str) -> list[StoredEvent]:
-        return self.execute(c.RemoveAlias(name, alias)).events
+    def unalias(self, name: str, alias: str, *, idempotency_key: str | None = None) -> list[StoredEvent]:
+        return self.execute(c.RemoveAlias(name, alias), idempotency_key=idempotency_key).events
 
-    def rollback(self, name: str, alias: str) -> list[StoredEvent]:
+    def rollback(self, name: str, alias: str, *, idempotency_key: str | None = None) -> list[StoredEvent]:
         """Move ``alias`` back to the version it pointed to before (skipping deleted ones)."""
-        return self.execute(c.RollbackAlias(name, alias)).events
+        return self.execute(c.RollbackAlias(name, alias), idempotency_key=idempotency_key).events
 
-    def delete(self, ref: RefLike, reason: str = "") -> list[StoredEvent]:
+    def delete(self, ref: RefLike, reason: str = "", *, idempotency_key: str | None = None) -> list[StoredEvent]:
         """Logical delete of a version (``NAME@N``) or a whole model (``NAME``); bytes stay until gc."""
-        return self.execute(c.Delete(_ref(ref), reason)).events
+        return self.execute(c.Delete(_ref(ref), reason), idempotency_key=idempotency_key).events
 
-    def undelete(self, ref: RefLike, *, wait: bool = True, timeout: float | None = None) -> list[StoredEvent]:
+    def undelete(self, ref: RefLike, *, wait: bool = True, timeout: float | None = None,
+                 idempotency_key: str | None = None) -> list[StoredEvent]:
         """Bring back a deleted version (with its artifact, re-ingested from its source if gc purged it)
         or a deleted model."""
-        events = self.execute(c.Undelete(_ref(ref))).events
-        self._dispatch(events, wait, timeout)
-        return events
+        outcome = self.execute(c.Undelete(_ref(ref)), idempotency_key=idempotency_key)
+        self._dispatch(outcome.events, wait, timeout, replayed=outcome.replayed)
+        return outcome.events
 
-    def retry(self, ref: RefLike, *, wait: bool = True, timeout: float | None = None) -> VersionRecord:
+    def retry(self, ref: RefLike, *, wait: bool = True, timeout: float | None = None,
+              idempotency_key: str | None = None) -> VersionRecord:
         """Ingest a failed (or stuck) version's artifact again from its source."""
-        outcome = self.execute(c.RetryArtifact(_ref(ref)))
+        outcome = self.execute(c.RetryArtifact(_ref(ref)), idempotency_key=idempotency_key)
         self._dispatch(outcome.events, wait, timeout)
         return self._produced(outcome)
 
     def restore(self, name: str | None = None, *, as_of: str | int, dry_run: bool = False, wait: bool = True,
-                timeout: float | None = None) -> dict[str, Any]:
+                timeout: float | None = None, idempotency_key: str | None = None) -> dict[str, Any]:
         """Append, in one atomic batch, the compensating events that make the current catalog (one model,
         or all) equal to the catalog as of ``as_of``. Purged artifacts are re-ingested from their source
         when it is still readable, and reported as missing otherwise."""
@@ -554,10 +624,16 @@ class Registry:
             validate_name(name)
         restore_id = str(uuid.uuid4())
         meta = self._meta() | {"restore": {"id": restore_id, "as_of": position}}
+        key, fp = _keyed(meta, idempotency_key, {"command": "Restore", "name": name, "as_of": position}, dry_run)
         past = self._catalog.at(position)
         self.projection.ensure_current()
         with self.recorder.write() as tx:
             self.projection.catch_up(tx)
+            first = tx.idempotent_result(key, fp) if key is not None else None
+            if first is not None:
+                return {"restore_id": first[0].meta.get("restore", {}).get("id"), "as_of": position,
+                        "dry_run": False, "models": sorted({e.data["name"] for e in first}), "reingest": [],
+                        "missing": [], "events": [e.to_json() for e in first], "replayed": True}
             names = [name] if name is not None else [m.name for m in self._catalog.list(include_deleted=True)]
             view = self.projection.view(tx)
             plans = []
@@ -580,10 +656,67 @@ class Registry:
                 return report
             command = c.Restore(position, tuple(c.RestoreModel(p.name, version, tuple(p.events))
                                                 for version, p in plans if p.events))
-            stored = execute_in(tx, self.projection, command, meta).events
+            stored = execute_in(tx, self.projection, command, meta, idempotency_key=key, fingerprint=fp).events
         report["events"] = [e.to_json() for e in stored]
         self._dispatch(stored, wait, timeout)
         return report
+
+    def mirror(self, command: MirrorModel, *, idempotency_key: str | None = None) -> Outcome:
+        """Make a model what another registry says it is (``eventstore.mirror``; ``mledger import mlflow``):
+        only the differences are appended, in one batch. The versions' bytes were copied into the store
+        first; a check under the write lock makes sure gc has not freed them since."""
+        digests: set[str] = set()
+        for v in command.versions:
+            if v.artifact is not None:
+                digests |= _ingest().artifact_blobs(v.artifact)
+        store = self.store() if digests else None
+
+        def check(_tx: Any) -> None:
+            if store is not None and not all(store.exists(d) for d in digests):
+                raise _BlobsVanished(command.name)
+
+        return execute(self.recorder, self.projection, command, self._meta(), idempotency_key=idempotency_key,
+                       check=check)
+
+    def preview(self, command: c.Command | MirrorModel) -> Decision:
+        """What ``command`` would append now (decided under the write lock, nothing appended)."""
+        with self.recorder.write() as tx:
+            self.projection.catch_up(tx)
+            return decide(command, self.projection.view(tx))
+
+    # -- access tokens of the HTTP server (eventstore/access.py) -------------------------------------
+    def create_token(self, name: str, role: str, *, prefix: str = "", expires_in: float | None = None,
+                     idempotency_key: str | None = None) -> tuple[TokenState, str | None]:
+        """Grant a token; returns it and its secret — the only time the secret exists outside its holder
+        (the log keeps its SHA-256). A retry under the same idempotency key returns the token and no secret."""
+        validate_role(role)
+        validate_prefix(prefix)
+        if prefix and role != "writer":
+            raise ValidationError("--prefix limits a writer; a reader reads and an admin changes everything")
+        if expires_in is not None and expires_in <= 0:
+            raise ValidationError("--expires must be a positive duration")
+        secret = new_secret()
+        command = CreateToken(validate_token_name(name), role, secret_hash(secret), prefix,
+                              expiry_after(expires_in))
+        request = {"command": "CreateToken", "token": name, "role": role, "prefix": prefix, "expires_in": expires_in}
+        outcome = execute_access(self.recorder, command, self._meta(), idempotency_key=idempotency_key,
+                                 request=request)
+        assert outcome.state is not None
+        return outcome.state, None if outcome.replayed else secret
+
+    def revoke_token(self, name: str, reason: str = "", *,
+                     idempotency_key: str | None = None) -> list[StoredEvent]:
+        """Revoke a token: every server process refuses it from its next request on."""
+        command = RevokeToken(validate_token_name(name), reason)
+        return execute_access(self.recorder, command, self._meta(), idempotency_key=idempotency_key,
+                              request={"command": "RevokeToken", "token": name, "reason": reason}).events
+
+    def tokens(self) -> list[TokenState]:
+        return self.token_table.list()
+
+    @cached_property
+    def token_table(self) -> TokenTable:
+        return TokenTable(self.recorder)
 
     def append_batch(self, events: Sequence[NewEvent]) -> list[StoredEvent]:
         """Append prepared events as one atomic batch, bypassing the decider (imports, migrations,

@@ -18,7 +18,7 @@ import fsspec
 from eventstore.errors import ArtifactError, ValidationError
 
 from .formats import sniff_artifact
-from .store import BlobStore, is_local_path
+from .store import ArtifactInfo, BlobStore, is_local_path
 
 MAX_SOURCE = 4096
 # A folder's full file list lives in its manifest blob; the event keeps the first paths (sorted) for search
@@ -109,6 +109,13 @@ def ingest_artifact(
         raise
     except (OSError, ValueError) as exc:
         raise ArtifactError(f"cannot ingest {source}: {exc}") from None
+    return describe(store, info, src)
+
+
+def describe(store: BlobStore, info: ArtifactInfo, src: str) -> dict[str, Any]:
+    """The facts the event records of an artifact whose blobs are in ``store`` (after an ingest, or an
+    upload over HTTP): digests, sizes, files, and the format sniffed from the stored bytes."""
+    source = src
     artifact: dict[str, Any] = {
         "source": src,
         "digest": info.digest,

@@ -1,0 +1,133 @@
+"""``create_app(config)``: the ASGI application of ``mledger serve``.
+
+One ``Registry`` per process, shared by the request threads (its recorder gives each thread its own
+connection). The process keeps no state of its own: tokens, idempotency keys and the log live in the
+registry's database, so any number of server processes can serve one registry side by side.
+
+Another face (the web UI) mounts its router with ``app.include_router(...)`` on the app this returns; the
+JSON API stays under ``/api/v1``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from eventstore.errors import ModelLedgerError
+from modelledger import __version__
+from modelledger.config import Config
+from modelledger.registry import Registry
+
+from . import mlflow_api
+from .errors import body, error_body
+from .routes import API, router
+
+MAX_JSON_BODY = 8 * 1024 * 1024  # a command's JSON (events are at most 1 MiB each; params appear twice)
+ANONYMOUS_READ_ENV = "MLEDGER_ALLOW_ANONYMOUS_READ"
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class BodyLimit:
+    """Reads a request body whole, up to ``limit`` bytes, before the route sees it; a larger one is answered
+    413 at once. Blob uploads (``PUT .../blobs/...``) stream past it untouched."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_JSON_BODY) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD") or (
+                scope["method"] == "PUT" and scope["path"].startswith(f"{API}/blobs/")):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            total += len(chunk)
+            if total > self.limit:
+                await _send_json(send, 413, body("too_large", f"the request body is larger than {self.limit:,} bytes"))
+                return
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                break
+        whole = b"".join(chunks)
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": whole, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+async def _send_json(send: Send, status: int, payload: dict[str, Any]) -> None:
+    data = json.dumps(payload).encode("utf-8")
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
+    await send({"type": "http.response.body", "body": data})
+
+
+def create_app(config: Config, *, allow_anonymous_read: bool = False) -> FastAPI:
+    registry = Registry(config, client="http")
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            registry.close()
+
+    app = FastAPI(title="modelledger", version=__version__, lifespan=lifespan,
+                  openapi_url=f"{API}/openapi.json", docs_url=f"{API}/docs", redoc_url=None,
+                  description="The registry's JSON API: one route per CLI command. See docs/http.md.")
+    app.state.registry = registry
+    app.state.allow_anonymous_read = allow_anonymous_read
+    app.include_router(router)
+    app.include_router(mlflow_api.router)  # MLflow's registry API (docs/mlflow.md)
+    app.add_middleware(BodyLimit)
+
+    @app.exception_handler(ModelLedgerError)
+    async def on_error(_request: Request, exc: ModelLedgerError) -> JSONResponse:
+        status, payload = error_body(exc)
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return JSONResponse(payload, status_code=status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_bad_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        message = f"{where}: {first.get('msg', 'invalid')}" if where else str(first.get("msg", "invalid request"))
+        return JSONResponse(body("bad_input", message), status_code=400)
+
+    @app.exception_handler(HTTPException)
+    async def on_http(_request: Request, exc: HTTPException) -> JSONResponse:
+        kinds = {404: "not_found", 405: "method_not_allowed", 400: "bad_input"}
+        return JSONResponse(body(kinds.get(exc.status_code, "error"), str(exc.detail)), status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    return app
+
+
+def from_environment() -> FastAPI:
+    """The app as ``mledger serve`` runs it in each worker process: configured by the environment."""
+    return create_app(Config.load(), allow_anonymous_read=os.environ.get(ANONYMOUS_READ_ENV) == "1")

@@ -1,0 +1,127 @@
+"""The token table the HTTP server reads: every token's newest grant and revocation, looked up by the hash
+of a presented secret.
+
+It is a projection of the ``TokenGranted``/``TokenRevoked`` events (eventstore/access.py) kept in the
+registry's own database, beside the catalog but apart from it (its own tables and checkpoint, so a catalog
+rebuild or the audit's replay comparison never touches it). Every lookup first folds whatever the log gained
+since the table's checkpoint, so a revocation appended by any process is seen by every server process at
+its next request: no process keeps token state of its own.
+
+SQLite only for now: the registry opens SQLite (``Registry.recorder``); a PostgreSQL twin of these few
+statements belongs beside the PostgreSQL catalog once the registry opens one.
+"""
+
+from __future__ import annotations
+
+import hmac
+import sqlite3
+from collections.abc import Iterable
+
+from eventstore.access import TokenState
+from eventstore.events import TOKEN_EVENTS, StoredEvent
+from eventstore.sqlite import SQLiteRecorder, translate
+
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS access_tokens ("
+    " token TEXT PRIMARY KEY, role TEXT NOT NULL, prefix TEXT NOT NULL, expires_at TEXT,"
+    " secret_sha256 TEXT NOT NULL, granted_at TEXT NOT NULL, granted_by TEXT NOT NULL,"
+    " revoked_at TEXT, revoked_by TEXT, position INTEGER NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS access_tokens_secret ON access_tokens (secret_sha256)",
+    "CREATE TABLE IF NOT EXISTS access_checkpoint (id INTEGER PRIMARY KEY CHECK (id = 1),"
+    " position INTEGER NOT NULL)",
+)
+_COLUMNS = "token, role, prefix, expires_at, secret_sha256, granted_at, granted_by, revoked_at, revoked_by"
+PAGE = 5_000
+
+
+def _state(row: tuple) -> TokenState:
+    return TokenState(*row)
+
+
+class TokenTable:
+    def __init__(self, recorder: SQLiteRecorder) -> None:
+        self.recorder = recorder
+        self._created = False
+
+    def _ensure(self, conn: sqlite3.Connection) -> None:
+        if not self._created:
+            for statement in SCHEMA:
+                conn.execute(statement)
+            self._created = True
+
+    def _checkpoint(self, conn: sqlite3.Connection) -> int:
+        row = conn.execute("SELECT position FROM access_checkpoint WHERE id = 1").fetchone()
+        return row[0] if row else 0
+
+    def catch_up(self) -> int:
+        """Fold what the log gained since the checkpoint; the position the table is at. A read when nothing
+        is new (the head and the checkpoint, two indexed reads)."""
+        try:
+            conn = self.recorder.connection()
+            if not self._created:
+                with self.recorder.write() as tx:
+                    self._ensure(tx.connection)
+            head = self.recorder.head()
+            if self._checkpoint(conn) >= head:
+                return head
+            with self.recorder.write() as tx:
+                position = self._checkpoint(tx.connection)  # another process may have folded it meanwhile
+                while True:
+                    batch = list(self.recorder.read(since=position, limit=PAGE))
+                    if not batch:
+                        break
+                    self._apply(tx.connection, batch)
+                    position = batch[-1].position
+                tx.connection.execute("INSERT INTO access_checkpoint (id, position) VALUES (1, ?)"
+                                      " ON CONFLICT (id) DO UPDATE SET position = excluded.position", (position,))
+            return position
+        except sqlite3.Error as exc:
+            raise translate(exc) from None
+
+    @staticmethod
+    def _apply(conn: sqlite3.Connection, events: Iterable[StoredEvent]) -> None:
+        for e in events:
+            if e.type not in TOKEN_EVENTS:
+                continue
+            d, actor = e.data, str(e.meta.get("actor", ""))
+            if e.type == "TokenGranted":
+                conn.execute(
+                    f"INSERT INTO access_tokens ({_COLUMNS}, position) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?)"  # noqa: S608
+                    " ON CONFLICT (token) DO UPDATE SET role = excluded.role, prefix = excluded.prefix,"
+                    " expires_at = excluded.expires_at, secret_sha256 = excluded.secret_sha256,"
+                    " granted_at = excluded.granted_at, granted_by = excluded.granted_by, revoked_at = NULL,"
+                    " revoked_by = NULL, position = excluded.position",
+                    (d["token"], d["role"], d["prefix"], d["expires_at"], d["secret_sha256"], e.recorded_at,
+                     actor, e.position))
+            else:
+                conn.execute("UPDATE access_tokens SET revoked_at = ?, revoked_by = ?, position = ?"
+                             " WHERE token = ?", (e.recorded_at, actor, e.position, d["token"]))
+
+    def find(self, secret_sha256: str) -> TokenState | None:
+        """The token whose secret hashes to ``secret_sha256`` (revoked and expired ones too: the caller
+        refuses them), after catching up with the log."""
+        self.catch_up()
+        try:
+            rows = self.recorder.connection().execute(
+                f"SELECT {_COLUMNS} FROM access_tokens WHERE secret_sha256 = ?",  # noqa: S608 - fixed columns
+                (secret_sha256,)).fetchall()
+        except sqlite3.Error as exc:
+            raise translate(exc) from None
+        for row in rows:
+            # The index found it; the comparison that decides is constant-time all the same.
+            if hmac.compare_digest(row[4], secret_sha256):
+                return _state(row)
+        return None
+
+    def list(self) -> list[TokenState]:
+        self.catch_up()
+        try:
+            rows = self.recorder.connection().execute(
+                f"SELECT {_COLUMNS} FROM access_tokens ORDER BY token").fetchall()  # noqa: S608
+        except sqlite3.Error as exc:
+            raise translate(exc) from None
+        return [_state(r) for r in rows]
+
+    def get(self, token: str) -> TokenState | None:
+        return next((t for t in self.list() if t.token == token), None)
+

@@ -1,0 +1,155 @@
+"""Tokens and roles over HTTP: who may do what, what is refused before anything is appended, and whose
+name the log records."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import bearer
+
+from modelledger import Registry
+
+
+def head(home: Path) -> int:
+    with Registry.open(home) as reg:
+        return reg.head()
+
+
+def upload(client, data: bytes, filename: str = "model.bin") -> dict:
+    import hashlib
+
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    r = client.put(f"/api/v1/blobs/{digest}", params={"size": len(data)}, content=data)
+    assert r.status_code == 201, r.text
+    return {"digest": digest, "size": len(data), "filename": filename}
+
+
+def register(client, name: str, data: bytes = b"weights v1", **extra) -> dict:
+    r = client.post("/api/v1/register", json={"name": name, "artifact": upload(client, data), **extra})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_no_token_is_401_and_unknown_token_is_401(make_client, tokens, home):
+    anonymous = make_client()
+    r = anonymous.get("/api/v1/list")
+    assert r.status_code == 401
+    assert r.json()["error"] == "unauthenticated"
+    assert r.headers["www-authenticate"] == "Bearer"
+    stranger = make_client("mlt_not-a-token")
+    assert stranger.get("/api/v1/list").status_code == 401
+    assert anonymous.post("/api/v1/tag", json={"ref": "m@1", "tags": {"a": "b"}}).status_code == 401
+    r = make_client().get("/api/v1/list", headers={"Authorization": "Basic abc"})
+    assert r.status_code == 401 and "Bearer" in r.json()["message"]
+
+
+def test_health_and_openapi_need_no_token(make_client):
+    client = make_client()
+    assert client.get("/api/v1/health").json()["ok"] is True
+    spec = client.get("/api/v1/openapi.json").json()
+    assert "/api/v1/register" in spec["paths"] and "/api/v1/log/stream" in spec["paths"]
+
+
+def test_reader_reads_but_cannot_write(make_client, writer, tokens, home):
+    register(writer, "resnet")
+    reader = make_client(tokens["reader"])
+    assert reader.get("/api/v1/show", params={"ref": "resnet@1"}).json()["ref"] == "resnet@1"
+    before = head(home)
+    r = reader.post("/api/v1/tag", json={"ref": "resnet@1", "tags": {"stage": "prod"}})
+    assert r.status_code == 403 and r.json()["error"] == "forbidden"
+    r = reader.put("/api/v1/blobs/sha256:" + "0" * 64, params={"size": 1}, content=b"x")
+    assert r.status_code == 403
+    assert head(home) == before
+
+
+def test_writer_changes_only_models_under_its_prefix(make_client, tokens, home):
+    team = make_client(tokens["team"])
+    v = register(team, "team-a/resnet")
+    assert v["ref"] == "team-a/resnet@1"
+    before = head(home)
+    r = team.post("/api/v1/register", json={"name": "team-b/resnet", "artifact": upload(team, b"other")})
+    assert r.status_code == 403 and "team-a/" in r.json()["message"]
+    for path, body in (("/api/v1/tag", {"ref": "team-b/x@1", "tags": {"a": "b"}}),
+                       ("/api/v1/alias", {"ref": "team-b/x@1", "alias": "prod"}),
+                       ("/api/v1/rollback", {"name": "team-b/x", "alias": "prod"}),
+                       ("/api/v1/delete", {"ref": "team-b/x"}),
+                       ("/api/v1/update", {"ref": "team-b/x@1", "params": {"lr": 1}})):
+        r = team.post(path, json=body)
+        assert r.status_code == 403, (path, r.text)
+    assert head(home) == before
+
+
+def test_admin_commands_are_refused_to_writers(writer, home):
+    register(writer, "resnet")
+    before = head(home)
+    assert writer.post("/api/v1/gc", json={"grace": "0s"}).status_code == 403
+    assert writer.post("/api/v1/restore", json={"as_of": "#1"}).status_code == 403
+    assert writer.post("/api/v1/tokens", json={"name": "x", "role": "admin"}).status_code == 403
+    assert writer.get("/api/v1/tokens").status_code == 403
+    assert writer.post("/api/v1/tokens/revoke", json={"name": "reader"}).status_code == 403
+    assert writer.get("/api/v1/audit", params={"deep": "true"}).status_code == 403
+    assert head(home) == before
+
+
+def test_the_actor_is_the_token_name_never_the_client(writer, home):
+    v = register(writer, "resnet")
+    assert v["created_by"] == "writer"
+    # A body naming another actor is refused outright (no field is silently ignored) ...
+    r = writer.post("/api/v1/tag", json={"ref": "resnet@1", "tags": {"a": "b"}, "actor": "root"})
+    assert r.status_code == 400
+    # ... and a header cannot set it either.
+    r = writer.post("/api/v1/tag", json={"ref": "resnet@1", "tags": {"a": "b"}}, headers={"X-Actor": "root"})
+    assert r.status_code == 200
+    with Registry.open(home) as reg:
+        actors = {e.meta["actor"] for e in reg.log() if e.stream == "model-resnet"}
+        clients = {e.meta["client"] for e in reg.log() if e.stream == "model-resnet"}
+    assert actors == {"writer"}
+    assert all(c.endswith(" http") for c in clients)
+
+
+def test_tokens_over_http_grant_revoke_and_audit_trail(admin, make_client, home):
+    r = admin.post("/api/v1/tokens", json={"name": "ci", "role": "writer", "prefix": "team-a/", "expires": "30d"})
+    assert r.status_code == 200, r.text
+    granted = r.json()
+    secret = granted["secret"]
+    assert secret.startswith("mlt_") and granted["expires_at"] is not None
+    ci = make_client(secret)
+    assert ci.get("/api/v1/list").status_code == 200
+    listed = admin.get("/api/v1/tokens").json()["tokens"]
+    assert {t["name"] for t in listed} >= {"ci", "admin"}
+    assert all("secret" not in t and "secret_sha256" not in t for t in listed)
+    assert admin.post("/api/v1/tokens/revoke", json={"name": "ci", "reason": "left"}).status_code == 200
+    r = ci.get("/api/v1/list")
+    assert r.status_code == 401 and "revoked" in r.json()["message"]
+    with Registry.open(home) as reg:
+        trail = [e for e in reg.log() if e.stream == "token-ci"]
+    assert [(e.type, e.meta["actor"]) for e in trail] == [("TokenGranted", "admin"), ("TokenRevoked", "admin")]
+    # The log keeps the hash of the secret, never the secret.
+    assert secret not in str([e.to_json() for e in trail])
+    assert secret[4:] not in str([e.to_json() for e in trail])
+
+
+def test_expired_token_is_refused(home, make_client):
+    from datetime import UTC, datetime, timedelta
+
+    from eventstore.access import CreateToken, execute_access, new_secret, secret_hash
+    from eventstore.clock import FORMAT
+
+    secret = new_secret()
+    past = (datetime.now(UTC) - timedelta(seconds=1)).strftime(FORMAT)
+    with Registry.open(home) as reg:
+        execute_access(reg.recorder, CreateToken("old", "reader", secret_hash(secret), "", past), {"actor": "op"})
+    r = make_client(secret).get("/api/v1/list")
+    assert r.status_code == 401 and "expired" in r.json()["message"]
+
+
+def test_anonymous_reads_only_when_allowed(make_client, writer, home):
+    register(writer, "resnet")
+    open_reads = make_client(allow_anonymous_read=True)
+    assert open_reads.get("/api/v1/show", params={"ref": "resnet"}).status_code == 200
+    before = head(home)
+    r = open_reads.post("/api/v1/tag", json={"ref": "resnet@1", "tags": {"a": "b"}})
+    assert r.status_code == 401
+    # A bad token is still refused, even where reads are open.
+    assert open_reads.get("/api/v1/list", headers=bearer("mlt_wrong")).status_code == 401
+    assert head(home) == before

@@ -1,0 +1,247 @@
+"""MLflow's own client against `mledger serve`: the registry calls behave as MLflow's do.
+
+Every call is made twice in the same test — once through ``MlflowClient(registry_uri=<our server>)``, once
+through ``MlflowClient(registry_uri=sqlite:///...)``, i.e. MLflow's own registry code — and the results are
+compared field by field, except the documented differences (times, who, stage = alias)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+mlflow = pytest.importorskip("mlflow", reason="the mlflow extra is not installed")
+
+from mlflow import MlflowClient  # noqa: E402
+from mlflow.exceptions import MlflowException  # noqa: E402
+
+# Fields that differ by design (docs/mlflow.md): when and by whom, and what MLflow fills from its tracking side.
+DIFFERENT = {"creation_timestamp", "last_updated_timestamp", "user_id", "run_link", "_deployment_job_state",
+             "deployment_job_state", "_deployment_job_id", "_model_id", "model_id", "_metrics", "_params",
+             "metrics", "params", "_last_updated_timestamp", "_creation_time", "_user_id", "_run_link", "_source"}
+
+
+def _fields(entity) -> dict:
+    if entity is None:
+        return {}
+    out = {}
+    for key, value in vars(entity).items():
+        if key.lstrip("_") in {k.lstrip("_") for k in DIFFERENT}:
+            continue
+        if key in ("_latest_version", "_latest_versions"):
+            value = [_fields(v) for v in value or []]
+        if key == "_version":
+            value = str(value)  # MLflow's SQL store gives an int, its REST store a string
+        if key == "_aliases" and isinstance(value, dict):
+            value = {a: str(n) for a, n in value.items()}  # the same, for the versions aliases point at
+        out[key.lstrip("_")] = value
+    return out
+
+
+@pytest.fixture
+def clients(tmp_path: Path, home: Path, tokens, start_server, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch):
+    """Our server and MLflow's own SQLite store; versions' sources live on S3 (moto), which the operator
+    allowed the server to fetch from (``MLEDGER_SOURCES``): a server never reads a path a client names."""
+    import fsspec
+    import s3fs
+    from services import AWS_VARS
+
+    for var in AWS_VARS:
+        monkeypatch.delenv(var, raising=False)
+    for var, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
+                       ("AWS_ENDPOINT_URL_S3", moto_endpoint), ("FSSPEC_S3_ENDPOINT_URL", moto_endpoint)):
+        monkeypatch.setenv(var, value)
+    s3fs.S3FileSystem.clear_instance_cache()
+    bucket = f"mlflow-src-{uuid.uuid4().hex[:12]}"
+    fsspec.filesystem("s3", skip_instance_cache=True).mkdir(bucket)
+    sources = f"s3://{bucket}"
+    monkeypatch.setenv("MLEDGER_SOURCES", sources + "/")
+    server = start_server()
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", tokens["writer"])
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    ours = MlflowClient(tracking_uri=server.url, registry_uri=server.url)
+    theirs_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    theirs = MlflowClient(tracking_uri=theirs_uri, registry_uri=theirs_uri)
+    return ours, theirs, sources, server
+
+
+def _model_dir(sources: str, name: str, payload: bytes) -> str:
+    import fsspec
+
+    fs = fsspec.filesystem("s3", skip_instance_cache=True)
+    d = f"{sources}/{name}"
+    fs.pipe(f"{d}/MLmodel", b"flavors: {}\n")
+    fs.pipe(f"{d}/data/weights.bin", payload)
+    return d
+
+
+def both(ours, theirs, call: str, *args, **kwargs):
+    a = getattr(ours, call)(*args, **kwargs)
+    b = getattr(theirs, call)(*args, **kwargs)
+    return a, b
+
+
+def same(a, b) -> None:
+    if isinstance(a, list):
+        assert [_fields(x) for x in a] == [_fields(x) for x in b]
+    else:
+        assert _fields(a) == _fields(b)
+
+
+def test_mlflow_client_calls_match_mlflow(clients) -> None:
+    ours, theirs, sources, _ = clients
+    d1 = _model_dir(sources, "v1", b"one")
+    d2 = _model_dir(sources, "v2", b"two")
+
+    same(*both(ours, theirs, "create_registered_model", "churn", tags={"team": "growth"}, description="churn model"))
+    same(*both(ours, theirs, "get_registered_model", "churn"))
+    for d in (d1, d2):
+        a, b = both(ours, theirs, "create_model_version", "churn", str(d), tags={"seed": "1"})
+        assert a.source == b.source == str(d)
+        same(a, b)
+    same(*both(ours, theirs, "get_model_version", "churn", "2"))
+    same(*both(ours, theirs, "set_model_version_tag", "churn", "1", "reviewed", "yes"))
+    same(*both(ours, theirs, "get_model_version", "churn", "1"))
+    same(*both(ours, theirs, "delete_model_version_tag", "churn", "1", "seed"))
+    same(*both(ours, theirs, "set_registered_model_tag", "churn", "owner", "ana"))
+    same(*both(ours, theirs, "delete_registered_model_tag", "churn", "team"))
+    same(*both(ours, theirs, "set_registered_model_alias", "churn", "champion", "1"))
+    same(*both(ours, theirs, "get_model_version_by_alias", "churn", "champion"))
+    same(*both(ours, theirs, "get_registered_model", "churn"))
+    same(*both(ours, theirs, "search_model_versions", "name='churn'"))
+    same(*both(ours, theirs, "search_model_versions", "tags.reviewed='yes'"))
+    same(*both(ours, theirs, "search_registered_models", "name LIKE 'ch%'"))
+    same(*both(ours, theirs, "search_registered_models", "tags.owner='ana'"))
+    same(*both(ours, theirs, "delete_registered_model_alias", "churn", "champion"))
+    same(*both(ours, theirs, "delete_model_version", "churn", "2"))
+    same(*both(ours, theirs, "search_model_versions", "name='churn'"))
+
+    # MLflow's errors, with MLflow's codes.
+    for client in (ours, theirs):
+        with pytest.raises(MlflowException) as missing:
+            client.get_registered_model("nope")
+        assert missing.value.error_code == "RESOURCE_DOES_NOT_EXIST"
+        with pytest.raises(MlflowException) as exists:
+            client.create_registered_model("churn")
+        assert exists.value.error_code == "RESOURCE_ALREADY_EXISTS"
+        with pytest.raises(MlflowException) as bad:
+            client.search_registered_models("name ~ 'x'")
+        assert bad.value.error_code == "INVALID_PARAMETER_VALUE"
+
+
+def test_download_by_alias_and_stages(clients, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ours, _, sources, server = clients
+    # What a user of MLflow sets: the one URL of the server.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", server.url)
+    d = _model_dir(sources, "m", b"weights of the champion")
+    ours.create_registered_model("fraud")
+    ours.create_model_version("fraud", str(d))
+    ours.set_registered_model_alias("fraud", "champion", "1")
+    out = mlflow.artifacts.download_artifacts("models:/fraud@champion", dst_path=str(tmp_path / "dl"),
+                                              tracking_uri=server.url)
+    got = Path(out)
+    assert (got / "data" / "weights.bin").read_bytes() == b"weights of the champion"
+    assert (got / "MLmodel").read_bytes() == b"flavors: {}\n"
+    # Stages (deprecated in MLflow) are aliases named after them.
+    v = ours.transition_model_version_stage("fraud", "1", "Production")
+    assert v.current_stage == "Production"
+    assert ours.get_registered_model("fraud").aliases == {"champion": "1", "production": "1"}
+    assert [mv.version for mv in ours.get_latest_versions("fraud", stages=["Production"])] == ["1"]
+
+
+class _SlowFirstCreate:
+    """A TCP proxy in front of the server that holds back the response to the first version create longer
+    than the client waits: what a slow network does to MLflow's client, which then sends the POST again."""
+
+    def __init__(self, upstream_port: int, hold: float) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.upstream_port, self.hold = upstream_port, hold
+        self.held = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+        slow = threading.Event()
+
+        def pump_up() -> None:
+            try:
+                while data := client.recv(65536):
+                    if b"model-versions/create" in data and not self.held.is_set():
+                        self.held.set()
+                        slow.set()
+                    upstream.sendall(data)
+            except OSError:
+                pass
+
+        threading.Thread(target=pump_up, daemon=True).start()
+        try:
+            while data := upstream.recv(65536):
+                if slow.is_set():
+                    time.sleep(self.hold)
+                    slow.clear()
+                client.sendall(data)
+        except OSError:
+            pass
+        finally:
+            client.close()
+            upstream.close()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_a_create_the_client_sends_again_after_a_timeout_makes_one_version(clients, monkeypatch) -> None:
+    _, _, sources, server = clients
+    d = _model_dir(sources, "retry", b"bytes")
+    proxy = _SlowFirstCreate(server.port, hold=4.0)
+    try:
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+        url = f"http://127.0.0.1:{proxy.port}"
+        client = MlflowClient(tracking_uri=url, registry_uri=url)
+        client.create_registered_model("retried")
+        created = client.create_model_version("retried", str(d))
+        assert proxy.held.is_set()  # the first response was held back past the client's timeout
+        assert created.version == "1"
+        versions = client.search_model_versions("name='retried'")
+        assert [v.version for v in versions] == ["1"]
+        # The same request made again later (not a retry) is a new version, as in MLflow: here, after the
+        # window, which the test cannot wait for; a different request at once is a new version.
+        other = _model_dir(sources, "retry2", b"other bytes")
+        assert client.create_model_version("retried", str(other)).version == "2"
+    finally:
+        proxy.close()
+
+
+def test_roles_hold_through_the_mlflow_api(clients, tokens, home: Path, monkeypatch) -> None:
+    ours, _, sources, server = clients
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", tokens["reader"])
+    reader = MlflowClient(tracking_uri=server.url, registry_uri=server.url)
+    with pytest.raises(MlflowException) as refused:
+        reader.create_registered_model("not-allowed")
+    assert refused.value.error_code == "PERMISSION_DENIED"
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", tokens["team"])
+    team = MlflowClient(tracking_uri=server.url, registry_uri=server.url)
+    with pytest.raises(MlflowException) as outside:
+        team.create_registered_model("other-team-model")
+    assert outside.value.error_code == "PERMISSION_DENIED"
+    team.create_registered_model("team-a/model")
+    # The actor of what arrives over MLflow's API is the token's name.
+    from modelledger import Registry
+
+    with Registry.open(home) as reg:
+        assert reg.history("team-a/model")[-1].meta["actor"] == "team"
