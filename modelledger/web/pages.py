@@ -1,0 +1,247 @@
+"""What each page shows, read through the SDK (``Registry``) and returned as plain data for its template.
+
+No HTML here and no HTTP: each function takes the registry, the moment (now or a past position) and the
+page's inputs, and raises the project's errors (``ValidationError``, ``NotFoundError``...) for bad input;
+the routes turn those into pages with a status.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from eventstore.errors import ValidationError
+from eventstore.events import StoredEvent
+from eventstore.names import METRIC_KEY_RE, validate_name
+from projections.diff import escape_key
+from projections.records import ModelRecord, VersionRecord
+
+from ..inputs import pairs
+from ..output import event_summary_data
+from ..registry import Registry
+from .lineage import svg
+from .timecontrol import Moment, href, version_path
+
+MAX_ROWS = 500  # catalog rows, versions on a model page, flattened keys on a version page
+HISTORY_PAGE = 50
+LOG_PAGE = 50
+MAX_TEXT = 200  # a search word, file name or alias typed into a form
+
+
+def download_path(v: VersionRecord) -> str:
+    """Where the JSON API serves a version's artifact bytes. Assumed (the API is built beside this UI):
+    ``GET /api/v1/models/{name}/versions/{n}/artifact`` — the one place to change if it lands elsewhere."""
+    return f"/api/v1{version_path(v.name, v.version)}/artifact".replace("/-/versions/", "/versions/")
+
+
+def _text(value: str | None, what: str) -> str | None:
+    value = (value or "").strip()
+    if not value:
+        return None
+    if len(value) > MAX_TEXT or "\x00" in value:
+        raise ValidationError(f"{what}: at most {MAX_TEXT} characters, no NUL")
+    return value
+
+
+def _metric(value: str | None) -> str | None:
+    value = (value or "").strip()
+    if value and not METRIC_KEY_RE.fullmatch(value):
+        raise ValidationError(f"sort by {value[:40]!r}: a metric name is 1-64 of A-Z a-z 0-9 _ . : -")
+    return value or None
+
+
+# -- the catalog ----------------------------------------------------------------------------------------------
+
+def catalog(reg: Registry, when: Moment, *, q: str | None = None, tags: Sequence[str] = (),
+            file: str | None = None, alias: str | None = None, sort: str | None = None,
+            order: str = "desc", deleted: bool = False) -> dict[str, Any]:
+    """The models matching every filter; with ``sort``, ordered by each model's best value of that metric
+    among its matching live versions (models without it last)."""
+    if order not in ("asc", "desc"):
+        raise ValidationError("order is asc or desc")
+    q, file, alias, sort = _text(q, "search"), _text(file, "file"), _text(alias, "alias"), _metric(sort)
+    wanted = pairs([t.strip() for t in tags if t.strip()], "tag")
+    cat = reg.catalog(when.as_of)
+    models = cat.list(search=q, tags=wanted, file=file, alias=alias, include_deleted=deleted)
+    versions = cat.search(keyword=q, tags=wanted, file=file, alias=alias)
+    by_model: dict[str, list[VersionRecord]] = {}
+    for v in versions:
+        by_model.setdefault(v.name, []).append(v)
+    metric_names = sorted({k for v in versions for k in v.metrics})
+    rows = []
+    for m in models:
+        mine = by_model.get(m.name, [])
+        latest = max(mine, key=lambda v: v.version) if mine else None
+        best = None
+        if sort:
+            scored = [v for v in mine if sort in v.metrics]
+            if scored:
+                sign = 1 if order == "desc" else -1
+                best = max(scored, key=lambda v: (sign * v.metrics[sort], v.version))
+        rows.append({"model": m, "latest": latest, "best": best,
+                     "value": best.metrics[sort] if best is not None and sort else None})
+    if sort:
+        present = [r for r in rows if r["value"] is not None]
+        absent = [r for r in rows if r["value"] is None]
+        present.sort(key=lambda r: r["value"], reverse=(order == "desc"))
+        rows = present + absent
+    return {
+        "rows": rows[:MAX_ROWS], "total": len(rows), "metric_names": metric_names,
+        "form": {"q": q or "", "tags": list(tags) or [""], "file": file or "", "alias": alias or "",
+                 "sort": sort or "", "order": order, "deleted": deleted},
+        "filtered": bool(q or wanted or file or alias),
+    }
+
+
+# -- a model --------------------------------------------------------------------------------------------------
+
+def alias_history(events: Iterable[StoredEvent]) -> dict[str, list[dict[str, Any]]]:
+    """Per alias, every move in log order: where it pointed, from where, who moved it and how."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for e in events:
+        if e.type not in ("AliasAssigned", "AliasRemoved"):
+            continue
+        d = e.data
+        how = ("rollback" if d.get("rollback") else "restore" if e.meta.get("restore") or d.get("restore")
+               else "removed: version deleted" if d.get("cause") == "deleted" else "")
+        out.setdefault(str(d.get("alias")), []).append({
+            "position": e.position, "recorded_at": e.recorded_at, "actor": e.meta.get("actor", ""),
+            "removed": e.type == "AliasRemoved", "version": d.get("version"), "previous": d.get("previous"),
+            "how": how,
+        })
+    return dict(sorted(out.items()))
+
+
+def model(reg: Registry, when: Moment, name: str) -> dict[str, Any]:
+    validate_name(name)
+    m: ModelRecord = reg.catalog(when.as_of).model(name)
+    versions = list(m.versions or ())
+    shown = versions[-MAX_ROWS:]
+    events = reg.history(name, as_of=when.as_of)
+    graph = svg(shown, lambda v: href(version_path(v.name, v.version), when),
+                title=f"Lineage of {name}: each version linked to its parent")
+    return {"model": m, "versions": list(reversed(shown)), "hidden": len(versions) - len(shown),
+            "aliases": alias_history(events), "lineage": graph, "events": len(events)}
+
+
+# -- a version ------------------------------------------------------------------------------------------------
+
+def flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested JSON as ``(key path, leaf)`` rows, paths as ``mledger diff`` writes them (``a.b.0``)."""
+    rows: list[tuple[str, Any]] = []
+
+    def walk(x: Any, path: str) -> None:
+        if len(rows) > MAX_ROWS:
+            return
+        if isinstance(x, Mapping) and x:
+            for k, v in x.items():
+                walk(v, f"{path}.{escape_key(str(k))}" if path else escape_key(str(k)))
+        elif isinstance(x, list) and x and any(isinstance(i, (dict, list)) for i in x):
+            for i, v in enumerate(x):
+                walk(v, f"{path}.{i}" if path else str(i))
+        else:
+            rows.append((path or "(value)", x))
+
+    walk(value, prefix)
+    return rows
+
+
+def leaf(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def unsafe_reason(artifact: Mapping[str, Any]) -> str | None:
+    """Why the artifact is unsafe to load (the words the CLI's ``show`` uses), or None."""
+    if not artifact.get("unsafe"):
+        return None
+    imports = ", ".join(str(i) for i in artifact.get("imports") or ())
+    if imports:
+        return f"the pickle imports code outside the allow-list ({imports})"
+    return str(artifact.get("detail") or "it could not be inspected")[:300]
+
+
+def version(reg: Registry, when: Moment, name: str, number: int) -> dict[str, Any]:
+    validate_name(name)
+    v = reg.catalog(when.as_of).get(f"{name}@{number}")
+    art = v.artifact
+    files = [f for f in art.get("files") or () if isinstance(f, Mapping)]
+    return {
+        "v": v, "params": flatten(v.params), "optimizer": flatten(v.optimizer), "structure": flatten(v.structure),
+        "too_many": any(len(flatten(x)) > MAX_ROWS for x in (v.params, v.optimizer, v.structure)),
+        "files": files, "file_count": art.get("file_count") or len(files), "unsafe": unsafe_reason(art),
+        "download": download_path(v) if v.status == "ready" else None,
+    }
+
+
+# -- diff -----------------------------------------------------------------------------------------------------
+
+def diff(reg: Registry, when: Moment, a: str | None, b: str | None) -> dict[str, Any]:
+    a, b = _text(a, "first version"), _text(b, "second version")
+    if not a or not b:
+        return {"a": a or "", "b": b or "", "d": None}
+    d = reg.diff(a, b, a_as_of=when.as_of, b_as_of=when.as_of)
+    content = {part: d[part] for part in ("params", "structure", "optimizer")}
+    same = not (d["fields"] or any(any(x.values()) for x in content.values()) or d["tags"] and any(d["tags"].values())
+                or any(m.get("a") != m.get("b") for m in d["metrics"].values()) or d["artifact"].get("same") is False
+                or d["aliases"]["a"] != d["aliases"]["b"])
+    return {"a": a, "b": b, "d": d, "content": content, "same": same}
+
+
+# -- history --------------------------------------------------------------------------------------------------
+
+def change_rows(changes: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
+    """What an event changed as ``(what, before, after)`` rows (None: absent on that side)."""
+    rows: list[tuple[str, Any, Any]] = []
+    for key, value in changes.items():
+        if key in ("params", "structure", "optimizer") and isinstance(value, Mapping):
+            rows += [(f"{key}.{p}", None, v) for p, v in (value.get("added") or {}).items()]
+            rows += [(f"{key}.{p}", v, None) for p, v in (value.get("removed") or {}).items()]
+            rows += [(f"{key}.{p}", ch.get("old"), ch.get("new")) for p, ch in (value.get("changed") or {}).items()]
+        elif key == "metrics" and isinstance(value, Mapping):
+            rows += [(f"metric {m}", v.get("a"), v.get("b")) for m, v in value.items()
+                     if isinstance(v, Mapping) and v.get("a") != v.get("b")]
+        elif key == "tags" and isinstance(value, Mapping) and not {"old", "new"} <= value.keys():
+            rows += [(f"tag {k}", None, v) for k, v in (value.get("added") or {}).items()]
+            rows += [(f"tag {k}", v, None) for k, v in (value.get("removed") or {}).items()]
+            rows += [(f"tag {k}", ch.get("old"), ch.get("new")) for k, ch in (value.get("changed") or {}).items()]
+        elif key == "aliases" and isinstance(value, Mapping) and "a" in value:
+            rows.append(("aliases", ", ".join(value.get("a") or []) or None, ", ".join(value.get("b") or []) or None))
+        elif key == "fields" and isinstance(value, Mapping):
+            rows += [(f, ch.get("old"), ch.get("new")) for f, ch in value.items() if isinstance(ch, Mapping)]
+        elif key == "artifact" and isinstance(value, Mapping):
+            a, b = value.get("a") or {}, value.get("b") or {}
+            if a.get("digest") != b.get("digest"):
+                rows.append(("artifact", a.get("digest"), b.get("digest")))
+        elif isinstance(value, Mapping) and "old" in value and "new" in value:
+            rows.append((key, value["old"], value["new"]))
+    return rows
+
+
+def history(reg: Registry, when: Moment, ref: str, *, before: int | None = None) -> dict[str, Any]:
+    """A model's or a version's events, newest first, a page at a time (``before``: older than that position)."""
+    events = reg.history(ref, as_of=when.as_of)
+    if before is not None:
+        events = [e for e in events if e.position < before]
+    page = list(reversed(events[-HISTORY_PAGE:]))
+    entries = reg.changes(page)
+    items = [{"e": e, "summary": event_summary_data(e.data, e.type), "rows": change_rows(x["changes"])}
+             for e, x in zip(page, entries, strict=True)]
+    older = page[-1].position if len(events) > HISTORY_PAGE and page else None
+    return {"ref": ref, "items": items, "older": older}
+
+
+def log(reg: Registry, when: Moment, *, before: int | None = None) -> dict[str, Any]:
+    """The whole registry's recent events, newest first (who did what when, across models)."""
+    end = when.shown if before is None else min(before - 1, when.shown)
+    start = max(0, end - LOG_PAGE)
+    events = list(reg.log(since=start, limit=end - start)) if end > 0 else []
+    items = [{"e": e, "summary": event_summary_data(e.data, e.type)} for e in reversed(events)]
+    return {"items": items, "older": start + 1 if start > 0 else None}
+
+
+# -- audit ----------------------------------------------------------------------------------------------------
+
+def audit(reg: Registry) -> dict[str, Any]:
+    report = reg.audit()
+    return {"report": report.to_json()}
