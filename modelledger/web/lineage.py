@@ -58,8 +58,8 @@ def svg(versions: Sequence[VersionRecord], link: Callable[[VersionRecord], str],
     by_version = {n.version.version: n for n in nodes}
     lanes = max(n.lane for n in nodes) + 1
     text_x = LEFT + lanes * LANE + 6
-    width = text_x + 420
-    height = TOP + len(nodes) * ROW
+    width = text_x + 240
+    height = 2 * TOP + (len(nodes) - 1) * ROW
     parts = [
         f'<svg class="lineage" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" role="group" aria-label="{escape(title)}">',

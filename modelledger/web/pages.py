@@ -79,7 +79,9 @@ def catalog(reg: Registry, when: Moment, *, q: str | None = None, tags: Sequence
             if scored:
                 sign = 1 if order == "desc" else -1
                 best = max(scored, key=lambda v: (sign * v.metrics[sort], v.version))
-        rows.append({"model": m, "latest": latest, "best": best,
+        # The model's own tags and its latest live version's (what a tag search matches on).
+        tags = {**m.tags, **(latest.tags if latest else {})}
+        rows.append({"model": m, "latest": latest, "best": best, "tags": tags,
                      "value": best.metrics[sort] if best is not None and sort else None})
     if sort:
         present = [r for r in rows if r["value"] is not None]
@@ -143,6 +145,8 @@ def flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
         else:
             rows.append((path or "(value)", x))
 
+    if value in ({}, [], None):  # nothing to list (not one row saying "{}")
+        return rows
     walk(value, prefix)
     return rows
 
@@ -157,8 +161,9 @@ def unsafe_reason(artifact: Mapping[str, Any]) -> str | None:
         return None
     imports = ", ".join(str(i) for i in artifact.get("imports") or ())
     if imports:
-        return f"the pickle imports code outside the allow-list ({imports})"
-    return str(artifact.get("detail") or "it could not be inspected")[:300]
+        return f"The pickle imports code outside the allow-list ({imports})"
+    detail = str(artifact.get("detail") or "it could not be inspected")[:300]
+    return detail[:1].upper() + detail[1:]
 
 
 def version(reg: Registry, when: Moment, name: str, number: int) -> dict[str, Any]:

@@ -49,6 +49,13 @@ def _status(exc: ModelLedgerError) -> int:
     return next((code for kind, code in STATUS if isinstance(exc, kind)), 500)
 
 
+def _now(reg: Registry) -> Moment | None:
+    try:
+        return Moment(None, reg.head())
+    except ModelLedgerError:  # the store itself is what failed: a page without the time control
+        return None
+
+
 def router(open_registry: Callable[[], Registry], authorize: auth.Authorize) -> APIRouter:
     r = APIRouter(include_in_schema=False)
 
@@ -57,6 +64,8 @@ def router(open_registry: Callable[[], Registry], authorize: auth.Authorize) -> 
         """Authorize, resolve the moment, build the page's data, render; an error is a page with a status."""
         who = auth.viewer(request, authorize)
         if who is None:
+            if request.query_params.get("partial"):  # the live update's fetch: no login page in the table
+                return Response("a token is needed", status_code=401, media_type="text/plain", headers=HEADERS)
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
             return RedirectResponse(href("/login", next=target), status_code=303, headers=HEADERS)
         reg = open_registry()
@@ -68,7 +77,8 @@ def router(open_registry: Callable[[], Registry], authorize: auth.Authorize) -> 
         try:
             when = moment(reg, as_of)
         except ModelLedgerError as exc:
-            return page("error.html", _status(exc), when=Moment(None, reg.head()), error=str(exc),
+            # The time control stays on the page, to correct what was typed into it.
+            return page("error.html", _status(exc), when=_now(reg), error=str(exc),
                         title="Cannot show that moment", **common)
         try:
             data = build(reg, when)

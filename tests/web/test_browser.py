@@ -7,60 +7,17 @@ instead (.ci/run installs the package)."""
 from __future__ import annotations
 
 import re
-import socket
 import subprocess
-import sys
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from services import mledger_command, subprocess_env, unavailable, wait_for
-from web_support import Built, populate
+from services import mledger_command, subprocess_env, unavailable
+from web_support import Built, Server, populate
 
 CHROMIUM = Path("/usr/bin/chromium")
-HERE = Path(__file__).parent
 TOKEN = "browser-test-token"
 WAIT_MS = 20_000  # generous: 2 shared cores; a wait, never a timing assertion
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, home: Path, token: str | None = None) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        extra = {"WEB_TEST_TOKEN": token} if token else {}
-        env = subprocess_env(home, **extra)
-        if not token:
-            env.pop("WEB_TEST_TOKEN", None)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "web_app:build", "--app-dir", str(HERE),
-             "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        wait_for(self._up, 60, f"uvicorn serving the web UI on {self.url}", interval=0.2)
-
-    def _up(self) -> bool:
-        if self.proc.poll() is not None:
-            out = self.proc.stdout.read().decode(errors="replace") if self.proc.stdout else ""
-            raise AssertionError(f"uvicorn exited with {self.proc.returncode}:\n{out}")
-        try:
-            with urllib.request.urlopen(self.url + "/static/app.css", timeout=2) as r:  # noqa: S310 - our server
-                return r.status == 200
-        except OSError:
-            return False
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:  # an open event stream can hold a graceful shutdown
-            self.proc.kill()
-            self.proc.wait()
 
 
 @pytest.fixture(scope="module")

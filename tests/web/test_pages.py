@@ -325,3 +325,8 @@ def test_static_files_are_served_by_name_only(client: TestClient) -> None:
     assert client.get("/static/live.js").headers["content-type"].startswith("text/javascript")
     assert client.get("/static/..%2Froutes.py").status_code == 404
     assert client.get("/static/nope.js").status_code == 404
+
+
+def test_the_live_updates_fetch_gets_a_401_not_the_login_page(locked: TestClient) -> None:
+    r = locked.get("/?partial=1", follow_redirects=False)
+    assert r.status_code == 401 and "<form" not in r.text

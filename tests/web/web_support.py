@@ -4,10 +4,18 @@ a deleted version, metrics to sort by, an unsafe pickle, and a model whose every
 from __future__ import annotations
 
 import pickle
+import socket
+import subprocess
+import sys
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from services import subprocess_env, wait_for
+
 from modelledger import Registry
+
+HERE = Path(__file__).parent
 
 HOSTILE = '<script>alert("x")</script>'
 HOSTILE_TAG = '"><img src=x onerror=alert(2)>'
@@ -59,3 +67,44 @@ def populate(home: Path, inputs: Path) -> Built:
                          params={HOSTILE_KEY: HOSTILE})
         reg.metrics(x, accuracy=0.5)
         return Built(home, before, reg.head())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """The web UI (web_app.py) in its own uvicorn process over the registry at ``home``."""
+
+    def __init__(self, home: Path, token: str | None = None) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        extra = {"WEB_TEST_TOKEN": token} if token else {}
+        env = subprocess_env(home, **extra)
+        if not token:
+            env.pop("WEB_TEST_TOKEN", None)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--factory", "web_app:build", "--app-dir", str(HERE),
+             "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        wait_for(self._up, 60, f"uvicorn serving the web UI on {self.url}", interval=0.2)
+
+    def _up(self) -> bool:
+        if self.proc.poll() is not None:
+            out = self.proc.stdout.read().decode(errors="replace") if self.proc.stdout else ""
+            raise AssertionError(f"uvicorn exited with {self.proc.returncode}:\n{out}")
+        try:
+            with urllib.request.urlopen(self.url + "/static/app.css", timeout=2) as r:  # noqa: S310 - our server
+                return r.status == 200
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # an open event stream can hold a graceful shutdown
+            self.proc.kill()
+            self.proc.wait()
