@@ -80,8 +80,8 @@ def catalog(reg: Registry, when: Moment, *, q: str | None = None, tags: Sequence
                 sign = 1 if order == "desc" else -1
                 best = max(scored, key=lambda v: (sign * v.metrics[sort], v.version))
         # The model's own tags and its latest live version's (what a tag search matches on).
-        tags = {**m.tags, **(latest.tags if latest else {})}
-        rows.append({"model": m, "latest": latest, "best": best, "tags": tags,
+        shown_tags = {**m.tags, **(latest.tags if latest else {})}
+        rows.append({"model": m, "latest": latest, "best": best, "tags": shown_tags,
                      "value": best.metrics[sort] if best is not None and sort else None})
     if sort:
         present = [r for r in rows if r["value"] is not None]

@@ -330,3 +330,12 @@ def test_static_files_are_served_by_name_only(client: TestClient) -> None:
 def test_the_live_updates_fetch_gets_a_401_not_the_login_page(locked: TestClient) -> None:
     r = locked.get("/?partial=1", follow_redirects=False)
     assert r.status_code == 401 and "<form" not in r.text
+
+
+def test_the_search_form_shows_back_what_was_asked(client: TestClient) -> None:
+    r = client.get("/", params={"tag": "task=ocr", "q": "digits", "sort": "accuracy", "order": "asc"})
+    assert 'name="tag" type="text" value="task=ocr"' in r.text
+    assert 'name="q" type="search" value="digits"' in r.text
+    assert '<option value="asc" selected>' in r.text
+    blank = client.get("/")
+    assert re.findall(r'name="tag" type="text" value="([^"]*)"', blank.text) == [""]
