@@ -20,7 +20,7 @@ from web_support import populate  # noqa: E402
 SHOTS = [  # file, path (with {before}: the position before the promotion), full page
     ("catalog.png", "/?sort=accuracy", False),
     ("model.png", "/models/vision/resnet", True),
-    ("version-unsafe.png", "/models/digits/-/versions/1", False),
+    ("version-unsafe.png", "/models/digits/-/versions/1", True),
     ("diff.png", "/diff?a=vision/resnet@1&b=vision/resnet@2", True),
     ("history.png", "/models/vision/resnet/-/history", False),
     ("past.png", "/models/vision/resnet?as_of=%23{before}", False),
