@@ -154,6 +154,21 @@ def test_keyboard_skip_link_focus_order_and_search_without_a_mouse(page) -> None
             break
     page.keyboard.press("Enter")
     expect(page.get_by_role("heading", level=1)).to_have_text("digits")
+    # the lineage graph's nodes are links the keyboard reaches, oldest version first
+    page.goto("/models/vision/resnet")
+    expect(page).to_have_title(re.compile(r"^vision/resnet · modelledger$"))
+    labels = []
+    for _ in range(40):
+        page.keyboard.press("Tab")
+        label = page.evaluate("() => document.activeElement.closest('svg') ?"
+                              " document.activeElement.getAttribute('aria-label') : null")
+        if label:
+            labels.append(label)
+        elif labels:
+            break
+    assert labels == ["vision/resnet@1, a root, ready", "vision/resnet@2, parent @1, ready, aliases production",
+                      "vision/resnet@3, parent @1, ready, deleted"], labels
+    page.goto("/models/digits")
     # the unsafe pickle's warning is on the version page, reached by keyboard as well
     page.get_by_role("link", name="@1", exact=True).first.focus()
     page.keyboard.press("Enter")
