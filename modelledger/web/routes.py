@@ -90,14 +90,18 @@ def router(open_registry: Callable[[], Registry], authorize: auth.Authorize) -> 
     def catalog_page(request: Request, q: str | None = None, tag: list[str] = Query(default=[]),  # noqa: B008
                      file: str | None = None, alias: str | None = None, sort: str | None = None,
                      order: str = "desc", deleted: bool = False, as_of: str | None = None,
-                     partial: bool = False) -> Response:
+                     partial: bool = False, start: int = 0) -> Response:
         def build(reg: Registry, when: Moment) -> dict[str, Any]:
             return pages.catalog(reg, when, q=q, tags=tag, file=file, alias=alias, sort=sort, order=order,
-                                 deleted=deleted)
+                                 deleted=deleted, start=start)
         # partial: only the results, for the live update to swap in (same filters, same escaping).
-        query = [(k, v) for k, v in request.query_params.multi_items() if k != "partial"]
+        query = [(k, v) for k, v in request.query_params.multi_items() if k not in ("partial", "start")]
+
+        def at(offset: int) -> str:  # this listing from another row on (the pager's links)
+            return "/?" + urlencode([*query, ("start", str(offset))] if offset else query)
+
         return show(request, "catalog_rows.html" if partial else "catalog.html", build, as_of, "catalog",
-                    refresh="/?" + urlencode([*query, ("partial", "1")]))
+                    refresh="/?" + urlencode([*query, ("start", str(start)), ("partial", "1")]), at=at)
 
     @r.get("/models/{name:path}/-/versions/{number:int}/history")
     def version_history_page(request: Request, name: str, number: int, before: int | None = None,

@@ -339,3 +339,18 @@ def test_the_search_form_shows_back_what_was_asked(client: TestClient) -> None:
     assert '<option value="asc" selected>' in r.text
     blank = client.get("/")
     assert re.findall(r'name="tag" type="text" value="([^"]*)"', blank.text) == [""]
+
+
+def test_a_long_catalog_comes_a_page_at_a_time(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    from modelledger.web import pages
+
+    monkeypatch.setattr(pages, "CATALOG_PAGE", 2)
+    first = client.get("/", params={"sort": "accuracy"})
+    assert re.findall(r'<th scope="row"><a href="/models/([^"?]+)"', first.text) == ["vision/resnet", "digits"]
+    assert "showing 1–2" in first.text
+    nxt = re.search(r'<a href="([^"]+)" rel="next">', first.text).group(1).replace("&amp;", "&")
+    assert nxt == "/?sort=accuracy&start=2"
+    second = client.get(nxt)
+    assert re.findall(r'<th scope="row"><a href="/models/([^"?]+)"', second.text) == ["xss"]
+    assert 'rel="prev"' in second.text and 'rel="next"' not in second.text
+    assert client.get("/", params={"start": "-1"}).status_code == 400
