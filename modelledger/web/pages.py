@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+from urllib.parse import urlencode
 
 from eventstore.errors import ModelLedgerError, ValidationError
 from eventstore.events import StoredEvent
@@ -30,10 +31,10 @@ LOG_PAGE = 50
 MAX_TEXT = 200  # a search word, file name or alias typed into a form
 
 
-def download_path(v: VersionRecord) -> str:
-    """Where the JSON API serves a version's artifact bytes. Assumed (the API is built beside this UI):
-    ``GET /api/v1/models/{name}/versions/{n}/artifact`` — the one place to change if it lands elsewhere."""
-    return f"/api/v1{version_path(v.name, v.version)}/artifact".replace("/-/versions/", "/versions/")
+def download_path(v: VersionRecord, when: Moment | None = None) -> str:
+    """Where the JSON API serves a version's artifact: ``GET /api/v1/artifact?ref=NAME@N`` (a file's bytes, or a
+    folder's file list). The API is built beside this UI; this is the one place to change if it moves."""
+    return "/api/v1/artifact?" + urlencode({"ref": v.ref, **(when.query() if when else {})})
 
 
 def _text(value: str | None, what: str) -> str | None:
@@ -186,7 +187,7 @@ def version(reg: Registry, when: Moment, name: str, number: int) -> dict[str, An
         "v": v, "params": flatten(v.params), "optimizer": flatten(v.optimizer), "structure": flatten(v.structure),
         "too_many": any(len(flatten(x)) > MAX_ROWS for x in (v.params, v.optimizer, v.structure)),
         "files": files, "file_count": art.get("file_count") or len(files), "unsafe": unsafe_reason(art),
-        "download": download_path(v) if v.status == "ready" else None,
+        "download": download_path(v, when) if v.status == "ready" else None,
     }
 
 

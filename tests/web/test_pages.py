@@ -128,7 +128,7 @@ def test_version_page_shows_params_metrics_files_and_download_link(client: TestC
     page = text_of(r.text)
     for shown in ("lr", "0.01", "layers.0.units", "accuracy", "0.93", "model-v2.bin", "validated", "production"):
         assert shown in page, shown
-    assert 'href="/api/v1/models/vision/resnet/versions/2/artifact"' in r.text
+    assert 'href="/api/v1/artifact?ref=vision%2Fresnet%402"' in r.text
     assert 'href="/diff?a=vision%2Fresnet%401&amp;b=vision%2Fresnet%402"' in r.text  # "what changed" vs parent
     assert "Unsafe pickle" not in page
 
