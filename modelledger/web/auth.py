@@ -46,6 +46,21 @@ def viewer(request: Request, authorize: Authorize) -> str | None:
     return authorize(request)
 
 
+def authorization_of(request: Request) -> str | None:
+    """The ``Authorization`` value a read of the JSON API should judge: the request's own header, else, for a
+    GET or HEAD only, the UI's cookie as a Bearer token. The browser reaches the live stream (an
+    ``EventSource`` cannot send headers) and the download link with the cookie; a write never counts it (a
+    cookie rides along on requests the user did not mean to make; SameSite=Strict is the second lock)."""
+    header = request.headers.get("authorization")
+    if header is not None:
+        return header
+    if request.method in ("GET", "HEAD"):
+        token = cookie_token(request)
+        if token is not None:
+            return f"Bearer {token}"
+    return None
+
+
 def check_token(request: Request, token: str, authorize: Authorize) -> str | None:
     """What ``authorize`` says about a token typed into the login form (None: refused)."""
     if not token or len(token) > MAX_TOKEN or not token.isascii() or not token.isprintable():

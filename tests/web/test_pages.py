@@ -354,3 +354,20 @@ def test_a_long_catalog_comes_a_page_at_a_time(client: TestClient, monkeypatch: 
     assert re.findall(r'<th scope="row"><a href="/models/([^"?]+)"', second.text) == ["xss"]
     assert 'rel="prev"' in second.text and 'rel="next"' not in second.text
     assert client.get("/", params={"start": "-1"}).status_code == 400
+
+
+def test_the_api_may_read_the_cookie_on_a_get_but_never_on_a_write() -> None:
+    from starlette.requests import Request
+
+    from modelledger.web.auth import authorization_of
+
+    def request(method: str, headers: list[tuple[bytes, bytes]]) -> Request:
+        return Request({"type": "http", "method": method, "path": "/api/v1/log/stream", "headers": headers,
+                        "query_string": b""})
+
+    cookie = (b"cookie", b"mledger_token=abc123")
+    assert authorization_of(request("GET", [cookie])) == "Bearer abc123"
+    assert authorization_of(request("HEAD", [cookie])) == "Bearer abc123"
+    assert authorization_of(request("POST", [cookie])) is None
+    assert authorization_of(request("GET", [cookie, (b"authorization", b"Bearer other")])) == "Bearer other"
+    assert authorization_of(request("GET", [])) is None
