@@ -1,0 +1,110 @@
+"""A small registry with everything the pages show: two models with lineage, branches, aliases that moved,
+a deleted version, metrics to sort by, an unsafe pickle, and a model whose every text is hostile markup."""
+
+from __future__ import annotations
+
+import pickle
+import socket
+import subprocess
+import sys
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from services import subprocess_env, wait_for
+
+from modelledger import Registry
+
+HERE = Path(__file__).parent
+
+HOSTILE = '<script>alert("x")</script>'
+HOSTILE_TAG = '"><img src=x onerror=alert(2)>'
+HOSTILE_KEY = "</code><b>key</b>"
+HOSTILE_ACTOR = "<i>mallory</i>"
+
+
+class _Boom:
+    """Pickles as a call to os.system: stored and flagged, never loaded."""
+
+    def __reduce__(self):  # noqa: ANN204
+        import os
+
+        return (os.system, ("echo never",))
+
+
+@dataclass(frozen=True)
+class Built:
+    home: Path
+    before_promotion: int  # resnet@production was @1 here, before @2 existed
+    head: int
+
+
+def populate(home: Path, inputs: Path) -> Built:
+    inputs.mkdir(parents=True, exist_ok=True)
+    weights = inputs / "model.bin"
+    weights.write_bytes(b"resnet weights v1\n" * 10)
+    weights2 = inputs / "model-v2.bin"
+    weights2.write_bytes(b"resnet weights v2\n" * 12)
+    unsafe = inputs / "model.pkl"
+    unsafe.write_bytes(pickle.dumps(_Boom(), protocol=2))
+    with Registry.open(home, actor="alice@lab") as reg:
+        v1 = reg.register("vision/resnet", artifact=str(weights), description="ResNet for the vision team",
+                          params={"lr": 0.1, "layers": [{"units": 64}, {"units": 10}]}, tags={"task": "vision"})
+        reg.metrics(v1, accuracy=0.81, loss=0.52)
+        reg.alias(v1, "production")
+        before = reg.head()
+        v2 = reg.update(v1, params={"lr": 0.01}, artifact=str(weights2))
+        reg.metrics(v2, accuracy=0.93, loss=0.31)
+        reg.tag(v2, validated="true")
+        reg.alias(v2, "production")
+        v3 = reg.update(v1, optimizer={"name": "adam", "beta1": 0.9})
+        reg.delete(v3, reason="diverged")
+        d1 = reg.register("digits", artifact=str(unsafe), description="Digits classifier (pickled)",
+                          tags={"task": "ocr"})
+        reg.metrics(d1, accuracy=0.7)
+    with Registry.open(home, actor=HOSTILE_ACTOR) as reg:
+        x = reg.register("xss", artifact=str(weights), description=HOSTILE, tags={"note": HOSTILE_TAG},
+                         params={HOSTILE_KEY: HOSTILE})
+        reg.metrics(x, accuracy=0.5)
+        return Built(home, before, reg.head())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """The web UI (web_app.py) in its own uvicorn process over the registry at ``home``."""
+
+    def __init__(self, home: Path, token: str | None = None) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        extra = {"WEB_TEST_TOKEN": token} if token else {}
+        env = subprocess_env(home, **extra)
+        if not token:
+            env.pop("WEB_TEST_TOKEN", None)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--factory", "web_app:build", "--app-dir", str(HERE),
+             "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        wait_for(self._up, 60, f"uvicorn serving the web UI on {self.url}", interval=0.2)
+
+    def _up(self) -> bool:
+        if self.proc.poll() is not None:
+            out = self.proc.stdout.read().decode(errors="replace") if self.proc.stdout else ""
+            raise AssertionError(f"uvicorn exited with {self.proc.returncode}:\n{out}")
+        try:
+            with urllib.request.urlopen(self.url + "/static/app.css", timeout=2) as r:  # noqa: S310 - our server
+                return r.status == 200
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # an open event stream can hold a graceful shutdown
+            self.proc.kill()
+            self.proc.wait()
