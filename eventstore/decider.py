@@ -108,7 +108,8 @@ def _version_event(
 
 
 def _stored_artifact_event(name: str, number: int, artifact: dict[str, Any]) -> dict[str, Any]:
-    keep = ("digest", "size", "kind", "format", "files", "file_count", "unsafe", "imports", "detail")
+    # "structure": what the bytes declare (tensors, shapes); the version shows it when none was given.
+    keep = ("digest", "size", "kind", "format", "files", "file_count", "unsafe", "imports", "detail", "structure")
     return {"name": name, "version": number, **{k: artifact[k] for k in keep if k in artifact}}
 
 
