@@ -4,10 +4,11 @@ the HDF5 C library. Why not h5py: libhdf5 is a large C parser whose malformed-fi
 (a hostile file must give a recorded note, never take the ingest down), and it is not needed to list shapes.
 
 What is read: superblocks 0-3; object headers 1 and 2 with their continuations; groups as symbol tables
-(B-tree 1 + local heap: what h5py writes by default) or as compact link messages. Dense link storage
-(fractal heaps: groups of thousands of links written with newer defaults) and attributes are not followed;
-a group stored that way is named in ``partial``. Every address is checked against the file's size, every
-object is visited once, and the walk is bounded in objects, depth and bytes.
+(B-tree 1 + local heap: what h5py writes by default), as compact link messages, or in dense storage (link
+messages in a fractal heap's direct blocks, under a root direct or indirect block: newer defaults for groups
+of more than 8 links). Attributes are not read; a heap laid out otherwise (filtered, nested indirect
+blocks) is named in ``partial``. Every address is checked against the file's size, every object is visited
+once, and the walk is bounded in objects, depth and bytes read.
 """
 
 from __future__ import annotations
@@ -23,16 +24,21 @@ MAX_OBJECTS = 200_000
 MAX_DEPTH = 64
 MAX_BLOCK = 16 * 1024 * 1024  # one object header chunk, one local heap
 MAX_NAME = 1024
+MAX_READ = 256 * 1024 * 1024  # metadata bytes read in all (a hostile file can point many headers at one block)
 
 
 class _File:
     def __init__(self, f: IO[bytes], size: int, base: int, so: int, sl: int, budget: Budget) -> None:
         self.f, self.size, self.base, self.so, self.sl, self.budget = f, size, base, so, sl, budget
         self.undefined = (1 << (8 * so)) - 1
+        self.read_left = MAX_READ
 
     def at(self, addr: int, n: int) -> bytes:
         """``n`` bytes at file address ``addr`` (relative to the base), checked against the file's end."""
         self.budget.spend_ops(1)
+        self.read_left -= n
+        if self.read_left < 0:
+            raise NotInspected(f"more than {MAX_READ} bytes of metadata to read")
         if n > MAX_BLOCK or addr >= self.undefined:
             raise Broken(f"a block of {n} bytes at {addr:#x}")
         pos = self.base + addr
@@ -116,7 +122,7 @@ def read_hdf5(f: IO[bytes], size: int, budget: Budget) -> tuple[dict[str, Any], 
             elif kind == "group":
                 groups += 1
                 if info.get("dense"):
-                    problems.append(f"{path or '/'}: links in dense storage (not read)")
+                    problems.append(f"{path or '/'}: links in dense storage not all read")
                 if depth >= MAX_DEPTH:
                     problems.append(f"{path}: nested deeper than {MAX_DEPTH}")
                     continue
@@ -213,7 +219,10 @@ def _object(hf: _File, addr: int) -> tuple[str, dict[str, Any]]:
             group = True
             flags = body[1]
             heap = hf.offset(body, 2 + (8 if flags & 1 else 0))
-            dense = heap != hf.undefined
+            if heap != hf.undefined:
+                found, complete = _dense_links(hf, heap)
+                links.extend(found)
+                dense = not complete
     if shape is not None and dtype is not None and not group:
         return "dataset", {"shape": shape, "dtype": dtype}
     if group:
@@ -313,3 +322,81 @@ def _symbol_table(hf: _File, btree: int, heap: int) -> list[tuple[str, int]]:
         for k in range(used):
             todo.append(hf.offset(body, hf.sl + k * (hf.sl + hf.so)))
     return out
+
+
+# -- dense link storage: link messages kept as objects of a fractal heap ---------------------------------
+
+
+def _dense_links(hf: _File, heap: int) -> tuple[list[tuple[str, int]], bool]:
+    """The links of a group stored densely, read from every direct block of its fractal heap in order (a
+    model file is written once: its objects lie back to back). Returns (links, complete): a heap laid out
+    otherwise (filtered, nested indirect blocks) gives what was read and ``complete`` False."""
+    so, sl = hf.so, hf.sl
+    h = hf.at(heap, 4 + 1 + 2 + 2 + 1 + 4 + sl + so + sl + so + 4 * sl + 4 * sl + 2 + 2 * sl + 2 + 2 + so + 2)
+    if h[:4] != b"FRHP":
+        raise Broken("a dense group's fractal heap has no signature")
+    filters = struct.unpack("<H", h[7:9])[0]
+    flags = h[9]
+    i = 10 + 4 + sl + so + sl + so + 3 * sl + sl + 4 * sl
+    width = struct.unpack("<H", h[i:i + 2])[0]
+    start_size = hf.length(h, i + 2)
+    max_direct = hf.length(h, i + 2 + sl)
+    max_heap_bits = struct.unpack("<H", h[i + 2 + 2 * sl:i + 4 + 2 * sl])[0]
+    root = hf.offset(h, i + 2 + 2 * sl + 4)
+    rows = struct.unpack("<H", h[i + 2 + 2 * sl + 4 + so:i + 2 + 2 * sl + 6 + so])[0]
+    if filters or not width or not start_size or start_size > MAX_BLOCK or max_direct > MAX_BLOCK:
+        return [], False
+    offset_bytes = (max_heap_bits + 7) // 8
+    checksummed = bool(flags & 0x02)
+    direct: list[tuple[int, int]] = []  # (address, size)
+    complete = True
+    if rows == 0:
+        direct.append((root, start_size))
+    else:
+        ib = hf.at(root, 5 + so + offset_bytes)
+        if ib[:4] != b"FHIB":
+            raise Broken("a fractal heap's indirect block has no signature")
+        max_direct_rows = (max_direct.bit_length() - 1) - (start_size.bit_length() - 1) + 2
+        direct_rows = min(rows, max_direct_rows)
+        entries = hf.at(root + 5 + so + offset_bytes, direct_rows * width * so)
+        for r in range(direct_rows):
+            size = start_size if r < 2 else start_size << (r - 1)
+            for c in range(width):
+                addr = hf.offset(entries, (r * width + c) * so)
+                if addr != hf.undefined:
+                    direct.append((addr, size))
+        complete = rows <= max_direct_rows
+    links: list[tuple[str, int]] = []
+    for addr, size in direct:
+        block = hf.at(addr, size)
+        if block[:4] != b"FHDB":
+            raise Broken("a fractal heap's direct block has no signature")
+        j = 5 + so + offset_bytes + (4 if checksummed else 0)
+        while j < size and block[j] == 1:  # a link message (version 1); free space is zeros
+            hf.budget.spend_ops(1)
+            end = _link_end(hf, block, j)
+            if end is None:
+                complete = False
+                break
+            link = _link(hf, block[j:end])
+            if link is not None:
+                links.append(link)
+            j = end
+    return links, complete
+
+
+def _link_end(hf: _File, b: bytes, i: int) -> int | None:
+    """Where the link message starting at ``b[i]`` ends, or None when it cannot end inside ``b``."""
+    if i + 2 > len(b):
+        return None
+    flags = b[i + 1]
+    j = i + 2 + (1 if flags & 0x08 else 0) + (8 if flags & 0x04 else 0) + (1 if flags & 0x10 else 0)
+    ltype = b[i + 2] if flags & 0x08 else 0
+    width = 1 << (flags & 3)
+    n = int.from_bytes(b[j:j + width], "little")
+    j += width + n
+    if ltype == 0:
+        j += hf.so
+    else:
+        j += 2 + int.from_bytes(b[j:j + 2], "little")
+    return j if j <= len(b) else None

@@ -290,7 +290,7 @@ def test_hdf5_datasets_match_h5py(tmp_path: Path, libver: str) -> None:
 
 def test_hdf5_group_with_many_datasets(tmp_path: Path) -> None:
     """Hundreds of links: symbol-table groups split into several B-tree nodes; with the newest file format
-    the links move to dense storage, which the reader names as not read (and lists everything else)."""
+    the links move to dense storage (a fractal heap)."""
     h5py = pytest.importorskip("h5py")
     for libver in ("earliest", "latest"):
         path = tmp_path / f"many-{libver}.h5"
@@ -301,10 +301,7 @@ def test_hdf5_group_with_many_datasets(tmp_path: Path) -> None:
             f.create_dataset("top", data=np.zeros((2, 2), np.int32))
         _, s = read(path)
         truth = h5_truth(path)
-        if libver == "earliest":
-            assert listed(s) == truth and "partial" not in s
-        else:
-            assert "/top" in s["tensors"] and "dense storage" in s["partial"]
+        assert listed(s) == truth and "partial" not in s, libver
 
 
 # -- ONNX ---------------------------------------------------------------------------------------------------------
