@@ -24,6 +24,7 @@ from .byte_source import Budget, NotInspected, Source
 from .fmt_gguf import is_gguf, read_gguf
 from .fmt_hdf5 import find_superblock, read_hdf5
 from .fmt_hf import MAX_JSON, ReadJson, folder_structure, load_json
+from .fmt_keras import read_keras_zip
 from .fmt_onnx import may_be_onnx, read_onnx
 from .fmt_safetensors import TooLarge, read_safetensors
 from .fmt_torch import read_legacy_checkpoint, read_zip_checkpoint
@@ -144,13 +145,16 @@ def _structured(fmt: str, read: Callable[[Budget], tuple[dict[str, Any], str] | 
 
 
 def _with_tensors(info: FormatInfo, f: IO[bytes], size: int, is_container: bool) -> FormatInfo:
-    """A PyTorch checkpoint's tensors, read from its pickle after the safety verdict (with a budget of their
-    own: listing tensors never changes what is safe). A walk that stops early keeps what it saw and says so."""
-    if info.format not in ("pytorch", "torchscript") or info.structure is None:
+    """A PyTorch checkpoint's tensors, read from its pickle (a Keras archive's, from its config and weights),
+    after the safety verdict and with a budget of their own: listing tensors never changes what is safe. A
+    walk that stops early keeps what it saw and says so."""
+    if info.format not in ("pytorch", "torchscript", "keras") or info.structure is None:
         return info
     budget = Budget()
     try:
-        if is_container:
+        if info.format == "keras":
+            tensors, problem = read_keras_zip(f, budget)
+        elif is_container:
             tensors, problem = read_zip_checkpoint(f, budget)
         else:
             tensors, problem = read_legacy_checkpoint(f, size, budget)

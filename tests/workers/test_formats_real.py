@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -302,6 +303,39 @@ def test_hdf5_group_with_many_datasets(tmp_path: Path) -> None:
         _, s = read(path)
         truth = h5_truth(path)
         assert listed(s) == truth and "partial" not in s, libver
+
+
+def keras_model():
+    os.environ.setdefault("KERAS_BACKEND", "torch")  # Keras 3 on the PyTorch the test extra installs
+    keras = pytest.importorskip("keras")
+    return keras, keras.Sequential([keras.Input((8,)), keras.layers.Dense(4, name="d1"),
+                                    keras.layers.BatchNormalization(), keras.layers.Dense(2, name="out")])
+
+
+def test_keras_archive_lists_its_weights_and_config(tmp_path: Path) -> None:
+    keras, model = keras_model()
+    path = tmp_path / "model.keras"
+    model.save(path)
+    info = sniff(FS, str(path))
+    s = info.structure
+    assert info.format == "keras" and not info.unsafe, info.detail
+    truth = sorted((str(w.dtype), list(w.shape)) for w in model.weights)
+    assert sorted((t["dtype"], t["shape"]) for t in s["tensors"].values()) == truth
+    assert s["parameters"] == sum(math.prod(w.shape) for w in model.weights) == model.count_params()
+    assert s["keras_version"] == keras.__version__
+    assert s["config"]["class_name"] == "Sequential"
+    assert s["config"]["layer_classes"] == {"InputLayer": 1, "Dense": 2, "BatchNormalization": 1}
+    assert "partial" not in s
+
+
+def test_keras_weights_h5_is_read_as_hdf5(tmp_path: Path) -> None:
+    _, model = keras_model()
+    path = tmp_path / "model.weights.h5"
+    model.save_weights(path)
+    fmt, s = read(path)
+    assert fmt == "hdf5"
+    assert listed(s) == h5_truth(path)
+    assert s["parameters"] == model.count_params()
 
 
 # -- ONNX ---------------------------------------------------------------------------------------------------------
