@@ -21,7 +21,7 @@ from .inflate import zip_member
 from .pickle_walk import _HANDLERS, Findings, Global, Obj, Walker  # noqa: PLC2701 - same package
 from .tensor_tally import TensorTally
 
-MAX_ENTRIES = 1_000_000  # named values kept over all dicts of one pickle
+MAX_ENTRIES = 300_000  # named values kept over all dicts of one pickle (~150 bytes each)
 MAX_DEPTH = 16
 MAX_LEGACY_PICKLES = 8
 _REBUILD = {"_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_tensor_v3"}
@@ -105,22 +105,34 @@ def _binpersid(w: Walker) -> None:
         w.stack.append(Storage("unknown"))
 
 
-def _reduce(w: Walker) -> None:
-    args = w.pop()
-    fn = w.pop()
-    assert isinstance(w, TensorWalker)
-    if isinstance(fn, Global) and fn.module == "torch._utils" and isinstance(args, tuple) and args:
+def _rebuilt(fn: Any, args: Any, depth: int = 0) -> Tensor | None:
+    """The tensor a call of ``fn(*args)`` would rebuild, when it is one of torch's rebuild functions."""
+    if not isinstance(fn, Global) or not isinstance(args, tuple) or not args or depth > 2:
+        return None
+    if fn.module == "torch._utils":
         if fn.name in _REBUILD and len(args) >= 3 and isinstance(args[0], Storage):
             size = args[2]
             if isinstance(size, tuple) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
                                                for d in size):
-                t = Tensor(args[0].dtype, size)
-                w.tensors.append(t)
-                w.stack.append(t)
-                return
+                return Tensor(args[0].dtype, size)
         if fn.name in _PARAMETER and isinstance(args[0], Tensor):
-            w.stack.append(args[0])
-            return
+            return args[0]
+    if (fn.module, fn.name) == ("torch._tensor", "_rebuild_from_type_v2") and len(args) >= 3:
+        # A tensor with attributes or of a subclass: (func, type, func's args, state)
+        return _rebuilt(args[0], args[2], depth + 1)
+    return None
+
+
+def _reduce(w: Walker) -> None:
+    args = w.pop()
+    fn = w.pop()
+    assert isinstance(w, TensorWalker)
+    t = _rebuilt(fn, args)
+    if t is not None:
+        if not isinstance(args[0], Tensor):  # a parameter wraps a tensor already counted
+            w.tensors.append(t)
+        w.stack.append(t)
+        return
     if isinstance(fn, Global) and (fn.module, fn.name) == ("collections", "OrderedDict"):
         w.stack.append(Named())
         return

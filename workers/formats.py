@@ -90,7 +90,7 @@ def sniff_file(f: IO[bytes]) -> FormatInfo:
     except Exception as exc:  # noqa: BLE001 - hostile bytes must end in a recorded verdict, never a traceback
         findings.not_inspected.append(f"{type(exc).__name__}: {str(exc)[:200]}")
     info = _verdict(container, reading, findings)
-    return _with_tensors(info, f, size, container is not None)
+    return _with_tensors(info, f, size, container is not None, budget)
 
 
 def _container(f: IO[bytes], head: bytes, size: int, budget: Budget, findings: Findings) -> FormatInfo | None:
@@ -116,24 +116,25 @@ def _container(f: IO[bytes], head: bytes, size: int, budget: Budget, findings: F
         findings.not_inspected.append("tar archive (its members are not read; old torch.save files are tars)")
         return FormatInfo("unknown", None, False, (), "tar archive")
     if is_gguf(head):
-        return _structured("gguf", lambda b: read_gguf(f, size, b))
+        return _structured("gguf", lambda: read_gguf(f, size, budget))
     st = _safetensors(f, size)
     if st is not None:
         return st
     if head.startswith(HDF5_SIGNATURE) or (size > 512 and find_superblock(f, size) is not None):
-        return _structured("hdf5", lambda b: read_hdf5(f, size, b))
+        return _structured("hdf5", lambda: read_hdf5(f, size, budget))
     if may_be_onnx(head):
-        onnx = _structured("onnx", lambda b: read_onnx(f, size, b))
+        onnx = _structured("onnx", lambda: read_onnx(f, size, budget))
         if onnx.structure is not None:
             return onnx
     return None
 
 
-def _structured(fmt: str, read: Callable[[Budget], tuple[dict[str, Any], str] | None]) -> FormatInfo:
-    """A format reader's (structure, detail), with a budget of its own (reading a structure never changes
-    what is safe); a reader that fails on hostile bytes leaves a note, never a traceback."""
+def _structured(fmt: str, read: Callable[[], tuple[dict[str, Any], str] | None]) -> FormatInfo:
+    """A format reader's (structure, detail). It spends the sniff's one budget (so a file costs no more time
+    than the bound, whatever it is) but its failures never change what is safe: a reader that fails on
+    hostile bytes leaves a note in the structure, never a traceback or a "not inspected"."""
     try:
-        found = read(Budget())
+        found = read()
     except OSError:
         raise
     except Exception as exc:  # noqa: BLE001 - hostile bytes end in a recorded note, never a traceback
@@ -144,13 +145,12 @@ def _structured(fmt: str, read: Callable[[Budget], tuple[dict[str, Any], str] | 
     return FormatInfo(fmt, found[0], False, (), found[1])
 
 
-def _with_tensors(info: FormatInfo, f: IO[bytes], size: int, is_container: bool) -> FormatInfo:
+def _with_tensors(info: FormatInfo, f: IO[bytes], size: int, is_container: bool, budget: Budget) -> FormatInfo:
     """A PyTorch checkpoint's tensors, read from its pickle (a Keras archive's, from its config and weights),
-    after the safety verdict and with a budget of their own: listing tensors never changes what is safe. A
-    walk that stops early keeps what it saw and says so."""
+    after the safety verdict, from what is left of the sniff's budget: listing tensors never changes what is
+    safe. A walk that stops early (its own limits, or the budget spent) keeps what it saw and says so."""
     if info.format not in ("pytorch", "torchscript", "keras") or info.structure is None:
         return info
-    budget = Budget()
     try:
         if info.format == "keras":
             tensors, problem = read_keras_zip(f, budget)

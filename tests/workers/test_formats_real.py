@@ -234,6 +234,18 @@ def test_torch_nested_checkpoint_names_are_dotted_paths(tmp_path: Path) -> None:
     assert "model.0.weight" in s["tensors"] and "optimizer.state.0.exp_avg" in s["tensors"]
 
 
+def test_torch_parameters_and_tensors_with_attributes(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    tagged = torch.zeros(3, 5, dtype=torch.float16)
+    tagged.note = "calibrated"  # a tensor with attributes is rebuilt through _rebuild_from_type_v2
+    obj = {"p": torch.nn.Parameter(torch.zeros(2, 2)), "tagged": tagged, "plain": torch.arange(4)}
+    path = tmp_path / "mixed.pt"
+    torch.save(obj, path)
+    _, s = read(path)
+    assert listed(s) == torch_truth(torch.load(path, weights_only=False))
+    assert s["tensor_count"] == 3 and s["parameters"] == 4 + 15 + 4
+
+
 def test_torch_whole_module_counts_every_tensor(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
     model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
