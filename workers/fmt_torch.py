@@ -24,6 +24,8 @@ from .tensor_tally import TensorTally
 MAX_ENTRIES = 300_000  # named values kept over all dicts of one pickle (~150 bytes each)
 MAX_DEPTH = 16
 MAX_LEGACY_PICKLES = 8
+# An nn.Module pickled whole keeps its tensors in these attributes; state_dict() leaves them out of names.
+_MODULE_DICTS = {"_parameters", "_buffers", "_modules"}
 _REBUILD = {"_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_tensor_v3"}
 _PARAMETER = {"_rebuild_parameter", "_rebuild_parameter_with_state"}
 _STORAGE_DTYPES = {
@@ -192,13 +194,17 @@ def _flatten(root: Any, tally: TensorTally) -> set[int]:
             tally.add(prefix or "<root>", value.dtype, value.shape)
             named.add(id(value))
             continue
-        if isinstance(value, Obj):
+        module = isinstance(value, Obj)
+        if module:
             value = value.state
         if not isinstance(value, Named) or id(value) in seen or depth > MAX_DEPTH:
             continue
         seen.add(id(value))
         for k, v in reversed(value.entries):
-            todo.append((f"{prefix}.{k}" if prefix else k, v, depth + 1))
+            if module and k in _MODULE_DICTS:
+                todo.append((prefix, v, depth + 1))  # named as state_dict() names them: "0.weight"
+            else:
+                todo.append((f"{prefix}.{k}" if prefix else k, v, depth + 1))
     return named
 
 

@@ -254,8 +254,18 @@ def test_torch_whole_module_counts_every_tensor(tmp_path: Path) -> None:
     info = sniff(FS, str(path))
     assert info.format == "pytorch"
     sd = model.state_dict()
-    assert info.structure["tensor_count"] == len(sd)
+    assert listed(info.structure) == torch_truth(sd)  # named as state_dict() names them
     assert info.structure["parameters"] == sum(t.numel() for t in sd.values())
+
+
+def test_torchscript_tensors_are_named_as_its_state_dict(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    path = tmp_path / "scripted.pt"
+    torch.jit.save(torch.jit.script(model), path)
+    fmt, s = read(path)
+    assert fmt == "torchscript"
+    assert listed(s) == torch_truth(model.state_dict())
 
 
 # -- HDF5 ---------------------------------------------------------------------------------------------------------
