@@ -7,6 +7,7 @@ An event payload is capped at 1 MiB and big LLMs declare thousands of tensors: t
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,7 +74,6 @@ def fit(structure: dict[str, Any] | None) -> dict[str, Any] | None:
     halved until it fits, and say so; the sums are never cut."""
     if structure is None:
         return None
-    import json  # only on this path
 
     def size(s: dict[str, Any]) -> int:
         return len(json.dumps(s, default=str))
