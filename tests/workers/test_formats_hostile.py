@@ -248,3 +248,20 @@ def test_shared_hostile_corpus_reads_without_exceptions() -> None:
         info = sniff(FS, str(p))
         if info.structure is not None:
             json.dumps(info.structure)
+
+
+def test_a_structure_too_large_for_an_event_is_trimmed_and_still_recorded(reg, tmp_path: Path) -> None:
+    """2,000 tensors with 500-character names: ~1.2 MB of listing, over an event's 1 MiB. The listing is
+    halved until the structure fits its 512 KiB share; the sums still cover every tensor."""
+    from workers.tensor_tally import MAX_STRUCTURE_BYTES
+
+    names = [f"{'x' * 490}.{i:05d}" for i in range(2000)]
+    header = {n: {"dtype": "F32", "shape": [1], "data_offsets": [4 * i, 4 * i + 4]} for i, n in enumerate(names)}
+    raw = json.dumps(header).encode()
+    path = tmp_path / "long-names.safetensors"
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + b"\0" * 8000)
+    v = reg.register("long", artifact=str(path))
+    s = v.structure
+    assert len(json.dumps(s)) <= MAX_STRUCTURE_BYTES
+    assert s["tensor_count"] == s["tensors_truncated"] == 2000 and s["parameters"] == 2000
+    assert 0 < len(s["tensors"]) < 2000 and "listed" in s["note"]
