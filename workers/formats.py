@@ -6,6 +6,11 @@ nothing else to recognise them by), and also as the container it is (zip members
 joblib, safetensors, HDF5). The pickle readings live in ``pickle_scan``; their allow-list in ``pickle_rules``.
 What cannot be followed to the end is "not inspected", which counts as unsafe. Every sniff is bounded in
 time and memory (``byte_source.Budget``) and a sniffing failure is a recorded detail, never an exception.
+
+The structure a file declares (tensors, shapes, dtypes, parameters, a model's interface) comes from one
+reader module per format (``fmt_*``), each given an open file and the same budget; a reader that cannot
+finish records what it read and ``partial``, and never changes the safety verdict. A folder's structure
+sums its weight shards (``fmt_hf``).
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ MAX_IMPORTS_LISTED = 200
 MAX_DETAIL = 1500
 _ARCHIVES = ((b"7z\xbc\xaf\x27\x1c", "7z archive"), (b"Rar!\x1a\x07", "RAR archive"))
 
-__all__ = ["FormatInfo", "classify_import", "combine", "sniff", "sniff_artifact"]
+__all__ = ["FormatInfo", "classify_import", "combine", "sniff", "sniff_artifact", "sniff_blob", "sniff_file"]
 
 
 @dataclass(frozen=True)
