@@ -143,6 +143,20 @@ def test_sharded_folder_is_summed_over_all_shards_with_index_and_config(tmp_path
     assert "5 tensors" in result.detail
 
 
+def test_sharded_folder_in_an_s3_store_reads_the_same(s3_bucket: str, tmp_path: Path) -> None:
+    """Structure reading goes through the store's interface (``open_blob``), whatever backend holds the
+    bytes: the same folder in an S3 store (moto) gives the same structure as in a local one."""
+    from workers.formats import sniff_artifact
+
+    src = tmp_path / "llama"
+    make_hf_folder(src)
+    s3 = BlobStore(f"s3://{s3_bucket}/artifacts")
+    local = BlobStore(str(tmp_path / "store"))
+    remote = sniff_artifact(s3, s3.ingest(str(src))).structure
+    assert remote == sniff_artifact(local, local.ingest(str(src))).structure
+    assert remote["tensor_count"] == 5 and remote["config"]["model_type"] == "llama"
+
+
 def test_a_folder_missing_a_shard_says_so(tmp_path: Path) -> None:
     src = tmp_path / "llama"
     make_hf_folder(src)
