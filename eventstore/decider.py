@@ -144,7 +144,7 @@ def decide_register(cmd: c.Register, view: StateView) -> Decision:
                        optimizer=optimizer, tags=tags, artifact=source_only, status="pending"),
     ))
     if stored:
-        events.append(("ArtifactStored", ed.artifact_stored(name, number, artifact)))
+        events.append(("ArtifactStored", ed.artifact_stored(name, number, artifact, with_structure=True)))
     return Decision(stream_for(name), expected, events, name, number)
 
 
@@ -204,7 +204,7 @@ def decide_update(cmd: c.Update, view: StateView) -> Decision:
                        artifact=version_artifact, status=status, changes=changes, patch=patch),
     ))
     if stored:
-        events.append(("ArtifactStored", ed.artifact_stored(model.name, number, artifact)))
+        events.append(("ArtifactStored", ed.artifact_stored(model.name, number, artifact, with_structure=True)))
     return Decision(stream_for(model.name), model.stream_version, events, model.name, number)
 
 

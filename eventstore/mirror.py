@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .event_data import artifact_stored
 from .errors import AlreadyExistsError, ConflictError, ValidationError
 from .events import stream_for
 from .names import validate_alias, validate_name, validate_tags
@@ -85,12 +86,8 @@ def _version_data(name: str, v: MirroredVersion, *, tags: dict[str, str]) -> dic
     return data
 
 
-_STORED_KEYS = ("digest", "size", "kind", "format", "files", "file_count", "unsafe", "imports", "detail",
-                "structure")
-
-
 def _stored(name: str, number: int, facts: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    return ("ArtifactStored", {"name": name, "version": number, **{k: facts[k] for k in _STORED_KEYS if k in facts}})
+    return ("ArtifactStored", artifact_stored(name, number, facts, with_structure=True))
 
 
 def _failed(name: str, number: int, reason: str) -> tuple[str, dict[str, Any]]:

@@ -190,6 +190,12 @@ def cmd_list(reg: Registry, args: argparse.Namespace) -> int:
 
 def cmd_show(reg: Registry, args: argparse.Namespace) -> int:
     catalog = reg.catalog(args.as_of)
+    if args.structure:
+        if "@" not in args.ref:
+            raise ValidationError("--structure shows a version's structure: give NAME@N or NAME@alias")
+        v = catalog.get(args.ref)
+        emit(args, v.structure, output.structure_detail(v.structure))
+        return 0
     if "@" in args.ref:
         v = catalog.get(args.ref)
         emit(args, v.to_json(), output.version_detail(v))
@@ -482,6 +488,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     as_of(p)
     p = add("show", cmd_show, "show a model (NAME) or a version (NAME@N, NAME@alias)")
     p.add_argument("ref")
+    p.add_argument("--structure", action="store_true",
+                   help="print the version's whole structure (given, or read from the artifact's bytes)")
     as_of(p)
     p = add("best", cmd_best, "the live version with the best value of a metric")
     p.add_argument("name")

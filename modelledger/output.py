@@ -100,6 +100,41 @@ def version_line(v: VersionRecord) -> str:
     return plain("  ".join(bits))
 
 
+STRUCTURE_TENSOR_LINES = 200
+
+
+def structure_detail(structure: dict[str, Any]) -> str:
+    """A structure for reading: its scalars, then what a model declares (config, inputs/outputs, sums per
+    dtype), then its tensors one per line (the first ``STRUCTURE_TENSOR_LINES``; ``--json`` has them all)."""
+    if not structure:
+        return "no structure (none given, and none read from the artifact's bytes)"
+    lines: list[str] = []
+    nested: list[tuple[str, Any]] = []
+    for key, value in structure.items():
+        if key == "tensors":
+            continue
+        if isinstance(value, (dict, list)):
+            nested.append((key, value))
+        else:
+            lines.append(f"{plain(key):<18} {plain(value)}")
+    for key, value in nested:
+        if isinstance(value, list) and value and all(isinstance(x, dict) for x in value):
+            lines.append(f"{plain(key)}:")
+            lines.extend(f"  {compact(x, 200)}" for x in value[:STRUCTURE_TENSOR_LINES])
+        else:
+            lines.append(f"{plain(key):<18} {compact(value, 400)}")
+    tensors = structure.get("tensors")
+    if isinstance(tensors, dict) and tensors:
+        lines.append(f"tensors ({len(tensors)} listed):")
+        width = min(60, max(len(str(n)) for n in tensors))
+        for name, t in list(tensors.items())[:STRUCTURE_TENSOR_LINES]:
+            t = t if isinstance(t, dict) else {}
+            lines.append(f"  {plain(name):<{width}}  {plain(t.get('dtype', '?')):<9} {compact(t.get('shape'), 80)}")
+        if len(tensors) > STRUCTURE_TENSOR_LINES:
+            lines.append(f"  ... {len(tensors) - STRUCTURE_TENSOR_LINES} more (--json lists them)")
+    return "\n".join(lines)
+
+
 def version_detail(v: VersionRecord) -> str:
     art = v.artifact
     lines = [

@@ -6,16 +6,19 @@ nothing else to recognise them by), and also as the container it is (zip members
 joblib, safetensors, HDF5). The pickle readings live in ``pickle_scan``; their allow-list in ``pickle_rules``.
 What cannot be followed to the end is "not inspected", which counts as unsafe. Every sniff is bounded in
 time and memory (``byte_source.Budget``) and a sniffing failure is a recorded detail, never an exception.
+
+The structure a file declares (tensors, shapes, dtypes, parameters, a model's interface) comes from one
+reader module per format (``fmt_*``), each given an open file and the same budget; a reader that cannot
+finish records what it read and ``partial``, and never changes the safety verdict. A folder's structure
+sums its weight shards (``fmt_hf``).
 """
 
 from __future__ import annotations
 
 import io
-import json
 import posixpath
-import struct
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 from typing import IO, Any
 
 from fsspec.implementations.local import LocalFileSystem
@@ -23,25 +26,27 @@ from fsspec.implementations.local import LocalFileSystem
 from eventstore.errors import ArtifactError
 
 from .byte_source import Budget, NotInspected, Source
+from .fmt_gguf import is_gguf, read_gguf
+from .fmt_hdf5 import find_superblock, read_hdf5
+from .fmt_hf import MAX_JSON, ReadJson, folder_structure, load_json
+from .fmt_keras import read_keras_zip
+from .fmt_onnx import may_be_onnx, read_onnx
+from .fmt_safetensors import TooLarge, read_safetensors
+from .fmt_torch import read_legacy_checkpoint, read_zip_checkpoint
 from .inflate import compression_of, open_compressed
 from .pickle_rules import classify_import
 from .pickle_scan import NPY_MAGIC, PickleReading, legacy_torch, scan_npy, scan_pickles
 from .pickle_walk import Findings
+from .tensor_tally import fit
 from .zip_scan import has_end_record, scan_zip
 
-# The safetensors library refuses headers over 100 MB; reading one costs ~12x its size in memory, so only
-# headers up to this bound are read for their structure (real ones are a few MB at most).
-SAFETENSORS_MAX_HEADER = 8 * 1024 * 1024
-SAFETENSORS_MAX_DIMS = 64
 SMALL_FILE = 256 * 1024
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-# Tensors listed in a structure record; an event payload is capped at 1 MiB, big LLMs have thousands.
-MAX_TENSORS_LISTED = 2000
 MAX_IMPORTS_LISTED = 200
 MAX_DETAIL = 1500
 _ARCHIVES = ((b"7z\xbc\xaf\x27\x1c", "7z archive"), (b"Rar!\x1a\x07", "RAR archive"))
 
-__all__ = ["FormatInfo", "classify_import", "combine", "sniff", "sniff_artifact"]
+__all__ = ["FormatInfo", "classify_import", "combine", "sniff", "sniff_artifact", "sniff_blob", "sniff_file"]
 
 
 @dataclass(frozen=True)
@@ -53,85 +58,15 @@ class FormatInfo:
     detail: str = ""
 
 
-# -- safetensors --------------------------------------------------------------------------------------------
-
-_ST_ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8,
-                "U32": 4, "U16": 2, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "C64": 8}
+# -- safetensors ----------------------------------------------------------------------------------------------
 
 
 def _safetensors(f: IO[bytes], size: int) -> FormatInfo | None:
-    """The header of a safetensors file, checked as the library checks it (every tensor's byte range must
-    match its shape and dtype), with no products of unbounded size and no unbounded header."""
-    f.seek(0)
-    head = f.read(8)
-    if len(head) < 8:
-        return None
-    (n,) = struct.unpack("<Q", head)
-    if n < 2 or n + 8 > size:
-        return None
-    if n > SAFETENSORS_MAX_HEADER:
-        if f.read(1) == b"{":
-            return FormatInfo("unknown", None, False, (),
-                              f"safetensors-like header of {n} bytes not read (over {SAFETENSORS_MAX_HEADER})")
-        return None
-    raw = f.read(n)
-    if len(raw) != n or raw[:1] != b"{":
-        return None
     try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        return None
-    if not isinstance(header, dict):
-        return None
-    data_len = size - 8 - n
-    tensors: dict[str, Any] = {}
-    params = 0
-    count = 0
-    for name, t in header.items():
-        if name == "__metadata__":
-            if not isinstance(t, dict):
-                return None
-            continue
-        if not isinstance(t, dict):
-            return None
-        dtype, shape, offs = t.get("dtype"), t.get("shape"), t.get("data_offsets")
-        if not isinstance(dtype, str) or not isinstance(shape, list) or not isinstance(offs, list):
-            return None
-        if len(shape) > SAFETENSORS_MAX_DIMS or not all(
-                isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= data_len * 8 for x in shape):
-            return None
-        if len(offs) != 2 or not all(isinstance(x, int) for x in offs) or not 0 <= offs[0] <= offs[1] <= data_len:
-            return None
-        numel = 1
-        for x in shape:
-            numel *= x
-            if numel > data_len * 8:  # larger than the data could hold even at one bit per element
-                return None
-        itemsize = _ST_ITEMSIZE.get(dtype)
-        if itemsize is not None and numel * itemsize != offs[1] - offs[0]:
-            return None
-        params += numel
-        count += 1
-        if len(tensors) < MAX_TENSORS_LISTED:
-            tensors[name] = {"dtype": dtype[:16], "shape": shape}
-    structure: dict[str, Any] = {"format": "safetensors", "tensors": tensors, "parameters": params}
-    if count > len(tensors):
-        structure["tensors_truncated"] = count
-    meta = header.get("__metadata__")
-    if isinstance(meta, dict) and meta:
-        structure["metadata"] = {str(k)[:256]: str(v)[:1024] for k, v in list(meta.items())[:100]}
-    return FormatInfo("safetensors", structure, False, (), f"{count} tensors, {params} parameters")
-
-
-def _is_hdf5(f: IO[bytes], size: int) -> bool:
-    # The superblock may sit at 0, 512, 1024, 2048, ... (a user block precedes it).
-    offset = 0
-    while offset + 8 <= size and offset <= 1 << 30:
-        f.seek(offset)
-        if f.read(8) == HDF5_SIGNATURE:
-            return True
-        offset = 512 if offset == 0 else offset * 2
-    return False
+        found = read_safetensors(f, size)
+    except TooLarge as exc:
+        return FormatInfo("unknown", None, False, (), str(exc))
+    return None if found is None else FormatInfo("safetensors", found[0], False, (), found[1])
 
 
 # -- one file -------------------------------------------------------------------------------------------------
@@ -159,7 +94,8 @@ def sniff_file(f: IO[bytes]) -> FormatInfo:
         raise
     except Exception as exc:  # noqa: BLE001 - hostile bytes must end in a recorded verdict, never a traceback
         findings.not_inspected.append(f"{type(exc).__name__}: {str(exc)[:200]}")
-    return _verdict(container, reading, findings)
+    info = _verdict(container, reading, findings)
+    return _with_tensors(info, f, size, container is not None, budget)
 
 
 def _container(f: IO[bytes], head: bytes, size: int, budget: Budget, findings: Findings) -> FormatInfo | None:
@@ -184,12 +120,57 @@ def _container(f: IO[bytes], head: bytes, size: int, budget: Budget, findings: F
     if head[257:262] == b"ustar":
         findings.not_inspected.append("tar archive (its members are not read; old torch.save files are tars)")
         return FormatInfo("unknown", None, False, (), "tar archive")
+    if is_gguf(head):
+        return _structured("gguf", lambda: read_gguf(f, size, budget))
     st = _safetensors(f, size)
     if st is not None:
         return st
-    if head.startswith(HDF5_SIGNATURE) or (size > 512 and _is_hdf5(f, size)):
-        return FormatInfo("hdf5", {"format": "hdf5"}, False, (), "HDF5 file (weights not inspected)")
+    if head.startswith(HDF5_SIGNATURE) or (size > 512 and find_superblock(f, size) is not None):
+        return _structured("hdf5", lambda: read_hdf5(f, size, budget))
+    if may_be_onnx(head):
+        onnx = _structured("onnx", lambda: read_onnx(f, size, budget))
+        if onnx.structure is not None:
+            return onnx
     return None
+
+
+def _structured(fmt: str, read: Callable[[], tuple[dict[str, Any], str] | None]) -> FormatInfo:
+    """A format reader's (structure, detail). It spends the sniff's one budget (so a file costs no more time
+    than the bound, whatever it is) but its failures never change what is safe: a reader that fails on
+    hostile bytes leaves a note in the structure, never a traceback or a "not inspected"."""
+    try:
+        found = read()
+    except OSError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - hostile bytes end in a recorded note, never a traceback
+        return FormatInfo(fmt, {"format": fmt, "partial": f"not read ({type(exc).__name__})"}, False, (),
+                          f"{fmt} file (its structure could not be read)")
+    if found is None:
+        return FormatInfo(fmt, None, False, (), "")
+    return FormatInfo(fmt, found[0], False, (), found[1])
+
+
+def _with_tensors(info: FormatInfo, f: IO[bytes], size: int, is_container: bool, budget: Budget) -> FormatInfo:
+    """A PyTorch checkpoint's tensors, read from its pickle (a Keras archive's, from its config and weights),
+    after the safety verdict, from what is left of the sniff's budget: listing tensors never changes what is
+    safe. A walk that stops early (its own limits, or the budget spent) keeps what it saw and says so."""
+    if info.format not in ("pytorch", "torchscript", "keras") or info.structure is None:
+        return info
+    try:
+        if info.format == "keras":
+            tensors, problem = read_keras_zip(f, budget)
+        elif is_container:
+            tensors, problem = read_zip_checkpoint(f, budget)
+        else:
+            tensors, problem = read_legacy_checkpoint(f, size, budget)
+    except OSError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - hostile bytes end in a recorded note, never a traceback
+        tensors, problem = {}, f"tensors not read ({type(exc).__name__})"
+    structure = {**info.structure, **tensors}
+    if problem:
+        structure["partial"] = problem[:MAX_DETAIL]
+    return replace(info, structure=structure)
 
 
 def _verdict(container: FormatInfo | None, reading: PickleReading, findings: Findings) -> FormatInfo:
@@ -253,12 +234,13 @@ def sniff(fs: Any, path: str, name: str | None = None) -> FormatInfo:
 
 
 # Most telling first: the format a folder is "about".
-_RANK = ("safetensors", "pytorch", "torchscript", "keras", "hdf5", "joblib", "joblib-compressed", "npz", "npy",
-         "pickle", "zip", "unknown")
+_RANK = ("safetensors", "pytorch", "torchscript", "gguf", "onnx", "keras", "hdf5", "joblib", "joblib-compressed",
+         "npz", "npy", "pickle", "zip", "unknown")
 
 
-def combine(results: Iterable[tuple[str, FormatInfo]]) -> FormatInfo:
-    """One FormatInfo for a directory from its files' results."""
+def combine(results: Iterable[tuple[str, FormatInfo]], read_json: ReadJson | None = None) -> FormatInfo:
+    """One FormatInfo for a directory from its files' results. A folder of weight shards (a Hugging Face
+    model) gets their sums, its shard index and its config (``read_json(path)``: a file's JSON or None)."""
     items = list(results)
     if not items:
         return FormatInfo("unknown", {"format": "directory", "files": {}}, False, (), "empty directory")
@@ -271,19 +253,47 @@ def combine(results: Iterable[tuple[str, FormatInfo]]) -> FormatInfo:
         "main": main_path,
         "files": {p: r.format for p, r in items[:1000]},
     }
-    if main.structure is not None:
-        structure["structure"] = main.structure
+    weights = folder_structure({p: (r.format, r.structure) for p, r in items},
+                               read_json or (lambda _path: None))
     detail = f"{main_path}: {main.detail}"
+    if weights is not None and (weights["shard_count"] > 1 or "index" in weights or "config" in weights):
+        # Several shards, or one with an index / a config: the folder's sums say more than its first file.
+        structure.update({k: v for k, v in weights.items() if k != "format"})
+        detail = (f"{weights['shard_count']} {weights['format']} file(s), {weights['tensor_count']} tensors, "
+                  f"{weights['parameters']} parameters")
+    elif main.structure is not None:
+        structure["structure"] = main.structure
     if unsafe_files:
         detail += "; unsafe: " + "; ".join(f"{p} ({r.detail[:200]})" for p, r in items if r.unsafe)[:MAX_DETAIL]
-    return FormatInfo(main.format, structure, bool(unsafe_files), tuple(imports), detail)
+    return FormatInfo(main.format, fit(structure), bool(unsafe_files), tuple(imports), detail)
 
 
 def sniff_artifact(store: Any, info: Any) -> FormatInfo:
-    """Sniff a stored artifact (``store``: a ``BlobStore``; ``info``: its ``ArtifactInfo``)."""
+    """Sniff a stored artifact (``store``: a ``BlobStore``; ``info``: its ``ArtifactInfo``). Every byte is read
+    through the store's ``open_blob`` (whatever backend holds it)."""
     results = []
+    digests = {}
     for entry in info.files:
-        results.append((entry.path, sniff(store.fs, store.path_of(entry.digest), name=entry.path)))
+        digests[entry.path] = entry.digest
+        results.append((entry.path, sniff_blob(store, entry.digest)))
     if info.kind == "file" and results:
-        return results[0][1]
-    return combine(results)
+        return replace(results[0][1], structure=fit(results[0][1].structure))
+
+    def read_json(path: str) -> Any:
+        try:
+            with store.open_blob(digests[path]) as f:
+                data = f.read(MAX_JSON + 1)
+        except (ArtifactError, OSError, KeyError):
+            return None
+        return None if len(data) > MAX_JSON else load_json(data)
+
+    return combine(results, read_json)
+
+
+def sniff_blob(store: Any, digest: str) -> FormatInfo:
+    """Every reading of one stored blob, opened through the store."""
+    try:
+        with store.open_blob(digest) as f:
+            return sniff_file(f)
+    except OSError as exc:
+        raise ArtifactError(f"cannot read blob {digest}: {exc}") from exc
