@@ -283,7 +283,8 @@ def sniff_artifact(store: Any, info: Any) -> FormatInfo:
     """Sniff a stored artifact (``store``: a ``BlobStore``; ``info``: its ``ArtifactInfo``)."""
     results = []
     for entry in info.files:
-        results.append((entry.path, sniff(store.fs, store.path_of(entry.digest), name=entry.path)))
+        with store.open_blob(entry.digest) as f:  # through the blob interface: any backend
+            results.append((entry.path, sniff_file(f)))
     if info.kind == "file" and results:
         return results[0][1]
     return combine(results)
