@@ -21,8 +21,8 @@ from eventstore.recorder import Transaction
 
 from . import broker as _broker  # noqa: F401  (sets the broker before any actor is declared)
 from . import context
-from .ingest import BlobsVanished, artifact_blobs, ingest_artifact
 from .blobs import database_url_of, open_store
+from .ingest import BlobsVanished, artifact_blobs, ingest_artifact
 
 log = logging.getLogger("modelledger.workers")
 

@@ -17,9 +17,9 @@ import fsspec
 
 from eventstore.errors import ArtifactError, ValidationError
 
-from .formats import sniff_artifact
 from .blobs import BlobStore, open_store
 from .blobs.base import is_local_path
+from .formats import sniff_artifact
 
 MAX_SOURCE = 4096
 # A folder's full file list lives in its manifest blob; the event keeps the first paths (sorted) for search

@@ -119,7 +119,7 @@ def test_a_non_utf8_name_is_refused_before_any_byte_is_copied(tmp_path: Path) ->
 
 
 def test_a_folder_over_the_file_limit_is_refused_before_any_byte_is_copied(tmp_path: Path, monkeypatch) -> None:
-    from workers import store as store_module
+    from workers.blobs import base as store_module
 
     folder = tmp_path / "many"
     folder.mkdir()
