@@ -13,7 +13,7 @@ SCHEMA = (
     "CREATE TABLE IF NOT EXISTS blob_chunks (upload TEXT NOT NULL, seq INTEGER NOT NULL, data BLOB NOT NULL, "
     "PRIMARY KEY (upload, seq))",
     "CREATE TABLE IF NOT EXISTS blob_store (digest TEXT PRIMARY KEY, upload TEXT NOT NULL, size INTEGER NOT NULL, "
-    "chunk INTEGER NOT NULL, created REAL NOT NULL)",
+    "chunk INTEGER NOT NULL, created REAL NOT NULL) WITHOUT ROWID",  # small rows: one b-tree, no extra index
 )
 INSERT_BLOB = "INSERT OR IGNORE INTO blob_store (digest, upload, size, chunk, created) VALUES (?, ?, ?, ?, ?)"
 HAS_TABLES = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'blob_store'"
