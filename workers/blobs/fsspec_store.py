@@ -47,6 +47,8 @@ from .base import (
 # the hash thread reading the copy back was not chosen: it hashes what it reads again, not what it wrote.
 PIPE_CHUNK = 1024 * 1024
 PIPE_BUFFERS = 4
+# Reads of a remote blob fetch this much at a time.
+READ_BLOCK = 4 * 1024 * 1024
 
 
 # -- Aliyun OSS through its S3-compatible API ---------------------------------------------------------------
@@ -299,7 +301,8 @@ class FsspecBlobStore(BlobStore):
                 if self.local:
                     return open(path, "rb")  # noqa: SIM115 - the caller closes it
                 self.fs.invalidate_cache(path)
-                return self.fs.open(path, "rb")
+                # Not s3fs' 50 MiB read-ahead: a sniffer reading a header would hold 50 MiB (and fetch it).
+                return self.fs.open(path, "rb", block_size=READ_BLOCK)
             except FileNotFoundError:
                 raise ArtifactError(f"blob missing from the store: {digest}") from None
 

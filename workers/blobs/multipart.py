@@ -18,9 +18,10 @@ from typing import Any
 
 import fsspec
 
-# S3's smallest part is 5 MiB (except the last); 8 MiB parts, 4 in flight: ~40 MB of buffers at most.
+# S3's smallest part is 5 MiB (except the last). 8 MiB parts (the size the store reads: no copy), 3 in flight:
+# the SDKs hold a copy or two of each part while sending it (measured: scripts/bench_ingest.py, peak RSS).
 PART = 8 * 1024 * 1024
-THREADS = 4
+THREADS = 3
 
 
 def kind_of(fs: fsspec.AbstractFileSystem) -> str | None:
@@ -34,8 +35,12 @@ def kind_of(fs: fsspec.AbstractFileSystem) -> str | None:
 
 
 def _parts(chunks: Iterator[bytes], part: int) -> Iterator[bytes]:
+    """``part``-sized pieces; a chunk that is exactly one part (the store reads that size) is not copied."""
     buf = bytearray()
     for chunk in chunks:
+        if not buf and len(chunk) == part:
+            yield chunk
+            continue
         buf += chunk
         while len(buf) >= part:
             yield bytes(buf[:part])
@@ -51,11 +56,13 @@ def _pipeline(parts: Iterator[bytes], send: Callable[[int, bytes], Any]) -> list
         running: set[Future[Any]] = set()
         numbers: dict[Future[Any], int] = {}
         for number, data in enumerate(parts, start=1):
-            if len(running) >= THREADS:
+            # At most THREADS parts in flight, the next one read only once one finished: memory stays bounded.
+            while len(running) >= THREADS:
                 done, running = wait(running, return_when=FIRST_EXCEPTION)
                 for f in done:
                     results[numbers.pop(f)] = f.result()  # the first failure stops the reading
             f = pool.submit(send, number, data)
+            del data
             numbers[f] = number
             running.add(f)
         for f in running:
@@ -66,15 +73,17 @@ def _pipeline(parts: Iterator[bytes], send: Callable[[int, bytes], Any]) -> list
 def upload(fs: fsspec.AbstractFileSystem, path: str, chunks: Iterator[bytes]) -> None:
     """Write what ``chunks`` yields to ``path`` in ``fs`` (``kind_of(fs)`` must be known) as one object."""
     parts = _parts(chunks, PART)
-    first = next(parts, b"")
+    head = [next(parts, b"")]
     second = next(parts, None)
     if second is None:  # one part: a plain PUT is one request instead of three
-        fs.pipe_file(path, first)
+        fs.pipe_file(path, head[0])
         return
+    head.append(second)
+    del second
 
     def all_parts() -> Iterator[bytes]:
-        yield first
-        yield second
+        while head:  # handed over, not kept: a part's memory goes once it is sent
+            yield head.pop(0)
         yield from parts
 
     if kind_of(fs) == "s3":
