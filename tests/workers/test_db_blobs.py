@@ -233,3 +233,16 @@ def test_a_small_blob_limit_that_is_not_a_size_is_a_clear_error(tmp_path: Path,
     monkeypatch.setenv("MLEDGER_SMALL_BLOBS", "lots")
     with Registry.open(tmp_path / "home", actor="t@t") as reg, pytest.raises(ValidationError, match="MLEDGER_SMALL"):
         reg.store()
+
+
+def test_multipart_parts_grow_so_a_huge_blob_fits_the_part_limits() -> None:
+    """S3 allows 10,000 parts (Azure 50,000 blocks): fixed 8 MiB parts would refuse a blob past 78 GiB."""
+    from workers.blobs import multipart
+
+    assert multipart.part_size(1) == multipart.part_size(1000) == 8 * 1024 * 1024
+    assert multipart.part_size(1001) == 16 * 1024 * 1024
+    assert sum(multipart.part_size(n) for n in range(1, 10_001)) > 1024 ** 4  # over 1 TiB within S3's limit
+    data = [os.urandom(3_000_000) for _ in range(7)]
+    parts = list(multipart._parts(iter(data)))
+    assert b"".join(parts) == b"".join(data)
+    assert all(len(p) == 8 * 1024 * 1024 for p in parts[:-1])

@@ -22,6 +22,7 @@ import fsspec
 # the SDKs hold a copy or two of each part while sending it (measured: scripts/bench_ingest.py, peak RSS).
 PART = 8 * 1024 * 1024
 THREADS = 3
+GROW_EVERY = 1000
 
 
 def kind_of(fs: fsspec.AbstractFileSystem) -> str | None:
@@ -34,17 +35,28 @@ def kind_of(fs: fsspec.AbstractFileSystem) -> str | None:
     return None
 
 
-def _parts(chunks: Iterator[bytes], part: int) -> Iterator[bytes]:
-    """``part``-sized pieces; a chunk that is exactly one part (the store reads that size) is not copied."""
+def part_size(number: int) -> int:
+    """The size of part ``number`` (from 1): ``PART``, doubled every ``GROW_EVERY`` parts — S3 allows 10,000
+    parts and Azure 50,000 blocks, so fixed 8 MiB parts would cap a blob at 78 GiB on S3; growing ones reach
+    ~8 TB there, while a blob of a few GiB keeps small parts (and little memory)."""
+    return PART * 2 ** ((number - 1) // GROW_EVERY)
+
+
+def _parts(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """Pieces of ``part_size``; a chunk that is exactly one part (the store reads 8 MiB) is not copied."""
     buf = bytearray()
+    number = 1
     for chunk in chunks:
-        if not buf and len(chunk) == part:
+        if not buf and len(chunk) == part_size(number):
             yield chunk
+            number += 1
             continue
         buf += chunk
-        while len(buf) >= part:
-            yield bytes(buf[:part])
-            del buf[:part]
+        while len(buf) >= part_size(number):
+            size = part_size(number)
+            yield bytes(buf[:size])
+            del buf[:size]
+            number += 1
     if buf:
         yield bytes(buf)
 
@@ -72,7 +84,7 @@ def _pipeline(parts: Iterator[bytes], send: Callable[[int, bytes], Any]) -> list
 
 def upload(fs: fsspec.AbstractFileSystem, path: str, chunks: Iterator[bytes]) -> None:
     """Write what ``chunks`` yields to ``path`` in ``fs`` (``kind_of(fs)`` must be known) as one object."""
-    parts = _parts(chunks, PART)
+    parts = _parts(chunks)
     head = [next(parts, b"")]
     second = next(parts, None)
     if second is None:  # one part: a plain PUT is one request instead of three
