@@ -149,6 +149,8 @@ class Registry:
         return cls(Config.load(home, artifacts=artifacts, broker=broker, actor=actor), client=client)
 
     def close(self) -> None:
+        if self._store is not None and hasattr(self._store, "close"):
+            self._store.close()  # a database blob store's connection
         self.recorder.close()
 
     def __enter__(self) -> Registry:

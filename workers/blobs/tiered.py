@@ -35,6 +35,9 @@ class TieredBlobStore(BlobStore):
         self.parallel_writes = large.parallel_writes
         self._deferred: dict[str, bytes] | None = None
 
+    def close(self) -> None:
+        self.small.close()
+
     def guarded_roots(self) -> tuple[str, ...]:
         return self.large.guarded_roots()
 
