@@ -21,8 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .event_data import artifact_stored
 from .errors import AlreadyExistsError, ConflictError, ValidationError
+from .event_data import artifact_stored
 from .events import stream_for
 from .names import validate_alias, validate_name, validate_tags
 from .schemas import DESCRIPTION_MAX, REASON_MAX, VERSION_MAX

@@ -59,7 +59,7 @@ if TYPE_CHECKING:
 
     from eventstore.anchor import Anchor
     from projections.audit import AuditReport, ExportSummary
-    from workers.store import BlobStore
+    from workers.blobs import BlobStore
 
 RefLike = str | VersionRecord
 DEFAULT_TIMEOUT = 3600.0
@@ -182,6 +182,8 @@ class Registry:
                    client=client)
 
     def close(self) -> None:
+        if self._store is not None and hasattr(self._store, "close"):
+            self._store.close()  # a database blob store's connection
         self.recorder.close()
 
     def __enter__(self) -> Registry:
@@ -328,26 +330,30 @@ class Registry:
             return self._finish(outcome, wait, timeout, progress)
         ingest = _ingest()
         for _ in range(3):
+            # Small blobs kept in the registry's database wait in this view and are written by the check,
+            # inside the command's transaction: bytes and events commit together, once.
+            store = self.store()
+            store = store.deferring() if hasattr(store, "deferring") else store
             try:
-                facts = ingest.ingest_artifact(self.store(), source, progress=progress)
+                facts = ingest.ingest_artifact(store, source, progress=progress)
             except ingest.BlobsVanished:
                 continue  # gc freed a blob we deduplicated against before the sniff; copy again
             try:
                 outcome = execute(self.recorder, self.projection, build(facts), self._meta(run_id),
                                   idempotency_key=idempotency_key, request=request,
-                                  check=self._blobs_present(facts), finish=self._record_in)
+                                  check=self._blobs_present(facts, store), finish=self._record_in)
             except _BlobsVanished:
                 continue  # gc freed a blob we deduplicated against; copy again
             return outcome.record if outcome.record is not None else self._produced(outcome)
         raise ArtifactError(f"the blobs of {source} kept disappearing while registering it (is gc running?)")
 
-    def _blobs_present(self, facts: dict[str, Any]) -> Callable[[Any], None]:
-        store = self.store()
+    def _blobs_present(self, facts: dict[str, Any], store: BlobStore) -> Callable[[Any], None]:
         digests = _ingest().artifact_blobs(facts)
 
-        def check(_tx: Any) -> None:
+        def check(tx: Any) -> None:
+            written = set(store.commit_deferred(tx)) if hasattr(store, "commit_deferred") else set()
             # gc deletes blobs under the write lock, so this check, under the same lock, is race-free.
-            if not all(store.exists(d) for d in digests):
+            if not all(d in written or store.exists(d) for d in digests):
                 raise _BlobsVanished(str(facts.get("source", "")))
 
         return check
@@ -464,9 +470,12 @@ class Registry:
     def store(self) -> BlobStore:
         """The artifact store (one object per registry: opening an fsspec filesystem is not free)."""
         if self._store is None:
-            from workers.store import BlobStore  # fsspec (and s3fs for s3://): see "the artifact side" above
+            # fsspec (and s3fs for s3://): see "the artifact side" above
+            from workers.blobs import database_url_of, open_store
 
-            self._store = BlobStore(self.config.artifacts, statcache=self.config.statcache_path)
+            # A new registry keeps its small blobs in its database (MLEDGER_SMALL_BLOBS; workers/blobs/).
+            self._store = open_store(self.config.artifacts, statcache=self.config.statcache_path,
+                                     database=database_url_of(self.recorder), new_registry=self.recorder.head() == 0)
         return self._store
 
     def pull(self, ref: RefLike, dest: str, *, overwrite: bool = False,
@@ -546,7 +555,7 @@ class Registry:
             # using a blob between the decision and its removal.
             freed = 0
             for digest, size in sizes.items():
-                if store.delete(digest):
+                if store.delete(digest, tx):  # blobs in the registry's database: freed in this commit
                     freed += size or 0
             report["bytes"] = freed
             report["events"] = [e.to_json() for e in outcome.events]

@@ -8,7 +8,9 @@ store, each beside the physical floor measured in the same run (issue 12, "Decid
   measured on the shards in the same repeat) and ``cp -r`` + ``fsync`` of every shard (the disk). Target ≥ 0.7.
 - **Second register** of the unchanged 1 GiB file (stat cache in the home): the whole ``Registry.register``
   call, timed in a child after a first register. Target ≤ 50 ms.
-- **Peak RSS growth** of the ingest of a 2 GiB file (``VmHWM`` in a child). Target ≤ 100 MB.
+- **Peak RSS growth** of the ingest of a 2 GiB file (``VmHWM`` in a child). Target ≤ 100 MB. On every backend:
+  the local folder, SQLite, PostgreSQL, MariaDB (blobs in chunk rows), S3 (a moto server) and Azure (Azurite):
+  the bytes stream through; S3 and Azure in parallel parts (``workers/blobs/multipart.py``).
 - The same file ingested twice through the stat cache: bytes the 2nd ingest wrote (target 0).
 
 Files are random (a 64 MiB random block repeated: not sparse, does not compress), in the page cache (each
@@ -68,24 +70,26 @@ def _wchar() -> int:
 
 def child(mode: str, store: str, src: str) -> dict[str, Any]:
     add_repo_to_path()
+    from workers.blobs import open_store
     from workers.ingest import ingest_artifact
-    from workers.store import BlobStore
 
     out: dict[str, Any] = {}
     if mode == "once":
+        # The store is opened first (its driver imported, its client made): what is measured is the ingest.
+        opened = open_store(store)
         hwm0, rss0, w0 = _status_kb("VmHWM"), _status_kb("VmRSS"), _wchar()
         t = time.perf_counter()
-        facts = ingest_artifact(store, src)
+        facts = ingest_artifact(opened, src)
         out["seconds"] = time.perf_counter() - t
         out["hwm_before_kb"], out["rss_before_kb"], out["hwm_after_kb"] = hwm0, rss0, _status_kb("VmHWM")
         out["wchar"] = _wchar() - w0
         out["size"] = facts["size"]
     elif mode == "twice":  # through a stat cache, as a registry does
         cache = os.path.join(os.path.dirname(store), "statcache.db")
-        ingest_artifact(BlobStore(store, statcache=cache), src)
+        ingest_artifact(open_store(store, statcache=cache), src)
         before, w0 = tree_bytes(store)[0], _wchar()
         t = time.perf_counter()
-        facts = ingest_artifact(BlobStore(store, statcache=cache), src)
+        facts = ingest_artifact(open_store(store, statcache=cache), src)
         out["seconds"] = time.perf_counter() - t
         out["wchar"] = _wchar() - w0
         out["store_bytes_added"] = tree_bytes(store)[0] - before
@@ -120,8 +124,8 @@ def _rchar() -> int:
     return -1
 
 
-def run_child(mode: str, store: str, src: str) -> dict[str, Any]:
-    env = dict(os.environ, MLEDGER_ACTOR="bench@bench", MLEDGER_BROKER="embedded")
+def run_child(mode: str, store: str, src: str, extra_env: dict[str, str] | None = None) -> dict[str, Any]:
+    env = dict(os.environ, MLEDGER_ACTOR="bench@bench", MLEDGER_BROKER="embedded", **(extra_env or {}))
     env.pop("MLEDGER_ARTIFACTS", None)
     proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", mode, store, src],
                           capture_output=True, text=True, check=False, env=env)
@@ -308,6 +312,147 @@ def bench_ingest(tmp: str, quick: bool) -> list[Row]:
                         note=(f"child process: RSS {c['rss_before_kb'] / 1024:.0f} MB before the call, peak "
                               f"{c['hwm_after_kb'] / 1024:.0f} MB after; MiB; {big / 1e6 / c['seconds']:,.0f} MB/s"),
                         samples={"growth_mib": [g]}))
+        rows += rss_every_backend(d, bigsrc, big)
+    return rows
+
+
+# -- peak RSS on every backend (issue 12, points 2 and 3) ---------------------------------------------------
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class _Servers:
+    """The stores beside the local one, each made for this run and removed after it: a moto S3 server, Azurite
+    (``.ci/node_modules``), a PostgreSQL and a MariaDB database with random names. One that cannot start is
+    reported as skipped."""
+
+    def __init__(self, d: str) -> None:
+        self.d = d
+        self.procs: list[subprocess.Popen] = []
+        self.cleanups: list[Any] = []
+
+    def close(self) -> None:
+        for fn in reversed(self.cleanups):
+            try:
+                fn()
+            except Exception as exc:  # noqa: BLE001 - report and go on cleaning
+                log(f"cleanup failed: {exc}")
+        for proc in self.procs:
+            proc.terminate()
+            proc.wait(30)
+
+    def s3(self) -> tuple[str, dict[str, str]]:
+        port = _free_port()
+        moto = os.path.join(os.path.dirname(sys.executable), "moto_server")
+        self.procs.append(subprocess.Popen([moto, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                                           stderr=subprocess.DEVNULL))
+        endpoint = f"http://127.0.0.1:{port}"
+        env = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
+               "AWS_ENDPOINT_URL_S3": endpoint, "FSSPEC_S3_ENDPOINT_URL": endpoint}
+        import s3fs
+
+        for _ in range(100):
+            try:
+                s3fs.S3FileSystem(endpoint_url=endpoint, key="bench", secret="bench",
+                                  skip_instance_cache=True).mkdir("bench")
+                break
+            except Exception:  # noqa: BLE001 - not up yet
+                time.sleep(0.2)
+        return "s3://bench/store", env
+
+    def azure(self) -> tuple[str, dict[str, str]]:
+        import re
+
+        binary = Path(__file__).resolve().parents[1] / ".ci" / "node_modules" / ".bin" / "azurite-blob"
+        if not binary.exists():
+            raise RuntimeError("Azurite not installed (npm ci --prefix .ci)")
+        proc = subprocess.Popen([str(binary), "--location", os.path.join(self.d, "azurite"), "--blobHost",
+                                 "127.0.0.1", "--blobPort", "0", "--skipApiVersionCheck", "--loose",
+                                 "--disableTelemetry"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.procs.append(proc)
+        port = None
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            m = re.search(r"listens on http://127\.0\.0\.1:(\d+)", line)
+            if m:
+                port = int(m.group(1))
+                break
+        if port is None:
+            raise RuntimeError("Azurite did not start")
+        key = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+        conn = (f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={key};"
+                f"BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1;")
+        import adlfs
+
+        adlfs.AzureBlobFileSystem(connection_string=conn, skip_instance_cache=True).mkdir("bench")
+        return "az://bench/store", {"AZURE_STORAGE_CONNECTION_STRING": conn}
+
+    def postgres(self) -> tuple[str, dict[str, str]]:
+        import uuid
+
+        import psycopg
+
+        admin = os.environ.get("MLEDGER_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+        name = f"mledger_bench_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(admin, autocommit=True, connect_timeout=3) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')  # our own random name, never input
+
+        def drop() -> None:
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+        self.cleanups.append(drop)
+        return admin.rsplit("/", 1)[0] + "/" + name, {}
+
+    def mysql(self) -> tuple[str, dict[str, str]]:
+        import uuid
+
+        import pymysql
+
+        name = f"mledger_bench_{uuid.uuid4().hex[:12]}"
+        with pymysql.connect(host="127.0.0.1", port=3306, user="root", connect_timeout=3, autocommit=True) as conn:
+            conn.cursor().execute(f"CREATE DATABASE `{name}`")  # our own random name, never input
+
+        def drop() -> None:
+            with pymysql.connect(host="127.0.0.1", port=3306, user="root", autocommit=True) as conn:
+                conn.cursor().execute(f"DROP DATABASE IF EXISTS `{name}`")
+
+        self.cleanups.append(drop)
+        return f"mysql://root@127.0.0.1:3306/{name}", {}
+
+    def sqlite(self) -> tuple[str, dict[str, str]]:
+        return f"sqlite://{os.path.join(self.d, 'blobs.db')}", {}
+
+
+def rss_every_backend(d: str, src: str, big: int) -> list[Row]:
+    """The ingest of ``src`` (a child process per backend) into each store: its peak RSS growth and rate.
+    memory:// is not a case: it holds the bytes in the process by design. OSS runs s3fs' code of S3."""
+    rows: list[Row] = []
+    servers = _Servers(d)
+    try:
+        for name in ("sqlite", "postgres", "mysql", "s3", "azure"):
+            log(f"ingest: peak RSS for a {big // 2**20} MiB file into {name}")
+            try:
+                url, env = getattr(servers, name)()
+                c = run_child("once", url, src, env)
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - a store that is not here: say so, go on
+                rows.append(Row(f"ingest peak RSS growth, {name}", "VmHWM growth", float("nan"), "MB", "file size",
+                                big / 2**20, float("nan"), target="≤ 100 MB", ok=None,
+                                note=f"skipped: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}"))
+                continue
+            g = (c["hwm_after_kb"] - c["hwm_before_kb"]) / 1024
+            rows.append(Row(f"ingest peak RSS growth, {name} ({big // 2**20} MiB file)", "VmHWM growth", g, "MB",
+                            "file size", big / 2**20, g / (big / 2**20), target="≤ 100 MB", ok=g <= 100,
+                            note=(f"child process: RSS {c['rss_before_kb'] / 1024:.0f} MB before, peak "
+                                  f"{c['hwm_after_kb'] / 1024:.0f} MB after; {big / 1e6 / c['seconds']:,.0f} MB/s"),
+                            samples={"growth_mib": [g], "seconds": [c["seconds"]]}))
+    finally:
+        servers.close()
     return rows
 
 

@@ -109,7 +109,7 @@ SIZES = {
     "cmd_rounds": (4, 2),
     "cmd_ops": (10, 10),
 }
-ROWS = ["create", "tags", "search", "store", "asof", "command", "postgres"]
+ROWS = ["create", "tags", "search", "store", "asof", "command", "postgres", "tier"]
 
 
 def size(key: str, quick: bool) -> int:
@@ -414,6 +414,34 @@ def row_create(tmp: str, quick: bool, mlflow: Peer) -> list[Row]:
                          "mlflow_create_only": create_only})]
 
 
+def _ours_create_with(tmp: str, n: int, small_blobs: str) -> float:
+    """``ours_create`` with MLEDGER_SMALL_BLOBS set (``"0"``: every blob a file, as registries made before the
+    small-blob tier; ``""``: the default of a new registry, blobs up to 64 KiB in its database)."""
+    before = os.environ.pop("MLEDGER_SMALL_BLOBS", None)
+    try:
+        if small_blobs:
+            os.environ["MLEDGER_SMALL_BLOBS"] = small_blobs
+        return ours_create(tmp, n)
+    finally:
+        os.environ.pop("MLEDGER_SMALL_BLOBS", None)
+        if before is not None:
+            os.environ["MLEDGER_SMALL_BLOBS"] = before
+
+
+def row_tier(tmp: str, quick: bool) -> list[Row]:
+    """Section of issue 12 point 7 (blobs): the create row's register with small blobs in the registry's
+    database (one commit for bytes and events) vs in files (blob fsync + folder fsyncs, then the commit),
+    paired rounds in the same run."""
+    n, repeats = size("create_n", quick), size("create_repeats", quick)
+    log(f"tier: {n} registers x {repeats} repeats, small blobs in the database vs in files")
+    files, tiered = alternate(repeats, lambda: _ours_create_with(tmp, n, "0"), lambda: _ours_create_with(tmp, n, ""))
+    ratios = [t / f for f, t in zip(files, tiered, strict=True)]
+    return [Row("create: small blobs in the database vs files", "db tier", median(tiered), "ver/s",
+                "files (MLEDGER_SMALL_BLOBS=0)", median(files), median(ratios), target="", ok=None,
+                note=f"{n} registers of distinct ~400 B files per repeat, {repeats} paired repeats",
+                samples={"db_tier": tiered, "files": files, "ratio": ratios})]
+
+
 def row_tags(tmp: str, quick: bool, mlflow: Peer, es: Peer) -> list[Row]:
     n, n_ml, repeats = size("tag_n", quick), size("tag_n_mlflow", quick), size("tag_repeats", quick)
     log(f"tags: {n} tags + {n} alias moves x {repeats} repeats (MLflow {n_ml} each), model with 10 versions")
@@ -606,7 +634,7 @@ def main(argv: list[str] | None = None) -> int:
     peers_dir = Path(args.peers_dir)
     peers_dir.mkdir(parents=True, exist_ok=True)
     needed = {"create": ["mlflow"], "tags": ["mlflow", "eventsourcing"], "search": ["mlflow"], "store": ["mlflow"],
-              "asof": ["model-ledger"], "command": ["model-ledger"], "postgres": ["mlflow-pg"]}
+              "asof": ["model-ledger"], "command": ["model-ledger"], "postgres": ["mlflow-pg"], "tier": []}
     peers = {name: Peer(name, peers_dir) for name in PEERS}
     setup = time.perf_counter()
     for name in sorted({p for r in chosen for p in needed[r]}):
@@ -634,7 +662,8 @@ def main(argv: list[str] | None = None) -> int:
                           ("store", lambda: row_store(tmp, args.quick, peers["mlflow"])),
                           ("asof", lambda: row_asof(tmp, args.quick, peers["model-ledger"])),
                           ("command", lambda: row_command(tmp, args.quick, peers["model-ledger"])),
-                          ("postgres", lambda: bench_clients(tmp, args.quick, peers["mlflow-pg"]))):
+                          ("postgres", lambda: bench_clients(tmp, args.quick, peers["mlflow-pg"])),
+                          ("tier", lambda: row_tier(tmp, args.quick))):
             if name not in chosen:
                 continue
             t = time.perf_counter()

@@ -21,7 +21,7 @@ from services import REDIS_DB, REDIS_HOST, REDIS_PORT, subprocess_env
 HEAVY = ("sqlite_utils", "numpy", "click", "pluggy", "dateutil", "dramatiq", "redis", "fsspec", "s3fs",
          "botocore", "aiobotocore", "torch", "psycopg", "psycopg_pool")
 # Our own modules that load on first use (modelledger/registry.py, "loaded on first use").
-LAZY = ("workers.actors", "workers.broker", "workers.ingest", "workers.store", "workers.formats",
+LAZY = ("workers.actors", "workers.broker", "workers.ingest", "workers.store", "workers.blobs", "workers.formats",
         "workers.pickle_scan", "projections.audit")
 
 READS = [
@@ -115,7 +115,7 @@ def test_a_write_still_loads_what_it_needs_and_works(small_home: Path, tmp_path:
     version = json.loads(result["out"])
     assert version["status"] == "ready" and version["artifact"]["size"] == len(b"weights v3\n")
     # Embedded, the caller's thread copies the source and commits the version already stored: no job is sent.
-    assert {"workers.ingest", "workers.store", "workers.formats", "fsspec"} <= set(result["modules"])
+    assert {"workers.ingest", "workers.blobs", "workers.formats", "fsspec"} <= set(result["modules"])
 
 
 def test_the_broker_is_bound_on_first_use_with_the_actors_on_it(small_home: Path) -> None:

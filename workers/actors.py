@@ -25,8 +25,8 @@ from eventstore.recorder import Transaction
 
 from . import broker as _broker  # noqa: F401  (sets the broker before any actor is declared)
 from . import context
+from .blobs import database_url_of, open_store
 from .ingest import BlobsVanished, artifact_blobs, ingest_artifact
-from .store import BlobStore
 
 log = logging.getLogger("modelledger.workers")
 
@@ -116,7 +116,7 @@ def _ingest_once(ctx: context.WorkerContext, rec: Any, created: StoredEvent, art
     number = created.data["version"]
     position = created.position
     try:
-        store = BlobStore(ctx.artifacts)
+        store = open_store(ctx.artifacts, database=database_url_of(ctx.recorder))
         facts = ingest_artifact(store, artifact["source"], progress=context.progress_for(position), beneath=beneath)
         expected = artifact.get("expected_digest")
         if expected and facts["digest"] != expected:

@@ -17,8 +17,9 @@ import fsspec
 
 from eventstore.errors import ArtifactError, ValidationError
 
+from .blobs import BlobStore, open_store
+from .blobs.base import ArtifactInfo, is_local_path
 from .formats import sniff_artifact
-from .store import ArtifactInfo, BlobStore, is_local_path
 
 MAX_SOURCE = 4096
 # A folder's full file list lives in its manifest blob; the event keeps the first paths (sorted) for search
@@ -102,7 +103,7 @@ def ingest_artifact(
     ``beneath``: the folder a local source must not leave (see ``BlobStore.ingest``)."""
     src = normalize_source(source)
     if isinstance(store, str):
-        store = BlobStore(store)
+        store = open_store(store)
     try:
         info = store.ingest(src, progress=progress, beneath=beneath)
     except ArtifactError:

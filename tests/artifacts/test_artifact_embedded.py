@@ -7,6 +7,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import pytest
 from artifact_support import (
     assert_store_sound,
     events,
@@ -16,6 +17,13 @@ from artifact_support import (
     store_snapshot,
     tree_files,
 )
+
+
+@pytest.fixture(autouse=True)
+def _blobs_in_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests look at the file store's layout (``sha256/ab/cd/<hex>``) even for tiny artifacts: every blob
+    goes to files here. The database tier of small blobs has its own tests (tests/workers/test_db_blobs.py)."""
+    monkeypatch.setenv("MLEDGER_SMALL_BLOBS", "0")
 
 
 def test_file_and_directory_ready_digest_pull_roundtrip(reg, home: Path, tmp_path: Path) -> None:

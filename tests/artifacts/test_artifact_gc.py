@@ -14,6 +14,13 @@ import pytest
 from artifact_support import assert_store_sound, events, noise, store_snapshot, tree_files
 
 
+@pytest.fixture(autouse=True)
+def _blobs_in_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests look at the file store's layout (``sha256/ab/cd/<hex>``) even for tiny artifacts: every blob
+    goes to files here. The database tier of small blobs has its own tests (tests/workers/test_db_blobs.py)."""
+    monkeypatch.setenv("MLEDGER_SMALL_BLOBS", "0")
+
+
 def _blob_path(artifacts: Path, digest: str) -> Path:
     hexd = digest.removeprefix("sha256:")
     return artifacts / "sha256" / hexd[:2] / hexd[2:4] / hexd

@@ -12,6 +12,13 @@ from pathlib import Path
 import pytest
 from artifact_support import make_tree, outcomes, tree_files
 
+
+@pytest.fixture(autouse=True)
+def _blobs_in_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests look at the file store's layout (``sha256/ab/cd/<hex>``) even for tiny artifacts: every blob
+    goes to files here. The database tier of small blobs has its own tests (tests/workers/test_db_blobs.py)."""
+    monkeypatch.setenv("MLEDGER_SMALL_BLOBS", "0")
+
 pytestmark = pytest.mark.s3
 
 

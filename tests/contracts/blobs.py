@@ -49,7 +49,7 @@ class Backend:
 
     name: str
     url: str
-    corrupt: Callable[[str, bytes], None]  # (blob path inside the store's fs, new bytes)
+    corrupt: Callable[[str, bytes], None]  # (digest, new bytes): rewrites the stored bytes beside the store
     shared: bool = True  # visible to another process (memory:// is not)
     env: dict[str, str] = field(default_factory=dict)
 
@@ -161,6 +161,60 @@ class HostRecordingProxy:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+MYSQL_ADMIN = os.environ.get("MLEDGER_TEST_MYSQL", "mysql://root@127.0.0.1:3306/mysql")
+
+
+def mysql_database() -> str:
+    """A new empty MariaDB/MySQL database (random name) on the machine's server; its URL."""
+    try:
+        import pymysql
+    except ImportError:
+        unavailable("PyMySQL (the mysql extra)")
+    admin = urlsplit(MYSQL_ADMIN)
+    name = f"mledger_test_{uuid.uuid4().hex[:16]}"
+    try:
+        conn = pymysql.connect(host=admin.hostname, port=admin.port or 3306, user=admin.username or "root",
+                               password=admin.password or "", connect_timeout=3, autocommit=True)
+    except pymysql.Error as exc:
+        unavailable(f"MariaDB/MySQL at {admin.hostname}:{admin.port} ({exc})")
+    with conn, conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE `{name}`")  # the name is ours (hex), never input
+    return f"mysql://{admin.username or 'root'}@{admin.hostname}:{admin.port or 3306}/{name}"
+
+
+def drop_mysql_database(url: str) -> None:
+    import pymysql
+
+    u = urlsplit(url)
+    name = u.path.lstrip("/")
+    assert name.startswith("mledger_test_")
+    with pymysql.connect(host=u.hostname, port=u.port or 3306, user=u.username or "root", connect_timeout=3,
+                         autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+
+
+def database_corrupt(url: str) -> Callable[[str, bytes], None]:
+    """Rewrite a database blob's chunk rows with other bytes (its size and digest rows unchanged)."""
+    def corrupt(digest: str, data: bytes) -> None:
+        from workers.blobs.database import CHUNK, dialect_for
+
+        sql = dialect_for(url)
+        conn = sql.connect(url)
+        try:
+            cur = conn.cursor()
+            cur.execute(sql.q("SELECT upload FROM blob_store WHERE digest = ?"), (digest,))
+            (upload,) = cur.fetchone()
+            sql.begin(conn)
+            cur.execute(sql.q("DELETE FROM blob_chunks WHERE upload = ?"), (upload,))
+            for seq, start in enumerate(range(0, len(data), CHUNK)):
+                cur.execute(sql.q("INSERT INTO blob_chunks (upload, seq, data) VALUES (?, ?, ?)"),
+                            (upload, seq, data[start:start + CHUNK]))
+            sql.commit(conn)
+        finally:
+            conn.close()
+    return corrupt
 
 
 def new_name(prefix: str = "mledger") -> str:

@@ -15,6 +15,13 @@ from eventstore.sqlite import SQLiteRecorder
 from eventstore.verify import resume, verify_rows
 from projections.audit import EXPORT_FORMAT, export, verify_export
 
+
+@pytest.fixture(autouse=True)
+def _blobs_in_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests look at the file store's layout (``sha256/ab/cd/<hex>``) even for tiny artifacts: every blob
+    goes to files here. The database tier of small blobs has its own tests (tests/workers/test_db_blobs.py)."""
+    monkeypatch.setenv("MLEDGER_SMALL_BLOBS", "0")
+
 SELECT_CONTENT = ("SELECT stream, version, type, schema_version, data, meta, recorded_at, hash FROM events"
                   " WHERE position = ?")
 UPDATE_CONTENT = ("UPDATE events SET stream = ?, version = ?, type = ?, schema_version = ?, data = ?, meta = ?,"

@@ -119,7 +119,7 @@ def test_a_non_utf8_name_is_refused_before_any_byte_is_copied(tmp_path: Path) ->
 
 
 def test_a_folder_over_the_file_limit_is_refused_before_any_byte_is_copied(tmp_path: Path, monkeypatch) -> None:
-    from workers import store as store_module
+    from workers.blobs import base as store_module
 
     folder = tmp_path / "many"
     folder.mkdir()
@@ -197,7 +197,7 @@ def test_gc_purging_blobs_between_copy_and_sniff_does_not_fail_the_register(reg,
     """L7: a register of bytes that gc purges at that moment failed with "cannot sniff a missing file". Here gc's
     deletion lands deterministically between the copy and the sniff: the register copies again."""
     src = tmp_path / "w.bin"
-    src.write_bytes(b"weights being purged\n")
+    src.write_bytes(b"weights being purged\n" * 4000)  # past the small-blob tier (held in memory until commit)
     real = ingest_module.sniff_artifact
     calls = []
 

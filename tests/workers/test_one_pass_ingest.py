@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from eventstore.errors import ArtifactError
-from workers import store as store_mod
+from workers.blobs import base as blob_base
+from workers.blobs import fsspec_store as store_mod
 from workers.store import BlobStore
 
 CHUNK = 4096  # the pipeline's buffer size in these tests, so its boundaries are cheap to reach
@@ -20,7 +21,7 @@ CHUNK = 4096  # the pipeline's buffer size in these tests, so its boundaries are
 @pytest.fixture(autouse=True)
 def small_buffers(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(store_mod, "PIPE_CHUNK", CHUNK)
-    monkeypatch.setattr(store_mod, "SMALL_FILE", 0)  # every non-empty file takes the one-pass path
+    monkeypatch.setattr(blob_base, "SMALL_FILE", 0)  # every non-empty file takes the one-pass path
 
 
 def sha(data: bytes) -> str:
@@ -123,10 +124,10 @@ def make_shards(root: Path, n: int = 6) -> Path:
 
 def test_a_folder_ingested_in_parallel_is_the_same_artifact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     folder = make_shards(tmp_path)
-    monkeypatch.setattr(store_mod, "FOLDER_THREADS", 1)
+    monkeypatch.setattr(blob_base, "FOLDER_THREADS", 1)
     sequential = BlobStore(str(tmp_path / "s1")).ingest(str(folder))
-    monkeypatch.setattr(store_mod, "FOLDER_THREADS", 4)
-    monkeypatch.setattr(store_mod, "PARALLEL_FOLDER_BYTES", 0)
+    monkeypatch.setattr(blob_base, "FOLDER_THREADS", 4)
+    monkeypatch.setattr(blob_base, "PARALLEL_FOLDER_BYTES", 0)
     seen_threads: set[str] = set()
     real = store_mod.copy_hashing
 
@@ -146,8 +147,8 @@ def test_a_folder_ingested_in_parallel_is_the_same_artifact(tmp_path: Path, monk
 
 def test_a_failing_shard_in_a_parallel_folder_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     folder = make_shards(tmp_path)
-    monkeypatch.setattr(store_mod, "FOLDER_THREADS", 3)
-    monkeypatch.setattr(store_mod, "PARALLEL_FOLDER_BYTES", 0)
+    monkeypatch.setattr(blob_base, "FOLDER_THREADS", 3)
+    monkeypatch.setattr(blob_base, "PARALLEL_FOLDER_BYTES", 0)
     real = store_mod.copy_hashing
     count = [0]
 

@@ -12,7 +12,7 @@ import pytest
 
 from modelledger.registry import Registry
 from workers import statcache
-from workers import store as store_mod
+from workers.blobs import fsspec_store as store_mod
 from workers.statcache import FileKey, StatCache
 from workers.store import BlobStore
 

@@ -1,0 +1,248 @@
+"""Blobs in the registry's own database: ``MLEDGER_ARTIFACTS=db`` (every blob) and the small-blob tier of a new
+registry (small blobs in the database, written in the command's own transaction; large ones in files).
+
+What a user relies on: a small register commits bytes and events together (one commit); reads find a blob
+in whichever tier holds it, so an existing registry needs no migration; gc frees database blobs in the same
+commit as its ``ArtifactPurged`` events and ``audit --deep`` passes after it; a writer killed mid-blob leaves
+nothing visible on any backend, and the next attempt heals."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from contracts.blobs import drop_mysql_database, mysql_database
+from services import unavailable
+
+from modelledger import Registry
+from workers.blobs import open_store
+from workers.blobs.database import DatabaseBlobStore
+from workers.blobs.tiered import TieredBlobStore
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def db_rows(home: Path, table: str) -> int:
+    with sqlite3.connect(home / "registry.db") as conn:
+        return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # noqa: S608 - our own table names
+
+
+def test_a_new_registry_keeps_a_small_artifact_in_its_database_and_a_large_one_in_files(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLEDGER_SMALL_BLOBS", raising=False)
+    small, large = tmp_path / "small.bin", tmp_path / "large.bin"
+    small.write_bytes(os.urandom(10_000))
+    large.write_bytes(os.urandom(200_000))
+    home = tmp_path / "home"
+    with Registry.open(home, actor="t@t") as reg:
+        s = reg.register("m", artifact=str(small))
+        big = reg.register("m", artifact=str(large))
+        store = reg.store()
+        assert isinstance(store, TieredBlobStore)
+        assert store.small.exists(s.artifact["digest"]) and not store.large.exists(s.artifact["digest"])
+        assert store.large.exists(big.artifact["digest"]) and not store.small.exists(big.artifact["digest"])
+        reg.pull(s, str(tmp_path / "back.bin"))
+        assert (tmp_path / "back.bin").read_bytes() == small.read_bytes()
+        assert reg.audit(deep=True).ok
+    assert not list((home / "artifacts").rglob(s.artifact["digest"].split(":")[1]))
+
+
+def test_a_small_register_commits_once_with_its_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The blob and the events go in one transaction: the registry database sees one commit, and a command
+    refused after the ingest (a name taken by a conflicting request) writes no blob either."""
+    monkeypatch.delenv("MLEDGER_SMALL_BLOBS", raising=False)
+    src = tmp_path / "w.bin"
+    src.write_bytes(b"weights" * 100)
+    home = tmp_path / "home"
+    with Registry.open(home, actor="t@t") as reg:
+        reg.register("warm", artifact=str(tmp_path / "w.bin"))  # the store exists: count only the next one
+        commits = []
+        conn = reg.recorder.connection()
+        conn.set_trace_callback(lambda statement: commits.append(statement) if statement.strip().upper()
+                                .startswith("COMMIT") else None)
+        src.write_bytes(b"other weights" * 100)
+        v = reg.register("m", artifact=str(src))
+        conn.set_trace_callback(None)
+        assert v.status == "ready"
+        assert len(commits) == 1, commits
+        assert reg.store().small.exists(v.artifact["digest"])
+
+
+def test_an_existing_registry_keeps_writing_files_and_reads_both(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLEDGER_SMALL_BLOBS", "0")  # a registry made before the tier existed
+    home = tmp_path / "home"
+    old = tmp_path / "old.bin"
+    old.write_bytes(b"old bytes")
+    with Registry.open(home, actor="t@t") as reg:
+        v1 = reg.register("m", artifact=str(old))
+    monkeypatch.delenv("MLEDGER_SMALL_BLOBS")
+    with Registry.open(home, actor="t@t") as reg:
+        store = reg.store()
+        assert not isinstance(store, TieredBlobStore)  # not new, no blob table: unchanged, no migration
+        assert reg.audit(deep=True).ok
+    monkeypatch.setenv("MLEDGER_SMALL_BLOBS", "64K")  # turned on for it: new small blobs go to the database
+    new = tmp_path / "new.bin"
+    new.write_bytes(b"new bytes")
+    with Registry.open(home, actor="t@t") as reg:
+        v2 = reg.register("m", artifact=str(new))
+        store = reg.store()
+        assert isinstance(store, TieredBlobStore)
+        assert store.large.exists(v1.artifact["digest"]) and store.small.exists(v2.artifact["digest"])
+        for v, src in ((v1, old), (v2, new)):
+            reg.pull(v, str(tmp_path / f"{v.version}.out"))
+            assert (tmp_path / f"{v.version}.out").read_bytes() == src.read_bytes()
+        assert reg.audit(deep=True).ok
+
+
+@pytest.mark.parametrize("mode", ["db", "tiered"])
+def test_gc_frees_database_blobs_in_the_commit_of_its_purge_events(mode: str, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLEDGER_SMALL_BLOBS", raising=False)
+    if mode == "db":
+        monkeypatch.setenv("MLEDGER_ARTIFACTS", "db")
+    folder = tmp_path / "model"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "config.json").write_text('{"a": 1}')
+    (folder / "sub" / "w.bin").write_bytes(os.urandom(300_000))
+    home = tmp_path / "home"
+    with Registry.open(home, actor="t@t") as reg:
+        v = reg.register("m", artifact=str(folder))
+        keep = reg.register("k", artifact=str(folder / "config.json"))
+        store = reg.store()
+        digests = {v.artifact["digest"], *(f["digest"] for f in v.artifact["files"])}
+        assert digests <= {d for d, _s, _m in store.iter_blobs()}
+        reg.delete(v, reason="gc me")
+        seen: list[tuple[int, int]] = []
+        real_delete = DatabaseBlobStore.delete
+
+        def watched(self: DatabaseBlobStore, digest: str, tx: object = None) -> bool:
+            assert tx is not None  # through gc's own transaction
+            out = real_delete(self, digest, tx)
+            # Inside gc's transaction: a second connection still sees the rows (nothing committed yet) ...
+            seen.append((db_rows(home, "blob_store"), db_rows(home, "events")))
+            return out
+
+        monkeypatch.setattr(DatabaseBlobStore, "delete", watched)
+        before = db_rows(home, "blob_store")
+        head = db_rows(home, "events")
+        report = reg.gc(grace_seconds=0)
+        assert seen and all(rows == before and pos == head for rows, pos in seen)
+        # ... and after the commit, the rows and the ArtifactPurged events are there together.
+        assert db_rows(home, "events") > head and report["events"]
+        assert db_rows(home, "blob_store") < before
+        left = {d for d, _s, _m in store.iter_blobs()}
+        assert not (digests - {keep.artifact["digest"]}) & left
+        assert keep.artifact["digest"] in left
+        assert reg.audit(deep=True).ok
+        assert reg.get("m@1").status == "purged"
+
+
+def test_mledger_artifacts_db_keeps_every_blob_in_the_registry_database(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLEDGER_ARTIFACTS", "db")
+    src = tmp_path / "big.bin"
+    src.write_bytes(os.urandom(3 * 1024 * 1024 + 17))  # several chunk rows
+    home = tmp_path / "home"
+    with Registry.open(home, actor="t@t") as reg:
+        v = reg.register("m", artifact=str(src))
+        assert isinstance(reg.store(), DatabaseBlobStore)
+        assert db_rows(home, "blob_chunks") == 4
+        reg.pull(v, str(tmp_path / "out.bin"))
+        assert (tmp_path / "out.bin").read_bytes() == src.read_bytes()
+        assert reg.audit(deep=True).ok
+    assert not (home / "artifacts").exists()
+
+
+# -- a writer killed mid-ingest, on every database backend ------------------------------------------------
+
+@pytest.fixture(params=["sqlite", "postgres", "mysql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite://{tmp_path / 'blobs.db'}"
+    if request.param == "postgres":
+        from contracts.databases import ADMIN_URL, create_database, drop_database
+
+        try:
+            name = create_database()
+        except Exception as exc:  # noqa: BLE001
+            unavailable(f"PostgreSQL ({exc})")
+        request.addfinalizer(lambda: drop_database(name))
+        return ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    url = mysql_database()
+    request.addfinalizer(lambda: drop_mysql_database(url))
+    return url
+
+
+def test_a_killed_folder_ingest_leaves_no_blob_and_the_next_attempt_heals(database: str, tmp_path: Path) -> None:
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"shard{i}.bin").write_bytes(bytes([i]) * (5 * 1024 * 1024))
+    code = textwrap.dedent(f"""
+        import os, sys
+        sys.path.insert(0, {str(ROOT)!r})
+        from workers.blobs import open_store
+        from workers.blobs import database as db
+
+        store = open_store({database!r})
+        real = db.fixed_chunks
+        sent = [0]
+        def dies(reader, size):
+            for chunk in real(reader, size):
+                sent[0] += 1
+                if sent[0] == 13:  # in the third shard: two are staged, one is half-written
+                    os._exit(9)
+                yield chunk
+        db.fixed_chunks = dies
+        store.ingest({str(folder)!r})
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=240)
+    assert proc.returncode == 9, proc.stderr.decode()[-2000:]
+    store = open_store(database)
+    try:
+        assert list(store.iter_blobs()) == []  # nothing visible
+        assert store.sweep_tmp(older_than_seconds=3600) == 0  # could be a live writer's
+        info = store.ingest(str(folder))  # the next attempt heals
+        assert {d for d, _s, _m in store.iter_blobs()} == {info.digest, *(f.digest for f in info.files)}
+        store.pull(info.digest, "directory", str(tmp_path / "back"))
+        assert sorted(p.name for p in (tmp_path / "back").iterdir()) == ["shard0.bin", "shard1.bin", "shard2.bin"]
+        time.sleep(0.05)
+        assert store.sweep_tmp(older_than_seconds=0) >= 1  # what the killed writer left
+        assert store.sweep_tmp(older_than_seconds=0) == 0
+        assert all(store.verify(d) for d, _s, _m in store.iter_blobs())
+    finally:
+        store.close()
+
+
+def test_a_small_blob_limit_that_is_not_a_size_is_a_clear_error(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from eventstore.errors import ValidationError
+
+    monkeypatch.setenv("MLEDGER_SMALL_BLOBS", "lots")
+    with Registry.open(tmp_path / "home", actor="t@t") as reg, pytest.raises(ValidationError, match="MLEDGER_SMALL"):
+        reg.store()
+
+
+def test_multipart_parts_grow_so_a_huge_blob_fits_the_part_limits() -> None:
+    """S3 allows 10,000 parts (Azure 50,000 blocks): fixed 8 MiB parts would refuse a blob past 78 GiB."""
+    from workers.blobs import multipart
+
+    assert multipart.part_size(1) == multipart.part_size(1000) == 8 * 1024 * 1024
+    assert multipart.part_size(1001) == 16 * 1024 * 1024
+    assert sum(multipart.part_size(n) for n in range(1, 10_001)) > 1024 ** 4  # over 1 TiB within S3's limit
+    data = [os.urandom(3_000_000) for _ in range(7)]
+    parts = list(multipart._parts(iter(data)))
+    assert b"".join(parts) == b"".join(data)
+    assert all(len(p) == 8 * 1024 * 1024 for p in parts[:-1])

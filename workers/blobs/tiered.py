@@ -1,0 +1,189 @@
+"""Two backends as one store: blobs up to ``limit`` bytes in the registry's database, larger ones in the file
+(or object) store.
+
+Reads look in both (the database first), so a registry whose blobs all live in files — every registry made
+before this tier existed — needs no migration: its old blobs stay where they are, found as before. Writes go
+by size. ``deferring()`` gives a view for one command: its small blobs are held in memory (they are at most
+``limit`` bytes each) and written by ``commit_deferred(tx)`` inside the log's write transaction, so a
+``register`` of a small file commits bytes and events together, once.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import io
+from collections.abc import Iterator
+from typing import IO, Any
+
+from .base import Blob, BlobStore, Progress, Staged
+from .database import DatabaseBlobStore
+
+SMALL = "small"
+LARGE = "large"
+
+
+class TieredBlobStore(BlobStore):
+    def __init__(self, small: DatabaseBlobStore, large: BlobStore, limit: int) -> None:
+        super().__init__()
+        self.small, self.large, self.limit = small, large, limit
+        self.statcache = large.statcache
+        self.stats = large.stats
+        small.stats = large.stats  # one set of counters for the whole store
+        self.root_url = large.root_url
+        self.local = large.local
+        self.parallel_writes = large.parallel_writes
+        self._deferred: dict[str, bytes] | None = None
+
+    def close(self) -> None:
+        self.small.close()
+
+    def guarded_roots(self) -> tuple[str, ...]:
+        return self.large.guarded_roots()
+
+    # -- deferral: small blobs written with the command's events --------------------------------------
+
+    def deferring(self) -> TieredBlobStore:
+        """A view of this store for one command: its small blobs wait in memory for ``commit_deferred``."""
+        view = copy.copy(self)
+        view._deferred = {}
+        return view
+
+    @property
+    def deferred(self) -> dict[str, bytes]:
+        return dict(self._deferred or {})
+
+    def commit_deferred(self, tx: Any) -> list[str]:
+        """Write the held small blobs through the log's transaction ``tx``; the digests written."""
+        held = self._deferred or {}
+        for data in held.values():
+            self.small.put_in(tx, data)
+        return list(held)
+
+    # -- primitives ---------------------------------------------------------------------------------------
+
+    def exists(self, digest: str) -> bool:
+        if self._deferred and digest in self._deferred:
+            return True
+        return self.small.exists(digest) or self.large.exists(digest)
+
+    def _where(self, digest: str) -> BlobStore:
+        return self.small if self.small.exists(digest) else self.large
+
+    def open_blob(self, digest: str) -> IO[bytes]:
+        if self._deferred and digest in self._deferred:
+            return io.BytesIO(self._deferred[digest])
+        return self._where(digest).open_blob(digest)
+
+    def size_of(self, digest: str) -> int:
+        if self._deferred and digest in self._deferred:
+            return len(self._deferred[digest])
+        return self._where(digest).size_of(digest)
+
+    def put_bytes(self, data: bytes, staged: Staged | None = None) -> Blob:
+        if len(data) > self.limit:
+            return self._large_put_bytes(data, staged)
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        if self.exists(digest):
+            self._count(0, deduplicated=True)
+            return Blob(digest, len(data))
+        if self._deferred is not None:
+            self._deferred[digest] = bytes(data)
+            return Blob(digest, len(data))
+        return self._small_put_bytes(data, staged)
+
+    def _small_put_bytes(self, data: bytes, staged: Staged | None) -> Blob:
+        inner: Staged | None = [] if staged is not None else None
+        blob = self.small.put_bytes(data, inner)
+        if staged is not None:
+            staged.extend((SMALL, h) for h in inner or ())
+        return blob
+
+    def _large_put_bytes(self, data: bytes, staged: Staged | None) -> Blob:
+        inner: Staged | None = [] if staged is not None else None
+        blob = self.large.put_bytes(data, inner)
+        if staged is not None:
+            staged.extend((LARGE, h) for h in inner or ())
+        return blob
+
+    def write_stream(self, reader: IO[bytes], progress: Progress, expected_hex: str | None,
+                     staged: Staged | None = None) -> Blob:
+        head = reader.read(self.limit + 1)
+        if len(head) <= self.limit:
+            # The whole stream (a short read ends a stream of bytes only at its end).
+            rest = reader.read(self.limit + 1 - len(head))
+            head += rest
+        if len(head) <= self.limit:
+            if progress is not None:
+                progress(len(head))
+            if expected_hex is not None and hashlib.sha256(head).hexdigest() != expected_hex:
+                from eventstore.errors import ArtifactError
+
+                raise ArtifactError("artifact source changed while it was being stored; try again")
+            return self.put_bytes(head, staged)
+        inner: Staged | None = [] if staged is not None else None
+        blob = self.large.write_stream(_Chained(head, reader), progress, expected_hex, inner)
+        if staged is not None:
+            staged.extend((LARGE, h) for h in inner or ())
+        return blob
+
+    def _put_large_fd(self, fd: int, f: IO[bytes], st: Any, shown: str, progress: Progress,
+                      staged: Staged | None) -> Blob:
+        if st.st_size <= self.limit:  # SMALL_FILE is below the limit: not reached with the defaults
+            return super()._put_large_fd(fd, f, st, shown, progress, staged)
+        inner: Staged | None = [] if staged is not None else None
+        blob = self.large._put_large_fd(fd, f, st, shown, progress, inner)
+        if staged is not None:
+            staged.extend((LARGE, h) for h in inner or ())
+        return blob
+
+    def _split(self, staged: Staged) -> tuple[Staged, Staged]:
+        small = [h for tier, h in staged if tier == SMALL]
+        large = [h for tier, h in staged if tier == LARGE]
+        staged.clear()
+        return small, large
+
+    def publish_staged(self, staged: Staged) -> None:
+        small, large = self._split(staged)
+        try:
+            self.large.publish_staged(large)
+            self.small.publish_staged(small)
+        finally:
+            self.large.discard_staged(large)
+            self.small.discard_staged(small)
+
+    def discard_staged(self, staged: Staged) -> None:
+        small, large = self._split(staged)
+        self.large.discard_staged(large)
+        self.small.discard_staged(small)
+
+    def delete(self, digest: str, tx: Any = None) -> bool:
+        removed = self.small.delete(digest, tx)
+        return self.large.delete(digest, tx) or removed
+
+    def iter_blobs(self) -> Iterator[tuple[str, int, float]]:
+        yield from self.small.iter_blobs()
+        yield from self.large.iter_blobs()
+
+    def sweep_tmp(self, older_than_seconds: float) -> int:
+        return self.small.sweep_tmp(older_than_seconds) + self.large.sweep_tmp(older_than_seconds)
+
+
+class _Chained(io.RawIOBase):
+    """``head`` (already read) followed by the rest of ``reader``."""
+
+    def __init__(self, head: bytes, reader: IO[bytes]) -> None:
+        super().__init__()
+        self._head, self._reader = head, reader
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        if self._head:
+            if n < 0 or n >= len(self._head):
+                out, self._head = self._head, b""
+                return out
+            out, self._head = self._head[:n], self._head[n:]
+            return out
+        return self._reader.read(n)
