@@ -162,3 +162,18 @@ def _peak_rss(pid: int) -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
     raise AssertionError("no VmHWM")
+
+
+def test_undeleting_a_purged_version_fetches_no_path_named_in_the_log(admin, home, tmp_path):
+    """A version registered locally records its path; over HTTP, undeleting it after gc must not make the
+    server read that path (the confused deputy of security finding H3)."""
+    private = tmp_path / "private.bin"
+    private.write_bytes(b"someone's local file")
+    with Registry.open(home) as reg:
+        reg.register("local", str(private))
+        reg.delete("local@1")
+        reg.gc(0)
+        before = reg.head()
+    r = admin.post("/api/v1/undelete", json={"ref": "local@1"})
+    assert r.status_code == 403 and r.json()["error"] == "forbidden"
+    assert head(home) == before
