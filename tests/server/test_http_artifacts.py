@@ -177,3 +177,19 @@ def test_undeleting_a_purged_version_fetches_no_path_named_in_the_log(admin, hom
     r = admin.post("/api/v1/undelete", json={"ref": "local@1"})
     assert r.status_code == 403 and r.json()["error"] == "forbidden"
     assert head(home) == before
+
+
+def test_restore_over_http_refetches_no_path_named_in_the_log(admin, home, tmp_path):
+    private = tmp_path / "private.bin"
+    private.write_bytes(b"someone's local file")
+    with Registry.open(home) as reg:
+        reg.register("local", str(private))
+        mark = reg.head()
+        reg.delete("local@1")
+        reg.gc(0)
+        before = reg.head()
+    r = admin.post("/api/v1/restore", json={"name": "local", "as_of": f"#{mark}"})
+    assert r.status_code == 403, r.text
+    assert head(home) == before
+    dry = admin.post("/api/v1/restore", json={"name": "local", "as_of": f"#{mark}", "dry_run": True})
+    assert dry.status_code == 200 and dry.json()["reingest"] == ["local@1"]
