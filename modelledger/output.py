@@ -214,6 +214,11 @@ def event_summary_data(d: dict[str, Any], t: str = "") -> str:
         parent = f" from @{d['parent']}" if d.get("parent") else ""
         patch = f" {compact(d['patch'], 60)}" if d.get("patch") else ""
         return f"{target}{parent}{patch}"
+    if t == "TokenGranted":  # never the hash: it has no business on a screen
+        scope = f" under {d.get('prefix')}" if d.get("prefix") else ""
+        return f"token {d.get('token')} {d.get('role')}{scope}" + (f" until {d['expires_at']}" if d.get("expires_at") else "")
+    if t == "TokenRevoked":
+        return f"token {d.get('token')}" + (f" ({d['reason']})" if d.get("reason") else "")
     if t == "Tagged":
         return f"{target} {kv(d.get('tags', {}))}"
     if t == "Untagged":

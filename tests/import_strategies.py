@@ -14,7 +14,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from eventstore.events import SCHEMA_VERSIONS, NewEvent, stream_for
+from eventstore.events import SCHEMA_VERSIONS, TOKEN_EVENTS, NewEvent, stream_for, token_stream
 
 NAMES = ("m", "team/m", "ghost")
 ALIASES = ("prod", "staging")
@@ -117,6 +117,13 @@ SHAPES: dict[str, st.SearchStrategy[dict[str, Any]]] = {
     "ModelDeleted": st.fixed_dictionaries({"name": names, "reason": reasons}),
     "VersionRestored": st.fixed_dictionaries({"name": names, "version": versions}),
     "ModelRestored": st.fixed_dictionaries({"name": names}),
+    # Access tokens (eventstore/access.py): ``token`` instead of ``name``, on the stream token-<token>.
+    "TokenGranted": st.fixed_dictionaries({"token": st.sampled_from(("ci", "alice")),
+                                           "role": st.sampled_from(("reader", "writer", "admin")),
+                                           "prefix": st.sampled_from(("", "team/")),
+                                           "expires_at": st.sampled_from((None, "2030-01-01T00:00:00.000000Z")),
+                                           "secret_sha256": st.just("ab" * 32)}),
+    "TokenRevoked": st.fixed_dictionaries({"token": st.sampled_from(("ci", "alice")), "reason": reasons}),
 }
 assert set(SHAPES) == set(EVENT_TYPES)
 
@@ -202,6 +209,8 @@ def imported_events(draw: st.DrawFn) -> NewEvent:
     data = draw(event_data(event_type, "any" if fault == "data" else "none"))
     name = data.get("name")
     stream = stream_for(name) if isinstance(name, str) else "model-m"
+    if event_type in TOKEN_EVENTS and isinstance(data.get("token"), str):
+        stream = token_stream(data["token"])
     meta: Any = GOOD_META
     schema_version: Any = None
     if fault == "meta":

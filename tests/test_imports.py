@@ -360,6 +360,8 @@ def test_every_event_the_registry_writes_passes_the_import_check(tmp_path: Path)
         reg.restore(as_of=before)  # ModelRestored, Untagged, MetricsRecorded replace, ... with meta.restore
         reg.delete("p")
         reg.restore("p", as_of=before)
+        reg.create_token("ci", "writer", prefix="team/", expires_in=3600)  # TokenGranted
+        reg.revoke_token("ci", "rotated")  # TokenRevoked
         stored = list(reg.log())
     seen = set()
     for e in stored:

@@ -14,7 +14,7 @@ import anyio
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from eventstore.errors import ArtifactError, NotFoundError, PurgedError, ValidationError
+from eventstore.errors import ArtifactError, ModelLedgerError, NotFoundError, PurgedError, ValidationError
 from eventstore.events import StoredEvent
 from modelledger.inputs import check_search, pairs, parse_duration
 from modelledger.registry import Registry
@@ -173,7 +173,20 @@ def delete(body: m.DeleteBody, request: Request, who: Caller, key: Key = None) -
 @router.post("/undelete", tags=["write"])
 def undelete(body: m.RefBody, request: Request, who: Caller, key: Key = None) -> dict[str, Any]:
     who.require_ref(body.ref)
-    return _events(acting(request, who).undelete(body.ref, idempotency_key=_key(key)))
+    reg = acting(request, who)
+    _no_refetch(reg, body.ref)
+    return _events(reg.undelete(body.ref, idempotency_key=_key(key)))
+
+
+def _no_refetch(reg: Registry, ref: str) -> None:
+    """Undeleting a purged version fetches its bytes again from the source its event names, which may be a
+    path on someone's machine: the server does that only for a source its operator allowed."""
+    try:
+        version = reg.get(ref)
+    except ModelLedgerError:
+        return  # the command itself says what is wrong with the reference
+    if version.status == "purged":
+        allowed_source(reg.sources, version.artifact.get("source"))
 
 
 @router.post("/retry", tags=["write"])
@@ -190,7 +203,15 @@ def retry(body: m.RefBody, request: Request, who: Caller, key: Key = None) -> di
 def restore(body: m.RestoreBody, request: Request, who: Caller, key: Key = None) -> dict[str, Any]:
     """Append the compensating events that make the catalog (or one model) what it was at ``as_of``."""
     who.require("admin")
-    return acting(request, who).restore(body.name, as_of=body.as_of, dry_run=body.dry_run, idempotency_key=_key(key))
+    reg = acting(request, who)
+    key = _key(key)
+    if not body.dry_run:
+        # A restore re-fetches purged bytes from the sources their events name; over HTTP only from sources
+        # the operator allowed (the plan is made twice: once to look, once under the write lock to append).
+        plan = reg.restore(body.name, as_of=body.as_of, dry_run=True)
+        for ref in plan["reingest"]:
+            allowed_source(reg.sources, reg.get(ref).artifact.get("source"))
+    return reg.restore(body.name, as_of=body.as_of, dry_run=body.dry_run, idempotency_key=key)
 
 
 @router.post("/gc", tags=["admin"])

@@ -1,0 +1,132 @@
+"""Against real `mledger serve` processes: two servers on one registry refuse a revoked token at once, the
+live log (JSON Lines and server-sent events with Last-Event-ID), and the CLI's idempotency keys and tokens."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+
+import httpx
+from services import mledger_command, subprocess_env
+
+from modelledger import Registry
+
+
+def test_two_server_processes_share_tokens_and_revocation(start_server, tokens, home):
+    one, two = start_server(), start_server()
+    with one.client(tokens["admin"]) as admin, two.client(tokens["reader"]) as reader_on_two, \
+            one.client(tokens["reader"]) as reader_on_one:
+        assert reader_on_two.get("/api/v1/list").status_code == 200
+        assert reader_on_one.get("/api/v1/list").status_code == 200
+        # A token granted through one process works on the other at once.
+        granted = admin.post("/api/v1/tokens", json={"name": "ci", "role": "writer"}).json()
+        with two.client(granted["secret"]) as ci_on_two:
+            assert ci_on_two.post("/api/v1/tag", json={"ref": "nosuch", "tags": {"a": "b"}}).status_code == 404
+            # Revoked on one process: refused by both, from the next request on.
+            assert admin.post("/api/v1/tokens/revoke", json={"name": "ci"}).status_code == 200
+            r = ci_on_two.get("/api/v1/list")
+            assert r.status_code == 401 and r.json()["error"] == "unauthenticated"
+            with one.client(granted["secret"]) as ci_on_one:
+                assert ci_on_one.get("/api/v1/list").status_code == 401
+        # Revoked locally with the CLI (a third process): both servers refuse it too.
+        out = subprocess.run([*mledger_command(), "token", "revoke", "reader"], env=subprocess_env(home),
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert reader_on_two.get("/api/v1/list").status_code == 401
+        assert reader_on_one.get("/api/v1/list").status_code == 401
+        # No token: 401 on every process.
+        assert httpx.get(f"{two.url}/api/v1/list").status_code == 401
+
+
+def test_live_log_json_lines_and_server_sent_events(start_server, tokens, home):
+    server = start_server()
+    with server.client(tokens["writer"]) as writer, server.client(tokens["reader"]) as reader:
+        lines = reader.get("/api/v1/log", params={"since": 2}).text.splitlines()
+        assert [json.loads(x)["position"] for x in lines] == [3, 4]
+        received: list[dict] = []
+        done = threading.Event()
+
+        def listen(last_event_id: str | None) -> None:
+            headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+            with reader.stream("GET", "/api/v1/log/stream", headers=headers, timeout=60) as r:
+                assert r.headers["content-type"].startswith("text/event-stream")
+                event: dict = {}
+                for line in r.iter_lines():
+                    if line.startswith("id: "):
+                        event["id"] = int(line[4:])
+                    elif line.startswith("data: "):
+                        event["data"] = json.loads(line[6:])
+                    elif line == "" and "id" in event:
+                        received.append(event)
+                        event = {}
+                        if len(received) >= 3:
+                            done.set()
+                            return
+
+        # Resume after #3: the stream starts with #4 (a token grant), then follows new events live.
+        t = threading.Thread(target=listen, args=("3",), daemon=True)
+        t.start()
+        for k in ("a", "b"):
+            r = writer.post("/api/v1/register", json={"name": f"m{k}", "artifact": _upload(writer, k.encode())})
+            assert r.status_code == 200, r.text
+        assert done.wait(60), f"received only {received}"
+        assert [e["id"] for e in received] == [4, 5, 6]
+        assert all(e["id"] == e["data"]["position"] for e in received)
+        assert received[1]["data"]["type"] == "ModelRegistered"
+        bad = reader.get("/api/v1/log/stream", headers={"Last-Event-ID": "x"})
+        assert bad.status_code == 400
+
+
+def _upload(client: httpx.Client, data: bytes) -> dict:
+    import hashlib
+
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    assert client.put(f"/api/v1/blobs/{digest}", params={"size": len(data)}, content=data).status_code == 201
+    return {"digest": digest, "size": len(data), "filename": "w.bin"}
+
+
+def run_cli(home, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*mledger_command(), *args], env=subprocess_env(home), capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_cli_tokens_and_idempotency_keys(home, tmp_path):
+    art = tmp_path / "w.bin"
+    art.write_bytes(b"w")
+    out = run_cli(home, "token", "create", "ci", "--role", "writer", "--prefix", "team-a/", "--expires", "30d",
+                  "--json")
+    assert out.returncode == 0, out.stderr
+    created = json.loads(out.stdout)
+    assert created["secret"].startswith("mlt_") and created["prefix"] == "team-a/"
+    listed = run_cli(home, "token", "list", "--json")
+    assert [t["name"] for t in json.loads(listed.stdout)["tokens"]] == ["ci"]
+    assert created["secret"] not in listed.stdout
+    assert run_cli(home, "token", "create", "ci", "--role", "reader").returncode == 4  # exists
+    assert run_cli(home, "token", "create", "x", "--role", "reader", "--prefix", "a/").returncode == 2
+    assert run_cli(home, "token", "revoke", "nosuch").returncode == 3
+    # --idempotency-key on every write command: a retried rollback rolls back once.
+    assert run_cli(home, "register", "m", "--artifact", str(art)).returncode == 0
+    for n in (1, 2):
+        assert run_cli(home, "update", "m@latest", "--params", f'{{"n": {n}}}').returncode == 0
+    for n in (1, 2, 3):
+        assert run_cli(home, "alias", f"m@{n}", "prod").returncode == 0
+    first = run_cli(home, "rollback", "m", "prod", "--idempotency-key", "rb-1", "--json")
+    again = run_cli(home, "rollback", "m", "prod", "--idempotency-key", "rb-1", "--json")
+    assert first.returncode == again.returncode == 0
+    assert json.loads(first.stdout) == json.loads(again.stdout)
+    shown = json.loads(run_cli(home, "show", "m", "--json").stdout)
+    assert shown["aliases"] == {"prod": 2}
+    for args in (("tag", "m@1", "a=b"), ("untag", "m@1", "a"), ("metrics", "m@1", "acc=1"), ("alias", "m@1", "x"),
+                 ("unalias", "m", "x"), ("delete", "m@1"), ("undelete", "m@1"), ("gc", "--grace", "7d"),
+                 ("restore", "m", "--as-of", "#3")):
+        with Registry.open(home) as reg:
+            start = reg.head()
+        key = "key-" + "-".join(args)
+        assert run_cli(home, *args, "--idempotency-key", key).returncode in (0, 1), args
+        with Registry.open(home) as reg:
+            once = reg.head()
+        assert run_cli(home, *args, "--idempotency-key", key).returncode in (0, 1), args
+        with Registry.open(home) as reg:
+            assert reg.head() == once, args
+        assert once >= start
