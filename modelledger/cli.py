@@ -390,6 +390,12 @@ def cmd_webhook(reg: Registry, args: argparse.Namespace) -> int:
     if not args.ref:
         raise ValidationError(f"webhook {args.action} NAME|ID")
     hook = reg.webhook(args.ref)
+    if args.action == "secret":
+        from eventstore.webhooks import secret_for
+
+        secret = secret_for(hook.webhook_id)  # derived from MLEDGER_WEBHOOK_KEY: only an operator has it
+        emit(args, {"id": hook.webhook_id, "secret": secret}, secret)
+        return 0
     if args.action == "delete":
         command: Any = DeleteWebhook(hook.webhook_id)
     elif args.action in ("enable", "disable"):
@@ -592,7 +598,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     p = add("webhook", cmd_webhook, "webhooks with a cursor on the log: create, list, delete, enable, disable, "
             "replay, deliver")
-    p.add_argument("action", choices=["create", "list", "delete", "enable", "disable", "replay", "deliver"])
+    p.add_argument("action", choices=["create", "list", "delete", "enable", "disable", "replay", "deliver", "secret"])
     p.add_argument("ref", nargs="?", metavar="NAME|ID")
     p.add_argument("--url", help="with create: where to POST (under MLEDGER_WEBHOOK_URLS)")
     p.add_argument("--event", action="append", default=[], metavar="EVENT",
