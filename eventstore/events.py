@@ -31,6 +31,11 @@ SCHEMA_VERSIONS: dict[str, int] = {
     # Access to the HTTP server (eventstore/access.py): on a stream ``token-<name>`` each.
     "TokenGranted": 1,
     "TokenRevoked": 1,
+    "WebhookCreated": 1,
+    "WebhookUpdated": 1,
+    "WebhookDeleted": 1,
+    "WebhookDelivered": 1,
+    "WebhookReplayed": 1,
 }
 
 # Events that create a new version of a model (each carries the version's whole content).

@@ -301,6 +301,11 @@ _STORED_FIELDS: dict[str, tuple[Check, bool]] = {
 _ARTIFACT_RECORD = _object({"source": (_source, True), **_STORED_FIELDS, "error": (_text(REASON_MAX), False)})
 
 _NAME = (_names(validate_name), True)
+
+
+def _webhook_id(value: Any) -> None:
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9a-f]{32}", value):
+        raise _Refused(f"must be 32 lower-case hex digits, not {_show(value)}")
 _VERSION = (_version, True)
 _DESCRIPTION = (_text(DESCRIPTION_MAX), True)
 _REASON = (_text(REASON_MAX), True)
@@ -363,6 +368,18 @@ SHAPES: dict[str, Check] = {
                              "expires_at": (_optional(_text(64, empty=False, plain=True)), True),
                              "secret_sha256": (_hex64, True)}),
     "TokenRevoked": _object({"token": (_names(validate_token_name), True), "reason": _REASON}),
+    # Webhook subscriptions (eventstore/webhooks.py): ``webhook`` (the id), never ``name``.
+    "WebhookCreated": _object({"webhook": (_webhook_id, True), "webhook_name": (_text(64, empty=False, plain=True), True),
+                               "url": (_text(2048, empty=False, plain=True), True), "events": (_strings(64), True),
+                               "description": (_text(1000), True), "secret_sha256": (_hex64, True),
+                               "since": (_int(0, POSITION_MAX), True)}),
+    "WebhookUpdated": _object({"webhook": (_webhook_id, True), "url": (_text(2048, empty=False, plain=True), False),
+                               "events": (_strings(64), False), "status": (_one_of("ACTIVE", "DISABLED"), False),
+                               "description": (_text(1000), False)}),
+    "WebhookDeleted": _object({"webhook": (_webhook_id, True)}),
+    "WebhookDelivered": _object({"webhook": (_webhook_id, True), "through": (_position, True),
+                                 "delivered": (_size, True)}),
+    "WebhookReplayed": _object({"webhook": (_webhook_id, True), "through": (_int(0, POSITION_MAX), True)}),
 }
 assert set(SHAPES) == set(SCHEMA_VERSIONS), "every event type has a shape"
 
@@ -453,7 +470,9 @@ def check_event(event: Any, index: int | None = None) -> None:
         raise ValidationError(f"{where}: {exc}") from None
     except _Refused as r:
         raise ValidationError(f"{where}: {_where(r.path)}: {r.problem}") from None
-    own = token_stream(event.data["token"]) if event.type in TOKEN_EVENTS else stream_for(event.data["name"])
+    own = (token_stream(event.data["token"]) if event.type in TOKEN_EVENTS
+           else "webhook-" + event.data["webhook"] if event.type.startswith("Webhook")
+           else stream_for(event.data["name"]))
     if event.stream != own:
         raise ValidationError(f"{where}: belongs to stream {_show(own, 60)}")
     schema_version = event.schema_version

@@ -379,6 +379,51 @@ def cmd_token(reg: Registry, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_webhook(reg: Registry, args: argparse.Namespace) -> int:
+    from eventstore.webhooks import DeleteWebhook, Replay, UpdateWebhook
+
+    key = args.idempotency_key
+    if args.action == "create":
+        if not args.ref or not args.url or not args.event:
+            raise ValidationError("webhook create NAME --url URL --event EVENT [--event ...]")
+        state, secret = reg.create_webhook(args.ref, args.url, args.event, description=args.description or "",
+                                           idempotency_key=key)
+        emit(args, {**state.to_json(), "secret": secret},
+             f"webhook {output.plain(state.name)} ({state.webhook_id}) -> {output.plain(state.url)}: "
+             f"{', '.join(state.events)}\nsigning secret (X-MLflow-Signature): {secret}")
+        return 0
+    if args.action == "list":
+        hooks = reg.webhooks()
+        lines = [f"{w.webhook_id}  {w.name:<20} {w.status:<8} {w.url}  {','.join(w.events)}  through #{w.cursor}"
+                 for w in hooks]
+        emit(args, {"webhooks": [w.to_json() for w in hooks]}, output.plain_lines("\n".join(lines)) if lines else "no webhooks")
+        return 0
+    if args.action == "deliver":
+        counts = reg.deliver_webhooks(args.ref)
+        emit(args, {"delivered": counts}, "\n".join(f"{n}: {c} event(s) delivered" for n, c in counts.items())
+             or "no webhooks")
+        return 0
+    if not args.ref:
+        raise ValidationError(f"webhook {args.action} NAME|ID")
+    hook = reg.webhook(args.ref)
+    if args.action == "secret":
+        from eventstore.webhooks import secret_for
+
+        secret = secret_for(hook.webhook_id)  # derived from MLEDGER_WEBHOOK_KEY: only an operator has it
+        emit(args, {"id": hook.webhook_id, "secret": secret}, secret)
+        return 0
+    if args.action == "delete":
+        command: Any = DeleteWebhook(hook.webhook_id)
+    elif args.action in ("enable", "disable"):
+        command = UpdateWebhook(hook.webhook_id, status="ACTIVE" if args.action == "enable" else "DISABLED")
+    else:  # replay
+        if args.since is None:
+            raise ValidationError("webhook replay NAME --from N: deliver again every matching event after #N")
+        command = Replay(hook.webhook_id, args.since)
+    emit_events(args, reg.change_webhook(command, idempotency_key=key), f"webhook {args.action}")
+    return 0
+
+
 def cmd_demo(reg_factory: Any, args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -572,6 +617,17 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--registry-uri", metavar="URI", help="MLflow's registry URI when it differs")
     p.add_argument("--model", action="append", default=[], metavar="NAME", help="only this model (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="say what would be imported, append and copy nothing")
+
+    p = add("webhook", cmd_webhook, "webhooks with a cursor on the log: create, list, delete, enable, disable, "
+            "replay, deliver")
+    p.add_argument("action", choices=["create", "list", "delete", "enable", "disable", "replay", "deliver", "secret"])
+    p.add_argument("ref", nargs="?", metavar="NAME|ID")
+    p.add_argument("--url", help="with create: where to POST (under MLEDGER_WEBHOOK_URLS)")
+    p.add_argument("--event", action="append", default=[], metavar="EVENT",
+                   help="with create: model_version.created, model_version_tag.set, ... (repeatable)")
+    p.add_argument("--description")
+    p.add_argument("--from", dest="since", type=count_arg, metavar="N", help="with replay: events after #N")
+    p.add_argument("--idempotency-key", help="a retry with the same key appends nothing")
 
     p = add("demo", cmd_demo, "a guided tour on a fresh temporary registry (trains small scikit-learn models)")
     if command is not None and not built:

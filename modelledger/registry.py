@@ -33,13 +33,21 @@ from eventstore.access import (
     validate_token_name,
 )
 from eventstore.decider import Decision, decide, precheck
-from eventstore.errors import ArtifactError, ModelLedgerError, PurgedError, StoreError, ValidationError
+from eventstore.errors import (
+    ArtifactError,
+    ModelLedgerError,
+    NotFoundError,
+    PurgedError,
+    StoreError,
+    ValidationError,
+)
 from eventstore.events import ARTIFACT_REQUESTS, VERSION_CREATING, NewEvent, StoredEvent, stream_for
 from eventstore.handler import Outcome, execute, execute_in, first_result
 from eventstore.mirror import MirrorModel
 from eventstore.names import parse_ref, validate_name
 from eventstore.recorder import GuardProblem
 from eventstore.schemas import check_events
+from eventstore.webhooks import WebhookState
 from projections.access import TokenTable
 from projections.catalog import Catalog, CatalogProjection
 from projections.diff import diff_versions
@@ -726,6 +734,59 @@ class Registry:
     @cached_property
     def token_table(self) -> TokenTable:
         return TokenTable(self.recorder)
+
+    # -- webhooks (eventstore/webhooks.py, workers/webhooks.py) ---------------------------------------
+    def create_webhook(self, name: str, url: str, events: Sequence[str], *, description: str = "",
+                       idempotency_key: str | None = None) -> tuple[WebhookState, str]:
+        """Subscribe ``url`` to ``events`` (MLflow's names such as ``model_version.created``, or event types of
+        the log) from now on; returns the subscription and its signing secret (derived from the operator's
+        ``MLEDGER_WEBHOOK_KEY``; the log keeps only its SHA-256)."""
+        from eventstore.webhooks import CreateWebhook, execute_webhook, new_id, secret_for
+
+        command = CreateWebhook(name, url, tuple(events), description, new_id())
+        stored, state, replayed = execute_webhook(self.recorder, command, self._meta(), idempotency_key=idempotency_key)
+        assert state is not None
+        return state, secret_for(state.webhook_id)
+
+    def webhooks(self) -> list[WebhookState]:
+        from eventstore.webhooks import subscriptions
+
+        return subscriptions(self.recorder)
+
+    def webhook(self, ref: str) -> WebhookState:
+        """A subscription by id or by name."""
+        found = [w for w in self.webhooks() if ref in (w.webhook_id, w.name)]
+        if not found:
+            raise NotFoundError(f"no webhook {ref!r}")
+        if len(found) > 1:
+            raise ValidationError(f"several webhooks are named {ref!r}: give the id")
+        return found[0]
+
+    def change_webhook(self, command: Any, *, idempotency_key: str | None = None) -> list[StoredEvent]:
+        """``UpdateWebhook``, ``DeleteWebhook`` or ``Replay`` (eventstore/webhooks.py)."""
+        from eventstore.webhooks import execute_webhook
+
+        return execute_webhook(self.recorder, command, self._meta(), idempotency_key=idempotency_key)[0]
+
+    def deliver_webhooks(self, ref: str | None = None) -> dict[str, int]:
+        """Deliver every subscription's missed events in this process (no broker needed); a receiver that does
+        not take an event raises ``ArtifactError`` after the progress made is recorded."""
+        from workers.webhooks import deliver
+
+        states = [self.webhook(ref)] if ref is not None else self.webhooks()
+        meta = self._meta()
+        return {s.name: deliver(self.recorder, s.webhook_id, meta) for s in states}
+
+    def send_webhook_jobs(self) -> int:
+        """What the worker's sweep does: a delivery job for every active subscription behind the log."""
+        from workers.webhooks import behind
+
+        ids = behind(self.recorder, self.webhooks())
+        if ids and not self.embedded:
+            actors = _actors()
+            for webhook_id in ids:
+                actors.deliver_webhook.send(webhook_id, self.registry_id)
+        return len(ids)
 
     def append_batch(self, events: Sequence[NewEvent]) -> list[StoredEvent]:
         """Append prepared events as one atomic batch, bypassing the decider (imports, migrations,

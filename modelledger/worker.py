@@ -51,6 +51,7 @@ def _serve(config: Config, threads: int, stop: Any, sweep_interval: float | None
 def _sweep_once(reg: Registry, older_than: float) -> None:
     try:
         sent = reg.sweep(older_than=older_than)
+        reg.send_webhook_jobs()  # subscriptions behind the log: deliveries resume from their cursors
         swept = reg.store().sweep_tmp(TMP_MAX_AGE)
         if sent or swept:
             log.info("sweep: re-sent %d pending ingest(s), removed %d stale temp file(s) or unfinished upload(s)",

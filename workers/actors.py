@@ -194,3 +194,17 @@ def _record_failure(ctx: context.WorkerContext, created: StoredEvent, reason: st
 def ingest(position: int, registry: str | None = None) -> None:
     """``registry``: the id of the registry whose log holds ``position`` (a process may serve several)."""
     ingest_version(position, registry)
+
+
+WEBHOOK_QUEUE = "mledger-webhooks"
+
+
+@dramatiq.actor(queue_name=WEBHOOK_QUEUE, max_retries=20, min_backoff=1_000, max_backoff=300_000,
+                time_limit=3600 * 1000)
+def deliver_webhook(webhook_id: str, registry: str | None = None) -> None:
+    """Deliver a webhook subscription's missed events from its cursor; a receiver that does not take one
+    raises ``DeliveryError`` and the job is retried with back-off (and the sweep sends it again after that)."""
+    from .webhooks import deliver
+
+    ctx = context.current(registry)
+    deliver(ctx.recorder, webhook_id, {"actor": "mledger-worker", "client": _client()})

@@ -258,8 +258,13 @@ def _number(value: Any) -> int:
 async def _body(request: Request) -> dict[str, Any]:
     if request.method == "GET":
         return dict(request.query_params)
+    raw = await request.body()
+    if not raw.strip():
+        return dict(request.query_params)  # MLflow sends some calls (delete, test) without a body
     try:
-        data = await request.json()
+        import json
+
+        data = json.loads(raw)
     except ValueError:
         raise MlflowError("MALFORMED_REQUEST", "the request body is not JSON") from None
     if not isinstance(data, dict):
@@ -567,6 +572,112 @@ def download_artifact(request: Request, body: dict[str, Any], path: str) -> Stre
     raise NotFoundError(f"{name}@{number} has no file {inner!r}")
 
 
+# -- webhooks (MLflow's webhook API over eventstore/webhooks.py) ---------------------------------------
+
+def _hook_json(w: Any) -> dict[str, Any]:
+    events = []
+    for name in w.events:
+        entity, _, action = name.partition(".")
+        events.append({"entity": entity.upper(), "action": action.upper()} if action else {"entity": name})
+    return {"webhook_id": w.webhook_id, "name": w.name, "description": w.description, "url": w.url,
+            "events": events, "status": w.status, "creation_timestamp": _ms(w.created_at),
+            "last_updated_timestamp": _ms(w.updated_at)}
+
+
+def _hook_events(items: Any) -> list[str]:
+    if not isinstance(items, list) or not items:
+        raise MlflowError("INVALID_PARAMETER_VALUE", "events must be a non-empty list of {entity, action}")
+    out = []
+    for item in items:
+        if not isinstance(item, dict) or not item.get("entity") or not item.get("action"):
+            raise MlflowError("INVALID_PARAMETER_VALUE", "each event is {entity, action}")
+        out.append(f"{str(item['entity']).lower()}.{str(item['action']).lower()}")
+    return out
+
+
+def _no_secret(body: dict[str, Any]) -> None:
+    if body.get("secret"):
+        raise MlflowError("INVALID_PARAMETER_VALUE", "this server derives each webhook's signing secret from its "
+                          "operator's key: leave `secret` out and read it with `mledger webhook secret NAME`")
+
+
+def create_webhook(request: Request, body: dict[str, Any]) -> dict[str, Any]:
+    who = _who(request)
+    who.require("admin")  # a webhook makes the server send the registry's events elsewhere
+    _no_secret(body)
+    reg = acting(request, who)
+    state, _secret = reg.create_webhook(_field(body, "name"), _field(body, "url"), _hook_events(body.get("events")),
+                                        description=body.get("description") or "")
+    if str(body.get("status", "ACTIVE")).upper() == "DISABLED":
+        from eventstore.webhooks import UpdateWebhook
+
+        reg.change_webhook(UpdateWebhook(state.webhook_id, status="DISABLED"))
+        state = reg.webhook(state.webhook_id)
+    return {"webhook": _hook_json(state)}
+
+
+def list_webhooks(request: Request, body: dict[str, Any]) -> dict[str, Any]:
+    _who(request).require("admin")
+    hooks = registry(request).webhooks()
+    page, token = _page(hooks, body.get("max_results"), body.get("page_token"), MODELS_PAGE)
+    out: dict[str, Any] = {"webhooks": [_hook_json(w) for w in page]}
+    if token:
+        out["next_page_token"] = token
+    return out
+
+
+def get_webhook(request: Request, body: dict[str, Any], webhook_id: str) -> dict[str, Any]:
+    _who(request).require("admin")
+    return {"webhook": _hook_json(registry(request).webhook(webhook_id))}
+
+
+def update_webhook(request: Request, body: dict[str, Any], webhook_id: str) -> dict[str, Any]:
+    from eventstore.webhooks import UpdateWebhook
+
+    who = _who(request)
+    who.require("admin")
+    _no_secret(body)
+    if body.get("name"):
+        raise MlflowError("INVALID_PARAMETER_VALUE", "a webhook's name cannot change here")
+    reg = acting(request, who)
+    hook = reg.webhook(webhook_id)
+    status = body.get("status")
+    reg.change_webhook(UpdateWebhook(hook.webhook_id, url=body.get("url") or None,
+                                     events=tuple(_hook_events(body["events"])) if body.get("events") else None,
+                                     status=str(status).upper() if status else None,
+                                     description=body.get("description")))
+    return {"webhook": _hook_json(reg.webhook(hook.webhook_id))}
+
+
+def delete_webhook(request: Request, body: dict[str, Any], webhook_id: str) -> dict[str, Any]:
+    from eventstore.webhooks import DeleteWebhook
+
+    who = _who(request)
+    who.require("admin")
+    reg = acting(request, who)
+    reg.change_webhook(DeleteWebhook(reg.webhook(webhook_id).webhook_id))
+    return {}
+
+
+def test_webhook(request: Request, body: dict[str, Any], webhook_id: str) -> dict[str, Any]:
+    """Send one example event now (not from the log, not moving the cursor), as MLflow's test call does."""
+    from eventstore.events import StoredEvent
+    from eventstore.webhooks import secret_for
+    from workers.webhooks import DeliveryError, post
+
+    who = _who(request)
+    who.require("admin")
+    hook = registry(request).webhook(webhook_id)
+    example = StoredEvent(0, "model-example_model", 1, "VersionRegistered", 1,
+                          {"name": "example_model", "version": 1, "artifact": {"source": "models:/123"}, "tags": {}},
+                          {"actor": who.name, "test": True}, datetime.now().strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "")
+    try:
+        post(hook, example, secret_for(hook.webhook_id))
+    except DeliveryError as exc:
+        return {"result": {"success": False, "error_message": str(exc)}}
+    return {"result": {"success": True, "response_status": 200}}
+
+
 def _chunks(handle: Any) -> Iterator[bytes]:
     with handle:
         while block := handle.read(1 << 20):
@@ -623,4 +734,21 @@ async def _download(request: Request, path: str) -> Any:
 for _method, _path, _fn in ROUTES:
     router.add_api_route(MLFLOW + _path, _wrap(_fn), methods=[_method], include_in_schema=False)
 router.add_api_route(ARTIFACTS, _wrap(list_artifacts), methods=["GET"], include_in_schema=False)
+router.add_api_route(MLFLOW + "/webhooks", _wrap(create_webhook), methods=["POST"], include_in_schema=False)
+router.add_api_route(MLFLOW + "/webhooks", _wrap(list_webhooks), methods=["GET"], include_in_schema=False)
+
+
+def _hook_route(fn: Any) -> Any:
+    async def endpoint(request: Request, webhook_id: str) -> Any:
+        return await _answer(fn, request, webhook_id=webhook_id)
+
+    endpoint.__name__ = fn.__name__
+    return endpoint
+
+
+for _method, _fn in (("GET", get_webhook), ("PATCH", update_webhook), ("DELETE", delete_webhook)):
+    router.add_api_route(MLFLOW + "/webhooks/{webhook_id}", _hook_route(_fn), methods=[_method],
+                         include_in_schema=False)
+router.add_api_route(MLFLOW + "/webhooks/{webhook_id}/test", _hook_route(test_webhook), methods=["POST"],
+                     include_in_schema=False)
 router.add_api_route(ARTIFACTS + "/{path:path}", _download, methods=["GET"], include_in_schema=False)

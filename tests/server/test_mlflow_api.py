@@ -245,3 +245,42 @@ def test_roles_hold_through_the_mlflow_api(clients, tokens, home: Path, monkeypa
 
     with Registry.open(home) as reg:
         assert reg.history("team-a/model")[-1].meta["actor"] == "team"
+
+
+def test_mlflow_webhook_api(tmp_path: Path, home: Path, tokens, start_server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLflow's webhook calls through MlflowClient: create, get, list, update, test, delete — each an event in the
+    log; deliveries then go from the subscription's cursor (tests/test_webhooks.py)."""
+    import socket as _socket
+
+    with _socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("MLEDGER_WEBHOOK_KEY", "operator-key-for-the-test-0123")
+    monkeypatch.setenv("MLEDGER_WEBHOOK_URLS", f"http://127.0.0.1:{port}/")
+    server = start_server()
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", tokens["admin"])
+    client = MlflowClient(tracking_uri=server.url, registry_uri=server.url)
+    hook = client.create_webhook("ci", f"http://127.0.0.1:{port}/in", events=["model_version.created"],
+                                 description="to CI")
+    assert hook.name == "ci" and hook.url.endswith("/in") and str(hook.status).endswith("ACTIVE")
+    assert [str(e) for e in client.get_webhook(hook.webhook_id).events] == [str(e) for e in hook.events]
+    assert [w.webhook_id for w in client.list_webhooks()] == [hook.webhook_id]
+    updated = client.update_webhook(hook.webhook_id, status="DISABLED")
+    assert str(updated.status).endswith("DISABLED")
+    result = client.test_webhook(hook.webhook_id)
+    assert result.success is False  # nothing listens on that port
+    with pytest.raises(MlflowException) as refused:
+        client.create_webhook("evil", "http://169.254.169.254/", events=["model_version.created"])
+    assert refused.value.error_code == "INVALID_PARAMETER_VALUE"
+    client.delete_webhook(hook.webhook_id)
+    assert list(client.list_webhooks()) == []
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", tokens["writer"])
+    writer = MlflowClient(tracking_uri=server.url, registry_uri=server.url)
+    with pytest.raises(MlflowException) as forbidden:
+        writer.list_webhooks()
+    assert forbidden.value.error_code == "PERMISSION_DENIED"
+    from modelledger import Registry
+
+    with Registry.open(home) as reg:
+        types = [e.type for e in reg.log() if e.stream.startswith("webhook-")]
+    assert types == ["WebhookCreated", "WebhookUpdated", "WebhookDeleted"]

@@ -1,0 +1,154 @@
+"""Webhooks that do not lose events: a receiver that was down gets every missed event, in order, signed,
+once each; a delivering process killed mid-way loses none; only allowed URLs; replay from a position."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from services import mledger_command, subprocess_env, wait_for
+
+from eventstore.errors import ArtifactError, ValidationError
+from eventstore.webhooks import Replay, sign
+from modelledger.registry import Registry
+
+KEY = "test-operator-key-0123456789"
+
+
+class Receiver:
+    """A small HTTP server on a fixed port that records what it is sent (and can be slow, or not there)."""
+
+    def __init__(self, port: int, delay: float = 0.0) -> None:
+        self.port, self.delay = port, delay
+        self.got: list[tuple[dict, dict]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                time.sleep(outer.delay)
+                outer.got.append(({k.lower(): v for k, v in self.headers.items()}, json.loads(body) | {"_raw": body.decode()}))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def hooks_env(monkeypatch: pytest.MonkeyPatch) -> int:
+    port = free_port()
+    monkeypatch.setenv("MLEDGER_WEBHOOK_KEY", KEY)
+    monkeypatch.setenv("MLEDGER_WEBHOOK_URLS", f"http://127.0.0.1:{port}/")
+    return port
+
+
+def _fifty_events(reg: Registry, artifact: Path) -> None:
+    reg.register("churn", str(artifact))  # model_version.created (and ModelRegistered, ArtifactStored: not asked)
+    for i in range(49):
+        reg.tag("churn@1", {"step": str(i)})  # model_version_tag.set
+
+
+def test_a_receiver_that_was_down_gets_all_fifty_in_order_signed_once(home: Path, artifact: Path, hooks_env: int) -> None:
+    with Registry.open(home) as reg:
+        hook, secret = reg.create_webhook("ci", f"http://127.0.0.1:{hooks_env}/hook",
+                                          ["model_version.created", "model_version_tag.set"])
+        _fifty_events(reg, artifact)
+        with pytest.raises(ArtifactError, match="did not answer"):
+            reg.deliver_webhooks()  # nothing listens: the receiver is down
+        receiver = Receiver(hooks_env)
+        try:
+            assert reg.deliver_webhooks() == {"ci": 50}
+            assert reg.deliver_webhooks() == {"ci": 0}  # nothing is sent twice
+        finally:
+            receiver.stop()
+    assert len(receiver.got) == 50
+    positions = [body["position"] for _, body in receiver.got]
+    assert positions == sorted(positions) and len(set(positions)) == 50
+    assert [body["entity"] + "." + body["action"] for _, body in receiver.got] == \
+        ["model_version.created"] + ["model_version_tag.set"] * 49
+    for headers, body in receiver.got:
+        delivery, stamp = headers["x-mlflow-delivery-id"], headers["x-mlflow-timestamp"]
+        assert headers["x-mlflow-signature"] == sign(secret, delivery, stamp, body["_raw"])
+        assert delivery == f"{hook.webhook_id}-{body['position']}"
+    # The log keeps who subscribed, and how far each delivery got — never the secret.
+    with Registry.open(home) as reg:
+        history = list(reg.log())
+        assert secret not in json.dumps([e.to_json() for e in history])
+        assert reg.webhook("ci").cursor >= max(positions)
+
+
+def test_replay_from_a_position(home: Path, artifact: Path, hooks_env: int) -> None:
+    receiver = Receiver(hooks_env)
+    try:
+        with Registry.open(home) as reg:
+            hook, _ = reg.create_webhook("replayed", f"http://127.0.0.1:{hooks_env}/", ["Tagged"])
+            _fifty_events(reg, artifact)
+            assert reg.deliver_webhooks() == {"replayed": 49}
+            tenth = receiver.got[9][1]["position"]
+            reg.change_webhook(Replay(hook.webhook_id, tenth))
+            assert reg.deliver_webhooks() == {"replayed": 39}
+    finally:
+        receiver.stop()
+    assert [b["position"] for _, b in receiver.got[49:]] == [b["position"] for _, b in receiver.got[10:49]]
+
+
+def test_a_delivery_killed_midway_loses_nothing(home: Path, artifact: Path, hooks_env: int) -> None:
+    with Registry.open(home) as reg:
+        reg.create_webhook("killed", f"http://127.0.0.1:{hooks_env}/", ["model_version.created",
+                                                                         "model_version_tag.set"])
+        _fifty_events(reg, artifact)
+    receiver = Receiver(hooks_env, delay=0.1)
+    try:
+        env = subprocess_env(home, MLEDGER_WEBHOOK_KEY=KEY, MLEDGER_WEBHOOK_URLS=os.environ["MLEDGER_WEBHOOK_URLS"])
+        proc = subprocess.Popen([*mledger_command(), "webhook", "deliver"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wait_for(lambda: len(receiver.got) >= 10, 60, "ten deliveries")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        receiver.delay = 0.0
+        with Registry.open(home) as reg:
+            reg.deliver_webhooks()
+    finally:
+        receiver.stop()
+    positions = [b["position"] for _, b in receiver.got]
+    assert len(set(positions)) == 50  # every event arrived
+    first_seen = list(dict.fromkeys(positions))
+    assert first_seen == sorted(first_seen)  # in order
+    # At most the events after the last recorded cursor came twice, under the same delivery id.
+    assert len(positions) - 50 <= 50
+
+
+def test_only_allowed_urls_and_known_events(home: Path, hooks_env: int, cli) -> None:
+    with Registry.open(home) as reg:
+        with pytest.raises(ValidationError, match="did not allow"):
+            reg.create_webhook("evil", "http://169.254.169.254/latest", ["model_version.created"])
+        with pytest.raises(ValidationError, match="unknown event"):
+            reg.create_webhook("typo", f"http://127.0.0.1:{hooks_env}/", ["model_version.createdd"])
+        assert reg.head() == 0  # nothing appended
+    code, out, err = cli("webhook", "create", "ok", "--url", f"http://127.0.0.1:{hooks_env}/x",
+                         "--event", "model_version_alias.created", "--json")
+    assert code == 0 and json.loads(out)["secret"].startswith("whs_")
+    code, out, _ = cli("webhook", "list", "--json")
+    assert [w["name"] for w in json.loads(out)["webhooks"]] == ["ok"]

@@ -1,0 +1,143 @@
+"""Delivering a webhook subscription's events, in log order, from its cursor (``eventstore.webhooks``).
+
+``deliver`` reads the log after the subscription's cursor, POSTs each event the subscription asked for to its
+URL (signed as MLflow signs: ``X-MLflow-Signature``, ``X-MLflow-Delivery-Id``, ``X-MLflow-Timestamp``), and
+records how far it got (``WebhookDelivered``) after each page and before giving up on a failure. A receiver
+that is down makes the delivery fail; the dramatiq job (``deliver_webhook``) is retried with back-off, and
+each retry starts again at the cursor — so when the receiver comes back it gets every missed event, in
+order. A worker killed mid-delivery loses nothing: the next one starts at the last recorded cursor; the
+events after it may reach the receiver a second time, under the same delivery id (``<webhook>-<position>``),
+which is what a receiver deduplicates on.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from eventstore.errors import ArtifactError
+from eventstore.events import StoredEvent
+from eventstore.recorder import Recorder
+from eventstore.webhooks import (
+    MLFLOW_EVENTS,
+    RecordDelivered,
+    WebhookState,
+    check_url,
+    execute_webhook,
+    fold,
+    secret_for,
+    sign,
+    stream_of,
+)
+
+PAGE = 500
+RECORD_AFTER_SKIPPED = 1_000  # a cursor that only skips events is recorded this seldom
+TIMEOUT = 10.0
+
+
+class DeliveryError(ArtifactError):
+    """The receiver did not take an event (no answer, or not 2xx): the job is retried from the cursor."""
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    # A redirect would send the event (and its signature) to a URL the operator never allowed.
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
+def mlflow_name(state: WebhookState, event: StoredEvent) -> str:
+    for name, types in MLFLOW_EVENTS.items():
+        if name in state.events and event.type in types:
+            return name
+    return event.type
+
+
+def payload(state: WebhookState, event: StoredEvent) -> dict[str, Any]:
+    """MLflow's envelope (entity, action, timestamp, data), with the log's own event beside it."""
+    name = mlflow_name(state, event)
+    entity, _, action = name.partition(".") if "." in name else (name, "", "")
+    d = event.data
+    data: dict[str, Any] = {"name": d.get("name")}
+    if d.get("version") is not None:
+        data["version"] = str(d["version"])
+    for key in ("tags", "alias", "keys", "description"):
+        if key in d:
+            data[key] = d[key]
+    if isinstance(d.get("artifact"), dict) and "source" in d["artifact"]:
+        data["source"] = d["artifact"]["source"]
+    return {"entity": entity, "action": action, "timestamp": event.recorded_at, "data": data,
+            "position": event.position, "event": event.to_json()}
+
+
+def post(state: WebhookState, event: StoredEvent, secret: str, timeout: float = TIMEOUT) -> None:
+    body = json.dumps(payload(state, event), separators=(",", ":"), ensure_ascii=False)
+    delivery_id = f"{state.webhook_id}-{event.position}"
+    stamp = str(int(time.time()))
+    request = urllib.request.Request(state.url, data=body.encode("utf-8"), method="POST", headers={
+        "Content-Type": "application/json",
+        "X-MLflow-Delivery-Id": delivery_id,
+        "X-MLflow-Timestamp": stamp,
+        "X-MLflow-Signature": sign(secret, delivery_id, stamp, body),
+        "X-Mledger-Position": str(event.position),
+    })
+    try:
+        with _OPENER.open(request, timeout=timeout) as response:
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    except (urllib.error.URLError, OSError) as exc:
+        raise DeliveryError(f"webhook {state.name}: {state.url} did not answer ({exc})") from None
+    if not 200 <= status < 300:
+        raise DeliveryError(f"webhook {state.name}: {state.url} answered {status} to event #{event.position}")
+
+
+def deliver(recorder: Recorder, webhook_id: str, meta: Mapping[str, Any], *,
+            send: Callable[[WebhookState, StoredEvent, str], None] = post, limit: int | None = None) -> int:
+    """Deliver what the subscription has not had yet; returns how many events were delivered. Raises
+    ``DeliveryError`` (after recording the progress made) when the receiver does not take one."""
+    state = fold(recorder.read(stream=stream_of(webhook_id)))
+    if state is None or state.deleted or state.status != "ACTIVE":
+        return 0
+    check_url(state.url)  # the allow-list may have shrunk since the subscription was made
+    secret = secret_for(webhook_id)
+    cursor = recorded = state.cursor
+    delivered = pending = skipped = 0
+
+    def record() -> None:
+        nonlocal recorded, pending, skipped
+        if cursor > recorded and (pending or skipped >= RECORD_AFTER_SKIPPED):
+            execute_webhook(recorder, RecordDelivered(webhook_id, cursor, pending), meta)
+            recorded, pending, skipped = cursor, 0, 0
+
+    try:
+        while limit is None or delivered < limit:
+            page = list(recorder.read(since=cursor, limit=PAGE))
+            if not page:
+                break
+            for event in page:
+                if state.wants(event):
+                    send(state, event, secret)
+                    delivered += 1
+                    pending += 1
+                else:
+                    skipped += 1
+                cursor = event.position
+                if limit is not None and delivered >= limit:
+                    break
+            record()
+    finally:
+        record()  # what went through before a failure is not sent again
+    return delivered
+
+
+def behind(recorder: Recorder, states: list[WebhookState]) -> list[str]:
+    """Active subscriptions whose cursor is behind the head (what the worker's sweep sends jobs for)."""
+    head = recorder.head()
+    return [s.webhook_id for s in states if s.status == "ACTIVE" and s.cursor < head]
