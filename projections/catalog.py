@@ -54,18 +54,40 @@ class CatalogProjection:
             current = self.sql.stored_version(conn) == self.sql.VERSION
         if not current:
             try:
-                with recorder.write() as tx:
-                    conn = self.sql.connection_of(tx)
-                    # A catalog built by another shape of this code is simply rebuilt from the log.
-                    if self.sql.stored_version(conn) != self.sql.VERSION:
-                        self.sql.drop(conn)
-                        self.sql.create(conn)
+                self._upgrade()
             except StoreError as exc:
                 if "read-only" not in str(exc):
                     raise
                 raise StoreError(f"the catalog's tables are not the ones this version of modelledger reads "
                                  f"(catalog schema {self.sql.VERSION}) and cannot be rebuilt here: {exc}") from None
         self.ensure_current()
+
+    def _upgrade(self) -> None:
+        """Replace a catalog of another shape (or none) with one of this code's, folded from the log.
+
+        A short log is folded in place, in one write transaction. A long one is folded beside the stored
+        catalog (``<dialect>.beside``: a file of its own in SQLite, a schema of its own in PostgreSQL), a page
+        at a time WITHOUT the write lock, so other writers keep appending; then, under the lock, the tail is
+        folded in and the new tables take the old ones' place. The lock is held for the tail and the swap, not
+        for the whole rebuild."""
+        if self.recorder.head() > PAGE:
+            with self.sql.beside(self.recorder) as side:
+                with self.recorder.read_snapshot() as conn:
+                    if self.sql.stored_version(conn) == self.sql.VERSION:
+                        return  # another builder swapped its catalog in while this one waited for it
+                position = side.checkpoint()
+                while self.recorder.head() - position > PAGE:
+                    page = list(self.recorder.read(since=position, limit=PAGE))
+                    position = side.fold(page, position)
+                with self.recorder.write() as tx:
+                    if self.sql.stored_version(self._conn(tx)) != self.sql.VERSION:
+                        side.swap(tx, list(tx.read(since=side.checkpoint())))
+            return
+        with self.recorder.write() as tx:
+            conn = self._conn(tx)
+            if self.sql.stored_version(conn) != self.sql.VERSION:
+                self.sql.drop(conn)
+                self.sql.create(conn)
 
     def _conn(self, tx: Transaction) -> Any:
         return self.sql.connection_of(tx)

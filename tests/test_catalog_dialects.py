@@ -254,3 +254,52 @@ def test_a_postgresql_role_that_can_only_select_reads_and_audits_but_never_serve
         with psycopg.connect(owner_url, autocommit=True) as conn:
             conn.execute(pgsql.SQL("DROP OWNED BY {}").format(pgsql.Identifier(role)))
             conn.execute(pgsql.SQL("DROP ROLE {}").format(pgsql.Identifier(role)))
+
+
+def test_a_catalog_schema_upgrade_folds_beside_without_the_write_lock_then_swaps(catalog_backend, tmp_path,
+                                                                                 monkeypatch, make_artifact):
+    """The stored catalog is of another shape: the new one is folded page by page beside it while other writers
+    append (each page, a writer takes the lock and appends: it would wait out its timeout if the build held
+    it), then the tail is folded in and the tables swapped; the result equals a rebuild from the log."""
+    import importlib
+
+    import projections.catalog as catalog_module
+    from eventstore.events import NewEvent
+
+    monkeypatch.setattr(catalog_module, "PAGE", 200)
+    home = tmp_path / "home"
+    reg = catalog_backend.open(home, actor="tester@test", artifacts=str(tmp_path / "blobs"))
+    reg.register("m", artifact=str(make_artifact("m.bin", b"x")))
+    reg.recorder.append([NewEvent("model-m", "Tagged", {"name": "m", "version": 1, "tags": {"k": str(i)}})
+                         for i in range(1_000)])
+    reg.get("m")  # the stored catalog is current...
+    sql = reg.projection.sql
+    with reg.recorder.write() as tx:  # ...and then of another shape (as an older modelledger left it)
+        conn = sql.connection_of(tx)
+        update = "UPDATE projection_checkpoint SET position = position + 100 WHERE name = 'schema'"
+        conn.execute(update)
+    other = type(reg.recorder)(reg.recorder.path if sql.NAME == "sqlite" else reg.recorder.url)
+    pages: list[int] = []
+    side = importlib.import_module(sql.__name__ + ".beside").Beside
+    side_fold = side.fold
+
+    def fold_and_let_a_writer_in(self, events, position):
+        # Another writer appends meanwhile: the build holds no lock (its events are the tail, folded at the swap).
+        other.append([NewEvent("model-m", "Tagged", {"name": "m", "tags": {"during": str(len(pages))}})])
+        pages.append(position)
+        return side_fold(self, events, position)
+
+    monkeypatch.setattr(side, "fold", fold_and_let_a_writer_in)
+    reg.close()
+    try:
+        reg = catalog_backend.open(home, actor="tester@test", artifacts=str(tmp_path / "blobs"))
+        assert len(pages) >= 4, pages  # folded beside, a page at a time, with writers in between
+        assert reg.projection.lag() == 0
+        assert reg.model("m").tags == {"during": str(len(pages) - 1)}
+        assert reg.get("m").tags["k"] == "999"
+        upgraded = reg.catalog().digest()
+        reg.rebuild_projections()
+        assert reg.catalog().digest() == upgraded
+    finally:
+        other.close()
+        reg.close()
