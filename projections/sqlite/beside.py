@@ -3,7 +3,7 @@
 The new catalog is folded into a file of its own next to the registry (``registry.db-catalog-next``), page by
 page, without the log's write lock: the stored catalog keeps serving and other writers keep appending. Then,
 under the write lock, the tail is folded in and the tables are copied into the registry's file in one
-transaction (a bulk ``INSERT … SELECT`` per table, far cheaper than folding). A builder killed half way
+transaction (an ``executemany`` of the side's rows per table, far cheaper than folding). A builder killed half way
 leaves the file with its checkpoint, and the next one goes on from there. An exclusive lock on a lock file
 keeps a second builder (another process upgrading at the same time) waiting until the first is done.
 """
@@ -22,8 +22,6 @@ from projections.projector import fold
 
 from .fold import FoldStore
 from .schema import TABLES, VERSION, create, drop, stored_version
-
-_SIDE = "catalog_next"
 
 
 class Beside:
@@ -62,11 +60,15 @@ class Beside:
         main = tx.connection
         drop(main)
         create(main)
+        # Copied through this process (the side file is not ATTACHed: an unqualified name on an attached
+        # connection can resolve to the other file's table, and ATTACH cannot run inside the transaction).
         for table in TABLES:
-            if table != "projection_checkpoint":
-                main.execute(f"INSERT INTO main.{table} SELECT * FROM {_SIDE}.{table}")  # noqa: S608 - constants
-        main.execute("INSERT OR REPLACE INTO main.projection_checkpoint SELECT * FROM"  # noqa: S608
-                     f" {_SIDE}.projection_checkpoint WHERE name <> 'schema'")
+            where = " WHERE name <> 'schema'" if table == "projection_checkpoint" else ""
+            cursor = self.conn.execute(f"SELECT * FROM {table}{where}")  # noqa: S608 - names from the schema
+            marks = ", ".join("?" * len(cursor.description))
+            verb = "INSERT OR REPLACE" if table == "projection_checkpoint" else "INSERT"
+            while rows := cursor.fetchmany(5_000):
+                main.executemany(f"{verb} INTO {table} VALUES ({marks})", rows)  # noqa: S608
 
     def close(self) -> None:
         self.conn.close()
@@ -74,20 +76,16 @@ class Beside:
 
 @contextmanager
 def beside(recorder: Any) -> Iterator[Beside]:
-    """The side catalog of ``recorder`` (an ``eventstore.sqlite.SQLiteRecorder``), attached to this thread's
-    connection for the swap (ATTACH cannot run inside a transaction, so it is done here, before)."""
+    """The side catalog of ``recorder`` (an ``eventstore.sqlite.SQLiteRecorder``), next to its file."""
     path = Path(str(recorder.path) + "-catalog-next")
     with open(str(path) + ".lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a second builder waits here for the first
         side = Beside(recorder, path)
-        main = recorder.connection()
-        main.execute(f"ATTACH DATABASE ? AS {_SIDE}", (str(path),))
         done = False
         try:
             yield side
             done = True
         finally:
-            main.execute(f"DETACH DATABASE {_SIDE}")
             side.close()
             if done:  # the lock file stays: unlinking it would let a waiting builder lock a file no one sees
                 for leftover in (path, Path(str(path) + "-journal")):
