@@ -39,7 +39,7 @@ from .storage import PurgePlan, purge_plan
 
 PAGE = 5_000
 
-__all__ = ["Catalog", "CatalogProjection", "PurgePlan", "catalog_digest_rows", "fts_query"]
+__all__ = ["Catalog", "CatalogProjection", "PurgePlan", "catalog_digest_rows"]
 
 
 class CatalogProjection:
@@ -177,13 +177,6 @@ def _version_record(conn: Any, name: str, number: int) -> VersionRecord:
     if row is None:
         raise NotFoundError(f"model {name!r} has no version {number}")
     return version_record(row, sql.aliases_of(conn, name))
-
-
-def fts_query(words: str) -> str:
-    """User words → the SQLite catalog's FTS5 query (kept for tools; ``projections.search`` defines the words)."""
-    from .sqlite.queries import fts_query as sqlite_fts_query
-
-    return sqlite_fts_query(query_words(words))
 
 
 class Catalog:
