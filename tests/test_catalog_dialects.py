@@ -209,3 +209,97 @@ def test_a_nul_in_a_description_or_a_parameter_does_not_stop_the_postgresql_cata
     assert got.description == "a\ufffdb"
     assert got.params == {"k": "c\ufffdd", "\\u0000": "e"}  # an escaped backslash before u0000 is kept
     assert [m.name for m in reg.models(search="a")] == ["m"]
+
+
+def test_a_postgresql_role_that_can_only_select_reads_and_audits_but_never_serves_a_stale_catalog(
+        pg_registry, make_artifact, tmp_path):
+    import uuid
+
+    import psycopg
+    from psycopg import sql as pgsql
+    from psycopg.conninfo import make_conninfo
+
+    from eventstore.errors import StoreError
+    from eventstore.events import NewEvent
+    from eventstore.postgres import PostgresRecorder
+    from projections.catalog import Catalog, CatalogProjection
+
+    reg, backend = pg_registry
+    v = reg.register("m", artifact=str(make_artifact("m.bin", b"x")), tags={"team": "vision"})
+    reg.metrics(v, acc=0.5)
+    owner_url = backend.url(reg.config.home)
+    role = f"mledger_reader_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(owner_url, autocommit=True) as conn:
+        conn.execute(pgsql.SQL("CREATE ROLE {} LOGIN").format(pgsql.Identifier(role)))
+        conn.execute(pgsql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(pgsql.Identifier(role)))
+    recorder = PostgresRecorder(make_conninfo(owner_url, user=role))
+    try:
+        catalog = Catalog(CatalogProjection(recorder))  # opening a current catalog writes nothing
+        assert catalog.get("m").metrics == {"acc": 0.5}
+        assert [m.name for m in catalog.list(search="vision")] == ["m"]
+        assert catalog.at(1).model("m").version_count == 0
+        assert catalog.digest() == reg.catalog().digest()
+        from projections.audit import audit
+
+        report = audit(recorder, blob_exists=lambda digest: True)
+        assert report.ok, report.to_json()
+        # The log grows without its projection (an import): the reader cannot fold it, and says so.
+        reg.recorder.append([NewEvent("model-m", "Tagged", {"name": "m", "version": 1, "tags": {"k": "v"}})])
+        with pytest.raises(StoreError, match=r"1 event\(s\) behind the log .*not answering from a stale catalog"):
+            catalog.get("m")
+        assert reg.get("m").tags == {"team": "vision", "k": "v"}  # a writer brings it level...
+        assert catalog.get("m").tags == {"team": "vision", "k": "v"}  # ...and the reader answers again
+    finally:
+        recorder.close()
+        with psycopg.connect(owner_url, autocommit=True) as conn:
+            conn.execute(pgsql.SQL("DROP OWNED BY {}").format(pgsql.Identifier(role)))
+            conn.execute(pgsql.SQL("DROP ROLE {}").format(pgsql.Identifier(role)))
+
+
+def test_a_catalog_schema_upgrade_folds_beside_without_the_write_lock_then_swaps(catalog_backend, tmp_path,
+                                                                                 monkeypatch, make_artifact):
+    """The stored catalog is of another shape: the new one is folded page by page beside it while other writers
+    append (each page, a writer takes the lock and appends: it would wait out its timeout if the build held
+    it), then the tail is folded in and the tables swapped; the result equals a rebuild from the log."""
+    import importlib
+
+    import projections.catalog as catalog_module
+    from eventstore.events import NewEvent
+
+    monkeypatch.setattr(catalog_module, "PAGE", 200)
+    home = tmp_path / "home"
+    reg = catalog_backend.open(home, actor="tester@test", artifacts=str(tmp_path / "blobs"))
+    reg.register("m", artifact=str(make_artifact("m.bin", b"x")))
+    reg.recorder.append([NewEvent("model-m", "Tagged", {"name": "m", "version": 1, "tags": {"k": str(i)}})
+                         for i in range(1_000)])
+    reg.get("m")  # the stored catalog is current...
+    sql = reg.projection.sql
+    with reg.recorder.write() as tx:  # ...and then of another shape (as an older modelledger left it)
+        conn = sql.connection_of(tx)
+        update = "UPDATE projection_checkpoint SET position = position + 100 WHERE name = 'schema'"
+        conn.execute(update)
+    other = type(reg.recorder)(reg.recorder.path if sql.NAME == "sqlite" else reg.recorder.url)
+    pages: list[int] = []
+    side = importlib.import_module(sql.__name__ + ".beside").Beside
+    side_fold = side.fold
+
+    def fold_and_let_a_writer_in(self, events, position):
+        # Another writer appends meanwhile: the build holds no lock (its events are the tail, folded at the swap).
+        other.append([NewEvent("model-m", "Tagged", {"name": "m", "tags": {"during": str(len(pages))}})])
+        pages.append(position)
+        return side_fold(self, events, position)
+
+    monkeypatch.setattr(side, "fold", fold_and_let_a_writer_in)
+    reg.close()
+    try:
+        reg = catalog_backend.open(home, actor="tester@test", artifacts=str(tmp_path / "blobs"))
+        assert len(pages) >= 4, pages  # folded beside, a page at a time, with writers in between
+        assert reg.projection.lag() == 0
+        assert reg.model("m").tags == {"during": str(len(pages) - 1)}
+        assert reg.get("m").tags["k"] == "999"
+        upgraded = reg.catalog().digest()
+        reg.rebuild_projections()
+        assert reg.catalog().digest() == upgraded
+    finally:
+        other.close()
+        reg.close()
