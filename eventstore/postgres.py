@@ -250,6 +250,8 @@ class PostgresRecorder(Recorder):
     ``write()`` or ``read_snapshot()`` the thread's calls use that transaction's connection (so a read
     sees the writes of its own transaction, as on SQLite)."""
 
+    dialect = "postgresql"
+
     def __init__(self, url: str, *, lock_timeout: float = 30.0, connect_timeout: float = 10.0,
                  pool_size: int = 4) -> None:
         self.url = url

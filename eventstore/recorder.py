@@ -56,10 +56,9 @@ def _shorten(text: str, limit: int = 160) -> str:
 
 
 class Transaction(ABC):
-    """A write transaction. ``connection`` is the backend's own handle, for read models kept in the same
-    database (so a projection's rows and checkpoint commit together with the events)."""
-
-    connection: Any
+    """A write transaction. A backend's transaction also holds its own driver handle, which only that
+    backend's catalog dialect (``projections.sqlite`` / ``projections.postgres``) uses, so a projection's rows
+    and checkpoint commit together with the events."""
 
     @abstractmethod
     def head(self) -> int:
@@ -104,6 +103,10 @@ class Transaction(ABC):
 
 
 class Recorder(ABC):
+    dialect: str
+    """The SQL dialect of the backend's database (``"sqlite"``, ``"postgresql"``): which catalog module the
+    composition root pairs with it (``projections.dialects``)."""
+
     registry_id: str
     """A random id made when the store is created and kept with it: the same across reopening, from any
     process or host (workers and brokers key their state by it)."""

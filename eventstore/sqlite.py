@@ -290,6 +290,8 @@ class SQLiteTransaction(Transaction):
 class SQLiteRecorder(Recorder):
     """``SQLiteRecorder(path)``. Each thread gets its own connection (sqlite3 connections are not shared)."""
 
+    dialect = "sqlite"
+
     def __init__(self, path: str | os.PathLike[str], *, synchronous: str | None = None, timeout: float = 30.0):
         self.path = Path(path)
         mode = (synchronous or os.environ.get("MLEDGER_SYNCHRONOUS") or "FULL").upper()

@@ -30,7 +30,6 @@ from projections.diff import diff_versions
 from projections.past import PastCatalog
 from projections.records import ModelRecord, VersionRecord
 from projections.restore import plan_model
-from projections.storage import partial_folders, purge_plan, referenced_digests
 from workers import context
 from workers.broker_url import is_embedded_url
 from workers.sources import SourcePolicy
@@ -444,9 +443,9 @@ class Registry:
         self.projection.ensure_current()
         with self.recorder.write() as tx:
             self.projection.catch_up(tx)
-            plans = purge_plan(tx.connection, cutoff)
-            referenced = referenced_digests(tx.connection)
-            unlisted = self._unlisted_blobs(tx.connection, {p.digest for p in plans}, referenced)
+            plans = self.projection.purge_plan(tx, cutoff)
+            referenced = self.projection.referenced_digests(tx)
+            unlisted = self._unlisted_blobs(tx, {p.digest for p in plans}, referenced)
             orphans = [(d, size) for d, size, mtime in store.iter_blobs()
                        if d not in referenced and mtime <= now - grace_seconds]
             by_version: dict[tuple[str, int], dict[str, Any]] = {}
@@ -488,13 +487,13 @@ class Registry:
             report["events"] = [e.to_json() for e in stored]
         return report
 
-    def _unlisted_blobs(self, conn: Any, purging: set[str], referenced: set[str]) -> dict[str, int]:
+    def _unlisted_blobs(self, tx: Any, purging: set[str], referenced: set[str]) -> dict[str, int]:
         """A large folder's event lists only its first files; the rest are named by its manifest. Adds those
         of every folder that stays to ``referenced`` (so they are not orphans) and returns those of the
         folders being purged now that nothing else needs."""
         store = self.store()
         freed: dict[str, int] = {}
-        for digest in sorted(partial_folders(conn)):
+        for digest in sorted(self.projection.partial_folders(tx)):
             try:
                 files = store.manifest(digest)
             except ModelLedgerError as exc:
@@ -680,7 +679,7 @@ class Registry:
         expected_hash, anchors = audit.expectations(expected_hash, expect)  # bad input: refused before any work
         self.projection.ensure_current()
         store = self.store()
-        return audit.audit(self.recorder, self.recorder.connection(), blob_exists=store.exists,
+        return audit.audit(self.recorder, blob_exists=store.exists,
                            blob_rehash=store.verify if deep else None, expected_hash=expected_hash, expect=anchors)
 
     def anchor(self) -> Anchor:

@@ -34,7 +34,6 @@ import errno
 import hashlib
 import json
 import os
-import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -46,14 +45,15 @@ from eventstore.canonical import GENESIS_HASH, canonical_json
 from eventstore.destinations import check_destination, move_into_place, remove_entry
 from eventstore.errors import StoreError, ValidationError
 from eventstore.events import StoredEvent
-from eventstore.sqlite import SQLiteRecorder
-from eventstore.upcast import upcast
+from eventstore.recorder import Recorder
+from eventstore.sealing import event_from_row
 from eventstore.userfiles import bounded_lines, open_regular
 from eventstore.verify import ChainReport, verify_rows
 
-from . import schema
-from .catalog import catalog_digest_rows
-from .projector import apply_events, checkpoint
+from . import sqlite as scratch_dialect
+from .dialects import dialect_of
+from .digest import catalog_digest_rows
+from .projector import fold
 from .rows import VERSION_COLUMNS
 
 EXPORT_FORMAT = "modelledger-audit-export"
@@ -115,21 +115,23 @@ class ExportSummary:
 
 def _event(row: tuple) -> StoredEvent:
     """A raw row → the event the projector folds (upcast, as the recorder's own reads do)."""
-    position, stream, version, type_, schema_version, data, meta, recorded_at, hash_ = row
-    schema_version, data_obj = upcast(type_, schema_version, json.loads(data))
-    return StoredEvent(position, stream, version, type_, schema_version, data_obj, json.loads(meta), recorded_at,
-                       hash_)
+    return event_from_row(row)
 
 
 @contextmanager
-def _snapshot(conn: sqlite3.Connection) -> Iterator[None]:
-    """One read snapshot on ``conn`` for the whole audit (reused if the caller already holds one)."""
+def _snapshot(recorder: Recorder, conn: Any | None) -> Iterator[Any]:
+    """One read snapshot of the stored catalog for the whole audit: the recorder's own (any backend), or one
+    on a bare SQLite connection the caller handed in (reused if the caller already holds one)."""
+    if conn is None:
+        with recorder.read_snapshot() as snapshot:
+            yield snapshot
+        return
     if conn.in_transaction:
-        yield
+        yield conn
         return
     conn.execute("BEGIN")
     try:
-        yield
+        yield conn
     finally:
         if conn.in_transaction:
             conn.execute("COMMIT")
@@ -140,16 +142,16 @@ class _Replay:
 
     The scratch database is SQLite's anonymous temporary database (``sqlite3.connect("")``): it lives in
     the page cache while it is small and spills to a private temp file (deleted on close) when it grows,
-    so a million-event catalog does not have to fit in memory.
+    so a million-event catalog does not have to fit in memory. It is SQLite whatever the stored catalog's
+    dialect: the fold is the same code on every dialect and the digest's lines are dialect-neutral
+    (``projections.digest``), so a PostgreSQL catalog is compared with a SQLite replay row for row.
     """
 
     def __init__(self, upto: int, scratch: str) -> None:
         self.upto = upto
-        self.conn = sqlite3.connect(scratch, isolation_level=None)
-        self.conn.execute("PRAGMA synchronous = OFF")
-        self.conn.execute("BEGIN")
-        schema.create(self.conn)
-        self.conn.execute("COMMIT")
+        self._scratch = scratch_dialect.scratch(scratch)
+        self.conn = self._scratch.__enter__()
+        self.store = scratch_dialect.fold_store(self.conn)
         self.position = 0
         self.failure: Check | None = None
 
@@ -171,27 +173,28 @@ class _Replay:
         # One transaction per page: the rollback journal never holds more than a page's changes.
         self.conn.execute("BEGIN")
         try:
-            self.position = apply_events(self.conn, events, start=self.position)
+            self.position = fold(self.store, events, self.position)
             self.conn.execute("COMMIT")
             return
         except Exception:  # noqa: BLE001 - any failure of the projector is a finding; locate it below
             self.conn.execute("ROLLBACK")
         for e in events:  # the page again, one event at a time, to name the event that breaks the replay
             try:
-                self.position = apply_events(self.conn, [e], start=self.position)
+                self.conn.execute("BEGIN")
+                self.position = fold(self.store, [e], self.position)
+                self.conn.execute("COMMIT")
             except Exception as exc:  # noqa: BLE001
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
                 self.failure = Check("replay", False, f"replaying the log fails at position {e.position}: "
                                      f"{type(exc).__name__}: {exc}", e.position)
                 return
 
     def close(self) -> None:
-        try:
-            self.conn.close()
-        except sqlite3.Error:
-            pass
+        self._scratch.__exit__(None, None, None)
 
 
-def _paged_rows(recorder: SQLiteRecorder, page: int, replay: _Replay, where: list[int]) -> Iterator[tuple]:
+def _paged_rows(recorder: Recorder, page: int, replay: _Replay, where: list[int]) -> Iterator[tuple]:
     """The whole log, page by page (each page also goes to the replay); ``where[0]``: the last position given."""
     since = 0
     while True:
@@ -205,8 +208,7 @@ def _paged_rows(recorder: SQLiteRecorder, page: int, replay: _Replay, where: lis
         since = rows[-1][0]
 
 
-def _compare_catalogs(stored: sqlite3.Connection,
-                      replayed: sqlite3.Connection) -> tuple[str, str, tuple[str | None, str | None] | None]:
+def _compare_catalogs(stored: Any, replayed: Any) -> tuple[str, str, tuple[str | None, str | None] | None]:
     """Digest of each catalog and, if they differ, the first differing pair of rows (stored, replayed)."""
     hs, hr = hashlib.sha256(), hashlib.sha256()
     first: tuple[str | None, str | None] | None = None
@@ -233,7 +235,7 @@ def _version_row_position(*lines: str | None) -> int | None:
     return None
 
 
-def _check_guards(recorder: SQLiteRecorder) -> Check:
+def _check_guards(recorder: Recorder) -> Check:
     problems = recorder.guard_problems()
     if problems:
         return Check("append_only", False, f"append-only guards changed: {'; '.join(map(str, problems))} "
@@ -242,7 +244,7 @@ def _check_guards(recorder: SQLiteRecorder) -> Check:
     return Check("append_only", True, "guards as the schema defines them")
 
 
-def _check_keys(recorder: SQLiteRecorder) -> Check:
+def _check_keys(recorder: Recorder) -> Check:
     first, count = None, 0
     for problem in recorder.key_problems():
         count += 1
@@ -297,7 +299,7 @@ def _check_expectations(checks: list[Check], seen: _Seen, *, head: int, complete
         checks.append(Check("anchors", True, f"{len(anchors)} anchor(s) hold: {held}"))
 
 
-def anchor(recorder: SQLiteRecorder) -> Anchor:
+def anchor(recorder: Recorder) -> Anchor:
     """The head's anchor, ``#N:hash``: keep it outside the registry, check it later with ``expect``."""
     with recorder.read_snapshot():
         head = recorder.head()
@@ -310,34 +312,28 @@ def expectations(expected_hash: str | None, expect: Iterable[str | Anchor]) -> t
     return (parse_hash(expected_hash) if expected_hash is not None else None), [Anchor.parse(a) for a in expect]
 
 
-def _check_blobs(conn: sqlite3.Connection, exists: Callable[[str], bool],
+def _check_blobs(conn: Any, exists: Callable[[str], bool],
                  rehash: Callable[[str], bool] | None) -> Check:
-    cursor = conn.execute(
-        "SELECT r.digest, r.name, r.version, v.position FROM blob_refs r"
-        " JOIN versions v ON v.name = r.name AND v.version = r.version"
-        " WHERE v.status = 'ready' ORDER BY v.position, r.name, r.version, r.digest"
-    )
     seen: set[str] = set()
     first: Check | None = None
     bad = 0
-    while rows := cursor.fetchmany(1_000):
-        for digest, name, number, position in rows:
-            if digest in seen:
-                continue
-            seen.add(digest)
-            try:
-                problem = None
-                if not exists(digest):
-                    problem = "is missing from the store"
-                elif rehash is not None and not rehash(digest):
-                    problem = "does not match its digest (bytes changed)"
-            except Exception as exc:  # noqa: BLE001 - a store error is reported, not raised
-                problem = f"cannot be checked ({type(exc).__name__}: {exc})"
-            if problem is not None:
-                bad += 1
-                if first is None:
-                    first = Check("blobs", False, f"{name}@{number} (created at #{position}): blob {digest} {problem}",
-                                  position)
+    for digest, name, number, position in dialect_of(conn).ready_blobs(conn):
+        if digest in seen:
+            continue
+        seen.add(digest)
+        try:
+            problem = None
+            if not exists(digest):
+                problem = "is missing from the store"
+            elif rehash is not None and not rehash(digest):
+                problem = "does not match its digest (bytes changed)"
+        except Exception as exc:  # noqa: BLE001 - a store error is reported, not raised
+            problem = f"cannot be checked ({type(exc).__name__}: {exc})"
+        if problem is not None:
+            bad += 1
+            if first is None:
+                first = Check("blobs", False, f"{name}@{number} (created at #{position}): blob {digest} {problem}",
+                              position)
     how = "present and rehashed" if rehash is not None else "present"
     if first is not None:
         return first._replace(detail=f"{first.detail}; {bad} of {len(seen)} blobs fail")
@@ -345,8 +341,8 @@ def _check_blobs(conn: sqlite3.Connection, exists: Callable[[str], bool],
 
 
 def audit(
-    recorder: SQLiteRecorder,
-    conn_for_catalog: sqlite3.Connection,
+    recorder: Recorder,
+    conn_for_catalog: Any | None = None,
     *,
     blob_exists: Callable[[str], bool],
     blob_rehash: Callable[[str], bool] | None = None,
@@ -355,8 +351,8 @@ def audit(
     expected_hash: str | None = None,
     expect: Iterable[str | Anchor] = (),
 ) -> AuditReport:
-    """Audit a registry: its log (``recorder``) and its catalog (the tables on ``conn_for_catalog``, which the
-    caller has caught up). The catalog and the log are each read in one snapshot (the catalog's taken
+    """Audit a registry: its log (``recorder``) and its catalog (the tables in the recorder's database, or on
+    ``conn_for_catalog``, a bare SQLite connection; the caller has caught the catalog up). The catalog and the log are each read in one snapshot (the catalog's taken
     first), and only the events the catalog has applied are replayed, so concurrent writers do not disturb it.
 
     ``blob_exists(digest)`` / ``blob_rehash(digest)`` (deep: True only if the bytes match the digest) come from
@@ -366,8 +362,9 @@ def audit(
     """
     expected_hash, anchors = expectations(expected_hash, expect)
     seen = _Seen(anchors)
-    with _snapshot(conn_for_catalog):
-        catalog_at = checkpoint(conn_for_catalog)  # first: the catalog's snapshot is never ahead of the log's
+    with _snapshot(recorder, conn_for_catalog) as conn_for_catalog:
+        # first: the catalog's snapshot is never ahead of the log's
+        catalog_at = dialect_of(conn_for_catalog).fold_store(conn_for_catalog).checkpoint()
         with recorder.read_snapshot():
             checks: list[Check] = [_check_guards(recorder), _check_keys(recorder)]
             replay = _Replay(catalog_at, scratch)
@@ -396,7 +393,7 @@ def audit(
     return AuditReport.of(checks, chain)
 
 
-def _check_replay(stored: sqlite3.Connection, replay: _Replay, catalog_at: int, head: int) -> Check:
+def _check_replay(stored: Any, replay: _Replay, catalog_at: int, head: int) -> Check:
     if replay.failure is not None:
         return replay.failure
     if replay.position < catalog_at:
@@ -414,7 +411,7 @@ def _check_replay(stored: sqlite3.Connection, replay: _Replay, catalog_at: int, 
 
 # -- the evidence bundle ------------------------------------------------------------------------------------
 
-def export(recorder: SQLiteRecorder, path: str | os.PathLike[str], *, overwrite: bool = False,
+def export(recorder: Recorder, path: str | os.PathLike[str], *, overwrite: bool = False,
            page: int = 10_000) -> ExportSummary:
     """Write every stored event row, exactly as stored, to ``path`` as JSON Lines after a header line
     ``{"format", "version", "events", "final_hash"}``. Written to a temporary file next to ``path``,

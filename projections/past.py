@@ -8,9 +8,6 @@ indexes (FTS, tags, files) are applied here to the past states themselves.
 
 from __future__ import annotations
 
-import re
-import sqlite3
-import unicodedata
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from typing import Any
@@ -18,73 +15,29 @@ from typing import Any
 from eventstore.errors import ConflictError, NotFoundError, ValidationError
 from eventstore.names import parse_ref, validate_alias, validate_name, validate_tags
 
+from .dialects import dialect_of
 from .records import ModelRecord, VersionRecord
-from .rows import VERSION_COLUMNS, model_record, model_row_at, obj, version_record
-
-_MODEL_STATE = "SELECT state FROM model_states WHERE name = ? AND position <= ? ORDER BY position DESC LIMIT 1"
-_VERSION_STATE = (
-    "SELECT state FROM version_states WHERE name = ? AND version = ? AND position <= ?"
-    " ORDER BY position DESC LIMIT 1"
-)
-_ARTIFACT_STATE = (
-    "SELECT artifact FROM artifact_states WHERE name = ? AND version = ? AND position <= ?"
-    " ORDER BY position DESC LIMIT 1"
-)
-
-
-# The present catalog's FTS5 tokenizer is unicode61 with remove_diacritics 2 and tokenchars '._-': tokens are
-# runs of letters, digits and . _ -, case- and accent-folded. The past catalog tokenizes the same way.
-_TOKEN = re.compile(r"[\w.-]+")
-
-
-def _fold(text: str) -> str:
-    decomposed = unicodedata.normalize("NFKD", text)
-    return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).lower()
-
-
-def _split(text: str) -> list[str]:
-    return _TOKEN.findall(_fold(text))
-
-
-def _words(text: str) -> list[str]:
-    return _split(text.replace('"', " "))
-
-
-def _tokens(*texts: str) -> set[str]:
-    out: set[str] = set()
-    for text in texts:
-        out.update(_split(text))
-    return out
-
-
-def _matches(words: list[str], tokens: set[str]) -> bool:
-    """Every word is a prefix of some token (what the FTS query does for the present catalog)."""
-    return all(any(t.startswith(w) for t in tokens) for w in words)
+from .rows import model_record, model_row_at, obj, version_record
+from .search import entity_tokens, matches, query_words
 
 
 class PastCatalog:
     """Read-only view of the catalog right after position ``position`` (0: before the first event)."""
 
-    def __init__(self, read: Callable[[], AbstractContextManager[sqlite3.Connection]], position: int) -> None:
+    def __init__(self, read: Callable[[], AbstractContextManager[Any]], position: int) -> None:
         if position < 0:
             raise ValidationError("a position is 0 or more")
         self._read = read
         self.position = position
 
     # -- single things -----------------------------------------------------------------------------
-    def _model_row(self, conn: sqlite3.Connection, name: str) -> tuple[tuple[Any, ...], dict[str, int]] | None:
-        row = conn.execute(_MODEL_STATE, (name, self.position)).fetchone()
-        return model_row_at(name, row[0]) if row else None
+    def _model_row(self, conn: Any, name: str) -> tuple[tuple[Any, ...], dict[str, int]] | None:
+        state = dialect_of(conn).model_state_at(conn, name, self.position)
+        return model_row_at(name, state) if state is not None else None
 
-    def _version(self, conn: sqlite3.Connection, name: str, number: int,
-                 aliases: dict[str, int]) -> VersionRecord | None:
-        row = conn.execute(f"SELECT {VERSION_COLUMNS} FROM versions WHERE name = ? AND version = ?"  # noqa: S608
-                           " AND position <= ?", (name, number, self.position)).fetchone()
-        if row is None:
-            return None
-        state = conn.execute(_VERSION_STATE, (name, number, self.position)).fetchone()
-        artifact = conn.execute(_ARTIFACT_STATE, (name, number, self.position)).fetchone()
-        return version_record(row, aliases, state[0] if state else None, artifact[0] if artifact else None)
+    def _version(self, conn: Any, name: str, number: int, aliases: dict[str, int]) -> VersionRecord | None:
+        row = dialect_of(conn).version_at(conn, name, number, self.position)
+        return None if row is None else version_record(row[:-2], aliases, row[-2], row[-1])
 
     def get(self, ref: str) -> VersionRecord:
         parsed = parse_ref(ref)
@@ -110,15 +63,8 @@ class PastCatalog:
                 raise NotFoundError(f"model {parsed.name!r} had no version {number} as of #{self.position}")
             return version
 
-    def _versions(self, conn: sqlite3.Connection, name: str, aliases: dict[str, int]) -> list[VersionRecord]:
-        rows = conn.execute(
-            f"SELECT {VERSION_COLUMNS}, (SELECT state FROM version_states s WHERE s.name = v.name"  # noqa: S608
-            " AND s.version = v.version AND s.position <= ? ORDER BY s.position DESC LIMIT 1),"
-            " (SELECT artifact FROM artifact_states a WHERE a.name = v.name"
-            " AND a.version = v.version AND a.position <= ? ORDER BY a.position DESC LIMIT 1)"
-            " FROM versions v WHERE v.name = ? AND v.position <= ? ORDER BY v.version",
-            (self.position, self.position, name, self.position),
-        ).fetchall()
+    def _versions(self, conn: Any, name: str, aliases: dict[str, int]) -> list[VersionRecord]:
+        rows = dialect_of(conn).versions_at(conn, name, self.position)
         return [version_record(r[:-2], aliases, r[-2], r[-1]) for r in rows]
 
     def model(self, name: str, *, versions: bool = True, include_deleted: bool = True) -> ModelRecord:
@@ -138,16 +84,10 @@ class PastCatalog:
             return self._model_row(conn, name) is not None
 
     # -- many things -------------------------------------------------------------------------------
-    def _models(self, conn: sqlite3.Connection) -> Iterator[tuple[tuple[Any, ...], dict[str, int]]]:
+    def _models(self, conn: Any) -> Iterator[tuple[tuple[Any, ...], dict[str, int]]]:
         # Read lazily: a caller with a limit stops after the models it needs.
-        rows = conn.execute(
-            "SELECT m.name, (SELECT state FROM model_states s WHERE s.name = m.name AND s.position <= ?"
-            " ORDER BY s.position DESC LIMIT 1) FROM models m ORDER BY m.name",
-            (self.position,),
-        )
-        for name, state in rows:
-            if state is not None:
-                yield model_row_at(name, state)
+        for name, state in dialect_of(conn).models_at(conn, self.position):
+            yield model_row_at(name, state)
 
     def list(
         self,
@@ -160,9 +100,7 @@ class PastCatalog:
         limit: int | None = None,
     ) -> list[ModelRecord]:
         wanted_tags = validate_tags(dict(tags or {}))
-        words = _words(search) if search is not None else None
-        if words is not None and not words:
-            raise ValidationError("--search needs at least one word")
+        words = query_words(search) if search is not None else None
         if alias is not None:
             validate_alias(alias)
         out: list[ModelRecord] = []
@@ -180,10 +118,8 @@ class PastCatalog:
                 model_tags = obj(row[3])
                 live = [v for v in self._versions(conn, row[0], aliases) if not v.deleted]
                 if words is not None:
-                    texts = [row[0], row[2], *model_tags.keys(), *model_tags.values()]
-                    hit = _matches(words, _tokens(*texts)) or any(
-                        _matches(words, _tokens(v.name, v.description, *v.tags.keys(), *v.tags.values()))
-                        for v in live)
+                    hit = matches(words, entity_tokens(row[0], row[2], model_tags)) or any(
+                        matches(words, entity_tokens(v.name, v.description, v.tags)) for v in live)
                     if not hit:
                         continue
                 if any(model_tags.get(k) != val and not any(v.tags.get(k) == val for v in live)
@@ -209,7 +145,7 @@ class PastCatalog:
         limit: int | None = None,
     ) -> list[VersionRecord]:
         wanted_tags = validate_tags(dict(tags or {}))
-        words = _words(keyword) if keyword is not None else None
+        words = query_words(keyword) if keyword is not None else None
         out: list[VersionRecord] = []
         with self._read() as conn:
             models = [self._model_row(conn, validate_name(name))] if name is not None else list(self._models(conn))
@@ -222,8 +158,8 @@ class PastCatalog:
                     if v.deleted:
                         continue
                     if words is not None and not (
-                            _matches(words, _tokens(v.name, v.description, *v.tags.keys(), *v.tags.values()))
-                            or _matches(words, _tokens(row[0], row[2], *model_tags.keys(), *model_tags.values()))):
+                            matches(words, entity_tokens(v.name, v.description, v.tags))
+                            or matches(words, entity_tokens(row[0], row[2], model_tags))):
                         continue
                     if any(v.tags.get(k) != val and model_tags.get(k) != val for k, val in wanted_tags.items()):
                         continue

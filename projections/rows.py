@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from typing import Any
 
 from eventstore.state import ModelState, VersionState
@@ -57,25 +56,18 @@ def artifact_record(value: Any) -> dict[str, Any]:
     return art
 
 
-def aliases_of(conn: sqlite3.Connection, name: str) -> dict[str, int]:
-    return dict(conn.execute("SELECT alias, version FROM aliases WHERE name = ? ORDER BY alias", (name,)).fetchall())
-
-
-def model_state(conn: sqlite3.Connection, name: str) -> ModelState | None:
-    row = conn.execute(f"SELECT {MODEL_COLUMNS} FROM models WHERE name = ?", (name,)).fetchone()  # noqa: S608
-    if row is None:
-        return None
+def model_state(row: tuple[Any, ...], aliases: dict[str, int]) -> ModelState:
     return ModelState(
-        name=row[0], stream_version=row[1], description=row[2], tags=json.loads(row[3]), deleted=bool(row[4]),
-        latest=row[5], last_version=row[6], aliases=aliases_of(conn, name),
+        name=row[0], stream_version=row[1], description=row[2], tags=obj(row[3]), deleted=bool(row[4]),
+        latest=row[5], last_version=row[6], aliases=aliases,
     )
 
 
 def version_state(row: tuple[Any, ...]) -> VersionState:
     return VersionState(
         name=row[0], version=row[1], parent=row[2], status=row[3], deleted=bool(row[4]), description=row[5],
-        params=json.loads(row[6]), structure=json.loads(row[7]), optimizer=json.loads(row[8]),
-        tags=json.loads(row[9]), metrics=json.loads(row[10]), artifact=artifact_record(row[11]),
+        params=obj(row[6]), structure=obj(row[7]), optimizer=obj(row[8]),
+        tags=obj(row[9]), metrics=obj(row[10]), artifact=artifact_record(row[11]),
     )
 
 
@@ -85,15 +77,15 @@ def version_record(row: tuple[Any, ...], aliases: dict[str, int], state: str | N
     the mutable fields — a past version (a version has both from the event that created it on)."""
     status, deleted, tags, metrics, artifact = row[3], row[4], row[9], row[10], row[11]
     if state is not None:
-        status, deleted, tags, metrics = json.loads(state)
+        status, deleted, tags, metrics = obj(state)
     if artifact_state is not None:
         artifact = artifact_state
     mine = tuple(sorted(a for a, n in aliases.items() if n == row[1]))
     artifact = artifact_record(artifact)
-    structure = json.loads(row[7]) or artifact.get("structure") or {}
+    structure = obj(row[7]) or artifact.get("structure") or {}
     return VersionRecord(
         name=row[0], version=row[1], parent=row[2], status=status, deleted=bool(deleted), description=row[5],
-        params=json.loads(row[6]), structure=structure, optimizer=json.loads(row[8]),
+        params=obj(row[6]), structure=structure, optimizer=obj(row[8]),
         tags=obj(tags), aliases=mine, metrics=obj(metrics), artifact=artifact,
         created_at=row[12], created_by=row[13], position=row[14],
     )
@@ -107,7 +99,7 @@ def sorted_aliases(value: Any) -> dict[str, int]:
 
 def model_row_at(name: str, state: str) -> tuple[tuple[Any, ...], dict[str, int]]:
     """A ``model_states`` entry → (a row shaped like MODEL_COLUMNS, the aliases then)."""
-    values = json.loads(state)
+    values = list(obj(state))
     aliases = values.pop()
     return (name, *values), sorted_aliases(aliases)
 
@@ -121,30 +113,37 @@ def model_record(row: tuple[Any, ...], aliases: dict[str, int],
     )
 
 
-class SQLiteStateView:
-    """The decider's ``StateView`` over the catalog tables, read inside the write transaction."""
+class CatalogStateView:
+    """The decider's ``StateView`` over the decision tables (models, versions, aliases, alias history), read
+    on ``conn`` — inside the write transaction — through its dialect module."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: Any) -> None:
+        from .dialects import dialect_of
+
         self.conn = conn
+        self.sql = dialect_of(conn)
 
     def model(self, name: str) -> ModelState | None:
-        return model_state(self.conn, name)
+        row = self.sql.model_row(self.conn, name)
+        return None if row is None else model_state(row, self.sql.aliases_of(self.conn, name))
 
     def version(self, name: str, number: int) -> VersionState | None:
-        row = self.conn.execute(
-            f"SELECT {VERSION_COLUMNS} FROM versions WHERE name = ? AND version = ?", (name, number)  # noqa: S608
-        ).fetchone()
+        row = self.sql.version_row(self.conn, name, number)
         return version_state(row) if row else None
 
     def alias_history(self, name: str, alias: str) -> list[int]:
-        rows = self.conn.execute(
-            "SELECT version FROM alias_history WHERE name = ? AND alias = ? ORDER BY seq", (name, alias)
-        ).fetchall()
-        return [r[0] for r in rows]
+        return self.sql.alias_history(self.conn, name, alias)
 
     def purged_live_versions(self, name: str) -> list[VersionState]:
-        rows = self.conn.execute(
-            f"SELECT {VERSION_COLUMNS} FROM versions WHERE name = ? AND deleted = 0 AND status = 'purged'"  # noqa: S608
-            " ORDER BY version", (name,)
-        ).fetchall()
-        return [version_state(r) for r in rows]
+        return [version_state(r) for r in self.sql.purged_live_versions(self.conn, name)]
+
+
+# The name tools and tests have used (the view is no longer SQLite's own).
+SQLiteStateView = CatalogStateView
+
+
+def aliases_of(conn: Any, name: str) -> dict[str, int]:
+    """A model's aliases, by alias, on a bare connection of any dialect."""
+    from .dialects import dialect_of
+
+    return dialect_of(conn).aliases_of(conn, name)

@@ -208,7 +208,7 @@ def test_a_hand_edited_catalog_row_is_caught_by_the_replay(mixed, raw, audit_of)
     assert report.check("chain").ok
     replay = report.check("replay")
     assert not replay.ok and replay.position == position
-    assert '\\"lr\\":0.5' in replay.detail and "stored" in replay.detail and "replayed" in replay.detail
+    assert '"lr":0.5' in replay.detail and "stored" in replay.detail and "replayed" in replay.detail
 
 
 def test_a_hand_added_alias_is_caught_by_the_replay(mixed, raw, audit_of):

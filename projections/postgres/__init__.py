@@ -1,0 +1,53 @@
+"""The catalog in PostgreSQL: its DDL (``schema``), the fold's reads and writes (``fold``) and the catalog's
+questions (``queries``), with the same names as ``projections.sqlite`` (``projections.dialects``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .fold import FoldStore
+from .queries import (
+    alias_history,
+    aliases_of,
+    best_version,
+    list_models,
+    model_exists,
+    model_row,
+    model_state_at,
+    models_at,
+    partial_folders,
+    pending_positions,
+    purge_candidates,
+    purge_versions,
+    purged_live_versions,
+    ready_blobs,
+    referenced_digests,
+    request_position,
+    search_versions,
+    table_rows,
+    version_at,
+    version_row,
+    version_rows,
+    versions_at,
+    words_rows,
+)
+from .schema import VERSION, create, drop, stored_version
+
+NAME = "postgresql"
+
+__all__ = [
+    "NAME", "VERSION", "FoldStore", "alias_history", "aliases_of", "best_version", "connection_of", "create", "drop",
+    "fold_store", "list_models", "model_exists", "model_row", "model_state_at", "models_at", "partial_folders",
+    "pending_positions", "purge_candidates", "purge_versions", "purged_live_versions", "ready_blobs",
+    "referenced_digests", "request_position", "search_versions", "stored_version", "table_rows", "version_at",
+    "version_row", "version_rows", "versions_at", "words_rows",
+]
+
+
+def fold_store(conn: Any) -> FoldStore:
+    return FoldStore(conn)
+
+
+def connection_of(tx: object) -> Any:
+    """The connection of an ``eventstore.postgres`` write transaction (the catalog lives in the log's database)."""
+    return tx.connection  # type: ignore[attr-defined]

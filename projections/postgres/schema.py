@@ -1,0 +1,168 @@
+"""The catalog's tables in PostgreSQL, in the log's database (so a command's events and the rows they produce
+commit in one transaction, and every host reads its own writes). Everything here is derived: ``drop`` +
+replay rebuilds it exactly.
+
+The same tables as SQLite's (``projections.sqlite.schema``), with PostgreSQL's types: JSON columns are
+``jsonb``, flags ``boolean``, the search index a ``tsvector`` per model and version under a GIN index (its
+lexemes are the tokens of ``projections.search``, stored as they are: PostgreSQL does not re-tokenise an
+``array_to_tsvector``). Text keys are ``COLLATE "C"``: compared byte by byte as SQLite and Python compare
+them, so listings and the digest's rows come in the same order on both.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+VERSION = 1  # bump when the tables change shape: an older catalog is then rebuilt from the log
+
+DECISION_TABLES = ("models", "versions", "aliases", "alias_history", "blob_refs")
+CATALOG_TABLES = ("tags", "metrics", "files", "model_states", "version_states", "artifact_states", "model_search",
+                  "version_search")
+TABLES = (*DECISION_TABLES, *CATALOG_TABLES, "projection_checkpoint")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS projection_checkpoint (
+    name     text COLLATE "C" PRIMARY KEY,
+    position bigint NOT NULL
+);
+-- == the decision state ==================================================================================
+CREATE TABLE IF NOT EXISTS models (
+    name           text COLLATE "C" PRIMARY KEY,
+    stream_version bigint NOT NULL,
+    description    text NOT NULL DEFAULT '',
+    tags           jsonb NOT NULL DEFAULT '{}',
+    deleted        boolean NOT NULL DEFAULT false,
+    latest         bigint,
+    last_version   bigint NOT NULL DEFAULT 0,
+    created_at     text COLLATE "C" NOT NULL,
+    created_by     text NOT NULL,
+    updated_at     text COLLATE "C" NOT NULL,
+    version_count  bigint NOT NULL DEFAULT 0,
+    deleted_at     text COLLATE "C"
+);
+CREATE TABLE IF NOT EXISTS versions (
+    name         text COLLATE "C" NOT NULL,
+    version      bigint NOT NULL,
+    parent       bigint,
+    status       text NOT NULL,
+    deleted      boolean NOT NULL DEFAULT false,
+    description  text NOT NULL DEFAULT '',
+    params       jsonb NOT NULL DEFAULT '{}',
+    structure    jsonb NOT NULL DEFAULT '{}',
+    optimizer    jsonb NOT NULL DEFAULT '{}',
+    tags         jsonb NOT NULL DEFAULT '{}',
+    metrics      jsonb NOT NULL DEFAULT '{}',
+    artifact     jsonb NOT NULL DEFAULT '{}',
+    created_at   text COLLATE "C" NOT NULL,
+    created_by   text NOT NULL,
+    position     bigint NOT NULL,
+    deleted_at   text COLLATE "C",
+    requested_at bigint,
+    PRIMARY KEY (name, version)
+);
+CREATE INDEX IF NOT EXISTS versions_live ON versions (name, deleted, version);
+CREATE INDEX IF NOT EXISTS versions_pending ON versions (requested_at) WHERE status = 'pending';
+CREATE TABLE IF NOT EXISTS aliases (
+    name    text COLLATE "C" NOT NULL,
+    alias   text COLLATE "C" NOT NULL,
+    version bigint NOT NULL,
+    PRIMARY KEY (name, alias)
+);
+CREATE TABLE IF NOT EXISTS alias_history (
+    name    text COLLATE "C" NOT NULL,
+    alias   text COLLATE "C" NOT NULL,
+    seq     bigint NOT NULL,
+    version bigint NOT NULL,
+    PRIMARY KEY (name, alias, seq)
+);
+CREATE TABLE IF NOT EXISTS blob_refs (
+    digest  text COLLATE "C" NOT NULL,
+    name    text COLLATE "C" NOT NULL,
+    version bigint NOT NULL,
+    size    bigint,
+    PRIMARY KEY (digest, name, version)
+);
+CREATE INDEX IF NOT EXISTS blob_refs_by_version ON blob_refs (name, version);
+-- == the read-only catalog ===============================================================================
+CREATE TABLE IF NOT EXISTS tags (
+    name    text COLLATE "C" NOT NULL,
+    version bigint NOT NULL,  -- 0: a tag of the model itself
+    key     text COLLATE "C" NOT NULL,
+    value   text COLLATE "C" NOT NULL,
+    PRIMARY KEY (name, version, key)
+);
+CREATE INDEX IF NOT EXISTS tags_by_kv ON tags (key, value);
+CREATE TABLE IF NOT EXISTS metrics (
+    name    text COLLATE "C" NOT NULL,
+    version bigint NOT NULL,
+    key     text COLLATE "C" NOT NULL,
+    value   double precision NOT NULL,
+    PRIMARY KEY (name, version, key)
+);
+CREATE INDEX IF NOT EXISTS metrics_by_key ON metrics (name, key, value);
+CREATE TABLE IF NOT EXISTS files (
+    name     text COLLATE "C" NOT NULL,
+    version  bigint NOT NULL,
+    path     text COLLATE "C" NOT NULL,
+    basename text COLLATE "C" NOT NULL,
+    PRIMARY KEY (name, version, path)
+);
+CREATE INDEX IF NOT EXISTS files_by_basename ON files (basename);
+CREATE INDEX IF NOT EXISTS files_by_path ON files (path);
+-- The temporal part: the state after every event that touched a model / a version's mutable fields; "as of
+-- P" is the newest state at or before P, one index probe per entity.
+CREATE TABLE IF NOT EXISTS model_states (
+    name     text COLLATE "C" NOT NULL,
+    position bigint NOT NULL,
+    state    jsonb NOT NULL,
+    PRIMARY KEY (name, position)
+);
+CREATE TABLE IF NOT EXISTS version_states (
+    name     text COLLATE "C" NOT NULL,
+    version  bigint NOT NULL,
+    position bigint NOT NULL,
+    state    jsonb NOT NULL,
+    PRIMARY KEY (name, version, position)
+);
+CREATE TABLE IF NOT EXISTS artifact_states (
+    name     text COLLATE "C" NOT NULL,
+    version  bigint NOT NULL,
+    position bigint NOT NULL,
+    artifact jsonb NOT NULL,
+    PRIMARY KEY (name, version, position)
+);
+-- The search index: the tokens of ``projections.search`` as a tsvector's lexemes; a search is all its words
+-- as prefix lexemes ('word':*), which the GIN index answers.
+CREATE TABLE IF NOT EXISTS model_search (
+    name  text COLLATE "C" PRIMARY KEY,
+    words tsvector NOT NULL
+);
+CREATE INDEX IF NOT EXISTS model_search_words ON model_search USING gin (words);
+CREATE TABLE IF NOT EXISTS version_search (
+    name    text COLLATE "C" NOT NULL,
+    version bigint NOT NULL,
+    words   tsvector NOT NULL,
+    PRIMARY KEY (name, version)
+);
+CREATE INDEX IF NOT EXISTS version_search_words ON version_search USING gin (words);
+"""
+
+
+def create(conn: Any) -> None:
+    """Create the catalog's tables if missing; call inside a write transaction (which holds the log's writer
+    lock, so two first opens cannot race on CREATE)."""
+    conn.execute(SCHEMA)
+    conn.execute("INSERT INTO projection_checkpoint (name, position) VALUES ('schema', %s)"
+                 " ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position", (VERSION,))
+
+
+def stored_version(conn: Any) -> int | None:
+    if not conn.execute("SELECT to_regclass('projection_checkpoint') IS NOT NULL").fetchone()[0]:
+        return None
+    row = conn.execute("SELECT position FROM projection_checkpoint WHERE name = 'schema'").fetchone()
+    return row[0] if row else None
+
+
+def drop(conn: Any) -> None:
+    """Remove every derived table (the log is untouched)."""
+    conn.execute("DROP TABLE IF EXISTS " + ", ".join(TABLES))  # names from the constant above

@@ -1,0 +1,147 @@
+"""Reading and writing the rows a page of events touches (``projections.projector.Fold``), in SQLite:
+a few ``IN (...)`` reads up front, then one ``executemany`` per table."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+from projections.projector import (
+    CHECKPOINT,
+    MODEL_FIELDS,
+    MODEL_MUTABLE,
+    VERSION_FIELDS,
+    VERSION_LOADED,
+    Changes,
+)
+from projections.search import hex_token
+
+_CHUNK = 400  # bound parameters per statement stay far below SQLite's limit (32,766; 999 before 3.32)
+
+
+def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def _marks(n: int) -> str:
+    return ", ".join("?" * n)
+
+
+_LOAD_MODELS = f"SELECT {', '.join(MODEL_FIELDS)} FROM models WHERE name IN ({{}})"  # noqa: S608
+_LOAD_VERSIONS = (f"SELECT {', '.join(VERSION_LOADED)} FROM versions"  # noqa: S608
+                  " WHERE (name, version) IN (VALUES {})")
+_INSERT_MODEL = f"INSERT INTO models ({', '.join(MODEL_FIELDS)}) VALUES ({_marks(len(MODEL_FIELDS))})"  # noqa: S608
+_UPDATE_MODEL = f"UPDATE models SET {', '.join(c + ' = ?' for c in MODEL_MUTABLE)} WHERE name = ?"  # noqa: S608
+_INSERT_VERSION = (f"INSERT INTO versions ({', '.join(VERSION_FIELDS)})"  # noqa: S608
+                   f" VALUES ({_marks(len(VERSION_FIELDS))})")
+_UPDATE_VERSION = ("UPDATE versions SET status = ?, deleted = ?, tags = ?, metrics = ?, artifact = ?, deleted_at = ?,"
+                   " requested_at = ? WHERE name = ? AND version = ?")
+_STATEMENTS: tuple[tuple[str, str], ...] = (
+    # (the Changes field, its statement), in the order they run
+    ("models_new", _INSERT_MODEL),
+    ("models_changed", _UPDATE_MODEL),
+    ("versions_new", _INSERT_VERSION),
+    ("versions_changed", _UPDATE_VERSION),
+    ("tags_removed", "DELETE FROM tags WHERE name = ? AND version = ? AND key = ?"),
+    ("tags_set", "INSERT INTO tags (name, version, key, value) VALUES (?, ?, ?, ?)"
+                 " ON CONFLICT (name, version, key) DO UPDATE SET value = excluded.value"),
+    ("metrics_removed", "DELETE FROM metrics WHERE name = ? AND version = ? AND key = ?"),
+    ("metrics_set", "INSERT INTO metrics (name, version, key, value) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (name, version, key) DO UPDATE SET value = excluded.value"),
+    ("files_cleared", "DELETE FROM files WHERE name = ? AND version = ?"),
+    ("files_cleared", "DELETE FROM blob_refs WHERE name = ? AND version = ?"),
+    ("files", "INSERT INTO files (name, version, path, basename) VALUES (?, ?, ?, ?)"),
+    ("blob_refs", "INSERT INTO blob_refs (digest, name, version, size) VALUES (?, ?, ?, ?)"),
+    ("aliases_removed", "DELETE FROM aliases WHERE name = ? AND alias = ?"),
+    ("aliases_set", "INSERT INTO aliases (name, alias, version) VALUES (?, ?, ?)"
+                    " ON CONFLICT (name, alias) DO UPDATE SET version = excluded.version"),
+    ("alias_history_cut", "DELETE FROM alias_history WHERE name = ? AND alias = ? AND seq > ?"),
+    ("alias_history", "INSERT INTO alias_history (name, alias, seq, version) VALUES (?, ?, ?, ?)"),
+    ("model_states", "INSERT INTO model_states (name, position, state) VALUES (?, ?, ?)"),
+    ("version_states", "INSERT INTO version_states (name, version, position, state) VALUES (?, ?, ?, ?)"),
+    ("artifact_states", "INSERT INTO artifact_states (name, version, position, artifact) VALUES (?, ?, ?, ?)"),
+)
+_MODEL_WORDS = ("INSERT INTO model_words (name, words) VALUES (?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET words = excluded.words")
+_VERSION_WORDS = ("INSERT INTO version_words (name, version, words) VALUES (?, ?, ?)"
+                  " ON CONFLICT (name, version) DO UPDATE SET words = excluded.words")
+
+
+def words_text(tokens: Iterable[str]) -> str:
+    return " ".join(hex_token(t) for t in tokens)
+
+
+class FoldStore:
+    """``projections.projector``'s access to the catalog tables on one SQLite connection (in its transaction)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def checkpoint(self) -> int:
+        row = self.conn.execute("SELECT position FROM projection_checkpoint WHERE name = ?", (CHECKPOINT,)).fetchone()
+        return row[0] if row else 0
+
+    def load_models(self, names: Iterable[str]) -> list[list[Any]]:
+        out = []
+        for chunk in _chunks(sorted(names)):
+            for row in self.conn.execute(_LOAD_MODELS.format(_marks(len(chunk))), chunk):
+                values = list(row)
+                values[3] = json.loads(values[3])
+                out.append(values)
+        return out
+
+    def load_versions(self, keys: Iterable[tuple[str, int]]) -> list[list[Any]]:
+        out = []
+        for chunk in _chunks(sorted(keys)):
+            params = [x for key in chunk for x in key]
+            for row in self.conn.execute(_LOAD_VERSIONS.format(", ".join(["(?, ?)"] * len(chunk))), params):
+                values = list(row)
+                values[5], values[6], values[7] = json.loads(values[5]), json.loads(values[6]), json.loads(values[7])
+                out.append(values)
+        return out
+
+    def load_aliases(self, names: Iterable[str]) -> list[tuple[str, str, int]]:
+        out = []
+        for chunk in _chunks(sorted(names)):
+            out += self.conn.execute(f"SELECT name, alias, version FROM aliases WHERE name IN ({_marks(len(chunk))})",  # noqa: S608
+                                     chunk).fetchall()
+        return out
+
+    def load_alias_tops(self, stacks: Iterable[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        keys = sorted(stacks)
+        tops = dict.fromkeys(keys, 0)
+        for chunk in _chunks(keys):
+            params = [x for key in chunk for x in key]
+            for name, alias, top in self.conn.execute(
+                    "SELECT name, alias, max(seq) FROM alias_history WHERE (name, alias) IN"  # noqa: S608
+                    f" (VALUES {', '.join(['(?, ?)'] * len(chunk))}) GROUP BY name, alias", params):
+                tops[(name, alias)] = top
+        return tops
+
+    def live_versions(self, name: str) -> list[int]:
+        return [r[0] for r in self.conn.execute("SELECT version FROM versions WHERE name = ? AND deleted = 0",
+                                                (name,))]
+
+    def alias_seq_of(self, name: str, alias: str, version: int, below: int | None) -> int | None:
+        """The newest entry of the stack for ``version`` (at or below ``below``, if given)."""
+        row = self.conn.execute(
+            "SELECT max(seq) FROM alias_history WHERE name = ? AND alias = ? AND version = ? AND seq <= ?",
+            (name, alias, version, below if below is not None else 2**63 - 1)).fetchone()
+        return row[0]
+
+    def write(self, changes: Changes) -> None:
+        conn = self.conn
+        for name, statement in _STATEMENTS:
+            rows = getattr(changes, name)
+            if rows:
+                conn.executemany(statement, rows)
+        if changes.model_words:
+            conn.executemany(_MODEL_WORDS, [(name, words_text(t)) for name, t in changes.model_words])
+        if changes.version_words:
+            conn.executemany(_VERSION_WORDS, [(name, number, words_text(t))
+                                              for name, number, t in changes.version_words])
+        conn.execute("INSERT INTO projection_checkpoint (name, position) VALUES (?, ?)"
+                     " ON CONFLICT (name) DO UPDATE SET position = excluded.position", (CHECKPOINT, changes.position))

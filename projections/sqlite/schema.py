@@ -1,0 +1,205 @@
+"""The catalog's tables in SQLite, kept in the log's file (so a command's events and the rows they produce
+commit together). Everything here is derived: ``drop`` + replay rebuilds it exactly.
+
+Two parts. The decision state — ``models``, ``versions``, ``aliases``, ``alias_history``, ``blob_refs`` — is
+what the decider (``eventstore.state.StateView``) and gc read. The read-only catalog — ``tags``, ``metrics``,
+``files``, the temporal states and the search index — only answers questions.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from eventstore.sqlscript import create_schema
+
+VERSION = 9  # bump when the tables change shape: an older catalog is then rebuilt from the log
+
+DECISION_TABLES = ("models", "versions", "aliases", "alias_history", "blob_refs")
+CATALOG_TABLES = ("tags", "metrics", "files", "model_states", "version_states", "artifact_states", "model_words",
+                  "version_words")
+TABLES = (*DECISION_TABLES, *CATALOG_TABLES, "projection_checkpoint")
+FTS_TABLES = ("models_fts", "versions_fts")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS projection_checkpoint (
+    name     TEXT PRIMARY KEY,
+    position INTEGER NOT NULL
+) WITHOUT ROWID;
+-- == the decision state ==================================================================================
+CREATE TABLE IF NOT EXISTS models (
+    name           TEXT PRIMARY KEY,
+    stream_version INTEGER NOT NULL,
+    description    TEXT NOT NULL DEFAULT '',
+    tags           TEXT NOT NULL DEFAULT '{}',
+    deleted        INTEGER NOT NULL DEFAULT 0,
+    latest         INTEGER,
+    last_version   INTEGER NOT NULL DEFAULT 0,
+    created_at     TEXT NOT NULL,
+    created_by     TEXT NOT NULL,
+    updated_at     TEXT NOT NULL,
+    version_count  INTEGER NOT NULL DEFAULT 0,  -- kept, not counted: a listing reads one row per model
+    deleted_at     TEXT
+);
+CREATE TABLE IF NOT EXISTS versions (
+    name         TEXT NOT NULL,
+    version      INTEGER NOT NULL,
+    parent       INTEGER,
+    status       TEXT NOT NULL,
+    deleted      INTEGER NOT NULL DEFAULT 0,
+    description  TEXT NOT NULL DEFAULT '',
+    params       TEXT NOT NULL DEFAULT '{}',
+    structure    TEXT NOT NULL DEFAULT '{}',
+    optimizer    TEXT NOT NULL DEFAULT '{}',
+    tags         TEXT NOT NULL DEFAULT '{}',
+    metrics      TEXT NOT NULL DEFAULT '{}',
+    artifact     TEXT NOT NULL DEFAULT '{}',
+    created_at   TEXT NOT NULL,
+    created_by   TEXT NOT NULL,
+    position     INTEGER NOT NULL,
+    deleted_at   TEXT,
+    requested_at INTEGER,  -- position of the event whose ingest job is the latest for this version
+    PRIMARY KEY (name, version)
+);
+CREATE INDEX IF NOT EXISTS versions_live ON versions (name, deleted, version);
+CREATE INDEX IF NOT EXISTS versions_status ON versions (status);
+-- Tables keyed by a composite primary key are WITHOUT ROWID: the key is the table, so a command's commit
+-- writes one b-tree page per table instead of the table's and its key index's.
+CREATE TABLE IF NOT EXISTS aliases (
+    name    TEXT NOT NULL,
+    alias   TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    PRIMARY KEY (name, alias)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS aliases_by_alias ON aliases (alias);
+CREATE TABLE IF NOT EXISTS alias_history (
+    name    TEXT NOT NULL,
+    alias   TEXT NOT NULL,
+    seq     INTEGER NOT NULL,
+    version INTEGER NOT NULL,
+    PRIMARY KEY (name, alias, seq)
+) WITHOUT ROWID;
+-- Every blob a version's artifact needs (the file, or the manifest and each file of a folder): what gc
+-- and audit ask about.
+CREATE TABLE IF NOT EXISTS blob_refs (
+    digest   TEXT NOT NULL,
+    name     TEXT NOT NULL,
+    version  INTEGER NOT NULL,
+    size     INTEGER,
+    PRIMARY KEY (digest, name, version)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS blob_refs_by_version ON blob_refs (name, version);
+-- == the read-only catalog ===============================================================================
+CREATE TABLE IF NOT EXISTS tags (
+    name    TEXT NOT NULL,
+    version INTEGER NOT NULL,  -- 0: a tag of the model itself
+    key     TEXT NOT NULL,
+    value   TEXT NOT NULL,
+    PRIMARY KEY (name, version, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS tags_by_kv ON tags (key, value);
+CREATE TABLE IF NOT EXISTS metrics (
+    name    TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    key     TEXT NOT NULL,
+    value   REAL NOT NULL,
+    PRIMARY KEY (name, version, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS metrics_by_key ON metrics (name, key, value);
+CREATE TABLE IF NOT EXISTS files (
+    name     TEXT NOT NULL,
+    version  INTEGER NOT NULL,
+    path     TEXT NOT NULL,
+    basename TEXT NOT NULL,
+    PRIMARY KEY (name, version, path)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS files_by_basename ON files (basename);
+CREATE INDEX IF NOT EXISTS files_by_path ON files (path);
+-- The temporal part of the catalog: the state of a model / of a version's mutable fields after every event
+-- that touched it. "As of position P" is then the newest state at or before P: one index probe per
+-- entity, whatever the length of the history. (A version's content — params, structure, optimizer,
+-- parent, description — never changes after it is created, so only the mutable fields are kept here.)
+CREATE TABLE IF NOT EXISTS model_states (
+    name     TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    state    TEXT NOT NULL,  -- JSON array: the MODEL_COLUMNS after the name (tags nested), then the aliases
+    PRIMARY KEY (name, position)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS version_states (
+    name     TEXT NOT NULL,
+    version  INTEGER NOT NULL,
+    position INTEGER NOT NULL,
+    state    TEXT NOT NULL,  -- JSON array: status, deleted, tags, metrics (nested objects)
+    PRIMARY KEY (name, version, position)
+) WITHOUT ROWID;
+-- A version's artifact record is the biggest of its mutable fields and changes only when it is created,
+-- stored or failed: kept apart, a tag or a metric does not copy it into a new state row.
+CREATE TABLE IF NOT EXISTS artifact_states (
+    name     TEXT NOT NULL,
+    version  INTEGER NOT NULL,
+    position INTEGER NOT NULL,
+    artifact TEXT NOT NULL,
+    PRIMARY KEY (name, version, position)
+) WITHOUT ROWID;
+-- The search index: the tokens of ``projections.search`` (hex-encoded, space-separated), in tables of their
+-- own, indexed by FTS5 (external content, kept in step by triggers).
+CREATE TABLE IF NOT EXISTS model_words (
+    id    INTEGER PRIMARY KEY,
+    name  TEXT NOT NULL UNIQUE,
+    words TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS version_words (
+    id      INTEGER PRIMARY KEY,
+    name    TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    words   TEXT NOT NULL,
+    UNIQUE (name, version)
+);
+"""
+
+# FTS5 does not tokenise for us: the words are hex tokens (plain ASCII to its unicode61 tokenizer). Searches
+# filter and never rank, and never ask for phrases: no column sizes, no positions (detail=none).
+_FTS_TABLE = """
+CREATE VIRTUAL TABLE IF NOT EXISTS {t}s_fts USING fts5 (
+  words, content = "{t}_words", content_rowid = "id", columnsize = 0, detail = none
+);
+"""
+_FTS_TRIGGERS = """
+CREATE TRIGGER IF NOT EXISTS {t}s_fts_ai AFTER INSERT ON {t}_words BEGIN
+  INSERT INTO {t}s_fts (rowid, words) VALUES (new.id, new.words);
+END;
+CREATE TRIGGER IF NOT EXISTS {t}s_fts_au AFTER UPDATE OF words ON {t}_words BEGIN
+  INSERT INTO {t}s_fts ({t}s_fts, rowid, words) VALUES ('delete', old.id, old.words);
+  INSERT INTO {t}s_fts (rowid, words) VALUES (new.id, new.words);
+END;
+CREATE TRIGGER IF NOT EXISTS {t}s_fts_ad AFTER DELETE ON {t}_words BEGIN
+  INSERT INTO {t}s_fts ({t}s_fts, rowid, words) VALUES ('delete', old.id, old.words);
+END;
+"""
+_OLD_TABLES = ("models", "versions")  # catalogs before VERSION 9 kept FTS triggers on these
+
+
+def create(conn: sqlite3.Connection) -> None:
+    """Create the catalog's tables if missing; call inside a write transaction."""
+    # Statement by statement, inside the open transaction (sqlite3's executescript would commit first).
+    create_schema(conn, SCHEMA + "".join(_FTS_TABLE.format(t=t) + _FTS_TRIGGERS.format(t=t)
+                                         for t in ("model", "version")))
+    conn.execute("INSERT OR REPLACE INTO projection_checkpoint (name, position) VALUES ('schema', ?)", (VERSION,))
+
+
+def stored_version(conn: sqlite3.Connection) -> int | None:
+    try:
+        row = conn.execute("SELECT position FROM projection_checkpoint WHERE name = 'schema'").fetchone()
+    except sqlite3.OperationalError:
+        return None
+    return row[0] if row else None
+
+
+def drop(conn: sqlite3.Connection) -> None:
+    """Remove every derived table (the log is untouched)."""
+    for fts in _OLD_TABLES:  # the triggers' names (on the word tables now, on the tables before VERSION 9)
+        for suffix in ("ai", "au", "ad"):
+            conn.execute(f"DROP TRIGGER IF EXISTS {fts}_fts_{suffix}")  # names from the constants above
+    for fts in FTS_TABLES:
+        conn.execute(f"DROP TABLE IF EXISTS {fts}")
+    for table in TABLES:
+        conn.execute(f"DROP TABLE IF EXISTS {table}")
