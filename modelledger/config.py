@@ -109,6 +109,10 @@ def database_location(text: str, home: Path) -> str:
         return str(home / DB_FILE)
     if is_postgres_url(text):
         return text
+    if re.match(r"^\s*(host|hostaddr|dbname|user|port|service)\s*=", text):
+        # libpq's key=value form would otherwise name a SQLite file "host=... dbname=...".
+        raise ValidationError("MLEDGER_DATABASE takes PostgreSQL as a postgresql://user@host:port/dbname URL, "
+                              "not as key=value settings")
     if text.startswith("sqlite:///"):
         text = text.removeprefix("sqlite://")
     elif re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", text):

@@ -4,7 +4,8 @@ connection-loss tests: ``cut="before"`` drops the client's COMMIT unsent (the se
 recorded; the client never hears so). Either way the client sees its connection die mid-commit, which is
 the case where it cannot know the outcome. One cut per arming; every other byte passes through.
 
-The URL it hands out sets ``sslmode=disable``: the proxy reads the plain protocol to find the COMMIT.
+The URL it hands out sets ``sslmode=disable``: the proxy reads the plain protocol, message by message, to find
+the COMMIT (a simple query, a Parse of it, or a Bind of a statement prepared from it).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import socket
 import threading
 from typing import Literal
 
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import conninfo_to_dict
 
 Cut = Literal["before", "after"]
 
@@ -23,8 +24,9 @@ class CommitCutter:
         info = conninfo_to_dict(url)
         self.upstream = (info.get("host") or "127.0.0.1", int(info.get("port") or 5432))
         self._server = socket.create_server(("127.0.0.1", 0))
-        self.url = make_conninfo(url, host="127.0.0.1", port=str(self._server.getsockname()[1]),
-                                 sslmode="disable")
+        # A postgresql:// URL (what MLEDGER_DATABASE takes) to the proxy, the same user and database.
+        self.url = (f"postgresql://{info.get('user') or 'postgres'}@127.0.0.1:{self._server.getsockname()[1]}/"
+                    f"{info.get('dbname') or 'postgres'}?sslmode=disable&gssencmode=disable")
         self._lock = threading.Lock()
         self._armed: Cut | None = None
         self.cuts = 0
@@ -58,15 +60,18 @@ class CommitCutter:
             threading.Thread(target=self._pump_down, args=(upstream, client, state), daemon=True).start()
 
     def _pump_up(self, client: socket.socket, upstream: socket.socket, state: dict) -> None:
+        reader = _ClientMessages()
         try:
             while chunk := client.recv(65536):
-                if b"COMMIT" in chunk:
+                complete, commits = reader.feed(chunk)
+                if commits:
                     if self._take("before"):
                         _kill(client, upstream)
                         return
                     if self._take("after"):
                         state["await_commit_reply"] = True
-                upstream.sendall(chunk)
+                if complete:
+                    upstream.sendall(complete)
         except OSError:
             pass
         _kill(client, upstream)
@@ -95,6 +100,61 @@ class CommitCutter:
         with self._lock:
             for sock in self._sockets:
                 _kill(sock)
+
+
+class _ClientMessages:
+    """The client's side of the protocol, message by message: which carry a COMMIT. psycopg prepares a
+    statement it has run a few times, after which a COMMIT is a Bind of that statement's name (no text):
+    the names of statements parsed from "COMMIT" are remembered."""
+
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.started = False
+        self.commit_statements: set[bytes] = set()
+
+    def feed(self, data: bytes) -> tuple[bytes, int]:
+        """The complete messages now available (to forward) and how many of them commit."""
+        self.buffer += data
+        out, commits, at = [], 0, 0
+        while True:
+            if not self.started:  # the startup message has a length but no type byte
+                if len(self.buffer) - at < 4:
+                    break
+                size = int.from_bytes(self.buffer[at:at + 4], "big")
+                if len(self.buffer) - at < size:
+                    break
+                out.append(self.buffer[at:at + size])
+                at += size
+                self.started = True
+                continue
+            if len(self.buffer) - at < 5:
+                break
+            kind = self.buffer[at:at + 1]
+            size = int.from_bytes(self.buffer[at + 1:at + 5], "big")
+            if len(self.buffer) - at < 1 + size:
+                break
+            body = self.buffer[at + 5:at + 1 + size]
+            commits += self._commits(kind, body)
+            out.append(self.buffer[at:at + 1 + size])
+            at += 1 + size
+        self.buffer = self.buffer[at:]
+        return b"".join(out), commits
+
+    def _commits(self, kind: bytes, body: bytes) -> int:
+        if kind == b"Q":
+            return int(body.rstrip(b"\x00").strip().upper().startswith(b"COMMIT"))
+        if kind == b"P":
+            name, _, rest = body.partition(b"\x00")
+            query = rest.partition(b"\x00")[0].strip().upper()
+            if query.startswith(b"COMMIT"):
+                self.commit_statements.add(name)
+                return int(name == b"")  # an unnamed statement runs right after its Parse
+            self.commit_statements.discard(name)
+            return 0
+        if kind == b"B":
+            statement = body.split(b"\x00", 2)[1]
+            return int(statement != b"" and statement in self.commit_statements)
+        return 0
 
 
 def _kill(*sockets: socket.socket) -> None:

@@ -110,13 +110,16 @@ def test_a_command_cut_at_commit_fails_with_one_line_and_its_retry_appends_once(
     argv = ["update", "m", "--params", '{"lr": 0.01}', "--idempotency-key", "run-42", "--json"]
     cutter.arm(cut)
     code, out, err = cli(*argv)
-    assert cutter.cuts == 1
+    assert cutter.cuts == 1, (code, out, err)
     assert code == 5 and out == "" and err.count("\n") == 1 and "connection" in err
     code, out, err = cli(*argv)
     assert code == 0, err
     assert json.loads(out)["version"] == 2
     code, out, _ = cli("log", "--json")
     events = [json.loads(line) for line in out.splitlines()]
-    assert [e["data"]["version"] for e in events if e["type"] == "VersionRegistered"] == [1, 2]
+    keyed = [e for e in events if e["meta"].get("idempotency_key") == "run-42"]
+    assert keyed and len({e["meta"]["correlation_id"] for e in keyed}) == 1, "the keyed command appended twice"
+    code, out, _ = cli("show", "m", "--json")
+    assert [v["version"] for v in json.loads(out)["versions"]] == [1, 2]
     code, out, err = cli("audit", "--json", "--database", direct)
     assert code == 0 and json.loads(out)["ok"], err
