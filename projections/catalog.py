@@ -48,13 +48,46 @@ class CatalogProjection:
     def __init__(self, recorder: Recorder) -> None:
         self.recorder = recorder
         self.sql: ModuleType = dialect_for(getattr(recorder, "dialect", "sqlite"))
-        with recorder.write() as tx:
-            conn = self.sql.connection_of(tx)
-            # A catalog built by another shape of this code is simply rebuilt from the log.
+        # Looked at in a read snapshot first: opening a registry whose catalog is current writes nothing, so
+        # a reader that cannot write (a PostgreSQL role that can only SELECT) opens it too.
+        with recorder.read_snapshot() as conn:
+            current = self.sql.stored_version(conn) == self.sql.VERSION
+        if not current:
+            try:
+                self._upgrade()
+            except StoreError as exc:
+                if "read-only" not in str(exc):
+                    raise
+                raise StoreError(f"the catalog's tables are not the ones this version of modelledger reads "
+                                 f"(catalog schema {self.sql.VERSION}) and cannot be rebuilt here: {exc}") from None
+        self.ensure_current()
+
+    def _upgrade(self) -> None:
+        """Replace a catalog of another shape (or none) with one of this code's, folded from the log.
+
+        A short log is folded in place, in one write transaction. A long one is folded beside the stored
+        catalog (``<dialect>.beside``: a file of its own in SQLite, a schema of its own in PostgreSQL), a page
+        at a time WITHOUT the write lock, so other writers keep appending; then, under the lock, the tail is
+        folded in and the new tables take the old ones' place. The lock is held for the tail and the swap, not
+        for the whole rebuild."""
+        if self.recorder.head() > PAGE:
+            with self.sql.beside(self.recorder) as side:
+                with self.recorder.read_snapshot() as conn:
+                    if self.sql.stored_version(conn) == self.sql.VERSION:
+                        return  # another builder swapped its catalog in while this one waited for it
+                position = side.checkpoint()
+                while self.recorder.head() - position > PAGE:
+                    page = list(self.recorder.read(since=position, limit=PAGE))
+                    position = side.fold(page, position)
+                with self.recorder.write() as tx:
+                    if self.sql.stored_version(self._conn(tx)) != self.sql.VERSION:
+                        side.swap(tx, list(tx.read(since=side.checkpoint())))
+            return
+        with self.recorder.write() as tx:
+            conn = self._conn(tx)
             if self.sql.stored_version(conn) != self.sql.VERSION:
                 self.sql.drop(conn)
                 self.sql.create(conn)
-        self.ensure_current()
 
     def _conn(self, tx: Transaction) -> Any:
         return self.sql.connection_of(tx)
@@ -107,11 +140,24 @@ class CatalogProjection:
 
     def ensure_current(self) -> None:
         """Apply whatever the log holds beyond the checkpoint (cheap when there is nothing to do). A long
-        lag (a bulk import) is folded in one commit per page, so other writers never wait for all of it."""
+        lag (a bulk import) is folded in one commit per page, so other writers never wait for all of it.
+
+        A read never writes unless the catalog lags. When it lags and this connection cannot write (a read-only
+        SQLite home, a PostgreSQL role that can only SELECT), the read fails with the lag named rather than
+        answer from a catalog that misses events: a stale answer that looks current is the one a user cannot
+        detect. Writers fold inline, so a catalog lags only after a bulk import or a crash, until the next
+        command (or ``mledger projections rebuild``) by someone who can write."""
         folded = -1
-        while self.lag() > 0:
-            with self.recorder.write() as tx:
-                position = self.catch_up(tx, limit=PAGE)
+        while (lag := self.lag()) > 0:
+            try:
+                with self.recorder.write() as tx:
+                    position = self.catch_up(tx, limit=PAGE)
+            except StoreError as exc:
+                if "read-only" not in str(exc):  # the backends' own wording (eventstore/sqlite.py, postgres.py)
+                    raise
+                raise StoreError(f"the catalog is {lag} event(s) behind the log and cannot be brought level "
+                                 f"here ({exc}); not answering from a stale catalog: run any command (or "
+                                 "`mledger projections rebuild`) where the registry can be written") from None
             if position == folded:
                 raise StoreError(f"the catalog cannot follow the log after #{position}")
             folded = position

@@ -175,7 +175,7 @@ class Fold:
             if not isinstance(d, dict) or not isinstance(d.get("name"), str):
                 continue
             names.add(d["name"])
-            if _is_int(d.get("version")):
+            if _is_int(d.get("version")) and INT64[0] <= d["version"] <= INT64[1]:
                 keys.add((d["name"], d["version"]))
             if e.type == "AliasAssigned" and isinstance(d.get("alias"), str):
                 stacks.add((d["name"], d["alias"]))
@@ -330,7 +330,8 @@ def _tags(value: Any) -> dict[str, str]:
 
 
 def _json(value: Any) -> Any:
-    canonical_json(value)  # TypeError / ValueError for what JSON cannot hold
+    """A JSON value from an event. Events come from the log's JSON text (or the decider, held to the same
+    shapes), so it is serialisable: it is encoded once, when its row is written (``Fold.changes``)."""
     return value
 
 
@@ -374,7 +375,6 @@ def on_version_created(f: Fold, e: StoredEvent) -> None:
                       _json(artifact), e.recorded_at, _actor(e), e.position, None, e.position), new=True)
     if not isinstance(row.artifact, dict):
         raise TypeError("the artifact record must be an object")
-    _files_of(row.artifact)
     f.versions[(name, number)] = row
     model.last_version = max(model.last_version, number)
     model.latest = max(model.latest or 0, number)
@@ -398,7 +398,6 @@ def on_artifact_stored(f: Fold, e: StoredEvent) -> None:
     # content never changes after it is created; records show it as the structure when none was given.
     if isinstance(d.get("structure"), dict):
         artifact["structure"] = _json(d["structure"])
-    _files_of(artifact)
     version.artifact, version.status = artifact, "ready"
     version.dirty = version.files = True
 
@@ -593,7 +592,13 @@ def fold(store: Any, events: Iterable[StoredEvent], start: int) -> int:
             raise StoreError(f"the catalog cannot apply event #{e.position} ({e.type}): "
                              f"{type(exc).__name__}: {exc}") from None
         position = e.position
-    store.write(f.changes(position))
+    try:
+        changes = f.changes(position)
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:  # a value JSON cannot hold
+        where = f"event #{page[0].position} ({page[0].type})" if len(page) == 1 else \
+            f"the events #{page[0].position} to #{position}"
+        raise StoreError(f"the catalog cannot apply {where}: {type(exc).__name__}: {exc}") from None
+    store.write(changes)
     return position
 
 

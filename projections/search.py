@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 
 from eventstore.errors import ValidationError
 
@@ -25,19 +26,26 @@ TOKEN_MAX = 255
 
 
 def fold(text: str) -> str:
+    if text.isascii():
+        return text.lower()  # what the general rule gives for ASCII, without the Unicode work
     decomposed = unicodedata.normalize("NFKD", text.casefold())
     return unicodedata.normalize("NFC", "".join(ch for ch in decomposed if not unicodedata.combining(ch)))
 
 
+@lru_cache(maxsize=65_536)  # names, tag keys and values repeat across a page's models and versions
+def _split(text: str) -> tuple[str, ...]:
+    return tuple(t[:TOKEN_MAX] for t in _TOKEN.findall(fold(text)))
+
+
 def split(text: str) -> list[str]:
-    return [t[:TOKEN_MAX] for t in _TOKEN.findall(fold(text))]
+    return list(_split(text))
 
 
 def tokens(*texts: str) -> list[str]:
     """The distinct tokens of ``texts``, sorted (what an index stores for one model or version)."""
     out: set[str] = set()
     for text in texts:
-        out.update(split(text))
+        out.update(_split(text))
     return sorted(out)
 
 

@@ -264,3 +264,7 @@ def _back_to_embedded():
     from workers import broker
 
     broker.use("embedded")
+
+
+# The catalog's backends (one line each in tests/contracts/catalog.py), for the catalog laws over every backend.
+from contracts.catalog import catalog_backend  # noqa: E402, F401

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .beside import beside
 from .fold import FoldStore
 from .queries import (
     alias_history,
@@ -36,7 +37,7 @@ from .schema import VERSION, create, drop, stored_version
 NAME = "postgresql"
 
 __all__ = [
-    "NAME", "VERSION", "FoldStore", "alias_history", "aliases_of", "best_version", "connection_of", "create", "drop",
+    "NAME", "VERSION", "FoldStore", "alias_history", "beside", "aliases_of", "best_version", "connection_of", "create", "drop",
     "fold_store", "list_models", "model_exists", "model_row", "model_state_at", "models_at", "partial_folders",
     "pending_positions", "purge_candidates", "purge_versions", "purged_live_versions", "ready_blobs",
     "referenced_digests", "request_position", "search_versions", "stored_version", "table_rows", "version_at",

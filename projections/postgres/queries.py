@@ -77,6 +77,8 @@ def pending_positions(conn: Any, cutoff: str, limit: int) -> list[int]:
 def list_models(conn: Any, *, words: Sequence[str] | None, tags: Mapping[str, str], file: str | None,
                 alias: str | None, include_deleted: bool, limit: int | None) -> list[tuple]:
     """Rows of MODEL_COLUMNS then the model's aliases (an object), for the models meeting every filter."""
+    if words is not None and not words:
+        return []  # no word to look for: nothing matches
     where: list[str] = []
     params: list[Any] = []
     if not include_deleted:
@@ -115,6 +117,8 @@ def list_models(conn: Any, *, words: Sequence[str] | None, tags: Mapping[str, st
 def search_versions(conn: Any, *, words: Sequence[str] | None, name: str | None, tags: Mapping[str, str],
                     file: str | None, alias: str | None, limit: int | None) -> list[tuple]:
     """Rows of VERSION_COLUMNS of the live versions of live models meeting every filter."""
+    if words is not None and not words:
+        return []
     where = ["NOT v.deleted", "NOT m.deleted"]
     params: list[Any] = []
     if name is not None:

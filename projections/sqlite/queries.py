@@ -74,6 +74,8 @@ def pending_positions(conn: sqlite3.Connection, cutoff: str, limit: int) -> list
 def list_models(conn: sqlite3.Connection, *, words: Sequence[str] | None, tags: Mapping[str, str],
                 file: str | None, alias: str | None, include_deleted: bool, limit: int | None) -> list[tuple]:
     """Rows of MODEL_COLUMNS then the model's aliases (JSON), for the models meeting every filter."""
+    if words is not None and not words:
+        return []  # no word to look for: nothing matches
     where: list[str] = []
     params: list[Any] = []
     if not include_deleted:
@@ -115,6 +117,8 @@ def list_models(conn: sqlite3.Connection, *, words: Sequence[str] | None, tags: 
 def search_versions(conn: sqlite3.Connection, *, words: Sequence[str] | None, name: str | None,
                     tags: Mapping[str, str], file: str | None, alias: str | None, limit: int | None) -> list[tuple]:
     """Rows of VERSION_COLUMNS of the live versions of live models meeting every filter."""
+    if words is not None and not words:
+        return []
     where = ["v.deleted = 0", "m.deleted = 0"]
     params: list[Any] = []
     if name is not None:

@@ -111,18 +111,18 @@ def sources(home: Path) -> list[str]:
     return files
 
 
-def test_restore_makes_every_model_what_it_was_at_p(workdir):
-    from modelledger import Registry
-
+@pytest.mark.timeout(1800)  # the PostgreSQL line makes a database per example
+def test_restore_makes_every_model_what_it_was_at_p(workdir, catalog_backend):
     tally: Counter = Counter()
 
-    @settings(max_examples=examples(25), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @settings(max_examples=examples(25 if catalog_backend.name == "sqlite" else 12), deadline=None,
+              suppress_health_check=[HealthCheck.too_slow])
     @given(before=st.lists(st.one_of(kinds), min_size=1, max_size=8), after=later)
     @example(before=EVERY_KIND, after=UNDO_ALL)
     def prop(before, after):
         home = Path(tempfile.mkdtemp(dir=workdir))
         try:
-            with Registry.open(home, actor="hypothesis", artifacts=str(home / "blobs")) as reg:
+            with catalog_backend.open(home, actor="hypothesis", artifacts=str(home / "blobs")) as reg:
                 runner = Runner(reg, sources(home), tally)
                 runner.setup()
                 for command in before:
@@ -167,6 +167,7 @@ def test_restore_makes_every_model_what_it_was_at_p(workdir):
                 again = reg.restore(as_of=p, dry_run=True)
                 assert again["events"] == [], again
         finally:
+            catalog_backend.drop_all()
             shutil.rmtree(home, ignore_errors=True)
 
     prop()

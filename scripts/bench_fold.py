@@ -1,0 +1,188 @@
+"""The catalog's fold rate next to a raw read + JSON decode of the same events, on SQLite and PostgreSQL.
+
+    python scripts/bench_fold.py [--events N] [--quick] [--json] [--no-postgres]
+
+A log of N events (default 100,000) is appended once per backend, with no catalog: a mix like a registry's
+(models registered, versions created with params and an artifact record, tags, metrics, alias moves, the
+artifact stored). Then, alternating, in the same run:
+
+- raw: the rows read from the ``events`` table through the driver, 5,000 at a time, and their ``data`` and
+  ``meta`` decoded with ``json.loads`` — the least any fold must do;
+- fold: ``CatalogProjection.rebuild()`` — drop the catalog, read the log back through the recorder (upcast,
+  ``StoredEvent``), fold every page and write its rows (decision state, tags, metrics, files, temporal states,
+  search index) and commit.
+
+The table gives the median events/s of each and the ratio fold / raw (issue 10's target: at least 0.25).
+PostgreSQL runs in a database with a random name on ``MLEDGER_BENCH_POSTGRES`` (default
+``postgresql://postgres@127.0.0.1:5432/postgres``), dropped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from _benchlib import Row, add_repo_to_path, log, machine, median, render, temp_dir
+
+add_repo_to_path()
+
+from eventstore.events import NewEvent  # noqa: E402
+from projections.catalog import CatalogProjection  # noqa: E402
+
+ADMIN_URL = os.environ.get("MLEDGER_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+SELECT = ("SELECT position, stream, version, type, schema_version, data, meta, recorded_at, hash FROM events"
+          " WHERE position > {p} ORDER BY position LIMIT {p}")
+PAGE = 5_000
+DIGEST = "sha256:" + "ab" * 32
+
+
+def workload(n: int) -> list[NewEvent]:
+    """``n`` events over 100 models: each model registered, then versions (with params and an artifact
+    record), their artifact stored, tags, metrics and alias moves, round robin."""
+    meta = {"actor": "bench@modelledger", "client": "modelledger/bench", "correlation_id": uuid.uuid4().hex}
+    models = [f"team/model-{i:03d}" for i in range(100)]
+    out = [NewEvent(f"model-{m}", "ModelRegistered", {"name": m, "description": f"bench model {m}",
+                                                       "tags": {"team": "vision"}}, meta) for m in models]
+    versions = dict.fromkeys(models, 0)
+    i = 0
+    while len(out) < n:
+        m = models[i % len(models)]
+        step = (i // len(models)) % 6
+        v = versions[m]
+        if step == 0 or v == 0:
+            v = versions[m] = v + 1
+            out.append(NewEvent(f"model-{m}", "VersionRegistered", {
+                "name": m, "version": v, "parent": v - 1 or None, "description": f"run {i}",
+                "params": {"lr": 0.001 * v, "layers": [64, 128, 256], "optimizer": "adam"}, "structure": {},
+                "optimizer": {}, "tags": {"run": str(i)}, "status": "pending",
+                "artifact": {"source": f"/data/runs/{i}/model.safetensors"}}, meta))
+        elif step == 1:
+            out.append(NewEvent(f"model-{m}", "ArtifactStored", {
+                "name": m, "version": v, "digest": DIGEST, "size": 1234, "kind": "file", "format": "safetensors",
+                "files": [{"path": "model.safetensors", "digest": DIGEST, "size": 1234}], "unsafe": False,
+                "imports": [], "detail": ""}, meta))
+        elif step == 2:
+            out.append(NewEvent(f"model-{m}", "Tagged", {"name": m, "version": v,
+                                                          "tags": {"stage": "candidate", "step": str(i)}}, meta))
+        elif step == 3:
+            out.append(NewEvent(f"model-{m}", "MetricsRecorded", {"name": m, "version": v,
+                                                                   "metrics": {"acc": 0.5 + v / 1e4, "loss": 0.1}},
+                                meta))
+        elif step == 4:
+            out.append(NewEvent(f"model-{m}", "AliasAssigned", {"name": m, "alias": "production", "version": v,
+                                                                 "previous": None}, meta))
+        else:
+            out.append(NewEvent(f"model-{m}", "Tagged", {"name": m, "tags": {"owner": f"user{i % 7}"}}, meta))
+        i += 1
+    return out[:n]
+
+
+def fill(recorder: Any, events: list[NewEvent]) -> None:
+    for start in range(0, len(events), 2_000):
+        recorder.append(events[start:start + 2_000])
+
+
+def raw_sqlite(path: str) -> Callable[[], int]:
+    def run() -> int:
+        conn = sqlite3.connect(path)
+        try:
+            return _raw(lambda since: conn.execute(SELECT.format(p="?"), (since, PAGE)).fetchall())
+        finally:
+            conn.close()
+    return run
+
+
+def raw_postgres(url: str) -> Callable[[], int]:
+    import psycopg
+
+    def run() -> int:
+        with psycopg.connect(url) as conn:
+            return _raw(lambda since: conn.execute(SELECT.format(p="%s"), (since, PAGE)).fetchall())
+    return run
+
+
+def _raw(page: Callable[[int], list[tuple]]) -> int:
+    since, count = 0, 0
+    loads = json.loads
+    while rows := page(since):
+        for row in rows:
+            loads(row[5])
+            loads(row[6])
+        count += len(rows)
+        since = rows[-1][0]
+    return count
+
+
+def measure(label: str, recorder: Any, raw: Callable[[], int], rounds: int, n: int) -> Row:
+    log(f"{label}: first fold (creates the catalog)")
+    projection = CatalogProjection(recorder)
+    raw_rates, fold_rates = [], []
+    for r in range(rounds):
+        t = time.perf_counter()
+        count = raw()
+        raw_rates.append(count / (time.perf_counter() - t))
+        t = time.perf_counter()
+        folded = projection.rebuild()
+        fold_rates.append(folded / (time.perf_counter() - t))
+        log(f"{label} round {r + 1}: raw {raw_rates[-1]:,.0f}/s, fold {fold_rates[-1]:,.0f}/s")
+    fold_rate, raw_rate = median(fold_rates), median(raw_rates)
+    ratio = fold_rate / raw_rate
+    return Row(f"fold_{label.lower()}", f"{label}: fold ({n:,} events, rebuild)", fold_rate, "events/s",
+               "raw read + JSON decode", raw_rate, ratio, ">= 0.25", ratio >= 0.25,
+               samples={"fold": fold_rates, "raw": raw_rates})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--quick", action="store_true", help="10,000 events, 2 rounds")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--no-postgres", action="store_true")
+    args = parser.parse_args()
+    n, rounds = (10_000, 2) if args.quick else (args.events, args.rounds)
+    events = workload(n)
+    rows: list[Row] = []
+    with temp_dir(None, "mledger-bench-fold-") as d:
+        from eventstore.sqlite import SQLiteRecorder
+
+        path = os.path.join(d, "registry.db")
+        recorder = SQLiteRecorder(path, synchronous="NORMAL")
+        log(f"SQLite: appending {n:,} events")
+        fill(recorder, events)
+        rows.append(measure("SQLite", recorder, raw_sqlite(path), rounds, n))
+        recorder.close()
+    if not args.no_postgres:
+        import psycopg
+        from psycopg import sql as pgsql
+        from psycopg.conninfo import make_conninfo
+
+        from eventstore.postgres import PostgresRecorder
+
+        name = f"mledger_bench_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+            admin.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(name)))
+        try:
+            url = make_conninfo(ADMIN_URL, dbname=name)
+            recorder = PostgresRecorder(url)
+            log(f"PostgreSQL: appending {n:,} events")
+            fill(recorder, events)
+            rows.append(measure("PostgreSQL", recorder, raw_postgres(url), rounds, n))
+            recorder.close()
+        finally:
+            with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+                admin.execute(pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(pgsql.Identifier(name)))
+    if args.json:
+        print(json.dumps({"machine": machine(), "rows": [r.to_json() for r in rows]}, indent=2))
+    else:
+        print(render(rows))
+
+
+if __name__ == "__main__":
+    main()
