@@ -20,6 +20,7 @@ The SQL lives in ``eventstore.postgres_sql``.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 import uuid
@@ -101,9 +102,14 @@ def _idempotent(rows: list[tuple], key: str, fingerprint: str | None, head: int)
     return events
 
 
+# pg_get_triggerdef names the table with its schema (public, or the schema a registry lives in when the
+# URL sets a search_path): compared without it.
+_QUALIFIED_TABLE = re.compile(r' ON (?:"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)\.')
+
+
 def normalise_definition(text: str) -> str:
     """A guard's definition as compared: runs of white space are one space, the table unqualified."""
-    return " ".join(text.replace(" ON public.", " ON ").split())
+    return " ".join(_QUALIFIED_TABLE.sub(" ON ", text).split())
 
 
 def guard_problems_of(conn: psycopg.Connection) -> list[GuardProblem]:

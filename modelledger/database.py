@@ -62,7 +62,9 @@ def same_database(a: str, b: str) -> bool:
 
     def key(url: str) -> tuple:
         info = conninfo_to_dict(url)
-        return (info.get("host") or "localhost", str(info.get("port") or "5432"), info.get("dbname") or "")
+        # options: a search_path there puts the registry in another schema of the same database
+        return (info.get("host") or "localhost", str(info.get("port") or "5432"), info.get("dbname") or "",
+                info.get("options") or "")
 
     try:
         return key(a) == key(b)

@@ -65,13 +65,48 @@ def new_postgres_database(postgres_server: str) -> Iterator[Callable[[], str]]:
             drop_database(name)
 
 
+@pytest.fixture(scope="session")
+def shared_postgres_database(postgres_server: str) -> Iterator[str]:
+    """One database for the whole run; each test's registry gets a schema of its own in it
+    (``registry_database``). A CREATE/DROP DATABASE per test cost seconds each (both checkpoint); a schema is
+    as separate for the registry (every statement is schema-relative) and costs milliseconds."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    from contracts.databases import ADMIN_URL, create_database, drop_database
+
+    name = create_database()
+    try:
+        yield urlunsplit(urlsplit(ADMIN_URL)._replace(path="/" + name))
+    finally:
+        drop_database(name)
+
+
 @pytest.fixture
-def registry_database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def registry_database(request: pytest.FixtureRequest) -> Iterator[str]:
     """Where the test's registry keeps its log and catalog (``MLEDGER_DATABASE``): under
-    MLEDGER_TEST_DATABASE=postgresql a fresh PostgreSQL database, else "" (the home's registry.db)."""
+    MLEDGER_TEST_DATABASE=postgresql a fresh schema of its own on PostgreSQL (the URL sets its search_path),
+    dropped after the test; else "" (the home's registry.db)."""
     if TEST_DATABASE != "postgresql":
-        return ""
-    return request.getfixturevalue("new_postgres_database")()
+        yield ""
+        return
+    import uuid
+
+    import psycopg
+    from psycopg import sql
+
+    base = request.getfixturevalue("shared_postgres_database")
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    try:
+        yield f"{base}?options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(base, autocommit=True) as conn:
+            # connections a killed child left open would hold locks: end them first
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database()"
+                         " AND pid <> pg_backend_pid() AND query NOT LIKE '%%pg_stat_activity%%'"
+                         " AND state = 'idle in transaction'")
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
 
 
 @pytest.fixture

@@ -196,5 +196,8 @@ class FoldStore:
                 for i, kind in enumerate(kinds):
                     if kind in ("text", "jsonb"):
                         columns[i] = storable(columns[i], kind)
+                    elif kind == "float8":
+                        # metrics mix ints and floats (acc=1, loss=0.5): psycopg cannot dump a mixed list
+                        columns[i] = [None if v is None else float(v) for v in columns[i]]
                 conn.execute(statement, columns)
             conn.execute(_CHECKPOINT, (CHECKPOINT, changes.position))
