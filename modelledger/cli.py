@@ -278,6 +278,11 @@ def cmd_audit(reg_factory: Any, args: argparse.Namespace) -> int:
 
 
 def _open(args: argparse.Namespace) -> Registry:
+    if os.environ.get("MLEDGER_URL"):
+        # A team server (MLEDGER_URL + MLEDGER_TOKEN): the same commands over HTTP (modelledger/remote.py).
+        from .remote import RemoteRegistry
+
+        return RemoteRegistry.open()  # type: ignore[return-value]
     return Registry.open(args.home, artifacts=args.artifacts, broker=args.broker, actor=args.actor, client="cli")
 
 
@@ -541,8 +546,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.fn in (cmd_demo, cmd_worker, cmd_audit, cmd_serve):
             return args.fn(None, args)
-        with Registry.open(args.home, artifacts=args.artifacts, broker=args.broker, actor=args.actor,
-                           client="cli") as reg:
+        with _open(args) as reg:
             return args.fn(reg, args)
     except ModelLedgerError as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -177,6 +177,12 @@ class Registry:
         actor: str | None = None,
         client: str = "sdk",
     ) -> Registry:
+        """The registry the configuration names. With ``MLEDGER_URL`` set (and no ``home`` given), the team
+        server there, as the holder of ``MLEDGER_TOKEN``: a ``RemoteRegistry`` with these same methods."""
+        if home is None and os.environ.get("MLEDGER_URL"):
+            from .remote import RemoteRegistry
+
+            return RemoteRegistry.open()  # type: ignore[return-value]
         return cls(Config.load(home, artifacts=artifacts, broker=broker, actor=actor), client=client)
 
     def close(self) -> None:
