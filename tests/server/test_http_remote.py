@@ -63,6 +63,7 @@ def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
                           timeout=180)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_the_cli_gives_the_same_answers_locally_and_over_http(start_server, tokens, home, tmp_path):
     w1 = tmp_path / "w1.bin"
