@@ -285,6 +285,11 @@ def cmd_audit(reg_factory: Any, args: argparse.Namespace) -> int:
 
 
 def _open(args: argparse.Namespace) -> Registry:
+    if os.environ.get("MLEDGER_URL"):
+        # A team server (MLEDGER_URL + MLEDGER_TOKEN): the same commands over HTTP (modelledger/remote.py).
+        from .remote import RemoteRegistry
+
+        return RemoteRegistry.open()  # type: ignore[return-value]
     return Registry.open(args.home, artifacts=args.artifacts, broker=args.broker, actor=args.actor, client="cli",
                          database=args.database)
 

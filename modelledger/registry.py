@@ -186,6 +186,13 @@ class Registry:
         client: str = "sdk",
         database: str | None = None,
     ) -> Registry:
+        """The registry the configuration names. With ``MLEDGER_URL`` set (and no ``home`` or ``database``
+        given), the team server there, as the holder of ``MLEDGER_TOKEN``: a ``RemoteRegistry`` with these same
+        methods."""
+        if home is None and database is None and os.environ.get("MLEDGER_URL"):
+            from .remote import RemoteRegistry
+
+            return RemoteRegistry.open()  # type: ignore[return-value]
         return cls(Config.load(home, artifacts=artifacts, broker=broker, actor=actor, database=database),
                    client=client)
 

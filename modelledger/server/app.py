@@ -89,6 +89,10 @@ async def _send_json(send: Send, status: int, payload: dict[str, Any]) -> None:
 
 def create_app(config: Config, *, allow_anonymous_read: bool = False) -> FastAPI:
     registry = Registry(config, client="http")
+    # Opened once here: every request's ``acting_as`` copy then shares this store and the token table
+    # (an fsspec filesystem per request would cost more than most requests).
+    registry.store()
+    registry.token_table.catch_up()
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
