@@ -256,7 +256,8 @@ def test_a_stream_goes_to_the_tier_its_size_picks_even_read_in_short_pieces(tmp_
             self.data = data
 
         def read(self, n: int = -1) -> bytes:
-            out, self.data = self.data[:min(n if n >= 0 else len(self.data), 1000)], self.data[1000:]
+            k = min(n if n >= 0 else len(self.data), 1000)
+            out, self.data = self.data[:k], self.data[k:]
             return out
 
     from workers.blobs.fsspec_store import FsspecBlobStore
