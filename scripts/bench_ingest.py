@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _benchlib import Row, add_repo_to_path, log, median, temp_dir, tree_bytes
+from _benchlib import Row, add_repo_to_path, log, median, render, temp_dir, tree_bytes
 
 BLOCK = 64 * 1024 * 1024
 
@@ -265,10 +265,12 @@ def bench_ingest(tmp: str, quick: bool) -> list[Row]:
         log(f"ingest: {repeats} repeats of the file vs its floor")
         row, children = _floor_rows(f"ingest {total // 2**20} MiB file vs floor", src, d, repeats, parallel=False)
         rows.append(row)
+        log(render([row]))
         log(f"ingest: {repeats} repeats of the sharded folder vs its floor")
         frow, _ = _floor_rows(f"ingest {n} × {size('shard', quick) // 2**20} MiB shards vs floor", shards, d,
                               repeats, parallel=True)
         rows.append(frow)
+        log(render([frow]))
 
         log("ingest: second register of the unchanged file")
         # The stat cache trusts a file only once its last change is safely in the past (workers/statcache.py).
@@ -287,6 +289,7 @@ def bench_ingest(tmp: str, quick: bool) -> list[Row]:
                               f"stat cache hits {[c['hits'] for c in regs]}, bytes read by the 2nd register "
                               f"{[c['rchar'] for c in regs]}"),
                         samples={"second_ms": secs}))
+        log(render(rows[-1:]))
 
         log("ingest: the same file twice through the stat cache")
         twice = run_child("twice", os.path.join(d, "store"), src)
@@ -344,7 +347,11 @@ class _Servers:
                 log(f"cleanup failed: {exc}")
         for proc in self.procs:
             proc.terminate()
-            proc.wait(30)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
     def s3(self) -> tuple[str, dict[str, str]]:
         port = _free_port()
@@ -373,7 +380,8 @@ class _Servers:
             raise RuntimeError("Azurite not installed (npm ci --prefix .ci)")
         proc = subprocess.Popen([str(binary), "--location", os.path.join(self.d, "azurite"), "--blobHost",
                                  "127.0.0.1", "--blobPort", "0", "--skipApiVersionCheck", "--loose",
-                                 "--disableTelemetry"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                 "--disableTelemetry", "--silent"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
         self.procs.append(proc)
         port = None
         assert proc.stdout is not None
@@ -384,6 +392,10 @@ class _Servers:
                 break
         if port is None:
             raise RuntimeError("Azurite did not start")
+        import threading
+
+        # Keep reading its output: a full pipe would stop Azurite mid-upload.
+        threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()  # type: ignore[union-attr]
         key = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
         conn = (f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={key};"
                 f"BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1;")
@@ -446,6 +458,7 @@ def rss_every_backend(d: str, src: str, big: int) -> list[Row]:
                                 note=f"skipped: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}"))
                 continue
             g = (c["hwm_after_kb"] - c["hwm_before_kb"]) / 1024
+            log(f"ingest: {name}: peak RSS growth {g:.1f} MB, {big / 1e6 / c['seconds']:,.0f} MB/s")
             rows.append(Row(f"ingest peak RSS growth, {name} ({big // 2**20} MiB file)", "VmHWM growth", g, "MB",
                             "file size", big / 2**20, g / (big / 2**20), target="≤ 100 MB", ok=g <= 100,
                             note=(f"child process: RSS {c['rss_before_kb'] / 1024:.0f} MB before, peak "
@@ -460,7 +473,5 @@ if __name__ == "__main__":
     if len(sys.argv) == 5 and sys.argv[1] == "--child":
         print(json.dumps(child(sys.argv[2], sys.argv[3], sys.argv[4])))
         raise SystemExit(0)
-    from _benchlib import render
-
     with temp_dir(None, "mledger-bench-") as tmp_dir:
         print(render(bench_ingest(tmp_dir, "--quick" in sys.argv)))

@@ -246,3 +246,28 @@ def test_multipart_parts_grow_so_a_huge_blob_fits_the_part_limits() -> None:
     parts = list(multipart._parts(iter(data)))
     assert b"".join(parts) == b"".join(data)
     assert all(len(p) == 8 * 1024 * 1024 for p in parts[:-1])
+
+
+def test_a_stream_goes_to_the_tier_its_size_picks_even_read_in_short_pieces(tmp_path: Path) -> None:
+    class Trickle:
+        """A source that hands out at most 1,000 bytes per read (a pipe, a socket)."""
+
+        def __init__(self, data: bytes) -> None:
+            self.data = data
+
+        def read(self, n: int = -1) -> bytes:
+            k = min(n if n >= 0 else len(self.data), 1000)
+            out, self.data = self.data[:k], self.data[k:]
+            return out
+
+    from workers.blobs.fsspec_store import FsspecBlobStore
+
+    small = DatabaseBlobStore(f"sqlite://{tmp_path / 'r.db'}", shares_log=True)
+    store = TieredBlobStore(small, FsspecBlobStore(str(tmp_path / "files")), 64 * 1024)
+    tiny, big = os.urandom(10_000), os.urandom(100_000)
+    assert store.put_stream(Trickle(tiny)).digest == sha(tiny)
+    assert store.put_stream(Trickle(big)).digest == sha(big)
+    assert small.exists(sha(tiny)) and not small.exists(sha(big))
+    assert store.large.exists(sha(big)) and not store.large.exists(sha(tiny))
+    assert store.read_blob(sha(tiny)) == tiny and store.read_blob(sha(big)) == big
+    small.close()

@@ -108,11 +108,12 @@ class TieredBlobStore(BlobStore):
 
     def write_stream(self, reader: IO[bytes], progress: Progress, expected_hex: str | None,
                      staged: Staged | None = None) -> Blob:
-        head = reader.read(self.limit + 1)
-        if len(head) <= self.limit:
-            # The whole stream (a short read ends a stream of bytes only at its end).
-            rest = reader.read(self.limit + 1 - len(head))
-            head += rest
+        head = b""
+        while len(head) <= self.limit:  # a short read is not the end: only an empty one is
+            more = reader.read(self.limit + 1 - len(head))
+            if not more:
+                break
+            head += more
         if len(head) <= self.limit:
             if progress is not None:
                 progress(len(head))
