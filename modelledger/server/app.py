@@ -25,8 +25,10 @@ from eventstore.errors import ModelLedgerError
 from modelledger import __version__
 from modelledger.config import Config
 from modelledger.registry import Registry
+from modelledger.web import router as web_router
 
 from . import mlflow_api
+from .auth import authenticate
 from .errors import body, error_body
 from .routes import API, router
 
@@ -87,6 +89,16 @@ async def _send_json(send: Send, status: int, payload: dict[str, Any]) -> None:
     await send({"type": "http.response.body", "body": data})
 
 
+def _ui_authorize(request: Request) -> str | None:
+    """The server's token check as the web UI asks it: the name of who may read, or None."""
+    state = request.app.state
+    try:
+        return authenticate(state.registry.token_table, request.headers.get("authorization"),
+                            allow_anonymous_read=state.allow_anonymous_read).name
+    except ModelLedgerError:
+        return None
+
+
 def create_app(config: Config, *, allow_anonymous_read: bool = False) -> FastAPI:
     registry = Registry(config, client="http")
     # Opened once here: every request's ``acting_as`` copy then shares this store and the token table
@@ -108,6 +120,8 @@ def create_app(config: Config, *, allow_anonymous_read: bool = False) -> FastAPI
     app.state.allow_anonymous_read = allow_anonymous_read
     app.include_router(router)
     app.include_router(mlflow_api.router)  # MLflow's registry API (docs/mlflow.md)
+    # The web UI at / (docs/web.md), after the APIs: read-only pages judged by the same token check.
+    app.include_router(web_router(lambda: app.state.registry, _ui_authorize))
     app.add_middleware(BodyLimit)
 
     @app.exception_handler(ModelLedgerError)

@@ -48,8 +48,13 @@ def registry(request: Request) -> Registry:
 
 
 def caller(request: Request, authorization: Annotated[str | None, Header()] = None) -> Principal:
+    from modelledger.web.auth import authorization_of
+
     state = request.app.state
-    return authenticate(state.registry.token_table, authorization, allow_anonymous_read=state.allow_anonymous_read)
+    # The header, else (a GET or HEAD only) the web UI's cookie: a browser's EventSource cannot send headers,
+    # and the UI's download link is a plain link. A write never counts the cookie.
+    presented = authorization if authorization is not None else authorization_of(request)
+    return authenticate(state.registry.token_table, presented, allow_anonymous_read=state.allow_anonymous_read)
 
 
 Caller = Annotated[Principal, Depends(caller)]
