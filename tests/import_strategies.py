@@ -27,6 +27,7 @@ SOURCE = "/nonexistent/imported/model.bin"  # never readable: nothing here makes
 VERSION_TOP = 10**12 - 1  # the highest number a reference NAME@N can name (12 digits)
 
 EVENT_TYPES = tuple(SCHEMA_VERSIONS)
+WEBHOOK_IDS = ("0" * 32, "f" * 32)
 
 
 def deep(levels: int) -> dict[str, Any]:
@@ -124,6 +125,19 @@ SHAPES: dict[str, st.SearchStrategy[dict[str, Any]]] = {
                                            "expires_at": st.sampled_from((None, "2030-01-01T00:00:00.000000Z")),
                                            "secret_sha256": st.just("ab" * 32)}),
     "TokenRevoked": st.fixed_dictionaries({"token": st.sampled_from(("ci", "alice")), "reason": reasons}),
+    # Webhook subscriptions (eventstore/webhooks.py): ``webhook`` (an id) on the stream webhook-<id>.
+    "WebhookCreated": st.fixed_dictionaries({"webhook": st.sampled_from(WEBHOOK_IDS),
+                                             "webhook_name": st.sampled_from(("ci", "audit")),
+                                             "url": st.just("http://127.0.0.1:9/hook"),
+                                             "events": st.just(["model_version.created"]),
+                                             "description": st.just(""), "secret_sha256": st.just("cd" * 32),
+                                             "since": st.integers(0, 10)}),
+    "WebhookUpdated": st.fixed_dictionaries({"webhook": st.sampled_from(WEBHOOK_IDS)},
+                                            optional={"status": st.sampled_from(("ACTIVE", "DISABLED"))}),
+    "WebhookDeleted": st.fixed_dictionaries({"webhook": st.sampled_from(WEBHOOK_IDS)}),
+    "WebhookDelivered": st.fixed_dictionaries({"webhook": st.sampled_from(WEBHOOK_IDS), "through": st.integers(1, 10),
+                                               "delivered": st.integers(0, 10)}),
+    "WebhookReplayed": st.fixed_dictionaries({"webhook": st.sampled_from(WEBHOOK_IDS), "through": st.integers(0, 10)}),
 }
 assert set(SHAPES) == set(EVENT_TYPES)
 
@@ -211,6 +225,8 @@ def imported_events(draw: st.DrawFn) -> NewEvent:
     stream = stream_for(name) if isinstance(name, str) else "model-m"
     if event_type in TOKEN_EVENTS and isinstance(data.get("token"), str):
         stream = token_stream(data["token"])
+    if event_type.startswith("Webhook") and isinstance(data.get("webhook"), str):
+        stream = "webhook-" + data["webhook"]
     meta: Any = GOOD_META
     schema_version: Any = None
     if fault == "meta":

@@ -299,7 +299,8 @@ def _evil_pickle() -> bytes:
     return data
 
 
-def test_every_event_the_registry_writes_passes_the_import_check(tmp_path: Path) -> None:
+def test_every_event_the_registry_writes_passes_the_import_check(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """The decider (every command), the worker (stored, failed), gc (purged) and restore: their events, with
     their meta, are what ``check_event`` accepts — the check is not stricter than the product."""
     files = {}
@@ -362,6 +363,15 @@ def test_every_event_the_registry_writes_passes_the_import_check(tmp_path: Path)
         reg.restore("p", as_of=before)
         reg.create_token("ci", "writer", prefix="team/", expires_in=3600)  # TokenGranted
         reg.revoke_token("ci", "rotated")  # TokenRevoked
+        from eventstore.webhooks import DeleteWebhook, RecordDelivered, Replay, UpdateWebhook
+
+        monkeypatch.setenv("MLEDGER_WEBHOOK_KEY", "k" * 20)
+        monkeypatch.setenv("MLEDGER_WEBHOOK_URLS", "http://127.0.0.1:9/")
+        hook, _ = reg.create_webhook("ci", "http://127.0.0.1:9/in", ["model_version.created"])  # WebhookCreated
+        reg.change_webhook(UpdateWebhook(hook.webhook_id, status="DISABLED"))  # WebhookUpdated
+        reg.change_webhook(RecordDelivered(hook.webhook_id, reg.head(), 1))  # WebhookDelivered
+        reg.change_webhook(Replay(hook.webhook_id, 1))  # WebhookReplayed
+        reg.change_webhook(DeleteWebhook(hook.webhook_id))  # WebhookDeleted
         stored = list(reg.log())
     seen = set()
     for e in stored:
