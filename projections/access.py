@@ -7,8 +7,10 @@ rebuild or the audit's replay comparison never touches it). Every lookup first f
 since the table's checkpoint, so a revocation appended by any process is seen by every server process at
 its next request: no process keeps token state of its own.
 
-SQLite only for now: the registry opens SQLite (``Registry.recorder``); a PostgreSQL twin of these few
-statements belongs beside the PostgreSQL catalog once the registry opens one.
+On SQLite the table is kept in the registry's file (``TokenTable``). On any other backend (PostgreSQL) the
+same fold is kept in the server process's memory (``FoldedTokens``), caught up from the log before every
+lookup — the same guarantee (a revocation is seen at the next request by every process), at the price of
+reading the log once when a process starts. A PostgreSQL table beside its catalog is the next step.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Iterable
 
 from eventstore.access import TokenState
 from eventstore.events import TOKEN_EVENTS, StoredEvent
+from eventstore.recorder import Recorder
 from eventstore.sqlite import SQLiteRecorder, translate
 
 SCHEMA = (
@@ -36,6 +39,60 @@ PAGE = 5_000
 
 def _state(row: tuple) -> TokenState:
     return TokenState(*row)
+
+
+class FoldedTokens:
+    """The token table as a fold kept in this process (any backend): caught up from the log at every lookup."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        import threading
+
+        self.recorder = recorder
+        self._position = 0
+        self._tokens: dict[str, TokenState] = {}
+        self._lock = threading.Lock()
+
+    def catch_up(self) -> int:
+        with self._lock:
+            head = self.recorder.head()
+            while self._position < head:
+                batch = list(self.recorder.read(since=self._position, limit=PAGE))
+                if not batch:
+                    break
+                for e in batch:
+                    if e.type not in TOKEN_EVENTS:
+                        continue
+                    d, actor = e.data, str(e.meta.get("actor", ""))
+                    if e.type == "TokenGranted":
+                        self._tokens[d["token"]] = TokenState(d["token"], d["role"], d["prefix"], d["expires_at"],
+                                                              d["secret_sha256"], e.recorded_at, actor)
+                    elif d["token"] in self._tokens:
+                        t = self._tokens[d["token"]]
+                        self._tokens[d["token"]] = TokenState(t.token, t.role, t.prefix, t.expires_at,
+                                                              t.secret_sha256, t.granted_at, t.granted_by,
+                                                              e.recorded_at, actor)
+                self._position = batch[-1].position
+            return self._position
+
+    def find(self, secret_sha256: str) -> TokenState | None:
+        self.catch_up()
+        for t in list(self._tokens.values()):
+            if hmac.compare_digest(t.secret_sha256, secret_sha256):
+                return t
+        return None
+
+    def list(self) -> list[TokenState]:
+        self.catch_up()
+        return sorted(self._tokens.values(), key=lambda t: t.token)
+
+    def get(self, token: str) -> TokenState | None:
+        self.catch_up()
+        return self._tokens.get(token)
+
+
+def token_table(recorder: Recorder) -> TokenTable | FoldedTokens:
+    """The token table for this registry's backend."""
+    return TokenTable(recorder) if recorder.dialect == "sqlite" else FoldedTokens(recorder)  # type: ignore[arg-type]
 
 
 class TokenTable:
