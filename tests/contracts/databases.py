@@ -17,9 +17,10 @@ def admin_connection():
 
 
 def database_url(name: str) -> str:
-    from psycopg.conninfo import make_conninfo
+    """A postgresql:// URL (what MLEDGER_DATABASE takes; libpq's key=value form is refused there)."""
+    from urllib.parse import urlsplit, urlunsplit
 
-    return make_conninfo(ADMIN_URL, dbname=name)
+    return urlunsplit(urlsplit(ADMIN_URL)._replace(path="/" + name))
 
 
 def create_database() -> str:
