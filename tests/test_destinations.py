@@ -24,6 +24,13 @@ from modelledger import Registry
 from workers.store import BlobStore
 
 
+@pytest.fixture(autouse=True)
+def _blobs_in_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests look at the file store's layout (``sha256/ab/cd/<hex>``) even for tiny artifacts: every blob
+    goes to files here. The database tier of small blobs has its own tests (tests/workers/test_db_blobs.py)."""
+    monkeypatch.setenv("MLEDGER_SMALL_BLOBS", "0")
+
+
 def head(home: Path) -> int:
     with Registry.open(home) as reg:
         return reg.head()

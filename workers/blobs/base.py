@@ -298,6 +298,10 @@ class BlobStore(ABC):
         """Local folders a pull must never write into (the store's own files)."""
         return ()
 
+    def _exists_for_write(self, digest: str) -> bool:
+        """``exists`` as a write's dedup check sees it (its errors are the write's: "cannot write blob")."""
+        return self.exists(digest)
+
     # -- primitives (each backend) ----------------------------------------------------------------------
 
     @abstractmethod
@@ -395,7 +399,7 @@ class BlobStore(ABC):
         hexd = hashlib.sha256(data).hexdigest()
         blob = Blob(f"sha256:{hexd}", len(data))
         with edge("cannot write blob"):
-            if self.exists(blob.digest):
+            if self._exists_for_write(blob.digest):
                 self._count(0, deduplicated=True)
                 return blob
             return self.write_stream(io.BytesIO(data), None, expected_hex=hexd, staged=staged)
@@ -428,7 +432,7 @@ class BlobStore(ABC):
                     hasher.update(chunk)
         blob = Blob(f"sha256:{hasher.hex}", hasher.size)
         with edge(f"cannot write blob for {source}"):
-            if self.exists(blob.digest):
+            if self._exists_for_write(blob.digest):
                 self._count(0, deduplicated=True)
                 return blob
             with self._open_source(fs, path, source) as f:
@@ -486,7 +490,7 @@ class BlobStore(ABC):
             f.seek(0)
         blob = Blob(f"sha256:{hasher.hex}", hasher.size)
         with edge(f"cannot write blob for {shown}"):
-            if self.exists(blob.digest):
+            if self._exists_for_write(blob.digest):
                 self._count(0, deduplicated=True)
                 return blob
             return self.write_stream(f, progress, expected_hex=hasher.hex, staged=staged)

@@ -287,6 +287,9 @@ class FsspecBlobStore(BlobStore):
         with edge(f"cannot check blob {digest}"):
             return self._exists_path(path)
 
+    def _exists_for_write(self, digest: str) -> bool:
+        return self._exists_path(self.path_of(digest))  # a driver error is the caller's "cannot write blob"
+
     def _exists_path(self, path: str) -> bool:
         if self.local:
             return os.path.isfile(path)

@@ -67,6 +67,11 @@ class TieredBlobStore(BlobStore):
             return True
         return self.small.exists(digest) or self.large.exists(digest)
 
+    def _exists_for_write(self, digest: str) -> bool:
+        if self._deferred and digest in self._deferred:
+            return True
+        return self.small.exists(digest) or self.large._exists_for_write(digest)
+
     def _where(self, digest: str) -> BlobStore:
         return self.small if self.small.exists(digest) else self.large
 
@@ -84,7 +89,7 @@ class TieredBlobStore(BlobStore):
         if len(data) > self.limit:
             return self._large_put_bytes(data, staged)
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        if self.exists(digest):
+        if self._exists_for_write(digest):
             self._count(0, deduplicated=True)
             return Blob(digest, len(data))
         if self._deferred is not None:
