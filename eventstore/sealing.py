@@ -38,31 +38,38 @@ def seal(
     stored: list[StoredEvent] = []
     # The hot path of bulk imports: a batch usually shares one meta dict (one command, one import) and a
     # few streams and types, so their JSON is encoded once and the envelope is composed from the pieces.
+    # The functions are bound to locals: this loop runs once per event of every append.
     meta_cache: dict[int, str] = {}
     quoted: dict[str, str] = {}
+    schema_of: dict[str, int] = {}
     at_q = quote(recorded_at)
+    encode, compose, chain = canonical_json, envelope_from_quoted, hash_envelope_json
+    add_row, add_stored = rows.append, stored.append
     for event in events:
         stream = event.stream
         version = versions[stream] = versions[stream] + 1
         position += 1
         type_ = event.type
-        schema_version = event.resolved_schema_version()
+        schema_version = event.schema_version
+        if schema_version is None:
+            schema_version = schema_of.get(type_)
+            if schema_version is None:
+                schema_version = schema_of[type_] = event.resolved_schema_version()
         try:
-            data_json = canonical_json(event.data)
+            data_json = encode(event.data)
             meta_json = meta_cache.get(id(event.meta))
             if meta_json is None:
-                meta_json = meta_cache[id(event.meta)] = canonical_json(event.meta)
+                meta_json = meta_cache[id(event.meta)] = encode(event.meta)
         except (TypeError, ValueError, RecursionError) as exc:
             raise ValidationError(f"event {type_} is not valid JSON: {exc}") from None
         stream_q = quoted.get(stream) or quoted.setdefault(stream, quote(stream))
         type_q = quoted.get(type_) or quoted.setdefault(type_, quote(type_))
-        envelope = envelope_from_quoted(position, stream_q, version, type_q, schema_version, data_json,
-                                        meta_json, at_q)
-        previous_hash = hash_envelope_json(previous_hash, envelope)
-        rows.append((position, stream, version, type_, schema_version, data_json, meta_json, recorded_at,
-                     previous_hash))
-        stored.append(StoredEvent(position, stream, version, type_, schema_version, event.data, event.meta,
-                                  recorded_at, previous_hash))
+        previous_hash = chain(previous_hash, compose(position, stream_q, version, type_q, schema_version, data_json,
+                                                     meta_json, at_q))
+        add_row((position, stream, version, type_, schema_version, data_json, meta_json, recorded_at,
+                 previous_hash))
+        add_stored(StoredEvent(position, stream, version, type_, schema_version, event.data, event.meta,
+                               recorded_at, previous_hash))
     return rows, stored
 
 
