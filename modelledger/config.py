@@ -90,8 +90,13 @@ class Config:
                    database=location)
 
 
+# libpq's other form, key=value settings ("host=db dbname=reg user=ci"), also names a PostgreSQL database (it
+# would otherwise name a SQLite file "host=db dbname=reg ...").
+_CONNINFO = re.compile(r"^\s*(host|hostaddr|dbname|user|port|service)\s*=")
+
+
 def is_postgres_url(location: str) -> bool:
-    return location.startswith(POSTGRES_SCHEMES)
+    return location.startswith(POSTGRES_SCHEMES) or _CONNINFO.match(location) is not None
 
 
 def mask_url(url: str) -> str:
@@ -109,10 +114,6 @@ def database_location(text: str, home: Path) -> str:
         return str(home / DB_FILE)
     if is_postgres_url(text):
         return text
-    if re.match(r"^\s*(host|hostaddr|dbname|user|port|service)\s*=", text):
-        # libpq's key=value form would otherwise name a SQLite file "host=... dbname=...".
-        raise ValidationError("MLEDGER_DATABASE takes PostgreSQL as a postgresql://user@host:port/dbname URL, "
-                              "not as key=value settings")
     if text.startswith("sqlite:///"):
         text = text.removeprefix("sqlite://")
     elif re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", text):

@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import zip_longest
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from eventstore.anchor import Anchor, anchor_problem, parse_hash
@@ -371,7 +372,10 @@ def export(recorder: Recorder, path: str | os.PathLike[str], *, overwrite: bool 
     fsynced, then renamed: a reader never sees half a bundle. ``path`` is checked like a pull's DEST
     (``eventstore/destinations.py``): an existing regular file is replaced only with ``overwrite``, and
     never a folder, symlink, FIFO or device, nor anything inside the registry's folder."""
-    target = check_destination(path, overwrite=overwrite, protected=(str(recorder.path.parent),), folder_ok=False)
+    # A SQLite registry's folder is not overwritten by an export; a server database has no folder here.
+    where = getattr(recorder, "path", None)
+    protected = (str(where.parent),) if isinstance(where, Path) else ()
+    target = check_destination(path, overwrite=overwrite, protected=protected, folder_ok=False)
     tmp = target.temp_name(".tmp")
     try:
         with recorder.read_snapshot() as conn, open(tmp, "x", encoding="utf-8", newline="\n") as out:

@@ -25,6 +25,16 @@ if TEST_DATABASE not in ("sqlite", "postgresql"):
     raise pytest.UsageError(f"MLEDGER_TEST_DATABASE must be sqlite or postgresql, not {TEST_DATABASE!r}")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under MLEDGER_TEST_DATABASE=postgresql, a test that edits the SQLite file by hand does not apply."""
+    if TEST_DATABASE != "postgresql":
+        return
+    skip = pytest.mark.skip(reason="edits the SQLite file by hand; this pass puts registries on PostgreSQL")
+    for item in items:
+        if item.get_closest_marker("sqlite_only"):
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> str:
     """The admin URL of the machine's PostgreSQL, once it has answered (else unavailable("PostgreSQL"))."""

@@ -209,5 +209,8 @@ def test_the_database_setting_resolves_like_the_cli(tmp_path, monkeypatch):
     assert mask_url("postgresql://db/reg?user=u&password=pw") == "postgresql://db/reg?user=u&password=***"
     assert Config.load(tmp_path / "h", database=str(tmp_path / "y.db")).location == str(tmp_path / "y.db")
     assert Path(Config.load(tmp_path / "h", database="sqlite:///" + str(tmp_path / "z.db")).location).name == "z.db"
-    with pytest.raises(ValidationError, match="postgresql://"):
-        Config.load(tmp_path / "h", database="host=db dbname=reg")
+    kv = Config.load(tmp_path / "h", database="host=db dbname=reg password=pw")  # libpq's key=value form
+    assert kv.is_postgres and kv.location == "host=db dbname=reg password=pw"
+    assert kv.database_label == "host=db dbname=reg password=***"
+    with pytest.raises(ValidationError, match="postgresql:// URL or a SQLite file"):
+        Config.load(tmp_path / "h", database="mysql://db/reg")

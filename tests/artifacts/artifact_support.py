@@ -10,8 +10,6 @@ from typing import Any
 
 from services import REDIS_DB, REDIS_HOST, REDIS_PORT, REDIS_URL, sha256_file  # noqa: F401 - re-exported for the tests
 
-from eventstore.sqlite import SQLiteRecorder
-
 # Nothing listens here: the broker is "down". The port is bound (and never listened on) for the whole run, so
 # connections are refused and no other process can take it (a fixed port number could be anyone's).
 _DEAD_PORT = socket.socket()
@@ -67,7 +65,10 @@ def assert_store_sound(artifacts: Path) -> int:
 
 def events(home: Path, type_: str | None = None) -> list[Any]:
     """The stored events, read straight from the log (no Registry: opening an embedded one would sweep)."""
-    rec = SQLiteRecorder(home / "registry.db")
+    from modelledger.config import Config
+    from modelledger.database import open_recorder
+
+    rec = open_recorder(Config.load(home).location)  # MLEDGER_DATABASE as the registry uses it (SQLite or PG)
     try:
         return [e for e in rec.read() if type_ is None or e.type == type_]
     finally:

@@ -176,6 +176,7 @@ def test_audit_of_a_healthy_registry_exits_0(story, mledger):
     assert json.loads(result.stdout)["ok"] is True
 
 
+@pytest.mark.sqlite_only  # edits the SQLite file by hand (PostgreSQL's guards: tests/eventstore)
 def test_audit_names_the_position_of_an_event_changed_by_one_byte(story, reg, mledger):
     target = next(e.position for e in reg.log() if e.type == "ParamsUpdated")
     conn = sqlite3.connect(reg.config.db_path, isolation_level=None)
