@@ -170,6 +170,10 @@ class Runner:
         head = reg.head()
         key = command[-1] if kind in ("register", "update") else None
         request = command[:-1]
+        if kind == "register":
+            # What is asked for: ``_apply`` leaves out params whose value is None, so {'lr': None} and {} are
+            # the same request (and a retry of one with the other's key is a replay, not a reuse).
+            request = (*request[:3], {k: v for k, v in request[3].items() if v is not None}, *request[4:])
         first = self.keys.get(key) if key is not None else None
         try:
             self._apply(command)
