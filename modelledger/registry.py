@@ -335,7 +335,7 @@ class Registry:
             try:
                 outcome = execute(self.recorder, self.projection, build(stored), self._meta(run_id),
                                   idempotency_key=idempotency_key, request=request,
-                                  check=self._blobs_present(stored), finish=self._record_in)
+                                  check=self._blobs_present(stored, self.store()), finish=self._record_in)
             except _BlobsVanished:
                 raise ArtifactError("the uploaded blobs were removed by gc before the version was recorded; "
                                     "upload them again") from None
@@ -695,8 +695,12 @@ class Registry:
                 digests |= _ingest().artifact_blobs(v.artifact)
         store = self.store() if digests else None
 
-        def check(_tx: Any) -> None:
-            if store is not None and not all(store.exists(d) for d in digests):
+        def check(tx: Any) -> None:
+            if store is None:
+                return
+            # Small blobs wait to be written in this transaction (the tiered store); the rest must still exist.
+            written = set(store.commit_deferred(tx)) if hasattr(store, "commit_deferred") else set()
+            if not all(d in written or store.exists(d) for d in digests):
                 raise _BlobsVanished(command.name)
 
         return execute(self.recorder, self.projection, command, self._meta(), idempotency_key=idempotency_key,
