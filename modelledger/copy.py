@@ -94,6 +94,29 @@ def _pages(source: Registry, head: int, keys: list[tuple]) -> Any:
         since = end
 
 
+def _copy_database_blobs(source: Registry, target: Registry) -> int:
+    """Blobs the source keeps in its own database (small artifacts, or ``MLEDGER_ARTIFACTS=db``) go with the
+    log: the target's store gets each one it lacks, checked against its digest as it is written. Blobs in a
+    shared store (files, S3, ...) are already where the target looks."""
+    src = source.store()
+    in_database = getattr(src, "small", None) or (src if source.config.artifacts == "db" else None)
+    if in_database is None:
+        return 0
+    dst = target.store()
+    copied = 0
+    for digest, size, _mtime in in_database.iter_blobs():
+        if dst.exists(digest):
+            continue
+        with in_database.open_blob(digest) as f:
+            # Small ones (the tier's) as bytes, so the target's tier keeps them in its database too; large
+            # ones (MLEDGER_ARTIFACTS=db) streamed.
+            stored = dst.put_bytes(f.read()) if size <= (1 << 20) else dst.put_stream(f)
+        if stored.digest != digest:
+            raise ModelLedgerError(f"blob {digest} read back as {stored.digest} while copying: run `mledger audit --deep`")
+        copied += 1
+    return copied
+
+
 def copy_registry(source: Registry, to: str, *, progress: IO[str] | None = None) -> CopyReport:
     """Copy ``source``'s log to the database ``to`` (a URL or a SQLite file), build and audit its catalog."""
     started = time.monotonic()
@@ -129,6 +152,9 @@ def copy_registry(source: Registry, to: str, *, progress: IO[str] | None = None)
         raise
     config = dataclasses.replace(source.config, database=target)
     with Registry(config, client="copy") as copy:
+        blobs = _copy_database_blobs(source, copy)
+        if progress is not None and blobs:
+            progress.write(f"copy: {blobs} blob(s) kept in the source's database copied\n")
         if progress is not None:
             progress.write("copy: building the target's catalog\n")
         copy.rebuild_projections()

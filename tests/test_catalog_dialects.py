@@ -53,6 +53,9 @@ def test_the_same_log_folded_by_sqlite_and_postgresql_gives_the_same_catalog(wor
     require_postgres()
     base, files = workdir
     tally: Counter = Counter()
+    # The two registries share one artifact folder; the small-blob tier would keep bytes in each database
+    # (what `mledger copy` carries over, tests/test_copy.py). This law is about the catalogs.
+    monkeypatch.setenv("MLEDGER_SMALL_BLOBS", "0")
 
     @settings(max_examples=examples(15), deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(sequence=st.lists(commands, min_size=1, max_size=20), cut=st.integers(0, 100))

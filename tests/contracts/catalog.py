@@ -61,8 +61,8 @@ class PostgresBackend(Backend):
 
         url = self.url(home)
         if hasattr(registry_module, "open_recorder"):  # MLEDGER_DATABASE wired into the Registry
-            self.monkeypatch.setenv("MLEDGER_DATABASE", url)
-            return Registry.open(home, **kwargs)
+            # As --database: not through the environment, which the next example's SQLite registry would read.
+            return Registry.open(home, database=url, **kwargs)
         # Until then: the same Registry with its recorder made for PostgreSQL (the composition root's one line).
         from eventstore.postgres import PostgresRecorder
 
