@@ -140,6 +140,19 @@ def _compact_changes(change: dict[str, Any]) -> dict[str, Any]:
             and not (isinstance(v, dict) and not any(x for x in v.values()))}
 
 
+def _digests_present(digests: set[str], store: BlobStore, what: str) -> Callable[[Any], None]:
+    """The ``check`` of a command that names stored blobs: under the write lock, write the small ones the
+    tiered store deferred to this transaction, and make sure the rest still exist (gc deletes blobs under the
+    same lock, so the check is race-free)."""
+
+    def check(tx: Any) -> None:
+        written = set(store.commit_deferred(tx)) if hasattr(store, "commit_deferred") else set()
+        if not all(d in written or store.exists(d) for d in digests):
+            raise _BlobsVanished(what)
+
+    return check
+
+
 class Registry:
     """An open registry. Use ``Registry.open()`` (same configuration as the CLI) and ``close()`` it,
     or use it as a context manager."""
@@ -363,15 +376,7 @@ class Registry:
         raise ArtifactError(f"the blobs of {source} kept disappearing while registering it (is gc running?)")
 
     def _blobs_present(self, facts: dict[str, Any], store: BlobStore) -> Callable[[Any], None]:
-        digests = _ingest().artifact_blobs(facts)
-
-        def check(tx: Any) -> None:
-            written = set(store.commit_deferred(tx)) if hasattr(store, "commit_deferred") else set()
-            # gc deletes blobs under the write lock, so this check, under the same lock, is race-free.
-            if not all(d in written or store.exists(d) for d in digests):
-                raise _BlobsVanished(str(facts.get("source", "")))
-
-        return check
+        return _digests_present(_ingest().artifact_blobs(facts), store, str(facts.get("source", "")))
 
     # -- side effects ------------------------------------------------------------------------------
     def _finish(self, outcome: Outcome, wait: bool, timeout: float | None,
@@ -693,16 +698,7 @@ class Registry:
         for v in command.versions:
             if v.artifact is not None:
                 digests |= _ingest().artifact_blobs(v.artifact)
-        store = self.store() if digests else None
-
-        def check(tx: Any) -> None:
-            if store is None:
-                return
-            # Small blobs wait to be written in this transaction (the tiered store); the rest must still exist.
-            written = set(store.commit_deferred(tx)) if hasattr(store, "commit_deferred") else set()
-            if not all(d in written or store.exists(d) for d in digests):
-                raise _BlobsVanished(command.name)
-
+        check = _digests_present(digests, self.store(), command.name) if digests else None
         return execute(self.recorder, self.projection, command, self._meta(), idempotency_key=idempotency_key,
                        check=check)
 
