@@ -284,12 +284,36 @@ def cmd_audit(reg_factory: Any, args: argparse.Namespace) -> int:
     return 0
 
 
+def _server(args: argparse.Namespace) -> tuple[str, str | None] | None:
+    """The team server this run talks to, ``(url, token)``, from ``--url``/``--token``/``--token-file`` or
+    ``MLEDGER_URL``/``MLEDGER_TOKEN``/``MLEDGER_TOKEN_FILE`` (an option wins over the environment); None for
+    a local registry. A token option without a server, or two tokens, is refused rather than ignored."""
+    url_opt = getattr(args, "server_url", None)
+    token_opt = getattr(args, "token", None)
+    token_file = getattr(args, "token_file", None)
+    if token_opt is not None and token_file is not None:
+        raise ValidationError("give the token once: --token or --token-file, not both")
+    if url_opt is not None and (args.database is not None or args.home is not None):
+        raise ValidationError("--url names a server; --home and --database name a local registry: give one")
+    url = url_opt if url_opt is not None else os.environ.get("MLEDGER_URL") or None
+    if url is None:
+        if token_opt is not None or token_file is not None:
+            raise ValidationError("--token and --token-file go with --url (or MLEDGER_URL): no server was named")
+        return None
+    from .remote import read_token_file
+
+    if token_file is not None:
+        return url, read_token_file(token_file)
+    return url, token_opt  # None: RemoteRegistry.open reads MLEDGER_TOKEN / MLEDGER_TOKEN_FILE
+
+
 def _open(args: argparse.Namespace) -> Registry:
-    if os.environ.get("MLEDGER_URL"):
-        # A team server (MLEDGER_URL + MLEDGER_TOKEN): the same commands over HTTP (modelledger/remote.py).
+    server = _server(args)
+    if server is not None:
+        # A team server: the same commands over HTTP (modelledger/remote.py).
         from .remote import RemoteRegistry
 
-        return RemoteRegistry.open()  # type: ignore[return-value]
+        return RemoteRegistry.open(*server)  # type: ignore[return-value]
     return Registry.open(args.home, artifacts=args.artifacts, broker=args.broker, actor=args.actor, client="cli",
                          database=args.database)
 
@@ -299,6 +323,12 @@ def cmd_log(reg: Registry, args: argparse.Namespace) -> int:
     if since < 0:
         raise ValidationError("--since takes a position (0 or more)")
     interval = parse_interval(args.interval, "--interval") if args.follow else 0.0
+    follow = getattr(reg, "follow", None) if args.follow else None
+    if follow is not None:
+        # Over HTTP: the server's event stream, resumed after a cut from the last position printed.
+        for e in follow(since):
+            print(json.dumps(e.to_json(), ensure_ascii=False) if args.json else output.event_line(e), flush=True)
+        return 0
     while True:
         batch = list(reg.log(since=since, limit=1000))
         for e in batch:
@@ -437,6 +467,13 @@ def cmd_demo(reg_factory: Any, args: argparse.Namespace) -> int:
 
 # -- parser --------------------------------------------------------------------------------------------
 
+REMOTE_HELP = """\
+a team server (docs/http.md): every command but serve, worker, webhook and demo runs against a
+`mledger serve` with --url URL (env MLEDGER_URL) and its access token from --token-file FILE
+(env MLEDGER_TOKEN_FILE) or env MLEDGER_TOKEN; --token SECRET works too, but a command line is
+seen by `ps` and kept in shell history. `mledger COMMAND --help` lists each command's options."""
+
+
 class _NotBuilt:
     """Stands for the parser of a command this run does not run: its options are not built. Building all
     25 parsers took more time than a `mledger show` spends reading (argparse looks up gettext catalogs
@@ -458,7 +495,18 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     common.add_argument("--database", metavar="URL|FILE",
                         help="postgresql://... or a SQLite file (env MLEDGER_DATABASE, default $MLEDGER_HOME/registry.db)")
 
-    parser = _Parser(prog="mledger", description="An event-sourced registry for machine-learning models.")
+    # Over HTTP (docs/http.md). Not on `webhook` (its --url is where a hook posts), `serve`, `worker`, `demo`.
+    remote = argparse.ArgumentParser(add_help=False)
+    remote.add_argument("--url", dest="server_url", metavar="URL",
+                        help="a `mledger serve` to talk to instead of a database (env MLEDGER_URL)")
+    remote.add_argument("--token", metavar="SECRET",
+                        help="the server's access token (env MLEDGER_TOKEN); a command line is seen by `ps` and "
+                             "kept in shell history: prefer --token-file or the environment")
+    remote.add_argument("--token-file", metavar="FILE",
+                        help="read the access token from FILE (env MLEDGER_TOKEN_FILE)")
+
+    parser = _Parser(prog="mledger", description="An event-sourced registry for machine-learning models.",
+                     epilog=REMOTE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"mledger {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
@@ -468,7 +516,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     def add(name: str, fn: Any, help: str) -> argparse.ArgumentParser | _NotBuilt:
         if command is not None and name != command:
             return _NotBuilt()
-        p = sub.add_parser(name, parents=[common], help=help, description=help)
+        local_only = name in ("webhook", "serve", "worker", "demo")
+        p = sub.add_parser(name, parents=[common] if local_only else [common, remote], help=help, description=help)
         p.set_defaults(fn=fn)
         built.append(name)
         return p

@@ -11,26 +11,32 @@ with the local pull's own checks, every digest verified.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from eventstore.access import TokenState
 from eventstore.errors import ArtifactError, ModelLedgerError, PurgedError, StoreError, ValidationError
-from eventstore.events import StoredEvent
-from projections.audit import AuditReport, Check
+from eventstore.events import STREAM_PREFIX, StoredEvent
 from projections.records import ModelRecord, VersionRecord
 
-from .server.client import HTTPError, download_blob, upload_artifact
+from .jsonhttp import HTTPError, Unreachable, Wire, check_url, error_of
 from .server.errors import STATUSES
+
+if TYPE_CHECKING:
+    import httpx
+
+    from projections.audit import AuditReport
 
 API = "/api/v1"
 DEFAULT_TIMEOUT = 3600.0
+TOKEN_FILE_MAX = 4096
+RECONNECT_MAX = 5.0  # seconds between attempts to reach a server that cut a followed stream
 _URL_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
 
@@ -39,6 +45,29 @@ def _error(exc: HTTPError) -> ModelLedgerError:
         if name == exc.kind:
             return kind(exc.message)
     return StoreError(f"the server answered {exc.status}: {exc.message}")
+
+
+def read_token_file(path: str | os.PathLike[str]) -> str:
+    """The access token kept in ``path`` (one line; surrounding whitespace dropped). A token on a command
+    line is seen by ``ps`` and kept in shell history; a file readable by its owner only is not."""
+    shown = os.fspath(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise ValidationError(f"cannot read the token file {shown}: {exc.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValidationError(f"the token file {shown} is not a regular file")
+        raw = os.read(fd, TOKEN_FILE_MAX + 1)
+    finally:
+        os.close(fd)
+    try:
+        token = raw.decode("ascii").strip()
+    except UnicodeDecodeError:
+        token = ""
+    if len(raw) > TOKEN_FILE_MAX or not token or any(c.isspace() or not c.isprintable() for c in token):
+        raise ValidationError(f"the token file {shown} must hold one token (mlt_...) on one line")
+    return token
 
 
 def version_from_json(d: Mapping[str, Any]) -> VersionRecord:
@@ -69,6 +98,8 @@ def token_from_json(d: Mapping[str, Any]) -> TokenState:
 
 
 def audit_from_json(d: Mapping[str, Any]) -> AuditReport:
+    from projections.audit import AuditReport, Check  # the audit's module is large; only `audit` needs it
+
     first = d.get("first_failure")
     return AuditReport(d["ok"], tuple(Check(**c) for c in d.get("checks", ())), d.get("events_checked", 0),
                        d.get("last_hash", ""), Check(**first) if first else None)
@@ -130,22 +161,41 @@ class RemoteCatalog:
 
 
 class RemoteRegistry:
-    """``RemoteRegistry.open()``: the server at ``MLEDGER_URL``, as the holder of ``MLEDGER_TOKEN``."""
+    """``RemoteRegistry.open()``: the server at ``MLEDGER_URL``, as the holder of ``MLEDGER_TOKEN`` (or of the
+    token in ``MLEDGER_TOKEN_FILE``)."""
 
     def __init__(self, url: str, token: str | None, *, timeout: float = DEFAULT_TIMEOUT) -> None:
-        if not _URL_RE.match(url or "") or not url.lower().startswith(("http://", "https://")):
-            raise ValidationError(f"MLEDGER_URL must be an http:// or https:// URL, not {url[:60]!r}")
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.url = url.rstrip("/")
-        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+        self.wire = Wire(url, token, timeout=timeout)
+        self.url = self.wire.url
+        self._token = token
+        self._timeout = timeout
+        self._http: httpx.Client | None = None
         self._changes: dict[tuple[int, ...], list[dict[str, Any]]] = {}
 
     @classmethod
     def open(cls, url: str | None = None, token: str | None = None) -> RemoteRegistry:
-        return cls(url or os.environ.get("MLEDGER_URL", ""), token or os.environ.get("MLEDGER_TOKEN"))
+        url = url or os.environ.get("MLEDGER_URL", "")
+        check_url(url)  # a wrong URL is named before a token file is read
+        if token is None:
+            token = os.environ.get("MLEDGER_TOKEN") or None
+        if token is None and os.environ.get("MLEDGER_TOKEN_FILE"):
+            token = read_token_file(os.environ["MLEDGER_TOKEN_FILE"])
+        return cls(url, token)
+
+    @property
+    def http(self) -> httpx.Client:
+        """An httpx client, made on first use: uploads and downloads stream files through it."""
+        if self._http is None:
+            import httpx
+
+            headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
+            self._http = httpx.Client(base_url=self.url, headers=headers, timeout=self._timeout)
+        return self._http
 
     def close(self) -> None:
-        self.http.close()
+        self.wire.close()
+        if self._http is not None:
+            self._http.close()
 
     def __enter__(self) -> RemoteRegistry:
         return self
@@ -154,25 +204,25 @@ class RemoteRegistry:
         self.close()
 
     # -- transport ----------------------------------------------------------------------------------------
-    def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def _unreachable(self, exc: BaseException) -> StoreError:
+        return StoreError(f"cannot reach the server at {self.url}: {exc}")
+
+    def _call(self, method: str, path: str, params: Mapping[str, Any] | None = None,
+              body: Mapping[str, Any] | None = None, headers: Mapping[str, str] | None = None) -> bytes:
         try:
-            response = self.http.request(method, f"{API}/{path}", **kwargs)
-        except httpx.HTTPError as exc:
-            raise StoreError(f"cannot reach the server at {self.url}: {exc}") from None
-        if response.status_code >= 400:
-            try:
-                body = response.json()
-            except ValueError:
-                body = {"error": "error", "message": response.text[:200]}
-            raise _error(HTTPError(response.status_code, body.get("error", "error"), body.get("message", "")))
-        return response
+            status, data = self.wire.request(method, f"{API}/{path}", params, body, headers)
+        except Unreachable as exc:
+            raise self._unreachable(exc) from None
+        if status >= 400:
+            raise _error(error_of(status, data))
+        return data
 
     def _get(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
-        return self._call("GET", path, params=params).json()
+        return json.loads(self._call("GET", path, params=params))
 
     def _post(self, path: str, body: Mapping[str, Any], key: str | None = None) -> Any:
         headers = {"Idempotency-Key": key} if key is not None else {}
-        return self._call("POST", path, json=dict(body), headers=headers).json()
+        return json.loads(self._call("POST", path, body=dict(body), headers=headers))
 
     def _events(self, path: str, body: Mapping[str, Any], key: str | None) -> list[StoredEvent]:
         return [event_from_json(e) for e in self._post(path, body, key)["events"]]
@@ -184,12 +234,16 @@ class RemoteRegistry:
         path = text[len("file://"):] if text.lower().startswith("file://") else text
         if not os.path.exists(path):
             raise ArtifactError(f"artifact source not found: {text}")
+        import httpx
+
+        from .server.client import upload_artifact
+
         try:
             spec, _sent = upload_artifact(self.http, path)
         except HTTPError as exc:
             raise _error(exc) from None
         except httpx.HTTPError as exc:
-            raise StoreError(f"cannot reach the server at {self.url}: {exc}") from None
+            raise self._unreachable(exc) from None
         return spec
 
     # -- writes -------------------------------------------------------------------------------------------
@@ -307,12 +361,48 @@ class RemoteRegistry:
         return self._get("diff", {k: v for k, v in params.items() if v is not None})
 
     def log(self, since: int = 0, limit: int | None = None) -> Iterator[StoredEvent]:
-        import json
-
         params = {"since": since} | ({"limit": limit} if limit is not None else {})
-        for line in self._call("GET", "log", params=params).text.splitlines():
+        for line in self._call("GET", "log", params=params).splitlines():
             if line:
                 yield event_from_json(json.loads(line))
+
+    def follow(self, since: int = 0, *, until: float | None = None) -> Iterator[StoredEvent]:
+        """The events after ``since`` and then each new one as it is appended, from the server's event
+        stream (``/log/stream``): for ever, or until the ``time.monotonic()`` deadline ``until``
+        (``TimeoutError``). A cut connection or a restarted server is followed by a reconnection with
+        ``Last-Event-ID`` set to the last position given, so nothing is missed and nothing is given twice.
+        The first connection must succeed (``StoreError`` otherwise); a refusal (a revoked token) ends it."""
+        position = since
+        connected = False
+        delay = 1.0
+        while True:
+            left = None if until is None else until - time.monotonic()
+            if left is not None and left <= 0:
+                raise TimeoutError(f"no end of the wait after #{position}")
+            # The server sends a comment at least every 15 s: a longer silence is a dead connection.
+            read_timeout = 30.0 if left is None else max(0.05, min(left, 30.0))
+            headers = {"Last-Event-ID": str(position)} if position else {}
+            try:
+                for event in self.wire.stream(f"{API}/log/stream", {"since": position}, headers,
+                                              timeout=read_timeout):
+                    connected = True
+                    delay = 1.0
+                    if event.id is None:
+                        continue
+                    stored = event_from_json(json.loads(event.data))
+                    if stored.position <= position:
+                        continue  # already given (a server that resent from an older position)
+                    position = stored.position
+                    yield stored
+            except HTTPError as exc:
+                raise _error(exc) from None
+            except Unreachable as exc:
+                if not connected:
+                    raise self._unreachable(exc) from None
+            connected = True
+            left = None if until is None else until - time.monotonic()
+            time.sleep(delay if left is None else max(0.0, min(delay, left)))
+            delay = min(delay * 2, RECONNECT_MAX)
 
     def head(self) -> int:
         return int(self._get("health")["head"])
@@ -323,23 +413,44 @@ class RemoteRegistry:
         return audit_from_json(self._get("audit", {"deep": deep}))
 
     def wait(self, ref: Any, timeout: float | None = None) -> VersionRecord:
-        deadline = time.monotonic() + (DEFAULT_TIMEOUT if timeout is None else timeout)
-        while True:
-            version = self.get(ref)
-            if version.status == "failed":
-                raise ArtifactError(f"{version.ref}: the artifact could not be stored: "
-                                    f"{version.artifact.get('error', 'unknown reason')}")
-            if version.status != "pending":
-                return version
-            if time.monotonic() > deadline:
-                raise ArtifactError(f"{version.ref} is still pending after {timeout} s")
-            time.sleep(0.2)
+        """Until the version is stored (or failed): read it, then follow the server's event stream and read
+        it again only when its model's stream gains an event, instead of polling."""
+        limit = DEFAULT_TIMEOUT if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        since = self.head()  # before the read: an outcome appended in between is still seen on the stream
+        version = self.get(ref)
+        stream = STREAM_PREFIX + version.name
+        pinned = f"{version.name}@{version.version}"  # an alias may move meanwhile; the version waited on not
+        events: Iterator[StoredEvent] | None = None
+        try:
+            while True:
+                if version.status == "failed":
+                    raise ArtifactError(f"{version.ref}: the artifact could not be stored: "
+                                        f"{version.artifact.get('error', 'unknown reason')}")
+                if version.status != "pending":
+                    return version
+                if events is None:
+                    events = self.follow(since, until=deadline)
+                try:
+                    event = next(events)
+                except TimeoutError:
+                    raise ArtifactError(f"{version.ref} is still pending after {limit:g} s (is a worker running "
+                                        f"beside the server? `mledger retry {version.ref}` fetches it again)") from None
+                if event.stream == stream:
+                    version = self.get(pinned)
+        finally:
+            if events is not None:
+                events.close()  # type: ignore[attr-defined]
 
     def pull(self, ref: Any, dest: str, *, overwrite: bool = False,
              progress: Callable[[int], None] | None = None) -> VersionRecord:
         """Download the artifact into a private temporary store, then write ``dest`` from it with the local
         pull's checks (destination rules, every digest verified); on failure nothing is left at ``dest``."""
+        import httpx
+
         from workers.store import BlobStore
+
+        from .server.client import download_blob
 
         version = self.get(ref)
         if version.status == "purged":
@@ -357,6 +468,8 @@ class RemoteRegistry:
                 part = os.path.join(tmp, "blob")
                 try:
                     download_blob(self.http, digest, part)
+                except httpx.HTTPError as exc:
+                    raise self._unreachable(exc) from None
                 except HTTPError as exc:
                     raise _error(exc) from None
                 except ValueError as exc:

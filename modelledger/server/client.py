@@ -16,6 +16,8 @@ from typing import Any
 
 import httpx
 
+from modelledger.jsonhttp import HTTPError
+
 API = "/api/v1"
 CHUNK = 1024 * 1024
 
@@ -44,14 +46,6 @@ def _check(response: httpx.Response) -> httpx.Response:
             payload = {"error": "http", "message": response.text[:200]}
         raise HTTPError(response.status_code, payload.get("error", "http"), payload.get("message", ""))
     return response
-
-
-class HTTPError(Exception):
-    def __init__(self, status: int, kind: str, message: str) -> None:
-        super().__init__(f"{status} {kind}: {message}")
-        self.status = status
-        self.kind = kind
-        self.message = message
 
 
 def upload_blob(http: httpx.Client, path: str | os.PathLike[str]) -> tuple[str, int, bool]:
