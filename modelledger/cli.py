@@ -21,10 +21,11 @@ from projections.diff import format_diff
 from . import __version__, output
 from .inputs import check_search, json_arg, metric_pairs, pairs, parse_count, parse_duration, parse_interval
 from .progress import Progress
-from .registry import Registry
 
 if TYPE_CHECKING:
     from projections.audit import AuditReport
+
+    from .registry import Registry
 
 
 class _Parser(argparse.ArgumentParser):
@@ -256,6 +257,8 @@ def cmd_audit(reg_factory: Any, args: argparse.Namespace) -> int:
     if (args.anchor or args.export) and (checks or args.deep or args.restore_guards or args.anchor and args.export):
         raise ValidationError("--anchor and --export only write: check anchors with `mledger audit --expect`")
     if args.verify_export is not None:
+        from .registry import Registry
+
         report = Registry.verify_export(args.verify_export, expected_final_hash=args.expected_hash,
                                         expect=args.expect)
     else:
@@ -314,6 +317,10 @@ def _open(args: argparse.Namespace) -> Registry:
         from .remote import RemoteRegistry
 
         return RemoteRegistry.open(*server)  # type: ignore[return-value]
+    # Imported here, not at the top: a command over HTTP needs none of the local registry (its imports
+    # were most of a remote `mledger show`'s cold start).
+    from .registry import Registry
+
     return Registry.open(args.home, artifacts=args.artifacts, broker=args.broker, actor=args.actor, client="cli",
                          database=args.database)
 

@@ -48,7 +48,7 @@ from eventstore.names import parse_ref, validate_name
 from eventstore.recorder import GuardProblem
 from eventstore.schemas import check_events
 from eventstore.webhooks import WebhookState
-from projections.access import FoldedTokens, TokenTable, token_table
+from projections.access import TokenTable, token_table
 from projections.catalog import Catalog, CatalogProjection
 from projections.diff import diff_versions
 from projections.past import PastCatalog
@@ -739,7 +739,7 @@ class Registry:
         return self.token_table.list()
 
     @cached_property
-    def token_table(self) -> TokenTable | FoldedTokens:
+    def token_table(self) -> TokenTable:
         return token_table(self.recorder)
 
     # -- webhooks (eventstore/webhooks.py, workers/webhooks.py) ---------------------------------------
