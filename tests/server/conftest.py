@@ -3,16 +3,15 @@
 
 from __future__ import annotations
 
-import socket
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from services import mledger_command, reap, subprocess_env, wait_for
 
 pytest.importorskip("fastapi")
-httpx = pytest.importorskip("httpx")
+pytest.importorskip("httpx")
+
+from server_support import Server, bearer  # noqa: E402 - after the skips: it imports httpx
 
 
 @pytest.fixture
@@ -29,10 +28,6 @@ def tokens(home: Path) -> dict[str, str]:
             assert secret is not None
             out[name] = secret
         return out
-
-
-def bearer(secret: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {secret}"}
 
 
 @pytest.fixture
@@ -66,48 +61,12 @@ def writer(make_client, tokens):
     return make_client(tokens["writer"])
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, home: Path, *extra: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen([*mledger_command(), "serve", "--port", str(self.port), *extra],
-                                     env=subprocess_env(home), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-        def up() -> bool:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"mledger serve exited: {self.proc.stderr.read().decode()[-2000:]}")
-            try:
-                return httpx.get(f"{self.url}/api/v1/health", timeout=2).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_for(up, 60, "mledger serve to answer")
-
-    def client(self, secret: str | None = None) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers=bearer(secret) if secret else {}, timeout=60)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                pass
-        reap(self.proc)
-
-
 @pytest.fixture
 def start_server(home: Path) -> Iterator[Callable[..., Server]]:
     started: list[Server] = []
 
-    def start(*extra: str) -> Server:
-        server = Server(home, *extra)
+    def start(*extra: str, port: int | None = None) -> Server:
+        server = Server(home, *extra, port=port)
         started.append(server)
         return server
 

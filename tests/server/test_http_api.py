@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_http_auth import head, register, upload
+from server_support import head, register, upload
 
 from modelledger import Registry
 

@@ -7,7 +7,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from test_http_auth import head, upload
+from server_support import head, upload
 
 from modelledger import Registry
 from modelledger.server.client import download_blob, file_digest, upload_artifact, upload_blob

@@ -1,33 +1,45 @@
 """Tokens and roles over HTTP: who may do what, what is refused before anything is appended, and whose
-name the log records."""
+name the log records; on each backend (SQLite, PostgreSQL), since each keeps its own token table
+(projections/sqlite/access.py, projections/postgres/access.py)."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import subprocess
+from collections.abc import Iterator
 
-from conftest import bearer
+import httpx
+import pytest
+from server_support import bearer, head, register, upload
+from services import mledger_command, subprocess_env
 
 from modelledger import Registry
 
 
-def head(home: Path) -> int:
-    with Registry.open(home) as reg:
-        return reg.head()
+@pytest.fixture(params=["sqlite", "postgresql"])
+def registry_database(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test here runs on both backends: "" is the home's registry.db; on PostgreSQL, a schema of its own
+    in the run's shared database (dropped after), as the suite's MLEDGER_TEST_DATABASE=postgresql pass does."""
+    if request.param == "sqlite":
+        yield ""
+        return
+    import uuid
 
+    import psycopg
+    from psycopg import sql
 
-def upload(client, data: bytes, filename: str = "model.bin") -> dict:
-    import hashlib
-
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    r = client.put(f"/api/v1/blobs/{digest}", params={"size": len(data)}, content=data)
-    assert r.status_code == 201, r.text
-    return {"digest": digest, "size": len(data), "filename": filename}
-
-
-def register(client, name: str, data: bytes = b"weights v1", **extra) -> dict:
-    r = client.post("/api/v1/register", json={"name": name, "artifact": upload(client, data), **extra})
-    assert r.status_code == 200, r.text
-    return r.json()
+    base = request.getfixturevalue("shared_postgres_database")
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    try:
+        yield f"{base}?options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(base, autocommit=True) as conn:
+            # connections a killed server left open would hold locks: end them first
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database()"
+                         " AND pid <> pg_backend_pid() AND query NOT LIKE '%%pg_stat_activity%%'"
+                         " AND state = 'idle in transaction'")
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
 
 
 def test_no_token_is_401_and_unknown_token_is_401(make_client, tokens, home):
@@ -153,3 +165,33 @@ def test_anonymous_reads_only_when_allowed(make_client, writer, home):
     # A bad token is still refused, even where reads are open.
     assert open_reads.get("/api/v1/list", headers=bearer("mlt_wrong")).status_code == 401
     assert head(home) == before
+
+
+def test_a_revoked_token_is_refused_at_once_by_every_server_process(start_server, tokens, home, registry_database):
+    """Two `mledger serve` processes on one registry (SQLite file or PostgreSQL database), each reading the
+    registry's token table: a grant through one works on the other, and a revocation, through either or by
+    the CLI (a third process), is refused by both from their next request on."""
+    one, two = start_server(), start_server()
+    with one.client(tokens["admin"]) as admin, two.client(tokens["reader"]) as reader_on_two, \
+            one.client(tokens["reader"]) as reader_on_one:
+        assert reader_on_two.get("/api/v1/list").status_code == 200
+        assert reader_on_one.get("/api/v1/list").status_code == 200
+        granted = admin.post("/api/v1/tokens", json={"name": "ci", "role": "writer"}).json()
+        with two.client(granted["secret"]) as ci_on_two, one.client(granted["secret"]) as ci_on_one:
+            assert ci_on_two.post("/api/v1/tag", json={"ref": "nosuch", "tags": {"a": "b"}}).status_code == 404
+            assert ci_on_one.get("/api/v1/list").status_code == 200
+            assert admin.post("/api/v1/tokens/revoke", json={"name": "ci"}).status_code == 200
+            r = ci_on_two.get("/api/v1/list")
+            assert r.status_code == 401 and r.json()["error"] == "unauthenticated" and "revoked" in r.json()["message"]
+            assert ci_on_one.get("/api/v1/list").status_code == 401
+        out = subprocess.run([*mledger_command(), "token", "revoke", "reader"], env=subprocess_env(home),
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert reader_on_two.get("/api/v1/list").status_code == 401
+        assert reader_on_one.get("/api/v1/list").status_code == 401
+        assert httpx.get(f"{two.url}/api/v1/list").status_code == 401
+    with Registry.open(home) as reg:
+        assert reg.recorder.dialect == ("postgresql" if registry_database else "sqlite")
+        listed = {t.token: t for t in reg.tokens()}
+    assert listed["ci"].revoked and listed["reader"].revoked and not listed["admin"].revoked
+    assert listed["ci"].revoked_by == "admin" and listed["ci"].granted_by == "admin"
