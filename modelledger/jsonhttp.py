@@ -133,8 +133,8 @@ class Wire:
     def stream(self, route: str, params: Mapping[str, Any] | None = None, headers: Mapping[str, str] | None = None,
                *, timeout: float | None = None) -> Iterator[ServerEvent]:
         """The server-sent events of ``route``, on a connection of their own, until the server ends the
-        stream (or ``Unreachable`` when it is cut or silent for ``timeout`` seconds). A refusal before the
-        stream starts is an ``HTTPError``."""
+        stream (or ``Unreachable`` when it is cut or silent for ``timeout`` seconds). First comes an
+        ``open`` event without an id, once the server accepted the stream; a refusal is an ``HTTPError``."""
         conn = self._connect(timeout)
         try:
             try:
@@ -145,6 +145,7 @@ class Wire:
                 raise Unreachable(_reason(exc)) from None
             if response.status >= 400:
                 raise error_of(response.status, response.read())
+            yield ServerEvent(None, "open", "")
             yield from _events(response)
         finally:
             conn.close()

@@ -397,9 +397,11 @@ class RemoteRegistry:
             except HTTPError as exc:
                 raise _error(exc) from None
             except Unreachable as exc:
+                left = None if until is None else until - time.monotonic()
+                if left is not None and left <= 0:
+                    raise TimeoutError(f"no end of the wait after #{position}") from None
                 if not connected:
                     raise self._unreachable(exc) from None
-            connected = True
             left = None if until is None else until - time.monotonic()
             time.sleep(delay if left is None else max(0.0, min(delay, left)))
             delay = min(delay * 2, RECONNECT_MAX)

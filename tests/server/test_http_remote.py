@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from services import mledger_command, subprocess_env
+from services import mledger_command, reap, subprocess_env, wait_for
+
+from modelledger import Registry
 
 
 def _strip(value: Any) -> Any:
@@ -123,7 +127,6 @@ def test_remote_refusals_and_local_only_commands(start_server, tokens, tmp_path)
 
 
 def test_the_sdk_opens_the_server_when_mledger_url_is_set(start_server, tokens, tmp_path, monkeypatch):
-    from modelledger import Registry
     from modelledger.remote import RemoteRegistry
 
     server = start_server()
@@ -147,3 +150,151 @@ def test_the_sdk_opens_the_server_when_mledger_url_is_set(start_server, tokens, 
         reg.pull("sdk-model@prod", str(out))
         assert out.read_bytes() == b"sdk weights"
         assert reg.get("sdk-model").version == 2  # a bare name: the latest live version, as locally
+
+
+# -- --url / --token / --token-file ---------------------------------------------------------------------
+
+def _one_line_refusal(out: subprocess.CompletedProcess, code: int, words: str) -> None:
+    assert out.returncode == code, (out.returncode, out.stderr)
+    assert out.stderr.count("\n") == 1 and out.stderr.startswith("mledger: error:") and words in out.stderr, out.stderr
+    assert out.stdout == ""
+
+
+def test_url_and_token_options_name_the_server_and_bad_ones_are_refused(start_server, tokens, tmp_path):
+    server = start_server()
+    nowhere = tmp_path / "nowhere"
+    env = subprocess_env(nowhere)
+    env.pop("MLEDGER_DATABASE", None)  # a PostgreSQL pass would name a local registry, refused beside --url
+    token_file = tmp_path / "token"
+    token_file.write_text(tokens["reader"] + "\n")
+    token_file.chmod(0o600)
+    by_env = run({**env, "MLEDGER_URL": server.url, "MLEDGER_TOKEN": tokens["reader"]}, "list")
+    assert by_env.returncode == 0, by_env.stderr
+    for extra in (["--token-file", str(token_file)], ["--token", tokens["reader"]]):
+        out = run(env, "list", "--url", server.url, *extra)
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout) == json.loads(by_env.stdout)
+    # MLEDGER_TOKEN_FILE, and an option winning over the environment
+    assert run({**env, "MLEDGER_URL": server.url, "MLEDGER_TOKEN_FILE": str(token_file)}, "list").returncode == 0
+    out = run({**env, "MLEDGER_URL": "http://127.0.0.1:9", "MLEDGER_TOKEN": "mlt_wrong"}, "list",
+              "--url", server.url, "--token-file", str(token_file))
+    assert out.returncode == 0, out.stderr
+    _one_line_refusal(run(env, "list", "--url", server.url, "--token", "mlt_wrong"), 8, "token")
+    # Bad URLs: one line, exit 2, nothing sent and nothing made locally.
+    for url in ("ftp://host/", "localhost:8080", "http://", "http://host:99999", "http://user:pw@host/",
+                "http://host/?q=1", "http://host /"):
+        _one_line_refusal(run(env, "list", "--url", url, "--token-file", str(token_file)), 2, "URL")
+    _one_line_refusal(run({**env, "MLEDGER_URL": "ftp://x"}, "list"), 2, "URL")
+    # A token with no server, two tokens, a server and a local registry at once: refused, not ignored.
+    _one_line_refusal(run(env, "list", "--token", "mlt_x"), 2, "--url")
+    _one_line_refusal(run(env, "list", "--url", server.url, "--token", "a", "--token-file", str(token_file)), 2,
+                      "not both")
+    _one_line_refusal(run(env, "list", "--url", server.url, "--home", str(nowhere)), 2, "--home")
+    # Token files that are not one token.
+    two_lines = tmp_path / "two"
+    two_lines.write_text("mlt_a\nmlt_b\n")
+    for bad in (tmp_path / "missing", tmp_path, two_lines):
+        _one_line_refusal(run(env, "list", "--url", server.url, "--token-file", str(bad)), 2, "token file")
+    assert not nowhere.exists()
+    # Documented where a user looks first.
+    usage = subprocess.run([*mledger_command(), "--help"], env=env, capture_output=True, text=True, timeout=60)
+    assert "--url" in usage.stdout and "--token-file" in usage.stdout and "MLEDGER_TOKEN" in usage.stdout
+    usage = subprocess.run([*mledger_command(), "show", "--help"], env=env, capture_output=True, text=True,
+                           timeout=60)
+    assert "--token-file FILE" in usage.stdout and "ps" in usage.stdout
+
+
+# -- log --follow and wait over the event stream ----------------------------------------------------------
+
+class _Lines:
+    """The stdout lines of a child, collected by a thread as they arrive."""
+
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def positions(self) -> list[int]:
+        return [json.loads(x)["position"] for x in list(self.lines)]
+
+    def stop(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+        self._thread.join(timeout=30)
+        err = self.proc.stderr.read()
+        reap(self.proc)
+        return err
+
+
+def test_remote_log_follow_equals_the_local_one_across_a_server_crash(start_server, tokens, home, tmp_path):
+    """`mledger log --follow` over HTTP reads the server's event stream; when the server dies (SIGKILL) and
+    comes back, it reconnects with Last-Event-ID: the lines equal the local follow's, none missed or twice."""
+    w = tmp_path / "w.bin"
+    w.write_bytes(b"weights")
+    with Registry.open(home) as reg:
+        reg.register("m", str(w), tags={"task": "x"})
+    server = start_server()
+    token_file = tmp_path / "token"
+    token_file.write_text(tokens["reader"])
+    local = _Lines([*mledger_command(), "log", "--follow", "--json"], subprocess_env(home))
+    remote_env = subprocess_env(tmp_path / "nowhere")
+    remote_env.pop("MLEDGER_DATABASE", None)
+    remote = _Lines([*mledger_command(), "log", "--follow", "--json", "--url", server.url,
+                     "--token-file", str(token_file)], remote_env)
+    try:
+        def caught_up(head: int) -> bool:
+            return local.positions()[-1:] == [head] and remote.positions()[-1:] == [head]
+
+        with Registry.open(home) as reg:
+            reg.metrics("m@1", acc=0.5)
+            wait_for(lambda: caught_up(reg.head()), 60, "both follows to print the log")
+            server.kill()  # every connection cut, nothing said
+            reg.tag("m@1", stage="dev")
+            reg.metrics("m@1", acc=0.7)
+            time.sleep(1.5)  # the remote follow is retrying meanwhile
+            start_server(port=server.port)
+            reg.alias("m@1", "prod")
+            reg.register("m", str(w), params={"lr": 0.1})
+            wait_for(lambda: caught_up(reg.head()), 90, "both follows to print what happened meanwhile")
+            head = reg.head()
+    finally:
+        local_err, remote_err = local.stop(), remote.stop()
+    assert remote.positions() == list(range(1, head + 1)), remote_err
+    assert remote.lines == local.lines, (local_err, remote_err)
+    assert {json.loads(x)["type"] for x in remote.lines} >= {"MetricsRecorded", "AliasAssigned", "Tagged"}
+
+
+def test_remote_wait_follows_the_stream_until_the_version_is_stored(redis_url, start_server, tokens, home, tmp_path,
+                                                                    monkeypatch):
+    """A pending version (its job queued on Redis, no worker running): `mledger wait` over HTTP blocks, and
+    returns as soon as someone stores the artifact (here a local `retry`); a timeout is exit 7."""
+    monkeypatch.setenv("MLEDGER_SOURCES", str(tmp_path))
+    w = tmp_path / "w.bin"
+    w.write_bytes(b"queued weights")
+    with Registry.open(home, broker=redis_url) as reg:
+        assert reg.register("m", str(w), wait=False).status == "pending"
+        assert reg.register("m", str(w), params={"lr": 1}, wait=False).status == "pending"
+    server = start_server()
+    env = subprocess_env(tmp_path / "nowhere", MLEDGER_URL=server.url, MLEDGER_TOKEN=tokens["reader"])
+    env.pop("MLEDGER_DATABASE", None)
+    waiting = subprocess.Popen([*mledger_command(), "wait", "m@1", "--json"], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(2.0)
+        assert waiting.poll() is None  # still waiting: the version is pending
+        with Registry.open(home) as reg:
+            stored = reg.retry("m@1")  # the artifact read with the caller's rights, stored, ArtifactStored appended
+        assert stored.status == "ready"
+        out, err = waiting.communicate(timeout=60)
+    finally:
+        reap(waiting)
+    assert waiting.returncode == 0, err
+    assert json.loads(out)["status"] == "ready" and json.loads(out)["artifact"]["digest"] == stored.artifact["digest"]
+    out = run(env, "wait", "m@2", "--timeout", "1")
+    assert out.returncode == 7 and "still pending" in out.stderr, out.stderr
