@@ -10,12 +10,15 @@ imported, so an eager import added anywhere on the read path fails here (the tim
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from services import REDIS_DB, REDIS_HOST, REDIS_PORT, subprocess_env
+from services import REDIS_DB, REDIS_HOST, REDIS_PORT, mledger_command, reap, subprocess_env, wait_for
 
 # Third-party packages a read must not import (each was imported by every command before).
 HEAVY = ("sqlite_utils", "numpy", "click", "pluggy", "dateutil", "dramatiq", "redis", "fsspec", "s3fs",
@@ -167,3 +170,74 @@ with Registry.open(sys.argv[1], broker=sys.argv[2]) as reg:
     finally:
         client.close()
     assert [(b["actor_name"], b["args"]) for b in bodies] == [("ingest", [sent["position"], sent["id"]])]
+
+
+# -- over HTTP (MLEDGER_URL) ---------------------------------------------------------------------------------
+
+# What a read over HTTP must not import besides the above: httpx and its stack (uploads and downloads only),
+# the server's, and the local registry with its SQLite recorder, decider and catalog (a remote read holds
+# no database).
+REMOTE_HEAVY = ("httpx", "httpcore", "h11", "anyio", "sniffio", "idna", "certifi", "rich", "fastapi", "starlette",
+                "pydantic", "uvicorn", "sqlite3", "modelledger.registry", "modelledger.config", "eventstore.sqlite",
+                "eventstore.decider", "eventstore.commands", "projections.catalog", "projections.access",
+                "workers.context")
+REMOTE_READS = [r for r in READS if r not in (["--help"], ["show", "--help"])]
+
+
+@pytest.fixture(scope="module")
+def served(small_home: Path) -> Iterator[dict[str, str]]:
+    """``mledger serve`` on ``small_home`` (a reader token): the environment of a remote CLI."""
+    from modelledger import Registry
+
+    with Registry.open(small_home, actor="tester@test") as reg:
+        _state, secret = reg.create_token("coldstart", "reader")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([*mledger_command(), "serve", "--port", str(port)], env=subprocess_env(small_home),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def up() -> bool:
+        assert proc.poll() is None, "mledger serve exited"
+        try:
+            with urllib.request.urlopen(f"{url}/api/v1/health", timeout=2) as answer:
+                return answer.status == 200
+        except OSError:
+            return False
+
+    try:
+        wait_for(up, 60, "mledger serve to answer")
+        yield {"MLEDGER_URL": url, "MLEDGER_TOKEN": secret}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            pass
+        reap(proc)
+
+
+@pytest.mark.parametrize("argv", REMOTE_READS, ids=" ".join)
+def test_a_read_over_http_imports_neither_httpx_nor_the_local_registry(small_home: Path, served: dict[str, str],
+                                                                      tmp_path: Path, argv: list[str]) -> None:
+    """The same read against the server prints what it prints locally, having imported only the standard
+    library's http.client and the records (``modelledger/jsonhttp.py``)."""
+    local = _probe(small_home, argv)
+    remote = _probe(tmp_path / "nowhere", argv, **served)
+    assert remote["code"] == local["code"] == 0
+    assert remote["out"] == local["out"] and remote["out"].strip()
+    assert _loaded(remote["modules"], HEAVY + LAZY + REMOTE_HEAVY) == []
+    assert "modelledger.jsonhttp" in remote["modules"]
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_a_remote_pull_still_loads_httpx_and_works(small_home: Path, served: dict[str, str], tmp_path: Path) -> None:
+    """Moving bytes keeps httpx (streamed uploads, resumable downloads), loaded on first use."""
+    done = subprocess.run([sys.executable, "-c", PROBE, "pull", "m@1", str(tmp_path / "out.bin")],
+                          env=subprocess_env(tmp_path / "nowhere", **served), capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["code"] == 0 and (tmp_path / "out.bin").read_bytes() == b"weights v1\n"
+    assert "httpx" in result["modules"]
