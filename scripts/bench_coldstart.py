@@ -16,6 +16,11 @@ The children run with bytecode caching on (``PYTHONDONTWRITEBYTECODE`` removed),
 ``mledger`` runs: the warm-up writes the ``.pyc`` files of a source checkout. Without them every run
 compiles the project's modules again (that alone added ~0.1 s per command here).
 
+With ``--remote`` (the default) the same ``show``/``list``/``log`` also run over HTTP (``MLEDGER_URL``
++ a reader token) against a ``mledger serve`` this script starts on the same registry, so the remote rows
+include the request and the server's answer: the issue's target is the remote ``mledger show`` ≤ 150 ms.
+``--no-remote`` leaves them out.
+
 It measures wall time only (what a user waits for); ``python -X importtime -c "import modelledger.cli"``
 says where the import part of it goes.
 """
@@ -26,10 +31,13 @@ import argparse
 import json
 import os
 import resource
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from _benchlib import log, machine, median, percentile, temp_dir
@@ -44,6 +52,13 @@ COMMANDS: list[tuple[str, list[str]]] = [
     ("mledger history m@1", ["history", "m@1"]),
     ("mledger --help", ["--help"]),
 ]
+# Over HTTP (MLEDGER_URL): the first is the one with the target.
+REMOTE: list[tuple[str, list[str]]] = [
+    ("remote: mledger show m@1", ["show", "m@1"]),
+    ("remote: mledger list", ["list"]),
+    ("remote: mledger log --json", ["log", "--json"]),
+]
+TARGETS = (COMMANDS[0][0], REMOTE[0][0])
 
 
 def _mledger() -> str:
@@ -97,6 +112,70 @@ def _make_registry(home: str, work: str, env: dict[str, str]) -> None:
         _run([mledger, *step], env)
 
 
+@contextmanager
+def _nothing(env: dict[str, str]) -> Iterator[dict[str, str]]:
+    yield env
+
+
+def _measure(args: argparse.Namespace, env: dict[str, str], remote_env: dict[str, str]
+             ) -> tuple[dict[str, list[float]], dict[str, list[float]], list[tuple[str, list[str], dict[str, str]]]]:
+    mledger = _mledger()
+    cases = [("python -c pass (floor)", [sys.executable, "-c", "pass"], env)]
+    cases += [(label, [mledger, *argv], env) for label, argv in COMMANDS]
+    if args.remote:
+        cases += [(label, [mledger, *argv], remote_env) for label, argv in REMOTE]
+    if args.baseline:
+        if not os.path.isfile(os.path.join(args.baseline, "modelledger", "cli.py")):
+            raise SystemExit(f"--baseline {args.baseline}: no modelledger/cli.py there")
+        before = _checkout_launcher(os.path.abspath(args.baseline))
+        cases += [(f"baseline: {label}", [*before, *argv], env) for label, argv in COMMANDS]
+        if args.remote:
+            cases += [(f"baseline: {label}", [*before, *argv], remote_env) for label, argv in REMOTE]
+    for _, argv, case_env in cases:  # warm-up: file cache, .pyc files, the catalog's first catch-up
+        _run(argv, case_env)
+    samples: dict[str, list[float]] = {label: [] for label, _, _ in cases}
+    cpu: dict[str, list[float]] = {label: [] for label, _, _ in cases}
+    log(f"{args.runs} rounds of {len(cases)} commands")
+    for _ in range(args.runs):
+        for label, argv, case_env in cases:
+            wall, used = _run(argv, case_env)
+            samples[label].append(wall)
+            cpu[label].append(used)
+    return samples, cpu, cases
+
+
+@contextmanager
+def _server(env: dict[str, str]) -> Iterator[dict[str, str]]:
+    """``mledger serve`` on the bench's registry, with a reader token: the environment of a remote CLI."""
+    mledger = _mledger()
+    made = subprocess.run([mledger, "token", "create", "bench-coldstart", "--role", "reader", "--json"], env=env,
+                          capture_output=True, text=True, check=True)
+    secret = json.loads(made.stdout)["secret"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([mledger, "serve", "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise SystemExit("mledger serve exited")
+            try:
+                with urllib.request.urlopen(f"{url}/api/v1/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise SystemExit("mledger serve did not answer in 60 s") from None
+                time.sleep(0.2)
+        yield {**env, "MLEDGER_URL": url, "MLEDGER_TOKEN": secret}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=30, help="rounds (each runs every command once); at least 20")
@@ -105,6 +184,8 @@ def main() -> int:
     ap.add_argument("--baseline", metavar="DIR",
                     help="another checkout of the project (e.g. `git archive main`): its commands run in the "
                          "same rounds, with this interpreter")
+    ap.add_argument("--remote", action=argparse.BooleanOptionalAction, default=True,
+                    help="also the reads over HTTP, against a `mledger serve` started here (default: yes)")
     args = ap.parse_args()
     if args.runs < 20:
         raise SystemExit("--runs: at least 20")
@@ -116,39 +197,23 @@ def main() -> int:
         env.update(MLEDGER_HOME=home, MLEDGER_ACTOR="bench@coldstart")
         log(f"registry in {home}")
         _make_registry(home, work, env)
-        mledger = _mledger()
-        cases = [("python -c pass (floor)", [sys.executable, "-c", "pass"])]
-        cases += [(label, [mledger, *argv]) for label, argv in COMMANDS]
-        if args.baseline:
-            if not os.path.isfile(os.path.join(args.baseline, "modelledger", "cli.py")):
-                raise SystemExit(f"--baseline {args.baseline}: no modelledger/cli.py there")
-            before = _checkout_launcher(os.path.abspath(args.baseline))
-            cases += [(f"baseline: {label}", [*before, *argv]) for label, argv in COMMANDS]
-        for _, argv in cases:  # warm-up: file cache, .pyc files, the catalog's first catch-up
-            _run(argv, env)
-        samples: dict[str, list[float]] = {label: [] for label, _ in cases}
-        cpu: dict[str, list[float]] = {label: [] for label, _ in cases}
-        log(f"{args.runs} rounds of {len(cases)} commands")
-        for _ in range(args.runs):
-            for label, argv in cases:
-                wall, used = _run(argv, env)
-                samples[label].append(wall)
-                cpu[label].append(used)
-
+        with _server(env) if args.remote else _nothing(env) as remote_env:
+            samples, cpu, cases = _measure(args, env, remote_env)
     facts = machine()
     floor = median(samples[cases[0][0]])
     print("modelledger cold start (wall time of one process, exec to exit)")
     print(f"machine: nproc {facts['nproc']}, CPython {facts['python']}, loadavg {facts['loadavg']}")
     print(f"{args.runs} rounds, commands interleaved; wall time (median, p90, min) and the child's CPU time "
-          f"(user + system, median); target: `mledger show REF` ≤ {TARGET_MS:.0f} ms wall\n")
-    width = max(len(label) for label, _ in cases) + 1
+          f"(user + system, median); target: `mledger show REF` ≤ {TARGET_MS:.0f} ms wall, locally and over HTTP "
+          "(the remote rows include the server's answer)\n")
+    width = max(len(label) for label, _, _ in cases) + 1
     print(f"{'command':<{width}} {'median':>9} {'p90':>9} {'min':>9} {'− floor':>9} {'CPU':>9}  target")
     rows = []
-    for label, _ in cases:
+    for label, _, _ in cases:
         values = samples[label]
         med = median(values)
         verdict = ""
-        if label == COMMANDS[0][0]:
+        if label in TARGETS:
             verdict = f"≤ {TARGET_MS:.0f} ms  {'OK' if med <= TARGET_MS else 'MISS'}"
         print(f"{label:<{width}} {med:>6.1f} ms {percentile(values, 90):>6.1f} ms {min(values):>6.1f} ms "
               f"{med - floor:>6.1f} ms {median(cpu[label]):>6.1f} ms  {verdict}")
