@@ -14,22 +14,15 @@ holds the fold and the lookups, the same on both.
 from __future__ import annotations
 
 import hmac
-import importlib
 from collections.abc import Iterable
-from types import ModuleType
 
 from eventstore.access import TokenState
 from eventstore.events import TOKEN_EVENTS, StoredEvent
 from eventstore.recorder import Recorder
 
-from .dialects import dialect_for
+from .dialects import dialect_part
 
 PAGE = 5_000
-
-
-def access_sql(dialect: str) -> ModuleType:
-    """The token table's statements for a recorder's dialect (``sqlite``, ``postgresql``)."""
-    return importlib.import_module(dialect_for(dialect).__name__ + ".access")
 
 
 class TokenTable:
@@ -37,7 +30,7 @@ class TokenTable:
 
     def __init__(self, recorder: Recorder) -> None:
         self.recorder = recorder
-        self.sql = access_sql(recorder.dialect)
+        self.sql = dialect_part(recorder.dialect, "access")
         self._created = False
 
     def catch_up(self) -> int:

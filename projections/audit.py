@@ -52,7 +52,7 @@ from eventstore.userfiles import bounded_lines, open_regular
 from eventstore.verify import ChainReport, check_log, verify_rows
 
 from . import sqlite as scratch_dialect
-from .dialects import dialect_of
+from .dialects import dialect_of, dialect_part
 from .digest import catalog_digest_rows
 from .projector import fold
 from .rows import VERSION_COLUMNS
@@ -379,9 +379,8 @@ def export(recorder: Recorder, path: str | os.PathLike[str], *, overwrite: bool 
     tmp = target.temp_name(".tmp")
     try:
         with recorder.read_snapshot() as conn, open(tmp, "x", encoding="utf-8", newline="\n") as out:
-            last = conn.execute("SELECT position, hash FROM events ORDER BY position DESC LIMIT 1").fetchone()
-            count = conn.execute("SELECT count(*) FROM events").fetchone()[0]
-            final_hash = last[1] if last else GENESIS_HASH
+            count, last_hash = dialect_part(recorder.dialect, "export").log_summary(conn)
+            final_hash = last_hash or GENESIS_HASH
             header = {"format": EXPORT_FORMAT, "version": EXPORT_VERSION, "events": count, "final_hash": final_hash}
             out.write(canonical_json(header) + "\n")
             since = 0

@@ -29,3 +29,9 @@ def dialect_of(conn: Any) -> ModuleType:
     """The dialect of a driver connection (sqlite3 or psycopg)."""
     module = type(conn).__module__.split(".")[0]
     return dialect_for({"sqlite3": "sqlite", "psycopg": "postgresql"}.get(module, module))
+
+
+def dialect_part(name: str, part: str) -> ModuleType:
+    """A module of the dialect's package beside the catalog's (``access``: the token table, ``export``: the
+    evidence bundle's summary of the log), imported on first use like the package itself."""
+    return importlib.import_module(f"{dialect_for(name).__name__}.{part}")
