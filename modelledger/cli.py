@@ -310,8 +310,15 @@ def _server(args: argparse.Namespace) -> tuple[str, str | None] | None:
     return url, token_opt  # None: RemoteRegistry.open reads MLEDGER_TOKEN / MLEDGER_TOKEN_FILE
 
 
+# Commands that need the registry's database itself: refused over HTTP at once, rather than half run.
+_LOCAL_ONLY = {"copy": "copy", "projections": "projections rebuild", "webhook": "webhook"}
+
+
 def _open(args: argparse.Namespace) -> Registry:
     server = _server(args)
+    if server is not None and args.command in _LOCAL_ONLY:
+        raise ValidationError(f"{_LOCAL_ONLY[args.command]} runs where the registry's database is, not over HTTP "
+                              "(MLEDGER_URL or --url is set)")
     if server is not None:
         # A team server: the same commands over HTTP (modelledger/remote.py).
         from .remote import RemoteRegistry

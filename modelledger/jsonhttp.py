@@ -9,8 +9,10 @@ request itself, against ~16 ms for ``http.client`` (docs/performance.md, "Cold s
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
+import os
 import socket
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -78,6 +80,41 @@ def _query(params: Mapping[str, Any] | None) -> str:
     return f"?{urlencode(pairs)}" if pairs else ""
 
 
+@dataclass(frozen=True)
+class Proxy:
+    host: str
+    port: int
+    headers: dict[str, str]
+
+
+def proxy_for(scheme: str, host: str) -> Proxy | None:
+    """The HTTP proxy the environment names for ``scheme://host`` (``https_proxy``/``http_proxy``, then
+    ``all_proxy``, lower case first, as curl and httpx read them), unless ``no_proxy`` covers the host: the
+    same proxy the artifact transfers (httpx) use. Only ``http://`` proxies are spoken."""
+    def env(name: str) -> str:
+        return os.environ.get(name) or os.environ.get(name.upper()) or ""
+
+    for entry in env("no_proxy").split(","):
+        entry = entry.strip().lower().lstrip(".")
+        if entry == "*" or entry and (host.lower() == entry or host.lower().endswith("." + entry)):
+            return None
+    url = env(f"{scheme}_proxy") or env("all_proxy")
+    if not url:
+        return None
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    try:
+        port = parts.port or 80
+    except ValueError:
+        port = 0
+    if parts.scheme.lower() != "http" or not parts.hostname or not port:
+        raise ValidationError(f"{scheme}_proxy must be an http://host:port proxy, not {url[:80]!r}")
+    headers = {}
+    if parts.username is not None:
+        pair = f"{parts.username}:{parts.password or ''}".encode()
+        headers["Proxy-Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
+    return Proxy(parts.hostname, port, headers)
+
+
 class Wire:
     """One keep-alive connection to the server, made on first use; ``request`` answers ``(status, body)``."""
 
@@ -88,6 +125,7 @@ class Wire:
         self._host = parts.hostname or ""
         self._port = parts.port
         self._base = parts.path.rstrip("/")
+        self._proxy = proxy_for(parts.scheme.lower(), self._host)
         self.timeout = timeout
         self.headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
         if token:
@@ -95,12 +133,28 @@ class Wire:
         self._conn: http.client.HTTPConnection | None = None
 
     def _connect(self, timeout: float | None) -> http.client.HTTPConnection:
-        if self._https:
-            return http.client.HTTPSConnection(self._host, self._port, timeout=timeout)
-        return http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+        proxy = self._proxy
+        if proxy is None:
+            if self._https:
+                return http.client.HTTPSConnection(self._host, self._port, timeout=timeout)
+            return http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+        if self._https:  # a CONNECT tunnel through the proxy; TLS (and its host check) with the server itself
+            conn = http.client.HTTPSConnection(proxy.host, proxy.port, timeout=timeout)
+            conn.set_tunnel(self._host, self._port, headers=proxy.headers)
+            return conn
+        return http.client.HTTPConnection(proxy.host, proxy.port, timeout=timeout)
 
     def path(self, route: str, params: Mapping[str, Any] | None = None) -> str:
-        return self._base + "/" + quote(route.lstrip("/"), safe="/") + _query(params)
+        """The request target: the path, or the absolute URL when a plain-HTTP proxy is asked."""
+        path = self._base + "/" + quote(route.lstrip("/"), safe="/") + _query(params)
+        if self._proxy is not None and not self._https:
+            host = f"[{self._host}]" if ":" in self._host else self._host  # an IPv6 address
+            return f"http://{host}{'' if self._port is None else f':{self._port}'}{path}"
+        return path
+
+    def _headers(self, extra: Mapping[str, str] | None) -> dict[str, str]:
+        via = self._proxy.headers if self._proxy is not None and not self._https else {}
+        return {**self.headers, **via, **(extra or {})}
 
     def request(self, method: str, route: str, params: Mapping[str, Any] | None = None,
                 body: Mapping[str, Any] | None = None, headers: Mapping[str, str] | None = None) -> tuple[int, bytes]:
@@ -108,7 +162,7 @@ class Wire:
         meanwhile is sent once more on a new one; a POST is not (it may have been applied: the caller's
         idempotency key is what makes a retry safe)."""
         payload = None if body is None else json.dumps(body, ensure_ascii=False).encode("utf-8")
-        sent = {**self.headers, **(headers or {})}
+        sent = self._headers(headers)
         if payload is not None:
             sent["Content-Type"] = "application/json"
         target = self.path(route, params)
@@ -139,7 +193,7 @@ class Wire:
         try:
             try:
                 conn.request("GET", self.path(route, params),
-                             headers={**self.headers, "Accept": "text/event-stream", **(headers or {})})
+                             headers=self._headers({"Accept": "text/event-stream", **(headers or {})}))
                 response = conn.getresponse()
             except (OSError, http.client.HTTPException) as exc:
                 raise Unreachable(_reason(exc)) from None

@@ -3,12 +3,15 @@ gives the same answers, the same exit codes, and pulls the same verified bytes."
 
 from __future__ import annotations
 
+import http.client
 import json
 import subprocess
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from services import mledger_command, reap, subprocess_env, wait_for
@@ -120,6 +123,10 @@ def test_remote_refusals_and_local_only_commands(start_server, tokens, tmp_path)
     bad_env = subprocess_env(tmp_path / "nowhere", MLEDGER_URL=server.url, MLEDGER_TOKEN="mlt_wrong")
     assert run(bad_env, "list").returncode == 8  # AuthenticationError
     assert run(reader_env, "audit", "--anchor").returncode == 2
+    for local_only in (["projections", "rebuild"], ["copy", "--to", str(tmp_path / "copy.db")], ["webhook", "list"]):
+        out = run(reader_env, *local_only)
+        assert out.returncode == 2 and "not over HTTP" in out.stderr and out.stderr.count("\n") == 1, out.stderr
+    assert not (tmp_path / "copy.db").exists()
     down_env = subprocess_env(tmp_path / "nowhere", MLEDGER_URL="http://127.0.0.1:9", MLEDGER_TOKEN="x")
     out = run(down_env, "list")
     assert out.returncode == 5 and "cannot reach" in out.stderr
@@ -298,3 +305,55 @@ def test_remote_wait_follows_the_stream_until_the_version_is_stored(redis_url, s
     assert json.loads(out)["status"] == "ready" and json.loads(out)["artifact"]["digest"] == stored.artifact["digest"]
     out = run(env, "wait", "m@2", "--timeout", "1")
     assert out.returncode == 7 and "still pending" in out.stderr, out.stderr
+
+
+class _ForwardProxy(BaseHTTPRequestHandler):
+    """A plain-HTTP forward proxy (absolute-URI GETs only): what it was asked, with which credentials."""
+
+    seen: list[tuple[str, str | None]] = []
+
+    def do_GET(self) -> None:  # noqa: N802 - the handler's protocol
+        type(self).seen.append((self.path, self.headers.get("Proxy-Authorization")))
+        target = urlsplit(self.path)
+        conn = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
+        skip = ("proxy-authorization", "proxy-connection", "connection", "host")
+        conn.request("GET", f"{target.path}?{target.query}" if target.query else target.path,
+                     headers={k: v for k, v in self.headers.items() if k.lower() not in skip})
+        answer = conn.getresponse()
+        body = answer.read()
+        conn.close()
+        self.send_response(answer.status)
+        for key, value in answer.getheaders():
+            if key.lower() not in ("transfer-encoding", "connection", "content-length"):
+                self.send_header(key, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_reads_go_through_the_proxy_the_environment_names(start_server, tokens, tmp_path):
+    """http_proxy / no_proxy are honoured by the reads (http.client) as by the artifact transfers (httpx)."""
+    server = start_server()
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), _ForwardProxy)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    _ForwardProxy.seen = []
+    try:
+        env = subprocess_env(tmp_path / "nowhere", MLEDGER_URL=server.url, MLEDGER_TOKEN=tokens["reader"],
+                             http_proxy=f"http://user:pw@127.0.0.1:{proxy.server_port}", no_proxy="",
+                             HTTP_PROXY="", NO_PROXY="")
+        env.pop("MLEDGER_DATABASE", None)
+        direct = run({**env, "no_proxy": "127.0.0.1"}, "list")
+        assert direct.returncode == 0, direct.stderr
+        assert _ForwardProxy.seen == []
+        proxied = run(env, "list")
+        assert proxied.returncode == 0, proxied.stderr
+        assert json.loads(proxied.stdout) == json.loads(direct.stdout)
+        assert _ForwardProxy.seen == [(f"{server.url}/api/v1/list?deleted=false", "Basic dXNlcjpwdw==")]
+        out = run({**env, "http_proxy": "socks5://127.0.0.1:1080"}, "list")
+        assert out.returncode == 2 and "http_proxy" in out.stderr, out.stderr
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
