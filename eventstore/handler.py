@@ -97,8 +97,8 @@ def execute(
     target = target_of(command)
     while conflicts < MAX_ATTEMPTS:
         try:
-            with recorder.write_batched() as tx:
-                _prefetch(tx, read_model, target, idempotency_key)
+            with recorder.write_batched(
+                    lambda tx: _prefetch(tx, read_model, target, idempotency_key)) as tx:
                 position = read_model.catch_up(tx, CATCH_UP_PAGE)
                 if position < tx.head():
                     if position == folded:
@@ -114,8 +114,8 @@ def execute(
 
 def _prefetch(tx: Transaction, read_model: ReadModel, target: Target | None, idempotency_key: str | None) -> None:
     """Announce what deciding and projecting the command will read — its stream's version, its key's first
-    result, its model's state — before the first read (the catch-up's), so that a backend that pays a round
-    trip per read gets all of it with that one (``Recorder.write_batched``)."""
+    result, its model's state and the catalog's checkpoint — before anything is read, so that a backend that
+    pays a round trip per read gets all of it with the lock and the head (``Recorder.write_batched``)."""
     tx.prefetch(streams=[stream_for(target.name)] if target is not None else [], idempotency_key=idempotency_key)
     prefetch = getattr(read_model, "prefetch", None)
     if prefetch is not None and target is not None:

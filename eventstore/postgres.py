@@ -21,11 +21,10 @@ from __future__ import annotations
 
 import logging
 import re
-import select
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from typing import Any
 
@@ -440,63 +439,72 @@ class PostgresRecorder(Recorder):
             yield PostgresTransaction(conn, cursors[2].fetchone(), where=self.where, refusal=self._refusal)
 
     @contextmanager
-    def write_batched(self) -> Iterator[PostgresTransaction]:
+    def write_batched(self, first: Callable[[Transaction], None] | None = None) -> Iterator[PostgresTransaction]:
         """``write()`` in pipeline mode from BEGIN to COMMIT, for a command (``eventstore.handler``): a
         statement goes out when it is made and the client waits only when it reads a result — for everything
-        sent before it, in one round trip. So the lock, the head and what the command prefetches
-        (``PostgresTransaction.prefetch``, the catalog's state) come back together, and the rows, the
+        sent before it, in one round trip. The lock, the head and what ``first(tx)`` sends for (the stream's
+        version, the key's first result, the catalog's rows: ``prefetch``) come back together; the rows, the
         catalog's writes and the COMMIT go out together: two round trips for a tag, against one per
         statement. The same lock and checks as ``write()``; an error of a statement nobody read surfaces at
-        the next read or at the COMMIT, as the same project error, and nothing is committed."""
+        the next read or at the COMMIT, as the same project error, and nothing is committed. Nothing has
+        been written before that first round trip, so a connection the server had dropped is replaced then,
+        transparently (``first`` runs again on the new one)."""
         if getattr(self._local, "conn", None) is not None:
             raise StoreError("nested transaction on the same thread")
-        conn = self._getconn_alive()
+        conn, tx, pipeline = self._begin_batched(first)
         try:
-            with ExitStack() as pipeline:
-                try:
-                    pipeline.enter_context(conn.pipeline())
-                    cursors = [conn.execute(statement, params) for statement, params in self._WRITE]
-                except psycopg.Error as exc:
-                    raise translate(exc, self.where) from None
-                tx = PostgresTransaction(conn, cursors[2], where=self.where, refusal=self._refusal)
-                self._local.conn = conn
-                try:
-                    yield tx
-                except BaseException:
-                    self._local.conn = None
-                    _rollback_batched(conn, pipeline)
-                    raise
+            self._local.conn = conn
+            try:
+                yield tx
+            except BaseException:
                 self._local.conn = None
-                try:
-                    conn.execute(sql.COMMIT)
-                    pipeline.close()  # the Sync: every pending result, the COMMIT's last
-                except psycopg.errors.UniqueViolation as exc:
-                    _rollback_batched(conn, pipeline)
+                _rollback_batched(conn, pipeline)
+                raise
+            self._local.conn = None
+            try:
+                conn.execute(sql.COMMIT)
+                pipeline.close()  # the Sync: every pending result, the COMMIT's last
+            except psycopg.Error as exc:
+                _rollback_batched(conn, pipeline)
+                if _appended_first(exc):
                     raise ConcurrencyError(f"another writer appended first ({_first_line(exc)})") from None
-                except psycopg.Error as exc:
-                    _rollback_batched(conn, pipeline)
-                    raise translate(exc, self.where, committing=True) from None
-        except psycopg.errors.UniqueViolation as exc:
-            raise ConcurrencyError(f"another writer appended first ({_first_line(exc)})") from None
+                raise translate(exc, self.where, committing=True) from None
         except psycopg.Error as exc:
+            if _appended_first(exc):
+                raise ConcurrencyError(f"another writer appended first ({_first_line(exc)})") from None
             raise translate(exc, self.where) from None
         finally:
             self._local.conn = None
             self.pool.putconn(conn)
 
-    def _getconn_alive(self) -> psycopg.Connection:
-        """A pooled connection the server has not closed meanwhile, seen without a round trip: an idle
-        connection whose socket is readable has been told goodbye (a restart, ``pg_terminate_backend``). A
-        batched transaction sends its first statements without waiting for them, so it cannot replace a
-        dead connection after the fact as ``_begin`` does."""
-        for _ in range(2):
+    def _begin_batched(self, first: Callable[[Transaction], None] | None
+                       ) -> tuple[psycopg.Connection, PostgresTransaction, ExitStack]:
+        """A pooled connection in pipeline mode with BEGIN, the lock and the head sent, ``first(tx)`` run, and
+        the first round trip made (the head read)."""
+        for retry in (True, False):
             conn = self._getconn()
-            if not _closed_by_server(conn):
-                return conn
-            conn.close()
-            self.pool.putconn(conn)
-            self._drop_broken()
-        return self._getconn()
+            pipeline = ExitStack()
+            try:
+                pipeline.enter_context(conn.pipeline())
+                cursors = [conn.execute(statement, params) for statement, params in self._WRITE]
+                tx = PostgresTransaction(conn, cursors[2], where=self.where, refusal=self._refusal)
+                if first is not None:
+                    self._local.conn = conn
+                    first(tx)
+                tx.head()
+                return conn, tx, pipeline
+            except BaseException as exc:
+                _rollback_batched(conn, pipeline)
+                self.pool.putconn(conn)
+                if not isinstance(exc, psycopg.Error):
+                    raise
+                if retry and conn.broken:
+                    self._drop_broken()
+                    continue
+                raise translate(exc, self.where) from None
+            finally:
+                self._local.conn = None
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def append(
         self,
@@ -633,19 +641,10 @@ class PostgresRecorder(Recorder):
         self.pool.close()
 
 
-def _closed_by_server(conn: psycopg.Connection) -> bool:
-    """Whether an idle connection's server has closed it: its socket reads (a FATAL message, EOF) while no
-    query is outstanding. A poll with no timeout: no round trip."""
-    if conn.closed or conn.broken:
-        return True
-    try:
-        readable, _, _ = select.select([conn.fileno()], [], [], 0)
-        if not readable:
-            return False
-        conn.pgconn.consume_input()
-    except (OSError, ValueError, psycopg.Error):
-        return True
-    return conn.pgconn.status != psycopg.pq.ConnStatus.OK
+def _appended_first(exc: psycopg.Error) -> bool:
+    """A unique violation of the log's own keys (position, stream version, idempotency key): another writer
+    appended first — a conflict to decide again, like the append's own check."""
+    return isinstance(exc, psycopg.errors.UniqueViolation) and exc.diag.table_name in sql.GUARDED_TABLES
 
 
 def _rollback_batched(conn: psycopg.Connection, pipeline: ExitStack) -> None:

@@ -8,8 +8,8 @@ whole decide → append → project step, and read with ``read``/``head``/``posi
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -121,12 +121,18 @@ class Recorder(ABC):
     def write(self) -> AbstractContextManager[Transaction]:
         """An exclusive write transaction: commits on normal exit, rolls back on an exception."""
 
-    def write_batched(self) -> AbstractContextManager[Transaction]:
+    @contextmanager
+    def write_batched(self, first: Callable[[Transaction], None] | None = None) -> Iterator[Transaction]:
         """``write()`` for one command (``eventstore.handler``): the same lock and guarantees, but a backend
         may send the statements whose results nobody reads yet together with the next read or the COMMIT
         (PostgreSQL's pipeline mode), so an error of one of them can surface later in the transaction or at
-        its end — still as the project's error, with nothing committed. Not for DDL."""
-        return self.write()
+        its end — still as the project's error, with nothing committed. ``first(tx)`` runs at the start,
+        before anything is read (it announces the reads to come: ``Transaction.prefetch``); a backend may run
+        it again on a fresh connection. Not for DDL."""
+        with self.write() as tx:
+            if first is not None:
+                first(tx)
+            yield tx
 
     @abstractmethod
     def read_snapshot(self) -> AbstractContextManager[Any]:

@@ -98,9 +98,9 @@ class CatalogProjection:
         return self.sql.connection_of(tx)
 
     def prefetch(self, tx: Transaction, target: Target) -> None:
-        """Send for the rows a command on ``target`` will read (``projections.prefetch``), where the dialect
-        pays a round trip per read; they come back with the catch-up's read, and serve the decision and the
-        command's fold in ``tx``."""
+        """Send for the rows a command on ``target`` will read and the checkpoint (``projections.prefetch``),
+        where the dialect pays a round trip per read; they come back with the transaction's first round trip
+        and serve the catch-up, the decision and the command's fold in ``tx``."""
         send = getattr(self.sql, "prefetch", None)
         if send is not None:
             self._prefetched[tx] = send(self._conn(tx), target)
@@ -108,9 +108,9 @@ class CatalogProjection:
     def catch_up(self, tx: Transaction, limit: int | None = None) -> int:
         """Fold the events after the checkpoint (at most ``limit`` of them) into the catalog, a page at a time."""
         store = self.sql.fold_store(self._conn(tx))
-        position = store.checkpoint()
-        head = tx.head() if limit is None else min(tx.head(), position + limit)
         prefetched = self._prefetched.get(tx)
+        position = store.checkpoint() if prefetched is None else prefetched.stored_checkpoint()
+        head = tx.head() if limit is None else min(tx.head(), position + limit)
         if prefetched is not None:
             if position < head:
                 del self._prefetched[tx]  # read before the lag was folded: stale

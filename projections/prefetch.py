@@ -4,8 +4,9 @@ Deciding a command reads its model (with the aliases) and the version it names; 
 same model and versions again, and the top of the alias stack it moves. On SQLite a read is a function call;
 on PostgreSQL each is a round trip (13 for a tag, measured with ``scripts/profile_pg.py``). A dialect that
 pays per round trip offers ``prefetch(conn, target)``: it sends the reads for a command's ``Target``
-(``eventstore.state``) without waiting, and returns a ``Prefetched`` whose answers are read with the next
-read anything makes in the transaction (the catch-up's checkpoint).
+(``eventstore.state``) and the catalog's checkpoint without waiting, and returns a ``Prefetched`` whose
+answers come back with the transaction's first round trip (``Recorder.write_batched``: with the lock and the
+head).
 
 The answers are exact for the transaction: they are read under the writer lock, after the catalog caught up,
 and nothing changes the catalog before the command's own fold (which consumes them; ``CatalogProjection``
@@ -43,10 +44,14 @@ class Prefetched:
     the prefetch resolved (the named or latest version, and the next new one); ``top``: the top of the alias
     stack ``target.alias`` (0: empty)."""
 
-    def __init__(self, target: Target, model: Rows, aliases: Rows, versions: Rows, top: Rows | None) -> None:
+    def __init__(self, target: Target, model: Rows, aliases: Rows, versions: Rows, top: Rows | None,
+                 checkpoint: Rows) -> None:
         self.target = target
         self._pending: tuple[Rows, Rows, Rows, Rows | None] | None = (model, aliases, versions, top)
-        self.checkpoint: int | None = None  # the catalog's position, once the catch-up read it
+        self._checkpoint_rows: Rows | None = checkpoint
+        self._stored_checkpoint = 0
+        # the catalog's position once the catch-up found it current (None: the rows are not to be used)
+        self.checkpoint: int | None = None
         self._model: tuple[Any, ...] | None = None
         self._aliases: list[tuple[str, int]] = []
         self._versions: dict[int, tuple[Any, ...] | None] = {}
@@ -64,6 +69,13 @@ class Prefetched:
             self._versions[number] = tuple(row) if row[0] is not None else None
         if top is not None:
             self._top = top()[0][0] or 0
+
+    def stored_checkpoint(self) -> int:
+        """The catalog's checkpoint as stored when the transaction began (what ``FoldStore.checkpoint`` reads)."""
+        if self._checkpoint_rows is not None:
+            rows, self._checkpoint_rows = self._checkpoint_rows(), None
+            self._stored_checkpoint = rows[0][0] if rows else 0
+        return self._stored_checkpoint
 
     # -- the decider's state (``rows.CatalogStateView``) -------------------------------------------------
     def knows_model(self, name: str) -> bool:

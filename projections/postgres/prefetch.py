@@ -6,6 +6,7 @@ from typing import Any
 
 from eventstore.state import Target
 from projections.prefetch import PREFETCH_MODEL, PREFETCH_VERSION, Prefetched
+from projections.projector import CHECKPOINT
 
 _MODEL = f"SELECT {', '.join(PREFETCH_MODEL)} FROM models WHERE name = %s"  # noqa: S608
 _ALIASES = "SELECT alias, version FROM aliases WHERE name = %s ORDER BY alias"
@@ -21,6 +22,7 @@ _VERSIONS = (
     " WHERE k.version IS NOT NULL"
 )
 _TOP = "SELECT max(seq) FROM alias_history WHERE name = %s AND alias = %s"
+_CHECKPOINT = "SELECT position FROM projection_checkpoint WHERE name = %s"
 
 
 def prefetch(conn: Any, target: Target) -> Prefetched:
@@ -30,5 +32,6 @@ def prefetch(conn: Any, target: Target) -> Prefetched:
     aliases = conn.execute(_ALIASES, (name,))
     versions = conn.execute(_VERSIONS, {"name": name, "version": target.version, "alias": target.ref_alias})
     top = conn.execute(_TOP, (name, target.alias)) if target.alias is not None else None
+    checkpoint = conn.execute(_CHECKPOINT, (CHECKPOINT,))
     return Prefetched(target, model.fetchall, aliases.fetchall, versions.fetchall,
-                      top.fetchall if top is not None else None)
+                      top.fetchall if top is not None else None, checkpoint.fetchall)
