@@ -198,10 +198,11 @@ class CatalogProjection:
 
 def _version_record(conn: Any, name: str, number: int) -> VersionRecord:
     sql = dialect_of(conn)
-    row = sql.version_row(conn, name, number)
+    both = getattr(sql, "version_with_aliases", None)  # where a read costs a round trip: both in one
+    row, aliases = both(conn, name, number) if both is not None else (sql.version_row(conn, name, number), None)
     if row is None:
         raise NotFoundError(f"model {name!r} has no version {number}")
-    return version_record(row, sql.aliases_of(conn, name))
+    return version_record(row, sql.aliases_of(conn, name) if aliases is None else aliases)
 
 
 class Catalog:
