@@ -22,10 +22,10 @@ from typing import Any, Protocol
 from .commands import Command, fingerprint
 from .decider import decide
 from .errors import ConcurrencyError, StoreError
-from .events import NewEvent, StoredEvent
+from .events import NewEvent, StoredEvent, stream_for
 from .idempotency import recorded_under
 from .recorder import Recorder, Transaction
-from .state import StateView
+from .state import StateView, Target, target_of
 
 MAX_ATTEMPTS = 50
 # A command folds at most this many unprojected events under its lock before deciding; a longer lag (a bulk
@@ -43,6 +43,9 @@ class ReadModel(Protocol):
     def apply(self, tx: Transaction, events: Sequence[StoredEvent]) -> None: ...
 
     def view(self, tx: Transaction) -> StateView: ...
+
+    # Optional: ``prefetch(tx, target)``, called before ``catch_up`` with the command's ``Target``, so that the
+    # state the command will read can be sent for in the same round trip as the catch-up's first read.
 
 
 @dataclass(frozen=True)
@@ -91,9 +94,11 @@ def execute(
     a second transaction."""
     conflicts = 0
     folded = -1
+    target = target_of(command)
     while conflicts < MAX_ATTEMPTS:
         try:
-            with recorder.write() as tx:
+            with recorder.write_batched(
+                    lambda tx: _prefetch(tx, read_model, target, idempotency_key)) as tx:
                 position = read_model.catch_up(tx, CATCH_UP_PAGE)
                 if position < tx.head():
                     if position == folded:
@@ -105,6 +110,16 @@ def execute(
         except ConcurrencyError:
             conflicts += 1
     raise StoreError(f"gave up after {MAX_ATTEMPTS} conflicting attempts")
+
+
+def _prefetch(tx: Transaction, read_model: ReadModel, target: Target | None, idempotency_key: str | None) -> None:
+    """Announce what deciding and projecting the command will read — its stream's version, its key's first
+    result, its model's state and the catalog's checkpoint — before anything is read, so that a backend that
+    pays a round trip per read gets all of it with the lock and the head (``Recorder.write_batched``)."""
+    tx.prefetch(streams=[stream_for(target.name)] if target is not None else [], idempotency_key=idempotency_key)
+    prefetch = getattr(read_model, "prefetch", None)
+    if prefetch is not None and target is not None:
+        prefetch(tx, target)
 
 
 def execute_in(

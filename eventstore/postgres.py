@@ -24,8 +24,8 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from typing import Any
 
 import psycopg
@@ -135,28 +135,69 @@ def guard_problems_of(conn: psycopg.Connection) -> list[GuardProblem]:
 
 
 
+def batch(conn: psycopg.Connection) -> AbstractContextManager[Any]:
+    """Statements sent together: a pipeline of their own, unless the connection already runs one (a batched
+    write transaction, ``PostgresRecorder.write_batched``); then they ride it, and go out with whatever the
+    transaction sends next, without a round trip of their own."""
+    return nullcontext() if conn.pgconn.pipeline_status else conn.pipeline()
+
+
 class PostgresTransaction(Transaction):
-    def __init__(self, connection: psycopg.Connection, last: tuple | None, *, where: str,
+    def __init__(self, connection: psycopg.Connection, last: tuple | psycopg.Cursor | None, *, where: str,
                  versions: dict[str, int] | None = None, commit_with_append: bool = False,
                  refusal: str | None = None) -> None:
         self.connection = connection
         self._refusal = refusal  # why appends are refused (guards changed), or None
         self._where = where
-        # (position, hash, recorded_at) of the head, read under the writer lock
-        self._last: tuple = tuple(last) if last else (0, GENESIS_HASH, "")
+        # (position, hash, recorded_at) of the head, read under the writer lock; in a batched transaction the
+        # cursor of that read, fetched when first needed (with everything sent before it)
+        self._last_cursor: psycopg.Cursor | None = last if isinstance(last, psycopg.Cursor) else None
+        self._last_row: tuple = () if self._last_cursor is not None else _head_row(last)  # type: ignore[arg-type]
         self._versions: dict[str, int] = dict(versions or {})  # exact while this transaction holds the lock
+        self._pending_versions: list[tuple[list[str], psycopg.Cursor]] = []  # prefetched, not yet read
+        self._pending_keys: dict[str, psycopg.Cursor] = {}  # idempotency keys' first results, prefetched
         # Recorder.append's own transaction: its one append also commits, in the same round trip.
         self._commit_with_append = commit_with_append
+
+    @property
+    def _last(self) -> tuple:
+        if self._last_cursor is not None:
+            self._last_row, self._last_cursor = _head_row(self._last_cursor.fetchone()), None
+        return self._last_row
+
+    @_last.setter
+    def _last(self, value: tuple) -> None:
+        self._last_row, self._last_cursor = value, None
 
     def head(self) -> int:
         return self._last[0]
 
+    def prefetch(self, *, streams: Sequence[str] = (), idempotency_key: str | None = None) -> None:
+        """Send the reads of these streams' versions and of the key's first result now, without waiting:
+        in a batched transaction they come back with the next read anything makes (one round trip)."""
+        missing = sorted({s for s in streams if s not in self._versions})
+        if missing:
+            self._pending_versions.append((missing, self.connection.execute(sql.STREAM_VERSIONS, (missing,))))
+        if idempotency_key is not None and idempotency_key not in self._pending_keys:
+            self._pending_keys[idempotency_key] = self.connection.execute(sql.IDEMPOTENT_RESULT, (idempotency_key,))
+
+    def _take_pending(self) -> None:
+        pending, self._pending_versions = self._pending_versions, []
+        for streams, cursor in pending:
+            found = dict(cursor.fetchall())
+            for stream in streams:
+                self._versions.setdefault(stream, found.get(stream, 0))
+
     def stream_version(self, stream: str) -> int:
+        if self._pending_versions:
+            self._take_pending()
         if stream not in self._versions:
             self._versions[stream] = self.connection.execute(sql.STREAM_VERSION, (stream,)).fetchone()[0]
         return self._versions[stream]
 
     def _load_versions(self, streams: set[str]) -> None:
+        if self._pending_versions:
+            self._take_pending()
         missing = [s for s in streams if s not in self._versions]
         if len(missing) == 1:
             self.stream_version(missing[0])
@@ -166,8 +207,8 @@ class PostgresTransaction(Transaction):
                 self._versions[stream] = found.get(stream, 0)
 
     def idempotent_result(self, key: str, fingerprint: str | None) -> list[StoredEvent] | None:
-        return _idempotent(self.connection.execute(sql.IDEMPOTENT_RESULT, (key,)).fetchall(), key, fingerprint,
-                           self.head())
+        cursor = self._pending_keys.pop(key, None) or self.connection.execute(sql.IDEMPOTENT_RESULT, (key,))
+        return _idempotent(cursor.fetchall(), key, fingerprint, self.head())
 
     def append(
         self,
@@ -198,8 +239,9 @@ class PostgresTransaction(Transaction):
                             versions=versions)
         committing, self._commit_with_append = self._commit_with_append, False
         try:
-            # One round trip: the rows, the key, the wake-up (and the COMMIT) go out together.
-            with self.connection.pipeline():
+            # One round trip: the rows, the key, the wake-up (and the COMMIT) go out together; in a batched
+            # transaction none of their own (they go out with the catalog's rows and the COMMIT).
+            with batch(self.connection):
                 with self.connection.cursor() as cur:
                     cur.executemany(sql.INSERT, rows)
                 if idempotency_key is not None:
@@ -229,7 +271,7 @@ class PostgresTransaction(Transaction):
         check_rows(rows, keys, head=position, head_hash=head_hash, head_at=head_at,
                    versions={s: self._versions[s] for s in streams})
         try:
-            with self.connection.pipeline():
+            with batch(self.connection):
                 with self.connection.cursor() as cur:
                     cur.executemany(sql.INSERT, rows)
                     if keys:
@@ -396,6 +438,74 @@ class PostgresRecorder(Recorder):
         with self._transaction(self._WRITE) as (conn, cursors):
             yield PostgresTransaction(conn, cursors[2].fetchone(), where=self.where, refusal=self._refusal)
 
+    @contextmanager
+    def write_batched(self, first: Callable[[Transaction], None] | None = None) -> Iterator[PostgresTransaction]:
+        """``write()`` in pipeline mode from BEGIN to COMMIT, for a command (``eventstore.handler``): a
+        statement goes out when it is made and the client waits only when it reads a result — for everything
+        sent before it, in one round trip. The lock, the head and what ``first(tx)`` sends for (the stream's
+        version, the key's first result, the catalog's rows: ``prefetch``) come back together; the rows, the
+        catalog's writes and the COMMIT go out together: two round trips for a tag, against one per
+        statement. The same lock and checks as ``write()``; an error of a statement nobody read surfaces at
+        the next read or at the COMMIT, as the same project error, and nothing is committed. Nothing has
+        been written before that first round trip, so a connection the server had dropped is replaced then,
+        transparently (``first`` runs again on the new one)."""
+        if getattr(self._local, "conn", None) is not None:
+            raise StoreError("nested transaction on the same thread")
+        conn, tx, pipeline = self._begin_batched(first)
+        try:
+            self._local.conn = conn
+            try:
+                yield tx
+            except BaseException:
+                self._local.conn = None
+                _rollback_batched(conn, pipeline)
+                raise
+            self._local.conn = None
+            try:
+                conn.execute(sql.COMMIT)
+                pipeline.close()  # the Sync: every pending result, the COMMIT's last
+            except psycopg.Error as exc:
+                _rollback_batched(conn, pipeline)
+                if _appended_first(exc):
+                    raise ConcurrencyError(f"another writer appended first ({_first_line(exc)})") from None
+                raise translate(exc, self.where, committing=True) from None
+        except psycopg.Error as exc:
+            if _appended_first(exc):
+                raise ConcurrencyError(f"another writer appended first ({_first_line(exc)})") from None
+            raise translate(exc, self.where) from None
+        finally:
+            self._local.conn = None
+            self.pool.putconn(conn)
+
+    def _begin_batched(self, first: Callable[[Transaction], None] | None
+                       ) -> tuple[psycopg.Connection, PostgresTransaction, ExitStack]:
+        """A pooled connection in pipeline mode with BEGIN, the lock and the head sent, ``first(tx)`` run, and
+        the first round trip made (the head read)."""
+        for retry in (True, False):
+            conn = self._getconn()
+            pipeline = ExitStack()
+            try:
+                pipeline.enter_context(conn.pipeline())
+                cursors = [conn.execute(statement, params) for statement, params in self._WRITE]
+                tx = PostgresTransaction(conn, cursors[2], where=self.where, refusal=self._refusal)
+                if first is not None:
+                    self._local.conn = conn
+                    first(tx)
+                tx.head()
+                return conn, tx, pipeline
+            except BaseException as exc:
+                _rollback_batched(conn, pipeline)
+                self.pool.putconn(conn)
+                if not isinstance(exc, psycopg.Error):
+                    raise
+                if retry and conn.broken:
+                    self._drop_broken()
+                    continue
+                raise translate(exc, self.where) from None
+            finally:
+                self._local.conn = None
+        raise AssertionError("unreachable")  # pragma: no cover
+
     def append(
         self,
         events: Sequence[NewEvent],
@@ -529,6 +639,35 @@ class PostgresRecorder(Recorder):
                 self._listener.close()
                 self._listener = None
         self.pool.close()
+
+
+def _appended_first(exc: psycopg.Error) -> bool:
+    """A unique violation of the log's own keys (position, stream version, idempotency key): another writer
+    appended first — a conflict to decide again, like the append's own check."""
+    return isinstance(exc, psycopg.errors.UniqueViolation) and exc.diag.table_name in sql.GUARDED_TABLES
+
+
+def _rollback_batched(conn: psycopg.Connection, pipeline: ExitStack) -> None:
+    """End a batched transaction that failed: the ROLLBACK rides the pipeline (one round trip with its Sync);
+    if a statement had failed, the pipeline skipped it, and it is sent again on its own."""
+    if conn.closed:
+        return
+    try:
+        conn.execute(sql.ROLLBACK)
+    except psycopg.Error:
+        pass
+    try:
+        pipeline.close()
+    except psycopg.Error:
+        pass
+    if conn.closed:
+        return
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        _rollback(conn)
+
+
+def _head_row(row: tuple | None) -> tuple:
+    return tuple(row) if row else (0, GENESIS_HASH, "")
 
 
 def _rollback(conn: psycopg.Connection) -> None:

@@ -8,8 +8,8 @@ whole decide → append → project step, and read with ``read``/``head``/``posi
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -89,6 +89,12 @@ class Transaction(ABC):
     def idempotent_result(self, key: str, fingerprint: str | None) -> list[StoredEvent] | None:
         """The events first appended under ``key``; ``IdempotencyError`` if the fingerprint differs."""
 
+    def prefetch(self, *, streams: Sequence[str] = (), idempotency_key: str | None = None) -> None:
+        """A hint: this transaction will ask for these streams' versions and this key's first result. A
+        backend that pays a round trip per read (PostgreSQL) sends those reads now, to come back with the
+        next one; the others need not do anything."""
+        return None
+
     @abstractmethod
     def read(self, since: int = 0, limit: int | None = None) -> Iterator[StoredEvent]:
         """Events with position > since, inside this transaction's snapshot."""
@@ -114,6 +120,19 @@ class Recorder(ABC):
     @abstractmethod
     def write(self) -> AbstractContextManager[Transaction]:
         """An exclusive write transaction: commits on normal exit, rolls back on an exception."""
+
+    @contextmanager
+    def write_batched(self, first: Callable[[Transaction], None] | None = None) -> Iterator[Transaction]:
+        """``write()`` for one command (``eventstore.handler``): the same lock and guarantees, but a backend
+        may send the statements whose results nobody reads yet together with the next read or the COMMIT
+        (PostgreSQL's pipeline mode), so an error of one of them can surface later in the transaction or at
+        its end — still as the project's error, with nothing committed. ``first(tx)`` runs at the start,
+        before anything is read (it announces the reads to come: ``Transaction.prefetch``); a backend may run
+        it again on a fresh connection. Not for DDL."""
+        with self.write() as tx:
+            if first is not None:
+                first(tx)
+            yield tx
 
     @abstractmethod
     def read_snapshot(self) -> AbstractContextManager[Any]:

@@ -15,6 +15,7 @@ and its checkpoint commit with the events.
 from __future__ import annotations
 
 import hashlib
+import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -27,10 +28,12 @@ from eventstore.errors import NotFoundError, StoreError
 from eventstore.events import StoredEvent
 from eventstore.names import parse_ref, validate_alias, validate_name, validate_tags
 from eventstore.recorder import Recorder, Transaction
+from eventstore.state import Target
 
 from .dialects import dialect_for, dialect_of
 from .digest import catalog_digest_rows
 from .past import PastCatalog
+from .prefetch import Prefetched, PrefetchedStore
 from .projector import fold
 from .records import ModelRecord, VersionRecord
 from .rows import CatalogStateView, model_record, sorted_aliases, version_record
@@ -48,6 +51,8 @@ class CatalogProjection:
     def __init__(self, recorder: Recorder) -> None:
         self.recorder = recorder
         self.sql: ModuleType = dialect_for(getattr(recorder, "dialect", "sqlite"))
+        # A command's prefetched rows, by its write transaction (``prefetch``; used up by its ``apply``).
+        self._prefetched: weakref.WeakKeyDictionary[Transaction, Prefetched] = weakref.WeakKeyDictionary()
         # Looked at in a read snapshot first: opening a registry whose catalog is current writes nothing, so
         # a reader that cannot write (a PostgreSQL role that can only SELECT) opens it too.
         with recorder.read_snapshot() as conn:
@@ -92,11 +97,25 @@ class CatalogProjection:
     def _conn(self, tx: Transaction) -> Any:
         return self.sql.connection_of(tx)
 
+    def prefetch(self, tx: Transaction, target: Target) -> None:
+        """Send for the rows a command on ``target`` will read and the checkpoint (``projections.prefetch``),
+        where the dialect pays a round trip per read; they come back with the transaction's first round trip
+        and serve the catch-up, the decision and the command's fold in ``tx``."""
+        send = getattr(self.sql, "prefetch", None)
+        if send is not None:
+            self._prefetched[tx] = send(self._conn(tx), target)
+
     def catch_up(self, tx: Transaction, limit: int | None = None) -> int:
         """Fold the events after the checkpoint (at most ``limit`` of them) into the catalog, a page at a time."""
         store = self.sql.fold_store(self._conn(tx))
-        position = store.checkpoint()
+        prefetched = self._prefetched.get(tx)
+        position = store.checkpoint() if prefetched is None else prefetched.stored_checkpoint()
         head = tx.head() if limit is None else min(tx.head(), position + limit)
+        if prefetched is not None:
+            if position < head:
+                del self._prefetched[tx]  # read before the lag was folded: stale
+            else:
+                prefetched.checkpoint = position
         while position < head:
             page = list(tx.read(since=position, limit=min(PAGE, head - position)))
             if not page:
@@ -106,6 +125,12 @@ class CatalogProjection:
 
     def apply(self, tx: Transaction, events: list[StoredEvent]) -> None:
         store = self.sql.fold_store(self._conn(tx))
+        prefetched = self._prefetched.pop(tx, None)
+        if prefetched is not None and prefetched.checkpoint is not None:
+            # The rows the command read are still the catalog's (nothing else wrote it under this lock):
+            # its fold reads them from there, and starts where the catch-up found the checkpoint.
+            fold(PrefetchedStore(store, prefetched), events, prefetched.checkpoint)
+            return
         fold(store, events, store.checkpoint())
 
     def version_record(self, tx: Transaction, name: str, number: int) -> VersionRecord:
@@ -113,7 +138,7 @@ class CatalogProjection:
         return _version_record(self._conn(tx), name, number)
 
     def view(self, tx: Transaction) -> CatalogStateView:
-        return CatalogStateView(self._conn(tx))
+        return CatalogStateView(self._conn(tx), self._prefetched.get(tx))
 
     # -- gc's questions, inside the caller's write transaction ----------------------------------------
     def purge_plan(self, tx: Transaction, cutoff: str) -> list[PurgePlan]:
@@ -173,10 +198,11 @@ class CatalogProjection:
 
 def _version_record(conn: Any, name: str, number: int) -> VersionRecord:
     sql = dialect_of(conn)
-    row = sql.version_row(conn, name, number)
+    both = getattr(sql, "version_with_aliases", None)  # where a read costs a round trip: both in one
+    row, aliases = both(conn, name, number) if both is not None else (sql.version_row(conn, name, number), None)
     if row is None:
         raise NotFoundError(f"model {name!r} has no version {number}")
-    return version_record(row, sql.aliases_of(conn, name))
+    return version_record(row, sql.aliases_of(conn, name) if aliases is None else aliases)
 
 
 class Catalog:

@@ -117,18 +117,28 @@ class CatalogStateView:
     """The decider's ``StateView`` over the decision tables (models, versions, aliases, alias history), read
     on ``conn`` — inside the write transaction — through its dialect module."""
 
-    def __init__(self, conn: Any) -> None:
+    def __init__(self, conn: Any, prefetched: Any = None) -> None:
         from .dialects import dialect_of
 
         self.conn = conn
         self.sql = dialect_of(conn)
+        # ``projections.prefetch.Prefetched``: the rows of the command's target, read in one round trip
+        self.prefetched = prefetched
 
     def model(self, name: str) -> ModelState | None:
+        pre = self.prefetched
+        if pre is not None and pre.knows_model(name):
+            row = pre.model_row(name)
+            return None if row is None else model_state(row, pre.aliases(name))
         row = self.sql.model_row(self.conn, name)
         return None if row is None else model_state(row, self.sql.aliases_of(self.conn, name))
 
     def version(self, name: str, number: int) -> VersionState | None:
-        row = self.sql.version_row(self.conn, name, number)
+        pre = self.prefetched
+        if pre is not None and pre.knows_version(name, number):
+            row = pre.version_row(name, number)
+        else:
+            row = self.sql.version_row(self.conn, name, number)
         return version_state(row) if row else None
 
     def alias_history(self, name: str, alias: str) -> list[int]:

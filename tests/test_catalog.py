@@ -212,13 +212,13 @@ def test_a_command_after_a_long_import_folds_the_lag_in_pages_and_decides_on_all
     reg.append_batch([NewEvent("model-m", "Tagged", {"name": "m", "version": 1, "tags": {"n": str(i)}})
                       for i in range(250)])
     commits = []
-    original = reg.recorder.write
+    original = reg.recorder.write_batched  # a command's transactions (``Recorder.write_batched``)
 
-    def counting_write():
+    def counting_write(first=None):
         commits.append(reg.projection.lag())
-        return original()
+        return original(first)
 
-    monkeypatch.setattr(reg.recorder, "write", counting_write)
+    monkeypatch.setattr(reg.recorder, "write_batched", counting_write)
     reg.tag("m@1", n="after")
     # Two pages are committed on their own; the command folds the last 50 and decides in the third.
     assert commits == [250, 150, 50]

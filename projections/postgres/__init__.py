@@ -7,6 +7,7 @@ from typing import Any
 
 from .beside import beside
 from .fold import FoldStore
+from .prefetch import prefetch
 from .queries import (
     alias_history,
     aliases_of,
@@ -29,6 +30,7 @@ from .queries import (
     version_at,
     version_row,
     version_rows,
+    version_with_aliases,
     versions_at,
     words_rows,
 )
@@ -39,9 +41,9 @@ NAME = "postgresql"
 __all__ = [
     "NAME", "VERSION", "FoldStore", "alias_history", "beside", "aliases_of", "best_version", "connection_of", "create", "drop",
     "fold_store", "list_models", "model_exists", "model_row", "model_state_at", "models_at", "partial_folders",
-    "pending_positions", "purge_candidates", "purge_versions", "purged_live_versions", "ready_blobs",
+    "pending_positions", "prefetch", "purge_candidates", "purge_versions", "purged_live_versions", "ready_blobs",
     "referenced_digests", "request_position", "search_versions", "stored_version", "table_rows", "version_at",
-    "version_row", "version_rows", "versions_at", "words_rows",
+    "version_row", "version_rows", "version_with_aliases", "versions_at", "words_rows",
 ]
 
 

@@ -5,6 +5,7 @@ page costs a handful of round trips, whatever its length)."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextlib import nullcontext
 from typing import Any
 
 from projections.projector import (
@@ -185,7 +186,10 @@ class FoldStore:
     def write(self, changes: Changes) -> None:
         """One statement per table for the whole page (its rows as arrays), all in one pipeline."""
         conn = self.conn
-        with conn.pipeline():
+        # A command's inline fold runs in its batched transaction (``PostgresRecorder.write_batched``), already
+        # a pipeline: its writes then ride it and go out with the COMMIT (a nested pipeline would cost a
+        # round trip on entering and one on leaving).
+        with nullcontext() if conn.pgconn.pipeline_status else conn.pipeline():
             for name, (statement, kinds) in _STATEMENTS:
                 rows = getattr(changes, name)
                 if not rows:

@@ -40,6 +40,15 @@ def version_row(conn: Any, name: str, number: int) -> tuple | None:
                         (name, number)).fetchone()
 
 
+def version_with_aliases(conn: Any, name: str, number: int) -> tuple[tuple | None, dict[str, int]]:
+    """``version_row`` and ``aliases_of`` both sent before either is read: one round trip in a command's
+    batched transaction (a register's record, read before its COMMIT), two otherwise."""
+    version = conn.execute(f"SELECT {VERSION_COLUMNS} FROM versions WHERE name = %s AND version = %s",  # noqa: S608
+                           (name, number))
+    aliases = conn.execute("SELECT alias, version FROM aliases WHERE name = %s ORDER BY alias", (name,))
+    return version.fetchone(), dict(aliases.fetchall())
+
+
 def version_rows(conn: Any, name: str, *, include_deleted: bool = True) -> list[tuple]:
     sql = f"SELECT {VERSION_COLUMNS} FROM versions WHERE name = %s"  # noqa: S608
     if not include_deleted:

@@ -48,15 +48,24 @@ def tag(stream: str, n: int, key: str | None = None, **extra: Any) -> NewEvent:
                                        "tags": {"n": str(n)}, **extra}, meta=meta)
 
 
-def _writer(opener: Opener, worker: int, ready: Any, results: Any) -> None:
-    """One writer process: open the store, wait for the others, append its batches, report their positions."""
+def _writer(opener: Opener, worker: int, ready: Any, results: Any, path: str = "append") -> None:
+    """One writer process: open the store, wait for the others, append its batches, report their positions.
+    ``path``: ``append`` (``Recorder.append``) or ``write_batched`` (a command's transaction: the stream's
+    version and the head read in it, the append checked against the version read)."""
     try:
         recorder = opener()
         try:
             ready.wait(60)
             positions = []
             for b in range(BATCHES):
-                stored = recorder.append([tag(f"model-w{worker}", b * BATCH_SIZE + i) for i in range(BATCH_SIZE)])
+                batch = [tag(f"model-w{worker}", b * BATCH_SIZE + i) for i in range(BATCH_SIZE)]
+                if path == "append":
+                    stored = recorder.append(batch)
+                else:
+                    with recorder.write_batched() as tx:
+                        tx.prefetch(streams=[f"model-w{worker}"])
+                        at = tx.stream_version(f"model-w{worker}")
+                        stored = tx.append(batch, expected={f"model-w{worker}": at})
                 positions.append([e.position for e in stored])
             results.put((worker, recorder.registry_id, positions, None))
         finally:
@@ -134,17 +143,18 @@ class RecorderContract(ABC):
         assert recorder.stream_version("model-a") == 0
 
     # -- positions --------------------------------------------------------------------------------------
+    @pytest.mark.parametrize("path", ["append", "write_batched"])
     def test_positions_are_gapless_and_in_commit_order_under_writer_processes(
-        self, location: Location, recorder: Recorder
+        self, location: Location, recorder: Recorder, path: str
     ) -> None:
         """N processes append batches at once while this one tails the log: every batch gets consecutive
         positions, all batches together cover 1..total with no gap, and a reader following the log never
         sees a position before an earlier one is visible (which it would if positions were handed out in
-        another order than commits)."""
+        another order than commits). The same through a command's batched transaction."""
         ctx = multiprocessing.get_context("spawn")
         ready = ctx.Barrier(WRITERS + 1)
         results = ctx.Queue()
-        procs = [ctx.Process(target=_writer, args=(self.opener(location), w, ready, results), daemon=True)
+        procs = [ctx.Process(target=_writer, args=(self.opener(location), w, ready, results, path), daemon=True)
                  for w in range(WRITERS)]
         for p in procs:
             p.start()
@@ -231,6 +241,54 @@ class RecorderContract(ABC):
             again = tx.append([tag("model-c", 2)])
             assert (again[0].position, again[0].version) == (head + 3, 2)
         assert [e.to_json() for e in populated.read(since=head)] == [e.to_json() for e in [*stored, *again]]
+
+    def test_a_batched_write_has_the_guarantees_of_a_write(self, populated: Recorder) -> None:
+        """``write_batched`` (a command's transaction; PostgreSQL sends its statements in a pipeline): reads
+        see its own appends, a stale expected version (also one prefetched) appends nothing, an exception
+        rolls everything back without a gap, the key's first result comes back, and what returned is
+        committed."""
+        head = populated.head()
+        at_a, at_b = populated.stream_version("model-a"), populated.stream_version("model-b")
+        with populated.write_batched() as tx:
+            tx.prefetch(streams=["model-a", "model-c"], idempotency_key="k-b")
+            assert tx.head() == head
+            assert [e.position for e in tx.idempotent_result("k-b", "f") or []] == [3]
+            assert tx.stream_version("model-a") == at_a and tx.stream_version("model-c") == 0
+            stored = tx.append([tag("model-a", 40), tag("model-c", 1)], expected={"model-a": at_a, "model-c": 0})
+            assert tx.head() == head + 2 and tx.stream_version("model-c") == 1
+            assert [e.position for e in tx.read(since=head)] == [head + 1, head + 2]
+        assert [e.to_json() for e in populated.read(since=head)] == [e.to_json() for e in stored]
+        head += 2
+        for failure in (ConcurrencyError, RuntimeError):
+            with pytest.raises(failure), populated.write_batched() as tx:
+                tx.prefetch(streams=["model-b"])
+                assert tx.stream_version("model-b") == at_b
+                tx.append([tag("model-b", 41), tag("model-d", 1)], expected={"model-b": at_b - 1}
+                          if failure is ConcurrencyError else {"model-b": at_b})
+                raise RuntimeError("the command failed after appending")
+            assert populated.head() == head
+        with pytest.raises(ValidationError), populated.write_batched() as tx:
+            tx.append([tag("model-a", 42)])
+            tx.append([tag("model-a", 43, score=math.nan)])
+        assert populated.head() == head
+        assert [e.position for e in populated.append([tag("model-b", 41)], expected={"model-b": at_b})] == [head + 1]
+        assert verify_rows(populated.raw_rows()).ok
+
+    def test_a_batched_write_waits_for_the_lock_and_gives_up_with_a_store_error(
+        self, location: Location, populated: Recorder
+    ) -> None:
+        impatient = self.opener(location, lock_timeout=0.2)()
+        try:
+            head = populated.head()
+            with self.hold_write_lock(location):
+                with pytest.raises(StoreError, match="locked"), impatient.write_batched() as tx:
+                    tx.prefetch(streams=["model-a"])
+                    tx.append([tag("model-a", 71)])
+                assert impatient.head() == head
+            with impatient.write_batched() as tx:
+                assert tx.append([tag("model-a", 71)])[0].position == head + 1
+        finally:
+            impatient.close()
 
     def test_a_read_snapshot_does_not_see_later_commits(self, location: Location, populated: Recorder) -> None:
         head = populated.head()

@@ -226,3 +226,123 @@ def test_a_disabled_guard_is_reported_and_restored(url: str) -> None:
         assert recorder.guard_problems() == []
     finally:
         recorder.close()
+
+
+# -- the command's batched transaction (write_batched: pipeline mode from BEGIN to COMMIT) ------------------
+
+def test_a_statement_failing_in_a_batched_write_fails_the_commit_and_nothing_is_recorded(
+    recorder: PostgresRecorder,
+) -> None:
+    """A statement whose result nobody read fails at the server only when the batch is synced (here: the
+    COMMIT): still the project's error, nothing of the transaction is committed, and the pooled connection
+    serves the next command."""
+    recorder.append([tag("model-a", 1)])
+    with pytest.raises(StoreError) as info, recorder.write_batched() as tx:
+        tx.append([tag("model-a", 2)])
+        tx.connection.execute("INSERT INTO registry_meta (key, value) VALUES ('id', 'a second id')")
+    assert "\n" not in str(info.value) and "may or may not" not in str(info.value)
+    assert recorder.head() == 1
+    for _ in range(3):  # every pooled connection is usable again
+        with recorder.write_batched() as tx:
+            tx.append([tag("model-a", tx.head() + 1)])
+    assert recorder.head() == 4 and verify_rows(recorder.raw_rows()).ok
+
+
+def test_a_batched_write_replaces_connections_the_server_dropped_between_calls(
+    url: str, recorder: PostgresRecorder
+) -> None:
+    """A batched write sends its first statements without waiting, so a dead pooled connection is seen
+    before: a server restart between two commands costs a reconnection, not a failed command."""
+    for n in range(1, 4):
+        with recorder.write_batched() as tx:
+            tx.append([tag("model-a", n)])
+        assert _terminate(url) >= 1
+    assert recorder.head() == 3 and verify_rows(recorder.raw_rows()).ok
+
+
+class _RoundTrips:
+    """Counts the waits for the server's answer (``Connection.wait`` on a reply: a plain execute, a
+    pipeline's fetch, sync or exit) — as ``scripts/profile_pg.py`` does."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        wait = psycopg.Connection.wait
+
+        def counting(conn: psycopg.Connection, gen, *args, **kwargs):  # noqa: ANN001, ANN202
+            name = getattr(getattr(gen, "gi_code", None), "co_name", "")
+            pipeline = conn._pipeline
+            if name in ("_sync_gen", "_exit_gen") or (name == "_fetch_gen" and pipeline and pipeline.result_queue) \
+                    or (name not in ("_fetch_gen", "_enter_gen") and pipeline is None):
+                self.count += 1
+            return wait(conn, gen, *args, **kwargs)
+
+        monkeypatch.setattr(psycopg.Connection, "wait", counting)
+
+
+def test_a_tag_and_an_alias_move_take_two_round_trips(recorder: PostgresRecorder,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lock, the head, the stream's version and the model's state come back in one round trip; the
+    event, the catalog's rows and the COMMIT go in the other (13 and 14 before the batched transaction).
+    The commands still decide, append and project as before."""
+    from eventstore import commands as c
+    from eventstore.handler import execute
+    from projections.catalog import Catalog, CatalogProjection
+
+    projection = CatalogProjection(recorder)
+    meta = {"actor": "test"}
+    for n in range(3):
+        execute(recorder, projection, c.Register("m", {"source": f"s{n}", "digest": "sha256:" + f"{n}" * 64,
+                                                      "size": 1}), meta)
+    execute(recorder, projection, c.Tag("m@2", {"stage": "warm"}), meta)  # warm up the prepared statements
+    trips = _RoundTrips(monkeypatch)
+    execute(recorder, projection, c.Tag("m@2", {"stage": "test"}), meta)
+    assert trips.count == 2
+    trips.count = 0
+    execute(recorder, projection, c.AssignAlias("m@1", "production"), meta)
+    assert trips.count == 2
+    trips.count = 0
+    outcome = execute(recorder, projection, c.AssignAlias("m@production", "staging"), meta)
+    assert trips.count == 2 and outcome.version == 1
+    monkeypatch.undo()
+    catalog = Catalog(projection)
+    assert catalog.get("m@2").tags == {"stage": "test"}
+    assert catalog.get("m@production").version == 1 and catalog.get("m@staging").version == 1
+    with pytest.raises(Exception, match="no version 9"):
+        execute(recorder, projection, c.Tag("m@9", {"stage": "x"}), meta)
+    assert verify_rows(recorder.raw_rows()).ok
+
+
+def test_the_prefetched_rows_are_what_the_fold_store_loads(recorder: PostgresRecorder) -> None:
+    """A command's fold reads its model, versions, aliases and alias stack from the prefetch: the same rows,
+    in the same shapes, as the dialect's ``FoldStore`` loads (so a change to one shows here)."""
+    from eventstore import commands as c
+    from eventstore.handler import execute
+    from eventstore.state import Target
+    from projections.catalog import CatalogProjection
+    from projections.postgres import fold_store, prefetch
+
+    projection = CatalogProjection(recorder)
+    meta = {"actor": "test"}
+    for n in range(3):
+        execute(recorder, projection, c.Register("m", {"source": f"s{n}", "digest": "sha256:" + f"{n}" * 64,
+                                                      "size": 1}, tags={"t": str(n)}, params={"lr": n / 3}), meta)
+    execute(recorder, projection, c.AssignAlias("m@2", "production"), meta)
+    execute(recorder, projection, c.AssignAlias("m@3", "production"), meta)
+    execute(recorder, projection, c.RecordMetrics("m@3", {"acc": 0.5, "n": 1}), meta)
+    execute(recorder, projection, c.Delete("m@1"), meta)
+    targets = [Target("m", 1), Target("m", 3), Target("m", None, "production", "production"), Target("m"),
+               Target("m", None, None, "staging"), Target("nobody", 1)]
+    with recorder.write() as tx:
+        store = fold_store(tx.connection)
+        for target in targets:
+            pre = prefetch(tx.connection, target)
+            names = {target.name}
+            assert pre.fold_models(names) == store.load_models(names)
+            assert pre.fold_aliases(names) == [tuple(r) for r in store.load_aliases(names)]
+            known = [n for n in range(0, 6) if pre.knows_version(target.name, n)]
+            assert known, target
+            keys = {(target.name, n) for n in known}
+            assert pre.fold_versions(keys) == store.load_versions(keys)
+            if target.alias is not None:
+                stack = {(target.name, target.alias)}
+                assert pre.fold_tops(stack) == store.load_alias_tops(stack)

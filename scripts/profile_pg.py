@@ -1,0 +1,190 @@
+"""Where one command on PostgreSQL spends its time: round trips, statements and Python per command.
+
+    .venv/bin/python scripts/profile_pg.py [--ops N] [--cprofile] [tag|alias|register ...]
+
+For each command kind, on a fresh registry in a database with a random name on ``MLEDGER_BENCH_POSTGRES``
+(default ``postgresql://postgres@127.0.0.1:5432/postgres``), dropped afterwards, with a model of 10 versions:
+
+- ``round trips``: the times the client waited for the server's answer (a ``Connection.wait`` whose exchange
+  had to wait for the socket to become readable: a plain ``execute``, a pipeline's fetch or sync, a COMMIT);
+- ``statements``: the queries sent (``executemany`` counts each row's);
+- ``total`` (median µs per command, wall clock) and ``waiting`` (median µs per command spent in those
+  waits: the server's work plus the network; the rest is Python on this side);
+- with ``--trace``, one command's statements and where it waited;
+- with ``--cprofile``, the 25 functions with the most cumulative time over all the commands.
+
+A profile, not a benchmark: no baseline, and absolute times on a shared machine drift.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import os
+import pstats
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from _benchlib import add_repo_to_path  # noqa: E402
+
+add_repo_to_path()
+
+import psycopg  # noqa: E402
+from bench_pg import database  # noqa: E402
+
+from modelledger import Registry  # noqa: E402
+
+
+class Counter:
+    """Counts the client's round trips to the server and the statements sent, by wrapping
+    ``Connection.wait`` (every exchange with the server goes through it) and the cursor's send step."""
+
+    def __init__(self) -> None:
+        self.on = False
+        self.trips = 0
+        self.statements = 0
+        self.waiting = 0.0
+        self.trace: list[str] | None = None  # the statements and round trips of the commands, when asked
+        self._wait = psycopg.Connection.wait
+        self._send = psycopg.Cursor._maybe_prepare_gen
+
+    def install(self) -> None:
+        counter, wait, send = self, self._wait, self._send
+
+        def counting_wait(conn: Any, gen: Any, *args: Any, **kwargs: Any) -> Any:
+            if not counter.on:
+                return wait(conn, gen, *args, **kwargs)
+            trip = _is_round_trip(conn, gen)
+            start = time.perf_counter()
+            try:
+                return wait(conn, gen, *args, **kwargs)
+            finally:
+                if trip:
+                    counter.trips += 1
+                    counter.waiting += time.perf_counter() - start
+                    if counter.trace is not None:
+                        counter.trace.append("  -- round trip")
+
+        def counting_send(cursor: Any, pgq: Any, *args: Any, **kwargs: Any) -> Any:
+            if counter.on:
+                counter.statements += 1
+                if counter.trace is not None:
+                    counter.trace.append(bytes(pgq.query).decode()[:100])
+            return send(cursor, pgq, *args, **kwargs)
+
+        psycopg.Connection.wait = counting_wait  # type: ignore[method-assign]
+        psycopg.Cursor._maybe_prepare_gen = counting_send  # type: ignore[method-assign]
+
+    def uninstall(self) -> None:
+        psycopg.Connection.wait = self._wait  # type: ignore[method-assign]
+        psycopg.Cursor._maybe_prepare_gen = self._send  # type: ignore[method-assign]
+
+
+def _is_round_trip(conn: Any, gen: Any) -> bool:
+    """Whether this exchange waits for the server's answer: outside pipeline mode every one does; in it,
+    sending does not, and a fetch of pending results, a sync and leaving the pipeline do."""
+    name = getattr(getattr(gen, "gi_code", None), "co_name", "")
+    pipeline = conn._pipeline
+    if name == "_fetch_gen":
+        return bool(pipeline and pipeline.result_queue)
+    if name in ("_sync_gen", "_exit_gen"):
+        return True
+    if name in ("_enter_gen",):
+        return False
+    return pipeline is None
+
+
+def _op(kind: str, reg: Registry, folder: str, ops: int) -> Callable[[int], object]:
+    if kind == "tag":
+        return lambda i: reg.tag("m@5", {"run": str(i)})
+    if kind == "alias":
+        return lambda i: reg.alias(f"m@{1 + i % 9}", "production")
+    files = []
+    for i in range(ops):
+        files.append(os.path.join(folder, f"new-{i}.bin"))
+        Path(files[-1]).write_bytes(b"PROFILE " + os.urandom(400))
+    return lambda i: reg.register("m", artifact=files[i])
+
+
+def profile(kind: str, ops: int, counter: Counter, cprof: cProfile.Profile | None,
+            trace: bool = False) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as d, database("mledger_profile") as url:
+        home = os.path.join(d, "home")
+        reg = Registry.open(home=home, broker="embedded", actor="profile", database=url,
+                            artifacts=os.path.join(d, "store"))
+        try:
+            for i in range(10):
+                src = os.path.join(d, f"v{i}.bin")
+                Path(src).write_bytes(b"PROFILE " + os.urandom(400))
+                reg.register("m", artifact=src)
+            op = _op(kind, reg, d, ops)
+            for i in range(min(20, ops)):  # warm up (prepared statements, caches)
+                op(i)
+            op = _op(kind, reg, d, ops) if kind == "register" else op
+            if trace:
+                counter.trace, counter.on = [], True
+                op(ops - 1)
+                counter.on = False
+                print(f"{kind}, one command:\n  " + "\n  ".join(counter.trace))
+                counter.trace = None
+            totals, trips, statements, waits = [], [], [], []
+            for i in range(ops):
+                counter.trips = counter.statements = 0
+                counter.waiting = 0.0
+                counter.on = True
+                if cprof is not None:
+                    cprof.enable()
+                start = time.perf_counter()
+                op(i)
+                end = time.perf_counter()
+                if cprof is not None:
+                    cprof.disable()
+                counter.on = False
+                totals.append(end - start)
+                trips.append(counter.trips)
+                statements.append(counter.statements)
+                waits.append(counter.waiting)
+        finally:
+            reg.close()
+    return {"round trips": statistics.mean(trips), "statements": statistics.mean(statements),
+            "total µs": statistics.median(totals) * 1e6, "waiting µs": statistics.median(waits) * 1e6}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("kinds", nargs="*", help="tag, alias and/or register (default: all three)")
+    parser.add_argument("--ops", type=int, default=300, help="commands per kind (default 300)")
+    parser.add_argument("--cprofile", action="store_true", help="also print the top functions (cProfile)")
+    parser.add_argument("--trace", action="store_true", help="also print one command's statements and round trips")
+    args = parser.parse_args(argv)
+    unknown = [k for k in args.kinds if k not in ("tag", "alias", "register")]
+    if unknown:
+        parser.error(f"unknown command kind {unknown[0]!r}: choose tag, alias or register")
+    counter = Counter()
+    counter.install()
+    print(f"loadavg {os.getloadavg()}")
+    try:
+        for kind in args.kinds or ["tag", "alias", "register"]:
+            cprof = cProfile.Profile() if args.cprofile else None
+            got = profile(kind, args.ops, counter, cprof, args.trace)
+            print(f"{kind}: " + ", ".join(f"{k} {v:,.1f}" for k, v in got.items()) + f"  (over {args.ops})")
+            if cprof is not None:
+                stats = pstats.Stats(cprof)
+                stats.sort_stats("cumulative").print_stats(25)
+                stats.sort_stats("tottime").print_stats(25)
+    finally:
+        counter.uninstall()
+    print(f"loadavg {os.getloadavg()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
