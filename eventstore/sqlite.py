@@ -138,6 +138,46 @@ def _read_only(folder: Path) -> bool:
         return False
 
 
+def cannot_write(path: Path) -> bool:
+    """Whether an existing registry file can only be read here: its folder is on a read-only mount, or this
+    user may not write the file or its folder (SQLite's WAL needs to create ``-wal`` and ``-shm`` beside it).
+    ``os.access`` answers for the real user, and a read-only mount stops root too."""
+    return path.is_file() and (_read_only(path.parent) or not os.access(path, os.W_OK))
+
+
+def open_read_only(path: Path, timeout: float) -> sqlite3.Connection:
+    """A connection that can only read ``path`` (``mode=ro``: SQLite refuses every write on it).
+
+    A WAL database needs its ``-shm`` index to be read: ``mode=ro`` uses it when it exists (a writer elsewhere
+    has the file open, or left it), and then sees every commit, the WAL's included. A registry closed cleanly
+    has no ``-wal`` and no ``-shm`` (the last writer checkpointed everything into the file), and a folder that
+    cannot be written cannot get a ``-shm``: that file is then opened ``immutable`` — read as it is, without
+    locks, which is exact because nothing waits in a WAL. (A writer reaching the same file through another,
+    writable path while this reads is not seen: a read-only home is read as it stood.) A ``-wal`` without its
+    ``-shm`` may hold commits that are not in the file yet: refused, with what to do."""
+    uri = path.resolve().as_uri()
+    conn = None
+    try:
+        conn = sqlite3.connect(uri + "?mode=ro", uri=True, isolation_level=None, timeout=timeout,
+                               check_same_thread=False)
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # the file is opened on first use
+        return conn
+    except sqlite3.OperationalError:
+        if conn is not None:
+            conn.close()
+        wal = Path(str(path) + "-wal")
+        if wal.exists() and wal.stat().st_size > 0:
+            raise StoreError(f"the registry {path} is read-only here and its write-ahead log ({wal.name}) holds "
+                             "changes not yet in the database file, which SQLite cannot read without creating "
+                             f"{path.name}-shm: open it once where it can be written (any command), then read it "
+                             "here") from None
+        try:
+            return sqlite3.connect(uri + "?mode=ro&immutable=1", uri=True, isolation_level=None, timeout=timeout,
+                                   check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise translate(exc) from None
+
+
 
 
 
@@ -257,7 +297,10 @@ class SQLiteRecorder(Recorder):
 
     dialect = "sqlite"
 
-    def __init__(self, path: str | os.PathLike[str], *, synchronous: str | None = None, timeout: float = 30.0):
+    def __init__(self, path: str | os.PathLike[str], *, synchronous: str | None = None, timeout: float = 30.0,
+                 read_only: bool | None = None):
+        """``read_only``: open the file only to read it (never create, migrate or write); None (the default):
+        so when this user cannot write it (``cannot_write``: a read-only mount, another user's home)."""
         self.path = Path(path)
         mode = (synchronous or os.environ.get("MLEDGER_SYNCHRONOUS") or "FULL").upper()
         if mode not in SYNCHRONOUS_MODES:
@@ -267,6 +310,10 @@ class SQLiteRecorder(Recorder):
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self.read_only = cannot_write(self.path) if read_only is None else read_only
+        if self.read_only:
+            self._open_read_only()
+            return
         try:
             # Private unless shared (eventstore/permissions.py): made here with explicit modes, so SQLite's own
             # 0644 & ~umask never applies; it gives -wal and -shm the database file's mode.
@@ -296,9 +343,41 @@ class SQLiteRecorder(Recorder):
         except sqlite3.Error as exc:
             raise translate(exc) from None
 
+    def _open_read_only(self) -> None:
+        """Open an existing registry to read it: nothing is created, migrated or written (``write`` refuses)."""
+        if not self.path.is_file():
+            raise StoreError(f"there is no registry at {self.path} to read")
+        try:
+            conn = self.connection()
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'").fetchone() is None:
+                raise StoreError(f"{self.path} holds no registry (and is read-only here, so none can be made)")
+            row = conn.execute("SELECT value FROM registry_meta WHERE key = 'id'").fetchone()
+            if row is None:
+                raise StoreError(f"{self.path} holds a registry without its id (and is read-only here)")
+            self.registry_id = row[0]
+            problems = guard_problems_of(conn)
+        except sqlite3.Error as exc:
+            raise translate(exc) from None
+        # Appends are refused anyway; a changed guard is still named by ``audit`` (guard_problems).
+        self._refusal = guard_refusal(problems)
+
+    def _refuse_write(self) -> StoreError:
+        return StoreError(f"the registry database {self.path} is read-only here (opened read-only: this user "
+                          "cannot write it or its folder); reads work, writes need a writable home")
+
     # -- connections -------------------------------------------------------------------------------
     def connection(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
+        if conn is None and self.read_only:
+            conn = open_read_only(self.path, self.timeout)
+            try:
+                conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+            except sqlite3.Error as exc:
+                conn.close()
+                raise translate(exc) from None
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
         if conn is None:
             try:
                 conn = sqlite3.connect(self.path, isolation_level=None, timeout=self.timeout, check_same_thread=False)
@@ -336,6 +415,8 @@ class SQLiteRecorder(Recorder):
 
     @contextmanager
     def write(self) -> Iterator[SQLiteTransaction]:
+        if self.read_only:
+            raise self._refuse_write()
         conn = self.connection()
         if conn.in_transaction:
             raise StoreError("nested write transaction on the same connection")
@@ -434,6 +515,8 @@ class SQLiteRecorder(Recorder):
             raise translate(exc) from None
 
     def restore_guards(self) -> list[GuardProblem]:
+        if self.read_only:
+            raise self._refuse_write()
         conn = self.connection()
         try:
             with self._immediate(conn):

@@ -23,6 +23,7 @@ is checked while the event is folded, before anything is written, so a refused p
 
 from __future__ import annotations
 
+import json
 import posixpath
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,18 @@ from .search import entity_tokens
 
 CHECKPOINT = "catalog"
 INT64 = (-(2**63), 2**63 - 1)
+_quote = json.encoder.encode_basestring  # json's own quoting of a str (``canonical_json`` of text is this)
+
+
+def _scalar(value: Any) -> str:
+    """``canonical_json`` of one value, with a short way for the two kinds every state holds (a whole number,
+    text): the encoder's general path costs ~1 µs per call, and a state has several scalars per event."""
+    kind = type(value)
+    if kind is int:
+        return int.__repr__(value)  # what json writes for an int
+    if kind is str:
+        return _quote(value)
+    return canonical_json(value)
 
 
 # -- the working set -------------------------------------------------------------------------------------
@@ -46,7 +59,8 @@ class ModelRow:
 
     __slots__ = ("name", "stream_version", "description", "tags", "deleted", "latest", "last_version",
                  "created_at", "created_by", "updated_at", "version_count", "deleted_at",
-                 "new", "words", "aliases", "original_tags", "original_aliases")
+                 "new", "words", "aliases", "original_tags", "original_aliases",
+                 "_tags_of", "_tags_json", "_state_key", "_state_aliases", "_state_mid", "_state_tail")
 
     def __init__(self, values: Sequence[Any], aliases: dict[str, int], *, new: bool = False) -> None:
         (self.name, self.stream_version, self.description, self.tags, self.deleted, self.latest, self.last_version,
@@ -56,22 +70,41 @@ class ModelRow:
         self.aliases = aliases
         self.original_tags: dict[str, str] = {} if new else dict(self.tags)
         self.original_aliases: dict[str, int] = dict(aliases)
+        self._tags_of: Any = None
+        self._state_key: Any = None
+
+    def tags_json(self) -> str:
+        """The tags as canonical JSON, encoded again only when the handlers replaced them (they never change a
+        tags dict in place): a model's tags change far less often than its stream version."""
+        if self._tags_of is not self.tags:
+            self._tags_of, self._tags_json = self.tags, canonical_json(self.tags)
+        return self._tags_json
 
     def values(self) -> tuple[Any, ...]:
-        return (self.name, self.stream_version, self.description, canonical_json(self.tags), self.deleted,
+        return (self.name, self.stream_version, self.description, self.tags_json(), self.deleted,
                 self.latest, self.last_version, self.created_at, self.created_by, self.updated_at,
                 self.version_count, self.deleted_at)
 
     def mutable(self) -> tuple[Any, ...]:
         """``MODEL_MUTABLE`` then the name (an UPDATE's parameters)."""
-        return (self.stream_version, canonical_json(self.tags), self.deleted, self.latest, self.last_version,
+        return (self.stream_version, self.tags_json(), self.deleted, self.latest, self.last_version,
                 self.updated_at, self.version_count, self.deleted_at, self.name)
 
     def state(self) -> str:
-        """The ``model_states`` entry: the MODEL_COLUMNS after the name (tags nested), then the aliases."""
-        return canonical_json([self.stream_version, self.description, self.tags, self.deleted, self.latest,
-                               self.last_version, self.created_at, self.created_by, self.updated_at,
-                               self.version_count, self.aliases])
+        """The ``model_states`` entry: the MODEL_COLUMNS after the name (tags nested), then the aliases —
+        ``canonical_json`` of that list, byte for byte. One is written after every event of the model, and
+        most events change only its stream version and time: the rest is encoded again only when it changed
+        (every value here is text, a whole number or None, so equal values encode equally). Profiled on a
+        30,000-event rebuild, encoding the states was 13 % of the fold."""
+        key = (self.description, self.tags_json(), self.deleted, self.latest, self.last_version,
+               self.version_count)
+        if key != self._state_key or self.aliases != self._state_aliases:
+            self._state_key, self._state_aliases = key, dict(self.aliases)
+            self._state_mid = ",".join((_scalar(self.description), key[1], _scalar(self.deleted),
+                                        _scalar(self.latest), _scalar(self.last_version),
+                                        _scalar(self.created_at), _scalar(self.created_by)))
+            self._state_tail = f"{_scalar(self.version_count)},{canonical_json(self.aliases)}]"
+        return f"[{_scalar(self.stream_version)},{self._state_mid},{_scalar(self.updated_at)},{self._state_tail}"
 
 
 MODEL_FIELDS = ModelRow.__slots__[:12]
@@ -84,7 +117,8 @@ class VersionRow:
 
     __slots__ = ("name", "version", "parent", "status", "deleted", "description", "params", "structure",
                  "optimizer", "tags", "metrics", "artifact", "created_at", "created_by", "position", "deleted_at",
-                 "requested_at", "new", "dirty", "words", "files", "original_tags", "original_metrics")
+                 "requested_at", "new", "dirty", "words", "files", "original_tags", "original_metrics",
+                 "_json_of", "_json")
 
     def __init__(self, values: Sequence[Any], *, new: bool = False) -> None:
         (self.name, self.version, self.parent, self.status, self.deleted, self.description, self.params,
@@ -96,6 +130,25 @@ class VersionRow:
         self.files = new  # files and blob_refs must be rewritten from the artifact
         self.original_tags: dict[str, str] = {} if new else dict(self.tags)
         self.original_metrics: dict[str, Any] = {} if new else dict(self.metrics)
+        self._json_of: list[Any] = [None, None, None]  # the tags, metrics, artifact last encoded (held: ids stay)
+        self._json: list[str] = ["", "", ""]
+
+    def _encoded(self, i: int, value: Any) -> str:
+        """``value`` (the tags, metrics or artifact: ``i`` 0, 1, 2) as canonical JSON, encoded again only when the
+        handlers replaced it (they never change these dicts in place). A version's tags, metrics and artifact
+        go into its row and into its states; a page encodes each once, not once per event and row."""
+        if self._json_of[i] is not value:
+            self._json_of[i], self._json[i] = value, canonical_json(value)
+        return self._json[i]
+
+    def tags_json(self) -> str:
+        return self._encoded(0, self.tags)
+
+    def metrics_json(self) -> str:
+        return self._encoded(1, self.metrics)
+
+    def artifact_json(self) -> str:
+        return self._encoded(2, self.artifact)
 
     @classmethod
     def loaded(cls, values: Sequence[Any]) -> VersionRow:
@@ -106,17 +159,18 @@ class VersionRow:
 
     def mutable(self) -> tuple[Any, ...]:
         """``VERSION_MUTABLE`` then the key (an UPDATE's parameters)."""
-        return (self.status, self.deleted, canonical_json(self.tags), canonical_json(self.metrics),
-                canonical_json(self.artifact), self.deleted_at, self.requested_at, self.name, self.version)
+        return (self.status, self.deleted, self.tags_json(), self.metrics_json(), self.artifact_json(),
+                self.deleted_at, self.requested_at, self.name, self.version)
 
     def values(self) -> tuple[Any, ...]:
         return (self.name, self.version, self.parent, self.status, self.deleted, self.description,
                 canonical_json(self.params), canonical_json(self.structure), canonical_json(self.optimizer),
-                canonical_json(self.tags), canonical_json(self.metrics), canonical_json(self.artifact),
+                self.tags_json(), self.metrics_json(), self.artifact_json(),
                 self.created_at, self.created_by, self.position, self.deleted_at, self.requested_at)
 
     def state(self) -> str:
-        return canonical_json([self.status, self.deleted, self.tags, self.metrics])
+        """``canonical_json([status, deleted, tags, metrics])``, byte for byte, from the cached pieces."""
+        return f"[{_scalar(self.status)},{_scalar(self.deleted)},{self.tags_json()},{self.metrics_json()}]"
 
 
 VERSION_FIELDS = VersionRow.__slots__[:17]
@@ -217,20 +271,6 @@ class Fold:
         if key not in self.stacks:
             self.stacks[key] = AliasStack(0)
         return self.stacks[key]
-
-    # -- the temporal states ------------------------------------------------------------------------
-    def snapshot(self, position: int, name: Any, number: Any, artifact_changed: bool) -> None:
-        """Record the state after this event of the model it concerns and, if any, of the version."""
-        model = self.model(name)
-        if model is None:
-            return
-        self.out.model_states.append((model.name, position, model.state()))
-        version = self.version(name, number)
-        if version is not None:
-            self.out.version_states.append((version.name, version.version, position, version.state()))
-            if artifact_changed:
-                self.out.artifact_states.append((version.name, version.version, position,
-                                                 canonical_json(version.artifact)))
 
     # -- the result ---------------------------------------------------------------------------------
     def changes(self, position: int) -> Changes:
@@ -573,6 +613,8 @@ def fold(store: Any, events: Iterable[StoredEvent], start: int) -> int:
     if not page:
         return position
     f = Fold(store, page)
+    models, versions, out = f.models, f.versions, f.out
+    model_states, version_states, artifact_states = out.model_states, out.version_states, out.artifact_states
     for e in page:
         if e.position != position + 1:
             raise StoreError(f"projection gap: at {position}, next event is {e.position}")
@@ -580,12 +622,21 @@ def fold(store: Any, events: Iterable[StoredEvent], start: int) -> int:
         try:
             if handler is not None:
                 handler(f, e)
+            # The temporal states after the event: the model it concerns and, if it changed one, the version
+            # (its artifact too when that changed). Inlined here: this runs once per event.
             d = e.data
-            model = f.model(d.get("name"))
+            name = d.get("name")
+            model = models.get(name) if isinstance(name, str) else None
             if model is not None:
                 model.stream_version, model.updated_at = e.version, e.recorded_at
-            f.snapshot(e.position, d.get("name"), None if e.type in _VERSION_UNCHANGED else d.get("version"),
-                       e.type in _ARTIFACT_CHANGING)
+                model_states.append((name, e.position, model.state()))
+                if e.type not in _VERSION_UNCHANGED:
+                    number = d.get("version")
+                    version = versions.get((name, number)) if _is_int(number) else None
+                    if version is not None:
+                        version_states.append((name, number, e.position, version.state()))
+                        if e.type in _ARTIFACT_CHANGING:
+                            artifact_states.append((name, number, e.position, version.artifact_json()))
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             # Only an event outside the shapes ``eventstore.schemas`` accepts gets here — one appended around
             # ``append_batch``'s check (a log written before it, or by hand): say which.

@@ -94,11 +94,16 @@ def list_models(conn: Any, *, words: Sequence[str] | None, tags: Mapping[str, st
         where.append("NOT m.deleted")
     if words is not None:
         q = ts_query(words)
+        # A version's words hold its model's name, so a word of a name matches every version of the model
+        # (10,678 at 1,000,000 events for 'model-05'): models that match by their own words are left out of the
+        # version branch before its join checks that the version is live (EXPLAIN ANALYZE at 1,000,000
+        # events: 41k buffer hits and ~60 % of the query's time went to that join).
         where.append(
             "(m.name IN (SELECT name FROM model_search WHERE words @@ %s::tsquery)"
             " OR m.name IN (SELECT v.name FROM version_search s JOIN versions v ON v.name = s.name"
-            " AND v.version = s.version WHERE s.words @@ %s::tsquery AND NOT v.deleted))")
-        params += [q, q]
+            " AND v.version = s.version WHERE s.words @@ %s::tsquery AND NOT v.deleted"
+            " AND s.name NOT IN (SELECT name FROM model_search WHERE words @@ %s::tsquery)))")
+        params += [q, q, q]
     for key, value in tags.items():
         where.append(
             "EXISTS (SELECT 1 FROM tags t LEFT JOIN versions v ON v.name = t.name AND v.version = t.version"
@@ -197,13 +202,25 @@ def versions_at(conn: Any, name: str, position: int) -> list[tuple]:
     return conn.execute(_PAST_VERSIONS + " ORDER BY v.version", (position, position, name, position)).fetchall()
 
 
-def models_at(conn: Any, position: int) -> Iterator[tuple[str, Any]]:
-    rows = conn.execute(
-        "SELECT m.name, (SELECT state FROM model_states s WHERE s.name = m.name AND s.position <= %s"
-        " ORDER BY s.position DESC LIMIT 1) FROM models m ORDER BY m.name", (position,)).fetchall()
-    for name, state in rows:
-        if state is not None:
-            yield name, state
+_MODELS_AT = ("SELECT m.name, (SELECT state FROM model_states s WHERE s.name = m.name AND s.position <= %s"
+              " ORDER BY s.position DESC LIMIT 1) FROM models m WHERE m.name > %s ORDER BY m.name LIMIT %s")
+
+
+def models_at(conn: Any, position: int, batch: int = 100) -> Iterator[tuple[str, Any]]:
+    """(name, state as of ``position``) of every model, by name, read lazily: a batch of models at a time (by
+    key, along ``models_pkey``), so a caller that stops early (``list(limit=100)``) pays one index probe into
+    ``model_states`` per model it reads, not one per model of the registry. Reading all 1,000 models' states
+    up front made ``list --as-of`` 2.5x slower at 1,000,000 events than at 10,000 (cold index pages)."""
+    after = ""  # before every name: names are never empty, and ``name`` compares as bytes (COLLATE "C")
+    while True:
+        rows = conn.execute(_MODELS_AT, (position, after, batch)).fetchall()
+        for name, state in rows:
+            if state is not None:
+                yield name, state
+        if len(rows) < batch:
+            return
+        after = rows[-1][0]
+        batch = min(batch * 4, 2_000)
 
 
 # -- gc and audit ------------------------------------------------------------------------------------------------

@@ -4,9 +4,12 @@ Tests run as root, and chmod does not stop root, so the faults are real mounts: 
 registry home, and small tmpfs mounts that fill up (where ``mount`` is refused the tests are ``unavailable``:
 they fail in CI and skip, with the reason, elsewhere).
 
-- Read-only home: every command (write or read) fails with one line; the registry seen read-write
-  afterwards is exactly what it was (same head, chain verifies, audit passes). The line says that the home
-  is read-only.
+- Read-only home (issue 10, point 6): every read (`show`, `list`, `log`, `history`, `diff`, `best`,
+  `--as-of`) answers exactly what it answers on the writable home, and `audit` passes; every write fails with
+  one line saying the home is read-only (exit 5). Nothing is created beside the file; the registry seen
+  read-write afterwards is exactly what it was (same head, chain verifies, audit passes). Both ways SQLite
+  reads a WAL file without writing: a home closed cleanly (no ``-wal``/``-shm``: opened ``immutable``) and one
+  a writer holds open elsewhere (``-shm`` present: ``mode=ro`` sees its commits, even one made after).
 - Disk full, artifact store: the artifact store (MLEDGER_ARTIFACTS) on a 3 MiB tmpfs, registering new
   256 KiB artifacts until the disk is full: the command fails with one line, no temp file or partial blob
   is left, the log verifies; after the tmpfs is grown, the catalog equals a rebuild and registering works.
@@ -17,6 +20,7 @@ they fail in CI and skip, with the reason, elsewhere).
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -32,9 +36,13 @@ from reliability_support import (
     verify_log,
 )
 
-READ_COMMANDS = [["list"], ["show", "m"], ["history", "m"], ["log"], ["audit"]]
+READ_COMMANDS = [["list"], ["list", "--search", "m", "--tag", "team=x"], ["show", "m"], ["show", "m@1"],
+                 ["show", "m@prod"], ["history", "m"], ["history", "m@2"], ["log"], ["diff", "m@1", "m@2"],
+                 ["best", "m", "--metric", "acc"], ["show", "m", "--as-of", "#3"], ["list", "--as-of", "#2"],
+                 ["diff", "m@1", "m@2", "--as-of", "#4"]]
 WRITE_COMMANDS = [["tag", "m", "a=b"], ["alias", "m", "prod"], ["delete", "m@1"], ["register", "m", "--artifact",
-                                                                                    "ART"]]
+                                                                                    "ART"],
+                  ["projections", "rebuild"], ["audit", "--restore-guards"]]
 
 
 def _seed(home: Path, art: Path) -> None:
@@ -42,8 +50,10 @@ def _seed(home: Path, art: Path) -> None:
 
     with Registry.open(home, actor="seed") as reg:
         v = reg.register("m", artifact=str(art), params={"lr": 0.1})
-        reg.update(v, params={"lr": 0.2})
+        v2 = reg.update(v, params={"lr": 0.2})
         reg.tag("m", {"team": "x"})
+        reg.metrics(v2, {"acc": 0.9})
+        reg.alias(v2, "prod")
 
 
 @pytest.fixture
@@ -56,22 +66,68 @@ def read_only_home(tmp_path: Path, read_only_view) -> tuple[Path, Path, Path]:
     return home, read_only_view(home), art
 
 
-def test_read_only_home_one_line_errors_and_no_change(read_only_home, figures) -> None:
+def _close_cleanly(db: Path) -> None:
+    """Open and close ``db`` read-write: the last connection to close checkpoints and removes -wal and -shm
+    (``raw_rows``' read-only connection leaves them)."""
+    conn = sqlite3.connect(db)
+    conn.execute("SELECT count(*) FROM events").fetchone()
+    conn.close()
+
+
+def _answers(env: dict[str, str]) -> list[str]:
+    out = []
+    for argv in READ_COMMANDS:
+        done = run_cli(env, *argv, "--json")
+        assert done.returncode == 0, (argv, done.returncode, done.stderr)
+        out.append(done.stdout)
+    return out
+
+
+def test_read_only_home_reads_answer_and_writes_refused(read_only_home, figures) -> None:
     home, view, art = read_only_home
+    expected = _answers(child_env(home))  # the same questions where the home can be written
     head_rows = raw_rows(home / "registry.db")
+    _close_cleanly(home / "registry.db")
+    files = sorted(p.name for p in home.iterdir())
+    assert files == ["registry.db"]  # no -wal, no -shm: the view can only open the file immutable
     env = child_env(view)
-    for argv in WRITE_COMMANDS + READ_COMMANDS:
+    assert _answers(env) == expected
+    figures.add("disk: reads answered on a read-only home", len(READ_COMMANDS))
+    done = run_cli(env, "audit", "--deep", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["ok"] is True
+    for argv in WRITE_COMMANDS:
         argv = [str(art) if a == "ART" else a for a in argv]
         done = run_cli(env, *argv)
-        assert_one_line_error(done)
+        line = assert_one_line_error(done)
+        assert "read-only" in line.lower() or "read only" in line.lower(), (argv, line)
         assert done.returncode == 5, (argv, done.returncode, done.stderr)
-        figures.add("disk: commands refused on a read-only home", 1)
+        figures.add("disk: writes refused on a read-only home", 1)
+    assert sorted(p.name for p in home.iterdir()) == files  # nothing made beside the file either
     assert raw_rows(home / "registry.db") == head_rows
     verify_log(home / "registry.db")
     from modelledger import Registry
 
     with Registry.open(home, actor="checker") as reg:
         assert reg.audit().ok
+
+
+def test_read_only_home_sees_a_live_writer(read_only_home) -> None:
+    """A writer holds the home open elsewhere (its ``-wal`` and ``-shm`` exist): the read-only view reads
+    through them, including a commit made after the view was first read."""
+    home, view, _ = read_only_home
+    from modelledger import Registry
+
+    with Registry.open(home, actor="writer") as writer:
+        writer.tag("m", {"live": "1"})
+        assert (home / "registry.db-shm").exists()
+        with Registry.open(view, actor="reader") as reader:
+            assert reader.recorder.read_only
+            assert reader.get("m").tags.get("live") is None  # a version's tags; the model's follow
+            assert reader.model("m").tags["live"] == "1"
+            writer.tag("m", {"live": "2"})
+            assert reader.model("m").tags["live"] == "2"
+            assert reader.recorder.head() == writer.recorder.head()
 
 
 def test_read_only_home_error_says_read_only(read_only_home) -> None:

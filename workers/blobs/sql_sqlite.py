@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from pathlib import Path
 from typing import Any
+
+from eventstore.sqlite import cannot_write, open_read_only
 
 PARALLEL = False  # one writer at a time per file: threads would only queue for the lock
 
@@ -36,7 +39,10 @@ def binary(data: bytes) -> Any:
 
 
 def connect(url: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(path_of(url), isolation_level=None, timeout=30.0, check_same_thread=False)
+    path = Path(path_of(url))
+    if cannot_write(path):  # a read-only home: its blobs can be read (pull, audit --deep), nothing written
+        return open_read_only(path, 30.0)
+    conn = sqlite3.connect(path, isolation_level=None, timeout=30.0, check_same_thread=False)
     conn.execute("PRAGMA busy_timeout = 30000")
     if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
         conn.execute("PRAGMA journal_mode = WAL")
