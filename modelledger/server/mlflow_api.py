@@ -132,7 +132,8 @@ def model_version(reg: Registry, v: VersionRecord, *, aliases: bool = True) -> d
     }
     if v.status == "failed" and v.artifact.get("error"):
         out["status_message"] = v.artifact["error"]
-    return {k: val for k, val in out.items() if val not in ("", None, [])}
+    # MLflow's server sends a version's description and run id even when empty (``""``, not absent).
+    return {k: val for k, val in out.items() if val not in ("", None, []) or k in ("description", "run_id")}
 
 
 def _latest_per_stage(m: ModelRecord, stages: list[str] | None = None) -> list[VersionRecord]:

@@ -1,18 +1,25 @@
 """MLflow's own client against `mledger serve`: the registry calls behave as MLflow's do.
 
 Every call is made twice in the same test — once through ``MlflowClient(registry_uri=<our server>)``, once
-through ``MlflowClient(registry_uri=sqlite:///...)``, i.e. MLflow's own registry code — and the results are
-compared field by field, except the documented differences (times, who, stage = alias)."""
+through ``MlflowClient(registry_uri=<a real mlflow server>)`` (``mlflow server`` started by the
+``mlflow_server`` fixture: SQLite backend store, local artifact root, a free port) — and the results are
+compared field by field, except the documented differences (docs/mlflow.md: times, who, stage = alias)."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+from services import AWS_VARS, reap, subprocess_env, unavailable, wait_for
 
 mlflow = pytest.importorskip("mlflow", reason="the mlflow extra is not installed")
 
@@ -42,13 +49,59 @@ def _fields(entity) -> dict:
     return out
 
 
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real ``mlflow server`` (the full ``mlflow`` package of the test extra: mlflow-skinny has the server's
+    code but not its dependencies): SQLite backend store, local artifact root, a free port. Shared by this
+    module's tests, which use distinct model names. Missing under CI=true: the test fails, never skips."""
+    try:
+        importlib.metadata.version("mlflow")
+    except importlib.metadata.PackageNotFoundError:
+        unavailable("the full mlflow package (`mlflow server`; pip install 'modelledger[test]')")
+    root = tmp_path_factory.mktemp("mlflow-server")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = subprocess_env()
+    for var in (*AWS_VARS, "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_TRACKING_TOKEN"):
+        env.pop(var, None)
+    log = open(root / "server.log", "wb")  # noqa: SIM115 - closed below, after the process
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+         "--default-artifact-root", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"],
+        cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"mlflow server exited: {(root / 'server.log').read_text()[-3000:]}")
+        try:
+            return httpx.get(f"{url}/health", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        # It starts in ~11 s on a loaded 2-core machine (its migrations, then uvicorn).
+        wait_for(up, 120, "mlflow server to answer", interval=0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            pass
+        reap(proc)
+        log.close()
+
+
 @pytest.fixture
-def clients(tmp_path: Path, home: Path, tokens, start_server, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch):
-    """Our server and MLflow's own SQLite store; versions' sources live on S3 (moto), which the operator
-    allowed the server to fetch from (``MLEDGER_SOURCES``): a server never reads a path a client names."""
+def clients(tmp_path: Path, home: Path, tokens, start_server, moto_endpoint: str, mlflow_server: str,
+            monkeypatch: pytest.MonkeyPatch):
+    """Our server and a real MLflow server; versions' sources live on S3 (moto), which the operator
+    allowed our server to fetch from (``MLEDGER_SOURCES``): a server never reads a path a client names."""
     import fsspec
     import s3fs
-    from services import AWS_VARS
 
     for var in AWS_VARS:
         monkeypatch.delenv(var, raising=False)
@@ -64,8 +117,7 @@ def clients(tmp_path: Path, home: Path, tokens, start_server, moto_endpoint: str
     monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", tokens["writer"])
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     ours = MlflowClient(tracking_uri=server.url, registry_uri=server.url)
-    theirs_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    theirs = MlflowClient(tracking_uri=theirs_uri, registry_uri=theirs_uri)
+    theirs = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
     return ours, theirs, sources, server
 
 
