@@ -348,3 +348,38 @@ def test_mlflow_webhook_api(tmp_path: Path, home: Path, tokens, start_server, mo
     with Registry.open(home) as reg:
         types = [e.type for e in reg.log() if e.stream.startswith("webhook-")]
     assert types == ["WebhookCreated", "WebhookUpdated", "WebhookDeleted"]
+
+
+class Doubler(mlflow.pyfunc.PythonModel):
+    """A real pyfunc model: MLflow's client pickles it (cloudpickle) and unpickles it at load_model."""
+
+    def predict(self, context, model_input, params=None):
+        return [2 * x for x in model_input]
+
+
+def test_pyfunc_load_model_by_alias(clients, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``mlflow.pyfunc.load_model("models:/name@alias")`` through our server loads and predicts as through
+    MLflow's. Our server only stores and serves the bytes; MLflow's client unpickles them, as it always does."""
+    import fsspec
+
+    ours, theirs, sources, server = clients
+    local = tmp_path / "doubler"
+    mlflow.pyfunc.save_model(str(local), python_model=Doubler(), pip_requirements=["mlflow"])
+    assert (local / "MLmodel").is_file() and (local / "python_model.pkl").is_file()
+    source = f"{sources}/doubler"
+    fsspec.filesystem("s3", skip_instance_cache=True).put(str(local), source, recursive=True)
+    predictions = {}
+    for side, client, url in (("ours", ours, server.url), ("theirs", theirs, theirs._registry_uri)):
+        client.create_registered_model("doubler")
+        client.create_model_version("doubler", source)
+        client.set_registered_model_alias("doubler", "champion", "1")
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+        monkeypatch.setenv("MLFLOW_REGISTRY_URI", url)
+        (tmp_path / side).mkdir()
+        model = mlflow.pyfunc.load_model("models:/doubler@champion", dst_path=str(tmp_path / side))
+        predictions[side] = model.predict([1, 2, 3])
+    assert predictions["ours"] == predictions["theirs"] == [2, 4, 6]
+    # What our server served is what it stored: the version's files, byte for byte.
+    served = {p.relative_to(tmp_path / "ours").as_posix(): p.read_bytes()
+              for p in (tmp_path / "ours").rglob("*") if p.is_file() and p.name != "registered_model_meta"}
+    assert served == {p.relative_to(local).as_posix(): p.read_bytes() for p in local.rglob("*") if p.is_file()}
