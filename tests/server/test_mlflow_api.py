@@ -144,7 +144,7 @@ def same(a, b) -> None:
         assert _fields(a) == _fields(b)
 
 
-def test_mlflow_client_calls_match_mlflow(clients) -> None:
+def test_mlflow_client_calls_match_mlflow(clients, home: Path) -> None:
     ours, theirs, sources, _ = clients
     d1 = _model_dir(sources, "v1", b"one")
     d2 = _model_dir(sources, "v2", b"two")
@@ -168,6 +168,10 @@ def test_mlflow_client_calls_match_mlflow(clients) -> None:
     same(*both(ours, theirs, "search_model_versions", "tags.reviewed='yes'"))
     same(*both(ours, theirs, "search_registered_models", "name LIKE 'ch%'"))
     same(*both(ours, theirs, "search_registered_models", "tags.owner='ana'"))
+    same(*both(ours, theirs, "update_registered_model", "churn", description="churn, retrained"))
+    same(*both(ours, theirs, "update_model_version", "churn", "1", description="the first"))
+    same(*both(ours, theirs, "get_model_version", "churn", "1"))
+    same(*both(ours, theirs, "get_registered_model", "churn"))
     same(*both(ours, theirs, "delete_registered_model_alias", "churn", "champion"))
     same(*both(ours, theirs, "delete_model_version", "churn", "2"))
     same(*both(ours, theirs, "search_model_versions", "name='churn'"))
@@ -183,6 +187,19 @@ def test_mlflow_client_calls_match_mlflow(clients) -> None:
         with pytest.raises(MlflowException) as bad:
             client.search_registered_models("name ~ 'x'")
         assert bad.value.error_code == "INVALID_PARAMETER_VALUE"
+        with pytest.raises(MlflowException) as no_version:
+            client.update_model_version("churn", "9", description="x")
+        assert no_version.value.error_code == "RESOURCE_DOES_NOT_EXIST"
+    # A rename is refused here (a name is a model's stream): a documented difference.
+    with pytest.raises(MlflowException) as rename:
+        ours.rename_registered_model("churn", "churn2")
+    assert rename.value.error_code == "INVALID_PARAMETER_VALUE"
+    # A description changed over MLflow's API is an ordinary event.
+    from modelledger import Registry
+
+    with Registry.open(home) as reg:
+        assert [(e.data["version"], e.data["description"]) for e in reg.history("churn") if e.type == "Described"] \
+            == [(None, "churn, retrained"), (1, "the first")]
 
 
 def test_download_by_alias_and_stages(clients, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
