@@ -41,6 +41,15 @@ class Tag:
 
 
 @dataclass(frozen=True)
+class Describe:
+    """Change the description of a model (a bare NAME) or of a version (NAME@N / NAME@alias): annotation,
+    like tags, so it does not make a new version (MLflow's update calls; an import's later changes)."""
+
+    ref: str
+    description: str
+
+
+@dataclass(frozen=True)
 class Untag:
     ref: str
     keys: tuple[str, ...]
@@ -143,7 +152,7 @@ class Restore:
 
 
 Command = (
-    Register | Update | Tag | Untag | RecordMetrics | AssignAlias | RemoveAlias | RollbackAlias | Delete
+    Register | Update | Tag | Untag | Describe | RecordMetrics | AssignAlias | RemoveAlias | RollbackAlias | Delete
     | Undelete | RetryArtifact | RecordArtifactStored | RecordArtifactFailed | PurgeArtifacts | Restore
 )
 

@@ -228,6 +228,20 @@ def decide_tag(cmd: c.Tag, view: StateView) -> Decision:
     return Decision(stream_for(model.name), model.stream_version, events, model.name, number)
 
 
+def decide_describe(cmd: c.Describe, view: StateView) -> Decision:
+    ref = parse_ref(cmd.ref)
+    description = _text(cmd.description, "description", DESCRIPTION_MAX)
+    if ref.is_model:
+        model = _model(view, ref.name)
+        number, previous = None, model.description
+    else:
+        model, version = resolve(view, ref)
+        number, previous = version.version, version.description
+    events = [("Described", ed.described(model.name, number, description, previous))] \
+        if description != previous else []
+    return Decision(stream_for(model.name), model.stream_version, events, model.name, number)
+
+
 def decide_untag(cmd: c.Untag, view: StateView) -> Decision:
     ref = parse_ref(cmd.ref)
     if not cmd.keys:
@@ -393,7 +407,7 @@ def decide_purge(cmd: c.PurgeArtifacts, view: StateView) -> Decision:
 # What a restore may append: compensations only, never a new version or bytes of its own.
 RESTORE_EVENTS = frozenset({
     "ModelDeleted", "ModelRestored", "VersionDeleted", "VersionRestored", "AliasAssigned", "AliasRemoved",
-    "Tagged", "Untagged", "MetricsRecorded", "ArtifactRequested",
+    "Tagged", "Untagged", "Described", "MetricsRecorded", "ArtifactRequested",
 })
 
 
@@ -420,6 +434,7 @@ _DECIDERS = {
     c.Update: decide_update,
     c.Tag: decide_tag,
     c.Untag: decide_untag,
+    c.Describe: decide_describe,
     c.RecordMetrics: decide_metrics,
     c.AssignAlias: decide_alias,
     c.RemoveAlias: decide_unalias,

@@ -72,6 +72,11 @@ def model_registered(name: str, description: str, tags: dict[str, str] | None = 
     return {"name": name, "description": description, "tags": dict(tags or {})}
 
 
+def described(name: str, version: int | None, description: str, previous: str) -> dict[str, Any]:
+    """``Described``: ``version`` None describes the model; ``previous`` is the text it replaces."""
+    return {"name": name, "version": version, "description": description, "previous": previous}
+
+
 def tagged(name: str, version: int | None, tags: dict[str, str]) -> dict[str, Any]:
     """``Tagged``: ``version`` None tags the model."""
     return {"name": name, "version": version, "tags": tags}

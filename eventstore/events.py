@@ -20,6 +20,7 @@ SCHEMA_VERSIONS: dict[str, int] = {
     "MetricsRecorded": 1,
     "Tagged": 1,
     "Untagged": 1,
+    "Described": 1,
     "AliasAssigned": 1,
     "AliasRemoved": 1,
     "VersionDeleted": 1,

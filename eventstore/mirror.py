@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import AlreadyExistsError, ConflictError, ValidationError
-from .event_data import artifact_stored
+from .event_data import artifact_stored, described
 from .events import stream_for
 from .names import validate_alias, validate_name, validate_tags
 from .schemas import DESCRIPTION_MAX, REASON_MAX, VERSION_MAX
@@ -106,6 +106,11 @@ def _tag_events(name: str, number: int | None, now: dict[str, str],
     return events
 
 
+def _description_events(name: str, number: int | None, now: str, want: str) -> list[tuple[str, dict[str, Any]]]:
+    want = _text(want, "description", DESCRIPTION_MAX)
+    return [("Described", described(name, number, want, now))] if want != now else []
+
+
 def decide_mirror(cmd: MirrorModel, view: StateView) -> Any:
     from .decider import Decision  # the decider imports this module's table entry
 
@@ -167,6 +172,7 @@ def decide_mirror(cmd: MirrorModel, view: StateView) -> Any:
         if v.artifact is not None and state.status in ("failed", "pending"):
             events.append(_stored(name, v.version, v.artifact))  # its bytes arrived since (READY there now)
         events += _tag_events(name, v.version, state.tags, dict(v.tags))
+        events += _description_events(name, v.version, state.description, v.description or "")
 
     # Versions the other registry no longer has: deleted there since the last import.
     for number in range(1, last + 1):
@@ -184,6 +190,8 @@ def decide_mirror(cmd: MirrorModel, view: StateView) -> Any:
         deleted_here.add(number)
 
     events += _tag_events(name, None, model_tags, tags)
+    if model is not None and not cmd.create_only:
+        events += _description_events(name, None, model.description, cmd.description or "")
     for alias, number in sorted(current_aliases.items()):
         if alias not in aliases:
             events.append(("AliasRemoved", {"name": name, "alias": alias, "version": number}))

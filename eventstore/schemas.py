@@ -351,6 +351,8 @@ SHAPES: dict[str, Check] = {
     "MetricsRecorded": _object({"name": _NAME, "version": _VERSION, "metrics": (_metrics, True),
                                 "replace": (_boolean, False)}),
     "Tagged": _object({"name": _NAME, "version": (_optional(_version), True), "tags": (_tags, True)}),
+    "Described": _object({"name": _NAME, "version": (_optional(_version), True), "description": _DESCRIPTION,
+                          "previous": _DESCRIPTION}),
     "Untagged": _object({"name": _NAME, "version": (_optional(_version), True),
                          "keys": (_list_of(_names(validate_tag_key)), True)}),
     "AliasAssigned": _object({"name": _NAME, "alias": (_names(validate_alias), True), "version": _VERSION,

@@ -221,6 +221,8 @@ def event_summary_data(d: dict[str, Any], t: str = "") -> str:
         return f"token {d.get('token')}" + (f" ({d['reason']})" if d.get("reason") else "")
     if t == "Tagged":
         return f"{target} {kv(d.get('tags', {}))}"
+    if t == "Described":
+        return f"{target} {compact(d.get('description', ''), 60)}"
     if t == "Untagged":
         return f"{target} -{', -'.join(d.get('keys', []))}"
     if t == "MetricsRecorded":

@@ -606,6 +606,11 @@ class Registry:
         """Set tags on a model (``NAME``... as a bare name) or on a version (``NAME@N``/``NAME@alias``)."""
         return self.execute(c.Tag(_ref(ref), {**dict(tags or {}), **more}), idempotency_key=idempotency_key).events
 
+    def describe(self, ref: RefLike, description: str, *, idempotency_key: str | None = None) -> list[StoredEvent]:
+        """Change the description of a model (a bare name) or a version: one ``Described`` event, no new
+        version (nothing if it already says that)."""
+        return self.execute(c.Describe(_ref(ref), description), idempotency_key=idempotency_key).events
+
     def untag(self, ref: RefLike, *keys: str, idempotency_key: str | None = None) -> list[StoredEvent]:
         return self.execute(c.Untag(_ref(ref), tuple(keys)), idempotency_key=idempotency_key).events
 

@@ -88,7 +88,7 @@ class ModelRow:
     def mutable(self) -> tuple[Any, ...]:
         """``MODEL_MUTABLE`` then the name (an UPDATE's parameters)."""
         return (self.stream_version, self.tags_json(), self.deleted, self.latest, self.last_version,
-                self.updated_at, self.version_count, self.deleted_at, self.name)
+                self.updated_at, self.version_count, self.deleted_at, self.description, self.name)
 
     def state(self) -> str:
         """The ``model_states`` entry: the MODEL_COLUMNS after the name (tags nested), then the aliases —
@@ -109,7 +109,7 @@ class ModelRow:
 
 MODEL_FIELDS = ModelRow.__slots__[:12]
 MODEL_MUTABLE = ("stream_version", "tags", "deleted", "latest", "last_version", "updated_at", "version_count",
-                 "deleted_at")
+                 "deleted_at", "description")
 
 
 class VersionRow:
@@ -160,7 +160,7 @@ class VersionRow:
     def mutable(self) -> tuple[Any, ...]:
         """``VERSION_MUTABLE`` then the key (an UPDATE's parameters)."""
         return (self.status, self.deleted, self.tags_json(), self.metrics_json(), self.artifact_json(),
-                self.deleted_at, self.requested_at, self.name, self.version)
+                self.deleted_at, self.requested_at, self.description, self.name, self.version)
 
     def values(self) -> tuple[Any, ...]:
         return (self.name, self.version, self.parent, self.status, self.deleted, self.description,
@@ -169,14 +169,16 @@ class VersionRow:
                 self.created_at, self.created_by, self.position, self.deleted_at, self.requested_at)
 
     def state(self) -> str:
-        """``canonical_json([status, deleted, tags, metrics])``, byte for byte, from the cached pieces."""
-        return f"[{_scalar(self.status)},{_scalar(self.deleted)},{self.tags_json()},{self.metrics_json()}]"
+        """``canonical_json([status, deleted, tags, metrics, description])``, byte for byte, from the cached
+        pieces. The description is mutable too (``Described``); entries written before it have four fields."""
+        return (f"[{_scalar(self.status)},{_scalar(self.deleted)},{self.tags_json()},{self.metrics_json()},"
+                f"{_scalar(self.description)}]")
 
 
 VERSION_FIELDS = VersionRow.__slots__[:17]
 VERSION_LOADED = ("name", "version", "status", "deleted", "description", "tags", "metrics", "artifact",
                   "deleted_at", "requested_at")
-VERSION_MUTABLE = ("status", "deleted", "tags", "metrics", "artifact", "deleted_at", "requested_at")
+VERSION_MUTABLE = ("status", "deleted", "tags", "metrics", "artifact", "deleted_at", "requested_at", "description")
 
 
 @dataclass
@@ -513,6 +515,18 @@ def on_untagged(f: Fold, e: StoredEvent) -> None:
     _change_tags(f, e, {}, keys)
 
 
+def on_described(f: Fold, e: StoredEvent) -> None:
+    d = e.data
+    number = d.get("version")
+    target: ModelRow | VersionRow | None = f.model(d["name"]) if number is None else f.version(d["name"], number)
+    if target is None:
+        return
+    target.description = _text(d["description"])
+    target.words = True  # the description is searched
+    if isinstance(target, VersionRow):
+        target.dirty = True
+
+
 def on_alias_assigned(f: Fold, e: StoredEvent) -> None:
     d = e.data
     name, alias, number = d["name"], d["alias"], d["version"]
@@ -588,6 +602,7 @@ HANDLERS: dict[str, Callable[[Fold, StoredEvent], None]] = {
     "MetricsRecorded": on_metrics,
     "Tagged": on_tagged,
     "Untagged": on_untagged,
+    "Described": on_described,
     "AliasAssigned": on_alias_assigned,
     "AliasRemoved": on_alias_removed,
     "VersionDeleted": on_version_deleted,

@@ -75,6 +75,8 @@ def plan_model(now: ModelRecord, then: ModelRecord | None, *, source_readable: A
         if pv.deleted:
             continue
         ev.extend(_tag_events(name, number, v.tags, pv.tags))
+        if v.description != pv.description:
+            ev.append(("Described", ed.described(name, number, pv.description, v.description)))
         if v.metrics != pv.metrics:
             ev.append(("MetricsRecorded", ed.metrics_recorded(name, number, pv.metrics, replace=True)))
         if v.status == "purged" and pv.status == "ready":
@@ -87,6 +89,8 @@ def plan_model(now: ModelRecord, then: ModelRecord | None, *, source_readable: A
                 plan.missing.append(f"{name}@{number}")
 
     ev.extend(_tag_events(name, None, now.tags, then.tags))
+    if now.description != then.description:
+        ev.append(("Described", ed.described(name, None, then.description, now.description)))
     if then.deleted and not now.deleted:
         ev.append(("ModelDeleted", ed.model_deleted(name, reason)))
     return plan

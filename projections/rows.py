@@ -75,16 +75,19 @@ def version_record(row: tuple[Any, ...], aliases: dict[str, int], state: str | N
                    artifact_state: str | None = None) -> VersionRecord:
     """``state`` / ``artifact_state``: the ``version_states`` / ``artifact_states`` entries (JSON) overriding
     the mutable fields — a past version (a version has both from the event that created it on)."""
-    status, deleted, tags, metrics, artifact = row[3], row[4], row[9], row[10], row[11]
+    status, deleted, tags, metrics, artifact, description = row[3], row[4], row[9], row[10], row[11], row[5]
     if state is not None:
-        status, deleted, tags, metrics = obj(state)
+        # Entries written before descriptions could change (``Described``) have four fields.
+        status, deleted, tags, metrics, *rest = obj(state)
+        if rest:
+            description = rest[0]
     if artifact_state is not None:
         artifact = artifact_state
     mine = tuple(sorted(a for a, n in aliases.items() if n == row[1]))
     artifact = artifact_record(artifact)
     structure = obj(row[7]) or artifact.get("structure") or {}
     return VersionRecord(
-        name=row[0], version=row[1], parent=row[2], status=status, deleted=bool(deleted), description=row[5],
+        name=row[0], version=row[1], parent=row[2], status=status, deleted=bool(deleted), description=description,
         params=obj(row[6]), structure=structure, optimizer=obj(row[8]),
         tags=obj(tags), aliases=mine, metrics=obj(metrics), artifact=artifact,
         created_at=row[12], created_by=row[13], position=row[14],

@@ -356,6 +356,7 @@ def test_every_event_the_registry_writes_passes_the_import_check(tmp_path: Path,
         reg.undelete("p@1")  # the worker's ArtifactStored: the pickle's structure, imports, detail
         before = reg.head()
         reg.tag("m@1", {"late": "yes"})
+        reg.describe("m@1", "described later")  # Described (the restore puts the old text back)
         reg.metrics("m@1", {"acc": 0.1})
         reg.delete("m")
         reg.restore(as_of=before)  # ModelRestored, Untagged, MetricsRecorded replace, ... with meta.restore

@@ -63,7 +63,7 @@ def _digests_of(version) -> dict[str, str]:
     return {"": art["digest"]}
 
 
-def test_import_matches_mlflow_and_is_incremental(mlflow_registry, home: Path) -> None:
+def test_import_matches_mlflow_and_is_incremental(mlflow_registry, home: Path, cli) -> None:
     client, uri, files = mlflow_registry
     with Registry.open(home) as reg:
         report = import_mlflow(reg, uri)
@@ -83,6 +83,7 @@ def test_import_matches_mlflow_and_is_incremental(mlflow_registry, home: Path) -
                 mv = live[v.version]
                 assert not v.deleted
                 assert v.tags == mv.tags
+                assert v.description == (mv.description or "")
                 if (name, v.version) not in files:  # the version whose artifacts were gone
                     assert v.status == "failed" and "could not be downloaded" in v.artifact["error"]
                     continue
@@ -114,10 +115,20 @@ def test_import_matches_mlflow_and_is_incremental(mlflow_registry, home: Path) -
         src.mkdir()
         (src / "model.bin").write_bytes(b"fresh weights")
         client.create_model_version("tabular.xgb", str(src))  # version 8
+        client.update_registered_model("nlp-bert", description="BERT, retrained in November")
+        client.update_model_version("vision-resnet", "4", description="the one we ship")
+        before = reg.head()
         third = import_mlflow(reg, uri)
         types = sorted(t for m in third.models for t, n in m.event_types.items() for _ in range(n))
-        assert types == ["AliasAssigned", "AliasRemoved", "ArtifactStored", "Tagged", "Untagged",
-                         "VersionDeleted", "VersionRegistered"]
+        assert types == ["AliasAssigned", "AliasRemoved", "ArtifactStored", "Described", "Described", "Tagged",
+                         "Untagged", "VersionDeleted", "VersionRegistered"]
+        # Descriptions changed in MLflow arrive as events; the past keeps the text it had.
+        assert reg.model("nlp-bert").description == "BERT, retrained in November"
+        assert reg.get("vision-resnet@4").description == "the one we ship"
+        assert reg.catalog(as_of=before).model("nlp-bert").description == "the nlp-bert model"
+        assert reg.catalog(as_of=before).get("vision-resnet@4").description == ""
+        described = [e for e in reg.history("vision-resnet@4") if e.type == "Described"]
+        assert [(e.data["description"], e.data["previous"]) for e in described] == [("the one we ship", "")]
         assert reg.get("vision-resnet@4").tags == {"seed": "changed"}
         assert reg.get("vision-resnet@5").tags == {}
         assert reg.model("nlp-bert").aliases == {"champion": 1}
@@ -125,6 +136,10 @@ def test_import_matches_mlflow_and_is_incremental(mlflow_registry, home: Path) -
         assert reg.get("tabular.xgb@8").artifact["digest"] is not None
         assert import_mlflow(reg, uri).events == 0
         assert reg.audit(deep=True).ok
+    code, out, _ = cli("history", "nlp-bert")
+    assert code == 0 and "Described" in out and "BERT, retrained in November" in out
+    code, out, _ = cli("show", "vision-resnet@4", "--json")
+    assert code == 0 and json.loads(out)["description"] == "the one we ship"
 
 
 def test_dry_run_appends_and_copies_nothing(mlflow_registry, home: Path) -> None:

@@ -152,3 +152,78 @@ def test_only_allowed_urls_and_known_events(home: Path, hooks_env: int, cli) -> 
     assert code == 0 and json.loads(out)["secret"].startswith("whs_")
     code, out, _ = cli("webhook", "list", "--json")
     assert [w["name"] for w in json.loads(out)["webhooks"]] == ["ok"]
+
+
+def _cursor(home: Path, name: str) -> int:
+    with Registry.open(home) as reg:
+        return reg.webhook(name).cursor
+
+
+def _start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as out:
+        return subprocess.Popen([*mledger_command(), "worker", "--threads", "2", "--sweep-interval", "1"], env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+
+
+@pytest.mark.redis
+def test_a_redis_worker_killed_mid_delivery_loses_none(home: Path, artifact: Path, hooks_env: int, redis_url: str,
+                                                       tmp_path: Path) -> None:
+    """Delivery through dramatiq on the real Redis and real `mledger worker` processes: the first worker is
+    SIGKILLed mid-delivery, a second one takes over from the recorded cursor. The receiver gets every event,
+    in order, signed; what it gets twice (sent after the last recorded cursor) has the same delivery id and
+    body, which is what a receiver deduplicates on, so it processes each event once."""
+    with Registry.open(home) as reg:  # no broker in this process: the worker's sweep sends the jobs
+        hook, secret = reg.create_webhook("ci", f"http://127.0.0.1:{hooks_env}/hook",
+                                          ["model_version.created", "model_version_tag.set"])
+        _fifty_events(reg, artifact)
+        wanted = [e.position for e in reg.log() if e.type in ("VersionRegistered", "Tagged")]
+    assert len(wanted) == 50
+    receiver = Receiver(hooks_env, delay=0.1)
+    env = subprocess_env(home, MLEDGER_BROKER=redis_url, MLEDGER_WEBHOOK_KEY=KEY,
+                         MLEDGER_WEBHOOK_URLS=os.environ["MLEDGER_WEBHOOK_URLS"])
+    log = tmp_path / "worker.log"
+    first = _start_worker(env, log)
+    second = None
+    try:
+        wait_for(lambda: len(receiver.got) >= 15, 120, f"fifteen deliveries (worker log: {log})")
+        first.send_signal(signal.SIGKILL)
+        assert first.wait(30) == -signal.SIGKILL
+        time.sleep(0.5)  # the request in flight at the kill finishes arriving (the receiver takes 0.1 s)
+        at_kill = len(receiver.got)
+        assert at_kill < 50, "the delivery finished before the kill: the test proved nothing"
+        with Registry.open(home) as reg:
+            recorded = reg.webhook("ci").cursor
+        assert recorded > 0  # the cursor was recorded while it sent (at least once a second)
+        receiver.delay = 0.0
+        second = _start_worker(env, log)
+        wait_for(lambda: {b["position"] for _, b in receiver.got} >= set(wanted), 120,
+                 f"every event delivered (worker log: {log})")
+        wait_for(lambda: _cursor(home, "ci") >= wanted[-1], 60, "the cursor at the end")
+        time.sleep(2.5)  # two more sweeps: nothing is sent again once the cursor is at the end
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(10)
+        receiver.stop()
+    positions = [b["position"] for _, b in receiver.got]
+    assert list(dict.fromkeys(positions)) == wanted  # every event, in log order (first arrivals)
+    # One delivery at a time (the lease): each worker sent a strictly increasing run, the second one from the
+    # cursor the first had recorded — nothing else came twice.
+    before, after = positions[:at_kill], positions[at_kill:]
+    assert before == sorted(set(before)) and after == sorted(set(after))
+    assert after[0] == min(p for p in wanted if p > recorded) and after[-1] == wanted[-1]
+    by_id: dict[str, str] = {}
+    for headers, body in receiver.got:
+        delivery, stamp = headers["x-mlflow-delivery-id"], headers["x-mlflow-timestamp"]
+        assert delivery == f"{hook.webhook_id}-{body['position']}"
+        assert headers["x-mlflow-signature"] == sign(secret, delivery, stamp, body["_raw"])
+        first_body = by_id.setdefault(delivery, json.dumps(body["event"], sort_keys=True))
+        assert first_body == json.dumps(body["event"], sort_keys=True)  # a re-send is the same event
+    # What came twice was sent after the cursor recorded last before the kill: about a second's worth.
+    again = [p for p in before if p > recorded]
+    assert len(positions) - len(wanted) == len(again) <= 15

@@ -204,7 +204,15 @@ WEBHOOK_QUEUE = "mledger-webhooks"
 def deliver_webhook(webhook_id: str, registry: str | None = None) -> None:
     """Deliver a webhook subscription's missed events from its cursor; a receiver that does not take one
     raises ``DeliveryError`` and the job is retried with back-off (and the sweep sends it again after that)."""
-    from .webhooks import deliver
+    from .webhooks import deliver, lease
 
     ctx = context.current(registry)
-    deliver(ctx.recorder, webhook_id, {"actor": "mledger-worker", "client": _client()})
+    meta = {"actor": "mledger-worker", "client": _client()}
+    broker = _broker.current()
+    client = getattr(broker, "client", None)
+    if client is None:  # the in-process broker (embedded): one process, and its deliveries run in the caller
+        deliver(ctx.recorder, webhook_id, meta)
+        return
+    with lease(client, broker.namespace, webhook_id) as keep:
+        if keep is not None:  # else another worker is delivering this subscription now
+            deliver(ctx.recorder, webhook_id, meta, keep=keep)

@@ -7,8 +7,7 @@ restore, the web UI). Errors have MLflow's shape and codes (``{"error_code": "RE
 "message": ...}``). What differs from MLflow, and why, is in ``docs/mlflow.md``:
 
 - stages (deprecated in MLflow) are aliases named after them (``staging``, ``production``, ``archived``);
-- renaming a model and changing a description after creation are refused (a name is a stream here, a
-  description part of a version's immutable content);
+- renaming a model is refused (a name is a stream here); a description change is a ``Described`` event;
 - a created version's ``source`` is ingested like any artifact, from a path or URL under the operator's
   ``MLEDGER_SOURCES`` only; ``get-download-uri`` answers a URL this server serves through MLflow's artifact
   list/get contract (``/api/2.0/mlflow-artifacts/artifacts``);
@@ -132,7 +131,8 @@ def model_version(reg: Registry, v: VersionRecord, *, aliases: bool = True) -> d
     }
     if v.status == "failed" and v.artifact.get("error"):
         out["status_message"] = v.artifact["error"]
-    return {k: val for k, val in out.items() if val not in ("", None, [])}
+    # MLflow's server sends a version's description and run id even when empty (``""``, not absent).
+    return {k: val for k, val in out.items() if val not in ("", None, []) or k in ("description", "run_id")}
 
 
 def _latest_per_stage(m: ModelRecord, stages: list[str] | None = None) -> list[VersionRecord]:
@@ -341,11 +341,40 @@ def search_registered_models(request: Request, body: dict[str, Any]) -> dict[str
     return out
 
 
-def refuse_update(request: Request, body: dict[str, Any]) -> dict[str, Any]:
+def refuse_rename(request: Request, body: dict[str, Any]) -> dict[str, Any]:
     _who(request).require("writer")
     raise MlflowError("INVALID_PARAMETER_VALUE",
-                      f"{request.url.path.rsplit('/', 2)[-2]} cannot be {'renamed' if 'new_name' in body else 'changed'}"
-                      " here: names and descriptions are part of the audited history (see docs/mlflow.md)")
+                      "a registered model cannot be renamed here: a name is the stream of its audited history "
+                      "(see docs/mlflow.md)")
+
+
+def _description(body: dict[str, Any]) -> str:
+    value = body.get("description")
+    if value is None:
+        return ""  # MLflow's client sends no field for an empty description
+    if not isinstance(value, str):
+        raise MlflowError("INVALID_PARAMETER_VALUE", "description must be text")
+    return value
+
+
+def update_registered_model(request: Request, body: dict[str, Any]) -> dict[str, Any]:
+    """A new description: a ``Described`` event (nothing if it says that already)."""
+    who = _who(request)
+    name = _field(body, "name")
+    who.require_model(name)
+    reg = acting(request, who)
+    reg.describe(name, _description(body))
+    return {"registered_model": registered_model(reg, reg.model(name))}
+
+
+def update_model_version(request: Request, body: dict[str, Any]) -> dict[str, Any]:
+    who = _who(request)
+    name = _field(body, "name")
+    who.require_model(name)
+    number = _number(_field(body, "version"))
+    reg = acting(request, who)
+    reg.describe(f"{name}@{number}", _description(body))
+    return {"model_version": model_version(reg, _version(reg, name, number))}
 
 
 def delete_registered_model(request: Request, body: dict[str, Any]) -> dict[str, Any]:
@@ -688,8 +717,8 @@ ROUTES = [
     ("POST", "/registered-models/create", create_registered_model),
     ("GET", "/registered-models/get", get_registered_model),
     ("GET", "/registered-models/search", search_registered_models),
-    ("POST", "/registered-models/rename", refuse_update),
-    ("PATCH", "/registered-models/update", refuse_update),
+    ("POST", "/registered-models/rename", refuse_rename),
+    ("PATCH", "/registered-models/update", update_registered_model),
     ("DELETE", "/registered-models/delete", delete_registered_model),
     ("POST", "/registered-models/get-latest-versions", get_latest_versions),
     ("GET", "/registered-models/get-latest-versions", get_latest_versions),
@@ -699,7 +728,7 @@ ROUTES = [
     ("DELETE", "/registered-models/alias", delete_alias),
     ("GET", "/registered-models/alias", get_by_alias),
     ("POST", "/model-versions/create", create_model_version),
-    ("PATCH", "/model-versions/update", refuse_update),
+    ("PATCH", "/model-versions/update", update_model_version),
     ("POST", "/model-versions/transition-stage", transition_stage),
     ("DELETE", "/model-versions/delete", delete_model_version),
     ("GET", "/model-versions/get", get_model_version),

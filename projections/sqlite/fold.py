@@ -38,7 +38,7 @@ _UPDATE_MODEL = f"UPDATE models SET {', '.join(c + ' = ?' for c in MODEL_MUTABLE
 _INSERT_VERSION = (f"INSERT INTO versions ({', '.join(VERSION_FIELDS)})"  # noqa: S608
                    f" VALUES ({_marks(len(VERSION_FIELDS))})")
 _UPDATE_VERSION = ("UPDATE versions SET status = ?, deleted = ?, tags = ?, metrics = ?, artifact = ?, deleted_at = ?,"
-                   " requested_at = ? WHERE name = ? AND version = ?")
+                   " requested_at = ?, description = ? WHERE name = ? AND version = ?")
 _STATEMENTS: tuple[tuple[str, str], ...] = (
     # (the Changes field, its statement), in the order they run
     ("models_new", _INSERT_MODEL),
