@@ -20,7 +20,7 @@ import sqlite3
 from collections.abc import Iterable
 
 from eventstore.access import TokenState
-from eventstore.events import TOKEN_EVENTS, StoredEvent
+from eventstore.events import TOKEN_EVENTS, TOKEN_STREAM_PREFIX, StoredEvent
 from eventstore.recorder import Recorder
 from eventstore.sqlite import SQLiteRecorder, translate
 
@@ -35,6 +35,11 @@ SCHEMA = (
 )
 _COLUMNS = "token, role, prefix, expires_at, secret_sha256, granted_at, granted_by, revoked_at, revoked_by"
 PAGE = 5_000
+# Every stream ``token-<name>``: the half-open range ['token-', 'token.') of the events' (stream, version) index.
+_TOKEN_RANGE = (TOKEN_STREAM_PREFIX, TOKEN_STREAM_PREFIX[:-1] + chr(ord(TOKEN_STREAM_PREFIX[-1]) + 1))
+_LATEST_TOKEN_EVENT = "SELECT max(position) FROM events WHERE stream >= ? AND stream < ?"
+# (``+position``: keeps SQLite on the stream index; on the rowid it would scan every event since the checkpoint.)
+_TOKEN_POSITIONS = "SELECT position FROM events WHERE stream >= ? AND stream < ? AND +position > ? ORDER BY position"
 
 
 def _state(row: tuple) -> TokenState:
@@ -111,29 +116,53 @@ class TokenTable:
         return row[0] if row else 0
 
     def catch_up(self) -> int:
-        """Fold what the log gained since the checkpoint; the position the table is at. A read when nothing
-        is new (the head and the checkpoint, two indexed reads)."""
+        """Fold the token events the log gained since the checkpoint; the position the table is current to.
+
+        Token events live on their own streams (``token-<name>``), so "is the table current?" is one probe of
+        the events' ``(stream, version)`` index over those streams against the checkpoint: two indexed reads
+        and no write when no token changed, however many other events were appended meanwhile. (Before, every
+        request after any write took the write lock, read every new event and committed a new checkpoint:
+        one more fsynced transaction per write request; measured in docs/performance.md, "The HTTP server".)
+        A grant or revocation committed by any process is therefore seen by the next lookup of every process.
+        """
         try:
             conn = self.recorder.connection()
             if not self._created:
                 with self.recorder.write() as tx:
                     self._ensure(tx.connection)
-            head = self.recorder.head()
-            if self._checkpoint(conn) >= head:
-                return head
+            checkpoint = self._checkpoint(conn)
+            latest = self._latest_token_event(conn)
+            if latest <= checkpoint:
+                return checkpoint
             with self.recorder.write() as tx:
                 position = self._checkpoint(tx.connection)  # another process may have folded it meanwhile
-                while True:
-                    batch = list(self.recorder.read(since=position, limit=PAGE))
-                    if not batch:
-                        break
-                    self._apply(tx.connection, batch)
-                    position = batch[-1].position
+                rows = tx.connection.execute(_TOKEN_POSITIONS, (*_TOKEN_RANGE, position)).fetchall()
+                events = [e for (p,) in rows if (e := self.recorder.event_at(p)) is not None]
+                self._apply(tx.connection, events)
+                if events:
+                    position = events[-1].position
                 tx.connection.execute("INSERT INTO access_checkpoint (id, position) VALUES (1, ?)"
                                       " ON CONFLICT (id) DO UPDATE SET position = excluded.position", (position,))
             return position
         except sqlite3.Error as exc:
             raise translate(exc) from None
+
+    def current(self) -> bool:
+        """Whether the table holds every token event in the log (two indexed reads, nothing written): then a
+        lookup needs no ``catch_up``. The HTTP server asks this on its event loop and moves to a thread only
+        when a fold (a write) is needed."""
+        if not self._created:
+            return False
+        try:
+            conn = self.recorder.connection()
+            return self._latest_token_event(conn) <= self._checkpoint(conn)
+        except sqlite3.Error as exc:
+            raise translate(exc) from None
+
+    @staticmethod
+    def _latest_token_event(conn: sqlite3.Connection) -> int:
+        row = conn.execute(_LATEST_TOKEN_EVENT, _TOKEN_RANGE).fetchone()
+        return row[0] or 0
 
     @staticmethod
     def _apply(conn: sqlite3.Connection, events: Iterable[StoredEvent]) -> None:
@@ -154,10 +183,11 @@ class TokenTable:
                 conn.execute("UPDATE access_tokens SET revoked_at = ?, revoked_by = ?, position = ?"
                              " WHERE token = ?", (e.recorded_at, actor, e.position, d["token"]))
 
-    def find(self, secret_sha256: str) -> TokenState | None:
+    def find(self, secret_sha256: str, *, caught_up: bool = False) -> TokenState | None:
         """The token whose secret hashes to ``secret_sha256`` (revoked and expired ones too: the caller
-        refuses them), after catching up with the log."""
-        self.catch_up()
+        refuses them), after catching up with the log (unless the caller just saw ``current()``)."""
+        if not caught_up:
+            self.catch_up()
         try:
             rows = self.recorder.connection().execute(
                 f"SELECT {_COLUMNS} FROM access_tokens WHERE secret_sha256 = ?",  # noqa: S608 - fixed columns
