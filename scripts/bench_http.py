@@ -160,13 +160,18 @@ def ours_fill(home: str, models: int, versions: int) -> str:
 
 
 @contextmanager
-def ours_server(d: str, workers: int, models: int, versions: int, *,
-                sources: str | None = None) -> Iterator[dict[str, Any]]:
-    """``mledger serve`` on a filled store; ``sources``: its MLEDGER_SOURCES (MLflow's create names a source)."""
+def ours_server(d: str, workers: int, models: int, versions: int, *, sources: str | None = None,
+                tree: str | None = None) -> Iterator[dict[str, Any]]:
+    """``mledger serve`` on a filled store; ``sources``: its MLEDGER_SOURCES (MLflow's create names a source);
+    ``tree``: run the server of another checkout of the project (``--compare``)."""
     home = os.path.join(d, "home")
     secret = ours_fill(home, models, versions)
     port = free_port()
-    argv = [mledger_script(), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+    launcher = [mledger_script()]
+    if tree:  # that checkout first on sys.path, ahead of this venv's editable install
+        code = f"import sys; sys.path.insert(0, {tree!r}); from modelledger.cli import main; sys.exit(main())"
+        launcher = [sys.executable, "-c", code]
+    argv = [*launcher, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
     env = ours_env(home)
     if sources:
         env["MLEDGER_SOURCES"] = sources
@@ -220,13 +225,16 @@ def run_clients(target: dict[str, Any], op: str, clients: int, n: int, extra: di
             "first_error": first_error}
 
 
-def section_servers(tmp: str, quick: bool, peer: Peer, workers: int) -> tuple[list[Row], dict[str, Any]]:
+def section_servers(tmp: str, quick: bool, peer: Peer, workers: int,
+                    skip_mlflow: bool = False) -> tuple[list[Row], dict[str, Any]]:
     models, versions = size("models", quick), size("versions", quick)
     plan: list[tuple[str, str, int | None]] = [
         ("mlflow server (default: uvicorn)", "mlflow", None), (f"mlflow gunicorn -w {CORES}", "mlflow", CORES),
         (f"mledger serve -w {workers}", "modelledger", workers)]
     measured: dict[str, dict[tuple[str, int], dict[str, Any]]] = {}
     for label, kind, w in plan:
+        if kind == "mlflow" and skip_mlflow:
+            continue
         if kind == "mlflow" and peer.error:
             log(f"servers: {label} skipped: {peer.error}")
             continue
@@ -318,6 +326,38 @@ def mlflowclient_clients(peer: Peer, target: dict[str, Any], op: str, clients: i
         log(f"  MlflowClient -> {target['server']} {op} x {clients}: {errors} of {clients * n} failed ({first_error})")
     return {"per_s": done / (last - first), "ms": [x for r in results for x in r["ms"]], "errors": errors,
             "first_error": first_error, "done": done}
+
+
+def section_compare(tmp: str, quick: bool, workers: int, tree: str, rounds: int) -> list[Row]:
+    """This tree's ``mledger serve`` against another checkout's (``--compare TREE``), alternating, ``rounds``
+    times, same stores and clients: the ratio per operation, for measuring one change at a time."""
+    models, versions = size("models", quick), size("versions", quick)
+    got: dict[str, dict[tuple[str, int], list[dict[str, Any]]]] = {"this": {}, "base": {}}
+    for r in range(rounds):
+        for side in (("base", "this") if r % 2 == 0 else ("this", "base")):
+            with temp_dir(tmp, f"http-compare-{side}-") as d:
+                with ours_server(d, workers, models, versions, tree=tree if side == "base" else None) as target:
+                    for clients in (1, 8):
+                        for op in ("create", "tag", "search"):
+                            n = size(f"{op}_n", quick) // (1 if clients == 1 else 4)
+                            res = run_clients(target, op, clients, n, {"models": models, "expect": versions // 10})
+                            got[side].setdefault((op, clients), []).append(res)
+            log(f"compare: round {r + 1}/{rounds} {side} done ({load()})")
+    rows = []
+    for (op, clients), these in got["this"].items():
+        bases = got["base"][(op, clients)]
+        if op == "search":
+            mine, theirs = [median(x["ms"]) for x in these], [median(x["ms"]) for x in bases]
+            unit, label = "ms", "p50"
+        else:
+            mine, theirs = [x["per_s"] for x in these], [x["per_s"] for x in bases]
+            unit, label = "ops/s", "rate"
+        ratios = [a / b for a, b in zip(mine, theirs, strict=True)]
+        rows.append(Row(f"{op} x {clients}: this tree vs {os.path.basename(tree.rstrip('/'))}", f"this {label}",
+                        median(mine), unit, "base", median(theirs), median(ratios),
+                        note=f"per-round ratios {', '.join(f'{x:.2f}' for x in ratios)}",
+                        samples={"this": mine, "base": theirs}))
+    return rows
 
 
 # -- upload and cold start ----------------------------------------------------------------------------
@@ -424,12 +464,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peers-dir", default=os.path.expanduser("~/.cache/modelledger-bench/peers"))
     parser.add_argument("--workers", type=int, default=CORES, help="mledger serve --workers (default: one per core)")
     parser.add_argument("--only", choices=["servers", "upload"], action="append")
+    parser.add_argument("--compare", metavar="TREE", help="only: this tree's server vs TREE's (another checkout), "
+                        "alternating --rounds times")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--skip-mlflow", action="store_true",
+                        help="servers: only mledger serve (to compare two trees of ours between runs)")
     args = parser.parse_args(argv)
     chosen = args.only or ["servers", "upload"]
     info = machine()
     peer = Peer("mlflow-server", Path(args.peers_dir))
     t = time.perf_counter()
-    if "servers" in chosen and not peer.ensure():
+    if "servers" in chosen and not args.skip_mlflow and not peer.ensure():
         print(f"peer mlflow-server: SKIPPED — {peer.error}", flush=True)
     setup_s = time.perf_counter() - t
     print("\n".join([
@@ -443,8 +488,11 @@ def main(argv: list[str] | None = None) -> int:
     raw: dict[str, Any] = {}
     started = time.perf_counter()
     with temp_dir(args.tmpdir, "mledger-http-") as tmp:
+        if args.compare:
+            chosen = []
+            rows += section_compare(tmp, args.quick, args.workers, args.compare, args.rounds)
         if "servers" in chosen:
-            got, raw["servers"] = section_servers(tmp, args.quick, peer, args.workers)
+            got, raw["servers"] = section_servers(tmp, args.quick, peer, args.workers, args.skip_mlflow)
             rows += got
         if "upload" in chosen:
             got, more = section_upload_cold(tmp, args.quick, args.workers)
