@@ -101,6 +101,25 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 120.0) -> None:
     raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
 
 
+def session_cpu(sid: int) -> float:
+    """CPU seconds (user + system) used so far by the live processes of session ``sid``: a server started
+    with ``start_new_session`` and all its workers. CPU per request moves far less with the machine's load
+    than wall time does, so it is what tells two versions of the server apart (``--compare``)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid:  # fields after the command: state, ppid, pgrp, session, ...
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick
+
+
 @contextmanager
 def running(argv: list[str], env: dict[str, str], health: str, log_path: str) -> Iterator[subprocess.Popen]:
     """A server process (its own process group, so its workers stop with it); stopped with SIGTERM."""
@@ -175,8 +194,8 @@ def ours_server(d: str, workers: int, models: int, versions: int, *, sources: st
     env = ours_env(home)
     if sources:
         env["MLEDGER_SOURCES"] = sources
-    with running(argv, env, f"http://127.0.0.1:{port}/api/v1/health", os.path.join(d, "server.log")):
-        yield {"server": "modelledger", "port": port, "token": secret, "home": home}
+    with running(argv, env, f"http://127.0.0.1:{port}/api/v1/health", os.path.join(d, "server.log")) as proc:
+        yield {"server": "modelledger", "port": port, "token": secret, "home": home, "sid": proc.pid}
 
 
 @contextmanager
@@ -191,9 +210,9 @@ def mlflow_server(peer: Peer, d: str, gunicorn_workers: int | None, models: int,
             "--artifacts-destination", os.path.join(store, "artifacts"), "--host", "127.0.0.1", "--port", str(port)]
     if gunicorn_workers:
         argv += ["--workers", str(gunicorn_workers), "--gunicorn-opts", "--log-level warning"]
-    with running(argv, _clean_env(), f"http://127.0.0.1:{port}/health", os.path.join(d, "server.log")):
-        yield {"server": "mlflow", "port": port, "run": {"run_id": made["run_id"],
-                                                         "artifact_path": made["artifact_path"]}}
+    with running(argv, _clean_env(), f"http://127.0.0.1:{port}/health", os.path.join(d, "server.log")) as proc:
+        yield {"server": "mlflow", "port": port, "sid": proc.pid,
+               "run": {"run_id": made["run_id"], "artifact_path": made["artifact_path"]}}
 
 
 # -- the clients -------------------------------------------------------------------------------------
@@ -201,9 +220,10 @@ def mlflow_server(peer: Peer, d: str, gunicorn_workers: int | None, models: int,
 def run_clients(target: dict[str, Any], op: str, clients: int, n: int, extra: dict[str, Any]) -> dict[str, Any]:
     start_at = time.time() + 1.0 + 0.25 * clients
     procs = []
+    cpu_before = session_cpu(target["sid"])
     for c in range(clients):
-        task = {**{k: v for k, v in target.items() if k != "home"}, **extra, "op": op, "n": n, "client": c,
-                "start_at": start_at}
+        task = {**{k: v for k, v in target.items() if k not in ("home", "sid")}, **extra, "op": op, "n": n,
+                "client": c, "start_at": start_at}
         procs.append(subprocess.Popen([sys.executable, str(CLIENT), json.dumps(task)], stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True))
     results = []
@@ -213,6 +233,7 @@ def run_clients(target: dict[str, Any], op: str, clients: int, n: int, extra: di
         if p.returncode != 0 or not found:
             raise RuntimeError(f"client failed ({p.returncode}): {' | '.join(err.strip().splitlines()[-3:])}")
         results.append(json.loads(found[-1][len("RESULT "):]))
+    cpu = session_cpu(target["sid"]) - cpu_before
     first, last = min(r["start"] for r in results), max(r["end"] for r in results)
     late = max(r["start"] for r in results) - first
     done = sum(len(r["ms"]) for r in results)
@@ -222,7 +243,7 @@ def run_clients(target: dict[str, Any], op: str, clients: int, n: int, extra: di
     if errors:
         log(f"  {target['server']} {op} x {clients}: {errors} of {clients * n} failed ({first_error})")
     return {"per_s": done / (last - first), "ms": ms, "errors": errors, "late_s": late, "done": done,
-            "first_error": first_error}
+            "first_error": first_error, "server_cpu_ms": 1000 * cpu / max(1, done)}
 
 
 def section_servers(tmp: str, quick: bool, peer: Peer, workers: int,
@@ -249,8 +270,8 @@ def section_servers(tmp: str, quick: bool, peer: Peer, workers: int,
                         n = size(f"{op}_n", quick) // (1 if clients == 1 else 4)
                         extra = {"models": models, "expect": versions // 10}
                         got[(op, clients)] = r = run_clients(target, op, clients, n, extra)
-                        log(f"servers: {label} {op} x {clients}: {r['per_s']:,.1f}/s, p50 {median(r['ms']):.1f} ms"
-                            f" ({load()})")
+                        log(f"servers: {label} {op} x {clients}: {r['per_s']:,.1f}/s, p50 {median(r['ms']):.1f} ms,"
+                            f" server CPU {r['server_cpu_ms']:.2f} ms/op ({load()})")
                 measured[label] = got
     rows: list[Row] = []
     ours_label = plan[2][0]
@@ -265,9 +286,11 @@ def section_servers(tmp: str, quick: bool, peer: Peer, workers: int,
             base = theirs.get(best_label, float("nan"))
             value = o["per_s"] if o else float("nan")
             ratio = value / base if theirs and o else float("nan")
-            others = ", ".join(f"{k} {v:,.1f}/s" for k, v in theirs.items())
+            others = ", ".join(f"{k} {v:,.1f}/s ({peers[k][(op, clients)]['server_cpu_ms']:.1f} ms server CPU/op)"
+                               for k, v in theirs.items())
             note = (f"{clients} client process(es); MLflow: {others or 'skipped'}; ours p50 "
-                    f"{median(o['ms']) if o else float('nan'):.1f} ms"
+                    f"{median(o['ms']) if o else float('nan'):.1f} ms, server CPU "
+                    f"{o['server_cpu_ms'] if o else float('nan'):.2f} ms/op"
                     + (f"; {o['errors']} of ours failed" if o and o["errors"] else "")
                     + "".join(f"; {v[(op, clients)]['errors']} {k} calls failed ({v[(op, clients)]['first_error']})"
                               for k, v in peers.items() if (op, clients) in v and v[(op, clients)]["errors"]))
@@ -328,15 +351,18 @@ def mlflowclient_clients(peer: Peer, target: dict[str, Any], op: str, clients: i
             "first_error": first_error, "done": done}
 
 
-def section_compare(tmp: str, quick: bool, workers: int, tree: str, rounds: int) -> list[Row]:
-    """This tree's ``mledger serve`` against another checkout's (``--compare TREE``), alternating, ``rounds``
-    times, same stores and clients: the ratio per operation, for measuring one change at a time."""
+def section_compare(tmp: str, quick: bool, workers: int, tree: str, rounds: int,
+                    this: str | None = None) -> list[Row]:
+    """This tree's ``mledger serve`` (or ``--this TREE``'s, a frozen copy: a server started in a later round
+    would otherwise run whatever the work tree holds by then) against another checkout's (``--compare TREE``),
+    alternating, ``rounds`` times, same stores and clients: the ratio per operation, for measuring one change
+    at a time."""
     models, versions = size("models", quick), size("versions", quick)
     got: dict[str, dict[tuple[str, int], list[dict[str, Any]]]] = {"this": {}, "base": {}}
     for r in range(rounds):
         for side in (("base", "this") if r % 2 == 0 else ("this", "base")):
             with temp_dir(tmp, f"http-compare-{side}-") as d:
-                with ours_server(d, workers, models, versions, tree=tree if side == "base" else None) as target:
+                with ours_server(d, workers, models, versions, tree=tree if side == "base" else this) as target:
                     for clients in (1, 8):
                         for op in ("create", "tag", "search"):
                             n = size(f"{op}_n", quick) // (1 if clients == 1 else 4)
@@ -353,7 +379,16 @@ def section_compare(tmp: str, quick: bool, workers: int, tree: str, rounds: int)
             mine, theirs = [x["per_s"] for x in these], [x["per_s"] for x in bases]
             unit, label = "ops/s", "rate"
         ratios = [a / b for a, b in zip(mine, theirs, strict=True)]
-        rows.append(Row(f"{op} x {clients}: this tree vs {os.path.basename(tree.rstrip('/'))}", f"this {label}",
+        cpu_mine = [x["server_cpu_ms"] for x in these]
+        cpu_theirs = [x["server_cpu_ms"] for x in bases]
+        cpu_ratios = [a / b for a, b in zip(cpu_mine, cpu_theirs, strict=True)]
+        name = os.path.basename((this or "this tree").rstrip("/"))
+        rows.append(Row(f"{op} x {clients}: server CPU per op, {name} vs {os.path.basename(tree.rstrip('/'))}",
+                        "this", median(cpu_mine), "ms", "base", median(cpu_theirs), median(cpu_ratios),
+                        note=f"server processes' user+system CPU / ops; per-round ratios "
+                             f"{', '.join(f'{x:.2f}' for x in cpu_ratios)}",
+                        samples={"this": cpu_mine, "base": cpu_theirs}))
+        rows.append(Row(f"{op} x {clients}: {name} vs {os.path.basename(tree.rstrip('/'))}", f"this {label}",
                         median(mine), unit, "base", median(theirs), median(ratios),
                         note=f"per-round ratios {', '.join(f'{x:.2f}' for x in ratios)}",
                         samples={"this": mine, "base": theirs}))
@@ -466,6 +501,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=["servers", "upload"], action="append")
     parser.add_argument("--compare", metavar="TREE", help="only: this tree's server vs TREE's (another checkout), "
                         "alternating --rounds times")
+    parser.add_argument("--this", metavar="TREE", help="with --compare: the checkout to measure against it "
+                        "(default: this work tree)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--skip-mlflow", action="store_true",
                         help="servers: only mledger serve (to compare two trees of ours between runs)")
@@ -490,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
     with temp_dir(args.tmpdir, "mledger-http-") as tmp:
         if args.compare:
             chosen = []
-            rows += section_compare(tmp, args.quick, args.workers, args.compare, args.rounds)
+            rows += section_compare(tmp, args.quick, args.workers, args.compare, args.rounds, args.this)
         if "servers" in chosen:
             got, raw["servers"] = section_servers(tmp, args.quick, peer, args.workers, args.skip_mlflow)
             rows += got
