@@ -17,12 +17,14 @@ import hmac
 from collections.abc import Iterable
 
 from eventstore.access import TokenState
-from eventstore.events import TOKEN_EVENTS, StoredEvent
+from eventstore.events import TOKEN_EVENTS, TOKEN_STREAM_PREFIX, StoredEvent
 from eventstore.recorder import Recorder
 
 from .dialects import dialect_part
 
 PAGE = 5_000
+# Every stream ``token-<name>``: the half-open range ['token-', 'token.') of the events' (stream, version) index.
+TOKEN_RANGE = (TOKEN_STREAM_PREFIX, TOKEN_STREAM_PREFIX[:-1] + chr(ord(TOKEN_STREAM_PREFIX[-1]) + 1))
 
 
 class TokenTable:
@@ -33,27 +35,52 @@ class TokenTable:
         self.sql = dialect_part(recorder.dialect, "access")
         self._created = False
 
-    def catch_up(self) -> int:
-        """Fold what the log gained since the checkpoint; the position the table is at. When nothing is new
-        this is one read snapshot (the checkpoint and the head); the fold itself runs under the log's write
-        lock, so two processes never fold the same events twice."""
+    def _ensure(self) -> None:
         if not self._created:
             with self.recorder.write() as tx:
                 self.sql.create(tx.connection)  # type: ignore[attr-defined]
             self._created = True
+
+    def catch_up(self) -> int:
+        """Fold the token events the log gained since the checkpoint; the position the table is current to.
+
+        Token events live on their own streams (``token-<name>``), so "is the table current?" is one probe of
+        the events' ``(stream, version)`` index over those streams against the checkpoint: two indexed reads
+        and no write when no token changed, however many other events were appended meanwhile. (Before, every
+        request after any write took the write lock and committed a new checkpoint: one more fsynced
+        transaction per write request; docs/performance.md, "The HTTP server".) The fold itself runs under
+        the log's write lock, so two processes never fold the same events twice, and a grant or revocation
+        committed by any process is seen by the next lookup of every process (and, on PostgreSQL, host)."""
+        self._ensure()
         with self.recorder.read_snapshot() as conn:
             done = self.sql.checkpoint(conn)
-            head = self.recorder.head()
-        if done >= head:
-            return head
+            latest = self.sql.latest_in(conn, TOKEN_RANGE)
+        if latest <= done:
+            return done
         with self.recorder.write() as tx:
             conn = tx.connection  # type: ignore[attr-defined]
             position = self.sql.checkpoint(conn)  # another process may have folded it meanwhile
-            while batch := list(tx.read(since=position, limit=PAGE)):
-                self._apply(conn, batch)
-                position = batch[-1].position
+            events = [e for p in self.sql.positions_in(conn, TOKEN_RANGE, position)
+                      if (e := self.recorder.event_at(p)) is not None]
+            self._apply(conn, events)
+            if events:
+                position = events[-1].position
             self.sql.set_checkpoint(conn, position)
         return position
+
+    @property
+    def reads_inline(self) -> bool:
+        """Whether a lookup is a local call (SQLite in this process) rather than a network round trip: the
+        HTTP server then does it on its event loop instead of a worker thread."""
+        return self.recorder.dialect == "sqlite"
+
+    def current(self) -> bool:
+        """Whether the table holds every token event in the log (two indexed reads, nothing written): then a
+        lookup needs no ``catch_up``."""
+        if not self._created:
+            return False
+        with self.recorder.read_snapshot() as conn:
+            return self.sql.latest_in(conn, TOKEN_RANGE) <= self.sql.checkpoint(conn)
 
     def _apply(self, conn: object, events: Iterable[StoredEvent]) -> None:
         for e in events:
@@ -66,10 +93,11 @@ class TokenTable:
             else:
                 self.sql.revoke(conn, d["token"], e.recorded_at, actor, e.position)
 
-    def find(self, secret_sha256: str) -> TokenState | None:
+    def find(self, secret_sha256: str, *, caught_up: bool = False) -> TokenState | None:
         """The token whose secret hashes to ``secret_sha256`` (revoked and expired ones too: the caller
-        refuses them), after catching up with the log."""
-        self.catch_up()
+        refuses them), after catching up with the log (unless the caller just saw ``current()``)."""
+        if not caught_up:
+            self.catch_up()
         with self.recorder.read_snapshot() as conn:
             rows = self.sql.find(conn, secret_sha256)
         for row in rows:

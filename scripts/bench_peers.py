@@ -35,6 +35,10 @@ Rows (targets from the issue):
    fractions (10 %…100 %) of each history. Target ≥ 40×.
 6. one command on a model with 10,000 versions vs 10: ``Registry.tag`` (and ``register``) latency @10,000 / @10
    (target ≤ 2), beside model-ledger's ``record()`` @10,000 / @10 snapshots (informational).
+7. ``mlflowclient`` (issue 13): MLflow's own ``MlflowClient`` against ``mlflow server`` (full ``mlflow`` + gunicorn,
+   one worker per core) and against ``mledger serve``'s ``/api/2.0/mlflow/`` routes (``MLFLOW_TRACKING_TOKEN``),
+   1 and 8 client processes: ``create_model_version``, ``set_model_version_tag`` (target ≥ 5x) and
+   ``search_model_versions`` by name + tag (p50 target ≤ 0.5x). Servers and stores as in ``scripts/bench_http.py``.
 
 Temp dirs are removed at exit; the peer venvs stay (``--peers-dir``) for the next run.
 """
@@ -89,6 +93,10 @@ PEERS: dict[str, dict[str, Any]] = {
     # MLflow with a postgresql:// backend store (SQLAlchemy over psycopg2), for the "postgres" rows.
     "mlflow-pg": {"packages": ["mlflow-skinny", "sqlalchemy", "alembic", "sqlparse", "psycopg2-binary"],
                   "import": "mlflow, psycopg2", "worker": "mlflow_worker.py"},
+    # Full MLflow (its server needs more than mlflow-skinny) + gunicorn: `mlflow server` for the "mlflowclient"
+    # rows here and for scripts/bench_http.py.
+    "mlflow-server": {"packages": ["mlflow", "gunicorn"], "import": "mlflow.server, gunicorn",
+                      "worker": "mlflow_server_worker.py"},
 }
 
 SIZES = {
@@ -109,7 +117,7 @@ SIZES = {
     "cmd_rounds": (4, 2),
     "cmd_ops": (10, 10),
 }
-ROWS = ["create", "tags", "search", "store", "asof", "command", "postgres", "tier"]
+ROWS = ["create", "tags", "search", "store", "asof", "command", "postgres", "tier", "mlflowclient"]
 
 
 def size(key: str, quick: bool) -> int:
@@ -616,6 +624,70 @@ def row_command(tmp: str, quick: bool, ml: Peer) -> list[Row]:
     return rows
 
 
+def row_mlflowclient(tmp: str, quick: bool, peer: Peer) -> list[Row]:
+    """Issue 13: MLflow's own ``MlflowClient`` (in the full-``mlflow`` venv) against ``mlflow server`` (gunicorn,
+    one worker per core: its fastest here) and against ``mledger serve``'s ``/api/2.0/mlflow/`` routes (token
+    from ``MLFLOW_TRACKING_TOKEN``), both on SQLite stores filled alike (``scripts/bench_http.py``), with 1 and 8
+    client processes: ``create_model_version`` (ours ingests the named source, a distinct ~400 B file under the
+    server's ``MLEDGER_SOURCES``, and answers READY; MLflow records the source string), ``set_model_version_tag``,
+    ``search_model_versions("name = … AND tags.stage = …")`` (100 of 10 x 1,000 versions). Targets: writes ≥ 5x,
+    search p50 ≤ 0.5x."""
+    from bench_http import CORES, mlflow_server, mlflowclient_clients, ours_server
+
+    models, versions = 10, (200 if quick else 1_000)
+    counts = {"create": (60, 20), "tag": (100, 20), "search": (60, 20)}
+    if peer.error:
+        return [Row("MlflowClient: all rows", "modelledger", float("nan"), "ops/s", "MLflow server", float("nan"),
+                    float("nan"), note=skipped(peer))]
+    measured: dict[str, dict[tuple[str, int], dict[str, Any]]] = {}
+    for side in ("mlflow", "modelledger"):
+        with temp_dir(tmp, f"mlflowclient-{side}-") as d:
+            log(f"mlflowclient: {side} server, {models} x {versions:,} versions")
+            src = os.path.join(d, "sources")
+            os.makedirs(src)
+            cm = (ours_server(d, CORES, models, versions, sources=src + os.sep) if side == "modelledger"
+                  else mlflow_server(peer, d, CORES, models, versions))
+            got: dict[tuple[str, int], dict[str, Any]] = {}
+            with cm as target:
+                for clients in (1, 8):
+                    for op in ("create", "tag", "search"):
+                        full, small = counts[op]
+                        n = (small if quick else full) // (1 if clients == 1 else 4)
+                        extra: dict[str, Any] = {"models": models, "expect": versions // 10}
+                        sources = None
+                        if side == "mlflow":
+                            extra["source_prefix"] = f"mlflow-artifacts:/{target['run']['artifact_path']}/{op}{clients}"
+                        elif op == "create":
+                            sources = [small_files(os.path.join(src, f"x{clients}-c{c}"), n, seed=100 * clients + c)
+                                       for c in range(clients)]
+                        got[(op, clients)] = r = mlflowclient_clients(peer, target, op, clients, n, extra, sources)
+                        log(f"mlflowclient: {side} {op} x {clients}: {r['per_s']:,.1f}/s, p50 {median(r['ms']):.1f} ms")
+            measured[side] = got
+    rows = []
+    mine, theirs = measured["modelledger"], measured["mlflow"]
+    for clients in (1, 8):
+        plural = "s" if clients > 1 else ""
+        for op, api in (("create", "create_model_version"), ("tag", "set_model_version_tag")):
+            o, t = mine[(op, clients)], theirs[(op, clients)]
+            ratio = o["per_s"] / t["per_s"] if t["per_s"] else float("nan")
+            note = (f"MlflowClient.{api}, {clients} process{'es' if clients > 1 else ''}, {o['done']} calls ours / "
+                    f"{t['done']} MLflow; p50 {median(o['ms']):.1f} vs {median(t['ms']):.1f} ms"
+                    + (f"; {t['errors']} MLflow calls failed ({t['first_error']})" if t["errors"] else "")
+                    + (f"; {o['errors']} of ours failed ({o['first_error']})" if o["errors"] else ""))
+            rows.append(Row(f"MlflowClient {op}, {clients} client{plural}", "mledger serve", o["per_s"], "ops/s",
+                            f"mlflow server gunicorn -w {CORES}", t["per_s"], ratio, target="≥ 5", ok=ratio >= 5,
+                            note=note, samples={"modelledger_ms": o["ms"], "mlflow_ms": t["ms"]}))
+        o, t = mine[("search", clients)], theirs[("search", clients)]
+        ratio = median(o["ms"]) / median(t["ms"])
+        rows.append(Row(f"MlflowClient search p50, {clients} client{plural}", "mledger serve", median(o["ms"]), "ms",
+                        f"mlflow server gunicorn -w {CORES}", median(t["ms"]), ratio, target="≤ 0.5 (ms ratio)",
+                        ok=ratio <= 0.5,
+                        note=(f"search_model_versions name + tag, {versions // 10} of {models} x {versions:,}; p90 "
+                              f"{percentile(o['ms'], 90):.1f} vs {percentile(t['ms'], 90):.1f} ms"),
+                        samples={"modelledger_ms": o["ms"], "mlflow_ms": t["ms"]}))
+    return rows
+
+
 # -- main ------------------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
@@ -634,7 +706,8 @@ def main(argv: list[str] | None = None) -> int:
     peers_dir = Path(args.peers_dir)
     peers_dir.mkdir(parents=True, exist_ok=True)
     needed = {"create": ["mlflow"], "tags": ["mlflow", "eventsourcing"], "search": ["mlflow"], "store": ["mlflow"],
-              "asof": ["model-ledger"], "command": ["model-ledger"], "postgres": ["mlflow-pg"], "tier": []}
+              "asof": ["model-ledger"], "command": ["model-ledger"], "postgres": ["mlflow-pg"], "tier": [],
+              "mlflowclient": ["mlflow-server"]}
     peers = {name: Peer(name, peers_dir) for name in PEERS}
     setup = time.perf_counter()
     for name in sorted({p for r in chosen for p in needed[r]}):
@@ -663,7 +736,8 @@ def main(argv: list[str] | None = None) -> int:
                           ("asof", lambda: row_asof(tmp, args.quick, peers["model-ledger"])),
                           ("command", lambda: row_command(tmp, args.quick, peers["model-ledger"])),
                           ("postgres", lambda: bench_clients(tmp, args.quick, peers["mlflow-pg"])),
-                          ("tier", lambda: row_tier(tmp, args.quick))):
+                          ("tier", lambda: row_tier(tmp, args.quick)),
+                          ("mlflowclient", lambda: row_mlflowclient(tmp, args.quick, peers["mlflow-server"]))):
             if name not in chosen:
                 continue
             t = time.perf_counter()

@@ -195,3 +195,22 @@ def test_a_revoked_token_is_refused_at_once_by_every_server_process(start_server
         listed = {t.token: t for t in reg.tokens()}
     assert listed["ci"].revoked and listed["reader"].revoked and not listed["admin"].revoked
     assert listed["ci"].revoked_by == "admin" and listed["ci"].granted_by == "admin"
+
+
+def test_revocation_and_grant_behind_many_writes_are_seen_at_the_next_request(make_client, writer, tokens, home):
+    """The token table folds only token events: a revocation (and a new grant) made by another process after
+    many model events, while this server already answered requests, is in force at its very next request."""
+    register(writer, "busy")
+    reader = make_client(tokens["reader"])
+    for k in range(30):  # model events after the table's last fold
+        assert writer.post("/api/v1/tag", json={"ref": "busy@1", "tags": {"k": str(k)}}).status_code == 200
+        assert reader.get("/api/v1/show", params={"ref": "busy@1"}).status_code == 200
+    with Registry.open(home, actor="operator@host") as reg:  # another process: the local CLI's registry
+        reg.revoke_token("reader", "rotated")
+        _state, fresh = reg.create_token("reader2", "reader")
+        reg.tag("busy@1", {"after": "revoke"})
+    r = reader.get("/api/v1/show", params={"ref": "busy@1"})
+    assert r.status_code == 401 and "revoked" in r.json()["message"]
+    shown = make_client(fresh).get("/api/v1/show", params={"ref": "busy@1"})
+    assert shown.status_code == 200 and shown.json()["tags"]["after"] == "revoke"
+    assert writer.post("/api/v1/tag", json={"ref": "busy@1", "tags": {"k": "last"}}).status_code == 200
