@@ -60,7 +60,7 @@ def test_model_state_is_canonical_json_after_any_changes(description: str, tags:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["tags", "metrics", "artifact", "status", "deleted"]), TAGS, METRICS,
+@given(st.lists(st.tuples(st.sampled_from(["tags", "metrics", "artifact", "status", "deleted", "description"]), TAGS, METRICS,
                           TEXT), max_size=10))
 def test_version_state_and_columns_are_canonical_json(steps: list) -> None:
     v = VersionRow(("m", 1, None, "pending", 0, "", {}, {}, {}, {}, {}, {"source": "s"}, "t", "ann", 1, None, 1),
@@ -74,8 +74,10 @@ def test_version_state_and_columns_are_canonical_json(steps: list) -> None:
             v.artifact = {**v.artifact, "digest": text}
         elif kind == "status":
             v.status = text
+        elif kind == "description":
+            v.description = text
         else:
             v.deleted = 1 - v.deleted
-        assert v.state() == canonical_json([v.status, v.deleted, v.tags, v.metrics])
+        assert v.state() == canonical_json([v.status, v.deleted, v.tags, v.metrics, v.description])
         assert v.mutable()[2:5] == (canonical_json(v.tags), canonical_json(v.metrics), canonical_json(v.artifact))
         assert v.artifact_json() == canonical_json(v.artifact)
