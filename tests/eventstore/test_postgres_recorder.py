@@ -346,3 +346,21 @@ def test_the_prefetched_rows_are_what_the_fold_store_loads(recorder: PostgresRec
             if target.alias is not None:
                 stack = {(target.name, target.alias)}
                 assert pre.fold_tops(stack) == store.load_alias_tops(stack)
+
+
+def test_a_connection_lost_inside_a_batched_write_is_a_store_error_that_appends_nothing(
+    url: str, recorder: PostgresRecorder
+) -> None:
+    """Cut after the first round trip, with the rows sent but not committed: one line, nothing recorded, and
+    the next command gets a working connection."""
+    recorder.append([tag("model-a", 1)])
+    with pytest.raises(StoreError, match="connection") as info, recorder.write_batched() as tx:
+        tx.append([tag("model-a", 2)])
+        assert _terminate(url, tx.connection.info.backend_pid) == 1
+        tx.append([tag("model-a", 3)])
+        assert [e.position for e in tx.read(since=1)] == [2, 3]
+    assert "\n" not in str(info.value)
+    assert recorder.head() == 1
+    with recorder.write_batched() as tx:
+        assert tx.append([tag("model-a", 2)])[0].position == 2
+    assert verify_rows(recorder.raw_rows()).ok
