@@ -650,19 +650,16 @@ def _appended_first(exc: psycopg.Error) -> bool:
 def _rollback_batched(conn: psycopg.Connection, pipeline: ExitStack) -> None:
     """End a batched transaction that failed: the ROLLBACK rides the pipeline (one round trip with its Sync);
     if a statement had failed, the pipeline skipped it, and it is sent again on its own."""
-    if conn.closed:
-        return
+    if not conn.closed:
+        try:
+            conn.execute(sql.ROLLBACK)
+        except psycopg.Error:
+            pass
     try:
-        conn.execute(sql.ROLLBACK)
+        pipeline.close()  # leaves pipeline mode, also on a connection that is gone
     except psycopg.Error:
         pass
-    try:
-        pipeline.close()
-    except psycopg.Error:
-        pass
-    if conn.closed:
-        return
-    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+    if not conn.closed and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         _rollback(conn)
 
 
