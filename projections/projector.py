@@ -34,7 +34,7 @@ from eventstore.errors import StoreError
 from eventstore.events import VERSION_CREATING, StoredEvent
 
 from .dialects import dialect_of
-from .search import entity_tokens
+from .search import entity_tokens, version_index_tokens
 
 CHECKPOINT = "catalog"
 INT64 = (-(2**63), 2**63 - 1)
@@ -300,7 +300,7 @@ class Fold:
                 out.versions_changed.append(version.mutable())
             key = (version.name, version.version)
             if version.words:
-                out.version_words.append((*key, entity_tokens(version.name, version.description, version.tags)))
+                out.version_words.append((*key, version_index_tokens(version.name, version.description, version.tags)))
             _diff(out.tags_set, out.tags_removed, key, version.original_tags, version.tags)
             _diff(out.metrics_set, out.metrics_removed, key, version.original_metrics, version.metrics)
             if version.files:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-VERSION = 1  # bump when the tables change shape: an older catalog is then rebuilt from the log
+VERSION = 2  # bump when the tables change shape: an older catalog is then rebuilt from the log
 
 DECISION_TABLES = ("models", "versions", "aliases", "alias_history", "blob_refs")
 CATALOG_TABLES = ("tags", "metrics", "files", "model_states", "version_states", "artifact_states", "model_search",

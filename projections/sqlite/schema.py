@@ -12,7 +12,7 @@ import sqlite3
 
 from eventstore.sqlscript import create_schema
 
-VERSION = 9  # bump when the tables change shape: an older catalog is then rebuilt from the log
+VERSION = 10  # bump when the tables change shape: an older catalog is then rebuilt from the log
 
 DECISION_TABLES = ("models", "versions", "aliases", "alias_history", "blob_refs")
 CATALOG_TABLES = ("tags", "metrics", "files", "model_states", "version_states", "artifact_states", "model_words",
