@@ -34,7 +34,7 @@ from eventstore.errors import StoreError
 from eventstore.events import VERSION_CREATING, StoredEvent
 
 from .dialects import dialect_of
-from .search import entity_tokens
+from .search import entity_tokens, version_index_tokens
 
 CHECKPOINT = "catalog"
 INT64 = (-(2**63), 2**63 - 1)
@@ -94,8 +94,9 @@ class ModelRow:
         """The ``model_states`` entry: the MODEL_COLUMNS after the name (tags nested), then the aliases —
         ``canonical_json`` of that list, byte for byte. One is written after every event of the model, and
         most events change only its stream version and time: the rest is encoded again only when it changed
-        (every value here is text, a whole number or None, so equal values encode equally). Profiled on a
-        30,000-event rebuild, encoding the states was 13 % of the fold."""
+        (every value here is text, a whole number or None, so equal values encode equally). Measured (CPU
+        time, 30,000-event rebuild of ``scripts/bench_fold.py``'s log): handlers and states 11.0 -> 10.2 µs per
+        event, ``Fold.changes`` 3.6 -> 3.0 µs — a few per cent of the 41 µs an event costs."""
         key = (self.description, self.tags_json(), self.deleted, self.latest, self.last_version,
                self.version_count)
         if key != self._state_key or self.aliases != self._state_aliases:
@@ -301,7 +302,7 @@ class Fold:
                 out.versions_changed.append(version.mutable())
             key = (version.name, version.version)
             if version.words:
-                out.version_words.append((*key, entity_tokens(version.name, version.description, version.tags)))
+                out.version_words.append((*key, version_index_tokens(version.name, version.description, version.tags)))
             _diff(out.tags_set, out.tags_removed, key, version.original_tags, version.tags)
             _diff(out.metrics_set, out.metrics_removed, key, version.original_metrics, version.metrics)
             if version.files:

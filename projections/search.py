@@ -54,6 +54,18 @@ def entity_tokens(name: str, description: str, tags: Mapping[str, str]) -> list[
     return tokens(name, description, *tags.keys(), *tags.values())
 
 
+NAME_MARK = "~"  # not a token character: a name token in a version's index never equals an own token
+
+
+def version_index_tokens(name: str, description: str, tags: Mapping[str, str]) -> list[str]:
+    """What a version's search index stores: its own tokens (description, tag keys and values), and its
+    model's name tokens marked with ``NAME_MARK``. A version is found by the same words as before (each word
+    begins an own token or a name token, ``entity_tokens``), but a word of the name alone no longer matches
+    every version of the model in the index — those are found through the model, whose own words hold its
+    name: a search for a model's name at 1,000,000 events fetched all 10,678 versions of the models it named."""
+    return sorted({*tokens(description, *tags.keys(), *tags.values()), *(NAME_MARK + t for t in _split(name))})
+
+
 def query_words(text: str) -> list[str]:
     """A search's words. Blank text is a ``ValidationError`` (as is a NUL, which no index can hold); text
     with no token in it (``*``, ``"``) gives no words, which match nothing."""

@@ -163,6 +163,74 @@ def test_a_search_finds_the_same_models_in_sqlite_postgresql_and_the_past(pg_cat
     assert found_pg == expected
 
 
+model_names = st.sampled_from(["m0", "resnet-50", "team/vision-net", "bert.v2"])
+word_pool = st.sampled_from(["m0", "resnet", "50", "team", "vision", "net", "bert", "v2", "gpu", "prod", "x"])
+few_words = st.lists(word_pool, min_size=1, max_size=3).map(" ".join)
+
+
+def _version_events(docs: list[tuple[str, tuple[str, dict], tuple[str, dict]]]) -> list[StoredEvent]:
+    out: list[StoredEvent] = []
+    for name, (description, tags), (v_description, v_tags) in docs:
+        out.append(StoredEvent(len(out) + 1, f"model-{name}", 1, "ModelRegistered", 1,
+                               {"name": name, "description": description, "tags": tags}, {}, "2026-01-01T00:00:00Z", "h"))
+        out.append(StoredEvent(len(out) + 1, f"model-{name}", 2, "VersionRegistered", 1,
+                               {"name": name, "version": 1, "parent": None, "description": v_description,
+                                "params": {}, "structure": {}, "optimizer": {}, "tags": v_tags, "status": "pending",
+                                "artifact": {}}, {}, "2026-01-01T00:00:00Z", "h"))
+    return out
+
+
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(docs=st.dictionaries(model_names, st.tuples(
+           st.tuples(few_words | texts, st.dictionaries(st.sampled_from(["k", "env"]), few_words, max_size=2)),
+           st.tuples(few_words | texts, st.dictionaries(st.sampled_from(["k", "env"]), few_words, max_size=2))),
+           min_size=1, max_size=4),
+       query=few_words | texts)
+@example(docs={"resnet-50": (("", {}), ("nightly", {"env": "gpu"}))}, query="resnet gpu")
+@example(docs={"resnet-50": (("", {"env": "prod"}), ("nightly", {"env": "gpu"}))}, query="prod gpu")
+@example(docs={"team/vision-net": (("", {}), ("", {}))}, query="vision net")
+def test_a_version_search_finds_the_same_in_sqlite_postgresql_and_the_rule(pg_catalog, docs, query):
+    """Versions are indexed by their own words and their model's name apart (``version_index_tokens``); a
+    search still finds a model (``list``) or a version (``search``) exactly when every word begins a token of
+    the model, or of the version — name, description, tags — as the Python rule says, on both dialects."""
+    if not query.replace('"', " ").split():
+        return
+    words = query_words(query)
+    ordered = sorted(docs.items())
+    events = _version_events([(name, model, version) for name, (model, version) in ordered])
+
+    def model_hit(name, model):
+        return matches(words, entity_tokens(name, *model))
+
+    def version_hit(name, version):
+        return matches(words, entity_tokens(name, *version))
+
+    want_models = [name for name, (model, version) in ordered if model_hit(name, model) or version_hit(name, version)]
+    want_versions = [(name, 1) for name, (model, version) in ordered
+                     if model_hit(name, model) or version_hit(name, version)]
+    from projections import postgres as pg
+
+    lite = sqlite3.connect(":memory:", isolation_level=None)
+    try:
+        lite.execute("BEGIN")
+        sqlite_catalog.create(lite)
+        fold(sqlite_catalog.fold_store(lite), events, 0)
+        got_lite = ([r[0] for r in sqlite_catalog.list_models(lite, words=words, tags={}, file=None, alias=None,
+                                                              include_deleted=True, limit=None)],
+                    [(r[0], r[1]) for r in sqlite_catalog.search_versions(lite, words=words, name=None, tags={},
+                                                                          file=None, alias=None, limit=None)])
+    finally:
+        lite.close()
+    with pg_catalog.transaction(force_rollback=True):
+        fold(pg.fold_store(pg_catalog), events, 0)
+        got_pg = ([r[0] for r in pg.list_models(pg_catalog, words=words, tags={}, file=None, alias=None,
+                                                 include_deleted=True, limit=None)],
+                  [(r[0], r[1]) for r in pg.search_versions(pg_catalog, words=words, name=None, tags={}, file=None,
+                                                             alias=None, limit=None)])
+    assert got_lite == (want_models, want_versions)
+    assert got_pg == (want_models, want_versions)
+
+
 def test_tokens_keep_dots_underscores_and_dashes_and_fold_case_and_accents():
     assert split("ResNet-50 v1.2 my_model Café ÅNGSTRÖM") == ["resnet-50", "v1.2", "my_model", "cafe", "angstrom"]
     assert matches(query_words("resn v1 my_ caf"), split("ResNet-50 v1.2 my_model Café"))

@@ -28,7 +28,7 @@ from services import examples
 
 from eventstore.verify import verify_rows
 from projections.dialects import dialect_of
-from projections.search import entity_tokens
+from projections.search import entity_tokens, version_index_tokens
 
 NAMES = ["a", "b", "team/c"]
 BAD_NAMES = ["", "../x", "a b", "x/", "-a"]
@@ -161,13 +161,13 @@ def search_answers(reg) -> dict[str, list[str]]:
 
 
 def assert_search_index_matches_its_tables(reg) -> None:
-    """The search index holds exactly the tokens of every model's and version's name, description and tags
-    (``projections.search``), on any backend: an index the fold forgot to rewrite fails here."""
+    """The search index holds exactly the tokens of every model's name, description and tags, and of every
+    version's (its model's name marked apart: ``version_index_tokens``), on any backend: an index the fold forgot to rewrite fails here."""
     want = []
     for m in reg.catalog().list(include_deleted=True):
         model = reg.model(m.name)
         want.append((m.name, 0, entity_tokens(m.name, m.description, m.tags)))
-        want += [(v.name, v.version, entity_tokens(v.name, v.description, v.tags)) for v in model.versions]
+        want += [(v.name, v.version, version_index_tokens(v.name, v.description, v.tags)) for v in model.versions]
     with reg.recorder.read_snapshot() as conn:
         have = list(dialect_of(conn).words_rows(conn))
     assert sorted(have) == sorted(want)

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from projections.rows import MODEL_COLUMNS, VERSION_COLUMNS
+from projections.search import NAME_MARK
 
 from .text import text_param
 
@@ -19,10 +20,23 @@ _V = ", ".join("v." + c.strip() for c in VERSION_COLUMNS.split(","))
 _M = ", ".join("m." + c.strip() for c in MODEL_COLUMNS.split(","))
 
 
+def _prefix(word: str) -> str:
+    """One word as a prefix lexeme, quoted so that nothing in it is read as tsquery syntax."""
+    return "'" + text_param(word).replace("\\", "\\\\").replace("'", "''") + "':*"
+
+
 def ts_query(words: Sequence[str]) -> str:
-    """Search words (``projections.search.query_words``) → a ``tsquery``: each word a required prefix lexeme,
-    quoted so that nothing in it is read as tsquery syntax."""
-    return " & ".join("'" + text_param(w).replace("\\", "\\\\").replace("'", "''") + "':*" for w in words)
+    """Search words (``projections.search.query_words``) → a ``tsquery``: each word a required prefix lexeme."""
+    return " & ".join(_prefix(w) for w in words)
+
+
+def version_ts_query(words: Sequence[str]) -> str:
+    """The ``tsquery`` of the version index (``projections.search.version_index_tokens``): each word begins an
+    own token or a marked name token, and at least one word an own token (a version whose words all come from
+    its name is found through its model, whose own words hold the name — so the index is not asked for every
+    version of a model whose name a word begins)."""
+    each = " & ".join(f"({_prefix(w)} | {_prefix(NAME_MARK + w)})" for w in words)
+    return f"{each} & ({' | '.join(_prefix(w) for w in words)})"
 
 
 # -- the decision state ------------------------------------------------------------------------------------
@@ -94,16 +108,14 @@ def list_models(conn: Any, *, words: Sequence[str] | None, tags: Mapping[str, st
         where.append("NOT m.deleted")
     if words is not None:
         q = ts_query(words)
-        # A version's words hold its model's name, so a word of a name matches every version of the model
-        # (10,678 at 1,000,000 events for 'model-05'): models that match by their own words are left out of the
-        # version branch before its join checks that the version is live (EXPLAIN ANALYZE at 1,000,000
-        # events: 41k buffer hits and ~60 % of the query's time went to that join).
+        # Models that match by their own words are left out of the version branch before its join checks that
+        # a version is live (EXPLAIN ANALYZE at 1,000,000 events: that join was ~60 % of a keyword listing).
         where.append(
             "(m.name IN (SELECT name FROM model_search WHERE words @@ %s::tsquery)"
             " OR m.name IN (SELECT v.name FROM version_search s JOIN versions v ON v.name = s.name"
             " AND v.version = s.version WHERE s.words @@ %s::tsquery AND NOT v.deleted"
             " AND s.name NOT IN (SELECT name FROM model_search WHERE words @@ %s::tsquery)))")
-        params += [q, q, q]
+        params += [q, version_ts_query(words), q]
     for key, value in tags.items():
         where.append(
             "EXISTS (SELECT 1 FROM tags t LEFT JOIN versions v ON v.name = t.name AND v.version = t.version"
@@ -139,11 +151,10 @@ def search_versions(conn: Any, *, words: Sequence[str] | None, name: str | None,
         where.append("v.name = %s")
         params.append(name)
     if words is not None:
-        q = ts_query(words)
         where.append(
             "((v.name, v.version) IN (SELECT name, version FROM version_search WHERE words @@ %s::tsquery)"
             " OR m.name IN (SELECT name FROM model_search WHERE words @@ %s::tsquery))")
-        params += [q, q]
+        params += [version_ts_query(words), ts_query(words)]
     for key, value in tags.items():
         where.append("EXISTS (SELECT 1 FROM tags t WHERE t.name = v.name AND t.version IN (0, v.version)"
                      " AND t.key = %s AND t.value = %s)")

@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from projections.rows import MODEL_COLUMNS, VERSION_COLUMNS
-from projections.search import hex_token
+from projections.search import NAME_MARK, hex_token
 
 _V = ", ".join("v." + c.strip() for c in VERSION_COLUMNS.split(","))
 _M = ", ".join("m." + c.strip() for c in MODEL_COLUMNS.split(","))
@@ -20,6 +20,16 @@ _M = ", ".join("m." + c.strip() for c in MODEL_COLUMNS.split(","))
 def fts_query(words: Sequence[str]) -> str:
     """Search words (``projections.search.query_words``) → an FTS5 query: each word's hex as a required prefix."""
     return " ".join('"' + hex_token(w) + '"*' for w in words)
+
+
+def version_fts_query(words: Sequence[str]) -> str:
+    """The FTS5 query of the version index (``projections.search.version_index_tokens``): each word begins an
+    own token or a marked name token, and at least one word an own token (as ``postgres.queries.
+    version_ts_query``: a version whose words all come from its name is found through its model)."""
+    def prefix(word: str) -> str:
+        return '"' + hex_token(word) + '"*'
+    each = " AND ".join(f"({prefix(w)} OR {prefix(NAME_MARK + w)})" for w in words)
+    return f"{each} AND ({' OR '.join(prefix(w) for w in words)})"
 
 
 # -- the decision state ------------------------------------------------------------------------------------
@@ -88,7 +98,7 @@ def list_models(conn: sqlite3.Connection, *, words: Sequence[str] | None, tags: 
             " OR m.name IN (SELECT v.name FROM version_words w JOIN versions v ON v.name = w.name"
             " AND v.version = w.version WHERE w.id IN (SELECT rowid FROM versions_fts WHERE versions_fts MATCH ?)"
             " AND v.deleted = 0))")
-        params += [q, q]
+        params += [q, version_fts_query(words)]
     for key, value in tags.items():
         where.append(
             "EXISTS (SELECT 1 FROM tags t LEFT JOIN versions v ON v.name = t.name AND v.version = t.version"
@@ -131,7 +141,7 @@ def search_versions(conn: sqlite3.Connection, *, words: Sequence[str] | None, na
             " (SELECT rowid FROM versions_fts WHERE versions_fts MATCH ?))"
             " OR m.name IN (SELECT w.name FROM model_words w WHERE w.id IN"
             " (SELECT rowid FROM models_fts WHERE models_fts MATCH ?)))")
-        params += [q, q]
+        params += [version_fts_query(words), q]
     for key, value in tags.items():
         where.append("EXISTS (SELECT 1 FROM tags t WHERE t.name = v.name AND t.version IN (0, v.version)"
                      " AND t.key = ? AND t.value = ?)")
