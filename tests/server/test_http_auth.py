@@ -195,3 +195,31 @@ def test_a_revoked_token_is_refused_at_once_by_every_server_process(start_server
         listed = {t.token: t for t in reg.tokens()}
     assert listed["ci"].revoked and listed["reader"].revoked and not listed["admin"].revoked
     assert listed["ci"].revoked_by == "admin" and listed["ci"].granted_by == "admin"
+
+
+def test_the_token_table_writes_only_when_a_token_event_arrived(home, tokens, tmp_path):
+    """Model events appended by another process need no fold (nothing is written for them: the table is read
+    on every request); a revocation among them is folded and refused at the next lookup."""
+    from eventstore.access import secret_hash
+
+    w = tmp_path / "w.bin"
+    w.write_bytes(b"weights")
+    with Registry.open(home) as server_side, Registry.open(home, actor="other@host") as other:
+        table = server_side.token_table
+        reader = secret_hash(tokens["reader"])
+        assert table.find(reader).token == "reader"
+
+        def checkpoint() -> int:
+            with server_side.recorder.read_snapshot() as conn:
+                return table.sql.checkpoint(conn)
+
+        folded = checkpoint()
+        other.register("m", str(w))
+        other.tag("m@1", stage="dev")
+        assert not table.find(reader).revoked
+        assert checkpoint() == folded  # read, not written
+        other.revoke_token("reader", "rotated")
+        other.tag("m@1", stage="prod")
+        found = table.find(reader)
+        assert found.revoked and found.revoked_by == "other@host"
+        assert checkpoint() == other.head()
