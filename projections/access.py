@@ -45,8 +45,11 @@ class TokenTable:
         a revocation among them: folded under the log's write lock (two processes never fold the same
         events twice) and the checkpoint moved."""
         if not self._created:
-            with self.recorder.write() as tx:
-                self.sql.create(tx.connection)  # type: ignore[attr-defined]
+            with self.recorder.read_snapshot() as conn:
+                there = self.sql.exists(conn)
+            if not there:
+                with self.recorder.write() as tx:
+                    self.sql.create(tx.connection)  # type: ignore[attr-defined]
             self._created = True
         head = self.recorder.head()
         if head <= self._current_to:
