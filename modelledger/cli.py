@@ -482,8 +482,8 @@ def cmd_demo(reg_factory: Any, args: argparse.Namespace) -> int:
 # -- parser --------------------------------------------------------------------------------------------
 
 REMOTE_HELP = """\
-a team server (docs/http.md): every command but serve, worker, webhook and demo runs against a
-`mledger serve` with --url URL (env MLEDGER_URL) and its access token from --token-file FILE
+a team server (docs/http.md): every command but serve, worker, webhook, copy, projections and demo
+runs against a `mledger serve` with --url URL (env MLEDGER_URL) and its access token from --token-file FILE
 (env MLEDGER_TOKEN_FILE) or env MLEDGER_TOKEN; --token SECRET works too, but a command line is
 seen by `ps` and kept in shell history. `mledger COMMAND --help` lists each command's options."""
 
@@ -509,7 +509,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     common.add_argument("--database", metavar="URL|FILE",
                         help="postgresql://... or a SQLite file (env MLEDGER_DATABASE, default $MLEDGER_HOME/registry.db)")
 
-    # Over HTTP (docs/http.md). Not on `webhook` (its --url is where a hook posts), `serve`, `worker`, `demo`.
+    # Over HTTP (docs/http.md). Not on the commands that need the database itself (`_LOCAL_ONLY`, `serve`,
+    # `worker`, `demo`); `webhook`'s own --url is where a hook posts.
     remote = argparse.ArgumentParser(add_help=False)
     remote.add_argument("--url", dest="server_url", metavar="URL",
                         help="a `mledger serve` to talk to instead of a database (env MLEDGER_URL)")
@@ -530,7 +531,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     def add(name: str, fn: Any, help: str) -> argparse.ArgumentParser | _NotBuilt:
         if command is not None and name != command:
             return _NotBuilt()
-        local_only = name in ("webhook", "serve", "worker", "demo")
+        local_only = name in ("webhook", "serve", "worker", "demo", "copy", "projections")
         p = sub.add_parser(name, parents=[common] if local_only else [common, remote], help=help, description=help)
         p.set_defaults(fn=fn)
         built.append(name)

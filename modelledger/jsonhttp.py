@@ -70,6 +70,18 @@ def check_url(url: str) -> str:
     return text.rstrip("/")
 
 
+def header_value(what: str, value: str) -> str:
+    """``value`` if an HTTP header can carry it unchanged (Latin-1 text without control characters), else a
+    ``ValidationError`` naming ``what`` (http.client would raise a bare ValueError or UnicodeEncodeError)."""
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        raise ValidationError(f"{what} cannot be sent over HTTP: it holds characters outside Latin-1") from None
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValidationError(f"{what} cannot be sent over HTTP: it holds a line break or a control character")
+    return value
+
+
 def _query(params: Mapping[str, Any] | None) -> str:
     pairs: list[tuple[str, str]] = []
     for key, value in (params or {}).items():
@@ -129,7 +141,7 @@ class Wire:
         self.timeout = timeout
         self.headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
         if token:
-            self.headers["Authorization"] = f"Bearer {token}"
+            self.headers["Authorization"] = f"Bearer {header_value('the token', token)}"
         self._conn: http.client.HTTPConnection | None = None
 
     def _connect(self, timeout: float | None) -> http.client.HTTPConnection:
@@ -154,7 +166,7 @@ class Wire:
 
     def _headers(self, extra: Mapping[str, str] | None) -> dict[str, str]:
         via = self._proxy.headers if self._proxy is not None and not self._https else {}
-        return {**self.headers, **via, **(extra or {})}
+        return {**self.headers, **via, **{k: header_value(f"the {k}", v) for k, v in (extra or {}).items()}}
 
     def request(self, method: str, route: str, params: Mapping[str, Any] | None = None,
                 body: Mapping[str, Any] | None = None, headers: Mapping[str, str] | None = None) -> tuple[int, bytes]:

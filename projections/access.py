@@ -37,8 +37,11 @@ class TokenTable:
 
     def _ensure(self) -> None:
         if not self._created:
-            with self.recorder.write() as tx:
-                self.sql.create(tx.connection)  # type: ignore[attr-defined]
+            with self.recorder.read_snapshot() as conn:
+                there = self.sql.exists(conn)
+            if not there:
+                with self.recorder.write() as tx:
+                    self.sql.create(tx.connection)  # type: ignore[attr-defined]
             self._created = True
 
     def catch_up(self) -> int:

@@ -33,6 +33,12 @@ _CHECKPOINT = ("INSERT INTO access_checkpoint (id, position) VALUES (1, %s)"
                " ON CONFLICT (id) DO UPDATE SET position = excluded.position")
 
 
+def exists(conn: Any) -> bool:
+    """Whether the tables are there: asked first, so a role without the right to create tables (a writer,
+    docs/operations.md "Roles") never runs the DDL once the owner has made them."""
+    return bool(conn.execute("SELECT to_regclass('access_tokens') IS NOT NULL AND to_regclass('access_checkpoint') IS NOT NULL").fetchone()[0])
+
+
 def create(conn: Any) -> None:
     for statement in SCHEMA:
         conn.execute(statement)

@@ -29,6 +29,12 @@ _CHECKPOINT = ("INSERT INTO access_checkpoint (id, position) VALUES (1, ?)"
                " ON CONFLICT (id) DO UPDATE SET position = excluded.position")
 
 
+def exists(conn: sqlite3.Connection) -> bool:
+    """Whether the tables are there: asked first, so a role without the right to create tables (a writer,
+    docs/operations.md "Roles") never runs the DDL once the owner has made them."""
+    return bool(conn.execute("SELECT count(*) = 2 FROM sqlite_master WHERE type = 'table' AND name IN ('access_tokens', 'access_checkpoint')").fetchone()[0])
+
+
 def create(conn: sqlite3.Connection) -> None:
     for statement in SCHEMA:
         conn.execute(statement)

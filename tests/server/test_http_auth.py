@@ -214,3 +214,32 @@ def test_revocation_and_grant_behind_many_writes_are_seen_at_the_next_request(ma
     shown = make_client(fresh).get("/api/v1/show", params={"ref": "busy@1"})
     assert shown.status_code == 200 and shown.json()["tags"]["after"] == "revoke"
     assert writer.post("/api/v1/tag", json={"ref": "busy@1", "tags": {"k": "last"}}).status_code == 200
+
+
+def test_the_token_table_writes_only_when_a_token_event_arrived(home, tokens, tmp_path):
+    """Model events appended by another process need no fold (nothing is written for them: the table is read
+    on every request); a revocation among them is folded and refused at the next lookup."""
+    from eventstore.access import secret_hash
+
+    w = tmp_path / "w.bin"
+    w.write_bytes(b"weights")
+    with Registry.open(home) as server_side, Registry.open(home, actor="other@host") as other:
+        table = server_side.token_table
+        reader = secret_hash(tokens["reader"])
+        assert table.find(reader).token == "reader"
+
+        def checkpoint() -> int:
+            with server_side.recorder.read_snapshot() as conn:
+                return table.sql.checkpoint(conn)
+
+        folded = checkpoint()
+        other.register("m", str(w))
+        other.tag("m@1", stage="dev")
+        assert not table.find(reader).revoked
+        assert checkpoint() == folded  # read, not written
+        other.revoke_token("reader", "rotated")
+        revoked_at = other.head()
+        other.tag("m@1", stage="prod")
+        found = table.find(reader)
+        assert found.revoked and found.revoked_by == "other@host"
+        assert checkpoint() == revoked_at  # folded through the revocation; the tag after it needs no fold

@@ -127,6 +127,12 @@ def test_remote_refusals_and_local_only_commands(start_server, tokens, tmp_path)
         out = run(reader_env, *local_only)
         assert out.returncode == 2 and "not over HTTP" in out.stderr and out.stderr.count("\n") == 1, out.stderr
     assert not (tmp_path / "copy.db").exists()
+    # What an HTTP header cannot carry is refused before anything is sent (http.client raised ValueError).
+    for key in ("two\nlines", "euro-€"):
+        out = run(reader_env, "tag", "m", "a=b", "--idempotency-key", key)
+        assert out.returncode == 2 and "Idempotency-Key cannot be sent" in out.stderr, out.stderr
+    out = run({**reader_env, "MLEDGER_TOKEN": "mlt_a\r\nX-Injected: 1"}, "list")
+    assert out.returncode == 2 and "token cannot be sent" in out.stderr, out.stderr
     down_env = subprocess_env(tmp_path / "nowhere", MLEDGER_URL="http://127.0.0.1:9", MLEDGER_TOKEN="x")
     out = run(down_env, "list")
     assert out.returncode == 5 and "cannot reach" in out.stderr
