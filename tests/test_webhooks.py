@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from services import mledger_command, subprocess_env, wait_for
 
-from eventstore.errors import ArtifactError, ValidationError
+from eventstore.errors import ArtifactError, NotFoundError, ValidationError
 from eventstore.webhooks import Replay, sign
 from modelledger.registry import Registry
 
@@ -227,3 +227,24 @@ def test_a_redis_worker_killed_mid_delivery_loses_none(home: Path, artifact: Pat
     # What came twice was sent after the cursor recorded last before the kill: about a second's worth.
     again = [p for p in before if p > recorded]
     assert len(positions) - len(wanted) == len(again) <= 15
+
+
+def test_the_subscription_index_follows_the_log(home: Path, hooks_env: int) -> None:
+    """Listings read only the events since the previous listing (eventstore.webhooks.subscriptions): what
+    other processes appended meanwhile is in the next listing, updates and deletions too."""
+    from eventstore.webhooks import DeleteWebhook, UpdateWebhook
+
+    url = f"http://127.0.0.1:{hooks_env}/in"
+    with Registry.open(home) as reg:
+        a, _ = reg.create_webhook("a", url, ["model_version.created"])
+        assert [w.name for w in reg.webhooks()] == ["a"]
+        b, _ = reg.create_webhook("b", url, ["Tagged"])
+        reg.change_webhook(UpdateWebhook(a.webhook_id, status="DISABLED"))
+        assert [(w.name, w.status) for w in reg.webhooks()] == [("a", "DISABLED"), ("b", "ACTIVE")]
+        with Registry.open(home) as other:  # another writer of the same log
+            other.create_webhook("c", url, ["Tagged"])
+            other.change_webhook(DeleteWebhook(b.webhook_id))
+        assert [w.name for w in reg.webhooks()] == ["a", "c"]
+        assert reg.webhook("c").events == ("Tagged",)
+        with pytest.raises(NotFoundError):
+            reg.webhook("b")
