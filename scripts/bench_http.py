@@ -246,6 +246,13 @@ def run_clients(target: dict[str, Any], op: str, clients: int, n: int, extra: di
             "first_error": first_error, "server_cpu_ms": 1000 * cpu / max(1, done)}
 
 
+def warm_up(target: dict[str, Any], models: int, versions: int) -> None:
+    """A few operations of each kind from 8 clients before any timing: every worker process of the server
+    loads what it loads on first use (MLflow's first artifact upload in a worker costs ~100 ms of imports)."""
+    for op in ("create", "tag", "search"):
+        run_clients(target, op, 8, 2, {"models": models, "expect": versions // 10, "salt": 99})
+
+
 def section_servers(tmp: str, quick: bool, peer: Peer, workers: int,
                     skip_mlflow: bool = False) -> tuple[list[Row], dict[str, Any]]:
     models, versions = size("models", quick), size("versions", quick)
@@ -265,10 +272,11 @@ def section_servers(tmp: str, quick: bool, peer: Peer, workers: int,
                   else mlflow_server(peer, d, w, models, versions))
             with cm as target:
                 got: dict[tuple[str, int], dict[str, Any]] = {}
+                warm_up(target, models, versions)
                 for clients in (1, 8):
                     for op in ("create", "tag", "search"):
                         n = size(f"{op}_n", quick) // (1 if clients == 1 else 4)
-                        extra = {"models": models, "expect": versions // 10}
+                        extra = {"models": models, "expect": versions // 10, "salt": clients}
                         got[(op, clients)] = r = run_clients(target, op, clients, n, extra)
                         log(f"servers: {label} {op} x {clients}: {r['per_s']:,.1f}/s, p50 {median(r['ms']):.1f} ms,"
                             f" server CPU {r['server_cpu_ms']:.2f} ms/op ({load()})")
@@ -363,10 +371,12 @@ def section_compare(tmp: str, quick: bool, workers: int, tree: str, rounds: int,
         for side in (("base", "this") if r % 2 == 0 else ("this", "base")):
             with temp_dir(tmp, f"http-compare-{side}-") as d:
                 with ours_server(d, workers, models, versions, tree=tree if side == "base" else this) as target:
+                    warm_up(target, models, versions)
                     for clients in (1, 8):
                         for op in ("create", "tag", "search"):
                             n = size(f"{op}_n", quick) // (1 if clients == 1 else 4)
-                            res = run_clients(target, op, clients, n, {"models": models, "expect": versions // 10})
+                            res = run_clients(target, op, clients, n,
+                                              {"models": models, "expect": versions // 10, "salt": clients})
                             got[side].setdefault((op, clients), []).append(res)
             log(f"compare: round {r + 1}/{rounds} {side} done ({load()})")
     rows = []

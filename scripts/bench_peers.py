@@ -46,11 +46,14 @@ Temp dirs are removed at exit; the peer venvs stay (``--peers-dir``) for the nex
 from __future__ import annotations
 
 import argparse
+import functools
+import http.server
 import json
 import os
 import random
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -624,6 +627,29 @@ def row_command(tmp: str, quick: bool, ml: Peer) -> list[Row]:
     return rows
 
 
+class _FolderServer:
+    """A folder served read-only over HTTP on 127.0.0.1 (a thread of this process), as a context manager."""
+
+    def __init__(self, folder: str) -> None:
+        handler = functools.partial(_QuietHandler, directory=folder)
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def __enter__(self) -> _FolderServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: Any) -> None:  # no access log on stderr
+        pass
+
+
 def row_mlflowclient(tmp: str, quick: bool, peer: Peer) -> list[Row]:
     """Issue 13: MLflow's own ``MlflowClient`` (in the full-``mlflow`` venv) against ``mlflow server`` (gunicorn,
     one worker per core: its fastest here) and against ``mledger serve``'s ``/api/2.0/mlflow/`` routes (token
@@ -631,7 +657,9 @@ def row_mlflowclient(tmp: str, quick: bool, peer: Peer) -> list[Row]:
     client processes: ``create_model_version`` (ours ingests the named source, a distinct ~400 B file under the
     server's ``MLEDGER_SOURCES``, and answers READY; MLflow records the source string), ``set_model_version_tag``,
     ``search_model_versions("name = … AND tags.stage = …")`` (100 of 10 x 1,000 versions). Targets: writes ≥ 5x,
-    search p50 ≤ 0.5x."""
+    search p50 ≤ 0.5x. Ours fetches each created version's source, a URL under its MLEDGER_SOURCES (it reads no
+    path a client names), from a folder this process serves over HTTP; MLflow's source is under the run's
+    artifacts (MLflow checks that), which it records without reading."""
     from bench_http import CORES, mlflow_server, mlflowclient_clients, ours_server
 
     models, versions = 10, (200 if quick else 1_000)
@@ -645,20 +673,37 @@ def row_mlflowclient(tmp: str, quick: bool, peer: Peer) -> list[Row]:
             log(f"mlflowclient: {side} server, {models} x {versions:,} versions")
             src = os.path.join(d, "sources")
             os.makedirs(src)
-            cm = (ours_server(d, CORES, models, versions, sources=src + os.sep) if side == "modelledger"
+            # Our server never reads a path a client names: the versions' sources are URLs under its
+            # MLEDGER_SOURCES, served here over HTTP (as an object store would), and fetched by the server.
+            files = _FolderServer(src)
+            cm = (ours_server(d, CORES, models, versions, sources=files.url) if side == "modelledger"
                   else mlflow_server(peer, d, CORES, models, versions))
             got: dict[tuple[str, int], dict[str, Any]] = {}
-            with cm as target:
+            with files, cm as target:
+                # Every worker process loads what it loads on first use before any timing (bench_http.warm_up).
+                for op in ("create", "tag", "search"):
+                    warm: dict[str, Any] = {"models": models, "expect": versions // 10}
+                    warm_sources = None
+                    if side == "mlflow":
+                        warm.update(source_prefix=f"mlflow-artifacts:/{target['run']['artifact_path']}/warm",
+                                    run_id=target["run"]["run_id"])
+                    elif op == "create":
+                        warm_sources = [[files.url + os.path.relpath(p, src) for p in
+                                         small_files(os.path.join(src, f"warm-c{c}"), 1, seed=9000 + c)]
+                                        for c in range(8)]
+                    mlflowclient_clients(peer, target, op, 8, 1, warm, warm_sources)
                 for clients in (1, 8):
                     for op in ("create", "tag", "search"):
                         full, small = counts[op]
                         n = (small if quick else full) // (1 if clients == 1 else 4)
                         extra: dict[str, Any] = {"models": models, "expect": versions // 10}
                         sources = None
-                        if side == "mlflow":
+                        if side == "mlflow":  # MLflow checks that such a source lies in the run's artifacts
                             extra["source_prefix"] = f"mlflow-artifacts:/{target['run']['artifact_path']}/{op}{clients}"
+                            extra["run_id"] = target["run"]["run_id"]
                         elif op == "create":
-                            sources = [small_files(os.path.join(src, f"x{clients}-c{c}"), n, seed=100 * clients + c)
+                            sources = [[files.url + os.path.relpath(p, src) for p in
+                                        small_files(os.path.join(src, f"x{clients}-c{c}"), n, seed=100 * clients + c)]
                                        for c in range(clients)]
                         got[(op, clients)] = r = mlflowclient_clients(peer, target, op, clients, n, extra, sources)
                         log(f"mlflowclient: {side} {op} x {clients}: {r['per_s']:,.1f}/s, p50 {median(r['ms']):.1f} ms")

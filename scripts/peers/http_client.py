@@ -6,7 +6,8 @@ only, so both servers are driven by the same client code and none of either side
 
 Task: ``server`` ("mlflow" | "modelledger"), ``port``, ``token`` (ours), ``op`` ("create" | "tag" |
 "search"), ``n``, ``client`` (its number), ``start_at`` (a ``time.time()`` all clients wait for), and for MLflow
-``run`` ({"run_id", "artifact_path"}) for creates; for searches ``models`` and ``expect`` (versions per answer).
+``run`` ({"run_id", "artifact_path"}) for creates, and ``salt`` (each run of creates uploads bytes no run before
+it did: a blob the server already holds would not be sent again); for searches ``models`` and ``expect``.
 
 Per operation, what a user's client sends:
 
@@ -68,8 +69,8 @@ def _ok(status: int, body: bytes, what: str) -> None:
         raise RuntimeError(f"{what}: {status} {body[:200]!r}")
 
 
-def _blob(client: int, k: int) -> bytes:
-    rng = random.Random(client * 1_000_003 + k)
+def _blob(salt: int, client: int, k: int) -> bytes:
+    rng = random.Random((salt * 1_000 + client) * 1_000_003 + k)
     # A text header: random bytes could look like a pickle to the server's format sniffer.
     return b"MLBENCH " + rng.randbytes(rng.randint(200, 600))
 
@@ -77,9 +78,10 @@ def _blob(client: int, k: int) -> bytes:
 def op_create(server: str, conn: Conn, task: dict[str, Any], k: int) -> None:
     c = task["client"]
     name = f"bench-w{(c + k) % 4}"
-    data = _blob(c, k)
+    salt = task.get("salt", 0)
+    data = _blob(salt, c, k)
     if server == "mlflow":
-        path = f"{task['run']['artifact_path']}/c{c}-v{k}/model.bin"
+        path = f"{task['run']['artifact_path']}/s{salt}-c{c}-v{k}/model.bin"
         s, b = conn.call("PUT", f"/api/2.0/mlflow-artifacts/artifacts/{quote(path)}", data,
                          {"Content-Type": "application/octet-stream"})
         _ok(s, b, "mlflow artifact PUT")
