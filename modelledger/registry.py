@@ -783,11 +783,20 @@ class Registry:
     def deliver_webhooks(self, ref: str | None = None) -> dict[str, int]:
         """Deliver every subscription's missed events in this process (no broker needed); a receiver that does
         not take an event raises ``ArtifactError`` after the progress made is recorded."""
-        from workers.webhooks import deliver
+        from workers.webhooks import deliver, lease
 
         states = [self.webhook(ref)] if ref is not None else self.webhooks()
         meta = self._meta()
-        return {s.name: deliver(self.recorder, s.webhook_id, meta) for s in states}
+        if self.embedded:
+            return {s.name: deliver(self.recorder, s.webhook_id, meta) for s in states}
+        # Beside Redis workers: the same lease as theirs, so a subscription is never sent by two at once (one a
+        # worker is delivering now counts 0 here; the worker sends it).
+        broker: Any = self.broker
+        counts: dict[str, int] = {}
+        for s in states:
+            with lease(broker.client, broker.namespace, s.webhook_id) as keep:
+                counts[s.name] = deliver(self.recorder, s.webhook_id, meta, keep=keep) if keep is not None else 0
+        return counts
 
     def send_webhook_jobs(self) -> int:
         """What the worker's sweep does: a delivery job for every active subscription behind the log."""

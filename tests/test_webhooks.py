@@ -248,3 +248,28 @@ def test_the_subscription_index_follows_the_log(home: Path, hooks_env: int) -> N
         assert reg.webhook("c").events == ("Tagged",)
         with pytest.raises(NotFoundError):
             reg.webhook("b")
+
+
+@pytest.mark.redis
+def test_deliver_beside_redis_workers_takes_the_same_lease(home: Path, artifact: Path, hooks_env: int,
+                                                           redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`mledger webhook deliver` on a registry with a Redis broker: while a worker holds a subscription's
+    lease it sends nothing (no event twice, none out of order); once the lease is free it delivers."""
+    from workers.webhooks import lease
+
+    with Registry.open(home) as reg:
+        hook, _ = reg.create_webhook("ci", f"http://127.0.0.1:{hooks_env}/", ["model_version.created"])
+        reg.register("churn", str(artifact))
+    monkeypatch.setenv("MLEDGER_BROKER", redis_url)
+    receiver = Receiver(hooks_env)
+    try:
+        with Registry.open(home) as reg:
+            broker = reg.broker
+            with lease(broker.client, broker.namespace, hook.webhook_id) as held:  # what a worker holds
+                assert held is not None
+                assert reg.deliver_webhooks() == {"ci": 0}
+                assert receiver.got == []
+            assert reg.deliver_webhooks() == {"ci": 1}
+    finally:
+        receiver.stop()
+    assert [b["entity"] + "." + b["action"] for _, b in receiver.got] == ["model_version.created"]

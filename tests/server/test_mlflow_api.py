@@ -194,6 +194,12 @@ def test_mlflow_client_calls_match_mlflow(clients, home: Path) -> None:
     with pytest.raises(MlflowException) as rename:
         ours.rename_registered_model("churn", "churn2")
     assert rename.value.error_code == "INVALID_PARAMETER_VALUE"
+    same(*both(ours, theirs, "delete_registered_model", "churn"))
+    for client in (ours, theirs):
+        with pytest.raises(MlflowException) as deleted:
+            client.get_registered_model("churn")
+        assert deleted.value.error_code == "RESOURCE_DOES_NOT_EXIST"
+    same(*both(ours, theirs, "search_registered_models", "name='churn'"))
     # A description changed over MLflow's API is an ordinary event.
     from modelledger import Registry
 

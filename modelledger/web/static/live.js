@@ -10,7 +10,7 @@
   // An API may name its events by type (event: VersionRegistered) or send them unnamed (message).
   var TYPES = ["ModelRegistered", "VersionRegistered", "ParamsUpdated", "StructureUpdated", "OptimizerUpdated",
     "ModelDeleted", "ModelRestored", "VersionDeleted", "VersionRestored", "ArtifactStored", "ArtifactFailed",
-    "ArtifactPurged", "ArtifactRequested", "Tagged", "Untagged", "MetricsRecorded", "AliasAssigned",
+    "ArtifactPurged", "ArtifactRequested", "Tagged", "Untagged", "Described", "MetricsRecorded", "AliasAssigned",
     "AliasRemoved", "event", "message"];
   var timer = null, busy = false, again = false;
 
