@@ -117,9 +117,14 @@ def list_models(conn: Any, *, words: Sequence[str] | None, tags: Mapping[str, st
             " AND s.name NOT IN (SELECT name FROM model_search WHERE words @@ %s::tsquery)))")
         params += [q, version_ts_query(words), q]
     for key, value in tags.items():
+        # A scalar subquery with LIMIT 1, not EXISTS: PostgreSQL keeps it a per-model probe of
+        # tags_by_kv (key, value, name) while it walks models by name, whatever its statistics say. As EXISTS,
+        # right after a long catch-up (no ANALYZE yet) it hashed every k=v row first: task=ctr at 1,000,000
+        # events, 107,743 rows, 40 ms median and 458 ms p90 for `list --tag task=ctr --limit 100`.
         where.append(
-            "EXISTS (SELECT 1 FROM tags t LEFT JOIN versions v ON v.name = t.name AND v.version = t.version"
-            " WHERE t.name = m.name AND t.key = %s AND t.value = %s AND (t.version = 0 OR NOT v.deleted))")
+            "(SELECT 1 FROM tags t LEFT JOIN versions v ON v.name = t.name AND v.version = t.version"
+            " WHERE t.key = %s AND t.value = %s AND t.name = m.name AND (t.version = 0 OR NOT v.deleted)"
+            " LIMIT 1) IS NOT NULL")
         params += [key, value]
     if file is not None:
         where.append(

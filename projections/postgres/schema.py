@@ -91,7 +91,10 @@ CREATE TABLE IF NOT EXISTS tags (
     value   text COLLATE "C" NOT NULL,
     PRIMARY KEY (name, version, key)
 );
-CREATE INDEX IF NOT EXISTS tags_by_kv ON tags (key, value);
+-- (key, value, name): `list --tag k=v` walks models by name and probes each one's k=v rows here; on
+-- (key, value) alone PostgreSQL hashed every k=v row instead (107,743 for task=ctr at 1,000,000
+-- events, load 13: ~1 s for `list --tag task=ctr --limit 100`; 5.7 ms with the name in the index).
+CREATE INDEX IF NOT EXISTS tags_by_kv ON tags (key, value, name);
 CREATE TABLE IF NOT EXISTS metrics (
     name    text COLLATE "C" NOT NULL,
     version bigint NOT NULL,
