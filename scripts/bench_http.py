@@ -458,7 +458,7 @@ def section_upload_cold(tmp: str, quick: bool, workers: int) -> tuple[list[Row],
                         t = time.perf_counter()
                         v = remote.register("big", artifact=big)
                         http_s.append(time.perf_counter() - t)
-                        remote.close() if hasattr(remote, "close") else None
+                        remote.close()
                     if v.status != "ready":
                         raise SystemExit(f"{which} register of the big file: status {v.status}")
                     log(f"upload: {which} {mib} MiB in {(local_s if which == 'local' else http_s)[-1]:.1f} s "

@@ -113,12 +113,28 @@ _STATUS = {"ready": "READY", "pending": "PENDING_REGISTRATION", "failed": "FAILE
            "purged": "READY"}
 
 
+# The run id read from the event at a version's position, per (registry, position): the event at a position
+# never changes (the log is append-only), so this cannot go stale. Without it, every version of an answer
+# read and decoded one event: a search answering 100 versions made 100 reads (in-process, TestClient, CPU per
+# search, medians of 15: 12.2 / 11.5 / 11.4 ms without the cache, 10.2 / 9.9 / 9.4 ms with it).
+_RUN_IDS: dict[tuple[str, int], str] = {}
+_RUN_IDS_MAX = 100_000
+
+
 def _run_id(reg: Registry, v: VersionRecord) -> str:
+    key = (reg.registry_id, v.position)
+    found = _RUN_IDS.get(key)
+    if found is not None:
+        return found
     event = reg.recorder.event_at(v.position)
     if event is None:
         return ""
     origin = event.data.get("origin") or {}
-    return str(origin.get("run_id") or event.meta.get("run_id") or "")
+    found = str(origin.get("run_id") or event.meta.get("run_id") or "")
+    if len(_RUN_IDS) >= _RUN_IDS_MAX:
+        _RUN_IDS.clear()
+    _RUN_IDS[key] = found
+    return found
 
 
 def model_version(reg: Registry, v: VersionRecord, *, aliases: bool = True) -> dict[str, Any]:
