@@ -394,8 +394,14 @@ class _Servers:
         self.procs.append(subprocess.Popen([moto, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
                                            stderr=subprocess.DEVNULL))
         endpoint = f"http://127.0.0.1:{port}"
+        # moto completes a multipart upload by joining every part into one bytearray in Python: for 2 GiB that
+        # took longer than s3fs' 15 s read timeout here, and botocore then resent CompleteMultipartUpload while
+        # the first one still ran; the first removed the upload and closed its parts, so the resends failed
+        # with 500 (moto's log: "ValueError: seek of closed file", then KeyError on the upload id). A real S3
+        # keeps the connection alive while it completes. So the bench gives moto the time it needs.
         env = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
-               "AWS_ENDPOINT_URL_S3": endpoint, "FSSPEC_S3_ENDPOINT_URL": endpoint}
+               "AWS_ENDPOINT_URL_S3": endpoint, "FSSPEC_S3_ENDPOINT_URL": endpoint,
+               "FSSPEC_S3": json.dumps({"config_kwargs": {"read_timeout": 900}})}
         import s3fs
 
         for _ in range(100):
