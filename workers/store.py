@@ -28,8 +28,9 @@ from .blobs.base import (
     parse_digest,
 )
 from .blobs.base import BlobStore as BlobInterface
-from .blobs.fsspec_store import PIPE_BUFFERS, PIPE_CHUNK, copy_hashing, oss_as_s3
 from .blobs.fsspec_store import FsspecBlobStore as BlobStore
+from .blobs.fsspec_store import oss_as_s3
+from .blobs.localcopy import PIPE_BUFFERS, PIPE_CHUNK, copy_hashing
 
 __all__ = [
     "CHUNK", "FOLDER_THREADS", "MANIFEST_KIND", "MAX_FOLDER_FILES", "MAX_MANIFEST_BYTES", "PARALLEL_FOLDER_BYTES",

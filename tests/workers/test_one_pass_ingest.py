@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from eventstore.errors import ArtifactError
 from workers.blobs import base as blob_base
 from workers.blobs import fsspec_store as store_mod
+from workers.blobs import localcopy
 from workers.store import BlobStore
 
 CHUNK = 4096  # the pipeline's buffer size in these tests, so its boundaries are cheap to reach
@@ -20,7 +22,7 @@ CHUNK = 4096  # the pipeline's buffer size in these tests, so its boundaries are
 
 @pytest.fixture(autouse=True)
 def small_buffers(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(store_mod, "PIPE_CHUNK", CHUNK)
+    monkeypatch.setattr(localcopy, "PIPE_CHUNK", CHUNK)
     monkeypatch.setattr(blob_base, "SMALL_FILE", 0)  # every non-empty file takes the one-pass path
 
 
@@ -47,11 +49,54 @@ def test_the_digest_is_the_sha256_of_the_file_around_buffer_boundaries(tmp_path:
     assert leftovers(tmp_path / "store")[0] == []
 
 
+def test_the_disk_is_started_on_every_written_range_and_the_blob_is_whole(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The copy asks the kernel to write behind it (so the closing fsync waits for little): every range it names
+    was written already, the ranges follow each other from the start, and the stored bytes are the file's."""
+    data = os.urandom(11 * CHUNK + 5)
+    src = tmp_path / "model.bin"
+    src.write_bytes(data)
+    monkeypatch.setattr(localcopy, "WRITEBACK_BYTES", 3 * CHUNK)
+    ranges: list[tuple[int, int, int]] = []
+    real = localcopy.start_writeback
+
+    def spy(fd: int, offset: int, length: int) -> None:
+        ranges.append((offset, length, os.fstat(fd).st_size))
+        real(fd, offset, length)
+
+    monkeypatch.setattr(localcopy, "start_writeback", spy)
+    store = BlobStore(str(tmp_path / "store"))
+    info = store.ingest(str(src))
+    assert info.digest == sha(data)
+    with store.open_blob(info.digest) as f:
+        assert f.read() == data
+    assert [(o, n) for o, n, _ in ranges] == [(0, 3 * CHUNK), (3 * CHUNK, 3 * CHUNK), (6 * CHUNK, 3 * CHUNK)]
+    assert all(o + n <= written for o, n, written in ranges)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sync_file_range(2) is Linux's")
+def test_writeback_is_the_real_system_call_on_linux(tmp_path: Path) -> None:
+    """On Linux the head start is sync_file_range(2) itself, not a silent no-op (it is what keeps the final
+    fsync short): the kernel accepts our arguments on a written file and refuses a closed descriptor."""
+    import ctypes
+
+    call = localcopy._sync_file_range()
+    assert call is not None
+    fd = os.open(tmp_path / "f.bin", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, os.urandom(1024 * 1024))
+        assert call(fd, 0, 1024 * 1024, localcopy._SYNC_FILE_RANGE_WRITE) == 0
+    finally:
+        os.close(fd)
+    assert call(fd, 0, 1024 * 1024, localcopy._SYNC_FILE_RANGE_WRITE) == -1
+    assert ctypes.get_errno() == errno.EBADF
+
+
 def test_a_full_disk_mid_copy_leaves_no_temp_and_no_blob(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     src = tmp_path / "model.bin"
     src.write_bytes(os.urandom(5 * CHUNK))
     calls = []
-    real = store_mod._write_all
+    real = localcopy.write_all
 
     def fill_up(fd: int, view: memoryview) -> None:
         calls.append(len(view))
@@ -59,7 +104,7 @@ def test_a_full_disk_mid_copy_leaves_no_temp_and_no_blob(tmp_path: Path, monkeyp
             raise OSError(errno.ENOSPC, "No space left on device")
         real(fd, view)
 
-    monkeypatch.setattr(store_mod, "_write_all", fill_up)
+    monkeypatch.setattr(localcopy, "write_all", fill_up)
     store = BlobStore(str(tmp_path / "store"))
     with pytest.raises(ArtifactError, match="No space left"):
         store.ingest(str(src))

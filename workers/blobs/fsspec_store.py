@@ -9,13 +9,11 @@ uploads to S3 and Azure go in parts sent in parallel (``workers/blobs/multipart.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO, Any
 
 import fsspec
@@ -39,14 +37,8 @@ from .base import (
     parse_digest,
     read_chunks,
 )
+from .localcopy import copy_hashing
 
-# One-pass ingest of a local file: PIPE_BUFFERS buffers of PIPE_CHUNK bytes in flight (bounded memory), each
-# read, then hashed by a second thread (hashlib releases the GIL) while this one writes it. 1 MiB buffers stay
-# in the CPU cache between the write and the hash; in paired runs on the shared 2-core machine (load 5-6)
-# they beat 8 MiB ones (median ~370 vs ~270 MB/s for 1 GiB) and 256 KiB ones (~215). copy_file_range with
-# the hash thread reading the copy back was not chosen: it hashes what it reads again, not what it wrote.
-PIPE_CHUNK = 1024 * 1024
-PIPE_BUFFERS = 4
 # Reads of a remote blob fetch this much at a time.
 READ_BLOCK = 4 * 1024 * 1024
 
@@ -155,48 +147,6 @@ def _makedirs_durable(path: str, mode: int = 0o700) -> None:
     """mkdir -p that fsyncs each parent of a newly created directory, so the new entry survives a crash."""
     for parent in reversed(_makedirs(path, mode)):
         fsync_dir(parent)
-
-
-def _write_all(fd: int, view: memoryview) -> None:
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
-
-
-def copy_hashing(src: int, out: int, progress: Progress = None, shown: str = "") -> tuple[str, int]:
-    """Copy the file open at ``src`` (from its current offset) to ``out`` in one pass, hashing what is
-    written: each buffer is hashed by a second thread while this one writes it, so the hash costs no extra
-    pass; what is hashed is exactly what was written. Returns (hex digest, bytes copied). A read error is
-    an ``ArtifactError`` naming ``shown``; a write error (a full disk) stays an ``OSError`` for the caller."""
-    h = hashlib.sha256()
-    bufs = [bytearray(PIPE_CHUNK) for _ in range(PIPE_BUFFERS)]
-    pending: list[Future[None] | None] = [None] * PIPE_BUFFERS
-    total = 0
-    with ThreadPoolExecutor(1, thread_name_prefix="mledger-sha256") as hasher:
-        i = 0
-        while True:
-            k = i % PIPE_BUFFERS
-            done = pending[k]
-            if done is not None:
-                done.result()  # the buffer's previous bytes are hashed: it may be refilled
-            mv = memoryview(bufs[k])
-            try:
-                n = os.readv(src, [mv])
-            except OSError as exc:
-                raise ArtifactError(f"cannot read artifact source {shown}: {exc.strerror or exc}") from None
-            if n == 0:
-                break
-            view = mv[:n]
-            pending[k] = hasher.submit(h.update, view)
-            _write_all(out, view)
-            total += n
-            if progress is not None:
-                progress(total)
-            i += 1
-        for done in pending:
-            if done is not None:
-                done.result()
-    return h.hexdigest(), total
 
 
 def _changed(before: os.stat_result, after: os.stat_result) -> bool:

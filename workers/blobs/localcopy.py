@@ -1,0 +1,113 @@
+"""The one-pass copy of a local file into a local store: read once, hash and write the same buffer, and let
+the disk write behind the copy.
+
+Measured on the project's 2-core machine (1 GiB in the page cache; ``scripts/bench_ingest.py`` and the paired
+runs noted below): one SHA-256 pass costs ~0.6 s of CPU per GiB, the copy itself (a read and a write of each
+buffer) ~0.2 s, and the final ``fsync`` of 1 GiB of dirty pages ~0.25–0.3 s of waiting for the disk. Run one
+after the other that is ~1.1 s where the hash alone takes 0.6 s, so the three are overlapped:
+
+- the hash runs in a second thread (hashlib releases the GIL on buffers over 2 KiB) on the buffer this thread
+  has just read and is writing: what is hashed is exactly what was written, and no byte is read twice;
+- the copy keeps up to ``PIPE_BUFFERS`` buffers ahead of the hash: 16 × 1 MiB, so a copy thread descheduled
+  for a few milliseconds on a busy machine does not starve the hash (paired runs, 1 GiB, load ~5: 4 buffers
+  1,380 MB/s, 16 buffers 1,440, 32 buffers 1,364; 256 KiB buffers 1,392; memory stays 16 MiB);
+- every ``WRITEBACK_BYTES`` written, the kernel is asked to start writing them to disk
+  (``sync_file_range(SYNC_FILE_RANGE_WRITE)``, which does not wait), so the disk works while the copy goes on
+  and the closing ``fsync`` finds almost nothing left: it took 0.25–0.30 s for 1 GiB without this and
+  0.00–0.02 s with it, in the same runs.
+
+``copy_file_range`` (the kernel copies, no byte through user space) with the hash thread reading the copy back
+(``pread`` or ``mmap``) was measured too and used more CPU, not less (0.89–0.96 s per GiB against 0.81–0.90 s
+for this pipeline): the hash still needs the bytes in user space, so it saves no memory copy.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import sys
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from eventstore.errors import ArtifactError
+
+PIPE_CHUNK = 1024 * 1024
+PIPE_BUFFERS = 16
+# Start the disk on what was written every this many bytes. Small enough that the final fsync waits for little,
+# large enough that the calls cost nothing (32 per GiB).
+WRITEBACK_BYTES = 32 * 1024 * 1024
+_SYNC_FILE_RANGE_WRITE = 2  # linux/fs.h: initiate writeback of the dirty pages in the range, do not wait
+
+Progress = Callable[[int], None] | None
+
+
+@functools.cache
+def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    """libc's sync_file_range(2) (Linux only; Python's os module has no binding), or None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        # The process's own symbols (libc among them): ctypes.util.find_library would run ldconfig.
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn  # type: ignore[no-any-return]
+
+
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Ask the kernel to start writing ``length`` bytes of ``fd`` from ``offset`` to disk, without waiting.
+    Only a head start for the ``fsync`` that follows (which reports any error): a failure here is ignored."""
+    fn = _sync_file_range()
+    if fn is not None and length > 0:
+        fn(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
+
+
+def write_all(fd: int, view: memoryview) -> None:
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def copy_hashing(src: int, out: int, progress: Progress = None, shown: str = "") -> tuple[str, int]:
+    """Copy the file open at ``src`` (from its current offset) to ``out`` (from its start) in one pass, hashing
+    what is written (see the module's docstring). Returns (hex digest, bytes copied); the caller fsyncs ``out``.
+    A read error is an ``ArtifactError`` naming ``shown``; a write error (a full disk) stays an ``OSError``."""
+    h = hashlib.sha256()
+    bufs = [bytearray(PIPE_CHUNK) for _ in range(PIPE_BUFFERS)]
+    pending: list[Future[None] | None] = [None] * PIPE_BUFFERS
+    total = 0
+    flushed = 0
+    # Leaving the ``with`` (also on an error) waits for the hash thread: it never reads a buffer after we return.
+    with ThreadPoolExecutor(1, thread_name_prefix="mledger-sha256") as hasher:
+        i = 0
+        while True:
+            k = i % PIPE_BUFFERS
+            done = pending[k]
+            if done is not None:
+                done.result()  # the buffer's previous bytes are hashed: it may be refilled
+            mv = memoryview(bufs[k])
+            try:
+                n = os.readv(src, [mv])
+            except OSError as exc:
+                raise ArtifactError(f"cannot read artifact source {shown}: {exc.strerror or exc}") from None
+            if n == 0:
+                break
+            view = mv[:n]
+            pending[k] = hasher.submit(h.update, view)
+            write_all(out, view)
+            total += n
+            if total - flushed >= WRITEBACK_BYTES:
+                start_writeback(out, flushed, total - flushed)
+                flushed = total
+            if progress is not None:
+                progress(total)
+            i += 1
+        for done in pending:
+            if done is not None:
+                done.result()
+    return h.hexdigest(), total
