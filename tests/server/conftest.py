@@ -49,6 +49,9 @@ def make_client(home: Path) -> Iterator[Callable[..., object]]:
     yield make
     for client in made:
         client.close()
+        # A TestClient used outside ``with`` never runs the app's lifespan, whose exit closes the registry:
+        # close it here, or every app leaves its PostgreSQL pool open ("too many clients" later in the run).
+        client.app.state.registry.close()
 
 
 @pytest.fixture
