@@ -71,20 +71,6 @@ class TokenTable:
             self.sql.set_checkpoint(conn, position)
         return position
 
-    @property
-    def reads_inline(self) -> bool:
-        """Whether a lookup is a local call (SQLite in this process) rather than a network round trip: the
-        HTTP server then does it on its event loop instead of a worker thread."""
-        return self.recorder.dialect == "sqlite"
-
-    def current(self) -> bool:
-        """Whether the table holds every token event in the log (two indexed reads, nothing written): then a
-        lookup needs no ``catch_up``."""
-        if not self._created:
-            return False
-        with self.recorder.read_snapshot() as conn:
-            return self.sql.latest_in(conn, TOKEN_RANGE) <= self.sql.checkpoint(conn)
-
     def _apply(self, conn: object, events: Iterable[StoredEvent]) -> None:
         for e in events:
             if e.type not in TOKEN_EVENTS:
@@ -96,11 +82,10 @@ class TokenTable:
             else:
                 self.sql.revoke(conn, d["token"], e.recorded_at, actor, e.position)
 
-    def find(self, secret_sha256: str, *, caught_up: bool = False) -> TokenState | None:
+    def find(self, secret_sha256: str) -> TokenState | None:
         """The token whose secret hashes to ``secret_sha256`` (revoked and expired ones too: the caller
-        refuses them), after catching up with the log (unless the caller just saw ``current()``)."""
-        if not caught_up:
-            self.catch_up()
+        refuses them), after catching up with the log."""
+        self.catch_up()
         with self.recorder.read_snapshot() as conn:
             rows = self.sql.find(conn, secret_sha256)
         for row in rows:

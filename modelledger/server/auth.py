@@ -9,10 +9,7 @@ happens before anything is read for the write or appended.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
-
-import anyio
 
 from eventstore.access import secret_hash
 from eventstore.errors import AuthenticationError, PermissionDeniedError
@@ -49,11 +46,9 @@ class Principal:
         self.require_model(parse_ref(ref).name)
 
 
-def authenticate(tokens: TokenTable, authorization: str | None, *, allow_anonymous_read: bool,
-                 caught_up: bool = False) -> Principal:
+def authenticate(tokens: TokenTable, authorization: str | None, *, allow_anonymous_read: bool) -> Principal:
     """The caller behind an ``Authorization`` header; ``AuthenticationError`` when there is none (unless
-    anonymous reads are allowed) or it names no live token. ``caught_up``: the table was just seen current
-    (``TokenTable.current()``), so the lookup is one indexed read."""
+    anonymous reads are allowed) or it names no live token."""
     if not authorization:
         if allow_anonymous_read:
             return Principal(ANONYMOUS, "reader", anonymous=True)
@@ -62,7 +57,7 @@ def authenticate(tokens: TokenTable, authorization: str | None, *, allow_anonymo
     secret = secret.strip()
     if scheme.lower() != "bearer" or not secret or len(secret) > MAX_HEADER:
         raise AuthenticationError("the Authorization header must be 'Bearer <token>'")
-    found = tokens.find(secret_hash(secret), caught_up=True) if caught_up else tokens.find(secret_hash(secret))
+    found = tokens.find(secret_hash(secret))
     if found is None:
         raise AuthenticationError("unknown token")
     if found.revoked:
@@ -70,17 +65,3 @@ def authenticate(tokens: TokenTable, authorization: str | None, *, allow_anonymo
     if found.expired():
         raise AuthenticationError(f"token {found.token!r} expired at {found.expires_at}")
     return Principal(found.token, found.role, found.prefix)
-
-
-async def authenticate_async(tokens: TokenTable, authorization: str | None, *,
-                             allow_anonymous_read: bool) -> Principal:
-    """``authenticate`` for a request on the event loop. When the SQLite token table is current (two indexed
-    reads) the lookup is one more read, done right here: no hop to the thread pool, which cost ~0.3 ms of CPU
-    per request (scripts/profile_http.py). A table behind the log (a grant or revocation since its last fold)
-    is folded in a worker thread, as is any other backend's table (a network round trip). The reads on the
-    loop never wait for a writer: the registry's SQLite runs in WAL mode, where readers take no lock a writer
-    holds, and nothing here checkpoints in a blocking mode."""
-    if tokens.reads_inline and tokens.current():
-        return authenticate(tokens, authorization, allow_anonymous_read=allow_anonymous_read, caught_up=True)
-    return await anyio.to_thread.run_sync(
-        functools.partial(authenticate, tokens, authorization, allow_anonymous_read=allow_anonymous_read))

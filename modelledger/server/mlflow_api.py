@@ -759,10 +759,7 @@ async def _answer(fn: Any, request: Request, **path: str) -> Any:
     try:
         body = await _body(request)
         # The registry's calls block (database, store): a worker thread, as FastAPI runs plain routes.
-        answer = await anyio.to_thread.run_sync(lambda: fn(request, body, **path))
-        # Rendered as is (already JSON): FastAPI's jsonable_encoder walks every value of a returned dict
-        # first, on the event loop (a search answering 100 versions; see routes._json).
-        return JSONResponse(answer) if isinstance(answer, dict) else answer
+        return await anyio.to_thread.run_sync(lambda: fn(request, body, **path))
     except (MlflowError, ModelLedgerError) as exc:
         return error_response(exc)
 
@@ -800,8 +797,3 @@ for _method, _fn in (("GET", get_webhook), ("PATCH", update_webhook), ("DELETE",
 router.add_api_route(MLFLOW + "/webhooks/{webhook_id}/test", _hook_route(test_webhook), methods=["POST"],
                      include_in_schema=False)
 router.add_api_route(ARTIFACTS + "/{path:path}", _download, methods=["GET"], include_in_schema=False)
-
-# Route matching tries the routes in turn (routes._HOT): what MLflow's clients call most goes first.
-_HOT = tuple(MLFLOW + p for p in ("/model-versions/create", "/model-versions/set-tag", "/model-versions/search",
-                                  "/model-versions/get", "/registered-models/get", "/registered-models/alias"))
-router.routes.sort(key=lambda r: _HOT.index(r.path) if getattr(r, "path", None) in _HOT else len(_HOT))

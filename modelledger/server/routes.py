@@ -21,18 +21,15 @@ from modelledger.registry import Registry
 from projections.records import VersionRecord
 
 from . import models as m
-from .auth import Principal, authenticate, authenticate_async
+from .auth import Principal, authenticate
 from .logstream import log_lines, sse_events
 from .uploads import (
-    SMALL_UPLOAD,
     BodyReader,
     allowed_source,
     check_declared,
     has_blob,
     parse_range,
-    read_small,
     receive_blob,
-    receive_small_blob,
     stream_blob,
     uploaded_artifact,
 )
@@ -50,30 +47,17 @@ def registry(request: Request) -> Registry:
     return request.app.state.registry
 
 
-def _presented(request: Request, authorization: str | None) -> str | None:
+def caller(request: Request, authorization: Annotated[str | None, Header()] = None) -> Principal:
     from modelledger.web.auth import authorization_of
 
+    state = request.app.state
     # The header, else (a GET or HEAD only) the web UI's cookie: a browser's EventSource cannot send headers,
     # and the UI's download link is a plain link. A write never counts the cookie.
-    return authorization if authorization is not None else authorization_of(request)
+    presented = authorization if authorization is not None else authorization_of(request)
+    return authenticate(state.registry.token_table, presented, allow_anonymous_read=state.allow_anonymous_read)
 
 
-def caller(request: Request, authorization: Annotated[str | None, Header()] = None) -> Principal:
-    """Who is calling, checked in the calling thread (routes that authenticate inside their own thread)."""
-    state = request.app.state
-    return authenticate(state.registry.token_table, _presented(request, authorization),
-                        allow_anonymous_read=state.allow_anonymous_read)
-
-
-async def caller_on_loop(request: Request, authorization: Annotated[str | None, Header()] = None) -> Principal:
-    """The dependency of every route: ``caller`` without a thread-pool hop when the token table is current
-    (FastAPI runs a plain-``def`` dependency in the thread pool, one hop more per request than the route's)."""
-    state = request.app.state
-    return await authenticate_async(state.registry.token_table, _presented(request, authorization),
-                                    allow_anonymous_read=state.allow_anonymous_read)
-
-
-Caller = Annotated[Principal, Depends(caller_on_loop)]
+Caller = Annotated[Principal, Depends(caller)]
 Key = Annotated[str | None, Header(alias="Idempotency-Key", description="a retry with the same key appends once")]
 AsOf = Annotated[str | None, Query(description="#N (a position) or an ISO-8601 time: the registry as it was then")]
 
@@ -93,14 +77,6 @@ def _events(events: list[StoredEvent]) -> dict[str, Any]:
     return {"events": [e.to_json() for e in events]}
 
 
-def _json(payload: dict[str, Any]) -> JSONResponse:
-    """The answer, rendered as is: returning a ``Response`` skips FastAPI's response validation and
-    ``jsonable_encoder`` (a walk over every value; a thread-pool hop for a plain-``def`` route), ~0.3 ms of
-    CPU per request measured with scripts/profile_http.py, and more for a search answering 100 versions.
-    Every payload here is already JSON (``to_json()`` of the records)."""
-    return JSONResponse(payload)
-
-
 def _tags(items: list[str] | None) -> dict[str, str]:
     return pairs(items or [], "tag")
 
@@ -114,10 +90,10 @@ def _as_of(value: str | None) -> str | None:
 # -- health -----------------------------------------------------------------------------------------------
 
 @router.get("/health", tags=["server"])
-def health(request: Request) -> JSONResponse:
+def health(request: Request) -> dict[str, Any]:
     """No token needed: the load balancer's probe. Reads the head, so a broken database answers 503."""
     reg = registry(request)
-    return _json({"ok": True, "registry_id": reg.registry_id, "head": reg.head()})
+    return {"ok": True, "registry_id": reg.registry_id, "head": reg.head()}
 
 
 # -- writes ------------------------------------------------------------------------------------------------
@@ -132,7 +108,7 @@ def _artifact(request: Request, spec: dict[str, Any]) -> dict[str, Any] | str:
 
 
 @router.post("/register", tags=["write"])
-def register(body: m.RegisterBody, request: Request, who: Caller, key: Key = None) -> JSONResponse:
+def register(body: m.RegisterBody, request: Request, who: Caller, key: Key = None) -> dict[str, Any]:
     """A new version of ``name`` (the model is created on first use) from uploaded blobs or an allowed URL."""
     who.require_model(body.name)
     key = _key(key)
@@ -140,11 +116,11 @@ def register(body: m.RegisterBody, request: Request, who: Caller, key: Key = Non
     art = _artifact(request, body.artifact)
     v = reg.register(body.name, art, description=body.description, tags=body.tags, params=body.params,
                      structure=body.structure, optimizer=body.optimizer, idempotency_key=key)
-    return _json(v.to_json())
+    return v.to_json()
 
 
 @router.post("/update", tags=["write"])
-def update(body: m.UpdateBody, request: Request, who: Caller, key: Key = None) -> JSONResponse:
+def update(body: m.UpdateBody, request: Request, who: Caller, key: Key = None) -> dict[str, Any]:
     """Derive a new version from ``ref`` (params merge; structure/optimizer replace unless *_patch)."""
     who.require_ref(body.ref)
     key = _key(key)
@@ -153,58 +129,58 @@ def update(body: m.UpdateBody, request: Request, who: Caller, key: Key = None) -
     v = reg.update(body.ref, params=body.params, structure=body.structure, optimizer=body.optimizer,
                    artifact=art, description=body.description, structure_patch=body.structure_patch,
                    optimizer_patch=body.optimizer_patch, idempotency_key=key)
-    return _json(v.to_json())
+    return v.to_json()
 
 
 @router.post("/tag", tags=["write"])
-def tag(body: m.TagBody, request: Request, who: Caller, key: Key = None) -> JSONResponse:
+def tag(body: m.TagBody, request: Request, who: Caller, key: Key = None) -> dict[str, Any]:
     who.require_ref(body.ref)
-    return _json(_events(acting(request, who).tag(body.ref, body.tags, idempotency_key=_key(key))))
+    return _events(acting(request, who).tag(body.ref, body.tags, idempotency_key=_key(key)))
 
 
 @router.post("/untag", tags=["write"])
-def untag(body: m.UntagBody, request: Request, who: Caller, key: Key = None) -> JSONResponse:
+def untag(body: m.UntagBody, request: Request, who: Caller, key: Key = None) -> dict[str, Any]:
     who.require_ref(body.ref)
-    return _json(_events(acting(request, who).untag(body.ref, *body.keys, idempotency_key=_key(key))))
+    return _events(acting(request, who).untag(body.ref, *body.keys, idempotency_key=_key(key)))
 
 
 @router.post("/metrics", tags=["write"])
-def metrics(body: m.MetricsBody, request: Request, who: Caller, key: Key = None) -> JSONResponse:
+def metrics(body: m.MetricsBody, request: Request, who: Caller, key: Key = None) -> dict[str, Any]:
     who.require_ref(body.ref)
-    return _json(_events(acting(request, who).metrics(body.ref, body.metrics, idempotency_key=_key(key))))
+    return _events(acting(request, who).metrics(body.ref, body.metrics, idempotency_key=_key(key)))
 
 
 @router.post("/alias", tags=["write"])
-def alias(body: m.AliasBody, request: Request, who: Caller, key: Key = None) -> JSONResponse:
+def alias(body: m.AliasBody, request: Request, who: Caller, key: Key = None) -> dict[str, Any]:
     who.require_ref(body.ref)
-    return _json(_events(acting(request, who).alias(body.ref, body.alias, idempotency_key=_key(key))))
+    return _events(acting(request, who).alias(body.ref, body.alias, idempotency_key=_key(key)))
 
 
 @router.post("/unalias", tags=["write"])
-def unalias(body: m.NameAliasBody, request: Request, who: Caller, key: Key = None) -> JSONResponse:
+def unalias(body: m.NameAliasBody, request: Request, who: Caller, key: Key = None) -> dict[str, Any]:
     who.require_model(body.name)
-    return _json(_events(acting(request, who).unalias(body.name, body.alias, idempotency_key=_key(key))))
+    return _events(acting(request, who).unalias(body.name, body.alias, idempotency_key=_key(key)))
 
 
 @router.post("/rollback", tags=["write"])
-def rollback(body: m.NameAliasBody, request: Request, who: Caller, key: Key = None) -> JSONResponse:
+def rollback(body: m.NameAliasBody, request: Request, who: Caller, key: Key = None) -> dict[str, Any]:
     """Move an alias back to the version it pointed to before; with a key, a retried rollback rolls back once."""
     who.require_model(body.name)
-    return _json(_events(acting(request, who).rollback(body.name, body.alias, idempotency_key=_key(key))))
+    return _events(acting(request, who).rollback(body.name, body.alias, idempotency_key=_key(key)))
 
 
 @router.post("/delete", tags=["write"])
-def delete(body: m.DeleteBody, request: Request, who: Caller, key: Key = None) -> JSONResponse:
+def delete(body: m.DeleteBody, request: Request, who: Caller, key: Key = None) -> dict[str, Any]:
     who.require_ref(body.ref)
-    return _json(_events(acting(request, who).delete(body.ref, body.reason, idempotency_key=_key(key))))
+    return _events(acting(request, who).delete(body.ref, body.reason, idempotency_key=_key(key)))
 
 
 @router.post("/undelete", tags=["write"])
-def undelete(body: m.RefBody, request: Request, who: Caller, key: Key = None) -> JSONResponse:
+def undelete(body: m.RefBody, request: Request, who: Caller, key: Key = None) -> dict[str, Any]:
     who.require_ref(body.ref)
     reg = acting(request, who)
     _no_refetch(reg, body.ref)
-    return _json(_events(reg.undelete(body.ref, idempotency_key=_key(key))))
+    return _events(reg.undelete(body.ref, idempotency_key=_key(key)))
 
 
 def _no_refetch(reg: Registry, ref: str) -> None:
@@ -219,17 +195,17 @@ def _no_refetch(reg: Registry, ref: str) -> None:
 
 
 @router.post("/retry", tags=["write"])
-def retry(body: m.RefBody, request: Request, who: Caller, key: Key = None) -> JSONResponse:
+def retry(body: m.RefBody, request: Request, who: Caller, key: Key = None) -> dict[str, Any]:
     """Ingest a failed or pending version's artifact again: only a source under MLEDGER_SOURCES."""
     who.require_ref(body.ref)
     reg = acting(request, who)
     version = reg.get(body.ref)
     allowed_source(reg.sources, version.artifact.get("source"))  # the server reads nothing a client named
-    return _json(reg.retry(body.ref, idempotency_key=_key(key)).to_json())
+    return reg.retry(body.ref, idempotency_key=_key(key)).to_json()
 
 
 @router.post("/restore", tags=["admin"])
-def restore(body: m.RestoreBody, request: Request, who: Caller, key: Key = None) -> JSONResponse:
+def restore(body: m.RestoreBody, request: Request, who: Caller, key: Key = None) -> dict[str, Any]:
     """Append the compensating events that make the catalog (or one model) what it was at ``as_of``."""
     who.require("admin")
     reg = acting(request, who)
@@ -240,38 +216,38 @@ def restore(body: m.RestoreBody, request: Request, who: Caller, key: Key = None)
         plan = reg.restore(body.name, as_of=body.as_of, dry_run=True)
         for ref in plan["reingest"]:
             allowed_source(reg.sources, reg.get(ref).artifact.get("source"))
-    return _json(reg.restore(body.name, as_of=body.as_of, dry_run=body.dry_run, idempotency_key=key))
+    return reg.restore(body.name, as_of=body.as_of, dry_run=body.dry_run, idempotency_key=key)
 
 
 @router.post("/gc", tags=["admin"])
-def gc(body: m.GcBody, request: Request, who: Caller, key: Key = None) -> JSONResponse:
+def gc(body: m.GcBody, request: Request, who: Caller, key: Key = None) -> dict[str, Any]:
     who.require("admin")
     grace = parse_duration(body.grace)
-    return _json(acting(request, who).gc(grace, dry_run=body.dry_run, idempotency_key=_key(key)))
+    return acting(request, who).gc(grace, dry_run=body.dry_run, idempotency_key=_key(key))
 
 
 # -- tokens ------------------------------------------------------------------------------------------------
 
 @router.post("/tokens", tags=["admin"])
-def create_token(body: m.TokenBody, request: Request, who: Caller, key: Key = None) -> JSONResponse:
+def create_token(body: m.TokenBody, request: Request, who: Caller, key: Key = None) -> dict[str, Any]:
     """Grant a token; the answer holds its secret, the only time it is shown."""
     who.require("admin")
     expires = None if body.expires is None else parse_duration(body.expires)
     state, secret = acting(request, who).create_token(body.name, body.role, prefix=body.prefix, expires_in=expires,
                                                       idempotency_key=_key(key))
-    return _json({**state.to_json(), "secret": secret})
+    return {**state.to_json(), "secret": secret}
 
 
 @router.get("/tokens", tags=["admin"])
-def list_tokens(request: Request, who: Caller) -> JSONResponse:
+def list_tokens(request: Request, who: Caller) -> dict[str, Any]:
     who.require("admin")
-    return _json({"tokens": [t.to_json() for t in registry(request).tokens()]})
+    return {"tokens": [t.to_json() for t in registry(request).tokens()]}
 
 
 @router.post("/tokens/revoke", tags=["admin"])
-def revoke_token(body: m.RevokeBody, request: Request, who: Caller, key: Key = None) -> JSONResponse:
+def revoke_token(body: m.RevokeBody, request: Request, who: Caller, key: Key = None) -> dict[str, Any]:
     who.require("admin")
-    return _json(_events(acting(request, who).revoke_token(body.name, body.reason, idempotency_key=_key(key))))
+    return _events(acting(request, who).revoke_token(body.name, body.reason, idempotency_key=_key(key)))
 
 
 # -- reads -------------------------------------------------------------------------------------------------
@@ -285,12 +261,12 @@ def list_models(request: Request, who: Caller, search: str | None = None,
                 tag: Annotated[list[str] | None, Query()] = None, file: str | None = None,
                 alias: str | None = None, deleted: bool = False, as_of: AsOf = None,
                 limit: Annotated[int | None, Query(ge=0, le=100_000)] = None,
-                offset: Annotated[int, Query(ge=0, le=10**9)] = 0) -> JSONResponse:
+                offset: Annotated[int, Query(ge=0, le=10**9)] = 0) -> dict[str, Any]:
     """Models matching every filter (keyword words, tags k=v, a file name, an alias), paginated."""
     catalog = registry(request).catalog(_as_of(as_of))
     found = catalog.list(search=check_search(search), tags=_tags(tag), file=file, alias=alias,
                          include_deleted=deleted, limit=None if limit is None else offset + limit)
-    return _json({"models": [x.to_json() for x in _page(found, offset, limit)], "offset": offset})
+    return {"models": [x.to_json() for x in _page(found, offset, limit)], "offset": offset}
 
 
 def _metric_order(versions: list[VersionRecord], metric: str, minimize: bool) -> list[VersionRecord]:
@@ -306,41 +282,41 @@ def search_versions(request: Request, who: Caller, keyword: str | None = None, n
                     alias: str | None = None, order_by: Annotated[str | None, Query(description="a metric")] = None,
                     min: bool = False, as_of: AsOf = None,
                     limit: Annotated[int | None, Query(ge=0, le=100_000)] = None,
-                    offset: Annotated[int, Query(ge=0, le=10**9)] = 0) -> JSONResponse:
+                    offset: Annotated[int, Query(ge=0, le=10**9)] = 0) -> dict[str, Any]:
     """Live versions matching every filter, optionally ordered by a metric (best first), paginated."""
     catalog = registry(request).catalog(_as_of(as_of))
     found = catalog.search(keyword=check_search(keyword), name=name, tags=_tags(tag), file=file, alias=alias,
                            limit=None if (limit is None or order_by) else offset + limit)
     if order_by is not None:
         found = _metric_order(found, order_by, min)
-    return _json({"versions": [v.to_json() for v in _page(found, offset, limit)], "offset": offset})
+    return {"versions": [v.to_json() for v in _page(found, offset, limit)], "offset": offset}
 
 
 @router.get("/show", tags=["read"])
-def show(request: Request, who: Caller, ref: str, as_of: AsOf = None) -> JSONResponse:
+def show(request: Request, who: Caller, ref: str, as_of: AsOf = None) -> dict[str, Any]:
     """A model (``NAME``, with its versions) or a version (``NAME@N``, ``NAME@alias``)."""
     catalog = registry(request).catalog(_as_of(as_of))
-    return _json(catalog.get(ref).to_json() if "@" in ref else catalog.model(ref).to_json())
+    return catalog.get(ref).to_json() if "@" in ref else catalog.model(ref).to_json()
 
 
 @router.get("/best", tags=["read"])
 def best(request: Request, who: Caller, name: str, metric: str, min: bool = False,
-         tag: Annotated[list[str] | None, Query()] = None, as_of: AsOf = None) -> JSONResponse:
-    return _json(registry(request).catalog(_as_of(as_of)).best(name, metric, minimize=min, tags=_tags(tag)).to_json())
+         tag: Annotated[list[str] | None, Query()] = None, as_of: AsOf = None) -> dict[str, Any]:
+    return registry(request).catalog(_as_of(as_of)).best(name, metric, minimize=min, tags=_tags(tag)).to_json()
 
 
 @router.get("/history", tags=["read"])
-def history(request: Request, who: Caller, ref: str, as_of: AsOf = None) -> JSONResponse:
+def history(request: Request, who: Caller, ref: str, as_of: AsOf = None) -> dict[str, Any]:
     """Who did what when, with each event's before → after."""
     reg = registry(request)
     events = reg.history(ref, as_of=_as_of(as_of))
-    return _json({"events": [e.to_json() for e in events], "changes": [x["changes"] for x in reg.changes(events)]})
+    return {"events": [e.to_json() for e in events], "changes": [x["changes"] for x in reg.changes(events)]}
 
 
 @router.get("/diff", tags=["read"])
 def diff(request: Request, who: Caller, a: str, b: str, as_of: AsOf = None, a_as_of: AsOf = None,
-         b_as_of: AsOf = None) -> JSONResponse:
-    return _json(registry(request).diff(a, b, a_as_of=_as_of(a_as_of or as_of), b_as_of=_as_of(b_as_of or as_of)))
+         b_as_of: AsOf = None) -> dict[str, Any]:
+    return registry(request).diff(a, b, a_as_of=_as_of(a_as_of or as_of), b_as_of=_as_of(b_as_of or as_of))
 
 
 @router.get("/audit", tags=["read"])
@@ -389,9 +365,6 @@ async def put_blob(digest: str, request: Request, who: Caller, size: int) -> dic
     who.require("writer")
     check_declared(digest, size)
     store = registry(request).store()
-    if size <= SMALL_UPLOAD:
-        data = await read_small(request.stream(), size)
-        return await anyio.to_thread.run_sync(receive_small_blob, store, data, digest, size)
     reader = BodyReader(request.stream(), size)
     return await anyio.to_thread.run_sync(receive_blob, store, reader, digest, size)
 
@@ -460,13 +433,3 @@ def artifact(request: Request, who: Caller, ref: str, as_of: AsOf = None) -> Res
         raise NotFoundError(f"{version.ref}: the artifact's size is not recorded")
     return _send_blob(request, art["digest"], size, filename)
 
-
-
-# FastAPI (0.165) finds a request's route by trying the routes in turn, and each try costs several calls
-# (scope bookkeeping, then the path regex): the blob upload routes, defined last, were tried after ~30
-# others on every upload (scripts/profile_http.py: route matching was the largest item of a create's three
-# requests). The hot routes go first; the order among routes of one path is kept (a stable sort), and no two
-# paths here overlap, so the order decides nothing else.
-_HOT = (f"{API}/blobs/{{digest}}", f"{API}/register", f"{API}/tag", f"{API}/search", f"{API}/show",
-        f"{API}/list", f"{API}/alias", f"{API}/metrics", f"{API}/update", f"{API}/health")
-router.routes.sort(key=lambda r: _HOT.index(r.path) if getattr(r, "path", None) in _HOT else len(_HOT))

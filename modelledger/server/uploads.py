@@ -37,7 +37,6 @@ MAX_FILES = 100_000  # files of one uploaded folder (the manifest must fit an ev
 UPLOAD_SCHEME = "upload://"
 DOWNLOAD_CHUNK = 1024 * 1024
 GATHER = 1024 * 1024  # what an upload hands the store's writer at a time
-SMALL_UPLOAD = GATHER  # an upload up to this size is read whole on the event loop, then stored in one hop
 
 
 class BodyReader:
@@ -105,30 +104,6 @@ def receive_blob(store: BlobStore, reader: BodyReader, digest: str, size: int) -
     blob = store.put_stream(reader)  # type: ignore[arg-type]
     if blob.size != size:
         raise ValidationError(f"the upload was {blob.size:,} bytes, not the declared {size:,}")
-    if blob.digest != digest:
-        raise ValidationError(f"the upload's bytes hash to {blob.digest}, not {digest}")
-    return {"digest": blob.digest, "size": blob.size}
-
-
-async def read_small(chunks: AsyncIterator[bytes], declared: int) -> bytes:
-    """The whole body of an upload declared at most ``SMALL_UPLOAD`` bytes; more than declared: 413 at once."""
-    parts: list[bytes] = []
-    received = 0
-    async for chunk in chunks:
-        received += len(chunk)
-        if received > declared:
-            raise TooLargeError(f"the upload is larger than its declared size ({declared:,} bytes)")
-        parts.append(chunk)
-    return b"".join(parts)
-
-
-def receive_small_blob(store: BlobStore, data: bytes, digest: str, size: int) -> dict[str, Any]:
-    """``receive_blob`` for a body already read whole (runs in a worker thread): one call into the store
-    instead of a streamed write whose reads each wait for the event loop (a small model's upload is two
-    loop-thread hand-offs and a temp stream for a few hundred bytes otherwise)."""
-    if len(data) != size:
-        raise ValidationError(f"the upload was {len(data):,} bytes, not the declared {size:,}")
-    blob = store.put_bytes(data)
     if blob.digest != digest:
         raise ValidationError(f"the upload's bytes hash to {blob.digest}, not {digest}")
     return {"digest": blob.digest, "size": blob.size}
