@@ -190,15 +190,10 @@ def time_sha256(src: str) -> float:
 
 
 def _remove(path: str) -> None:
-    """Remove what a step wrote, and let the filesystem finish with it before the next step: this machine's
-    ext4 is mounted with ``discard``, so freeing 1 GiB queues 1 GiB of discards for the next journal commit, and
-    whichever step fsyncs next (the register fsyncs several times, ``cp`` once, the SHA-256 pass never) would
-    wait for them. ``os.sync()`` here, outside every timing, commits them now."""
     if os.path.isdir(path):
         shutil.rmtree(path, ignore_errors=True)
     elif os.path.exists(path):
         os.unlink(path)
-    os.sync()
 
 
 def _cores() -> int:
