@@ -1,6 +1,6 @@
 """``mledger serve`` beside ``mlflow server`` (issue 11's acceptance), in one run, on the same database kind.
 
-    flock /work/wt/bench.lock .venv/bin/python scripts/bench_http.py [--quick] [--json FILE] [--tmpdir DIR]
+    .venv/bin/python scripts/bench_http.py [--quick] [--json FILE] [--tmpdir DIR]
         [--peers-dir DIR] [--workers N] [--only SECTION]...
 
 Sections:

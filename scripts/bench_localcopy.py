@@ -10,7 +10,7 @@
 Each line: MB/s, wall seconds, the closing fsync's seconds, and the process's CPU seconds (all threads).
 Not part of the product. Run under the shared lock:
 
-    flock /work/wt/bench.lock .venv/bin/python scripts/bench_localcopy.py --size-mib 1024 --repeats 3
+    .venv/bin/python scripts/bench_localcopy.py --size-mib 1024 --repeats 3
 """
 
 from __future__ import annotations
