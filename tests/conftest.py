@@ -35,6 +35,8 @@ if TEST_FACE not in ("local", "http"):
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "local_only(reason): needs the registry opened locally (its files, its "
                             "database, a command that runs only there); left out when MLEDGER_TEST_FACE=http")
+    config.addinivalue_line("markers", "http_gap(reason): a known difference of the HTTP face, not yet fixed; "
+                            "a strict xfail when MLEDGER_TEST_FACE=http (it fails the run once it passes)")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -48,6 +50,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if TEST_FACE == "http" and marker is not None:
             why = marker.args[0] if marker.args else marker.kwargs.get("reason", "needs the local registry")
             item.add_marker(pytest.mark.skip(reason=f"local only: {why}"))
+        gap = item.get_closest_marker("http_gap")
+        if TEST_FACE == "http" and gap is not None:
+            why = gap.args[0] if gap.args else gap.kwargs.get("reason", "differs over HTTP")
+            item.add_marker(pytest.mark.xfail(strict=True, reason=f"known HTTP difference: {why}"))
 
 
 @pytest.fixture(scope="session")
