@@ -254,8 +254,9 @@ def child_env():
 
 
 @pytest.fixture
-def mledger_argv() -> list[str]:
-    """The argv prefix that runs the ``mledger`` console script."""
+def mledger_argv(face) -> list[str]:
+    """The argv prefix that runs the ``mledger`` console script (under MLEDGER_TEST_FACE=http, children made
+    with ``child_env`` then talk to the test's server)."""
     return mledger_command()
 
 
