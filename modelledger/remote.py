@@ -252,6 +252,13 @@ class RemoteRegistry:
                  optimizer: Mapping[str, Any] | None = None, idempotency_key: str | None = None,
                  run_id: str | None = None, wait: bool = True, timeout: float | None = None,
                  progress: Callable[[int], None] | None = None) -> VersionRecord:
+        from eventstore import commands as c
+        from eventstore.decider import precheck
+
+        # The checks that need no state, before any byte is sent: a refused register uploads nothing (as a
+        # local one copies nothing), and its error is the local one.
+        precheck(c.Register(name, {"source": str(artifact)}, description, dict(tags or {}), dict(params or {}),
+                            dict(structure or {}), dict(optimizer or {})))
         body = {"name": name, "artifact": self._artifact(artifact), "description": description,
                 "tags": dict(tags or {}), "params": dict(params or {}), "structure": dict(structure or {}),
                 "optimizer": dict(optimizer or {})}
@@ -262,6 +269,13 @@ class RemoteRegistry:
                structure_patch: bool = False, optimizer_patch: bool = False, idempotency_key: str | None = None,
                run_id: str | None = None, wait: bool = True, timeout: float | None = None,
                progress: Callable[[int], None] | None = None) -> VersionRecord:
+        from eventstore import commands as c
+        from eventstore.decider import precheck
+
+        precheck(c.Update(str(ref), None if params is None else dict(params),
+                          None if structure is None else dict(structure),
+                          None if optimizer is None else dict(optimizer), structure_patch, optimizer_patch,
+                          None if artifact is None else {"source": str(artifact)}, description))
         body: dict[str, Any] = {"ref": str(ref), "structure_patch": structure_patch, "optimizer_patch": optimizer_patch}
         for key, value in (("params", params), ("structure", structure), ("optimizer", optimizer),
                            ("description", description)):

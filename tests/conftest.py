@@ -25,14 +25,35 @@ if TEST_DATABASE not in ("sqlite", "postgresql"):
     raise pytest.UsageError(f"MLEDGER_TEST_DATABASE must be sqlite or postgresql, not {TEST_DATABASE!r}")
 
 
+# MLEDGER_TEST_FACE=http runs the CLI and SDK suites against a real `mledger serve` started for each test's
+# registry (the ``face`` fixture; .ci/run's third pass); unset or "local": the registry opened in-process.
+TEST_FACE = os.environ.get("MLEDGER_TEST_FACE", "local").lower()
+if TEST_FACE not in ("local", "http"):
+    raise pytest.UsageError(f"MLEDGER_TEST_FACE must be local or http, not {TEST_FACE!r}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "local_only(reason): needs the registry opened locally (its files, its "
+                            "database, a command that runs only there); left out when MLEDGER_TEST_FACE=http")
+    config.addinivalue_line("markers", "http_gap(reason): a known difference of the HTTP face, not yet fixed; "
+                            "a strict xfail when MLEDGER_TEST_FACE=http (it fails the run once it passes)")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under MLEDGER_TEST_DATABASE=postgresql, a test that edits the SQLite file by hand does not apply."""
-    if TEST_DATABASE != "postgresql":
-        return
-    skip = pytest.mark.skip(reason="edits the SQLite file by hand; this pass puts registries on PostgreSQL")
+    """Under MLEDGER_TEST_DATABASE=postgresql, a test that edits the SQLite file by hand does not apply; under
+    MLEDGER_TEST_FACE=http, neither does one that needs the registry opened locally."""
+    sqlite_skip = pytest.mark.skip(reason="edits the SQLite file by hand; this pass puts registries on PostgreSQL")
     for item in items:
-        if item.get_closest_marker("sqlite_only"):
-            item.add_marker(skip)
+        if TEST_DATABASE == "postgresql" and item.get_closest_marker("sqlite_only"):
+            item.add_marker(sqlite_skip)
+        marker = item.get_closest_marker("local_only")
+        if TEST_FACE == "http" and marker is not None:
+            why = marker.args[0] if marker.args else marker.kwargs.get("reason", "needs the local registry")
+            item.add_marker(pytest.mark.skip(reason=f"local only: {why}"))
+        gap = item.get_closest_marker("http_gap")
+        if TEST_FACE == "http" and gap is not None:
+            why = gap.args[0] if gap.args else gap.kwargs.get("reason", "differs over HTTP")
+            item.add_marker(pytest.mark.xfail(strict=True, reason=f"known HTTP difference: {why}"))
 
 
 @pytest.fixture(scope="session")
@@ -159,16 +180,47 @@ def make_artifact(tmp_path: Path):
 
 
 @pytest.fixture
-def reg(home: Path):
+def face(home: Path, monkeypatch: pytest.MonkeyPatch):
+    """Under MLEDGER_TEST_FACE=http, a real ``mledger serve`` for this test's registry (``services.FaceServer``,
+    its admin token named as MLEDGER_ACTOR), and MLEDGER_URL + MLEDGER_TOKEN set so that the CLI in this
+    process and in children (``subprocess_env``) talk to it; else None (the registry opened locally)."""
+    if TEST_FACE != "http":
+        yield None
+        return
+    from services import FaceServer
+
+    server = FaceServer(home)
+    monkeypatch.setenv("MLEDGER_URL", server.url)
+    monkeypatch.setenv("MLEDGER_TOKEN", server.secret)
+    monkeypatch.delenv("MLEDGER_TOKEN_FILE", raising=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def reg(home: Path, request: pytest.FixtureRequest):
+    """The test's registry. Under MLEDGER_TEST_FACE=http it is the SDK over HTTP (``RemoteRegistry``) in an SDK
+    test; in a CLI test (one that also uses ``cli`` or ``mledger``) it stays the operator's local view of the
+    same database, which arranges and inspects while the CLI under test goes through the server."""
     from modelledger import Registry
 
-    registry = Registry.open(home, actor="tester@test")
+    # The server first: its admin token's grant is an event, and a test counts the events after its setup.
+    server = request.getfixturevalue("face")
+    cli_test = "cli" in request.fixturenames or "mledger" in request.fixturenames
+    if server is not None and not cli_test:
+        from modelledger.remote import RemoteRegistry
+
+        registry = RemoteRegistry.open(server.url, server.secret)
+    else:
+        registry = Registry.open(home, actor="tester@test")
     yield registry
     registry.close()
 
 
 @pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str], home: Path):
+def cli(capsys: pytest.CaptureFixture[str], home: Path, face):
     """``cli(*argv) -> (exit code, stdout, stderr)``, running ``modelledger.cli.main`` in this process."""
     from modelledger.cli import main
 
@@ -185,7 +237,7 @@ def cli(capsys: pytest.CaptureFixture[str], home: Path):
 
 
 @pytest.fixture
-def mledger(home: Path):
+def mledger(home: Path, face):
     """``mledger(*argv) -> CompletedProcess``: the real console script in a child process."""
 
     def run(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -202,8 +254,9 @@ def child_env():
 
 
 @pytest.fixture
-def mledger_argv() -> list[str]:
-    """The argv prefix that runs the ``mledger`` console script."""
+def mledger_argv(face) -> list[str]:
+    """The argv prefix that runs the ``mledger`` console script (under MLEDGER_TEST_FACE=http, children made
+    with ``child_env`` then talk to the test's server)."""
     return mledger_command()
 
 

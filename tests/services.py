@@ -130,3 +130,61 @@ def reap(proc: subprocess.Popen) -> None:
     for pipe in (proc.stdout, proc.stderr):
         if pipe is not None:
             pipe.close()
+
+
+# -- the HTTP face: the CLI and SDK suites against a real `mledger serve` (MLEDGER_TEST_FACE=http) ----------
+
+FACE_TOKEN_NAME = "tester@test"  # the admin token's name: over HTTP the actor of every write, as MLEDGER_ACTOR is
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class FaceServer:
+    """A real ``mledger serve`` for ``home`` (and ``MLEDGER_DATABASE`` when the environment names one) on a
+    free port, with an admin token named ``FACE_TOKEN_NAME`` granted first (``secret``). The child gets the
+    local registry's environment, never ``MLEDGER_URL``: a server serves its own database."""
+
+    def __init__(self, home: Path) -> None:
+        from modelledger import Registry
+
+        with Registry.open(home, actor="operator@host") as reg:
+            _state, secret = reg.create_token(FACE_TOKEN_NAME, "admin")
+        assert secret is not None
+        self.secret = secret
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = subprocess_env(home)
+        for var in ("MLEDGER_URL", "MLEDGER_TOKEN", "MLEDGER_TOKEN_FILE"):
+            env.pop(var, None)
+        self.proc = subprocess.Popen([*mledger_command(), "serve", "--port", str(self.port)], env=env,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wait_for(self._up, 60, "mledger serve to answer")
+
+    def _up(self) -> bool:
+        import http.client
+
+        if self.proc.poll() is not None:
+            raise AssertionError(f"mledger serve exited: {self.proc.stderr.read().decode()[-2000:]}")
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+        try:
+            conn.request("GET", "/api/v1/health")
+            return conn.getresponse().status == 200
+        except OSError:
+            return False
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                pass
+        reap(self.proc)

@@ -100,6 +100,7 @@ def test_tag_filters_are_anded_and_see_model_and_version_tags(populated):
     assert cat.list(tags={"task": "vision", "framework": "none"}) == []
 
 
+@pytest.mark.local_only("registers again from another version's recorded source, a local path; over HTTP it is upload://NAME")
 def test_a_deleted_version_no_longer_makes_its_model_match(populated):
     reg = populated
     reg.register("solo", reg.get("bert").artifact["source"], tags={"only": "here"})
@@ -192,6 +193,7 @@ def test_two_registries_on_different_homes_in_one_process(tmp_path, artifact):
         assert one.register("other", artifact, timeout=5).status == "ready"
 
 
+@pytest.mark.local_only("appends raw imported events with append_batch, which runs only where the database is")
 def test_events_appended_behind_the_projection_are_folded_in_on_the_next_read(reg, artifact):
     reg.register("m", artifact)
     reg.append_batch([
@@ -204,6 +206,7 @@ def test_events_appended_behind_the_projection_are_folded_in_on_the_next_read(re
     assert reg.projection.lag() == 0  # the stored checkpoint is at the head (on either backend)
 
 
+@pytest.mark.local_only("appends raw imported events with append_batch, which runs only where the database is")
 def test_a_command_after_a_long_import_folds_the_lag_in_pages_and_decides_on_all_of_it(reg, artifact, monkeypatch):
     from eventstore import handler
 
@@ -226,6 +229,7 @@ def test_a_command_after_a_long_import_folds_the_lag_in_pages_and_decides_on_all
     assert [e.data["tags"] for e in reg.history("m")[-1:]] == [{"n": "after"}]
 
 
+@pytest.mark.local_only("appends raw imported events with append_batch, which runs only where the database is")
 def test_version_count_is_the_number_of_versions_now_and_as_of_the_past_even_with_an_imported_gap(reg, artifact):
     from eventstore.event_data import version_created
 
@@ -242,6 +246,7 @@ def test_version_count_is_the_number_of_versions_now_and_as_of_the_past_even_wit
     assert reg.catalog(as_of=before).model("m").version_count == 2
 
 
+@pytest.mark.local_only("appends raw imported events with append_batch, which runs only where the database is")
 def test_an_imported_event_that_is_not_json_is_refused_with_a_validation_error(reg, artifact):
     reg.register("m", artifact)
     head = reg.head()
@@ -251,6 +256,7 @@ def test_an_imported_event_that_is_not_json_is_refused_with_a_validation_error(r
     assert reg.head() == head
 
 
+@pytest.mark.local_only("projections rebuild runs only where the database is")
 def test_rebuild_gives_the_same_catalog_and_the_same_search_results(populated):
     reg = populated
     reg.delete("resnet-50@1")
@@ -343,6 +349,7 @@ def test_write_commands_print_what_they_produced(reg, artifact, cli):
     assert json.loads(out)["ref"] == "m@2"
 
 
+@pytest.mark.local_only("projections rebuild runs only where the database is")
 def test_projections_rebuild_from_the_cli_gives_an_identical_catalog(populated, cli):
     before = populated.catalog().digest()
     code, out, err = cli("projections", "rebuild", "--json")
@@ -352,6 +359,7 @@ def test_projections_rebuild_from_the_cli_gives_an_identical_catalog(populated, 
     assert populated.catalog().digest() == before
 
 
+@pytest.mark.local_only("appends raw imported events with append_batch, which runs only where the database is")
 def test_imported_events_about_unknown_models_change_nothing_and_block_nothing(reg, artifact):
     """append_batch checks shapes, not history: an event about a model the log never registered folds to
     nothing (the same on every replay), and the name stays usable."""
@@ -370,6 +378,7 @@ def test_imported_events_about_unknown_models_change_nothing_and_block_nothing(r
     assert reg.audit().ok
 
 
+@pytest.mark.local_only("appends raw imported events with append_batch, which runs only where the database is")
 def test_append_batch_refuses_a_malformed_event_and_appends_nothing(reg, artifact):
     from eventstore.errors import ValidationError
     from eventstore.events import NewEvent

@@ -111,6 +111,7 @@ def _bundle(cli, tmp_path: Path) -> list[str]:
     return path.read_text(encoding="utf-8").splitlines()
 
 
+@pytest.mark.local_only("audit --export reads the database itself; over HTTP it is refused by design")
 def test_verify_export_refuses_what_is_not_a_bundle_in_one_line(cli, setup, tmp_path: Path) -> None:
     files: Path = setup["files"]
     good = _bundle(cli, tmp_path)
@@ -169,6 +170,7 @@ def test_ordinary_unicode_and_tabs_stay_allowed_in_tag_values(cli, setup) -> Non
 
 # -- M5: every human output escapes what could rewrite a terminal ---------------------------------------
 
+@pytest.mark.local_only("sets a hostile actor through MLEDGER_ACTOR; over HTTP the actor is the token's name")
 def test_human_output_escapes_descriptions_file_names_tags_and_actors(cli, setup, tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     folder = tmp_path / "evil"
@@ -274,6 +276,7 @@ def test_one_line_errors(cli, setup, tmp_path: Path, argv: list[str], code: int)
     assert head(setup["home"]) == setup["head"]
 
 
+@pytest.mark.local_only("audit --export reads the database itself; over HTTP it is refused by design")
 def test_audit_export_to_a_directory_is_one_line(cli, setup, tmp_path: Path) -> None:
     (tmp_path / "d").mkdir()
     refused(cli("audit", "--export", str(tmp_path / "d")), 7)

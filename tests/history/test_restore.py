@@ -241,6 +241,7 @@ def purged(reg, make_artifact):
     return reg, p, one
 
 
+@pytest.mark.http_gap("purged bytes of an upload (upload://) cannot be fetched again by a restore")
 def test_purged_bytes_come_back_from_their_source_byte_identical(purged, tmp_path):
     reg, p, one = purged
     report = reg.restore(as_of=p)
@@ -281,6 +282,7 @@ def test_restore_cli_exits_non_zero_when_bytes_are_missing(purged, cli):
     assert reg.head() > head  # the rest of the restore was appended
 
 
+@pytest.mark.local_only("re-ingests from a path on this machine; the server never reads a path a client names")
 def test_restore_cli_with_every_source_present_exits_zero(purged, cli):
     reg, p, _ = purged
     code, out, err = cli("restore", "--as-of", f"#{p}", "--json")
@@ -289,6 +291,7 @@ def test_restore_cli_with_every_source_present_exits_zero(purged, cli):
     assert reg.get("m@1").status == "ready"
 
 
+@pytest.mark.http_gap("purged bytes of an upload (upload://) cannot be fetched again by a restore")
 def test_dry_run_of_a_purge_restore_appends_nothing_and_plans_the_reingest(purged):
     reg, p, _ = purged
     head = reg.head()
