@@ -17,6 +17,7 @@ import hmac
 from collections.abc import Iterable
 
 from eventstore.access import TokenState
+from eventstore.access import fold as fold_token
 from eventstore.events import TOKEN_EVENTS, TOKEN_STREAM_PREFIX, StoredEvent
 from eventstore.recorder import Recorder
 
@@ -82,9 +83,28 @@ class TokenTable:
             else:
                 self.sql.revoke(conn, d["token"], e.recorded_at, actor, e.position)
 
+    @property
+    def _read_only(self) -> bool:
+        """A registry opened only to read (a read-only SQLite home): the table cannot be made or folded."""
+        return bool(getattr(self.recorder, "read_only", False))
+
+    def _folded(self) -> dict[str, TokenState]:
+        """Every token as its events tell it, folded here from the log without writing anything: what a
+        read-only registry answers with (token events are few: one probe of the token streams' index)."""
+        with self.recorder.read_snapshot() as conn:
+            positions = self.sql.positions_in(conn, TOKEN_RANGE, 0)
+        streams: dict[str, list[StoredEvent]] = {}
+        for p in positions:
+            if (e := self.recorder.event_at(p)) is not None and e.type in TOKEN_EVENTS:
+                streams.setdefault(e.data["token"], []).append(e)
+        return {name: state for name, events in streams.items() if (state := fold_token(events)) is not None}
+
     def find(self, secret_sha256: str) -> TokenState | None:
         """The token whose secret hashes to ``secret_sha256`` (revoked and expired ones too: the caller
         refuses them), after catching up with the log."""
+        if self._read_only:
+            return next((t for t in self._folded().values()
+                         if hmac.compare_digest(t.secret_sha256, secret_sha256)), None)
         self.catch_up()
         with self.recorder.read_snapshot() as conn:
             rows = self.sql.find(conn, secret_sha256)
@@ -95,6 +115,8 @@ class TokenTable:
         return None
 
     def list(self) -> list[TokenState]:
+        if self._read_only:
+            return sorted(self._folded().values(), key=lambda t: t.token)
         self.catch_up()
         with self.recorder.read_snapshot() as conn:
             return [TokenState(*r) for r in self.sql.rows(conn)]

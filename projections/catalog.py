@@ -34,7 +34,7 @@ from .dialects import dialect_for, dialect_of
 from .digest import catalog_digest_rows
 from .past import PastCatalog
 from .prefetch import Prefetched, PrefetchedStore
-from .projector import fold
+from .projector import HANDLERS, fold
 from .records import ModelRecord, VersionRecord
 from .rows import CatalogStateView, model_record, sorted_aliases, version_record
 from .search import query_words
@@ -182,12 +182,24 @@ class CatalogProjection:
             except StoreError as exc:
                 if "read-only" not in str(exc):  # the backends' own wording (eventstore/sqlite.py, postgres.py)
                     raise
+                if self._lag_is_outside_the_catalog(lag):
+                    return
                 raise StoreError(f"the catalog is {lag} event(s) behind the log and cannot be brought level "
                                  f"here ({exc}); not answering from a stale catalog: run any command (or "
                                  "`mledger projections rebuild`) where the registry can be written") from None
             if position == folded:
                 raise StoreError(f"the catalog cannot follow the log after #{position}")
             folded = position
+
+    def _lag_is_outside_the_catalog(self, lag: int) -> bool:
+        """Whether the events beyond the checkpoint are all of kinds the catalog does not fold (token grants
+        and revocations, webhook subscriptions and cursors: appended without the catalog's inline fold). Then
+        the catalog already says what it would say after folding them, so a read that cannot write may answer:
+        on a read-only home, one `mledger token create` elsewhere must not make every read fail."""
+        if lag > PAGE:
+            return False
+        pending = list(self.recorder.read(since=self.checkpoint(), limit=lag + 1))
+        return len(pending) == lag and not any(e.type in HANDLERS for e in pending)
 
     def rebuild(self) -> int:
         """Drop every catalog table and replay the whole log, atomically; returns the events applied."""

@@ -211,3 +211,27 @@ def test_database_fills_up(tmp_path: Path, tmpfs, figures) -> None:
     assert len([r for r in raw_rows(db) if r[3] == "VersionRegistered"]) == i
     _grow(home, "64m")
     _after_space_freed(home, art, figures, artifacts=str(tmp_path / "artifacts"))
+
+
+def test_read_only_home_lists_tokens_it_never_folded(read_only_home) -> None:
+    """`token list` is a read: on a read-only home whose token table was never made (or is behind the log) it
+    folds the token events in memory and answers what the writable home answers, writing nothing."""
+    from modelledger import Registry
+
+    home, view, _art = read_only_home
+    with Registry.open(home, actor="admin@host") as reg:
+        reg.create_token("ci", "writer", prefix="team-a/")
+        reg.create_token("old", "reader")
+        reg.revoke_token("old", "rotated")
+    before = raw_rows(home / "registry.db")
+    _close_cleanly(home / "registry.db")
+    seen = run_cli(child_env(view), "token", "list", "--json")
+    assert seen.returncode == 0, seen.stderr
+    assert sorted(p.name for p in home.iterdir()) == ["registry.db"]  # nothing made beside the file
+    assert raw_rows(home / "registry.db") == before
+    expected = run_cli(child_env(home), "token", "list", "--json")  # folds into the table: a write
+    assert expected.returncode == 0, expected.stderr
+    assert json.loads(seen.stdout) == json.loads(expected.stdout)
+    listed = {t["name"]: t for t in json.loads(seen.stdout)["tokens"]}
+    assert set(listed) == {"ci", "old"}
+    assert listed["old"]["revoked"] and not listed["ci"]["revoked"]
