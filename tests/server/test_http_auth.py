@@ -22,24 +22,10 @@ def registry_database(request: pytest.FixtureRequest) -> Iterator[str]:
     if request.param == "sqlite":
         yield ""
         return
-    import uuid
+    from contracts.databases import registry_schema
 
-    import psycopg
-    from psycopg import sql
-
-    base = request.getfixturevalue("shared_postgres_database")
-    schema = f"t_{uuid.uuid4().hex[:16]}"
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-    try:
-        yield f"{base}?options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(base, autocommit=True) as conn:
-            # connections a killed server left open would hold locks: end them first
-            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database()"
-                         " AND pid <> pg_backend_pid() AND query NOT LIKE '%%pg_stat_activity%%'"
-                         " AND state = 'idle in transaction'")
-            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+    with registry_schema(request.getfixturevalue("shared_postgres_database")) as url:
+        yield url
 
 
 def test_no_token_is_401_and_unknown_token_is_401(make_client, tokens, home):
