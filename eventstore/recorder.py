@@ -113,6 +113,10 @@ class Recorder(ABC):
     """The SQL dialect of the backend's database (``"sqlite"``, ``"postgresql"``): which catalog module the
     composition root pairs with it (``projections.dialects``)."""
 
+    read_only: bool = False
+    """Opened only to read (a SQLite file this user cannot write): nothing may be created, migrated or folded.
+    A PostgreSQL role that can only SELECT is not known in advance: its writes fail as read-only instead."""
+
     registry_id: str
     """A random id made when the store is created and kept with it: the same across reopening, from any
     process or host (workers and brokers key their state by it)."""

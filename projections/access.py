@@ -23,7 +23,6 @@ from eventstore.recorder import Recorder
 
 from .dialects import dialect_part
 
-PAGE = 5_000
 # Every stream ``token-<name>``: the half-open range ['token-', 'token.') of the events' (stream, version) index.
 TOKEN_RANGE = (TOKEN_STREAM_PREFIX, TOKEN_STREAM_PREFIX[:-1] + chr(ord(TOKEN_STREAM_PREFIX[-1]) + 1))
 
@@ -64,8 +63,7 @@ class TokenTable:
         with self.recorder.write() as tx:
             conn = tx.connection  # type: ignore[attr-defined]
             position = self.sql.checkpoint(conn)  # another process may have folded it meanwhile
-            events = [e for p in self.sql.positions_in(conn, TOKEN_RANGE, position)
-                      if (e := self.recorder.event_at(p)) is not None]
+            events = self._token_events(conn, since=position)
             self._apply(conn, events)
             if events:
                 position = events[-1].position
@@ -83,26 +81,25 @@ class TokenTable:
             else:
                 self.sql.revoke(conn, d["token"], e.recorded_at, actor, e.position)
 
-    @property
-    def _read_only(self) -> bool:
-        """A registry opened only to read (a read-only SQLite home): the table cannot be made or folded."""
-        return bool(getattr(self.recorder, "read_only", False))
+    def _token_events(self, conn: object, *, since: int) -> list[StoredEvent]:
+        """The token events after ``since``, in log order (found through the token streams' index)."""
+        return [e for p in self.sql.positions_in(conn, TOKEN_RANGE, since)
+                if (e := self.recorder.event_at(p)) is not None and e.type in TOKEN_EVENTS]
 
     def _folded(self) -> dict[str, TokenState]:
         """Every token as its events tell it, folded here from the log without writing anything: what a
         read-only registry answers with (token events are few: one probe of the token streams' index)."""
         with self.recorder.read_snapshot() as conn:
-            positions = self.sql.positions_in(conn, TOKEN_RANGE, 0)
+            events = self._token_events(conn, since=0)
         streams: dict[str, list[StoredEvent]] = {}
-        for p in positions:
-            if (e := self.recorder.event_at(p)) is not None and e.type in TOKEN_EVENTS:
-                streams.setdefault(e.data["token"], []).append(e)
+        for e in events:
+            streams.setdefault(e.data["token"], []).append(e)
         return {name: state for name, events in streams.items() if (state := fold_token(events)) is not None}
 
     def find(self, secret_sha256: str) -> TokenState | None:
         """The token whose secret hashes to ``secret_sha256`` (revoked and expired ones too: the caller
         refuses them), after catching up with the log."""
-        if self._read_only:
+        if self.recorder.read_only:
             return next((t for t in self._folded().values()
                          if hmac.compare_digest(t.secret_sha256, secret_sha256)), None)
         self.catch_up()
@@ -115,7 +112,7 @@ class TokenTable:
         return None
 
     def list(self) -> list[TokenState]:
-        if self._read_only:
+        if self.recorder.read_only:
             return sorted(self._folded().values(), key=lambda t: t.token)
         self.catch_up()
         with self.recorder.read_snapshot() as conn:

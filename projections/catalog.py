@@ -75,7 +75,7 @@ class CatalogProjection:
         at a time WITHOUT the write lock, so other writers keep appending; then, under the lock, the tail is
         folded in and the new tables take the old ones' place. The lock is held for the tail and the swap, not
         for the whole rebuild."""
-        if getattr(self.recorder, "read_only", False):  # a SQLite home opened read-only: nothing can be made
+        if self.recorder.read_only:  # a SQLite home opened read-only: nothing can be made
             raise StoreError("the registry database is read-only here")
         if self.recorder.head() > PAGE:
             with self.sql.beside(self.recorder) as side:

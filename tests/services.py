@@ -145,6 +145,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_process(proc: subprocess.Popen) -> None:
+    """Ask a child to end (SIGTERM), give it 20 s to finish what it is doing, then reap it whatever it did."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            pass
+    reap(proc)
+
+
 class FaceServer:
     """A real ``mledger serve`` for ``home`` (and ``MLEDGER_DATABASE`` when the environment names one) on a
     free port, with an admin token named ``FACE_TOKEN_NAME`` granted first (``secret``). The child gets the
@@ -181,10 +192,4 @@ class FaceServer:
             conn.close()
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                pass
-        reap(self.proc)
+        stop_process(self.proc)

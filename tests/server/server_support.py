@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import httpx
-from services import mledger_command, reap, subprocess_env, wait_for
+from services import mledger_command, reap, stop_process, subprocess_env, wait_for
 
 from modelledger import Registry
 
@@ -71,10 +71,4 @@ class Server:
         reap(self.proc)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                pass
-        reap(self.proc)
+        stop_process(self.proc)
