@@ -321,6 +321,46 @@ finally:
 """
 
 
+# The least a durable write costs on this server, whatever the code: a loop of the statements alone, in
+# processes like the clients above. "1 trip": one round trip that appends a row and commits (what a
+# server-side function doing a whole command in one call would cost at best). "2 trips, locked": the shape
+# every command here has — the writer lock and a read of the head in the first trip (a command must see the
+# state it decides on), the row and COMMIT in the second — with the lock held through the commit, as gapless
+# positions in commit order need (the recorder contract). No Python work, no catalog, one tiny row.
+FLOOR_CLIENT = r"""
+import json, sys, time
+import psycopg
+task = json.loads(sys.argv[1])
+conn = psycopg.connect(task["url"], autocommit=True)
+conn.execute("SELECT 1")
+time.sleep(max(0.0, task["start_at"] - time.time()))
+began, t = time.time(), time.perf_counter()
+for k in range(task["n"]):
+    if task["mode"] == "1 trip":
+        conn.execute("INSERT INTO floor_probe (client, k) VALUES (%s, %s)", (task["client"], k))
+    else:
+        conn.execute("BEGIN; LOCK TABLE floor_probe IN EXCLUSIVE MODE; SELECT max(k) FROM floor_probe")
+        conn.execute("INSERT INTO floor_probe (client, k) VALUES (%s, %s)", (task["client"], k))
+        conn.execute("COMMIT")
+print("RESULT " + json.dumps({"seconds": time.perf_counter() - t, "start": began, "end": time.time()}), flush=True)
+conn.close()
+"""
+
+
+def floor_clients(mode: str, clients: int, n: int) -> float:
+    """Total durable writes/s of ``clients`` processes each doing ``n`` of ``mode`` (FLOOR_CLIENT) at once."""
+    import psycopg
+
+    with database("mledger_floor") as url:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CREATE TABLE floor_probe (client int, k int, at timestamptz DEFAULT now())")
+        start_at = time.time() + 1.0 + clients * 0.3
+        argvs = [[sys.executable, "-c", FLOOR_CLIENT,
+                  json.dumps({"url": url, "mode": mode, "n": n, "client": c, "start_at": start_at})]
+                 for c in range(clients)]
+        return _total_rate(_run_clients(argvs), clients * n)
+
+
 def _run_clients(argvs: list[list[str]], env: dict[str, str] | None = None) -> list[dict[str, Any]]:
     procs = [subprocess.Popen(a, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for a in argvs]
     out = []
@@ -399,9 +439,12 @@ def _sqlalchemy_url(conninfo: str) -> str:
 
 
 def bench_clients(tmp: str, quick: bool, peer: Any) -> list[Row]:
-    """Rows: tag, alias, create with 1 and 8 client processes, modelledger vs MLflow on one PostgreSQL."""
+    """Rows: tag, alias, create with 1 and 8 client processes, modelledger vs MLflow on one PostgreSQL; then
+    the floor rows: what a bare durable write costs on this server, and the best ratio to MLflow's rates of
+    this run that any client could reach at that floor."""
     targets = {"tag": 10, "alias": 10, "create": 5}
     rows = []
+    mlflow_rates: dict[tuple[str, int], float] = {}
     log(f"postgres clients: server {server_version()}; MLflow {'skipped: ' + peer.error if peer.error else 'ready'}")
     for clients in (1, 8):
         for op in ("tag", "alias", "create"):
@@ -417,6 +460,7 @@ def bench_clients(tmp: str, quick: bool, peer: Any) -> list[Row]:
                 log(f"postgres clients: MLflow {op} x {clients} failed: {exc}")
                 theirs = float("nan")
             ratio = ours / theirs if theirs == theirs else float("nan")
+            mlflow_rates[(op, clients)] = theirs
             log(f"postgres clients: {op} x {clients}: modelledger {ours:,.1f}/s, MLflow {theirs:,.1f}/s, "
                 f"ratio {ratio:.2f}")
             failures = MLFLOW_FAILURES.get((op, clients), 0)
@@ -430,6 +474,27 @@ def bench_clients(tmp: str, quick: bool, peer: Any) -> list[Row]:
                                   + (f"; {failures} MLflow calls failed (a race in its alias/version upsert), "
                                      "counted out" if failures else "")),
                             samples={"modelledger": [ours], "mlflow": [theirs]}))
+    rows += floor_rows(quick, mlflow_rates, targets)
+    return rows
+
+
+def floor_rows(quick: bool, mlflow_rates: dict[tuple[str, int], float], targets: dict[str, int]) -> list[Row]:
+    """The floor of a durable write on this server, 1 and 8 processes, and the ceiling it puts on each ratio."""
+    rows = []
+    for clients in (1, 8):
+        n = (200 if quick else 1000) // (1 if clients == 1 else 4)
+        for mode in ("1 trip", "2 trips, locked"):
+            rate = floor_clients(mode, clients, n)
+            theirs = {op: mlflow_rates.get((op, clients), float("nan")) for op in targets}
+            ceilings = ", ".join(f"{op} {rate / t:.1f}x (target {targets[op]})" for op, t in theirs.items()
+                                 if t == t)
+            log(f"postgres floor: {mode} x {clients}: {rate:,.0f} durable writes/s; ceilings vs MLflow {ceilings}")
+            rows.append(Row(f"postgres floor: {mode}, {clients} process{'es' if clients > 1 else ''}",
+                            "bare statements", rate, "writes/s", "MLflow tag (same run)",
+                            theirs["tag"], rate / theirs["tag"] if theirs["tag"] == theirs["tag"] else float("nan"),
+                            note=(f"{n} per process, one row each, synchronous_commit as the server has it; "
+                                  f"the best ratio any client could reach at this floor: {ceilings or 'no MLflow'}"),
+                            samples={"floor": [rate]}))
     return rows
 
 
