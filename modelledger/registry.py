@@ -54,6 +54,7 @@ from projections.diff import diff_versions
 from projections.past import PastCatalog
 from projections.records import ModelRecord, VersionRecord
 from projections.restore import plan_model
+from projections.storage import partial_folders, purge_plan, referenced_digests
 from workers import context
 from workers.broker_url import is_embedded_url
 from workers.sources import SourcePolicy
@@ -518,15 +519,18 @@ class Registry:
         """Free the blobs that no live version references and whose last reference ended more than
         ``grace_seconds`` ago (and blobs nothing references, older than that). Appends ``ArtifactPurged``
         for each version that loses bytes. Holds the write lock throughout, so no command can start
-        referencing a blob while it is being removed."""
+        referencing a blob while it is being removed. ``dry_run``: only reads (a read-only home answers it)."""
         if grace_seconds < 0:
             raise ValidationError("the grace period cannot be negative")
         store = self.store()
         now = time.time()
-        cutoff = datetime.fromtimestamp(now - grace_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         meta = self._meta()
         key, fp = _keyed(meta, idempotency_key, {"command": "Gc", "grace_seconds": grace_seconds}, dry_run)
         self.projection.ensure_current()
+        if dry_run:
+            # A dry run only reads: one snapshot, no write lock, so it also answers on a read-only home.
+            with self.recorder.read_snapshot() as conn:
+                return self._gc_plan(conn, now, grace_seconds)[0]
         with self.recorder.write() as tx:
             self.projection.catch_up(tx)
             first = tx.idempotent_result(key, fp) if key is not None else None
@@ -535,41 +539,8 @@ class Registry:
                         "versions": [f"{e.data['name']}@{e.data['version']}" for e in first],
                         "blobs": 0, "orphan_blobs": 0, "bytes": 0, "events": [e.to_json() for e in first],
                         "replayed": True}
-            plans = self.projection.purge_plan(tx, cutoff)
-            referenced = self.projection.referenced_digests(tx)
-            unlisted = self._unlisted_blobs(tx, {p.digest for p in plans}, referenced)
-            orphans = [(d, size) for d, size, mtime in store.iter_blobs()
-                       if d not in referenced and mtime <= now - grace_seconds]
-            by_version: dict[tuple[str, int], dict[str, Any]] = {}
-            for plan in plans:
-                for name, number, artifact_digest in plan.versions:
-                    entry = by_version.setdefault((name, number), {"name": name, "version": number,
-                                                                   "digest": artifact_digest, "blobs": []})
-                    entry["blobs"].append(plan.digest)
-            purge = c.PurgeArtifacts(tuple(c.PurgedVersion(e["name"], e["version"], e["digest"], tuple(e["blobs"]))
-                                           for _, e in sorted(by_version.items())))
-            sizes = {p.digest: p.size for p in plans}
-            sizes.update(unlisted)
-            sizes.update(dict(orphans))
-            for digest in sizes:
-                # The catalog does not know a folder's manifest size: ask the store what each blob weighs.
-                try:
-                    sizes[digest] = store.size_of(digest)
-                except ModelLedgerError:
-                    sizes[digest] = 0  # already gone
-            report: dict[str, Any] = {
-                "dry_run": dry_run,
-                "grace_seconds": grace_seconds,
-                "versions": [f"{n}@{v}" for n, v in sorted(by_version)],
-                "blobs": len(sizes),
-                "orphan_blobs": len(orphans),
-                "bytes": 0,
-                "events": [],
-            }
-            if dry_run:
-                report["bytes"] = sum(size or 0 for size in sizes.values())
-                return report
-
+            report, purge, sizes = self._gc_plan(self.projection.sql.connection_of(tx), now, grace_seconds)
+            report["dry_run"], report["bytes"] = False, 0
             outcome = execute_in(tx, self.projection, purge, meta, idempotency_key=key, fingerprint=fp)
             # Still under the write lock, after ArtifactPurged is appended and projected: no command can start
             # using a blob between the decision and its removal.
@@ -581,13 +552,52 @@ class Registry:
             report["events"] = [e.to_json() for e in outcome.events]
         return report
 
-    def _unlisted_blobs(self, tx: Any, purging: set[str], referenced: set[str]) -> dict[str, int]:
+    def _gc_plan(self, conn: Any, now: float, grace_seconds: float
+                 ) -> tuple[dict[str, Any], c.PurgeArtifacts, dict[str, int | None]]:
+        """What gc would free, read on ``conn`` (the write transaction's, or a dry run's snapshot): the dry
+        run's report, the purge command and the size of each blob to delete."""
+        store = self.store()
+        cutoff = datetime.fromtimestamp(now - grace_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        plans = purge_plan(conn, cutoff)
+        referenced = referenced_digests(conn)
+        unlisted = self._unlisted_blobs(conn, {p.digest for p in plans}, referenced)
+        orphans = [(d, size) for d, size, mtime in store.iter_blobs()
+                   if d not in referenced and mtime <= now - grace_seconds]
+        by_version: dict[tuple[str, int], dict[str, Any]] = {}
+        for plan in plans:
+            for name, number, artifact_digest in plan.versions:
+                entry = by_version.setdefault((name, number), {"name": name, "version": number,
+                                                               "digest": artifact_digest, "blobs": []})
+                entry["blobs"].append(plan.digest)
+        purge = c.PurgeArtifacts(tuple(c.PurgedVersion(e["name"], e["version"], e["digest"], tuple(e["blobs"]))
+                                       for _, e in sorted(by_version.items())))
+        sizes: dict[str, int | None] = {p.digest: p.size for p in plans}
+        sizes.update(unlisted)
+        sizes.update(dict(orphans))
+        for digest in sizes:
+            # The catalog does not know a folder's manifest size: ask the store what each blob weighs.
+            try:
+                sizes[digest] = store.size_of(digest)
+            except ModelLedgerError:
+                sizes[digest] = 0  # already gone
+        report: dict[str, Any] = {
+            "dry_run": True,
+            "grace_seconds": grace_seconds,
+            "versions": [f"{n}@{v}" for n, v in sorted(by_version)],
+            "blobs": len(sizes),
+            "orphan_blobs": len(orphans),
+            "bytes": sum(size or 0 for size in sizes.values()),
+            "events": [],
+        }
+        return report, purge, sizes
+
+    def _unlisted_blobs(self, conn: Any, purging: set[str], referenced: set[str]) -> dict[str, int]:
         """A large folder's event lists only its first files; the rest are named by its manifest. Adds those
         of every folder that stays to ``referenced`` (so they are not orphans) and returns those of the
         folders being purged now that nothing else needs."""
         store = self.store()
         freed: dict[str, int] = {}
-        for digest in sorted(self.projection.partial_folders(tx)):
+        for digest in sorted(partial_folders(conn)):
             try:
                 files = store.manifest(digest)
             except ModelLedgerError as exc:
