@@ -107,6 +107,11 @@ def _ref(ref: RefLike) -> str:
     return ref.ref if isinstance(ref, VersionRecord) else str(ref)
 
 
+def _can_fetch(source: str, fetchable: Callable[[str], bool] | None) -> bool:
+    """Can purged bytes be fetched again from ``source``: the caller may have it read, and it can be read."""
+    return (fetchable is None or fetchable(source)) and _ingest().source_readable(source)
+
+
 class _BlobsVanished(ModelLedgerError):
     pass
 
@@ -644,25 +649,58 @@ class Registry:
         return self.execute(c.Delete(_ref(ref), reason), idempotency_key=idempotency_key).events
 
     def undelete(self, ref: RefLike, *, wait: bool = True, timeout: float | None = None,
-                 idempotency_key: str | None = None) -> list[StoredEvent]:
-        """Bring back a deleted version (with its artifact, re-ingested from its source if gc purged it)
-        or a deleted model."""
-        outcome = self.execute(c.Undelete(_ref(ref)), idempotency_key=idempotency_key)
+                 idempotency_key: str | None = None,
+                 fetchable: Callable[[str], bool] | None = None) -> list[StoredEvent]:
+        """Bring back a deleted version or a deleted model. A version whose bytes gc purged gets them back
+        from its source when that can still be read; otherwise (an upload, a file since removed) it comes
+        back without them, still ``purged``: its record is kept, ``pull`` says the bytes are gone, and
+        `retry` fetches them later where the source can be read. ``fetchable(source)``: whether this caller
+        may have a source read at all (a server: only those its operator allowed), asked first."""
+        text = _ref(ref)
+        readable = tuple(s for s in self.purged_sources(text) if _can_fetch(s, fetchable))
+        # The request is the reference alone: a retry under the same key asks for the same undelete,
+        # whatever could be read then.
+        outcome = execute(self.recorder, self.projection, c.Undelete(text, readable), self._meta(),
+                          idempotency_key=idempotency_key, request=c.Undelete(text))
         self._dispatch(outcome.events, wait, timeout, replayed=outcome.replayed)
         return outcome.events
 
+    def purged_sources(self, ref: RefLike) -> list[str]:
+        """The recorded sources of the purged artifacts that undeleting ``ref`` brings back: the version's,
+        or those of the model's versions that are not deleted themselves."""
+        text = _ref(ref)
+        try:
+            parsed = parse_ref(text)
+            versions = ([v for v in self._catalog.model(parsed.name).versions or () if not v.deleted]
+                        if parsed.is_model else [self._catalog.get(text)])
+        except ModelLedgerError:
+            return []  # the command itself says what is wrong with the reference
+        return sorted({v.artifact["source"] for v in versions if v.status == "purged" and v.artifact.get("source")})
+
     def retry(self, ref: RefLike, *, wait: bool = True, timeout: float | None = None,
               idempotency_key: str | None = None) -> VersionRecord:
-        """Ingest a failed (or stuck) version's artifact again from its source."""
+        """Ingest a failed (or stuck) version's artifact again from its source, or fetch again the bytes of
+        one that came back from an undelete or a restore without them (``purged``)."""
+        try:
+            version = self._catalog.get(_ref(ref))
+        except ModelLedgerError:
+            version = None  # the command itself says what is wrong with the reference
+        source = version.artifact.get("source") if version is not None else None
+        if version is not None and version.status == "purged" and not version.deleted and source \
+                and not _can_fetch(source, None):
+            # Refused before anything is appended: the version stays "purged", which is what it is.
+            raise ArtifactError(f"{version.ref}: gc purged its bytes and their source {source} cannot be read "
+                                "here; nothing was changed (register the artifact again for a new version)")
         outcome = self.execute(c.RetryArtifact(_ref(ref)), idempotency_key=idempotency_key)
         self._dispatch(outcome.events, wait, timeout)
         return self._produced(outcome)
 
     def restore(self, name: str | None = None, *, as_of: str | int, dry_run: bool = False, wait: bool = True,
-                timeout: float | None = None, idempotency_key: str | None = None) -> dict[str, Any]:
+                timeout: float | None = None, idempotency_key: str | None = None,
+                fetchable: Callable[[str], bool] | None = None) -> dict[str, Any]:
         """Append, in one atomic batch, the compensating events that make the current catalog (one model,
         or all) equal to the catalog as of ``as_of``. Purged artifacts are re-ingested from their source
-        when it is still readable, and reported as missing otherwise."""
+        when it is still readable (and ``fetchable``, as for ``undelete``), and reported as missing otherwise."""
         position = self.position_of(as_of)
         if name is not None:
             validate_name(name)
@@ -685,7 +723,7 @@ class Registry:
                 now = self._catalog.model(model_name)
                 then = past.model(model_name) if past.exists(model_name) else None
                 state = view.model(model_name)
-                plans.append((state.stream_version if state else 0, plan_model(now, then, source_readable=_ingest().source_readable,
+                plans.append((state.stream_version if state else 0, plan_model(now, then, source_readable=lambda s: _can_fetch(s, fetchable),
                                                              reason=f"restore to #{position}")))
             planned = [p for _, p in plans]
             report: dict[str, Any] = {
