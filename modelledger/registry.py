@@ -704,6 +704,10 @@ class Registry:
         position = self.position_of(as_of)
         if name is not None:
             validate_name(name)
+
+        def readable(source: str) -> bool:
+            return _can_fetch(source, fetchable)
+
         restore_id = str(uuid.uuid4())
         meta = self._meta() | {"restore": {"id": restore_id, "as_of": position}}
         key, fp = _keyed(meta, idempotency_key, {"command": "Restore", "name": name, "as_of": position}, dry_run)
@@ -723,8 +727,8 @@ class Registry:
                 now = self._catalog.model(model_name)
                 then = past.model(model_name) if past.exists(model_name) else None
                 state = view.model(model_name)
-                plans.append((state.stream_version if state else 0, plan_model(now, then, source_readable=lambda s: _can_fetch(s, fetchable),
-                                                             reason=f"restore to #{position}")))
+                plans.append((state.stream_version if state else 0,
+                              plan_model(now, then, source_readable=readable, reason=f"restore to #{position}")))
             planned = [p for _, p in plans]
             report: dict[str, Any] = {
                 "restore_id": restore_id, "as_of": position, "dry_run": dry_run,
