@@ -87,7 +87,12 @@ class Delete:
 
 @dataclass(frozen=True)
 class Undelete:
+    """``readable``: the sources of purged artifacts that the caller checked it can fetch again (the decider
+    reads nothing). A version gc purged comes back with its bytes only if its source is among them; else it
+    comes back without them, still ``purged`` (an upload's bytes, a source since removed)."""
+
     ref: str
+    readable: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -335,9 +335,10 @@ def decide_undelete(cmd: c.Undelete, view: StateView) -> Decision:
         if not model.deleted:
             raise ConflictError(f"model {ref.name!r} is not deleted")
         events: list[tuple[str, dict[str, Any]]] = [("ModelRestored", ed.model_restored(model.name))]
-        # Versions whose bytes gc freed while the model was deleted come back with their bytes.
+        # Versions whose bytes gc freed while the model was deleted come back with their bytes, from a source
+        # that can still be read; the others stay purged (not "failed": nothing was tried).
         events += [_refetch(v, "undelete") for v in view.purged_live_versions(model.name)
-                   if v.artifact.get("source")]
+                   if v.artifact.get("source") in cmd.readable]
         return Decision(stream_for(model.name), model.stream_version, events, model.name, None)
     model, version = resolve(view, ref, allow_deleted=True)
     if model.deleted:
@@ -345,16 +346,20 @@ def decide_undelete(cmd: c.Undelete, view: StateView) -> Decision:
     if not version.deleted:
         raise ConflictError(f"{model.name}@{version.version} is not deleted")
     events: list[tuple[str, dict[str, Any]]] = [("VersionRestored", ed.version_restored(model.name, version.version))]
-    if version.status == "purged" and version.artifact.get("source"):
+    if version.status == "purged" and version.artifact.get("source") in cmd.readable:
         events.append(_refetch(version, "undelete"))
     return Decision(stream_for(model.name), model.stream_version, events, model.name, version.version)
 
 
 def decide_retry(cmd: c.RetryArtifact, view: StateView) -> Decision:
     model, version = resolve(view, parse_ref(cmd.ref), allow_deleted=True)
-    if version.status not in ("failed", "pending"):
-        raise ConflictError(f"{model.name}@{version.version} is {version.status}; only a failed or pending "
-                            "artifact is retried")
+    if version.status == "purged" and (version.deleted or model.deleted):
+        raise ConflictError(f"{model.name}@{version.version} is deleted; undelete it (its bytes come back with it "
+                            "when their source can be read)")
+    # A live purged version: undeleted when its source could not be read; its bytes can come back later.
+    if version.status not in ("failed", "pending", "purged"):
+        raise ConflictError(f"{model.name}@{version.version} is {version.status}; only a failed, pending or "
+                            "purged artifact is retried")
     if not version.artifact.get("source"):
         raise ConflictError(f"{model.name}@{version.version} has no artifact source to fetch again")
     events = [_refetch(version, "retry")]

@@ -37,6 +37,7 @@ SCHEMA_VERSIONS: dict[str, int] = {
     "WebhookDeleted": 1,
     "WebhookDelivered": 1,
     "WebhookReplayed": 1,
+    "WebhookClaimed": 1,
 }
 
 # Events that create a new version of a model (each carries the version's whole content).

@@ -41,7 +41,7 @@ from .copying import KeyRow, check_rows, stream_names
 from .errors import ConcurrencyError, IdempotencyError, IntegrityError, StoreError
 from .events import NewEvent, StoredEvent
 from .idempotency import batch_problem, check_keyed_batch, key_problems_of
-from .recorder import GuardProblem, KeyProblem, Recorder, Transaction, guard_refusal
+from .recorder import GuardProblem, KeyProblem, Recorder, Transaction, guard_refusal, stream_range
 from .sealing import event_from_row, seal
 
 # psycopg logs a lost connection (and its pool every failed reconnection attempt) as warnings; the caller
@@ -552,6 +552,10 @@ class PostgresRecorder(Recorder):
         else:
             rows = self._query(sql.READ_STREAM_LIMIT, (since, stream, limit))
         for row in rows:
+            yield event_from_row(row)
+
+    def read_streams(self, prefix: str, since: int = 0, limit: int | None = None) -> Iterator[StoredEvent]:
+        for row in self._query(sql.READ_STREAMS, (*stream_range(prefix), since, limit)):  # LIMIT NULL: all
             yield event_from_row(row)
 
     def head(self) -> int:

@@ -98,6 +98,7 @@ READ = SELECT + " WHERE position > %s ORDER BY position"
 READ_LIMIT = READ + " LIMIT %s"
 READ_STREAM = SELECT + " WHERE position > %s AND stream = %s ORDER BY position"
 READ_STREAM_LIMIT = READ_STREAM + " LIMIT %s"
+READ_STREAMS = SELECT + " WHERE stream >= %s AND stream < %s AND position > %s ORDER BY position LIMIT %s"
 EVENT_AT = SELECT + " WHERE position = %s"
 POSITION_AT = ("SELECT position FROM events WHERE recorded_at <= %s"
                " ORDER BY recorded_at DESC, position DESC LIMIT 1")

@@ -161,6 +161,18 @@ class Recorder(ABC):
     def read(self, since: int = 0, limit: int | None = None, stream: str | None = None) -> Iterator[StoredEvent]:
         """Events with position > since in position order (optionally one stream's)."""
 
+    def read_streams(self, prefix: str, since: int = 0, limit: int | None = None) -> Iterator[StoredEvent]:
+        """Events with position > since, in position order, of the streams whose name starts with ``prefix``
+        (every ``webhook-<id>``, say). This default reads the whole log; a backend answers from its
+        ``(stream, version)`` index instead, reading only those streams' events."""
+        count = 0
+        for e in self.read(since):
+            if limit is not None and count >= limit:
+                return
+            if e.stream.startswith(prefix):
+                count += 1
+                yield e
+
     @abstractmethod
     def head(self) -> int:
         """The last committed position."""
@@ -204,3 +216,9 @@ class Recorder(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+
+def stream_range(prefix: str) -> tuple[str, str]:
+    """The half-open range [low, high) of stream names that start with ``prefix`` (non-empty), as an index
+    on the stream name reads it: ``webhook-`` → (``webhook-``, ``webhook.``)."""
+    return prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)

@@ -382,6 +382,8 @@ SHAPES: dict[str, Check] = {
     "WebhookDelivered": _object({"webhook": (_webhook_id, True), "through": (_position, True),
                                  "delivered": (_size, True)}),
     "WebhookReplayed": _object({"webhook": (_webhook_id, True), "through": (_int(0, POSITION_MAX), True)}),
+    "WebhookClaimed": _object({"webhook": (_webhook_id, True), "claim": (_webhook_id, True),
+                               "until": (_int(0, INT64_MAX), True), "holder": (_text(300, plain=True), True)}),
 }
 assert set(SHAPES) == set(SCHEMA_VERSIONS), "every event type has a shape"
 

@@ -27,7 +27,7 @@ from .errors import ConcurrencyError, IdempotencyError, IntegrityError, StoreErr
 from .events import NewEvent, StoredEvent
 from .idempotency import batch_problem, check_keyed_batch, key_problems_of
 from .permissions import create_file, make_root, modes_under
-from .recorder import GuardProblem, KeyProblem, Recorder, Transaction, guard_refusal
+from .recorder import GuardProblem, KeyProblem, Recorder, Transaction, guard_refusal, stream_range
 from .sealing import event_from_row, seal
 from .sqlscript import create_schema, run_script
 
@@ -455,6 +455,17 @@ class SQLiteRecorder(Recorder):
             params.append(limit)
         try:
             rows = conn.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise translate(exc) from None
+        for row in rows:
+            yield event_from_row(row)
+
+    def read_streams(self, prefix: str, since: int = 0, limit: int | None = None) -> Iterator[StoredEvent]:
+        # "+position": the (stream, version) index finds the streams; the position key would walk the log.
+        sql = f"{_SELECT} WHERE stream >= ? AND stream < ? AND +position > ? ORDER BY position LIMIT ?"  # noqa: S608
+        try:
+            rows = self.connection().execute(sql, (*stream_range(prefix), since, -1 if limit is None else limit)
+                                             ).fetchall()
         except sqlite3.Error as exc:
             raise translate(exc) from None
         for row in rows:

@@ -48,7 +48,7 @@ MLFLOW_EVENTS: dict[str, frozenset[str]] = {
     "model_version_alias.deleted": frozenset({"AliasRemoved"}),
 }
 WEBHOOK_EVENTS = frozenset({"WebhookCreated", "WebhookUpdated", "WebhookDeleted", "WebhookDelivered",
-                            "WebhookReplayed"})
+                            "WebhookReplayed", "WebhookClaimed"})
 
 
 def stream_of(webhook_id: str) -> str:
@@ -138,6 +138,23 @@ class RecordDelivered:
 
 
 @dataclass(frozen=True)
+class ClaimDelivery:
+    """Take (``until`` > 0), renew (``renew``) or release (``until`` 0) the right to send a subscription's
+    events: one delivery at a time, whatever process it runs in (``WebhookClaimed``). ``claim``: the
+    delivery's random id; ``holder``: ``host:pid``; ``until`` and ``now`` in milliseconds since the epoch, by
+    the delivering process's clock (the decider reads none). ``replaces``: a claim whose holder the caller
+    saw is dead (a process of its own host that no longer exists), taken over before it expires."""
+
+    webhook_id: str
+    claim: str
+    until: int
+    now: int
+    holder: str = ""
+    renew: bool = False
+    replaces: str = ""
+
+
+@dataclass(frozen=True)
 class Replay:
     webhook_id: str
     since: int  # deliver again every matching event after this position
@@ -158,6 +175,9 @@ class WebhookState:
     cursor: int = 0  # every matching event up to here was delivered
     deleted: bool = False
     stream_version: int = 0
+    claim: str = ""  # the delivery that holds the right to send (``WebhookClaimed``) until ``claim_until``
+    claim_until: int = 0  # milliseconds since the epoch; 0: released
+    claim_holder: str = ""  # host:pid
 
     def wants(self, event: StoredEvent) -> bool:
         if event.type in WEBHOOK_EVENTS or event.type in ("TokenGranted", "TokenRevoked"):
@@ -198,6 +218,8 @@ def fold(events: Iterable[StoredEvent], state: WebhookState | None = None) -> We
             state = replace(state, deleted=True, status="DISABLED", updated_at=e.recorded_at)
         elif e.type in ("WebhookDelivered", "WebhookReplayed"):
             state = replace(state, cursor=d["through"])
+        elif e.type == "WebhookClaimed":
+            state = replace(state, claim=d["claim"], claim_until=d["until"], claim_holder=d.get("holder", ""))
         state = replace(state, stream_version=e.version)
     return state
 
@@ -234,11 +256,28 @@ def decide(command: Any, current: WebhookState | None, head: int) -> list[tuple[
         if command.through <= current.cursor:
             return []  # another worker recorded it first
         return [("WebhookDelivered", {"webhook": wid, "through": command.through, "delivered": command.delivered})]
+    if isinstance(command, ClaimDelivery):
+        return _decide_claim(command, current)
     if isinstance(command, Replay):
         if not 0 <= command.since <= head:
             raise ValidationError(f"replay from a position between 0 and the head ({head})")
         return [("WebhookReplayed", {"webhook": wid, "through": command.since})]
     raise ValidationError(f"unknown webhook command {type(command).__name__}")
+
+
+def _decide_claim(command: ClaimDelivery, current: WebhookState) -> list[tuple[str, dict[str, Any]]]:
+    ours = current.claim == command.claim
+    live = bool(current.claim) and current.claim_until > command.now
+    if not command.until:  # a release: only of our own claim, which may have been taken over since
+        return [("WebhookClaimed", {"webhook": current.webhook_id, "claim": command.claim, "until": 0,
+                                    "holder": command.holder})] if ours and current.claim_until else []
+    if command.renew and not ours:
+        raise ConflictError(f"webhook {current.name}: this delivery's claim expired and was taken over")
+    if live and not ours and current.claim != command.replaces:
+        raise ConflictError(f"webhook {current.name} is being delivered by {current.claim_holder or 'another'} "
+                            "now")
+    return [("WebhookClaimed", {"webhook": current.webhook_id, "claim": command.claim, "until": command.until,
+                                "holder": command.holder})]
 
 
 def _text(value: Any, limit: int = 1000) -> str:
@@ -291,10 +330,11 @@ def execute_webhook(recorder: Recorder, command: Any, meta: Mapping[str, Any], *
 
 
 class _Subscriptions:
-    """The subscriptions of one recorder's log, folded as far as ``position``: the log is append-only, so
-    each listing reads only the events since the previous one. Without it every listing read the whole log
-    (the worker's sweep lists them every interval, every webhook API call looks one up): measured 1.9 s a
-    listing at 200,000 events, linear in the log (scripts/bench_webhooks.py)."""
+    """The subscriptions of one recorder's log, folded as far as ``position`` (the last subscription event
+    folded): the log is append-only, so each listing reads only the subscription events since the previous
+    one, found through the streams' index (``Recorder.read_streams``), never the rest of the log. Before,
+    every listing read the whole log (measured 1.9 s a listing at 200,000 events, linear in the log;
+    scripts/bench_webhooks.py), then the first listing of each process did (each `mledger webhook` command)."""
 
     def __init__(self) -> None:
         self.position = 0
@@ -318,10 +358,9 @@ def subscriptions(recorder: Recorder) -> list[WebhookState]:
             if last is None or last.hash != index.last_hash:  # the log was replaced (a restored backup)
                 index.position, index.last_hash, index.states = 0, "", {}
         while True:
-            page = list(recorder.read(since=index.position, limit=_PAGE))
+            page = list(recorder.read_streams(STREAM_PREFIX, since=index.position, limit=_PAGE))
             for e in page:
-                if e.stream.startswith(STREAM_PREFIX):
-                    index.states[e.stream] = fold([e], index.states.get(e.stream))
+                index.states[e.stream] = fold([e], index.states.get(e.stream))
             if page:
                 index.position, index.last_hash = page[-1].position, page[-1].hash
             if len(page) < _PAGE:

@@ -54,6 +54,7 @@ from projections.diff import diff_versions
 from projections.past import PastCatalog
 from projections.records import ModelRecord, VersionRecord
 from projections.restore import plan_model
+from projections.storage import partial_folders, purge_plan, referenced_digests
 from workers import context
 from workers.broker_url import is_embedded_url
 from workers.sources import SourcePolicy
@@ -104,6 +105,11 @@ def _audit() -> ModuleType:
 
 def _ref(ref: RefLike) -> str:
     return ref.ref if isinstance(ref, VersionRecord) else str(ref)
+
+
+def _can_fetch(source: str, fetchable: Callable[[str], bool] | None) -> bool:
+    """Can purged bytes be fetched again from ``source``: the caller may have it read, and it can be read."""
+    return (fetchable is None or fetchable(source)) and _ingest().source_readable(source)
 
 
 class _BlobsVanished(ModelLedgerError):
@@ -518,15 +524,18 @@ class Registry:
         """Free the blobs that no live version references and whose last reference ended more than
         ``grace_seconds`` ago (and blobs nothing references, older than that). Appends ``ArtifactPurged``
         for each version that loses bytes. Holds the write lock throughout, so no command can start
-        referencing a blob while it is being removed."""
+        referencing a blob while it is being removed. ``dry_run``: only reads (a read-only home answers it)."""
         if grace_seconds < 0:
             raise ValidationError("the grace period cannot be negative")
         store = self.store()
         now = time.time()
-        cutoff = datetime.fromtimestamp(now - grace_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         meta = self._meta()
         key, fp = _keyed(meta, idempotency_key, {"command": "Gc", "grace_seconds": grace_seconds}, dry_run)
         self.projection.ensure_current()
+        if dry_run:
+            # A dry run only reads: one snapshot, no write lock, so it also answers on a read-only home.
+            with self.recorder.read_snapshot() as conn:
+                return self._gc_plan(conn, now, grace_seconds)[0]
         with self.recorder.write() as tx:
             self.projection.catch_up(tx)
             first = tx.idempotent_result(key, fp) if key is not None else None
@@ -535,41 +544,8 @@ class Registry:
                         "versions": [f"{e.data['name']}@{e.data['version']}" for e in first],
                         "blobs": 0, "orphan_blobs": 0, "bytes": 0, "events": [e.to_json() for e in first],
                         "replayed": True}
-            plans = self.projection.purge_plan(tx, cutoff)
-            referenced = self.projection.referenced_digests(tx)
-            unlisted = self._unlisted_blobs(tx, {p.digest for p in plans}, referenced)
-            orphans = [(d, size) for d, size, mtime in store.iter_blobs()
-                       if d not in referenced and mtime <= now - grace_seconds]
-            by_version: dict[tuple[str, int], dict[str, Any]] = {}
-            for plan in plans:
-                for name, number, artifact_digest in plan.versions:
-                    entry = by_version.setdefault((name, number), {"name": name, "version": number,
-                                                                   "digest": artifact_digest, "blobs": []})
-                    entry["blobs"].append(plan.digest)
-            purge = c.PurgeArtifacts(tuple(c.PurgedVersion(e["name"], e["version"], e["digest"], tuple(e["blobs"]))
-                                           for _, e in sorted(by_version.items())))
-            sizes = {p.digest: p.size for p in plans}
-            sizes.update(unlisted)
-            sizes.update(dict(orphans))
-            for digest in sizes:
-                # The catalog does not know a folder's manifest size: ask the store what each blob weighs.
-                try:
-                    sizes[digest] = store.size_of(digest)
-                except ModelLedgerError:
-                    sizes[digest] = 0  # already gone
-            report: dict[str, Any] = {
-                "dry_run": dry_run,
-                "grace_seconds": grace_seconds,
-                "versions": [f"{n}@{v}" for n, v in sorted(by_version)],
-                "blobs": len(sizes),
-                "orphan_blobs": len(orphans),
-                "bytes": 0,
-                "events": [],
-            }
-            if dry_run:
-                report["bytes"] = sum(size or 0 for size in sizes.values())
-                return report
-
+            report, purge, sizes = self._gc_plan(self.projection.sql.connection_of(tx), now, grace_seconds)
+            report["dry_run"], report["bytes"] = False, 0
             outcome = execute_in(tx, self.projection, purge, meta, idempotency_key=key, fingerprint=fp)
             # Still under the write lock, after ArtifactPurged is appended and projected: no command can start
             # using a blob between the decision and its removal.
@@ -581,13 +557,52 @@ class Registry:
             report["events"] = [e.to_json() for e in outcome.events]
         return report
 
-    def _unlisted_blobs(self, tx: Any, purging: set[str], referenced: set[str]) -> dict[str, int]:
+    def _gc_plan(self, conn: Any, now: float, grace_seconds: float
+                 ) -> tuple[dict[str, Any], c.PurgeArtifacts, dict[str, int | None]]:
+        """What gc would free, read on ``conn`` (the write transaction's, or a dry run's snapshot): the dry
+        run's report, the purge command and the size of each blob to delete."""
+        store = self.store()
+        cutoff = datetime.fromtimestamp(now - grace_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        plans = purge_plan(conn, cutoff)
+        referenced = referenced_digests(conn)
+        unlisted = self._unlisted_blobs(conn, {p.digest for p in plans}, referenced)
+        orphans = [(d, size) for d, size, mtime in store.iter_blobs()
+                   if d not in referenced and mtime <= now - grace_seconds]
+        by_version: dict[tuple[str, int], dict[str, Any]] = {}
+        for plan in plans:
+            for name, number, artifact_digest in plan.versions:
+                entry = by_version.setdefault((name, number), {"name": name, "version": number,
+                                                               "digest": artifact_digest, "blobs": []})
+                entry["blobs"].append(plan.digest)
+        purge = c.PurgeArtifacts(tuple(c.PurgedVersion(e["name"], e["version"], e["digest"], tuple(e["blobs"]))
+                                       for _, e in sorted(by_version.items())))
+        sizes: dict[str, int | None] = {p.digest: p.size for p in plans}
+        sizes.update(unlisted)
+        sizes.update(dict(orphans))
+        for digest in sizes:
+            # The catalog does not know a folder's manifest size: ask the store what each blob weighs.
+            try:
+                sizes[digest] = store.size_of(digest)
+            except ModelLedgerError:
+                sizes[digest] = 0  # already gone
+        report: dict[str, Any] = {
+            "dry_run": True,
+            "grace_seconds": grace_seconds,
+            "versions": [f"{n}@{v}" for n, v in sorted(by_version)],
+            "blobs": len(sizes),
+            "orphan_blobs": len(orphans),
+            "bytes": sum(size or 0 for size in sizes.values()),
+            "events": [],
+        }
+        return report, purge, sizes
+
+    def _unlisted_blobs(self, conn: Any, purging: set[str], referenced: set[str]) -> dict[str, int]:
         """A large folder's event lists only its first files; the rest are named by its manifest. Adds those
         of every folder that stays to ``referenced`` (so they are not orphans) and returns those of the
         folders being purged now that nothing else needs."""
         store = self.store()
         freed: dict[str, int] = {}
-        for digest in sorted(self.projection.partial_folders(tx)):
+        for digest in sorted(partial_folders(conn)):
             try:
                 files = store.manifest(digest)
             except ModelLedgerError as exc:
@@ -634,28 +649,65 @@ class Registry:
         return self.execute(c.Delete(_ref(ref), reason), idempotency_key=idempotency_key).events
 
     def undelete(self, ref: RefLike, *, wait: bool = True, timeout: float | None = None,
-                 idempotency_key: str | None = None) -> list[StoredEvent]:
-        """Bring back a deleted version (with its artifact, re-ingested from its source if gc purged it)
-        or a deleted model."""
-        outcome = self.execute(c.Undelete(_ref(ref)), idempotency_key=idempotency_key)
+                 idempotency_key: str | None = None,
+                 fetchable: Callable[[str], bool] | None = None) -> list[StoredEvent]:
+        """Bring back a deleted version or a deleted model. A version whose bytes gc purged gets them back
+        from its source when that can still be read; otherwise (an upload, a file since removed) it comes
+        back without them, still ``purged``: its record is kept, ``pull`` says the bytes are gone, and
+        `retry` fetches them later where the source can be read. ``fetchable(source)``: whether this caller
+        may have a source read at all (a server: only those its operator allowed), asked first."""
+        text = _ref(ref)
+        readable = tuple(s for s in self.purged_sources(text) if _can_fetch(s, fetchable))
+        # The request is the reference alone: a retry under the same key asks for the same undelete,
+        # whatever could be read then.
+        outcome = execute(self.recorder, self.projection, c.Undelete(text, readable), self._meta(),
+                          idempotency_key=idempotency_key, request=c.Undelete(text))
         self._dispatch(outcome.events, wait, timeout, replayed=outcome.replayed)
         return outcome.events
 
+    def purged_sources(self, ref: RefLike) -> list[str]:
+        """The recorded sources of the purged artifacts that undeleting ``ref`` brings back: the version's,
+        or those of the model's versions that are not deleted themselves."""
+        text = _ref(ref)
+        try:
+            parsed = parse_ref(text)
+            versions = ([v for v in self._catalog.model(parsed.name).versions or () if not v.deleted]
+                        if parsed.is_model else [self._catalog.get(text)])
+        except ModelLedgerError:
+            return []  # the command itself says what is wrong with the reference
+        return sorted({v.artifact["source"] for v in versions if v.status == "purged" and v.artifact.get("source")})
+
     def retry(self, ref: RefLike, *, wait: bool = True, timeout: float | None = None,
               idempotency_key: str | None = None) -> VersionRecord:
-        """Ingest a failed (or stuck) version's artifact again from its source."""
+        """Ingest a failed (or stuck) version's artifact again from its source, or fetch again the bytes of
+        one that came back from an undelete or a restore without them (``purged``)."""
+        try:
+            version = self._catalog.get(_ref(ref))
+        except ModelLedgerError:
+            version = None  # the command itself says what is wrong with the reference
+        source = version.artifact.get("source") if version is not None else None
+        if version is not None and version.status == "purged" and not version.deleted and source \
+                and not _can_fetch(source, None):
+            # Refused before anything is appended: the version stays "purged", which is what it is.
+            raise ArtifactError(f"{version.ref}: gc purged its bytes and their source {source} cannot be read "
+                                "here; nothing was changed (register the artifact again for a new version)")
         outcome = self.execute(c.RetryArtifact(_ref(ref)), idempotency_key=idempotency_key)
         self._dispatch(outcome.events, wait, timeout)
         return self._produced(outcome)
 
     def restore(self, name: str | None = None, *, as_of: str | int, dry_run: bool = False, wait: bool = True,
-                timeout: float | None = None, idempotency_key: str | None = None) -> dict[str, Any]:
+                timeout: float | None = None, idempotency_key: str | None = None,
+                fetchable: Callable[[str], bool] | None = None) -> dict[str, Any]:
         """Append, in one atomic batch, the compensating events that make the current catalog (one model,
         or all) equal to the catalog as of ``as_of``. Purged artifacts are re-ingested from their source
-        when it is still readable, and reported as missing otherwise."""
+        when it is still readable (and ``fetchable``, as for ``undelete``), and reported as missing otherwise."""
         position = self.position_of(as_of)
         if name is not None:
             validate_name(name)
+
+        def readable(source: str) -> bool:
+            return _can_fetch(source, fetchable)
+
         restore_id = str(uuid.uuid4())
         meta = self._meta() | {"restore": {"id": restore_id, "as_of": position}}
         key, fp = _keyed(meta, idempotency_key, {"command": "Restore", "name": name, "as_of": position}, dry_run)
@@ -675,8 +727,8 @@ class Registry:
                 now = self._catalog.model(model_name)
                 then = past.model(model_name) if past.exists(model_name) else None
                 state = view.model(model_name)
-                plans.append((state.stream_version if state else 0, plan_model(now, then, source_readable=_ingest().source_readable,
-                                                             reason=f"restore to #{position}")))
+                plans.append((state.stream_version if state else 0,
+                              plan_model(now, then, source_readable=readable, reason=f"restore to #{position}")))
             planned = [p for _, p in plans]
             report: dict[str, Any] = {
                 "restore_id": restore_id, "as_of": position, "dry_run": dry_run,

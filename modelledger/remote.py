@@ -72,7 +72,10 @@ def read_token_file(path: str | os.PathLike[str]) -> str:
 
 def version_from_json(d: Mapping[str, Any]) -> VersionRecord:
     art = dict(d.get("artifact") or {})
-    art["files"] = [{"path": p} if isinstance(p, str) else p for p in art.get("files") or ()]
+    # ``file_details`` (path, digest, size) is what the record holds; ``files`` (the paths) is the same list.
+    details = art.pop("file_details", None)
+    art["files"] = details if details is not None else [{"path": p} if isinstance(p, str) else p
+                                                        for p in art.get("files") or ()]
     return VersionRecord(d["name"], d["version"], d.get("parent"), d["status"], d["deleted"], d.get("description", ""),
                          d.get("params", {}), d.get("structure", {}), d.get("optimizer", {}), d.get("tags", {}),
                          tuple(d.get("aliases", ())), d.get("metrics", {}), art, d.get("created_at", ""),

@@ -38,7 +38,7 @@ from .projector import HANDLERS, fold
 from .records import ModelRecord, VersionRecord
 from .rows import CatalogStateView, model_record, sorted_aliases, version_record
 from .search import query_words
-from .storage import PurgePlan, purge_plan
+from .storage import PurgePlan
 
 PAGE = 5_000
 
@@ -141,20 +141,6 @@ class CatalogProjection:
 
     def view(self, tx: Transaction) -> CatalogStateView:
         return CatalogStateView(self._conn(tx), self._prefetched.get(tx))
-
-    # -- gc's questions, inside the caller's write transaction ----------------------------------------
-    def purge_plan(self, tx: Transaction, cutoff: str) -> list[PurgePlan]:
-        """Blobs that no live version references, whose last reference ended at or before ``cutoff`` (a
-        stored timestamp), with the not-yet-purged versions that referenced them."""
-        return purge_plan(self._conn(tx), cutoff)
-
-    def referenced_digests(self, tx: Transaction) -> set[str]:
-        return self.sql.referenced_digests(self._conn(tx))
-
-    def partial_folders(self, tx: Transaction) -> set[str]:
-        """Manifest digests of the folder artifacts (not purged) whose event lists only their first files: the
-        rest of their blobs are named by the manifest alone, which gc reads before freeing anything."""
-        return self.sql.partial_folders(self._conn(tx))
 
     # -- keeping up ------------------------------------------------------------------------------------
     def checkpoint(self) -> int:

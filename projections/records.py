@@ -39,9 +39,13 @@ class VersionRecord:
             "size": self.artifact.get("size"),
             "format": self.artifact.get("format"),
             "files": [f.get("path") for f in self.artifact.get("files") or ()],
+            # Each listed file's digest and size beside its path (``files`` stays the list of paths scripts
+            # read): a record read back from this JSON (over HTTP) is the record, and diffs its folder's files.
+            "file_details": [{"path": f.get("path"), "digest": f.get("digest"), "size": f.get("size")}
+                             for f in self.artifact.get("files") or ()],
             "unsafe": bool(self.artifact.get("unsafe", False)),
         }
-        for extra in ("kind", "imports", "detail", "error"):
+        for extra in ("kind", "file_count", "imports", "detail", "error"):
             if extra in self.artifact:
                 artifact[extra] = self.artifact[extra]
         return {

@@ -141,6 +141,10 @@ SHAPES: dict[str, st.SearchStrategy[dict[str, Any]]] = {
     "WebhookDelivered": st.fixed_dictionaries({"webhook": st.sampled_from(WEBHOOK_IDS), "through": st.integers(1, 10),
                                                "delivered": st.integers(0, 10)}),
     "WebhookReplayed": st.fixed_dictionaries({"webhook": st.sampled_from(WEBHOOK_IDS), "through": st.integers(0, 10)}),
+    "WebhookClaimed": st.fixed_dictionaries({"webhook": st.sampled_from(WEBHOOK_IDS),
+                                             "claim": st.sampled_from(WEBHOOK_IDS),
+                                             "until": st.sampled_from((0, 1_796_000_000_000)),
+                                             "holder": st.sampled_from(("", "host-1:4242"))}),
 }
 assert set(SHAPES) == set(EVENT_TYPES)
 

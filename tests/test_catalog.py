@@ -3,6 +3,7 @@ shapes of `show`, `list`, `log`, `history` and `projections rebuild`."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -271,6 +272,42 @@ def test_rebuild_gives_the_same_catalog_and_the_same_search_results(populated):
     after = (cat.digest(), names(cat.list(search="vision")), names(cat.list(search="text")),
              [v.ref for v in cat.search(keyword="torch")], cat.model("resnet-50").to_json())
     assert after == before
+
+
+def _folder(tmp_path) -> tuple[str, dict[str, dict[str, object]]]:
+    """A folder of two files, and what each file is: its digest and size."""
+    folder = tmp_path / "folder-art"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    (folder / "sub" / "weights.bin").write_bytes(b"eleven byte")
+    want = {p.relative_to(folder).as_posix(): {"digest": "sha256:" + hashlib.sha256(p.read_bytes()).hexdigest(),
+                                               "size": p.stat().st_size}
+            for p in folder.rglob("*") if p.is_file()}
+    return str(folder), want
+
+
+def test_a_version_record_knows_each_file_s_digest_and_size(reg, tmp_path):
+    # Read back through the SDK (over HTTP in that pass, where the record is parsed from the server's JSON).
+    folder, want = _folder(tmp_path)
+    v = reg.register("folder", folder)
+    got = reg.get("folder@1")
+    assert {f["path"]: {"digest": f["digest"], "size": f["size"]} for f in got.artifact["files"]} == want
+    assert got.artifact["file_count"] == 2
+    assert got.to_json() == v.to_json()
+
+
+def test_show_json_lists_each_file_with_its_digest_and_size(reg, cli, tmp_path):
+    folder, want = _folder(tmp_path)
+    code, out, err = cli("register", "folder", "--artifact", folder, "--json")
+    assert code == 0, err
+    code, out, err = cli("show", "folder@1", "--json")
+    assert code == 0, err
+    art = json.loads(out)["artifact"]
+    assert art["files"] == sorted(want)  # the paths, as before
+    assert {f["path"]: {"digest": f["digest"], "size": f["size"]} for f in art["file_details"]} == want
+    assert art["file_count"] == 2
+    # The same JSON as the registry's own record (the CLI may have gone through a server).
+    assert art == reg.get("folder@1").to_json()["artifact"] | {"source": art["source"]}
 
 
 # -- JSON shapes through the CLI ---------------------------------------------------------------------

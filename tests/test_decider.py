@@ -276,6 +276,37 @@ def test_a_deleted_model_refuses_writes_until_undeleted(reg, artifact):
     refused(reg, ConflictError, reg.undelete, "m")
 
 
+def _purged_and_gone(reg, make_artifact, delete_model: bool):
+    """m@1 deleted (or its model), purged by gc, and its source removed: no one can fetch its bytes again."""
+    one = make_artifact("only-m1.bin", b"bytes only m@1 had\n")
+    reg.register("m", one)
+    if not delete_model:
+        reg.update("m@1", artifact=make_artifact("kept.bin", b"kept\n"))
+    reg.delete("m" if delete_model else "m@1")
+    assert reg.gc(0)["versions"] == ["m@1"]
+    one.unlink()
+    return one
+
+
+@pytest.mark.parametrize("delete_model", [False, True], ids=["version", "model"])
+def test_undelete_of_purged_bytes_that_cannot_be_fetched_again_keeps_the_version_purged(
+        reg, make_artifact, delete_model):
+    _purged_and_gone(reg, make_artifact, delete_model)
+    events = reg.undelete("m" if delete_model else "m@1")
+    assert _types(events) == ["ModelRestored" if delete_model else "VersionRestored"]  # nothing asked of a worker
+    v = reg.get("m@1")
+    assert v.status == "purged" and not v.deleted and not v.artifact.get("error")
+    assert reg.audit().ok
+
+
+def test_retry_of_a_purged_version_is_refused_while_its_source_cannot_be_read(reg, make_artifact):
+    _purged_and_gone(reg, make_artifact, False)
+    refused(reg, ConflictError, reg.retry, "m@1")  # deleted: undelete it first (that is what fetches bytes)
+    reg.undelete("m@1")
+    refused(reg, ModelLedgerError, reg.retry, "m@1")  # locally: unreadable; over HTTP: an upload, not allowed
+    assert reg.get("m@1").status == "purged"
+
+
 def test_unknown_references_are_not_found(reg, artifact):
     reg.register("m", artifact)
     for ref in ("nosuch", "m@99", "m@nosuchalias", "nosuch@1"):

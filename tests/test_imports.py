@@ -341,9 +341,9 @@ def test_every_event_the_registry_writes_passes_the_import_check(tmp_path: Path,
         reg.gc(0)  # ArtifactPurged
         reg.undelete(gone.ref)  # ArtifactRequested, then ArtifactStored from the worker
         files["c.bin"].unlink()
-        with pytest.raises(ArtifactError, match="could not be stored"):
-            reg.undelete(lost.ref)  # ArtifactRequested, then ArtifactFailed
-        with pytest.raises(ArtifactError, match="could not be stored"):
+        reg.undelete(lost.ref)  # its source is gone: back without its bytes, still purged (nothing requested)
+        assert reg.get(lost.ref).status == "purged"
+        with pytest.raises(ArtifactError, match="cannot be read"):
             reg.retry(lost.ref)
         reg.execute(c.Register("f", {"source": str(tmp_path / "never.bin")}))  # pending, its source missing
         with pytest.raises(ArtifactError, match="could not be stored"):
@@ -364,7 +364,7 @@ def test_every_event_the_registry_writes_passes_the_import_check(tmp_path: Path,
         reg.restore("p", as_of=before)
         reg.create_token("ci", "writer", prefix="team/", expires_in=3600)  # TokenGranted
         reg.revoke_token("ci", "rotated")  # TokenRevoked
-        from eventstore.webhooks import DeleteWebhook, RecordDelivered, Replay, UpdateWebhook
+        from eventstore.webhooks import ClaimDelivery, DeleteWebhook, RecordDelivered, Replay, UpdateWebhook
 
         monkeypatch.setenv("MLEDGER_WEBHOOK_KEY", "k" * 20)
         monkeypatch.setenv("MLEDGER_WEBHOOK_URLS", "http://127.0.0.1:9/")
@@ -372,6 +372,7 @@ def test_every_event_the_registry_writes_passes_the_import_check(tmp_path: Path,
         reg.change_webhook(UpdateWebhook(hook.webhook_id, status="DISABLED"))  # WebhookUpdated
         reg.change_webhook(RecordDelivered(hook.webhook_id, reg.head(), 1))  # WebhookDelivered
         reg.change_webhook(Replay(hook.webhook_id, 1))  # WebhookReplayed
+        reg.change_webhook(ClaimDelivery(hook.webhook_id, "c" * 32, 1, 0, "host:1"))  # WebhookClaimed
         reg.change_webhook(DeleteWebhook(hook.webhook_id))  # WebhookDeleted
         stored = list(reg.log())
     seen = set()

@@ -140,6 +140,69 @@ def test_a_delivery_killed_midway_loses_nothing(home: Path, artifact: Path, hook
     assert len(positions) - 50 <= 50
 
 
+def test_two_deliveries_at_once_without_a_broker_send_each_event_once(home: Path, artifact: Path,
+                                                                       hooks_env: int) -> None:
+    """Two `mledger webhook deliver` processes started together on the same subscription (no broker, so no
+    Redis lease): the claim in the log lets one send while the other finds it held; the receiver gets each
+    event once, in order, and the two runs' counts add up to what it got."""
+    with Registry.open(home) as reg:
+        reg.create_webhook("both", f"http://127.0.0.1:{hooks_env}/", ["model_version.created",
+                                                                       "model_version_tag.set"])
+        reg.register("churn", str(artifact))
+        for i in range(39):
+            reg.tag("churn@1", {"step": str(i)})
+    receiver = Receiver(hooks_env, delay=0.02)  # ~1 s of sending: the two runs overlap
+    try:
+        env = subprocess_env(home, MLEDGER_WEBHOOK_KEY=KEY, MLEDGER_WEBHOOK_URLS=os.environ["MLEDGER_WEBHOOK_URLS"])
+        procs = [subprocess.Popen([*mledger_command(), "webhook", "deliver", "--json"], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        outs = [p.communicate(timeout=120) for p in procs]
+    finally:
+        receiver.stop()
+    assert [p.returncode for p in procs] == [0, 0], [err for _, err in outs]
+    positions = [b["position"] for _, b in receiver.got]
+    assert len(positions) == 40 and positions == sorted(set(positions))  # each once, in log order
+    assert sum(json.loads(out)["delivered"]["both"] for out, _ in outs) == 40
+    with Registry.open(home) as reg:
+        hook = reg.webhook("both")
+        assert hook.cursor >= max(positions) and hook.claim_until == 0  # released
+        assert reg.deliver_webhooks() == {"both": 0}
+
+
+def test_a_claim_is_taken_only_to_send_and_a_held_one_stops_another_delivery(home: Path, artifact: Path,
+                                                                             hooks_env: int) -> None:
+    from eventstore.webhooks import ClaimDelivery, execute_webhook
+
+    receiver = Receiver(hooks_env)
+    try:
+        with Registry.open(home) as reg:
+            hook, _ = reg.create_webhook("held", f"http://127.0.0.1:{hooks_env}/", ["Tagged"])
+            reg.register("quiet", str(artifact))  # not asked for: nothing to send, so no claim either
+            head = reg.head()
+            assert reg.deliver_webhooks() == {"held": 0} and reg.head() == head
+            reg.tag("quiet@1", {"k": "v"})
+            # Another live delivery (a process of another host) holds the claim for a minute.
+            now = int(time.time() * 1000)
+            execute_webhook(reg.recorder, ClaimDelivery(hook.webhook_id, "f" * 32, now + 60_000, now, "elsewhere:1"),
+                            {"actor": "test"})
+            assert reg.deliver_webhooks() == {"held": 0} and receiver.got == []
+            # Its holder releases it: the next delivery sends.
+            execute_webhook(reg.recorder, ClaimDelivery(hook.webhook_id, "f" * 32, 0, now, "elsewhere:1"),
+                            {"actor": "test"})
+            assert reg.deliver_webhooks() == {"held": 1}
+            # A claim left by a process of this host that is gone is taken over at once.
+            dead = subprocess.Popen(["true"])
+            dead.wait()
+            reg.tag("quiet@1", {"k": "w"})
+            now = int(time.time() * 1000)
+            execute_webhook(reg.recorder, ClaimDelivery(hook.webhook_id, "e" * 32, now + 60_000, now,
+                                                        f"{socket.gethostname()}:{dead.pid}"), {"actor": "test"})
+            assert reg.deliver_webhooks() == {"held": 1}
+    finally:
+        receiver.stop()
+    assert len(receiver.got) == 2
+
+
 def test_only_allowed_urls_and_known_events(home: Path, hooks_env: int, cli) -> None:
     with Registry.open(home) as reg:
         with pytest.raises(ValidationError, match="did not allow"):
@@ -248,6 +311,24 @@ def test_the_subscription_index_follows_the_log(home: Path, hooks_env: int) -> N
         assert reg.webhook("c").events == ("Tagged",)
         with pytest.raises(NotFoundError):
             reg.webhook("b")
+
+
+def test_a_first_listing_reads_the_subscription_streams_not_the_log(home: Path, artifact: Path, hooks_env: int,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process's first listing (each `mledger webhook` command is one) reads the subscriptions' own events
+    through the streams' index, however long the log of models is."""
+    with Registry.open(home) as reg:
+        reg.create_webhook("a", f"http://127.0.0.1:{hooks_env}/", ["Tagged"])
+        reg.register("m", str(artifact))
+        for i in range(20):
+            reg.tag("m", {"i": str(i)})
+        reg.create_webhook("b", f"http://127.0.0.1:{hooks_env}/", ["Tagged"])
+    with Registry.open(home) as reg:  # a new recorder: an empty index, as in a new process
+        def whole_log(*args: object, **kwargs: object) -> None:
+            raise AssertionError("a listing read the whole log")
+
+        monkeypatch.setattr(reg.recorder, "read", whole_log)
+        assert [w.name for w in reg.webhooks()] == ["a", "b"]
 
 
 @pytest.mark.redis

@@ -13,6 +13,8 @@ which is what a receiver deduplicates on.
 from __future__ import annotations
 
 import json
+import os
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -21,11 +23,12 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from eventstore.errors import ArtifactError
+from eventstore.errors import ArtifactError, ConflictError, NotFoundError
 from eventstore.events import StoredEvent
 from eventstore.recorder import Recorder
 from eventstore.webhooks import (
     MLFLOW_EVENTS,
+    ClaimDelivery,
     RecordDelivered,
     WebhookState,
     check_url,
@@ -137,17 +140,101 @@ def lease(client: Any, namespace: str, webhook_id: str) -> Iterator[Callable[[],
         release(keys=[key], args=[token])
 
 
+def _ms(seconds: float) -> int:
+    return int(seconds * 1000)
+
+
+def _process_gone(holder: str) -> bool:
+    """Is ``holder`` (``host:pid``) a process of this host that no longer exists? Only then may its claim be
+    taken over before it expires (a pid reused since reads as alive: the claim then simply expires)."""
+    host, _, pid = holder.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+class Claim:
+    """This delivery's claim on its subscription, in the log (``WebhookClaimed`` on the subscription's stream,
+    appended under the stream's expected version): every process that delivers — `mledger webhook deliver`
+    without a broker, beside Redis workers, or a worker — holds it before sending, so two deliveries never
+    send the same events at once (measured before: two `webhook deliver` run together sent each of 40 events
+    twice, tests/test_webhooks.py). Taken only once there is an event to send, so a delivery with nothing to
+    send appends nothing; renewed before a send when less than half of ``LEASE`` is left; released at the end.
+    A holder killed mid-delivery blocks the others until its claim expires (``LEASE``), or not at all when
+    they run on its host and see it is gone."""
+
+    def __init__(self, recorder: Recorder, webhook_id: str, meta: Mapping[str, Any]) -> None:
+        self.recorder, self.webhook_id, self.meta = recorder, webhook_id, meta
+        self.token = uuid.uuid4().hex
+        self.holder = f"{socket.gethostname()}:{os.getpid()}"[:300]
+        self.until = 0
+
+    @property
+    def held(self) -> bool:
+        return self.until > 0
+
+    def _claim(self, until: int, *, renew: bool = False, replaces: str = "") -> WebhookState | None:
+        command = ClaimDelivery(self.webhook_id, self.token, until, _ms(time.time()), self.holder, renew, replaces)
+        return execute_webhook(self.recorder, command, self.meta)[1]
+
+    def take(self, state: WebhookState) -> WebhookState | None:
+        """The subscription as it stands once claimed (another delivery may have moved its cursor), or None
+        when another delivery holds it now."""
+        replaces = state.claim if state.claim and _process_gone(state.claim_holder) else ""
+        until = _ms(time.time() + LEASE)
+        try:
+            claimed = self._claim(until, replaces=replaces)
+        except (ConflictError, NotFoundError):  # held by another delivery; or the subscription was deleted
+            return None
+        self.until = until
+        return claimed
+
+    def keep(self) -> None:
+        if _ms(time.time()) < self.until - _ms(LEASE / 2):
+            return
+        until = _ms(time.time() + LEASE)
+        try:
+            self._claim(until, renew=True)
+        except ConflictError:
+            self.until = 0
+            raise DeliveryError(f"webhook {self.webhook_id}: its delivery claim expired; another delivery sends "
+                                "it") from None
+        self.until = until
+
+    def release(self) -> None:
+        if self.until:
+            self.until = 0
+            self._claim(0)
+
+
 def deliver(recorder: Recorder, webhook_id: str, meta: Mapping[str, Any], *,
             send: Callable[[WebhookState, StoredEvent, str], None] = post, limit: int | None = None,
             keep: Callable[[], None] | None = None) -> int:
-    """Deliver what the subscription has not had yet; returns how many events were delivered. Raises
-    ``DeliveryError`` (after recording the progress made) when the receiver does not take one. ``keep`` (a
-    ``lease``'s) is called before every send."""
+    """Deliver what the subscription has not had yet; returns how many events were delivered (0 while
+    another delivery holds its ``Claim``). Raises ``DeliveryError`` (after recording the progress made) when
+    the receiver does not take one. ``keep`` (a ``lease``'s) is called before every send."""
     state = fold(recorder.read(stream=stream_of(webhook_id)))
     if state is None or state.deleted or state.status != "ACTIVE":
         return 0
     check_url(state.url)  # the allow-list may have shrunk since the subscription was made
     secret = secret_for(webhook_id)
+    claim = Claim(recorder, webhook_id, meta)
+    try:
+        return _deliver(recorder, state, secret, claim, meta, send=send, limit=limit, keep=keep)
+    finally:
+        claim.release()
+
+
+def _deliver(recorder: Recorder, state: WebhookState, secret: str, claim: Claim, meta: Mapping[str, Any], *,
+             send: Callable[[WebhookState, StoredEvent, str], None], limit: int | None,
+             keep: Callable[[], None] | None) -> int:
+    webhook_id = state.webhook_id
     cursor = recorded = state.cursor
     delivered = pending = skipped = 0
     last_record = time.monotonic()
@@ -164,10 +251,22 @@ def deliver(recorder: Recorder, webhook_id: str, meta: Mapping[str, Any], *,
             page = list(recorder.read(since=cursor, limit=PAGE))
             if not page:
                 break
+            moved = False
             for event in page:
                 if state.wants(event):
+                    if not claim.held:
+                        claimed = claim.take(state)
+                        if claimed is None or claimed.deleted or claimed.status != "ACTIVE":
+                            return delivered  # another delivery sends it now (or it was just switched off)
+                        moved = claimed.cursor != recorded  # another delivery got further meanwhile
+                        state = claimed
+                        if moved:
+                            cursor = recorded = state.cursor
+                            pending = skipped = 0
+                            break
                     if keep is not None:
                         keep()
+                    claim.keep()
                     send(state, event, secret)
                     delivered += 1
                     pending += 1
@@ -178,7 +277,8 @@ def deliver(recorder: Recorder, webhook_id: str, meta: Mapping[str, Any], *,
                     record()
                 if limit is not None and delivered >= limit:
                     break
-            record()
+            if not moved:
+                record()
     finally:
         record()  # what went through before a failure is not sent again
     return delivered

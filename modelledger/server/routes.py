@@ -8,6 +8,7 @@ the token's name (``meta.actor``), whatever the body says.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import anyio
@@ -179,19 +180,22 @@ def delete(body: m.DeleteBody, request: Request, who: Caller, key: Key = None) -
 def undelete(body: m.RefBody, request: Request, who: Caller, key: Key = None) -> dict[str, Any]:
     who.require_ref(body.ref)
     reg = acting(request, who)
-    _no_refetch(reg, body.ref)
-    return _events(reg.undelete(body.ref, idempotency_key=_key(key)))
+    return _events(reg.undelete(body.ref, idempotency_key=_key(key), fetchable=_fetchable(reg)))
 
 
-def _no_refetch(reg: Registry, ref: str) -> None:
-    """Undeleting a purged version fetches its bytes again from the source its event names, which may be a
-    path on someone's machine: the server does that only for a source its operator allowed."""
-    try:
-        version = reg.get(ref)
-    except ModelLedgerError:
-        return  # the command itself says what is wrong with the reference
-    if version.status == "purged":
-        allowed_source(reg.sources, version.artifact.get("source"))
+def _fetchable(reg: Registry) -> Callable[[str], bool]:
+    """Which recorded sources the server may fetch purged bytes from again (an undelete, a restore): only
+    those its operator allowed (``MLEDGER_SOURCES``), never a path, never an upload (``upload://``: its bytes
+    came in a request). Asked before anything is read, so the answer tells nothing about the server's files;
+    a version whose source is not among them comes back ``purged`` and is reported missing."""
+    def fetchable(source: str) -> bool:
+        try:
+            allowed_source(reg.sources, source)
+        except ModelLedgerError:
+            return False
+        return True
+
+    return fetchable
 
 
 @router.post("/retry", tags=["write"])
@@ -209,14 +213,8 @@ def restore(body: m.RestoreBody, request: Request, who: Caller, key: Key = None)
     """Append the compensating events that make the catalog (or one model) what it was at ``as_of``."""
     who.require("admin")
     reg = acting(request, who)
-    key = _key(key)
-    if not body.dry_run:
-        # A restore re-fetches purged bytes from the sources their events name; over HTTP only from sources
-        # the operator allowed (the plan is made twice: once to look, once under the write lock to append).
-        plan = reg.restore(body.name, as_of=body.as_of, dry_run=True)
-        for ref in plan["reingest"]:
-            allowed_source(reg.sources, reg.get(ref).artifact.get("source"))
-    return reg.restore(body.name, as_of=body.as_of, dry_run=body.dry_run, idempotency_key=key)
+    return reg.restore(body.name, as_of=body.as_of, dry_run=body.dry_run, idempotency_key=_key(key),
+                       fetchable=_fetchable(reg))
 
 
 @router.post("/gc", tags=["admin"])

@@ -340,6 +340,16 @@ class RecorderContract(ABC):
         assert everything[0].meta == {"actor": "contract@test"}
         assert populated.stream_version("model-a") == 4 and populated.stream_version("model-b") == 2
 
+    def test_read_streams_reads_the_streams_of_a_prefix_in_log_order(self, recorder: Recorder) -> None:
+        recorder.append([tag("webhook-b", 1), tag("model-x", 2), tag("webhook-a", 3), tag("webhooks", 4),
+                         tag("webhook", 5), tag("webhook-b", 6)])
+        assert [e.position for e in recorder.read_streams("webhook-")] == [1, 3, 6]
+        assert [e.position for e in recorder.read_streams("webhook-", since=1)] == [3, 6]
+        assert [e.position for e in recorder.read_streams("webhook-", since=1, limit=1)] == [3]
+        assert [e.stream for e in recorder.read_streams("model-")] == ["model-x"]
+        assert list(recorder.read_streams("token-")) == []
+        assert list(recorder.read_streams("webhook-", since=6)) == []
+
     def test_raw_rows_are_the_stored_canonical_text(self, populated: Recorder) -> None:
         rows = populated.raw_rows(since=1, limit=2)
         assert [r[0] for r in rows] == [2, 3]

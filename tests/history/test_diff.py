@@ -80,7 +80,6 @@ def test_metrics_side_by_side_tags_and_aliases(reg, artifact):
     assert d["aliases"] == {"a": ["stable"], "b": ["production"]}
 
 
-@pytest.mark.http_gap("a VersionRecord read over HTTP lists its folder's files by path only (no size, digest)")
 def test_directory_artifact_file_changes(reg, tmp_path: Path):
     one, two = tmp_path / "one", tmp_path / "two"
     for folder in (one, two):
@@ -175,7 +174,6 @@ def test_format_diff_for_people(branched):
     assert any(line.startswith("artifact: same") for line in lines)
 
 
-@pytest.mark.http_gap("a VersionRecord read over HTTP lists its folder's files by path only (no size, digest)")
 def test_format_diff_aligns_paths_and_lists_folder_files(reg, tmp_path: Path):
     one, two = tmp_path / "one", tmp_path / "two"
     one.mkdir(), two.mkdir()

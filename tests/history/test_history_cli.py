@@ -231,7 +231,8 @@ def test_restore_dry_run_appends_nothing_and_shows_the_plan(story, reg, cli):
     assert out_json(cli("restore", "--as-of", f"#{story['p2']}", "--dry-run", "--json"))["events"] == []
 
 
-@pytest.mark.http_gap("undelete of a purged uploaded (upload://) version cannot re-fetch its bytes")
+@pytest.mark.local_only("re-fetches purged bytes from a path on this machine; over HTTP the source is an "
+                       "upload (upload://), whose bytes no one can fetch again")
 def test_undelete_of_a_purged_version_brings_its_bytes_back(reg, cli, make_artifact, tmp_path: Path):
     one = make_artifact("one.bin", b"bytes only version one has\n")
     two = make_artifact("two.bin", b"bytes of version two\n")
@@ -255,7 +256,8 @@ def test_undelete_of_a_purged_version_brings_its_bytes_back(reg, cli, make_artif
     assert code == 0, err
 
 
-@pytest.mark.http_gap("undelete of a purged uploaded (upload://) version cannot re-fetch its bytes")
+@pytest.mark.local_only("re-fetches purged bytes from a path on this machine; over HTTP the source is an "
+                       "upload (upload://), whose bytes no one can fetch again")
 def test_undelete_of_a_model_whose_bytes_gc_freed_brings_them_back(reg, cli, make_artifact, tmp_path: Path):
     one = make_artifact("one.bin", b"model-level undelete bytes\n")
     out_json(cli("register", "m", "--artifact", str(one), "--json"))
@@ -266,3 +268,60 @@ def test_undelete_of_a_model_whose_bytes_gc_freed_brings_them_back(reg, cli, mak
     dest = tmp_path / "after.bin"
     out_json(cli("pull", "m", str(dest), "--json"))
     assert dest.read_bytes() == one.read_bytes()
+
+
+def _purge_gone(cli, make_artifact, delete_ref: str):
+    """``m@1`` registered from a file, then deleted (``delete_ref``: the version or the model), purged by gc,
+    and its source removed: no one can fetch its bytes again (over HTTP its source is an upload anyway)."""
+    one = make_artifact("gone.bin", b"bytes whose source is gone\n")
+    out_json(cli("register", "m", "--artifact", str(one), "--json"))
+    if delete_ref == "m@1":
+        out_json(cli("update", "m@1", "--artifact", str(make_artifact("two.bin", b"kept\n")), "--json"))
+    out_json(cli("delete", delete_ref, "--json"))
+    assert out_json(cli("gc", "--grace", "0", "--json"))["versions"] == ["m@1"]
+    one.unlink()
+    return one
+
+
+def _back_without_bytes(cli, tmp_path: Path) -> None:
+    shown = out_json(cli("show", "m@1", "--json"))
+    assert shown["status"] == "purged" and shown["deleted"] is False  # not "failed": nothing was tried
+    code, _, err = cli("pull", "m@1", str(tmp_path / "pulled.bin"))
+    assert code != 0 and "purged" in err and not (tmp_path / "pulled.bin").exists()
+    code, out, err = cli("audit", "--deep")
+    assert code == 0, err
+
+
+def test_undelete_of_a_version_whose_bytes_cannot_come_back_restores_the_record_and_says_so(
+        reg, cli, make_artifact, tmp_path: Path):
+    _purge_gone(cli, make_artifact, "m@1")
+    code, out, err = cli("undelete", "m@1", "--json")
+    assert code == 1, err
+    data = json.loads(out)
+    assert [e["type"] for e in data["events"]] == ["VersionRestored"] and data["missing"] == ["m@1"]
+    _back_without_bytes(cli, tmp_path)
+    # Undeleting again is a conflict, as for any live version: the first run did what it could.
+    assert cli("undelete", "m@1")[0] == 4
+
+
+def test_undelete_of_a_model_whose_bytes_cannot_come_back_says_the_same(reg, cli, make_artifact, tmp_path: Path):
+    _purge_gone(cli, make_artifact, "m")
+    code, out, err = cli("undelete", "m")
+    assert code == 1, err
+    assert "ModelRestored" in out and "ArtifactRequested" not in out
+    assert "MISSING (purged, source unreadable): m@1" in out
+    _back_without_bytes(cli, tmp_path)
+
+
+@pytest.mark.local_only("re-fetches from a path on this machine; an upload's bytes (upload://) no one can fetch")
+def test_retry_brings_back_the_bytes_of_an_undeleted_purged_version_once_its_source_is_back(
+        reg, cli, make_artifact, tmp_path: Path):
+    one = _purge_gone(cli, make_artifact, "m@1")
+    assert cli("undelete", "m@1", "--json")[0] == 1
+    one.write_bytes(b"bytes whose source is gone\n")
+    shown = out_json(cli("retry", "m@1", "--json"))
+    assert shown["status"] == "ready"
+    out_json(cli("pull", "m@1", str(tmp_path / "pulled.bin"), "--json"))
+    assert (tmp_path / "pulled.bin").read_bytes() == one.read_bytes()
+    code, out, err = cli("audit", "--deep")
+    assert code == 0, err

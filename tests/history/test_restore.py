@@ -241,7 +241,8 @@ def purged(reg, make_artifact):
     return reg, p, one
 
 
-@pytest.mark.http_gap("purged bytes of an upload (upload://) cannot be fetched again by a restore")
+@pytest.mark.local_only("re-fetches purged bytes from a path on this machine; over HTTP the source is an "
+                       "upload (upload://), whose bytes no one can fetch again")
 def test_purged_bytes_come_back_from_their_source_byte_identical(purged, tmp_path):
     reg, p, one = purged
     report = reg.restore(as_of=p)
@@ -291,7 +292,8 @@ def test_restore_cli_with_every_source_present_exits_zero(purged, cli):
     assert reg.get("m@1").status == "ready"
 
 
-@pytest.mark.http_gap("purged bytes of an upload (upload://) cannot be fetched again by a restore")
+@pytest.mark.local_only("re-fetches purged bytes from a path on this machine; over HTTP the source is an "
+                       "upload (upload://), whose bytes no one can fetch again")
 def test_dry_run_of_a_purge_restore_appends_nothing_and_plans_the_reingest(purged):
     reg, p, _ = purged
     head = reg.head()

@@ -136,6 +136,34 @@ def test_read_only_home_error_says_read_only(read_only_home) -> None:
     assert "read-only" in line or "read only" in line, line
 
 
+def test_gc_dry_run_on_a_read_only_home_only_reads(tmp_path: Path, read_only_view) -> None:
+    """A dry run of gc is a question: it answers on a read-only home what it answers where the home can be
+    written, and the real run is refused there as any write is."""
+    from modelledger import Registry
+
+    home = tmp_path / "gc-home"
+    one, two = tmp_path / "one.bin", tmp_path / "two.bin"
+    one.write_bytes(b"bytes only the deleted version has\n")
+    two.write_bytes(b"bytes the live version keeps\n")
+    with Registry.open(home, actor="seed") as reg:
+        reg.update(reg.register("m", artifact=str(one)), artifact=str(two))
+        reg.delete("m@1")
+    writable = run_cli(child_env(home), "gc", "--grace", "0", "--dry-run", "--json")
+    assert writable.returncode == 0, writable.stderr
+    expected = json.loads(writable.stdout)
+    assert expected["versions"] == ["m@1"] and expected["bytes"] > 0 and expected["events"] == []
+    _close_cleanly(home / "registry.db")
+    before = raw_rows(home / "registry.db")
+    view = read_only_view(home)
+    env = child_env(view)
+    done = run_cli(env, "gc", "--grace", "0", "--dry-run", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == expected
+    refused = run_cli(env, "gc", "--grace", "0")
+    assert "read-only" in assert_one_line_error(refused).lower() and refused.returncode == 5
+    assert raw_rows(home / "registry.db") == before
+
+
 def _grow(path: Path, size: str) -> None:
     done = subprocess.run(["mount", "-o", f"remount,size={size}", str(path)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
