@@ -1,0 +1,238 @@
+"""The queue of one SQLite database's writers: a lock that sleeps in the kernel and wakes the next writer at once.
+
+SQLite makes a writer that finds the write lock taken sleep in its busy handler (1, 2, 5, 10, 15, 20, 25, … ms,
+then 100 ms a try) and try again, however soon the holder finishes: with a command's whole transaction under
+a millisecond plus its fsync, a writer that lost once mostly sleeps. ``scripts/bench_writers.py`` measured it
+(``docs/performance.md``, "Writers queued on a file lock"). So before ``BEGIN IMMEDIATE`` every writer of the
+database queues here first, and holds this lock until its COMMIT or ROLLBACK has returned:
+
+- in its process, on a ``threading.Lock`` per database (a futex: the next thread is woken when it is freed);
+- across processes, on ``flock(LOCK_EX)`` of a small file beside the database (``registry.db-lock``). The
+  kernel wakes the waiters when it is unlocked, and frees it when its holder dies, however it dies.
+
+Why ``flock`` rather than ``fcntl`` record locks: classic POSIX record locks belong to the process (two threads
+would not exclude each other, and closing *any* descriptor of the file — a second recorder on the same path
+closing — drops them all); open-file-description locks (``F_OFD_SETLKW``) fix both but exist on Linux only
+and need a descriptor opened for writing. ``flock`` belongs to the open file description on Linux, macOS and
+the BSDs alike and works on a descriptor opened read-only (so a writer who may write the database but not a
+lock file another user made still queues). Neither waits with a timeout.
+
+SQLite's own lock is still taken (``BEGIN IMMEDIATE``): it is what excludes programs that do not know this
+file (an older modelledger, the ``sqlite3`` shell, the blob tables' own transactions). Correctness never rests
+on this lock; when the file cannot be made or opened (a read-only folder, no ``fcntl``), writers fall back to
+SQLite's lock alone, as before.
+
+A stuck holder (a process stopped with SIGSTOP, a thread blocked) must not hang the others forever: the lock is
+tried without waiting first, and only when it is taken does the writer wait, for at most the recorder's
+timeout, in a helper thread of its own on a descriptor of its own (``flock`` cannot be told to give up, but a
+descriptor can be dropped): after the timeout the writer fails with the same ``StoreError`` as SQLite's
+"database is locked", and the helper unlocks and closes its descriptor whenever the lock finally comes to it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import StoreError
+from .permissions import create_file, modes_under
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: SQLite's lock alone across processes
+    fcntl = None  # type: ignore[assignment]
+
+SUFFIX = "-lock"
+
+
+def lock_file_of(database: str | os.PathLike[str]) -> Path:
+    """The lock file of a SQLite database: ``<database>-lock`` beside it."""
+    return Path(str(database) + SUFFIX)
+
+
+def locked_error(database: str | os.PathLike[str], timeout: float) -> StoreError:
+    """What a writer that waited ``timeout`` seconds raises: what SQLite's own "database is locked" says."""
+    return StoreError(f"the registry database stayed locked by another writer: database is locked (waited "
+                      f"{timeout:g} s for {lock_file_of(database).name})")
+
+
+class _Waiter:
+    """One wait for the file lock in a helper thread, on a descriptor of its own (see the module's docstring)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.done = threading.Event()
+        self.guard = threading.Lock()
+        self.given_up = False
+        self.error: OSError | None = None
+
+    def run(self) -> None:
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+            error = None
+        except OSError as exc:
+            error = exc
+        with self.guard:
+            if self.given_up:  # the writer left: hand the lock straight back
+                _forget(self.fd)
+                if error is None:
+                    fcntl.flock(self.fd, fcntl.LOCK_UN)
+                os.close(self.fd)
+                return
+            self.error = error
+            self.done.set()
+
+
+class _Database:
+    """This process's side of one database's lock (one per lock file per process)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.threads = threading.Lock()
+        self.owner: int | None = None   # the thread that holds it
+        self.fd: int | None = None      # this process's descriptor of the lock file, kept open
+        self.held: int | None = None    # the descriptor whose flock is held, while held
+        self.unusable = fcntl is None   # the file cannot be used: SQLite's lock alone
+
+
+_databases: dict[str, _Database] = {}
+_guard = threading.Lock()
+_fds: set[int] = set()  # every descriptor of a lock file this process has open (closed in a forked child)
+
+
+def _forget(fd: int) -> None:
+    with _guard:
+        _fds.discard(fd)
+
+
+def _database(path: str) -> _Database:
+    found = _databases.get(path)
+    if found is None:
+        with _guard:
+            found = _databases.setdefault(path, _Database(path))
+    return found
+
+
+def _after_fork_in_child() -> None:
+    """A forked child starts with no lock of its parent's: another thread's held ``threading.Lock`` would stay
+    held forever, and a copy of a descriptor shares its open file description (so its flock) with the parent.
+    The copies are closed, never unlocked (unlocking would free the parent's lock)."""
+    global _guard, _databases
+    _guard = threading.Lock()
+    _databases = {}
+    for fd in list(_fds):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _fds.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class WriteLock:
+    """The writers' queue of the SQLite database at ``database`` (shared by every ``WriteLock`` of that file in
+    the process). ``held(timeout)`` around a write transaction, from before ``BEGIN`` to after its end."""
+
+    def __init__(self, database: str | os.PathLike[str]) -> None:
+        self.database = Path(database)
+        self.path = os.path.realpath(lock_file_of(database))
+
+    @contextmanager
+    def held(self, timeout: float) -> Iterator[None]:
+        self.acquire(timeout)
+        try:
+            yield
+        finally:
+            self.release()
+
+    def acquire(self, timeout: float) -> None:
+        """Wait at most ``timeout`` seconds for the lock (``StoreError`` then, as SQLite's timeout does). A
+        thread that holds it already gets ``StoreError`` at once: it would wait for itself."""
+        db = _database(self.path)
+        me = threading.get_ident()
+        if db.owner == me:
+            raise StoreError(f"nested write transaction on the registry database {self.database} in one thread")
+        deadline = time.monotonic() + timeout
+        if not db.threads.acquire(timeout=min(max(timeout, 0.0), threading.TIMEOUT_MAX)):
+            raise locked_error(self.database, timeout)
+        try:
+            if not db.unusable:
+                db.held = self._lock_file(db, deadline, timeout)
+        except BaseException:
+            db.threads.release()
+            raise
+        db.owner = me
+
+    def release(self) -> None:
+        db = _database(self.path)
+        if db.owner != threading.get_ident():
+            return  # a forked child, or a lock never taken: nothing of this thread's to free
+        held, db.held, db.owner = db.held, None, None
+        try:
+            if held is not None:
+                fcntl.flock(held, fcntl.LOCK_UN)
+                if held != db.fd:  # a helper's descriptor: the next writer tries the kept one first
+                    _forget(held)
+                    os.close(held)
+        finally:
+            db.threads.release()
+
+    # -- the file ----------------------------------------------------------------------------------
+    def _open(self, db: _Database) -> int | None:
+        """This process's descriptor of the lock file, made (with the mode the database's folder gives new
+        files: ``eventstore/permissions.py``) when missing; None when it cannot be had (SQLite's lock alone)."""
+        flags = os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+        try:
+            try:
+                fd = os.open(db.path, os.O_RDWR | flags)
+            except FileNotFoundError:
+                create_file(db.path, modes_under(os.path.dirname(db.path)).file)
+                fd = os.open(db.path, os.O_RDWR | flags)
+        except PermissionError:
+            try:  # another user's lock file in a shared home: flock needs no write access
+                fd = os.open(db.path, os.O_RDONLY | flags)
+            except OSError:
+                return None
+        except OSError:
+            return None
+        with _guard:
+            _fds.add(fd)
+        return fd
+
+    def _lock_file(self, db: _Database, deadline: float, timeout: float) -> int | None:
+        if db.fd is None:
+            db.fd = self._open(db)
+            if db.fd is None:
+                db.unusable = True
+                return None
+        try:
+            fcntl.flock(db.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return db.fd
+        except BlockingIOError:
+            pass
+        except OSError:  # no flock on this file system (ENOLCK): SQLite's lock alone
+            db.unusable = True
+            return None
+        # Taken by another process: wait for it in a helper thread, at most until the deadline.
+        fd = self._open(db)
+        if fd is None:
+            raise locked_error(self.database, timeout)
+        waiter = _Waiter(fd)
+        threading.Thread(target=waiter.run, name="mledger-writelock", daemon=True).start()
+        waiter.done.wait(max(0.0, deadline - time.monotonic()))
+        with waiter.guard:
+            if not waiter.done.is_set():
+                waiter.given_up = True  # the helper unlocks and closes when the lock comes to it
+                raise locked_error(self.database, timeout)
+        if waiter.error is not None:
+            _forget(fd)
+            os.close(fd)
+            raise StoreError(f"cannot lock {db.path}: {waiter.error.strerror}")
+        return fd
