@@ -107,6 +107,65 @@ def worker(task: dict[str, Any]) -> None:
           flush=True)
 
 
+# -- the lock's hand-over alone -------------------------------------------------------------------------
+
+def handoff_worker(task: dict[str, Any]) -> None:
+    """One process of ``--handoff``: ``n`` transactions on a bare SQLite file (``synchronous=OFF``; inside,
+    one row and a ``hold_ms`` sleep standing in for the fsync), the write lock taken as ``how`` says."""
+    import fcntl
+    import sqlite3
+
+    sys.path.insert(0, task["tree"])
+    from eventstore.writelock import WriteLock
+
+    conn = sqlite3.connect(task["db"], isolation_level=None, timeout=30)
+    conn.execute("PRAGMA busy_timeout = 30000")
+    conn.execute("PRAGMA synchronous = OFF")
+    lock = WriteLock(task["db"])
+    fd = os.open(task["db"] + "-lock", os.O_RDWR | os.O_CREAT, 0o600)
+    hold, how, lat = task["hold_ms"] / 1000, task["how"], []
+    delay = task["start_at"] - time.time()
+    if delay > 0:
+        time.sleep(delay)
+    cpu0, start = time.process_time(), time.time()
+    for i in range(task["n"]):
+        t0 = time.perf_counter()
+        if how == "writelock":
+            lock.acquire(30.0)
+        elif how == "flock":
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        conn.execute("BEGIN IMMEDIATE")
+        lat.append((time.perf_counter() - t0) * 1000)
+        conn.execute("INSERT INTO t (p, i) VALUES (?, ?)", (task["proc"], i))
+        time.sleep(hold)
+        conn.execute("COMMIT")
+        if how == "writelock":
+            lock.release()
+        elif how == "flock":
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    end, cpu = time.time(), time.process_time() - cpu0
+    print("RESULT " + json.dumps({"start": start, "end": end, "ms": lat, "cpu_s": cpu, "errors": []}), flush=True)
+
+
+def handoff(tmp: str, tree: str, how: str, procs: int, n: int, hold_ms: float) -> dict[str, Any]:
+    import sqlite3
+
+    with temp_dir(tmp, "handoff-") as d:
+        db = os.path.join(d, "h.db")
+        conn = sqlite3.connect(db, isolation_level=None)
+        conn.execute("PRAGMA journal_mode = wal")
+        conn.execute("CREATE TABLE t (p INTEGER, i INTEGER)")
+        conn.close()
+        start_at = time.time() + 0.5 + 0.1 * procs
+        running = [spawn({"handoff": True, "tree": tree, "db": db, "how": how, "proc": p, "n": n,
+                          "hold_ms": hold_ms, "start_at": start_at}) for p in range(procs)]
+        results = [collect(p) for p in running]
+    ms = [x for r in results for x in r["ms"]]
+    first, last = min(r["start"] for r in results), max(r["end"] for r in results)
+    return {"per_s": len(ms) / (last - first), "p50": median(ms), "p99": percentile(ms, 99), "max": max(ms),
+            "cpu_ms": 1000 * sum(r["cpu_s"] for r in results) / len(ms), "ops": len(ms)}
+
+
 # -- the parent ------------------------------------------------------------------------------------------
 
 def spawn(task: dict[str, Any]) -> subprocess.Popen:
@@ -159,10 +218,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--this", metavar="TREE", help="with --compare: the checkout measured (default: this one)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", metavar="FILE")
+    parser.add_argument("--handoff", type=float, metavar="HOLD_MS",
+                        help="instead: the lock's hand-over alone, each transaction holding it HOLD_MS")
     parser.add_argument("--tmpdir", help="where the homes go (default: the system temp dir)")
     args = parser.parse_args(argv)
     if args.worker:
-        worker(json.loads(args.worker))
+        task = json.loads(args.worker)
+        (handoff_worker if task.get("handoff") else worker)(task)
+        return 0
+    if args.handoff is not None:
+        # The lock's hand-over alone: SQLite's busy handler, WriteLock (bounded wait in a helper thread) and
+        # a plain blocking flock (unbounded), alternating, on bare transactions (no command, no fsync).
+        with temp_dir(args.tmpdir, "mledger-handoff-") as tmp:
+            got: dict[tuple[str, int], list[dict[str, Any]]] = {}
+            for r in range(args.rounds):
+                for p in [int(x) for x in args.procs.split(",")]:
+                    for how in ("sqlite", "writelock", "flock")[:: 1 if r % 2 == 0 else -1]:
+                        res = handoff(tmp, str(ROOT), how, p, args.n, args.handoff)
+                        got.setdefault((how, p), []).append(res)
+                        log(f"handoff round {r + 1}: {how} {p} procs, hold {args.handoff} ms: "
+                            f"{res['per_s']:,.0f}/s, wait p50 {res['p50']:.2f} ms, p99 {res['p99']:.2f} ms, "
+                            f"CPU {res['cpu_ms']:.3f} ms/op ({load()})")
+        for (how, p), rs in got.items():
+            print(f"{how:9} {p} procs: " + describe({k: median([x[k] for x in rs]) for k in rs[0]})
+                  .replace("p50", "wait p50").replace("p99", "wait p99"))
         return 0
     procs = [int(x) for x in args.procs.split(",")]
     ops = [x.strip() for x in args.ops.split(",")]
