@@ -24,14 +24,16 @@ SQLite's lock alone, as before.
 
 A stuck holder (a process stopped with SIGSTOP, a thread blocked) must not hang the others forever: the lock is
 tried without waiting first, and only when it is taken does the writer wait, for at most the recorder's
-timeout, in a helper thread of its own on a descriptor of its own (``flock`` cannot be told to give up, but a
-descriptor can be dropped): after the timeout the writer fails with the same ``StoreError`` as SQLite's
-"database is locked", and the helper unlocks and closes its descriptor whenever the lock finally comes to it.
+timeout, for a waiter thread (one per database and process) that blocks in ``flock`` on a descriptor of its
+own (``flock`` cannot be told to give up, but the writer can stop waiting for the thread): after the timeout
+the writer fails with the same ``StoreError`` as SQLite's "database is locked", and the waiter thread hands the
+lock back whenever it finally comes.
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import threading
 import time
 from collections.abc import Iterator
@@ -60,31 +62,17 @@ def locked_error(database: str | os.PathLike[str], timeout: float) -> StoreError
                       f"{timeout:g} s for {lock_file_of(database).name})")
 
 
-class _Waiter:
-    """One wait for the file lock in a helper thread, on a descriptor of its own (see the module's docstring)."""
+class _Wait:
+    """One writer's wait for the file lock, done by the database's waiter thread (``_Database.wait``)."""
 
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.done = threading.Event()
+    __slots__ = ("error", "guard", "signal", "state")
+
+    def __init__(self) -> None:
+        self.signal = threading.Lock()  # released by the waiter thread when the wait is over
+        self.signal.acquire()
         self.guard = threading.Lock()
-        self.given_up = False
+        self.state = "waiting"  # then "granted", "failed" (error) or "given up" (the writer left)
         self.error: OSError | None = None
-
-    def run(self) -> None:
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX)
-            error = None
-        except OSError as exc:
-            error = exc
-        with self.guard:
-            if self.given_up:  # the writer left: hand the lock straight back
-                _forget(self.fd)
-                if error is None:
-                    fcntl.flock(self.fd, fcntl.LOCK_UN)
-                os.close(self.fd)
-                return
-            self.error = error
-            self.done.set()
 
 
 class _Database:
@@ -94,19 +82,46 @@ class _Database:
         self.path = path
         self.threads = threading.Lock()
         self.owner: int | None = None   # the thread that holds it
-        self.fd: int | None = None      # this process's descriptor of the lock file, kept open
+        self.fd: int | None = None      # this process's descriptor of the lock file, tried without waiting
+        self.wait_fd: int | None = None  # the waiter thread's own descriptor (its own open file description)
         self.held: int | None = None    # the descriptor whose flock is held, while held
         self.unusable = fcntl is None   # the file cannot be used: SQLite's lock alone
+        self.waits: queue.SimpleQueue[_Wait] | None = None
+
+    def wait(self, request: _Wait) -> None:
+        """Hand ``request`` to this database's waiter thread (started on first use, one per database and
+        process). A thread per wait cost ~0.3 ms of CPU per contended write (thread start-up and its hand-shake;
+        ``bench_writers.py --handoff``); a waiter kept alive costs two lock hand-overs."""
+        if self.waits is None:
+            self.waits = queue.SimpleQueue()
+            threading.Thread(target=self._waiter, args=(self.waits, self.wait_fd), name="mledger-writelock",
+                             daemon=True).start()
+        self.waits.put(request)
+
+    @staticmethod
+    def _waiter(waits: queue.SimpleQueue[_Wait], fd: int) -> None:
+        """Blocks in ``flock`` for each request in turn. A request whose writer gave up (its timeout passed)
+        is still waited for, and the lock handed straight back when it comes: the requests behind it (writers
+        of this process, who would have timed out anyway while the holder is stuck) wait their turn."""
+        while True:
+            request = waits.get()
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                error = None
+            except OSError as exc:
+                error = exc
+            with request.guard:
+                if request.state == "given up":
+                    if error is None:
+                        fcntl.flock(fd, fcntl.LOCK_UN)
+                    continue
+                request.state, request.error = ("granted", None) if error is None else ("failed", error)
+            request.signal.release()
 
 
 _databases: dict[str, _Database] = {}
 _guard = threading.Lock()
 _fds: set[int] = set()  # every descriptor of a lock file this process has open (closed in a forked child)
-
-
-def _forget(fd: int) -> None:
-    with _guard:
-        _fds.discard(fd)
 
 
 def _database(path: str) -> _Database:
@@ -178,9 +193,6 @@ class WriteLock:
         try:
             if held is not None:
                 fcntl.flock(held, fcntl.LOCK_UN)
-                if held != db.fd:  # a helper's descriptor: the next writer tries the kept one first
-                    _forget(held)
-                    os.close(held)
         finally:
             db.threads.release()
 
@@ -208,8 +220,8 @@ class WriteLock:
 
     def _lock_file(self, db: _Database, deadline: float, timeout: float) -> int | None:
         if db.fd is None:
-            db.fd = self._open(db)
-            if db.fd is None:
+            db.fd, db.wait_fd = self._open(db), self._open(db)
+            if db.fd is None or db.wait_fd is None:
                 db.unusable = True
                 return None
         try:
@@ -220,19 +232,14 @@ class WriteLock:
         except OSError:  # no flock on this file system (ENOLCK): SQLite's lock alone
             db.unusable = True
             return None
-        # Taken by another process: wait for it in a helper thread, at most until the deadline.
-        fd = self._open(db)
-        if fd is None:
-            raise locked_error(self.database, timeout)
-        waiter = _Waiter(fd)
-        threading.Thread(target=waiter.run, name="mledger-writelock", daemon=True).start()
-        waiter.done.wait(max(0.0, deadline - time.monotonic()))
-        with waiter.guard:
-            if not waiter.done.is_set():
-                waiter.given_up = True  # the helper unlocks and closes when the lock comes to it
+        # Taken by another process: the waiter thread waits for it, this writer at most until the deadline.
+        request = _Wait()
+        db.wait(request)
+        request.signal.acquire(timeout=min(max(0.0, deadline - time.monotonic()), threading.TIMEOUT_MAX))
+        with request.guard:
+            if request.state == "waiting":
+                request.state = "given up"  # the waiter thread hands the lock back when it comes
                 raise locked_error(self.database, timeout)
-        if waiter.error is not None:
-            _forget(fd)
-            os.close(fd)
-            raise StoreError(f"cannot lock {db.path}: {waiter.error.strerror}")
-        return fd
+        if request.state == "failed":
+            raise StoreError(f"cannot lock {db.path}: {request.error.strerror if request.error else ''}")
+        return db.wait_fd

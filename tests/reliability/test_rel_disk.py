@@ -89,7 +89,8 @@ def test_read_only_home_reads_answer_and_writes_refused(read_only_home, figures)
     head_rows = raw_rows(home / "registry.db")
     _close_cleanly(home / "registry.db")
     files = sorted(p.name for p in home.iterdir())
-    assert files == ["registry.db"]  # no -wal, no -shm: the view can only open the file immutable
+    # no -wal, no -shm: the view can only open the file immutable (the writers' lock file stays, unused by reads)
+    assert files == ["registry.db", "registry.db-lock"]
     env = child_env(view)
     assert _answers(env) == expected
     figures.add("disk: reads answered on a read-only home", len(READ_COMMANDS))
