@@ -63,11 +63,12 @@ def locked_error(database: str | os.PathLike[str], timeout: float) -> StoreError
 
 
 class _Wait:
-    """One writer's wait for the file lock, done by the database's waiter thread (``_Database.wait``)."""
+    """One writer's wait for the file lock on ``fd``, done by the database's waiter thread (``_Database.wait``)."""
 
-    __slots__ = ("error", "guard", "signal", "state")
+    __slots__ = ("error", "fd", "guard", "signal", "state")
 
-    def __init__(self) -> None:
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
         self.signal = threading.Lock()  # released by the waiter thread when the wait is over
         self.signal.acquire()
         self.guard = threading.Lock()
@@ -75,45 +76,57 @@ class _Wait:
         self.error: OSError | None = None
 
 
+# How long a database's waiter thread stays for the next contended write before it ends (the next one starts
+# another).
+WAITER_IDLE_S = 10.0
+
+
 class _Database:
-    """This process's side of one database's lock (one per lock file per process)."""
+    """This process's side of one database's lock (one per lock file per process). No descriptor stays open
+    between writes: a process that opens many registries keeps none of their files open."""
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.threads = threading.Lock()
         self.owner: int | None = None   # the thread that holds it
-        self.fd: int | None = None      # this process's descriptor of the lock file, tried without waiting
-        self.wait_fd: int | None = None  # the waiter thread's own descriptor (its own open file description)
         self.held: int | None = None    # the descriptor whose flock is held, while held
         self.unusable = fcntl is None   # the file cannot be used: SQLite's lock alone
+        self.guard = threading.Lock()
         self.waits: queue.SimpleQueue[_Wait] | None = None
 
     def wait(self, request: _Wait) -> None:
-        """Hand ``request`` to this database's waiter thread (started on first use, one per database and
-        process). A thread per wait cost ~0.3 ms of CPU per contended write (thread start-up and its hand-shake;
-        ``bench_writers.py --handoff``); a waiter kept alive costs two lock hand-overs."""
-        if self.waits is None:
-            self.waits = queue.SimpleQueue()
-            threading.Thread(target=self._waiter, args=(self.waits, self.wait_fd), name="mledger-writelock",
-                             daemon=True).start()
-        self.waits.put(request)
+        """Hand ``request`` to this database's waiter thread (one per database and process, started when
+        needed). A thread started per wait cost ~0.15–0.35 ms more CPU per contended write than a plain
+        blocking ``flock`` (``bench_writers.py --handoff``, docs/performance.md); a waiter kept alive costs two
+        lock hand-overs."""
+        with self.guard:
+            if self.waits is None:
+                self.waits = queue.SimpleQueue()
+                threading.Thread(target=self._waiter, args=(self.waits,), name="mledger-writelock",
+                                 daemon=True).start()
+            self.waits.put(request)
 
-    @staticmethod
-    def _waiter(waits: queue.SimpleQueue[_Wait], fd: int) -> None:
+    def _waiter(self, waits: queue.SimpleQueue[_Wait]) -> None:
         """Blocks in ``flock`` for each request in turn. A request whose writer gave up (its timeout passed)
         is still waited for, and the lock handed straight back when it comes: the requests behind it (writers
-        of this process, who would have timed out anyway while the holder is stuck) wait their turn."""
+        of this process, who would time out anyway while the holder is stuck) wait their turn."""
         while True:
-            request = waits.get()
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
+                request = waits.get(timeout=WAITER_IDLE_S)
+            except queue.Empty:
+                with self.guard:
+                    if waits.empty():
+                        self.waits = None
+                        return
+                continue
+            try:
+                fcntl.flock(request.fd, fcntl.LOCK_EX)
                 error = None
             except OSError as exc:
                 error = exc
             with request.guard:
                 if request.state == "given up":
-                    if error is None:
-                        fcntl.flock(fd, fcntl.LOCK_UN)
+                    _close(request.fd)  # unlocks, if the lock came
                     continue
                 request.state, request.error = ("granted", None) if error is None else ("failed", error)
             request.signal.release()
@@ -121,7 +134,17 @@ class _Database:
 
 _databases: dict[str, _Database] = {}
 _guard = threading.Lock()
-_fds: set[int] = set()  # every descriptor of a lock file this process has open (closed in a forked child)
+_fds: set[int] = set()  # the descriptors of lock files open in this process now (closed in a forked child)
+
+
+def _close(fd: int) -> None:
+    """Unlock (if locked) and close a descriptor of ours."""
+    with _guard:
+        _fds.discard(fd)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def _database(path: str) -> _Database:
@@ -192,14 +215,15 @@ class WriteLock:
         held, db.held, db.owner = db.held, None, None
         try:
             if held is not None:
-                fcntl.flock(held, fcntl.LOCK_UN)
+                _close(held)
         finally:
             db.threads.release()
 
     # -- the file ----------------------------------------------------------------------------------
     def _open(self, db: _Database) -> int | None:
-        """This process's descriptor of the lock file, made (with the mode the database's folder gives new
-        files: ``eventstore/permissions.py``) when missing; None when it cannot be had (SQLite's lock alone)."""
+        """A descriptor of the lock file (made, with the mode the database's folder gives new files —
+        ``eventstore/permissions.py`` — when missing); None when it cannot be had (SQLite's lock alone).
+        Opened for each write (a few microseconds against a write's milliseconds)."""
         flags = os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
         try:
             try:
@@ -219,27 +243,32 @@ class WriteLock:
         return fd
 
     def _lock_file(self, db: _Database, deadline: float, timeout: float) -> int | None:
-        if db.fd is None:
-            db.fd, db.wait_fd = self._open(db), self._open(db)
-            if db.fd is None or db.wait_fd is None:
-                db.unusable = True
-                return None
+        fd = self._open(db)
+        if fd is None:
+            db.unusable = True
+            return None
         try:
-            fcntl.flock(db.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return db.fd
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
         except BlockingIOError:
             pass
         except OSError:  # no flock on this file system (ENOLCK): SQLite's lock alone
+            _close(fd)
             db.unusable = True
             return None
         # Taken by another process: the waiter thread waits for it, this writer at most until the deadline.
-        request = _Wait()
-        db.wait(request)
+        request = _Wait(fd)
+        try:
+            db.wait(request)
+        except BaseException:
+            _close(fd)
+            raise
         request.signal.acquire(timeout=min(max(0.0, deadline - time.monotonic()), threading.TIMEOUT_MAX))
         with request.guard:
             if request.state == "waiting":
-                request.state = "given up"  # the waiter thread hands the lock back when it comes
+                request.state = "given up"  # the waiter thread closes the descriptor when the lock comes
                 raise locked_error(self.database, timeout)
         if request.state == "failed":
+            _close(fd)
             raise StoreError(f"cannot lock {db.path}: {request.error.strerror if request.error else ''}")
-        return db.wait_fd
+        return fd

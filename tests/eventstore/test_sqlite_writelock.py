@@ -248,3 +248,18 @@ def test_a_lock_file_that_cannot_be_used_leaves_writers_to_sqlites_lock(tmp_path
         assert [e.position for e in recorder.append([tag("model-a", 1)])] == [1]
     finally:
         recorder.close()
+
+
+def test_many_registries_written_in_one_process_keep_no_lock_file_open(tmp_path: Path) -> None:
+    """A long-running process (a server, a test suite) that writes to many registries holds no descriptor of
+    their lock files between writes."""
+    fds = Path("/proc/self/fd")
+    if not fds.is_dir():
+        pytest.skip("needs /proc/self/fd")
+    before = len(list(fds.iterdir()))
+    for i in range(40):
+        recorder = SQLiteRecorder(tmp_path / f"r{i}" / "registry.db")
+        recorder.append([tag("model-a", 1)])
+        recorder.close()
+    assert len(list(fds.iterdir())) == before
+    assert all(lock_file_of(tmp_path / f"r{i}" / "registry.db").is_file() for i in range(40))
