@@ -73,7 +73,8 @@ def worker(task: dict[str, Any]) -> None:
                 Path(path).write_bytes(b"MLBENCH " + os.urandom(300))  # distinct bytes: every blob is new
                 files[t].append(path)
     # First-use costs before the clock starts: connections, the catalog, and for registers the ingest's
-    # imports (a process's first register took ~270-330 ms, and the p99 of registers grew by that per process).
+    # imports (a process's first register took ~270-330 ms of CPU, outside the write lock: P processes doing
+    # theirs at once on 2 cores made the registers' p99 grow ~270 ms per process, in both trees).
     reg.tag("m@1", {f"warm-{p}": "1"})
     if op == "register":
         warm = os.path.join(task["files"], f"warm-p{p}.bin")
