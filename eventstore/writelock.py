@@ -4,8 +4,8 @@ SQLite makes a writer that finds the write lock taken sleep in its busy handler 
 then 100 ms a try) and try again, however soon the holder finishes: one writer runs many commands in a row
 while the others sleep, some for seconds. ``scripts/bench_writers.py`` measured it (``docs/performance.md``,
 "Writers queued on a file lock"): 8 processes tagging had a p99 of 0.64–0.86 s and a max of 1.1–1.5 s, and
-queued here 83–88 ms and ~0.1 s, at the same total rate; the HTTP server's 8-client tags and creates went up
-by a third. So before ``BEGIN IMMEDIATE`` every writer of the database queues here first, and holds this lock
+queued here 83–88 ms and ~0.1 s, at about the same total rate (0.90–1.12x) for ~0.4–0.8 ms more CPU per
+command; the HTTP server's 8-client creates and tags went 1.18x and 1.36x (medians of 5 rounds). So before ``BEGIN IMMEDIATE`` every writer of the database queues here first, and holds this lock
 until its COMMIT or ROLLBACK has returned:
 
 - in its process, on a ``threading.Lock`` per database (a futex: the next thread is woken when it is freed);
@@ -98,7 +98,7 @@ class _Database:
 
     def wait(self, request: _Wait) -> None:
         """Hand ``request`` to this database's waiter thread (one per database and process, started when
-        needed). A thread started per wait cost ~0.15–0.35 ms more CPU per contended write than a plain
+        needed). A thread started per wait cost 0.13–0.32 ms more CPU per contended write than a plain
         blocking ``flock`` (``bench_writers.py --handoff``, docs/performance.md); a waiter kept alive costs two
         lock hand-overs."""
         with self.guard:
