@@ -30,6 +30,7 @@ from .permissions import create_file, make_root, modes_under
 from .recorder import GuardProblem, KeyProblem, Recorder, Transaction, guard_refusal, stream_range
 from .sealing import event_from_row, seal
 from .sqlscript import create_schema, run_script
+from .writelock import WriteLock
 
 TABLES = """
 CREATE TABLE IF NOT EXISTS events (
@@ -314,6 +315,8 @@ class SQLiteRecorder(Recorder):
         if self.read_only:
             self._open_read_only()
             return
+        # Writers queue on this before BEGIN IMMEDIATE (eventstore/writelock.py); a read-only home has none.
+        self._writers = WriteLock(self.path)
         try:
             # Private unless shared (eventstore/permissions.py): made here with explicit modes, so SQLite's own
             # 0644 & ~umask never applies; it gives -wal and -shm the database file's mode.
@@ -401,17 +404,27 @@ class SQLiteRecorder(Recorder):
 
     @contextmanager
     def _immediate(self, conn: sqlite3.Connection) -> Iterator[None]:
-        # BEGIN IMMEDIATE takes the write lock up front: a deferred BEGIN that reads then writes fails
-        # with SQLITE_BUSY_SNAPSHOT under concurrent writers, whatever the busy timeout.
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        else:
-            conn.execute("COMMIT")
+        # The writers of this database queue on a lock that wakes the next one as soon as this one is done
+        # (SQLite's busy handler would sleep 1, 2, 5, 10, ... ms between tries: eventstore/writelock.py),
+        # held until COMMIT or ROLLBACK has returned. BEGIN IMMEDIATE still takes SQLite's write lock up
+        # front (programs that do not know the lock file are excluded by it): a deferred BEGIN that reads
+        # then writes fails with SQLITE_BUSY_SNAPSHOT under concurrent writers, whatever the busy timeout.
+        with self._writers.held(self.timeout):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            try:
+                conn.execute("COMMIT")
+            except BaseException:
+                # A COMMIT that failed (disk full, I/O error) may leave the transaction open: end it before
+                # the queue's next writer goes for SQLite's lock, which this connection would still hold.
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
 
     @contextmanager
     def write(self) -> Iterator[SQLiteTransaction]:

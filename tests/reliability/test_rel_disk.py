@@ -89,7 +89,8 @@ def test_read_only_home_reads_answer_and_writes_refused(read_only_home, figures)
     head_rows = raw_rows(home / "registry.db")
     _close_cleanly(home / "registry.db")
     files = sorted(p.name for p in home.iterdir())
-    assert files == ["registry.db"]  # no -wal, no -shm: the view can only open the file immutable
+    # no -wal, no -shm: the view can only open the file immutable (the writers' lock file stays, unused by reads)
+    assert files == ["registry.db", "registry.db-lock"]
     env = child_env(view)
     assert _answers(env) == expected
     figures.add("disk: reads answered on a read-only home", len(READ_COMMANDS))
@@ -255,7 +256,8 @@ def test_read_only_home_lists_tokens_it_never_folded(read_only_home) -> None:
     _close_cleanly(home / "registry.db")
     seen = run_cli(child_env(view), "token", "list", "--json")
     assert seen.returncode == 0, seen.stderr
-    assert sorted(p.name for p in home.iterdir()) == ["registry.db"]  # nothing made beside the file
+    # nothing made beside the file (the lock file is the writable opens' above)
+    assert sorted(p.name for p in home.iterdir()) == ["registry.db", "registry.db-lock"]
     assert raw_rows(home / "registry.db") == before
     expected = run_cli(child_env(home), "token", "list", "--json")  # folds into the table: a write
     assert expected.returncode == 0, expected.stderr
