@@ -195,7 +195,15 @@ def ours_server(d: str, workers: int, models: int, versions: int, *, sources: st
     if sources:
         env["MLEDGER_SOURCES"] = sources
     with running(argv, env, f"http://127.0.0.1:{port}/api/v1/health", os.path.join(d, "server.log")) as proc:
-        yield {"server": "modelledger", "port": port, "token": secret, "home": home, "sid": proc.pid}
+        yield {"server": "modelledger", "port": port, "token": secret, "home": home, "sid": proc.pid,
+               "inline": takes_inline(tree)}
+
+
+def takes_inline(tree: str | None) -> bool:
+    """Does that checkout's server take a small file inside the register (``content_base64``)? A server from
+    before it is driven as ``mledger register`` then drove it: HEAD + PUT /blobs + register."""
+    routes = Path(tree or ROOT) / "modelledger" / "server" / "uploads.py"
+    return "content_base64" in routes.read_text()
 
 
 @contextmanager
