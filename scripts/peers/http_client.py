@@ -145,9 +145,10 @@ def op_search(server: str, conn: Conn, task: dict[str, Any], k: int) -> None:
 
 def op_mlflow_create(server: str, conn: Conn, task: dict[str, Any], k: int) -> None:
     """``model-versions/create`` of MLflow's REST API against ``mledger serve`` (``scripts/profile_http.py``):
-    the source is ``task["sources"][k]``, a URL under the server's ``MLEDGER_SOURCES`` it fetches and ingests."""
+    the source is ``task["sources"][k]`` (or ``task["sources_per_client"][client][k]``), a URL under the server's ``MLEDGER_SOURCES`` it fetches and ingests."""
     name = f"bench-w{(task['client'] + k) % 4}"
-    s, b = _json(conn, "POST", "/api/2.0/mlflow/model-versions/create", {"name": name, "source": task["sources"][k]})
+    sources = task["sources_per_client"][task["client"]] if "sources_per_client" in task else task["sources"]
+    s, b = _json(conn, "POST", "/api/2.0/mlflow/model-versions/create", {"name": name, "source": sources[k]})
     _ok(s, b, "mlflow create")
     if json.loads(b)["model_version"]["status"] != "READY":
         raise RuntimeError(f"create answered {b[:200]!r}")
