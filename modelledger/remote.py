@@ -113,8 +113,11 @@ def _inline(path: str) -> dict[str, Any] | None:
     by ``PUT /blobs`` (resumable, parallel, never read whole)."""
     if not os.path.isfile(path) or os.path.getsize(path) > INLINE_MAX:
         return None
-    with open(path, "rb") as f:
-        data = f.read(INLINE_MAX + 1)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(INLINE_MAX + 1)
+    except OSError as exc:
+        raise ArtifactError(f"cannot read artifact source {path}: {exc.strerror or exc}") from None
     if len(data) > INLINE_MAX:  # it grew since the stat
         return None
     return {"digest": "sha256:" + hashlib.sha256(data).hexdigest(), "size": len(data),
