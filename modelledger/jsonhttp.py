@@ -24,6 +24,12 @@ from eventstore.errors import ValidationError
 from . import __version__
 
 USER_AGENT = f"modelledger/{__version__}"
+# A register (or update) may carry a file of at most this many bytes in its own JSON body, base64-encoded
+# (``artifact.content_base64``): one request and one commit instead of HEAD + PUT + register and two commits.
+# It is the small-blob tier's default threshold (workers/blobs, MLEDGER_SMALL_BLOBS), so such bytes go into
+# the database inside the version's transaction. The server refuses more with a 413; larger files are
+# uploaded with ``PUT /blobs`` first.
+INLINE_MAX = 64 * 1024
 
 
 class HTTPError(Exception):

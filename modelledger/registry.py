@@ -234,6 +234,14 @@ class Registry:
         other.client = f"modelledger/{__version__} {client}"
         return other
 
+    def with_store(self, store: BlobStore) -> Registry:
+        """This open registry writing blobs through ``store``: the HTTP server passes the tiered store's
+        ``deferring()`` view holding a small file a register carried in its body, so the command's
+        transaction writes those bytes with the version's events (one commit, as a local register)."""
+        other = copy.copy(self)
+        other._store = store
+        return other
+
     # -- writing -----------------------------------------------------------------------------------
     def _meta(self, run_id: str | None = None) -> dict[str, Any]:
         meta: dict[str, Any] = {

@@ -11,6 +11,8 @@ with the local pull's own checks, every digest verified.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import re
@@ -25,7 +27,7 @@ from eventstore.errors import ArtifactError, ModelLedgerError, PurgedError, Stor
 from eventstore.events import STREAM_PREFIX, StoredEvent
 from projections.records import ModelRecord, VersionRecord
 
-from .jsonhttp import HTTPError, Unreachable, Wire, check_url, error_of
+from .jsonhttp import INLINE_MAX, HTTPError, Unreachable, Wire, check_url, error_of
 from .server.errors import STATUSES
 
 if TYPE_CHECKING:
@@ -106,6 +108,24 @@ def audit_from_json(d: Mapping[str, Any]) -> AuditReport:
     first = d.get("first_failure")
     return AuditReport(d["ok"], tuple(Check(**c) for c in d.get("checks", ())), d.get("events_checked", 0),
                        d.get("last_hash", ""), Check(**first) if first else None)
+
+
+def _inline(path: str) -> dict[str, Any] | None:
+    """A small file's ``artifact`` with its bytes in it (``content_base64``, at most ``INLINE_MAX``): the
+    register then costs one request and the server one commit. None for a folder or a larger file, which go
+    by ``PUT /blobs`` (resumable, parallel, never read whole)."""
+    if not os.path.isfile(path) or os.path.getsize(path) > INLINE_MAX:
+        return None
+    try:
+        with open(path, "rb") as f:
+            data = f.read(INLINE_MAX + 1)
+    except OSError as exc:
+        raise ArtifactError(f"cannot read artifact source {path}: {exc.strerror or exc}") from None
+    if len(data) > INLINE_MAX:  # it grew since the stat
+        return None
+    return {"digest": "sha256:" + hashlib.sha256(data).hexdigest(), "size": len(data),
+            "filename": os.path.basename(os.path.abspath(path)),
+            "content_base64": base64.b64encode(data).decode("ascii")}
 
 
 def _as_of(value: str | int | None) -> str | None:
@@ -237,6 +257,9 @@ class RemoteRegistry:
         path = text[len("file://"):] if text.lower().startswith("file://") else text
         if not os.path.exists(path):
             raise ArtifactError(f"artifact source not found: {text}")
+        inline = _inline(path)
+        if inline is not None:
+            return inline
         import httpx
 
         from .server.client import upload_artifact

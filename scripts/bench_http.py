@@ -195,7 +195,15 @@ def ours_server(d: str, workers: int, models: int, versions: int, *, sources: st
     if sources:
         env["MLEDGER_SOURCES"] = sources
     with running(argv, env, f"http://127.0.0.1:{port}/api/v1/health", os.path.join(d, "server.log")) as proc:
-        yield {"server": "modelledger", "port": port, "token": secret, "home": home, "sid": proc.pid}
+        yield {"server": "modelledger", "port": port, "token": secret, "home": home, "sid": proc.pid,
+               "inline": takes_inline(tree)}
+
+
+def takes_inline(tree: str | None) -> bool:
+    """Does that checkout's server take a small file inside the register (``content_base64``)? A server from
+    before it is driven as ``mledger register`` then drove it: HEAD + PUT /blobs + register."""
+    routes = Path(tree or ROOT) / "modelledger" / "server" / "uploads.py"
+    return "content_base64" in routes.read_text()
 
 
 @contextmanager
@@ -360,23 +368,34 @@ def mlflowclient_clients(peer: Peer, target: dict[str, Any], op: str, clients: i
 
 
 def section_compare(tmp: str, quick: bool, workers: int, tree: str, rounds: int,
-                    this: str | None = None) -> list[Row]:
+                    this: str | None = None, ops: tuple[str, ...] = ("create", "tag", "search")) -> list[Row]:
     """This tree's ``mledger serve`` (or ``--this TREE``'s, a frozen copy: a server started in a later round
     would otherwise run whatever the work tree holds by then) against another checkout's (``--compare TREE``),
     alternating, ``rounds`` times, same stores and clients: the ratio per operation, for measuring one change
-    at a time."""
+    at a time. ``mlflow-create`` / ``mlflow-search``: through the server's MLflow REST API (a create names a
+    distinct ~400 B file under its ``MLEDGER_SOURCES``, served by this process over HTTP)."""
+    from bench_peers import _FolderServer
+
     models, versions = size("models", quick), size("versions", quick)
     got: dict[str, dict[tuple[str, int], list[dict[str, Any]]]] = {"this": {}, "base": {}}
     for r in range(rounds):
         for side in (("base", "this") if r % 2 == 0 else ("this", "base")):
             with temp_dir(tmp, f"http-compare-{side}-") as d:
-                with ours_server(d, workers, models, versions, tree=tree if side == "base" else this) as target:
+                src = os.path.join(d, "sources")
+                os.makedirs(src)
+                with _FolderServer(src) as files, ours_server(d, workers, models, versions, sources=files.url,
+                                                              tree=tree if side == "base" else this) as target:
                     warm_up(target, models, versions)
+                    if "mlflow-create" in ops:  # each worker's first fetch loads fsspec's HTTP side
+                        _mlflow_creates(target, 8, 2, {"models": models}, files.url, src, f"9{r}")
                     for clients in (1, 8):
-                        for op in ("create", "tag", "search"):
-                            n = size(f"{op}_n", quick) // (1 if clients == 1 else 4)
-                            res = run_clients(target, op, clients, n,
-                                              {"models": models, "expect": versions // 10, "salt": clients})
+                        for op in ops:
+                            n = size(f"{op.removeprefix('mlflow-')}_n", quick) // (1 if clients == 1 else 4)
+                            extra: dict[str, Any] = {"models": models, "expect": versions // 10, "salt": clients}
+                            if op == "mlflow-create":
+                                res = _mlflow_creates(target, clients, n, extra, files.url, src, f"{r}{clients}")
+                            else:
+                                res = run_clients(target, op, clients, n, extra)
                             got[side].setdefault((op, clients), []).append(res)
             log(f"compare: round {r + 1}/{rounds} {side} done ({load()})")
     rows = []
@@ -403,6 +422,18 @@ def section_compare(tmp: str, quick: bool, workers: int, tree: str, rounds: int,
                         note=f"per-round ratios {', '.join(f'{x:.2f}' for x in ratios)}",
                         samples={"this": mine, "base": theirs}))
     return rows
+
+
+def _mlflow_creates(target: dict[str, Any], clients: int, n: int, extra: dict[str, Any], url: str, src: str,
+                   tag: str) -> dict[str, Any]:
+    """``run_clients`` of ``mlflow-create``: each client gets its own ``n`` new files under the served folder."""
+    from _benchlib import small_files
+
+    results = []
+    for c in range(clients):
+        made = small_files(os.path.join(src, f"r{tag}-c{c}"), n, seed=1000 * int(tag) + c)
+        results.append([url + os.path.relpath(p, src) for p in made])
+    return run_clients(target, "mlflow-create", clients, n, {**extra, "sources_per_client": results})
 
 
 # -- upload and cold start ----------------------------------------------------------------------------
@@ -514,6 +545,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--this", metavar="TREE", help="with --compare: the checkout to measure against it "
                         "(default: this work tree)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--ops", default="create,tag,search",
+                        help="with --compare: operations to measure, of create, tag, search, mlflow-create, "
+                             "mlflow-search (the last two through the server's MLflow REST API)")
     parser.add_argument("--skip-mlflow", action="store_true",
                         help="servers: only mledger serve (to compare two trees of ours between runs)")
     args = parser.parse_args(argv)
@@ -537,7 +571,8 @@ def main(argv: list[str] | None = None) -> int:
     with temp_dir(args.tmpdir, "mledger-http-") as tmp:
         if args.compare:
             chosen = []
-            rows += section_compare(tmp, args.quick, args.workers, args.compare, args.rounds, args.this)
+            rows += section_compare(tmp, args.quick, args.workers, args.compare, args.rounds, args.this,
+                                    tuple(args.ops.split(",")))
         if "servers" in chosen:
             got, raw["servers"] = section_servers(tmp, args.quick, peer, args.workers, args.skip_mlflow)
             rows += got

@@ -650,6 +650,43 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+def _mlflowclient_stub(tmp: str, quick: bool, peer: Peer, models: int, versions: int,
+                       counts: dict[str, tuple[int, int]]) -> dict[tuple[str, int], dict[str, Any]]:
+    """The same MlflowClient calls against ``peers/mlflow_stub_server.py`` (canned answers, no work): what the
+    client costs on its own, the ceiling of the rows' ratios."""
+    from bench_http import mlflowclient_clients
+
+    got: dict[tuple[str, int], dict[str, Any]] = {}
+    with temp_dir(tmp, "mlflowclient-stub-") as d:
+        errlog = os.path.join(d, "stub.err")
+        with open(errlog, "wb") as err:
+            proc = subprocess.Popen([sys.executable, str(HERE / "peers" / "mlflow_stub_server.py"),
+                                     json.dumps({"versions": versions // 10})], stdout=subprocess.PIPE, stderr=err,
+                                    text=True)
+        try:
+            line = proc.stdout.readline() if proc.stdout else ""
+            if not line.startswith("PORT "):
+                raise RuntimeError(f"the stub server did not start: {line!r}")
+            target = {"server": "stub", "port": int(line.split()[1])}
+            extra: dict[str, Any] = {"models": models, "expect": versions // 10,
+                                     "source_prefix": "http://127.0.0.1/stub"}
+            for op in ("create", "tag", "search"):
+                mlflowclient_clients(peer, target, op, 8, 1, extra)
+            for clients in (1, 8):
+                for op in ("create", "tag", "search"):
+                    full, small = counts[op]
+                    n = (small if quick else full) // (1 if clients == 1 else 4)
+                    got[(op, clients)] = r = mlflowclient_clients(peer, target, op, clients, n, extra)
+                    log(f"mlflowclient: stub {op} x {clients}: {r['per_s']:,.1f}/s, p50 {median(r['ms']):.1f} ms")
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+        unmodelled = Path(errlog).read_text().strip()
+        if unmodelled:
+            log(f"mlflowclient: stub: {unmodelled.splitlines()[:3]}")
+    return got
+
+
 def row_mlflowclient(tmp: str, quick: bool, peer: Peer) -> list[Row]:
     """Issue 13: MLflow's own ``MlflowClient`` (in the full-``mlflow`` venv) against ``mlflow server`` (gunicorn,
     one worker per core: its fastest here) and against ``mledger serve``'s ``/api/2.0/mlflow/`` routes (token
@@ -668,7 +705,10 @@ def row_mlflowclient(tmp: str, quick: bool, peer: Peer) -> list[Row]:
         return [Row("MlflowClient: all rows", "modelledger", float("nan"), "ops/s", "MLflow server", float("nan"),
                     float("nan"), note=skipped(peer))]
     measured: dict[str, dict[tuple[str, int], dict[str, Any]]] = {}
-    for side in ("mlflow", "modelledger"):
+    for side in ("mlflow", "modelledger", "stub"):
+        if side == "stub":
+            measured[side] = _mlflowclient_stub(tmp, quick, peer, models, versions, counts)
+            continue
         with temp_dir(tmp, f"mlflowclient-{side}-") as d:
             log(f"mlflowclient: {side} server, {models} x {versions:,} versions")
             src = os.path.join(d, "sources")
@@ -709,11 +749,23 @@ def row_mlflowclient(tmp: str, quick: bool, peer: Peer) -> list[Row]:
                         log(f"mlflowclient: {side} {op} x {clients}: {r['per_s']:,.1f}/s, p50 {median(r['ms']):.1f} ms")
             measured[side] = got
     rows = []
-    mine, theirs = measured["modelledger"], measured["mlflow"]
+    mine, theirs, stub = measured["modelledger"], measured["mlflow"], measured["stub"]
     for clients in (1, 8):
         plural = "s" if clients > 1 else ""
         for op, api in (("create", "create_model_version"), ("tag", "set_model_version_tag")):
-            o, t = mine[(op, clients)], theirs[(op, clients)]
+            o, t, z = mine[(op, clients)], theirs[(op, clients)], stub[(op, clients)]
+            # Per call (p50), not per second: the stub's calls of a client last well under a second in all, so
+            # its rate over first start to last end measures how far apart the client processes started.
+            ceiling = median(t["ms"]) / median(z["ms"])
+            rows.append(Row(f"MlflowClient {op} ceiling, {clients} client{plural}", "stub p50", median(z["ms"]),
+                            "ms", f"mlflow server gunicorn -w {CORES} p50", median(t["ms"]), ceiling, target="≥ 5",
+                            ok=ceiling >= 5,
+                            note=(f"MlflowClient.{api} against a stub answering each call at once with a canned "
+                                  f"answer (peers/mlflow_stub_server.py): MLflow's time per call / the client's "
+                                  f"own, the highest ratio any server can reach through this client here; stub "
+                                  f"{z['per_s']:,.1f}/s; ours p50 {median(o['ms']):.1f} ms = "
+                                  f"{median(t['ms']) / median(o['ms']):.2f}x MLflow per call"),
+                            samples={"stub_ms": z["ms"]}))
             ratio = o["per_s"] / t["per_s"] if t["per_s"] else float("nan")
             note = (f"MlflowClient.{api}, {clients} process{'es' if clients > 1 else ''}, {o['done']} calls ours / "
                     f"{t['done']} MLflow; p50 {median(o['ms']):.1f} vs {median(t['ms']):.1f} ms"
@@ -722,7 +774,14 @@ def row_mlflowclient(tmp: str, quick: bool, peer: Peer) -> list[Row]:
             rows.append(Row(f"MlflowClient {op}, {clients} client{plural}", "mledger serve", o["per_s"], "ops/s",
                             f"mlflow server gunicorn -w {CORES}", t["per_s"], ratio, target="≥ 5", ok=ratio >= 5,
                             note=note, samples={"modelledger_ms": o["ms"], "mlflow_ms": t["ms"]}))
-        o, t = mine[("search", clients)], theirs[("search", clients)]
+        o, t, z = mine[("search", clients)], theirs[("search", clients)], stub[("search", clients)]
+        floor = median(z["ms"]) / median(t["ms"])
+        rows.append(Row(f"MlflowClient search p50 floor, {clients} client{plural}", "stub server", median(z["ms"]),
+                        "ms", f"mlflow server gunicorn -w {CORES}", median(t["ms"]), floor, target="≤ 0.5 (ms ratio)",
+                        ok=floor <= 0.5,
+                        note=(f"the stub answers {versions // 10} canned versions at once: the lowest p50 ratio any "
+                              f"server can reach through this client here; p90 {percentile(z['ms'], 90):.1f} ms"),
+                        samples={"stub_ms": z["ms"]}))
         ratio = median(o["ms"]) / median(t["ms"])
         rows.append(Row(f"MlflowClient search p50, {clients} client{plural}", "mledger serve", median(o["ms"]), "ms",
                         f"mlflow server gunicorn -w {CORES}", median(t["ms"]), ratio, target="≤ 0.5 (ms ratio)",

@@ -4,6 +4,10 @@
 
     .venv/bin/pip install yappi          # a profiling tool, not a dependency of the project
     .venv/bin/python scripts/profile_http.py --op tag --n 500 [--clock cpu|wall] [--top 40]
+
+``--op mlflow-create`` and ``--op mlflow-search`` go through the server's MLflow REST API (``/api/2.0/mlflow``):
+a create names a distinct ~400 B file under the server's ``MLEDGER_SOURCES``, served by this process over HTTP
+(as ``bench_peers.py --only mlflowclient`` does), which the server fetches and ingests before answering.
 """
 
 from __future__ import annotations
@@ -20,16 +24,17 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _benchlib import add_repo_to_path, temp_dir  # noqa: E402
+from _benchlib import add_repo_to_path, small_files, temp_dir  # noqa: E402
 
 add_repo_to_path()
 
-from bench_http import CLIENT, free_port, ours_fill, wait_http  # noqa: E402
+from bench_http import CLIENT, free_port, ours_fill, takes_inline, wait_http  # noqa: E402
+from bench_peers import _FolderServer  # noqa: E402
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--op", choices=["create", "tag", "search"], default="tag")
+    parser.add_argument("--op", choices=["create", "tag", "search", "mlflow-create", "mlflow-search"], default="tag")
     parser.add_argument("--n", type=int, default=500)
     parser.add_argument("--clients", type=int, default=1)
     parser.add_argument("--clock", choices=["cpu", "wall"], default="cpu")
@@ -43,7 +48,11 @@ def main() -> int:
     with temp_dir(None, "profile-http-") as d:
         home = os.path.join(d, "home")
         secret = ours_fill(home, 10, args.versions)
-        os.environ.update(MLEDGER_HOME=home, MLEDGER_BROKER="embedded", MLEDGER_ACTOR="bench@profile")
+        src = os.path.join(d, "sources")
+        os.makedirs(src)
+        files = _FolderServer(src)
+        os.environ.update(MLEDGER_HOME=home, MLEDGER_BROKER="embedded", MLEDGER_ACTOR="bench@profile",
+                          MLEDGER_SOURCES=files.url)
         from modelledger.server.app import from_environment
 
         port = free_port()
@@ -61,8 +70,17 @@ def main() -> int:
         wait_http(f"http://127.0.0.1:{port}/api/v1/health", _Proc())  # type: ignore[arg-type]
         yappi.clear_stats()
         task = {"server": "modelledger", "port": port, "token": secret, "op": args.op, "n": args.n,
-                "models": 10, "expect": args.versions // 10, "start_at": time.time() + 0.5}
-        procs = [subprocess.Popen([sys.executable, str(CLIENT), json.dumps({**task, "client": c})],
+                "models": 10, "expect": args.versions // 10, "start_at": time.time() + 0.5,
+                "inline": takes_inline(None)}
+
+        def sources(c: int) -> list[str]:
+            if args.op != "mlflow-create":
+                return []
+            made = small_files(os.path.join(src, f"c{c}"), args.n, seed=c)
+            return [files.url + os.path.relpath(p, src) for p in made]
+
+        procs = [subprocess.Popen([sys.executable, str(CLIENT), json.dumps({**task, "client": c,
+                                                                            "sources": sources(c)})],
                                   stdout=subprocess.PIPE, text=True) for c in range(args.clients)]
         t = time.perf_counter()
         outs = [p.communicate()[0] for p in procs]
@@ -82,6 +100,7 @@ def main() -> int:
                       f"{s.lineno} {s.name}")
         server.should_exit = True
         runner.join(timeout=10)
+        files.__exit__(None, None, None)
     return 0
 
 

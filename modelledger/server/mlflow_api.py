@@ -43,8 +43,10 @@ from eventstore.handler import first_result
 from eventstore.mirror import MirrorModel
 from modelledger.registry import Registry
 from projections.records import ModelRecord, VersionRecord
+from workers.ingest import describe
 
 from .auth import Principal
+from .fetch import fetch_small
 from .routes import acting, caller, registry
 from .uploads import allowed_source
 
@@ -448,7 +450,7 @@ def get_by_alias(request: Request, body: dict[str, Any]) -> dict[str, Any]:
     _who(request).require("reader")
     reg = registry(request)
     name, alias = _field(body, "name"), _field(body, "alias")
-    m = reg.model(name)
+    m = reg.catalog().model(name, versions=False)
     if alias not in m.aliases:
         raise MlflowError("INVALID_PARAMETER_VALUE", f"Registered model alias {alias} not found.")
     return {"model_version": model_version(reg, reg.get(f"{name}@{m.aliases[alias]}"))}
@@ -462,7 +464,11 @@ def create_model_version(request: Request, body: dict[str, Any]) -> dict[str, An
     source = _field(body, "source")
     who.require_model(name)
     reg = acting(request, who)
-    if not reg.catalog().exists(name) or reg.model(name).deleted:
+    try:  # the model's own row, not its versions (a model of 1,000 versions built 1,000 records here)
+        missing = reg.catalog().model(name, versions=False).deleted
+    except NotFoundError:
+        missing = True
+    if missing:
         raise NotFoundError(f"Registered Model with name={name} not found")
     path = allowed_source(reg.sources, source)
     tags = _tags_of(body.get("tags"))
@@ -471,7 +477,16 @@ def create_model_version(request: Request, body: dict[str, Any]) -> dict[str, An
     request_command = c.Register(name, {"source": str(path)}, body.get("description") or "", tags)
     key = _create_key(who, {k: body.get(k) for k in ("name", "source", "run_id", "tags", "description", "run_link")},
                       reg, request_command)
-    v = reg.register(name, path, description=body.get("description") or "", tags=tags, idempotency_key=key,
+    artifact: str | dict[str, Any] = path
+    if reg.embedded:
+        # A small file is fetched with one GET and committed with the version (the tiered store's deferring
+        # view), as an upload; the recorded source is still the URL (retry and restore fetch it again).
+        store = reg.store()
+        view = store.deferring() if hasattr(store, "deferring") else store
+        info = fetch_small(view, path)
+        if info is not None:
+            reg, artifact = reg.with_store(view), describe(view, info, path)
+    v = reg.register(name, artifact, description=body.get("description") or "", tags=tags, idempotency_key=key,
                      run_id=body.get("run_id") or None, wait=False)
     return {"model_version": model_version(reg, reg.get(f"{name}@{v.version}"))}
 
@@ -524,7 +539,7 @@ def transition_stage(request: Request, body: dict[str, Any]) -> dict[str, Any]:
         if alias in v.aliases and alias != stage:
             reg.unalias(name, alias)
     if stage != "none":
-        m = reg.model(name)
+        m = reg.catalog().model(name, versions=False)
         if str(body.get("archive_existing_versions", "")).lower() == "true" and stage in m.aliases \
                 and m.aliases[stage] != number and stage != "archived":
             reg.alias(f"{name}@{m.aliases[stage]}", "archived")

@@ -15,11 +15,15 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+ARTIFACT = ("{digest, size, filename} of an uploaded file; {digest, size, filename, content_base64} of a file of "
+            "at most 64 KiB sent inside this request (base64; the server checks it hashes to digest, 400 if not, "
+            "413 above 64 KiB): one request and one commit; {files: [{path, digest, size, mode}]} of an uploaded "
+            "folder; or {source: URL} under the server's MLEDGER_SOURCES")
+
+
 class RegisterBody(_Body):
     name: str
-    artifact: dict[str, Any] = Field(description="{digest, size, filename} of an uploaded file; {files: [{path, "
-                                                 "digest, size, mode}]} of an uploaded folder; or {source: URL} "
-                                                 "under the server's MLEDGER_SOURCES")
+    artifact: dict[str, Any] = Field(description=ARTIFACT)
     description: str = ""
     tags: dict[str, str] = Field(default_factory=dict)
     params: dict[str, Any] = Field(default_factory=dict)
@@ -34,7 +38,7 @@ class UpdateBody(_Body):
     optimizer: dict[str, Any] | None = None
     structure_patch: bool = False
     optimizer_patch: bool = False
-    artifact: dict[str, Any] | None = None
+    artifact: dict[str, Any] | None = Field(default=None, description=ARTIFACT)
     description: str | None = None
 
 

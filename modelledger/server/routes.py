@@ -29,6 +29,7 @@ from .uploads import (
     allowed_source,
     check_declared,
     has_blob,
+    inline_artifact,
     parse_range,
     receive_blob,
     stream_blob,
@@ -99,22 +100,28 @@ def health(request: Request) -> dict[str, Any]:
 
 # -- writes ------------------------------------------------------------------------------------------------
 
-def _artifact(request: Request, spec: dict[str, Any]) -> dict[str, Any] | str:
-    reg = registry(request)
+def _artifact(reg: Registry, spec: dict[str, Any]) -> tuple[Registry, dict[str, Any] | str]:
+    """The registry to run the command with and the artifact it names: an allowed URL, uploaded blobs, or a
+    small file carried in the body (``content_base64``), held by the tiered store's deferring view until the
+    command's transaction writes it with the events."""
     if "source" in spec:
         if set(spec) != {"source"}:
             raise ValidationError("artifact: a source URL stands alone")
-        return allowed_source(reg.sources, spec["source"])
-    return uploaded_artifact(reg.store(), spec)
+        return reg, allowed_source(reg.sources, spec["source"])
+    if "content_base64" in spec:
+        store = reg.store()
+        view = store.deferring() if hasattr(store, "deferring") else store  # as Registry._create
+        return reg.with_store(view), inline_artifact(view, spec)
+    return reg, uploaded_artifact(reg.store(), spec)
 
 
 @router.post("/register", tags=["write"])
 def register(body: m.RegisterBody, request: Request, who: Caller, key: Key = None) -> dict[str, Any]:
-    """A new version of ``name`` (the model is created on first use) from uploaded blobs or an allowed URL."""
+    """A new version of ``name`` (the model is created on first use) from uploaded blobs, a small file sent
+    inside the body, or an allowed URL."""
     who.require_model(body.name)
     key = _key(key)
-    reg = acting(request, who)
-    art = _artifact(request, body.artifact)
+    reg, art = _artifact(acting(request, who), body.artifact)
     v = reg.register(body.name, art, description=body.description, tags=body.tags, params=body.params,
                      structure=body.structure, optimizer=body.optimizer, idempotency_key=key)
     return v.to_json()
@@ -126,7 +133,9 @@ def update(body: m.UpdateBody, request: Request, who: Caller, key: Key = None) -
     who.require_ref(body.ref)
     key = _key(key)
     reg = acting(request, who)
-    art = None if body.artifact is None else _artifact(request, body.artifact)
+    art = None
+    if body.artifact is not None:
+        reg, art = _artifact(reg, body.artifact)
     v = reg.update(body.ref, params=body.params, structure=body.structure, optimizer=body.optimizer,
                    artifact=art, description=body.description, structure_patch=body.structure_patch,
                    optimizer_patch=body.optimizer_patch, idempotency_key=key)

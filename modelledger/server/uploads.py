@@ -13,6 +13,9 @@ Download: ``GET /api/v1/blobs/{digest}`` streams a blob with its digest as ``ETa
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import re
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import IO, Any
@@ -20,6 +23,7 @@ from typing import IO, Any
 from anyio import from_thread
 
 from eventstore.errors import ArtifactError, PermissionDeniedError, TooLargeError, ValidationError
+from modelledger.jsonhttp import INLINE_MAX
 from workers.ingest import describe, normalize_source
 from workers.sources import SourcePolicy
 from workers.store import (
@@ -107,6 +111,33 @@ def receive_blob(store: BlobStore, reader: BodyReader, digest: str, size: int) -
     if blob.digest != digest:
         raise ValidationError(f"the upload's bytes hash to {blob.digest}, not {digest}")
     return {"digest": blob.digest, "size": blob.size}
+
+
+def inline_artifact(store: BlobStore, spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The facts of a small file sent inside the register's own body (``content_base64``, at most
+    ``INLINE_MAX`` bytes): the bytes are checked against the digest and size the client computed, put into
+    ``store`` and described as an uploaded file. With the tiered store's ``deferring()`` view the bytes are
+    only held here, and the command's transaction writes them with the version's events (one commit)."""
+    encoded = spec.get("content_base64")
+    digest, size = check_declared(spec.get("digest"), spec.get("size"))
+    if size > INLINE_MAX:
+        raise TooLargeError(f"a file sent inside the request is at most {INLINE_MAX:,} bytes, not {size:,}: "
+                            "upload it first (PUT /api/v1/blobs/{digest}?size=N)")
+    if not isinstance(encoded, str):
+        raise ValidationError("artifact.content_base64 must be the file's bytes in base64")
+    if len(encoded) > 4 * (INLINE_MAX // 3 + 1):
+        raise TooLargeError(f"a file sent inside the request is at most {INLINE_MAX:,} bytes")
+    try:
+        data = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValidationError("artifact.content_base64 is not valid base64") from None
+    if len(data) != size:
+        raise ValidationError(f"artifact.content_base64 holds {len(data):,} bytes, not the declared {size:,}")
+    actual = "sha256:" + hashlib.sha256(data).hexdigest()
+    if actual != digest:
+        raise ValidationError(f"the bytes sent hash to {actual}, not {digest}")
+    store.put_bytes(data)
+    return uploaded_artifact(store, {k: v for k, v in spec.items() if k != "content_base64"})
 
 
 def _entry(item: Any, index: int) -> FileEntry:

@@ -14,8 +14,10 @@ Per operation, what a user's client sends:
 - create, MLflow: ``PUT /api/2.0/mlflow-artifacts/artifacts/<run's artifact path>/cC-vK/model.bin`` (what
   ``log_artifact`` does against a server that serves artifacts) + ``POST /api/2.0/mlflow/model-versions/create``
   with that source and the run id;
-- create, modelledger: ``HEAD /api/v1/blobs/<digest>?size=`` (404), ``PUT`` of the bytes, ``POST /api/v1/register``
-  with ``{digest, size, filename}`` (what ``mledger register`` does over HTTP);
+- create, modelledger: ``POST /api/v1/register`` with ``{digest, size, filename, content_base64}`` (what
+  ``mledger register`` of a file of at most 64 KiB does over HTTP: one request); with ``"inline": false`` (a
+  server from before that form, ``bench_http.py --compare``) ``HEAD /api/v1/blobs/<digest>?size=`` (404),
+  ``PUT`` of the bytes, ``POST /api/v1/register`` with ``{digest, size, filename}``;
 - tag: ``POST .../model-versions/set-tag`` vs ``POST /api/v1/tag`` (version 5 of a model with 10 versions);
 - search by name + tag: ``GET .../model-versions/search?filter=name='M' AND tags.stage='S'`` vs
   ``GET /api/v1/search?name=M&tag=stage=S``; every answer is checked to hold ``expect`` versions.
@@ -26,6 +28,7 @@ fatal: MLflow on SQLite answers some concurrent writes with "database is locked"
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.client
 import json
@@ -90,6 +93,15 @@ def op_create(server: str, conn: Conn, task: dict[str, Any], k: int) -> None:
         _ok(s, b, "mlflow create")
         return
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    artifact = {"digest": digest, "size": len(data), "filename": "model.bin"}
+    if task.get("inline", True):
+        s, b = _json(conn, "POST", "/api/v1/register",
+                     {"name": name, "artifact": {**artifact, "content_base64": base64.b64encode(data).decode()},
+                      "params": {"client": c, "k": k}})
+        _ok(s, b, "register")
+        if json.loads(b)["status"] != "ready":
+            raise RuntimeError(f"register answered {b[:200]!r}")
+        return
     s, b = conn.call("HEAD", f"/api/v1/blobs/{digest}?size={len(data)}")
     if s == 404:
         s, b = conn.call("PUT", f"/api/v1/blobs/{digest}?size={len(data)}", data,
@@ -98,8 +110,7 @@ def op_create(server: str, conn: Conn, task: dict[str, Any], k: int) -> None:
     elif s != 200:
         _ok(s, b, "blob HEAD")
     s, b = _json(conn, "POST", "/api/v1/register",
-                 {"name": name, "artifact": {"digest": digest, "size": len(data), "filename": "model.bin"},
-                  "params": {"client": c, "k": k}})
+                 {"name": name, "artifact": artifact, "params": {"client": c, "k": k}})
     _ok(s, b, "register")
     if json.loads(b)["status"] != "ready":
         raise RuntimeError(f"register answered {b[:200]!r}")
@@ -132,7 +143,24 @@ def op_search(server: str, conn: Conn, task: dict[str, Any], k: int) -> None:
         raise RuntimeError(f"search found {len(found)} versions, expected {task['expect']}")
 
 
-OPS = {"create": op_create, "tag": op_tag, "search": op_search}
+def op_mlflow_create(server: str, conn: Conn, task: dict[str, Any], k: int) -> None:
+    """``model-versions/create`` of MLflow's REST API against ``mledger serve`` (``scripts/profile_http.py``):
+    the source is ``task["sources"][k]`` (or ``task["sources_per_client"][client][k]``), a URL under the server's ``MLEDGER_SOURCES`` it fetches and ingests."""
+    name = f"bench-w{(task['client'] + k) % 4}"
+    sources = task["sources_per_client"][task["client"]] if "sources_per_client" in task else task["sources"]
+    s, b = _json(conn, "POST", "/api/2.0/mlflow/model-versions/create", {"name": name, "source": sources[k]})
+    _ok(s, b, "mlflow create")
+    if json.loads(b)["model_version"]["status"] != "READY":
+        raise RuntimeError(f"create answered {b[:200]!r}")
+
+
+def op_mlflow_search(server: str, conn: Conn, task: dict[str, Any], k: int) -> None:
+    """``model-versions/search`` of MLflow's REST API, against either server."""
+    op_search("mlflow", conn, task, k)
+
+
+OPS = {"create": op_create, "tag": op_tag, "search": op_search, "mlflow-create": op_mlflow_create,
+       "mlflow-search": op_mlflow_search}
 
 
 def main() -> int:
