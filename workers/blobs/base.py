@@ -438,12 +438,14 @@ class BlobStore(ABC):
             with self._open_source(fs, path, source) as f:
                 return self.write_stream(f, progress, expected_hex=hasher.hex, staged=staged)
 
-    def _put_fd(self, fd: int, shown: str, progress: Progress, staged: Staged | None) -> Blob:
+    def _put_fd(self, fd: int, shown: str, progress: Progress, staged: Staged | None, *,
+                in_parallel: bool = False) -> Blob:
         """Store the regular file open at ``fd`` (the caller opened and checked it; this never reopens it).
 
         A file the stat cache knows unchanged is not read at all when its blob is stored. Otherwise the
         backend's ``_put_large_fd`` stores it (a local store copies it in one pass; by default the file is
-        hashed first, so a stored blob is never uploaded again)."""
+        hashed first, so a stored blob is never uploaded again). ``in_parallel``: other files are being
+        stored at the same time, one per core (a local copy then hashes in its own thread)."""
         st = os.fstat(fd)
         with os.fdopen(fd, "rb", closefd=False) as f:
             with edge(f"cannot read artifact source {shown}"):
@@ -466,7 +468,7 @@ class BlobStore(ABC):
             started = now_ns()
             with edge(f"cannot read artifact source {shown}"):
                 f.seek(0)
-            blob = self._put_large_fd(fd, f, st, shown, progress, staged)
+            blob = self._put_large_fd(fd, f, st, shown, progress, staged, in_parallel=in_parallel)
         if cache is not None:
             cache.remember(key, blob.digest, started)
         return blob
@@ -479,10 +481,10 @@ class BlobStore(ABC):
             return -1
 
     def _put_large_fd(self, fd: int, f: IO[bytes], st: os.stat_result, shown: str, progress: Progress,
-                      staged: Staged | None) -> Blob:
+                      staged: Staged | None, *, in_parallel: bool = False) -> Blob:
         """Store a local file past ``SMALL_FILE`` (``f`` reads ``fd`` from its start): hash it, then write it
         only if no blob has its digest (the write hashes again and refuses a source that changed)."""
-        del fd, st
+        del fd, st, in_parallel
         hasher = Hasher(progress)
         with edge(f"cannot read artifact source {shown}"):
             for chunk in read_chunks(f):
@@ -567,14 +569,15 @@ class BlobStore(ABC):
                 check_relpath(e.path)
             staged: Staged = []
 
+            parallel = self.parallel_writes and sum(e.size for e in listing) >= PARALLEL_FOLDER_BYTES
+
             def put(e: localsource.LocalEntry, sub: Progress) -> Blob:
                 fd = localsource.open_file(root_fd, e)
                 try:
-                    return self._put_fd(fd, e.path, sub, staged)
+                    return self._put_fd(fd, e.path, sub, staged, in_parallel=parallel)
                 finally:
                     os.close(fd)
 
-            parallel = self.parallel_writes and sum(e.size for e in listing) >= PARALLEL_FOLDER_BYTES
             return self._ingest_folder(listing, lambda e: (e.path, e.mode), put, staged, progress,
                                        threads=FOLDER_THREADS if parallel else 1)
         finally:

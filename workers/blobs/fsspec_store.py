@@ -273,12 +273,13 @@ class FsspecBlobStore(BlobStore):
     # -- writes -----------------------------------------------------------------------------------------
 
     def _put_large_fd(self, fd: int, f: IO[bytes], st: os.stat_result, shown: str, progress: Progress,
-                      staged: Staged | None) -> Blob:
+                      staged: Staged | None, *, in_parallel: bool = False) -> Blob:
         if self.local:
-            return self._copy_new(fd, st, shown, progress, staged)
+            return self._copy_new(fd, st, shown, progress, staged, in_parallel)
         return super()._put_large_fd(fd, f, st, shown, progress, staged)
 
-    def _copy_new(self, fd: int, st: os.stat_result, shown: str, progress: Progress, staged: Staged | None) -> Blob:
+    def _copy_new(self, fd: int, st: os.stat_result, shown: str, progress: Progress, staged: Staged | None,
+                  in_parallel: bool = False) -> Blob:
         """One pass into a local store: copy to a temp while hashing; if the blob turns out to be stored, drop
         the temp unsynced (its pages mostly never reach the disk); else fsync it and link it into place (or
         stage it). A source that changed while read (size, mtime, ctime on its descriptor) is refused."""
@@ -288,7 +289,8 @@ class FsspecBlobStore(BlobStore):
         try:
             with edge(f"cannot write blob for {shown}"):
                 with self._open_tmp(tmp) as out:
-                    hexd, size = copy_hashing(fd, out.fileno(), progress, shown)
+                    # One copy per core already (a folder's shards): no second thread for the hash.
+                    hexd, size = copy_hashing(fd, out.fileno(), progress, shown, hash_thread=not in_parallel)
                     after = os.fstat(fd)
                     if size != st.st_size or _changed(st, after):
                         raise ArtifactError(f"artifact source changed while it was being stored; try again: {shown}")
