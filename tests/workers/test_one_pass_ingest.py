@@ -242,3 +242,33 @@ def test_a_failing_shard_in_a_parallel_folder_leaves_nothing(tmp_path: Path, mon
     with pytest.raises(ArtifactError, match="No space left"):
         BlobStore(str(tmp_path / "store")).ingest(str(folder))
     assert leftovers(tmp_path / "store") == ([], [])
+
+
+def test_every_shard_is_on_disk_before_its_name_appears(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shards copied in parallel are fsynced at publish time rather than by their copying thread: still, no
+    blob's name is linked before its bytes were fsynced, and the folder's bytes are the shards'."""
+    folder = make_shards(tmp_path)
+    monkeypatch.setattr(blob_base, "FOLDER_THREADS", 3)
+    monkeypatch.setattr(blob_base, "PARALLEL_FOLDER_BYTES", 0)
+    synced: set[int] = set()
+    unsynced_links: list[str] = []
+    real_fsync, real_link = os.fsync, os.link
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        synced.add(os.fstat(fd).st_ino)
+
+    def link(src: str, dst: str) -> None:
+        if os.stat(src).st_ino not in synced:
+            unsynced_links.append(dst)
+        real_link(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "link", link)
+    store = BlobStore(str(tmp_path / "store"))
+    info = store.ingest(str(folder))
+    assert unsynced_links == []
+    assert len(info.files) == len([p for p in folder.rglob("*") if p.is_file()])
+    for e in info.files:
+        with store.open_blob(e.digest) as f:
+            assert f.read() == (folder / e.path).read_bytes()

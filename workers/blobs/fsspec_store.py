@@ -143,6 +143,15 @@ def _link_new(tmp: str, final: str) -> bool:
     return True
 
 
+def _fsync_path(path: str) -> None:
+    """fsync a file by name (its data and size reach the disk, whichever descriptor wrote them)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _makedirs_durable(path: str, mode: int = 0o700) -> None:
     """mkdir -p that fsyncs each parent of a newly created directory, so the new entry survives a crash."""
     for parent in reversed(_makedirs(path, mode)):
@@ -299,9 +308,13 @@ class FsspecBlobStore(BlobStore):
                     if self._exists_path(final):
                         self._count(0, deduplicated=True)
                         return blob
-                    os.fsync(out.fileno())
+                    # A shard copied beside others is fsynced by ``publish_staged``, before its link: this thread
+                    # goes on to the next shard instead of waiting for the disk (which the head start keeps busy).
+                    synced = not (in_parallel and staged is not None)
+                    if synced:
+                        os.fsync(out.fileno())
                 if staged is not None:
-                    staged.append((tmp, final, size))
+                    staged.append((tmp, final, size, synced))
                     keep = True
                     return blob
                 created = self._publish(tmp, final)
@@ -351,7 +364,7 @@ class FsspecBlobStore(BlobStore):
                 raise ArtifactError("artifact source changed while it was being stored; try again")
             blob = Blob(f"sha256:{hasher.hex}", hasher.size)
             if staged is not None:
-                staged.append((tmp, self.path_of(blob.digest), written))
+                staged.append((tmp, self.path_of(blob.digest), written, True))
                 keep = True
                 return blob
             created = self._publish(tmp, self.path_of(blob.digest))
@@ -370,11 +383,15 @@ class FsspecBlobStore(BlobStore):
         return self._file_modes
 
     def publish_staged(self, staged: Staged) -> None:
-        """Move every staged temp into place (a blob already there is kept and the temp dropped)."""
+        """Move every staged temp into place (a blob already there is kept and the temp dropped). A temp not
+        fsynced yet (a shard copied in parallel) is fsynced first: no name ever shows bytes not on disk."""
         staged.reverse()  # in copy order (the manifest last), popping from the end
         with edge("cannot write blob"):
+            for tmp, _final, _written, synced in staged:
+                if not synced:
+                    _fsync_path(tmp)
             while staged:
-                tmp, final, written = staged.pop()
+                tmp, final, written, _synced = staged.pop()
                 try:
                     created = self._publish(tmp, final)
                 finally:
