@@ -49,7 +49,7 @@ from .. import localsource
 from ..statcache import FileKey, StatCache, now_ns
 
 CHUNK = 8 * 1024 * 1024
-# A folder's files are copied by this many threads at once (each with its own hashing thread).
+# A folder's files are copied by this many threads at once (a local store's copy then hashes in its own thread).
 FOLDER_THREADS = max(1, min(os.cpu_count() or 1, 8))
 # ... when it holds at least this many bytes (below, the threads cost more than they bring).
 PARALLEL_FOLDER_BYTES = 32 * 1024 * 1024
