@@ -23,6 +23,7 @@ CHUNK = 4096  # the pipeline's buffer size in these tests, so its boundaries are
 @pytest.fixture(autouse=True)
 def small_buffers(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(localcopy, "PIPE_CHUNK", CHUNK)
+    monkeypatch.setattr(localcopy, "INLINE_CHUNK", CHUNK)
     monkeypatch.setattr(blob_base, "SMALL_FILE", 0)  # every non-empty file takes the one-pass path
 
 
@@ -49,10 +50,31 @@ def test_the_digest_is_the_sha256_of_the_file_around_buffer_boundaries(tmp_path:
     assert leftovers(tmp_path / "store")[0] == []
 
 
+@pytest.mark.parametrize("hash_thread", [True, False])
+@pytest.mark.parametrize("size", [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 7 * CHUNK + 3])
+def test_both_copies_write_the_file_and_hash_what_they_wrote(tmp_path: Path, size: int, hash_thread: bool) -> None:
+    """The pipelined copy (a second thread hashes) and the one-thread copy (a folder's shards, one per core)
+    give the file's bytes and their SHA-256, from the source's current offset."""
+    data = os.urandom(size + 7)
+    (tmp_path / "src.bin").write_bytes(data)
+    src = os.open(tmp_path / "src.bin", os.O_RDONLY)
+    out = os.open(tmp_path / "out.bin", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.lseek(src, 7, os.SEEK_SET)
+        got = localcopy.copy_hashing(src, out, None, "src.bin", hash_thread=hash_thread)
+    finally:
+        os.close(src)
+        os.close(out)
+    assert got == (hashlib.sha256(data[7:]).hexdigest(), size)
+    assert (tmp_path / "out.bin").read_bytes() == data[7:]
+
+
+@pytest.mark.parametrize("hash_thread", [True, False])
 def test_the_disk_is_started_on_every_written_range_and_the_blob_is_whole(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hash_thread: bool) -> None:
     """The copy asks the kernel to write behind it (so the closing fsync waits for little): every range it names
-    was written already, the ranges follow each other from the start, and the stored bytes are the file's."""
+    was written already, the ranges follow each other from the start, and the stored bytes are the file's.
+    Both copies: the pipeline (one file) and the one-thread copy (a folder's shards in parallel)."""
     data = os.urandom(11 * CHUNK + 5)
     src = tmp_path / "model.bin"
     src.write_bytes(data)
@@ -65,8 +87,17 @@ def test_the_disk_is_started_on_every_written_range_and_the_blob_is_whole(
         real(fd, offset, length)
 
     monkeypatch.setattr(localcopy, "start_writeback", spy)
+    real_copy = store_mod.copy_hashing
+    modes: list[object] = []
+
+    def copy(*args: object, **kwargs: object) -> tuple[str, int]:
+        modes.append(kwargs.get("hash_thread"))
+        return real_copy(*args[:4], hash_thread=hash_thread)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store_mod, "copy_hashing", copy)
     store = BlobStore(str(tmp_path / "store"))
     info = store.ingest(str(src))
+    assert modes == [True]  # a file alone is copied by the pipeline
     assert info.digest == sha(data)
     with store.open_blob(info.digest) as f:
         assert f.read() == data
@@ -176,10 +207,13 @@ def test_a_folder_ingested_in_parallel_is_the_same_artifact(tmp_path: Path, monk
     seen_threads: set[str] = set()
     real = store_mod.copy_hashing
 
+    modes: set[object] = set()
+
     def spy(*args: object, **kwargs: object) -> tuple[str, int]:
         import threading
 
         seen_threads.add(threading.current_thread().name)
+        modes.add(kwargs.get("hash_thread"))
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(store_mod, "copy_hashing", spy)
@@ -187,6 +221,7 @@ def test_a_folder_ingested_in_parallel_is_the_same_artifact(tmp_path: Path, monk
     parallel = BlobStore(str(tmp_path / "s2")).ingest(str(folder), progress=progress.append)
     assert parallel == sequential
     assert any(name.startswith("mledger-ingest") for name in seen_threads)
+    assert modes == {False}  # one copy per core, each hashing in its own thread
     assert progress[-1] == sequential.size and progress == sorted(progress)
 
 
@@ -197,13 +232,43 @@ def test_a_failing_shard_in_a_parallel_folder_leaves_nothing(tmp_path: Path, mon
     real = store_mod.copy_hashing
     count = [0]
 
-    def fails_once(src: int, out: int, progress: object = None, shown: str = "") -> tuple[str, int]:
+    def fails_once(src: int, out: int, progress: object = None, shown: str = "", **kwargs: bool) -> tuple[str, int]:
         count[0] += 1
         if count[0] == 3:
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real(src, out, progress, shown)  # type: ignore[arg-type]
+        return real(src, out, progress, shown, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(store_mod, "copy_hashing", fails_once)
     with pytest.raises(ArtifactError, match="No space left"):
         BlobStore(str(tmp_path / "store")).ingest(str(folder))
     assert leftovers(tmp_path / "store") == ([], [])
+
+
+def test_every_shard_is_on_disk_before_its_name_appears(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shards copied in parallel are fsynced at publish time rather than by their copying thread: still, no
+    blob's name is linked before its bytes were fsynced, and the folder's bytes are the shards'."""
+    folder = make_shards(tmp_path)
+    monkeypatch.setattr(blob_base, "FOLDER_THREADS", 3)
+    monkeypatch.setattr(blob_base, "PARALLEL_FOLDER_BYTES", 0)
+    synced: set[int] = set()
+    unsynced_links: list[str] = []
+    real_fsync, real_link = os.fsync, os.link
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        synced.add(os.fstat(fd).st_ino)
+
+    def link(src: str, dst: str) -> None:
+        if os.stat(src).st_ino not in synced:
+            unsynced_links.append(dst)
+        real_link(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "link", link)
+    store = BlobStore(str(tmp_path / "store"))
+    info = store.ingest(str(folder))
+    assert unsynced_links == []
+    assert len(info.files) == len([p for p in folder.rglob("*") if p.is_file()])
+    for e in info.files:
+        with store.open_blob(e.digest) as f:
+            assert f.read() == (folder / e.path).read_bytes()

@@ -60,6 +60,38 @@ def test_file_round_trip_is_byte_identical(store: BlobStore, tmp_path: Path) -> 
     assert store.verify(info.digest)
 
 
+def test_a_small_file_growing_while_stored_is_never_stored_cut(store: BlobStore, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A small file is read with its size as a hint: one that grew after its size was taken is stored whole
+    or refused (a writer is still at it), never cut at the size first seen."""
+    src = tmp_path / "model.bin"
+    first = os.urandom(400)
+    src.write_bytes(first)
+    real = os.fstat
+    grown = []
+
+    def fstat_then_grow(fd: int) -> os.stat_result:
+        st = real(fd)
+        if not grown and sys._getframe(1).f_code.co_name == "_put_fd":  # the size the store reads by
+            grown.append(True)
+            with open(src, "ab") as f:
+                f.write(b"more bytes")
+        return st
+
+    monkeypatch.setattr(os, "fstat", fstat_then_grow)
+    try:
+        info = store.ingest(str(src))
+    except ArtifactError as exc:
+        assert "changed while it was being stored" in str(exc)
+        info = None
+    monkeypatch.setattr(os, "fstat", real)
+    assert grown
+    stored = [p.read_bytes() for p in blob_files(tmp_path / "store")]
+    assert all(b != first and b != first + b"m" for b in stored)
+    if info is not None:
+        assert info.digest == sha(first + b"more bytes") and stored == [first + b"more bytes"]
+
+
 def test_blob_layout_is_sha256_ab_cd_hex(store: BlobStore, tmp_path: Path) -> None:
     blob = store.put_bytes(b"layout")
     hexd = hashlib.sha256(b"layout").hexdigest()

@@ -143,6 +143,15 @@ def _link_new(tmp: str, final: str) -> bool:
     return True
 
 
+def _fsync_path(path: str) -> None:
+    """fsync a file by name (its data and size reach the disk, whichever descriptor wrote them)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _makedirs_durable(path: str, mode: int = 0o700) -> None:
     """mkdir -p that fsyncs each parent of a newly created directory, so the new entry survives a crash."""
     for parent in reversed(_makedirs(path, mode)):
@@ -273,12 +282,13 @@ class FsspecBlobStore(BlobStore):
     # -- writes -----------------------------------------------------------------------------------------
 
     def _put_large_fd(self, fd: int, f: IO[bytes], st: os.stat_result, shown: str, progress: Progress,
-                      staged: Staged | None) -> Blob:
+                      staged: Staged | None, *, in_parallel: bool = False) -> Blob:
         if self.local:
-            return self._copy_new(fd, st, shown, progress, staged)
+            return self._copy_new(fd, st, shown, progress, staged, in_parallel)
         return super()._put_large_fd(fd, f, st, shown, progress, staged)
 
-    def _copy_new(self, fd: int, st: os.stat_result, shown: str, progress: Progress, staged: Staged | None) -> Blob:
+    def _copy_new(self, fd: int, st: os.stat_result, shown: str, progress: Progress, staged: Staged | None,
+                  in_parallel: bool = False) -> Blob:
         """One pass into a local store: copy to a temp while hashing; if the blob turns out to be stored, drop
         the temp unsynced (its pages mostly never reach the disk); else fsync it and link it into place (or
         stage it). A source that changed while read (size, mtime, ctime on its descriptor) is refused."""
@@ -288,7 +298,8 @@ class FsspecBlobStore(BlobStore):
         try:
             with edge(f"cannot write blob for {shown}"):
                 with self._open_tmp(tmp) as out:
-                    hexd, size = copy_hashing(fd, out.fileno(), progress, shown)
+                    # One copy per core already (a folder's shards): no second thread for the hash.
+                    hexd, size = copy_hashing(fd, out.fileno(), progress, shown, hash_thread=not in_parallel)
                     after = os.fstat(fd)
                     if size != st.st_size or _changed(st, after):
                         raise ArtifactError(f"artifact source changed while it was being stored; try again: {shown}")
@@ -297,9 +308,13 @@ class FsspecBlobStore(BlobStore):
                     if self._exists_path(final):
                         self._count(0, deduplicated=True)
                         return blob
-                    os.fsync(out.fileno())
+                    # A shard copied beside others is fsynced by ``publish_staged``, before its link: this thread
+                    # goes on to the next shard instead of waiting for the disk (which the head start keeps busy).
+                    synced = not (in_parallel and staged is not None)
+                    if synced:
+                        os.fsync(out.fileno())
                 if staged is not None:
-                    staged.append((tmp, final, size))
+                    staged.append((tmp, final, size, synced))
                     keep = True
                     return blob
                 created = self._publish(tmp, final)
@@ -349,7 +364,7 @@ class FsspecBlobStore(BlobStore):
                 raise ArtifactError("artifact source changed while it was being stored; try again")
             blob = Blob(f"sha256:{hasher.hex}", hasher.size)
             if staged is not None:
-                staged.append((tmp, self.path_of(blob.digest), written))
+                staged.append((tmp, self.path_of(blob.digest), written, True))
                 keep = True
                 return blob
             created = self._publish(tmp, self.path_of(blob.digest))
@@ -368,11 +383,15 @@ class FsspecBlobStore(BlobStore):
         return self._file_modes
 
     def publish_staged(self, staged: Staged) -> None:
-        """Move every staged temp into place (a blob already there is kept and the temp dropped)."""
+        """Move every staged temp into place (a blob already there is kept and the temp dropped). A temp not
+        fsynced yet (a shard copied in parallel) is fsynced first: no name ever shows bytes not on disk."""
         staged.reverse()  # in copy order (the manifest last), popping from the end
         with edge("cannot write blob"):
+            for tmp, _final, _written, synced in staged:
+                if not synced:
+                    _fsync_path(tmp)
             while staged:
-                tmp, final, written = staged.pop()
+                tmp, final, written, _synced = staged.pop()
                 try:
                     created = self._publish(tmp, final)
                 finally:

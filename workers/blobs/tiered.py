@@ -134,11 +134,11 @@ class TieredBlobStore(BlobStore):
         return blob
 
     def _put_large_fd(self, fd: int, f: IO[bytes], st: Any, shown: str, progress: Progress,
-                      staged: Staged | None) -> Blob:
+                      staged: Staged | None, *, in_parallel: bool = False) -> Blob:
         if st.st_size <= self.limit:  # SMALL_FILE is below the limit: not reached with the defaults
             return super()._put_large_fd(fd, f, st, shown, progress, staged)
         inner: Staged | None = [] if staged is not None else None
-        blob = self.large._put_large_fd(fd, f, st, shown, progress, inner)
+        blob = self.large._put_large_fd(fd, f, st, shown, progress, inner, in_parallel=in_parallel)
         if staged is not None:
             staged.extend((LARGE, h) for h in inner or ())
         return blob
