@@ -30,8 +30,8 @@ def stored_blobs(home) -> dict[str, str]:
 
 @pytest.fixture
 def small_tier(monkeypatch):
-    # A home whose first events are token grants is not "new" when its store opens; the operator's setting
-    # turns the database tier on (the server inherits it).
+    # The operator's setting, as a server inherits it (a home whose first events are token grants gets the
+    # tier by default too: tests/workers/test_db_blobs.py).
     monkeypatch.setenv("MLEDGER_SMALL_BLOBS", "64K")
 
 
@@ -133,7 +133,9 @@ def test_large_files_and_folders_still_go_by_put_blobs(small_tier, start_server,
         assert w.artifact["kind"] == "directory" and len(w.artifact["files"]) == 2
 
 
-def test_without_the_database_tier_a_small_file_is_still_one_request(start_server, tokens, home, tmp_path):
+def test_without_the_database_tier_a_small_file_is_still_one_request(start_server, tokens, home, tmp_path,
+                                                                     monkeypatch):
+    monkeypatch.setenv("MLEDGER_SMALL_BLOBS", "0")  # the operator turned the tier off (the server inherits it)
     server = start_server()
     f = tmp_path / "w.bin"
     f.write_bytes(b"weights in files")

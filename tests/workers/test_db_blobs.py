@@ -58,6 +58,32 @@ def test_a_new_registry_keeps_a_small_artifact_in_its_database_and_a_large_one_i
     assert not list((home / "artifacts").rglob(s.artifact["digest"].split(":")[1]))
 
 
+def test_a_home_whose_first_events_are_token_grants_is_still_new(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a server's home looks like: tokens are made before any model. Its small blobs still go to the
+    database tier; a registry whose models already keep their blobs in files stays as it is (no migration)."""
+    monkeypatch.delenv("MLEDGER_SMALL_BLOBS", raising=False)
+    small = tmp_path / "small.bin"
+    small.write_bytes(os.urandom(5_000))
+    served = tmp_path / "served"
+    with Registry.open(served, actor="admin@t") as reg:
+        reg.create_token("ci", role="writer")
+    with Registry.open(served, actor="ci") as reg:
+        v = reg.register("m", artifact=str(small))
+        assert isinstance(reg.store(), TieredBlobStore)
+        assert reg.store().small.exists(v.artifact["digest"])
+    old = tmp_path / "old"
+    monkeypatch.setenv("MLEDGER_SMALL_BLOBS", "0")  # a registry made before the tier: blobs in files
+    with Registry.open(old, actor="t@t") as reg:
+        reg.register("m", artifact=str(small))
+    monkeypatch.delenv("MLEDGER_SMALL_BLOBS")
+    with Registry.open(old, actor="t@t") as reg:
+        small.write_bytes(os.urandom(5_000))
+        w = reg.register("m", artifact=str(small))
+        assert not isinstance(reg.store(), TieredBlobStore)
+        assert reg.store().exists(w.artifact["digest"])
+
+
 def test_a_small_register_commits_once_with_its_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The blob and the events go in one transaction: the registry database sees one commit, and a command
     refused after the ingest (a name taken by a conflicting request) writes no blob either."""
