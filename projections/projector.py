@@ -31,7 +31,8 @@ from typing import Any
 
 from eventstore.canonical import canonical_json
 from eventstore.errors import StoreError
-from eventstore.events import VERSION_CREATING, StoredEvent
+from eventstore.events import SCHEMA_VERSIONS, VERSION_CREATING, StoredEvent
+from eventstore.upcast import upcast
 
 from .dialects import dialect_of
 from .search import entity_tokens, version_index_tokens
@@ -50,6 +51,41 @@ def _scalar(value: Any) -> str:
     if kind is str:
         return _quote(value)
     return canonical_json(value)
+
+
+# -- the log as a rebuild reads it -------------------------------------------------------------------------
+
+class LogEvent:
+    """An event read straight from a row of the log's ``events`` table (``eventstore.sealing.COLUMNS`` order),
+    with what the handlers read of a ``StoredEvent``: a rebuild folds every event of the log, and the
+    recorder's read (a frozen dataclass per event, its ``meta`` decoded) cost 2.5x the raw read + decode
+    itself (``scripts/bench_fold.py --parts``: 11.2 against 4.5 µs per event). ``data`` is upcast as the
+    recorder's read upcasts it; ``meta`` (read only for a creation's actor) is decoded on first use."""
+
+    __slots__ = ("position", "stream", "version", "type", "schema_version", "data", "recorded_at", "_meta")
+
+    def __init__(self, position: int, stream: str, version: int, type_: str, schema_version: int,
+                 data: Any, meta: str, recorded_at: str) -> None:
+        self.position, self.stream, self.version, self.type = position, stream, version, type_
+        self.schema_version, self.data, self._meta, self.recorded_at = schema_version, data, meta, recorded_at
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        if isinstance(self._meta, str):
+            self._meta = json.loads(self._meta)
+        return self._meta
+
+
+def log_events(rows: Iterable[Sequence[Any]]) -> list[LogEvent]:
+    """Rows of the ``events`` table (``eventstore.sealing.COLUMNS`` order) as the fold's events."""
+    loads, targets = json.loads, SCHEMA_VERSIONS
+    out = []
+    for position, stream, version, type_, schema_version, data, meta, recorded_at, _ in rows:
+        decoded = loads(data)
+        if schema_version < targets.get(type_, schema_version):
+            schema_version, decoded = upcast(type_, schema_version, decoded)
+        out.append(LogEvent(position, stream, version, type_, schema_version, decoded, meta, recorded_at))
+    return out
 
 
 # -- the working set -------------------------------------------------------------------------------------

@@ -310,6 +310,32 @@ def test_show_json_lists_each_file_with_its_digest_and_size(reg, cli, tmp_path):
     assert art == reg.get("folder@1").to_json()["artifact"] | {"source": art["source"]}
 
 
+@pytest.mark.local_only("projections rebuild runs only where the database is")
+def test_a_rebuild_in_pages_of_three_events_gives_the_same_catalog_and_indexes(populated, monkeypatch):
+    """A rebuild reads the log's rows itself, a page at a time, and builds the query indexes (the full-text
+    index too) after its last page: cut into pages of three events, every page boundary falls inside some
+    model's history, and the catalog, its digest and what its indexes answer are still the inline fold's."""
+    import projections.catalog
+
+    reg = populated
+    reg.tag("resnet-50@2", stage="prod")
+    reg.alias("resnet-50@3", "production")
+    reg.delete("resnet-50@1")
+    cat = reg.catalog()
+
+    def answers():
+        return (cat.digest(), names(cat.list(search="vision")), names(cat.list(search="res")),
+                names(cat.list(tags={"stage": "prod"})), names(cat.list(alias="production")),
+                names(cat.list(file="tokenizer.json")),
+                [v.ref for v in cat.search(keyword="torch")], [v.ref for v in cat.search(tags={"stage": "prod"})],
+                cat.model("resnet-50").to_json(), reg.catalog(as_of=reg.head() - 2).model("resnet-50").to_json())
+
+    before = answers()
+    assert before[1] and before[3] and before[4] and before[5], "the fixture's searches must find something to compare"
+    monkeypatch.setattr(projections.catalog, "REBUILD_PAGE", 3)
+    assert reg.rebuild_projections() == reg.head()
+    assert answers() == before
+
 # -- JSON shapes through the CLI ---------------------------------------------------------------------
 
 def test_show_json_has_the_documented_fields(populated, cli):

@@ -36,7 +36,22 @@ def version_ts_query(words: Sequence[str]) -> str:
     its name is found through its model, whose own words hold the name — so the index is not asked for every
     version of a model whose name a word begins)."""
     each = " & ".join(f"({_prefix(w)} | {_prefix(NAME_MARK + w)})" for w in words)
-    return f"{each} & ({' | '.join(_prefix(w) for w in words)})"
+    return f"{each} & ({own_ts_query(words)})"
+
+
+def own_ts_query(words: Sequence[str]) -> str:
+    """Some word begins one of a version's own tokens: the part of ``version_ts_query`` the GIN index is asked
+    (``_VERSIONS_OWN``)."""
+    return " | ".join(_prefix(w) for w in words)
+
+
+# The versions some word finds by their own tokens, from the GIN index; the whole ``version_ts_query`` is then
+# checked on those rows alone (OFFSET 0: the planner neither flattens this subquery nor pushes that check into
+# its index condition). Asked the whole query at once, the index gathered every entry of every prefix in it
+# before intersecting them — a prefix is matched by collecting all its lexemes' rows first — and so every version
+# of every model a name word begins: `list --search model-05` at 1,000,000 events read the ~10,700 versions of the
+# 100 `model-05NN` models to find none (EXPLAIN ANALYZE: see docs/performance.md, the 1,000,000-event section).
+_VERSIONS_OWN = "(SELECT name, version, words FROM version_search WHERE words @@ %s::tsquery OFFSET 0)"
 
 
 # -- the decision state ------------------------------------------------------------------------------------
@@ -111,11 +126,11 @@ def list_models(conn: Any, *, words: Sequence[str] | None, tags: Mapping[str, st
         # Models that match by their own words are left out of the version branch before its join checks that
         # a version is live (EXPLAIN ANALYZE at 1,000,000 events: that join was ~60 % of a keyword listing).
         where.append(
-            "(m.name IN (SELECT name FROM model_search WHERE words @@ %s::tsquery)"
-            " OR m.name IN (SELECT v.name FROM version_search s JOIN versions v ON v.name = s.name"
+            "(m.name IN (SELECT name FROM model_search WHERE words @@ %s::tsquery)"  # noqa: S608
+            f" OR m.name IN (SELECT v.name FROM {_VERSIONS_OWN} s JOIN versions v ON v.name = s.name"
             " AND v.version = s.version WHERE s.words @@ %s::tsquery AND NOT v.deleted"
             " AND s.name NOT IN (SELECT name FROM model_search WHERE words @@ %s::tsquery)))")
-        params += [q, version_ts_query(words), q]
+        params += [q, own_ts_query(words), version_ts_query(words), q]
     for key, value in tags.items():
         # A scalar subquery with LIMIT 1, not EXISTS: PostgreSQL keeps it a per-model probe of
         # tags_by_kv (key, value, name) while it walks models by name, whatever its statistics say. As EXISTS,
@@ -157,9 +172,10 @@ def search_versions(conn: Any, *, words: Sequence[str] | None, name: str | None,
         params.append(name)
     if words is not None:
         where.append(
-            "((v.name, v.version) IN (SELECT name, version FROM version_search WHERE words @@ %s::tsquery)"
+            f"((v.name, v.version) IN (SELECT name, version FROM {_VERSIONS_OWN} s"  # noqa: S608
+            " WHERE s.words @@ %s::tsquery)"
             " OR m.name IN (SELECT name FROM model_search WHERE words @@ %s::tsquery))")
-        params += [version_ts_query(words), ts_query(words)]
+        params += [own_ts_query(words), version_ts_query(words), ts_query(words)]
     for key, value in tags.items():
         where.append("EXISTS (SELECT 1 FROM tags t WHERE t.name = v.name AND t.version IN (0, v.version)"
                      " AND t.key = %s AND t.value = %s)")

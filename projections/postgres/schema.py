@@ -60,8 +60,6 @@ CREATE TABLE IF NOT EXISTS versions (
     requested_at bigint,
     PRIMARY KEY (name, version)
 );
-CREATE INDEX IF NOT EXISTS versions_live ON versions (name, deleted, version);
-CREATE INDEX IF NOT EXISTS versions_pending ON versions (requested_at) WHERE status = 'pending';
 CREATE TABLE IF NOT EXISTS aliases (
     name    text COLLATE "C" NOT NULL,
     alias   text COLLATE "C" NOT NULL,
@@ -91,10 +89,6 @@ CREATE TABLE IF NOT EXISTS tags (
     value   text COLLATE "C" NOT NULL,
     PRIMARY KEY (name, version, key)
 );
--- (key, value, name): `list --tag k=v` walks models by name and probes each one's k=v rows here; on
--- (key, value) alone PostgreSQL hashed every k=v row instead (107,743 for task=ctr at 1,000,000
--- events, load 13: ~1 s for `list --tag task=ctr --limit 100`; 5.7 ms with the name in the index).
-CREATE INDEX IF NOT EXISTS tags_by_kv ON tags (key, value, name);
 CREATE TABLE IF NOT EXISTS metrics (
     name    text COLLATE "C" NOT NULL,
     version bigint NOT NULL,
@@ -102,7 +96,6 @@ CREATE TABLE IF NOT EXISTS metrics (
     value   double precision NOT NULL,
     PRIMARY KEY (name, version, key)
 );
-CREATE INDEX IF NOT EXISTS metrics_by_key ON metrics (name, key, value);
 CREATE TABLE IF NOT EXISTS files (
     name     text COLLATE "C" NOT NULL,
     version  bigint NOT NULL,
@@ -110,8 +103,6 @@ CREATE TABLE IF NOT EXISTS files (
     basename text COLLATE "C" NOT NULL,
     PRIMARY KEY (name, version, path)
 );
-CREATE INDEX IF NOT EXISTS files_by_basename ON files (basename);
-CREATE INDEX IF NOT EXISTS files_by_path ON files (path);
 -- The temporal part: the state after every event that touched a model / a version's mutable fields; "as of
 -- P" is the newest state at or before P, one index probe per entity.
 CREATE TABLE IF NOT EXISTS model_states (
@@ -140,21 +131,40 @@ CREATE TABLE IF NOT EXISTS model_search (
     name  text COLLATE "C" PRIMARY KEY,
     words tsvector NOT NULL
 );
-CREATE INDEX IF NOT EXISTS model_search_words ON model_search USING gin (words);
 CREATE TABLE IF NOT EXISTS version_search (
     name    text COLLATE "C" NOT NULL,
     version bigint NOT NULL,
     words   tsvector NOT NULL,
     PRIMARY KEY (name, version)
 );
+"""
+
+# The indexes only the catalog's questions read (the fold reads by primary key, and ``blob_refs_by_version``
+# above). A rebuild creates them after the last page: building an index, a GIN index above all, from the
+# finished table costs less than keeping it in step row by row.
+INDEXES = """
+CREATE INDEX IF NOT EXISTS versions_live ON versions (name, deleted, version);
+CREATE INDEX IF NOT EXISTS versions_pending ON versions (requested_at) WHERE status = 'pending';
+-- (key, value, name): `list --tag k=v` walks models by name and probes each one's k=v rows here; on
+-- (key, value) alone PostgreSQL hashed every k=v row instead (107,743 for task=ctr at 1,000,000
+-- events, load 13: ~1 s for `list --tag task=ctr --limit 100`; 5.7 ms with the name in the index).
+CREATE INDEX IF NOT EXISTS tags_by_kv ON tags (key, value, name);
+CREATE INDEX IF NOT EXISTS metrics_by_key ON metrics (name, key, value);
+CREATE INDEX IF NOT EXISTS files_by_basename ON files (basename);
+CREATE INDEX IF NOT EXISTS files_by_path ON files (path);
+CREATE INDEX IF NOT EXISTS model_search_words ON model_search USING gin (words);
 CREATE INDEX IF NOT EXISTS version_search_words ON version_search USING gin (words);
 """
 
 
-def create(conn: Any) -> None:
+def create(conn: Any, *, indexes: bool = True) -> None:
     """Create the catalog's tables if missing; call inside a write transaction (which holds the log's writer
-    lock, so two first opens cannot race on CREATE)."""
+    lock, so two first opens cannot race on CREATE). ``indexes=False`` (a rebuild, which then folds the
+    whole log in the same transaction) leaves out the indexes only queries read: ``create_indexes`` adds
+    them once the rows are in."""
     conn.execute(SCHEMA)
+    if indexes:
+        create_indexes(conn)
     conn.execute("INSERT INTO projection_checkpoint (name, position) VALUES ('schema', %s)"
                  " ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position", (VERSION,))
 
@@ -169,3 +179,8 @@ def stored_version(conn: Any) -> int | None:
 def drop(conn: Any) -> None:
     """Remove every derived table (the log is untouched)."""
     conn.execute("DROP TABLE IF EXISTS " + ", ".join(TABLES))  # names from the constant above
+
+
+def create_indexes(conn: Any) -> None:
+    """The indexes only queries read, over the rows already written."""
+    conn.execute(INDEXES)

@@ -34,12 +34,12 @@ from .queries import (
     versions_at,
     words_rows,
 )
-from .schema import VERSION, create, drop, stored_version
+from .schema import VERSION, create, create_indexes, drop, stored_version
 
 NAME = "sqlite"
 
 __all__ = [
-    "NAME", "VERSION", "FoldStore", "alias_history", "beside", "aliases_of", "best_version", "connection_of", "create", "drop",
+    "NAME", "VERSION", "FoldStore", "alias_history", "beside", "aliases_of", "best_version", "connection_of", "create", "create_indexes", "drop",
     "fold_store", "list_models", "model_exists", "model_row", "model_state_at", "models_at", "partial_folders",
     "pending_positions", "purge_candidates", "purge_versions", "purged_live_versions", "ready_blobs",
     "referenced_digests", "request_position", "scratch", "search_versions", "stored_version", "table_rows",

@@ -60,8 +60,6 @@ CREATE TABLE IF NOT EXISTS versions (
     requested_at INTEGER,  -- position of the event whose ingest job is the latest for this version
     PRIMARY KEY (name, version)
 );
-CREATE INDEX IF NOT EXISTS versions_live ON versions (name, deleted, version);
-CREATE INDEX IF NOT EXISTS versions_status ON versions (status);
 -- Tables keyed by a composite primary key are WITHOUT ROWID: the key is the table, so a command's commit
 -- writes one b-tree page per table instead of the table's and its key index's.
 CREATE TABLE IF NOT EXISTS aliases (
@@ -70,7 +68,6 @@ CREATE TABLE IF NOT EXISTS aliases (
     version INTEGER NOT NULL,
     PRIMARY KEY (name, alias)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS aliases_by_alias ON aliases (alias);
 CREATE TABLE IF NOT EXISTS alias_history (
     name    TEXT NOT NULL,
     alias   TEXT NOT NULL,
@@ -96,10 +93,6 @@ CREATE TABLE IF NOT EXISTS tags (
     value   TEXT NOT NULL,
     PRIMARY KEY (name, version, key)
 ) WITHOUT ROWID;
--- (key, value, name): `list --tag k=v` walks models by name and probes each one's k=v rows here; on
--- (key, value) alone PostgreSQL hashed every k=v row instead (107,743 for task=ctr at 1,000,000
--- events, load 13: ~1 s for `list --tag task=ctr --limit 100`; 5.7 ms with the name in the index).
-CREATE INDEX IF NOT EXISTS tags_by_kv ON tags (key, value, name);
 CREATE TABLE IF NOT EXISTS metrics (
     name    TEXT NOT NULL,
     version INTEGER NOT NULL,
@@ -107,7 +100,6 @@ CREATE TABLE IF NOT EXISTS metrics (
     value   REAL NOT NULL,
     PRIMARY KEY (name, version, key)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS metrics_by_key ON metrics (name, key, value);
 CREATE TABLE IF NOT EXISTS files (
     name     TEXT NOT NULL,
     version  INTEGER NOT NULL,
@@ -115,8 +107,6 @@ CREATE TABLE IF NOT EXISTS files (
     basename TEXT NOT NULL,
     PRIMARY KEY (name, version, path)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS files_by_basename ON files (basename);
-CREATE INDEX IF NOT EXISTS files_by_path ON files (path);
 -- The temporal part of the catalog: the state of a model / of a version's mutable fields after every event
 -- that touched it. "As of position P" is then the newest state at or before P: one index probe per
 -- entity, whatever the length of the history. (A version's content — params, structure, optimizer,
@@ -159,6 +149,22 @@ CREATE TABLE IF NOT EXISTS version_words (
 );
 """
 
+# The indexes only the catalog's questions read (the fold reads by primary key, and ``blob_refs_by_version``
+# above, which a re-stored version's refs are cleared through). A rebuild creates them after the last page:
+# building an index from the finished table costs less than keeping it in step row by row.
+INDEXES = """
+CREATE INDEX IF NOT EXISTS versions_live ON versions (name, deleted, version);
+CREATE INDEX IF NOT EXISTS versions_status ON versions (status);
+CREATE INDEX IF NOT EXISTS aliases_by_alias ON aliases (alias);
+-- (key, value, name): `list --tag k=v` walks models by name and probes each one's k=v rows here; on
+-- (key, value) alone PostgreSQL hashed every k=v row instead (107,743 for task=ctr at 1,000,000
+-- events, load 13: ~1 s for `list --tag task=ctr --limit 100`; 5.7 ms with the name in the index).
+CREATE INDEX IF NOT EXISTS tags_by_kv ON tags (key, value, name);
+CREATE INDEX IF NOT EXISTS metrics_by_key ON metrics (name, key, value);
+CREATE INDEX IF NOT EXISTS files_by_basename ON files (basename);
+CREATE INDEX IF NOT EXISTS files_by_path ON files (path);
+"""
+
 # FTS5 does not tokenise for us: the words are hex tokens (plain ASCII to its unicode61 tokenizer). Searches
 # filter and never rank, and never ask for phrases: no column sizes, no positions (detail=none).
 _FTS_TABLE = """
@@ -181,12 +187,25 @@ END;
 _OLD_TABLES = ("models", "versions")  # catalogs before VERSION 9 kept FTS triggers on these
 
 
-def create(conn: sqlite3.Connection) -> None:
-    """Create the catalog's tables if missing; call inside a write transaction."""
+def create(conn: sqlite3.Connection, *, indexes: bool = True) -> None:
+    """Create the catalog's tables if missing; call inside a write transaction. ``indexes=False`` (a rebuild,
+    which then folds the whole log in the same transaction) leaves out the indexes and the full-text index
+    that only queries read: ``create_indexes`` adds them once the rows are in."""
     # Statement by statement, inside the open transaction (sqlite3's executescript would commit first).
-    create_schema(conn, SCHEMA + "".join(_FTS_TABLE.format(t=t) + _FTS_TRIGGERS.format(t=t)
-                                         for t in ("model", "version")))
+    create_schema(conn, SCHEMA)
+    if indexes:
+        create_indexes(conn, fill=False)
     conn.execute("INSERT OR REPLACE INTO projection_checkpoint (name, position) VALUES ('schema', ?)", (VERSION,))
+
+
+def create_indexes(conn: sqlite3.Connection, *, fill: bool = True) -> None:
+    """The query indexes and the full-text index with its triggers; ``fill``: index the words already written
+    (FTS5's ``rebuild`` reads its content table in one pass, instead of a trigger's insert per row)."""
+    create_schema(conn, INDEXES + "".join(_FTS_TABLE.format(t=t) + _FTS_TRIGGERS.format(t=t)
+                                          for t in ("model", "version")))
+    if fill:
+        for fts in FTS_TABLES:
+            conn.execute(f"INSERT INTO {fts} ({fts}) VALUES ('rebuild')")  # noqa: S608 - names from the constant
 
 
 def stored_version(conn: sqlite3.Connection) -> int | None:
