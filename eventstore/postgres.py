@@ -172,6 +172,9 @@ class PostgresTransaction(Transaction):
     def head(self) -> int:
         return self._last[0]
 
+    def log_rows(self, since: int, limit: int) -> list[tuple[Any, ...]]:
+        return self.connection.execute(sql.READ_LIMIT, (since, limit)).fetchall()
+
     def prefetch(self, *, streams: Sequence[str] = (), idempotency_key: str | None = None) -> None:
         """Send the reads of these streams' versions and of the key's first result now, without waiting:
         in a batched transaction they come back with the next read anything makes (one round trip)."""

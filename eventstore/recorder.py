@@ -65,6 +65,12 @@ class Transaction(ABC):
         """The last committed position (0 for an empty log)."""
 
     @abstractmethod
+    def log_rows(self, since: int, limit: int) -> list[tuple[Any, ...]]:
+        """Up to ``limit`` stored rows after position ``since``, in position order, as the log keeps them
+        (``eventstore.sealing.COLUMNS``: text, not events), read in this transaction: for a reader that decodes
+        only what it needs, a page at a time (the catalog's rebuild)."""
+
+    @abstractmethod
     def stream_version(self, stream: str) -> int:
         """The last version of ``stream`` (0 if it has no events)."""
 

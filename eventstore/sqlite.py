@@ -204,6 +204,10 @@ class SQLiteTransaction(Transaction):
         row = self.connection.execute("SELECT max(version) FROM events WHERE stream = ?", (stream,)).fetchone()
         return row[0] or 0
 
+    def log_rows(self, since: int, limit: int) -> list[tuple[Any, ...]]:
+        return self.connection.execute(_SELECT + " WHERE position > ? ORDER BY position LIMIT ?",
+                                       (since, limit)).fetchall()
+
     def idempotent_result(self, key: str, fingerprint: str | None) -> list[StoredEvent] | None:
         row = self.connection.execute(
             "SELECT fingerprint, first_position, last_position FROM idempotency WHERE key = ?", (key,)

@@ -194,7 +194,7 @@ class CatalogProjection:
     def rebuild(self) -> int:
         """Drop every catalog table and replay the whole log, atomically; returns the events applied.
 
-        The log's rows are read straight from its table (``FoldStore.log_rows``, ``projector.log_events``:
+        The log's rows are read as the log keeps them (``Transaction.log_rows``, ``projector.log_events``:
         no ``StoredEvent`` per event), and the indexes only queries read are built after the last page."""
         with self.recorder.write() as tx:
             conn = self._conn(tx)
@@ -203,7 +203,7 @@ class CatalogProjection:
             store = self.sql.fold_store(conn)
             position, head = 0, tx.head()
             while position < head:
-                page = log_events(store.log_rows(position, min(REBUILD_PAGE, head - position)))
+                page = log_events(tx.log_rows(position, min(REBUILD_PAGE, head - position)))
                 if not page:
                     break
                 position = fold(store, page, position)

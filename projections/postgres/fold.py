@@ -8,7 +8,6 @@ from collections.abc import Iterable
 from contextlib import nullcontext
 from typing import Any
 
-from eventstore.sealing import COLUMNS
 from projections.projector import (
     CHECKPOINT,
     MODEL_FIELDS,
@@ -118,7 +117,6 @@ _STATEMENTS: tuple[tuple[str, Statement], ...] = (
 )
 
 # The log's rows for a rebuild (the catalog lives in the log's database, and a rebuild holds its writer lock).
-_LOG_PAGE = f"SELECT {', '.join(COLUMNS)} FROM events WHERE position > %s ORDER BY position LIMIT %s"  # noqa: S608
 _CHECKPOINT = ("INSERT INTO projection_checkpoint (name, position) VALUES (%s, %s)"
                " ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position")
 
@@ -141,10 +139,6 @@ class FoldStore:
     def checkpoint(self) -> int:
         row = self.conn.execute("SELECT position FROM projection_checkpoint WHERE name = %s", (CHECKPOINT,)).fetchone()
         return row[0] if row else 0
-
-    def log_rows(self, since: int, limit: int) -> list[tuple[Any, ...]]:
-        """The log's rows after ``since`` (at most ``limit``), in ``eventstore.sealing.COLUMNS`` order."""
-        return self.conn.execute(_LOG_PAGE, (since, limit)).fetchall()
 
     def load_models(self, names: Iterable[str]) -> list[list[Any]]:
         out = []

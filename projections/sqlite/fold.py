@@ -8,7 +8,6 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from eventstore.sealing import COLUMNS
 from projections.projector import (
     CHECKPOINT,
     MODEL_FIELDS,
@@ -75,7 +74,6 @@ _VERSION_WORDS = ("INSERT INTO version_words (name, version, words) VALUES (?, ?
 
 
 # The log's rows for a rebuild (the catalog lives in the log's file, and a rebuild holds its write lock).
-_LOG_PAGE = f"SELECT {', '.join(COLUMNS)} FROM events WHERE position > ? ORDER BY position LIMIT ?"  # noqa: S608
 
 
 def words_text(tokens: Iterable[str]) -> str:
@@ -91,10 +89,6 @@ class FoldStore:
     def checkpoint(self) -> int:
         row = self.conn.execute("SELECT position FROM projection_checkpoint WHERE name = ?", (CHECKPOINT,)).fetchone()
         return row[0] if row else 0
-
-    def log_rows(self, since: int, limit: int) -> list[tuple[Any, ...]]:
-        """The log's rows after ``since`` (at most ``limit``), in ``eventstore.sealing.COLUMNS`` order."""
-        return self.conn.execute(_LOG_PAGE, (since, limit)).fetchall()
 
     def load_models(self, names: Iterable[str]) -> list[list[Any]]:
         out = []
