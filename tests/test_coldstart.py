@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from services import REDIS_DB, REDIS_HOST, REDIS_PORT, mledger_command, reap, subprocess_env, wait_for
+from services import REDIS_DB, REDIS_HOST, REDIS_PORT, mledger_command, stop_process, subprocess_env, wait_for
 
 # Third-party packages a read must not import (each was imported by every command before).
 HEAVY = ("sqlite_utils", "numpy", "click", "pluggy", "dateutil", "dramatiq", "redis", "fsspec", "s3fs",
@@ -210,12 +210,7 @@ def served(small_home: Path) -> Iterator[dict[str, str]]:
         wait_for(up, 60, "mledger serve to answer")
         yield {"MLEDGER_URL": url, "MLEDGER_TOKEN": secret}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            pass
-        reap(proc)
+        stop_process(proc)
 
 
 @pytest.mark.parametrize("argv", REMOTE_READS, ids=" ".join)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from services import AWS_VARS, reap, subprocess_env, unavailable, wait_for
+from services import AWS_VARS, stop_process, subprocess_env, unavailable, wait_for
 
 mlflow = pytest.importorskip("mlflow", reason="the mlflow extra is not installed")
 
@@ -86,12 +86,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         wait_for(up, 120, "mlflow server to answer", interval=0.5)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            pass
-        reap(proc)
+        stop_process(proc)
         log.close()
 
 
