@@ -49,7 +49,8 @@ def answers(cat) -> dict:
     return out
 
 
-def test_the_same_log_folded_by_sqlite_and_postgresql_gives_the_same_catalog(workdir, monkeypatch):
+def test_the_same_log_folded_by_sqlite_and_postgresql_gives_the_same_catalog(workdir, monkeypatch,
+                                                                            shared_postgres_database):
     require_postgres()
     base, files = workdir
     tally: Counter = Counter()
@@ -64,7 +65,7 @@ def test_the_same_log_folded_by_sqlite_and_postgresql_gives_the_same_catalog(wor
         from modelledger import Registry
 
         home, pg_home = Path(tempfile.mkdtemp(dir=base)), Path(tempfile.mkdtemp(dir=base))
-        pg = PostgresBackend(monkeypatch)
+        pg = PostgresBackend(monkeypatch, shared_postgres_database)
         try:
             with Registry.open(home, actor="hypothesis", artifacts=str(home / "blobs")) as reg:
                 runner = Runner(reg, files, tally)
@@ -241,9 +242,9 @@ def test_tokens_keep_dots_underscores_and_dashes_and_fold_case_and_accents():
 # -- PostgreSQL: what only it needs ------------------------------------------------------------------------
 
 @pytest.fixture
-def pg_registry(tmp_path, monkeypatch, make_artifact):
+def pg_registry(tmp_path, monkeypatch, make_artifact, shared_postgres_database):
     require_postgres()
-    backend = PostgresBackend(monkeypatch)
+    backend = PostgresBackend(monkeypatch, shared_postgres_database)
     reg = backend.open(tmp_path / "home", actor="tester@test", artifacts=str(tmp_path / "blobs"))
     try:
         yield reg, backend
@@ -302,7 +303,10 @@ def test_a_postgresql_role_that_can_only_select_reads_and_audits_but_never_serve
     role = f"mledger_reader_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(owner_url, autocommit=True) as conn:
         conn.execute(pgsql.SQL("CREATE ROLE {} LOGIN").format(pgsql.Identifier(role)))
-        conn.execute(pgsql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(pgsql.Identifier(role)))
+        # The registry's own schema (the run's database holds one per test registry).
+        schema = pgsql.Identifier(conn.execute("SELECT current_schema()").fetchone()[0])
+        conn.execute(pgsql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(schema, pgsql.Identifier(role)))
+        conn.execute(pgsql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA {} TO {}").format(schema, pgsql.Identifier(role)))
     recorder = PostgresRecorder(make_conninfo(owner_url, user=role))
     try:
         catalog = Catalog(CatalogProjection(recorder))  # opening a current catalog writes nothing

@@ -2,8 +2,8 @@
 
 ``catalog_backend`` (a fixture, parametrised) gives a ``Backend``: ``backend.open(home, **kwargs)`` opens a
 ``Registry`` whose log and catalog live in that backend (SQLite: the home's file; PostgreSQL: a database of
-its own with a random name on the machine's server, one per home, dropped by ``backend.drop_all()`` and at
-the end of the test); ``backend.copy_prefix(src, dst, upto)`` puts the first ``upto`` stored events of one
+its own per home — a schema with a random name in the run's database on the machine's server —, dropped by
+``backend.drop_all()`` and at the end of the test); ``backend.copy_prefix(src, dst, upto)`` puts the first ``upto`` stored events of one
 registry into another, byte for byte, behind its catalog's back.
 """
 
@@ -43,17 +43,18 @@ class Backend:
 class PostgresBackend(Backend):
     name = "postgresql"
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, base: str) -> None:
         self.monkeypatch = monkeypatch
-        self.databases: dict[Path, str] = {}
+        self.base = base  # the run's database (``shared_postgres_database``)
+        self.schemas: dict[Path, tuple[str, str]] = {}
 
     def url(self, home: Path) -> str:
-        from contracts.databases import create_database, database_url
+        from contracts.databases import create_schema
 
         home = Path(home).resolve()
-        if home not in self.databases:
-            self.databases[home] = create_database()
-        return database_url(self.databases[home])
+        if home not in self.schemas:
+            self.schemas[home] = create_schema(self.base)
+        return self.schemas[home][1]
 
     def open(self, home: Path, **kwargs: Any) -> Any:
         import modelledger.registry as registry_module
@@ -84,10 +85,10 @@ class PostgresBackend(Backend):
                             " recorded_at, hash) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)", rows)
 
     def drop_all(self) -> None:
-        from contracts.databases import drop_database
+        from contracts.databases import drop_schema
 
-        while self.databases:
-            drop_database(self.databases.popitem()[1])
+        while self.schemas:
+            drop_schema(self.base, self.schemas.popitem()[1][0])
 
 
 def require_postgres() -> None:
@@ -113,7 +114,7 @@ def catalog_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPa
         yield Backend()
         return
     require_postgres()
-    backend = PostgresBackend(monkeypatch)
+    backend = PostgresBackend(monkeypatch, request.getfixturevalue("shared_postgres_database"))
     try:
         yield backend
     finally:

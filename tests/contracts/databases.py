@@ -43,22 +43,38 @@ def drop_database(name: str) -> None:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-@contextmanager
-def registry_schema(base: str) -> Iterator[str]:
-    """A schema of its own in the database ``base`` (a postgresql:// URL), for one test's registry: yields the
-    URL whose search_path names it; dropped after, with the idle transactions a killed child left holding locks
-    ended first. (A database per test cost ~10 s each under load; a schema costs milliseconds.)"""
+def create_schema(base: str) -> tuple[str, str]:
+    """A new schema in the database ``base`` (a postgresql:// URL): ``(schema, url)``, where the URL's
+    search_path names it (every statement of a registry is schema-relative, so it is a registry of its own).
+    (A database per registry cost ~10 s each under load, as CREATE/DROP DATABASE both checkpoint; a schema
+    costs milliseconds.)"""
     import psycopg
     from psycopg import sql
 
     schema = f"t_{uuid.uuid4().hex[:16]}"
     with psycopg.connect(base, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    return schema, f"{base}?options=-csearch_path%3D{schema}"
+
+
+def drop_schema(base: str, schema: str) -> None:
+    """Drop ``schema`` from ``base``, ending first the idle transactions a killed child left holding locks."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database()"
+                     " AND pid <> pg_backend_pid() AND query NOT LIKE '%%pg_stat_activity%%'"
+                     " AND state = 'idle in transaction'")
+        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
+@contextmanager
+def registry_schema(base: str) -> Iterator[str]:
+    """A schema of its own in the database ``base`` for one test's registry: yields the URL whose search_path
+    names it; dropped after (``create_schema``, ``drop_schema``)."""
+    schema, url = create_schema(base)
     try:
-        yield f"{base}?options=-csearch_path%3D{schema}"
+        yield url
     finally:
-        with psycopg.connect(base, autocommit=True) as conn:
-            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database()"
-                         " AND pid <> pg_backend_pid() AND query NOT LIKE '%%pg_stat_activity%%'"
-                         " AND state = 'idle in transaction'")
-            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+        drop_schema(base, schema)
