@@ -580,6 +580,10 @@ class PostgresRecorder(Recorder):
             return self._query(sql.READ, (since,))
         return self._query(sql.READ_LIMIT, (since, limit))
 
+    def log_summary(self) -> tuple[int, int, str | None]:
+        count, last, last_hash = self._query(sql.LOG_SUMMARY)[0]
+        return count, last, last_hash
+
     def raw_keys(self) -> list[KeyRow]:
         return [tuple(row) for row in self._query(sql.KEYS)]
 

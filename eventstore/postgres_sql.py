@@ -86,6 +86,9 @@ ROLLBACK = "ROLLBACK"
 
 LAST = "SELECT position, hash, recorded_at FROM events ORDER BY position DESC LIMIT 1"
 HEAD = "SELECT coalesce(max(position), 0) FROM events"
+# One statement: one snapshot (an export's header and the bound of its rows).
+LOG_SUMMARY = ("SELECT count(*), coalesce(max(position), 0), (SELECT hash FROM events ORDER BY position DESC"
+               " LIMIT 1) FROM events")
 STREAM_VERSION = "SELECT coalesce(max(version), 0) FROM events WHERE stream = %s"
 # One index probe per stream (max() over the (stream, version) index). Not "WHERE stream = ANY(...) GROUP BY
 # stream": that plan reads every event of the stream, and the append slowed down as a stream grew (measured:

@@ -216,6 +216,12 @@ class Recorder(ABC):
         the canonical JSON text the hash covers."""
 
     @abstractmethod
+    def log_summary(self) -> tuple[int, int, str | None]:
+        """``(rows, last position, last hash)`` read in one snapshot (``(0, 0, None)`` for an empty log): what
+        an export's header states, with the bound its rows are read up to, so the two agree however many
+        events are appended while it runs."""
+
+    @abstractmethod
     def raw_keys(self) -> list[tuple[str, str | None, int, int]]:
         """Every idempotency key as stored: (key, fingerprint, first_position, last_position), in position
         order (a copy carries them with their batches, so a retry after moving still appends once)."""

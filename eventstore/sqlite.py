@@ -297,6 +297,10 @@ class SQLiteTransaction(Transaction):
             yield event_from_row(row)
 
 
+LOG_SUMMARY = ("SELECT count(*), max(position), (SELECT hash FROM events ORDER BY position DESC LIMIT 1)"
+               " FROM events")
+
+
 class SQLiteRecorder(Recorder):
     """``SQLiteRecorder(path)``. Each thread gets its own connection (sqlite3 connections are not shared)."""
 
@@ -526,6 +530,13 @@ class SQLiteRecorder(Recorder):
             sql += " LIMIT ?"
             params.append(limit)
         return self.connection().execute(sql, params).fetchall()
+
+    def log_summary(self) -> tuple[int, int, str | None]:
+        try:  # one statement: one read snapshot
+            row = self.connection().execute(LOG_SUMMARY).fetchone()
+        except sqlite3.Error as exc:
+            raise translate(exc) from None
+        return row[0], row[1] or 0, row[2]
 
     def raw_keys(self) -> list[KeyRow]:
         try:

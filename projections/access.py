@@ -23,9 +23,6 @@ from eventstore.recorder import Recorder
 
 from .dialects import dialect_part
 
-# Every stream ``token-<name>``: the half-open range ['token-', 'token.') of the events' (stream, version) index.
-TOKEN_RANGE = (TOKEN_STREAM_PREFIX, TOKEN_STREAM_PREFIX[:-1] + chr(ord(TOKEN_STREAM_PREFIX[-1]) + 1))
-
 
 class TokenTable:
     """The registry's token table (any backend): caught up from the log before every lookup."""
@@ -48,7 +45,7 @@ class TokenTable:
         """Fold the token events the log gained since the checkpoint; the position the table is current to.
 
         Token events live on their own streams (``token-<name>``), so "is the table current?" is one probe of
-        the events' ``(stream, version)`` index over those streams against the checkpoint: two indexed reads
+        the recorder's streams index (``read_streams``, limit 1) after the checkpoint: two indexed reads
         and no write when no token changed, however many other events were appended meanwhile. (Before, every
         request after any write took the write lock and committed a new checkpoint: one more fsynced
         transaction per write request; docs/performance.md, "The HTTP server".) The fold itself runs under
@@ -57,13 +54,14 @@ class TokenTable:
         self._ensure()
         with self.recorder.read_snapshot() as conn:
             done = self.sql.checkpoint(conn)
-            latest = self.sql.latest_in(conn, TOKEN_RANGE)
-        if latest <= done:
+        if next(self.recorder.read_streams(TOKEN_STREAM_PREFIX, since=done, limit=1), None) is None:
             return done
         with self.recorder.write() as tx:
             conn = tx.connection  # type: ignore[attr-defined]
             position = self.sql.checkpoint(conn)  # another process may have folded it meanwhile
-            events = self._token_events(conn, since=position)
+            # Read through the recorder, not this transaction: positions are assigned in commit order, so
+            # an event committed after this read has a later position and is folded by the next catch-up.
+            events = self._token_events(since=position)
             self._apply(conn, events)
             if events:
                 position = events[-1].position
@@ -81,16 +79,15 @@ class TokenTable:
             else:
                 self.sql.revoke(conn, d["token"], e.recorded_at, actor, e.position)
 
-    def _token_events(self, conn: object, *, since: int) -> list[StoredEvent]:
-        """The token events after ``since``, in log order (found through the token streams' index)."""
-        return [e for p in self.sql.positions_in(conn, TOKEN_RANGE, since)
-                if (e := self.recorder.event_at(p)) is not None and e.type in TOKEN_EVENTS]
+    def _token_events(self, *, since: int) -> list[StoredEvent]:
+        """The token events after ``since``, in log order (the recorder finds them through its streams'
+        index: ``Recorder.read_streams``)."""
+        return [e for e in self.recorder.read_streams(TOKEN_STREAM_PREFIX, since=since) if e.type in TOKEN_EVENTS]
 
     def _folded(self) -> dict[str, TokenState]:
         """Every token as its events tell it, folded here from the log without writing anything: what a
         read-only registry answers with (token events are few: one probe of the token streams' index)."""
-        with self.recorder.read_snapshot() as conn:
-            events = self._token_events(conn, since=0)
+        events = self._token_events(since=0)
         streams: dict[str, list[StoredEvent]] = {}
         for e in events:
             streams.setdefault(e.data["token"], []).append(e)

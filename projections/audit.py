@@ -52,7 +52,7 @@ from eventstore.userfiles import bounded_lines, open_regular
 from eventstore.verify import ChainReport, check_log, verify_rows
 
 from . import sqlite as scratch_dialect
-from .dialects import dialect_of, dialect_part
+from .dialects import dialect_of
 from .digest import catalog_digest_rows
 from .projector import fold
 from .rows import VERSION_COLUMNS
@@ -378,14 +378,18 @@ def export(recorder: Recorder, path: str | os.PathLike[str], *, overwrite: bool 
     target = check_destination(path, overwrite=overwrite, protected=protected, folder_ok=False)
     tmp = target.temp_name(".tmp")
     try:
-        with recorder.read_snapshot() as conn, open(tmp, "x", encoding="utf-8", newline="\n") as out:
-            count, last_hash = dialect_part(recorder.dialect, "export").log_summary(conn)
+        with open(tmp, "x", encoding="utf-8", newline="\n") as out:
+            # The header's count and hash and the last row to write, in one snapshot: rows appended while the
+            # export runs are after ``last`` and not written, so the header always describes the rows.
+            count, last, last_hash = recorder.log_summary()
             final_hash = last_hash or GENESIS_HASH
             header = {"format": EXPORT_FORMAT, "version": EXPORT_VERSION, "events": count, "final_hash": final_hash}
             out.write(canonical_json(header) + "\n")
             since = 0
-            while rows := recorder.raw_rows(since=since, limit=page):
+            while since < last and (rows := recorder.raw_rows(since=since, limit=min(page, last - since))):
                 for row in rows:
+                    if row[0] > last:
+                        break
                     obj = dict(zip(ROW_FIELDS, row, strict=True))
                     obj["data"] = json.loads(obj["data"])
                     obj["meta"] = json.loads(obj["meta"])

@@ -32,6 +32,6 @@ def dialect_of(conn: Any) -> ModuleType:
 
 
 def dialect_part(name: str, part: str) -> ModuleType:
-    """A module of the dialect's package beside the catalog's (``access``: the token table, ``export``: the
-    evidence bundle's summary of the log), imported on first use like the package itself."""
+    """A module of the dialect's package beside the catalog's (``access``: the token table), imported on first
+    use like the package itself."""
     return importlib.import_module(f"{dialect_for(name).__name__}.{part}")

@@ -7,6 +7,7 @@ The pure decisions are checked against a small in-memory ``StateView``; the rest
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -223,4 +224,14 @@ def test_only_the_backends_and_the_composition_root_name_a_concrete_recorder():
                  if str(p.relative_to(ROOT)) not in allowed
                  and ("SQLiteRecorder" in p.read_text(encoding="utf-8")
                       or "PostgresRecorder" in p.read_text(encoding="utf-8"))]
+    assert offenders == []
+
+
+def test_only_the_recorders_run_sql_on_the_log():
+    """The log's table is the recorder's: the catalog, the workers and the faces read it through
+    ``Recorder``/``Transaction`` (``read_streams``, ``log_rows``, ``log_summary``), never with SQL of their own,
+    so a backend's log schema can change without them."""
+    sql_on_log = re.compile(r"\b(from|into|update|join|table)\s+events\b", re.IGNORECASE)
+    offenders = [f"{p.relative_to(ROOT)}:{n}" for p in _modules("projections", "workers", "modelledger")
+                 for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if sql_on_log.search(line)]
     assert offenders == []

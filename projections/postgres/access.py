@@ -70,17 +70,3 @@ def find(conn: Any, secret_sha256: str) -> list[tuple]:
 
 def rows(conn: Any) -> list[tuple]:
     return conn.execute(f"SELECT {_COLUMNS} FROM access_tokens ORDER BY token").fetchall()  # noqa: S608
-
-
-def latest_in(conn: Any, streams: tuple[str, str]) -> int:
-    """The newest position of an event on a stream in the half-open range ``streams`` (0 if none): one probe
-    of the events' (stream, version) index."""
-    row = conn.execute("SELECT max(position) FROM events WHERE stream >= %s AND stream < %s", streams).fetchone()
-    return row[0] or 0
-
-
-def positions_in(conn: Any, streams: tuple[str, str], since: int) -> list[int]:
-    """The positions after ``since`` of the events on streams in the half-open range ``streams``, in order."""
-    return [p for (p,) in conn.execute(
-        "SELECT position FROM events WHERE stream >= %s AND stream < %s AND position > %s ORDER BY position",
-        (*streams, since)).fetchall()]

@@ -332,6 +332,32 @@ def test_export_verifies_on_its_own(bundle, mixed):
     assert verify_export(bundle, expected_final_hash=report.last_hash).ok
 
 
+def test_events_appended_while_an_export_runs_are_left_out_and_the_bundle_still_verifies(mixed, tmp_path,
+                                                                                          monkeypatch):
+    """A registry keeps taking writes during an export: the header's count and final hash describe exactly
+    the rows written (those up to the snapshot the header was read in), so the bundle verifies against it."""
+    from eventstore.events import NewEvent
+
+    head = mixed.recorder.head()
+    read_pages = mixed.recorder.raw_rows
+
+    def raw_rows_while_a_writer_appends(since: int = 0, limit: int | None = None):
+        mixed.recorder.append([NewEvent("model-late", "ModelRegistered",
+                                        {"name": "late", "description": "", "tags": {}})])
+        return read_pages(since=since, limit=limit)
+
+    monkeypatch.setattr(mixed.recorder, "raw_rows", raw_rows_while_a_writer_appends)
+    path = tmp_path / "evidence.jsonl"
+    summary = export(mixed.recorder, path, page=3)
+    monkeypatch.undo()
+    assert mixed.recorder.head() > head  # the writer did append meanwhile
+    lines = _lines(path)
+    assert summary.events == json.loads(lines[0])["events"] == head == len(lines) - 1
+    assert json.loads(lines[-1])["position"] == head
+    report = verify_export(path)
+    assert report.ok, report.to_json()
+
+
 def test_an_edited_value_in_an_export_is_caught_at_its_line(bundle):
     lines = _lines(bundle)
     n = next(i for i, line in enumerate(lines) if '"MetricsRecorded"' in line)
