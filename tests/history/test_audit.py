@@ -15,6 +15,11 @@ from eventstore.sqlite import SQLiteRecorder
 from eventstore.verify import resume, verify_rows
 from projections.audit import EXPORT_FORMAT, export, verify_export
 
+# These edit or read the SQLite file by hand (MLEDGER_TEST_DATABASE=postgresql leaves them out): the same
+# attacks on PostgreSQL are the recorder contract's guard tests (tests/eventstore) and the hand-edited
+# catalog row of tests/test_catalog_dialects.py.
+pytestmark = pytest.mark.sqlite_only
+
 
 @pytest.fixture(autouse=True)
 def _blobs_in_files(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -15,6 +15,11 @@ import pytest
 from eventstore.canonical import envelope_json, hash_envelope_json
 from eventstore.errors import IntegrityError, ValidationError
 
+# These edit or read the SQLite file by hand (MLEDGER_TEST_DATABASE=postgresql leaves them out): the same
+# attacks on PostgreSQL are the recorder contract's guard tests (tests/eventstore) and the hand-edited
+# catalog row of tests/test_catalog_dialects.py.
+pytestmark = pytest.mark.sqlite_only
+
 
 class Tamper:
     """H6's tamper script: raw SQL on the registry file, dropping and re-creating the guards around an edit
