@@ -32,6 +32,7 @@ from .queries import (
     version_at,
     version_row,
     version_rows,
+    version_with_aliases,
     versions_at,
     words_rows,
 )
@@ -44,7 +45,7 @@ __all__ = [
     "fold_store", "list_models", "model_exists", "model_row", "model_state_at", "models_at", "partial_folders",
     "pending_positions", "prefetch", "purge_candidates", "purge_versions", "purged_live_versions", "ready_blobs",
     "referenced_digests", "request_position", "scratch", "search_versions", "stored_version", "table_rows",
-    "version_at", "version_row", "version_rows", "versions_at", "words_rows",
+    "version_at", "version_row", "version_rows", "version_with_aliases", "versions_at", "words_rows",
 ]
 
 

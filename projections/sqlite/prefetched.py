@@ -3,8 +3,9 @@
 On SQLite a read is a function call, not a round trip, so nothing is sent ahead: the statements run when the
 command first asks (after the catch-up, under the write lock). What the prefetch saves here is reading the same
 rows twice: the decision read its model and aliases, then the command's fold read the model, the aliases and
-its versions again, and the catalog's checkpoint a second time. Measured on the create row's register
-(``scripts/profile_command.py``; 4 models): 8 catalog reads per command before, 5 with the prefetch.
+its versions again, and the catalog's checkpoint a second time: a register read the catalog 7 times before
+its fold wrote (the checkpoint twice, model and aliases for the decision, aliases, model and versions for the
+fold), 4 with the prefetch (checkpoint, model, aliases, the new version's number).
 
 The rows come in the ``FoldStore``'s shapes (a test compares them): the model's tags parsed, the versions'
 JSON columns as text until the fold asks for them (a register's fold asks for none, and its decision for no

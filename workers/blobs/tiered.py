@@ -10,7 +10,6 @@ by size. ``deferring()`` gives a view for one command: its small blobs are held 
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import io
 from collections.abc import Iterator
@@ -45,7 +44,10 @@ class TieredBlobStore(BlobStore):
 
     def deferring(self) -> TieredBlobStore:
         """A view of this store for one command: its small blobs wait in memory for ``commit_deferred``."""
-        view = copy.copy(self)
+        # What ``copy.copy`` does (through ``__getstate__``: a view counts in its own stats, with its own lock),
+        # without its generic dispatch: one view per register.
+        view = object.__new__(type(self))
+        view.__setstate__(self.__getstate__())
         view._deferred = {}
         return view
 
