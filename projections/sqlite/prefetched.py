@@ -62,7 +62,7 @@ def prefetch(conn: sqlite3.Connection, target: Target) -> Prefetched:
             row = conn.execute(_MODEL, (name,)).fetchone()
             if row is not None:
                 values = list(row)
-                values[_TAGS] = json.loads(values[_TAGS])
+                values[_TAGS] = {} if values[_TAGS] == "{}" else json.loads(values[_TAGS])  # most models: none
                 row = tuple(values)
             got["model"] = row
         return [] if got["model"] is None else [got["model"]]
