@@ -483,11 +483,22 @@ class EmptyState:
         return []
 
 
+class _EveryModel(EmptyState):
+    """A state in which every model exists, with no versions: what a register's precheck decides against. The
+    model's own event (``ModelRegistered``: its name, its description, no tags) holds nothing the version's
+    does not hold under the same rules, so deciding as if the model existed checks the same input with one
+    event instead of two (the command's real decision checks a new model's event too)."""
+
+    def model(self, name: str) -> ModelState | None:
+        return ModelState(name=name, stream_version=0, deleted=False, description="", tags={}, aliases={},
+                          latest=None, last_version=0)
+
+
 def precheck(command: c.Command) -> None:
     """The checks that need no state (names, JSON, sizes), run before an artifact is copied, so that bad
     input costs nothing and leaves nothing behind."""
     if isinstance(command, c.Register):
-        decide(command, EmptyState())
+        decide(command, _EveryModel())
     elif isinstance(command, c.Update):
         parse_ref(command.ref)
         patch = {}

@@ -16,7 +16,7 @@ decided here. Only an import (``Registry.append_batch``) appends prepared events
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .commands import Command, fingerprint
@@ -176,5 +176,6 @@ def _decide_and_append(
     read_model.apply(tx, stored)
     outcome = Outcome(stored, decision.name, decision.version)
     if finish is not None:
-        outcome = replace(outcome, record=finish(tx, outcome))
+        # A second Outcome rather than ``dataclasses.replace`` (which looks the fields up again): once per command.
+        outcome = Outcome(stored, decision.name, decision.version, record=finish(tx, outcome))
     return outcome

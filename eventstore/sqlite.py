@@ -15,8 +15,8 @@ import os
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -434,8 +434,14 @@ class SQLiteRecorder(Recorder):
                     conn.execute("ROLLBACK")
                 raise
 
+    def write(self) -> AbstractContextManager[SQLiteTransaction]:
+        return self.write_batched()
+
     @contextmanager
-    def write(self) -> Iterator[SQLiteTransaction]:
+    def write_batched(self, first: Callable[[Transaction], None] | None = None) -> Iterator[SQLiteTransaction]:
+        """``write()``, with ``first(tx)`` run at its start. SQLite sends nothing ahead (a read is a function
+        call), so the two are one: the generic ``Recorder.write_batched`` wrapped ``write()`` in one more
+        generator per command."""
         if self.read_only:
             raise self._refuse_write()
         conn = self.connection()
@@ -443,7 +449,10 @@ class SQLiteRecorder(Recorder):
             raise StoreError("nested write transaction on the same connection")
         try:
             with self._immediate(conn):
-                yield SQLiteTransaction(conn, self._refusal)
+                tx = SQLiteTransaction(conn, self._refusal)
+                if first is not None:
+                    first(tx)
+                yield tx
         except sqlite3.Error as exc:
             raise translate(exc) from None
 

@@ -89,11 +89,18 @@ DEFAULT_TIMEOUT = 3600.0
 # below, in ``Registry.broker`` and in ``Registry.store()`` — nowhere else. tests/test_coldstart.py fails
 # when one of them comes back into a read.
 
-def _ingest() -> ModuleType:
-    """``workers.ingest``: reading a source into the store (fsspec, the format sniffers)."""
-    from workers import ingest
+_loaded: dict[str, ModuleType] = {}
 
-    return ingest
+
+def _ingest() -> ModuleType:
+    """``workers.ingest``: reading a source into the store (fsspec, the format sniffers). Kept once loaded: a
+    register asks for it three times, and an import statement costs a trip through importlib each time."""
+    module = _loaded.get("ingest")
+    if module is None:
+        from workers import ingest
+
+        module = _loaded["ingest"] = ingest
+    return module
 
 
 def _actors() -> ModuleType:

@@ -277,7 +277,9 @@ def sniff_artifact(store: Any, info: Any) -> FormatInfo:
         digests[entry.path] = entry.digest
         results.append((entry.path, sniff_blob(store, entry.digest)))
     if info.kind == "file" and results:
-        return replace(results[0][1], structure=fit(results[0][1].structure))
+        found = results[0][1]
+        fitted = fit(found.structure)  # the same dict when it fits (or None): no copy of the result then
+        return found if fitted is found.structure else replace(found, structure=fitted)
 
     def read_json(path: str) -> Any:
         try:

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 
 from .beside import beside
 from .fold import FoldStore
+from .prefetched import prefetch
 from .queries import (
     alias_history,
     aliases_of,
@@ -31,6 +32,7 @@ from .queries import (
     version_at,
     version_row,
     version_rows,
+    version_with_aliases,
     versions_at,
     words_rows,
 )
@@ -41,9 +43,9 @@ NAME = "sqlite"
 __all__ = [
     "NAME", "VERSION", "FoldStore", "alias_history", "beside", "aliases_of", "best_version", "connection_of", "create", "create_indexes", "drop",
     "fold_store", "list_models", "model_exists", "model_row", "model_state_at", "models_at", "partial_folders",
-    "pending_positions", "purge_candidates", "purge_versions", "purged_live_versions", "ready_blobs",
+    "pending_positions", "prefetch", "purge_candidates", "purge_versions", "purged_live_versions", "ready_blobs",
     "referenced_digests", "request_position", "scratch", "search_versions", "stored_version", "table_rows",
-    "version_at", "version_row", "version_rows", "versions_at", "words_rows",
+    "version_at", "version_row", "version_rows", "version_with_aliases", "versions_at", "words_rows",
 ]
 
 

@@ -6,6 +6,7 @@ Every function takes the connection of the caller's snapshot or transaction. JSO
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -45,6 +46,30 @@ def model_exists(conn: sqlite3.Connection, name: str) -> bool:
 def version_row(conn: sqlite3.Connection, name: str, number: int) -> tuple | None:
     return conn.execute(f"SELECT {VERSION_COLUMNS} FROM versions WHERE name = ? AND version = ?",  # noqa: S608
                         (name, number)).fetchone()
+
+
+# A version and its model's aliases in one statement (the aliases as a JSON array of [alias, version], in
+# alias order): what a record needs, read by a register before its COMMIT and by every ``get``.
+_VERSION_WITH_ALIASES = (
+    f"SELECT {VERSION_COLUMNS}, (SELECT json_group_array(json_array(alias, version)) FROM"  # noqa: S608
+    " (SELECT alias, version FROM aliases WHERE name = ?1 ORDER BY alias)) FROM versions WHERE name = ?1 AND version = ?2"
+)
+
+
+_JSON_COLUMNS = frozenset(i for i, c in enumerate(VERSION_COLUMNS.split(","))
+                          if c.strip() in ("params", "structure", "optimizer", "tags", "metrics", "artifact"))
+
+
+def version_with_aliases(conn: sqlite3.Connection, name: str, number: int) -> tuple[tuple | None, dict[str, int]]:
+    """``version_row`` and ``aliases_of`` in one statement; (None, {}) when there is no such version."""
+    row = conn.execute(_VERSION_WITH_ALIASES, (name, number)).fetchone()
+    if row is None:
+        return None, {}
+    # The JSON columns that hold an empty object (most of a new version's: structure, optimizer, tags,
+    # metrics) are handed over as a new dict each (``projections.rows`` takes text or parsed values alike):
+    # json.loads("{}") four times was a few per cent of a register's record.
+    values = tuple({} if i in _JSON_COLUMNS and v == "{}" else v for i, v in enumerate(row[:-1]))
+    return values, dict(json.loads(row[-1]))
 
 
 def version_rows(conn: sqlite3.Connection, name: str, *, include_deleted: bool = True) -> list[tuple]:

@@ -105,6 +105,32 @@ def test_a_small_register_commits_once_with_its_bytes(tmp_path: Path, monkeypatc
         assert reg.store().small.exists(v.artifact["digest"])
 
 
+def test_a_small_blob_already_stored_in_either_tier_is_stored_once(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The register's transaction finds a blob the database tier holds (nothing written again), and the ingest
+    finds one the file tier holds (not copied into the database)."""
+    monkeypatch.setenv("MLEDGER_SMALL_BLOBS", "0")
+    home = tmp_path / "home"
+    in_files = tmp_path / "files.bin"
+    in_files.write_bytes(b"kept in a file" * 10)
+    with Registry.open(home, actor="t@t") as reg:
+        reg.register("m", artifact=str(in_files))
+    monkeypatch.setenv("MLEDGER_SMALL_BLOBS", "64K")
+    src = tmp_path / "w.bin"
+    src.write_bytes(b"weights" * 100)
+    with Registry.open(home, actor="t@t") as reg:
+        a = reg.register("m", artifact=str(src))
+        b = reg.register("n", artifact=str(src))
+        c = reg.register("m", artifact=str(in_files))
+        assert a.artifact["digest"] == b.artifact["digest"] and b.status == c.status == "ready"
+        store = reg.store()
+        assert isinstance(store, TieredBlobStore)
+        assert store.small.exists(a.artifact["digest"]) and not store.small.exists(c.artifact["digest"])
+        assert store.large.exists(c.artifact["digest"])
+        assert reg.audit(deep=True).ok
+    assert db_rows(home, "blob_store") == 1 and db_rows(home, "blob_chunks") == 1
+
+
 def test_an_existing_registry_keeps_writing_files_and_reads_both(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLEDGER_SMALL_BLOBS", "0")  # a registry made before the tier existed
