@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import json
 import posixpath
 import re
 from collections.abc import Iterator
@@ -274,14 +275,14 @@ def _number(value: Any) -> int:
 
 
 async def _body(request: Request) -> dict[str, Any]:
-    if request.method == "GET":
-        return dict(request.query_params)
-    raw = await request.body()
-    if not raw.strip():
+    return parse_body(request, b"" if request.method == "GET" else await request.body())
+
+
+def parse_body(request: Request, raw: bytes) -> dict[str, Any]:
+    """A call's parameters: the query of a GET (or of a call sent without a body), else its JSON object."""
+    if request.method == "GET" or not raw.strip():
         return dict(request.query_params)  # MLflow sends some calls (delete, test) without a body
     try:
-        import json
-
         data = json.loads(raw)
     except ValueError:
         raise MlflowError("MALFORMED_REQUEST", "the request body is not JSON") from None
@@ -791,11 +792,15 @@ async def _download(request: Request, path: str) -> Any:
     return await _answer(download_artifact, request, path=path)
 
 
-for _method, _path, _fn in ROUTES:
-    router.add_api_route(MLFLOW + _path, _wrap(_fn), methods=[_method], include_in_schema=False)
-router.add_api_route(ARTIFACTS, _wrap(list_artifacts), methods=["GET"], include_in_schema=False)
-router.add_api_route(MLFLOW + "/webhooks", _wrap(create_webhook), methods=["POST"], include_in_schema=False)
-router.add_api_route(MLFLOW + "/webhooks", _wrap(list_webhooks), methods=["GET"], include_in_schema=False)
+# Every route of a fixed path: ``direct.Direct`` answers these without FastAPI's routing; they stay on the
+# router too (the same functions), so an app without that layer serves them alike.
+FIXED_ROUTES = [(method, MLFLOW + path, fn) for method, path, fn in ROUTES] + [
+    ("GET", ARTIFACTS, list_artifacts),
+    ("POST", MLFLOW + "/webhooks", create_webhook),
+    ("GET", MLFLOW + "/webhooks", list_webhooks),
+]
+for _method, _path, _fn in FIXED_ROUTES:
+    router.add_api_route(_path, _wrap(_fn), methods=[_method], include_in_schema=False)
 
 
 def _hook_route(fn: Any) -> Any:
