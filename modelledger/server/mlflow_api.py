@@ -487,9 +487,11 @@ def create_model_version(request: Request, body: dict[str, Any]) -> dict[str, An
         info = fetch_small(view, path)
         if info is not None:
             reg, artifact = reg.with_store(view), describe(view, info, path)
+    # The record register returns is the version as its commit left it (or, for a retry, as it is now): no
+    # second read of it (~0.1 ms of a create's ~1.3 ms in-process).
     v = reg.register(name, artifact, description=body.get("description") or "", tags=tags, idempotency_key=key,
                      run_id=body.get("run_id") or None, wait=False)
-    return {"model_version": model_version(reg, reg.get(f"{name}@{v.version}"))}
+    return {"model_version": model_version(reg, v)}
 
 
 def get_model_version(request: Request, body: dict[str, Any]) -> dict[str, Any]:
