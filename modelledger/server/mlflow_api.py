@@ -141,9 +141,10 @@ def _run_id(reg: Registry, v: VersionRecord) -> str:
 
 
 def model_version(reg: Registry, v: VersionRecord, *, aliases: bool = True) -> dict[str, Any]:
+    created = _ms(v.created_at)
     out: dict[str, Any] = {
         "name": v.name, "version": str(v.version),
-        "creation_timestamp": _ms(v.created_at), "last_updated_timestamp": _ms(v.created_at),
+        "creation_timestamp": created, "last_updated_timestamp": created,
         "user_id": v.created_by, "current_stage": _stage(v), "description": v.description,
         "source": v.artifact.get("source", ""), "run_id": _run_id(reg, v), "status": _STATUS.get(v.status, "READY"),
         "tags": _kv(v.tags), "aliases": sorted(v.aliases) if aliases else [],
