@@ -155,13 +155,51 @@ def model_version(reg: Registry, v: VersionRecord, *, aliases: bool = True) -> d
     return {k: val for k, val in out.items() if val not in ("", None, []) or k in ("description", "run_id")}
 
 
-def _latest_per_stage(m: ModelRecord, stages: list[str] | None = None) -> list[VersionRecord]:
-    live = [v for v in m.versions or () if not v.deleted]
+def _latest_per_stage(reg: Registry, m: ModelRecord, stages: list[str] | None = None) -> list[VersionRecord]:
+    """MLflow's latest version per stage. A stage is an alias here (``staging``...), so its latest is the version
+    that alias names; the latest of "None" is the newest live version no stage alias names. Read from the
+    model's row (``m``, without its versions) and the few versions it names: building the record of every
+    version took 14.5 ms per call for a model of 1,000 versions (in-process, CPU), and MlflowClient's
+    ``set_model_version_tag`` asks for the model first on every call. If an alias moved between the reads, the
+    model's versions are read whole in one snapshot instead."""
     wanted = {STAGES.get(s.lower(), s) for s in stages} if stages else None
+    staged: dict[int, str] = {}
+    for alias in STAGE_ALIASES:  # named by two stage aliases: the first one's stage, as ``_stage``
+        number = m.aliases.get(alias)
+        if number is not None:
+            staged.setdefault(number, STAGES[alias])
+
+    def live(number: int) -> VersionRecord | None:
+        try:
+            v = reg.get(f"{m.name}@{number}")
+        except NotFoundError:
+            return None
+        return None if v.deleted else v
+
+    found: list[VersionRecord] = []
+    for number, stage in staged.items():
+        v = live(number) if wanted is None or stage in wanted else None
+        if v is not None:
+            found.append(v)
+    if wanted is None or "None" in wanted:
+        number = m.latest or 0
+        while number > 0:
+            v = live(number) if number not in staged else None
+            if v is not None:
+                found.append(v)
+                break
+            number -= 1
+    if any(_stage(v) != staged.get(v.version, "None") for v in found):
+        return _latest_of(reg.model(m.name), wanted)
+    return sorted(found, key=lambda v: v.version)
+
+
+def _latest_of(m: ModelRecord, wanted: set[str] | None) -> list[VersionRecord]:
+    """``_latest_per_stage`` over a model read with all its versions."""
     latest: dict[str, VersionRecord] = {}
-    for v in live:
+    for v in m.versions or ():
         stage = _stage(v)
-        if wanted is not None and stage not in wanted:
+        if v.deleted or (wanted is not None and stage not in wanted):
             continue
         if stage not in latest or v.version > latest[stage].version:
             latest[stage] = v
@@ -169,11 +207,12 @@ def _latest_per_stage(m: ModelRecord, stages: list[str] | None = None) -> list[V
 
 
 def registered_model(reg: Registry, m: ModelRecord) -> dict[str, Any]:
+    """MLflow's shape of a model, from its row (``catalog().model(name, versions=False)``)."""
     out: dict[str, Any] = {
         "name": m.name, "creation_timestamp": _ms(m.created_at), "last_updated_timestamp": _ms(m.updated_at),
         "description": m.description, "tags": _kv(m.tags),
         "aliases": [{"alias": a, "version": str(n)} for a, n in sorted(m.aliases.items())],
-        "latest_versions": [model_version(reg, v) for v in _latest_per_stage(m)] if m.versions is not None else [],
+        "latest_versions": [model_version(reg, v) for v in _latest_per_stage(reg, m)],
     }
     return {k: val for k, val in out.items() if val not in ("", None, [])}
 
@@ -292,6 +331,11 @@ def parse_body(request: Request, raw: bytes) -> dict[str, Any]:
     return data
 
 
+def _model_row(reg: Registry, name: str) -> ModelRecord:
+    """A model without its versions' records (``registered_model`` reads the few it shows)."""
+    return reg.catalog().model(name, versions=False)
+
+
 def _version(reg: Registry, name: str, number: int) -> VersionRecord:
     v = reg.get(f"{name}@{number}")
     if v.deleted:
@@ -333,13 +377,13 @@ def create_registered_model(request: Request, body: dict[str, Any]) -> dict[str,
     reg = acting(request, who)
     command = MirrorModel(name, body.get("description") or "", _tags_of(body.get("tags")), create_only=True)
     reg.mirror(command)
-    return {"registered_model": registered_model(reg, reg.model(name))}
+    return {"registered_model": registered_model(reg, _model_row(reg, name))}
 
 
 def get_registered_model(request: Request, body: dict[str, Any]) -> dict[str, Any]:
     _who(request).require("reader")
     reg = registry(request)
-    m = reg.model(_field(body, "name"))
+    m = _model_row(reg, _field(body, "name"))
     if m.deleted:
         raise NotFoundError(f"Registered Model with name={m.name} not found")
     return {"registered_model": registered_model(reg, m)}
@@ -355,7 +399,7 @@ def search_registered_models(request: Request, body: dict[str, Any]) -> dict[str
     exact_tags = {k[5:]: v for k, op, v in clauses if k.startswith("tags.") and op == "="}
     found = [m for m in reg.models(tags=exact_tags or None) if _matches(clauses, m.name, m.tags)]
     page, token = _page(found, body.get("max_results"), body.get("page_token"), MODELS_PAGE)
-    out: dict[str, Any] = {"registered_models": [registered_model(reg, reg.model(m.name)) for m in page]}
+    out: dict[str, Any] = {"registered_models": [registered_model(reg, _model_row(reg, m.name)) for m in page]}
     if token:
         out["next_page_token"] = token
     return out
@@ -384,7 +428,7 @@ def update_registered_model(request: Request, body: dict[str, Any]) -> dict[str,
     who.require_model(name)
     reg = acting(request, who)
     reg.describe(name, _description(body))
-    return {"registered_model": registered_model(reg, reg.model(name))}
+    return {"registered_model": registered_model(reg, _model_row(reg, name))}
 
 
 def update_model_version(request: Request, body: dict[str, Any]) -> dict[str, Any]:
@@ -411,8 +455,8 @@ def get_latest_versions(request: Request, body: dict[str, Any]) -> dict[str, Any
     stages = body.get("stages")
     if isinstance(stages, str):
         stages = [stages]
-    m = reg.model(_field(body, "name"))
-    return {"model_versions": [model_version(reg, v) for v in _latest_per_stage(m, stages)]}
+    m = _model_row(reg, _field(body, "name"))
+    return {"model_versions": [model_version(reg, v) for v in _latest_per_stage(reg, m, stages)]}
 
 
 def set_registered_model_tag(request: Request, body: dict[str, Any]) -> dict[str, Any]:
