@@ -29,7 +29,8 @@ from modelledger.web import router as web_router
 
 from . import mlflow_api
 from .auth import authenticate
-from .errors import body, error_body
+from .direct import Direct, ledger_error
+from .errors import body
 from .routes import API, router
 
 MAX_JSON_BODY = 8 * 1024 * 1024  # a command's JSON (events are at most 1 MiB each; params appear twice)
@@ -122,13 +123,12 @@ def create_app(config: Config, *, allow_anonymous_read: bool = False) -> FastAPI
     app.include_router(mlflow_api.router)  # MLflow's registry API (docs/mlflow.md)
     # The web UI at / (docs/web.md), after the APIs: read-only pages judged by the same token check.
     app.include_router(web_router(lambda: app.state.registry, _ui_authorize))
-    app.add_middleware(BodyLimit)
+    app.add_middleware(Direct)  # the hot routes without FastAPI's per-request machinery (direct.py)
+    app.add_middleware(BodyLimit)  # outermost: Direct sees a body already read whole
 
     @app.exception_handler(ModelLedgerError)
     async def on_error(_request: Request, exc: ModelLedgerError) -> JSONResponse:
-        status, payload = error_body(exc)
-        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        return JSONResponse(payload, status_code=status, headers=headers)
+        return ledger_error(exc)
 
     @app.exception_handler(RequestValidationError)
     async def on_bad_request(_request: Request, exc: RequestValidationError) -> JSONResponse:

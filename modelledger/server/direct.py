@@ -1,0 +1,164 @@
+"""The hot routes answered without FastAPI's per-request machinery: a dict from (method, path) to a handler,
+in front of the FastAPI app, which still serves every other request and every request this layer declines.
+
+Why: a set-tag's command costs ~0.44 ms of CPU here, and FastAPI around it another ~0.5 ms (in-process ASGI
+calls, no profiler, medians of 400): matching the path against every route (55–75 µs for MLflow's paths, which
+sit behind ``/api/v1`` and the web UI), solving the token check as a dependency, validating the body, and
+three hops to the thread pool for a ``/api/v1`` write (the token check, the route, the validation of the
+returned dict), then ``jsonable_encoder`` walking MLflow's answers. Here a request takes one hop: token
+check, body, command and JSON encoding in one worker thread.
+
+What stays the same: the same route functions run with the same arguments, the same body models validate the
+body, and errors have the same statuses and bodies (``errors.error_body``, MLflow's ``error_response``). A
+``/api/v1`` write whose body is not a JSON object the model accepts is handed to FastAPI unchanged (its body
+replayed), so every refusal of a malformed request is FastAPI's own.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import anyio
+from pydantic import BaseModel
+from pydantic import ValidationError as PydanticError
+from pydantic_core import to_json
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from eventstore.errors import ModelLedgerError
+
+from . import mlflow_api
+from . import models as m
+from . import routes as r
+from .errors import error_body
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+Handler = Callable[[Request, bytes], Awaitable[Response | None]]  # None: let FastAPI answer
+
+# The /api/v1 writes of one shape: ``fn(body, request, who, key)`` returning a dict.
+WRITES: dict[str, tuple[type[BaseModel], Callable[..., dict[str, Any]]]] = {
+    "/register": (m.RegisterBody, r.register),
+    "/update": (m.UpdateBody, r.update),
+    "/tag": (m.TagBody, r.tag),
+    "/untag": (m.UntagBody, r.untag),
+    "/metrics": (m.MetricsBody, r.metrics),
+    "/alias": (m.AliasBody, r.alias),
+    "/unalias": (m.NameAliasBody, r.unalias),
+    "/rollback": (m.NameAliasBody, r.rollback),
+    "/delete": (m.DeleteBody, r.delete),
+    "/undelete": (m.RefBody, r.undelete),
+}
+
+
+def encode(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """JSON as FastAPI writes a route's returned dict (pydantic's compiled serializer): 0.06 ms for an MLflow
+    search answer of 100 versions, against 0.18 ms through ``json.dumps``."""
+    return Response(to_json(content), status_code=status, headers=headers, media_type="application/json")
+
+
+def ledger_error(exc: ModelLedgerError) -> JSONResponse:
+    """The app's answer to one of the project's errors (``app.on_error`` uses it too)."""
+    status, payload = error_body(exc)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(payload, status_code=status, headers=headers)
+
+
+def _json_type(request: Request) -> bool:
+    kind = request.headers.get("content-type")
+    if kind is None:
+        return True  # FastAPI reads a body without a content type as JSON too
+    main = kind.split(";", 1)[0].strip().lower()
+    return main == "application/json" or (main.startswith("application/") and main.endswith("+json"))
+
+
+def _write(model: type[BaseModel], fn: Callable[..., dict[str, Any]]) -> Handler:
+    async def handle(request: Request, raw: bytes) -> Response | None:
+        if not _json_type(request):
+            return None
+        try:
+            body = model.model_validate(json.loads(raw))
+        except (ValueError, PydanticError):  # not JSON, or not this body: FastAPI's own refusal
+            return None
+
+        def run() -> Response:
+            try:
+                who = r.caller(request, request.headers.get("authorization"))
+                return encode(fn(body, request, who, request.headers.get("idempotency-key")))
+            except ModelLedgerError as exc:
+                return ledger_error(exc)
+
+        return await anyio.to_thread.run_sync(run)
+
+    return handle
+
+
+def _mlflow(fn: Callable[..., Any]) -> Handler:
+    async def handle(request: Request, raw: bytes) -> Response:
+        try:
+            body = mlflow_api.parse_body(request, raw)
+        except mlflow_api.MlflowError as exc:
+            return mlflow_api.error_response(exc)
+
+        def run() -> Response:
+            try:
+                answer = fn(request, body)
+            except (mlflow_api.MlflowError, ModelLedgerError) as exc:
+                return mlflow_api.error_response(exc)
+            return answer if isinstance(answer, Response) else encode(answer)
+
+        return await anyio.to_thread.run_sync(run)
+
+    return handle
+
+
+def table() -> dict[tuple[str, str], Handler]:
+    found: dict[tuple[str, str], Handler] = {}
+    for path, (model, fn) in WRITES.items():
+        found[("POST", r.API + path)] = _write(model, fn)
+    for method, path, fn in mlflow_api.FIXED_ROUTES:
+        found[(method, path)] = _mlflow(fn)
+    return found
+
+
+class Direct:
+    """ASGI layer: a request whose (method, path) is in ``table()`` is answered here, any other (or one its
+    handler declines) by ``app``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.routes = table()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        root = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root):]
+        handler = self.routes.get((scope["method"], path))
+        if handler is None:
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        raw = await request.body()
+        response = await handler(request, raw)
+        if response is None:
+            sent = False
+
+            async def replay() -> Message:
+                nonlocal sent
+                if not sent:
+                    sent = True
+                    return {"type": "http.request", "body": raw, "more_body": False}
+                return await receive()
+
+            await self.app(scope, replay, send)
+            return
+        await response(scope, receive, send)
