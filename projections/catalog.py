@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import weakref
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
 from types import ModuleType
 from typing import Any
@@ -34,7 +34,7 @@ from .dialects import dialect_for, dialect_of
 from .digest import catalog_digest_rows
 from .past import PastCatalog
 from .prefetch import Prefetched, PrefetchedStore
-from .projector import HANDLERS, fold, log_events
+from .projector import HANDLERS, PAUSE_AT, collector_paused, fold, log_events
 from .records import ModelRecord, VersionRecord
 from .rows import CatalogStateView, model_record, sorted_aliases, version_record
 from .search import query_words
@@ -122,11 +122,13 @@ class CatalogProjection:
                 del self._prefetched[tx]  # read before the lag was folded: stale
             else:
                 prefetched.checkpoint = position
-        while position < head:
-            page = list(tx.read(since=position, limit=min(PAGE, head - position)))
-            if not page:
-                break
-            position = fold(store, page, position)
+        # A long lag (a bulk import): its pages' reads too with the collector paused (``collector_paused``).
+        with collector_paused() if head - position >= PAUSE_AT else nullcontext():
+            while position < head:
+                page = list(tx.read(since=position, limit=min(PAGE, head - position)))
+                if not page:
+                    break
+                position = fold(store, page, position)
         return position
 
     def apply(self, tx: Transaction, events: list[StoredEvent]) -> None:
@@ -202,11 +204,13 @@ class CatalogProjection:
             self.sql.create(conn, indexes=False)
             store = self.sql.fold_store(conn)
             position, head = 0, tx.head()
-            while position < head:
-                page = log_events(tx.log_rows(position, min(REBUILD_PAGE, head - position)))
-                if not page:
-                    break
-                position = fold(store, page, position)
+            # The read of each page too (a decoded event per row, kept for the page): see ``collector_paused``.
+            with collector_paused():
+                while position < head:
+                    page = log_events(tx.log_rows(position, min(REBUILD_PAGE, head - position)))
+                    if not page:
+                        break
+                    position = fold(store, page, position)
             self.sql.create_indexes(conn)
             return position
 

@@ -14,7 +14,10 @@ artifact stored). Then, alternating, in the same run:
   (decision state, tags, metrics, files, temporal states, search words), build the query indexes and the
   full-text index, and commit.
 
-The table gives the median events/s of each and the ratio fold / raw (issue 10's target: at least 0.25).
+The table gives the median events/s of each and the ratio fold / raw (issue 10's target: at least 0.25),
+and under each row the CPU per event of both sides (the client's process time, plus on PostgreSQL the server
+backends' CPU read from ``/proc`` when the server runs on this machine) with their ratio: on a shared machine
+the wall clock of one tree moved by 1.5x between rounds, the CPU did not.
 PostgreSQL runs in a database with a random name on ``MLEDGER_BENCH_POSTGRES`` (default
 ``postgresql://postgres@127.0.0.1:5432/postgres``), dropped at the end.
 """
@@ -101,11 +104,14 @@ def raw_sqlite(path: str) -> Callable[[], int]:
 
 
 def raw_postgres(url: str) -> Callable[[], int]:
+    """One connection for every round (closed when the database is dropped): its backend's CPU is then among
+    those ``server_cpu`` reads before and after a round."""
     import psycopg
 
+    conn = psycopg.connect(url, autocommit=True)
+
     def run() -> int:
-        with psycopg.connect(url) as conn:
-            return _raw(lambda since: conn.execute(SELECT.format(p="%s"), (since, PAGE)).fetchall())
+        return _raw(lambda since: conn.execute(SELECT.format(p="%s"), (since, PAGE)).fetchall())
     return run
 
 
@@ -121,23 +127,59 @@ def _raw(page: Callable[[int], list[tuple]]) -> int:
     return count
 
 
-def measure(label: str, recorder: Any, raw: Callable[[], int], rounds: int, n: int) -> Row:
+def server_cpu(admin_url: str, dbname: str) -> Callable[[], float | None]:
+    """The CPU seconds (user + system) the PostgreSQL backends of ``dbname`` have used so far, read from
+    ``/proc`` (a server on this machine; None elsewhere). The wall clock of a rebuild on a shared machine moved
+    by 1.5x between rounds of the same tree; the client's CPU plus the server's did not."""
+    import psycopg
+
+    def run() -> float | None:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            pids = [r[0] for r in admin.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", (dbname,))]
+        total = 0
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                return None
+            total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
+        return total / os.sysconf("SC_CLK_TCK")
+    return run
+
+
+def measure(label: str, recorder: Any, raw: Callable[[], int], rounds: int, n: int,
+            server: Callable[[], float | None] = lambda: 0.0) -> Row:
+    """Rates by the wall clock (the row), and the CPU per event of each side — the client's process time plus,
+    on PostgreSQL, the server backends' (``server_cpu``) — with their ratio in the row's note."""
     log(f"{label}: first fold (creates the catalog)")
     projection = CatalogProjection(recorder)
-    raw_rates, fold_rates = [], []
+    raw_rates, fold_rates, raw_cpu, fold_cpu = [], [], [], []
+
+    def timed(fn: Callable[[], int]) -> tuple[int, float, float | None]:
+        s0, c0, t0 = server(), time.process_time(), time.perf_counter()
+        count = fn()
+        wall, cpu, s1 = time.perf_counter() - t0, time.process_time() - c0, server()
+        return count, wall, None if s0 is None or s1 is None else cpu + s1 - s0
+
     for r in range(rounds):
-        t = time.perf_counter()
-        count = raw()
-        raw_rates.append(count / (time.perf_counter() - t))
-        t = time.perf_counter()
-        folded = projection.rebuild()
-        fold_rates.append(folded / (time.perf_counter() - t))
+        count, wall, cpu = timed(raw)
+        raw_rates.append(count / wall)
+        raw_cpu.append(cpu)
+        folded, wall, cpu = timed(projection.rebuild)
+        fold_rates.append(folded / wall)
+        fold_cpu.append(cpu)
         log(f"{label} round {r + 1}: raw {raw_rates[-1]:,.0f}/s, fold {fold_rates[-1]:,.0f}/s")
     fold_rate, raw_rate = median(fold_rates), median(raw_rates)
     ratio = fold_rate / raw_rate
+    note = ""
+    if None not in raw_cpu and None not in fold_cpu:
+        raw_us, fold_us = median(raw_cpu) / n * 1e6, median(fold_cpu) / n * 1e6
+        note = (f"CPU per event (client{' + server' if label != 'SQLite' else ''}): fold {fold_us:.1f} µs, "
+                f"raw {raw_us:.1f} µs, CPU ratio {raw_us / fold_us:.3f}; load {os.getloadavg()[0]:.1f}")
     return Row(f"fold_{label.lower()}", f"{label}: fold ({n:,} events, rebuild)", fold_rate, "events/s",
-               "raw read + JSON decode", raw_rate, ratio, ">= 0.25", ratio >= 0.25,
-               samples={"fold": fold_rates, "raw": raw_rates})
+               "raw read + JSON decode", raw_rate, ratio, ">= 0.25", ratio >= 0.25, note=note,
+               samples={"fold": fold_rates, "raw": raw_rates, "fold_cpu_s": fold_cpu, "raw_cpu_s": raw_cpu})
 
 
 def parts(n: int, rounds: int) -> list[str]:
@@ -250,7 +292,7 @@ def main() -> None:
             recorder = PostgresRecorder(url)
             log(f"PostgreSQL: appending {n:,} events")
             fill(recorder, events)
-            rows.append(measure("PostgreSQL", recorder, raw_postgres(url), rounds, n))
+            rows.append(measure("PostgreSQL", recorder, raw_postgres(url), rounds, n, server_cpu(ADMIN_URL, name)))
             recorder.close()
         finally:
             with psycopg.connect(ADMIN_URL, autocommit=True) as admin:

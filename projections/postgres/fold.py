@@ -27,7 +27,7 @@ def _unnest(columns: list[tuple[str, str]]) -> str:
     """``unnest`` of one array parameter per column, as ``u(columns)``: a whole page of rows is one statement."""
     # %b: binary parameters. psycopg's text form of an array quotes every element through a regex, which cost
     # more than the whole fold (measured with cProfile on a rebuild).
-    arrays = ", ".join(f"%b::{'text' if kind == 'jsonb' else kind}[]" for _, kind in columns)
+    arrays = ", ".join(f"%b::{'text' if kind in ('jsonb', 'json') else kind}[]" for _, kind in columns)
     return f"unnest({arrays}) AS u({', '.join(name for name, _ in columns)})"
 
 
@@ -71,7 +71,8 @@ _TYPES = {"name": "text", "stream_version": "bigint", "description": "text", "ta
           "parent": "bigint", "status": "text", "params": "jsonb", "structure": "jsonb", "optimizer": "jsonb",
           "metrics": "jsonb", "artifact": "jsonb", "position": "bigint", "requested_at": "bigint",
           "key": "text", "value": "text", "path": "text", "basename": "text", "digest": "text", "size": "bigint",
-          "alias": "text", "seq": "bigint", "state": "jsonb", "words": "text"}
+          "alias": "text", "seq": "bigint", "state": "json", "words": "text"}
+# "json": JSON kept as text (the temporal states: ``projections.postgres.schema``), NULs replaced as for jsonb.
 
 
 def _cols(*names: str, **kinds: str) -> list[tuple[str, str]]:
@@ -110,7 +111,7 @@ _STATEMENTS: tuple[tuple[str, Statement], ...] = (
     ("alias_history", _insert("alias_history", _cols("name", "alias", "seq", "version"))),
     ("model_states", _insert("model_states", _cols("name", "position", "state"))),
     ("version_states", _insert("version_states", _cols("name", "version", "position", "state"))),
-    ("artifact_states", _insert("artifact_states", _cols("name", "version", "position", "artifact"))),
+    ("artifact_states", _insert("artifact_states", _cols("name", "version", "position", "artifact", artifact="json"))),
     # tokens never hold a space (``projections.search``): a page's token lists travel as space-joined text
     ("model_words", _words_upsert("model_search", ("name",))),
     ("version_words", _words_upsert("version_search", _NAME_VERSION)),
@@ -125,7 +126,7 @@ def storable(values: list[Any], kind: str) -> list[Any]:
     """A column of text (or JSON text) as PostgreSQL can hold it: no NUL (``projections.postgres.text``).
     Checked on the whole column at once: a NUL is rare, the check runs on every page."""
     present = [v for v in values if v]
-    if kind == "jsonb":
+    if kind in ("jsonb", "json"):
         return [json_param(v) if v else v for v in values] if "\\u0000" in "".join(present) else values
     return [text_param(v) if v else v for v in values] if "\x00" in "".join(present) else values
 
@@ -199,7 +200,7 @@ class FoldStore:
                     rows = [(*key[:-1], " ".join(key[-1])) for key in rows]
                 columns = [list(column) for column in zip(*rows, strict=True)]
                 for i, kind in enumerate(kinds):
-                    if kind in ("text", "jsonb"):
+                    if kind in ("text", "jsonb", "json"):
                         columns[i] = storable(columns[i], kind)
                     elif kind == "float8":
                         # metrics mix ints and floats (acc=1, loss=0.5): psycopg cannot dump a mixed list

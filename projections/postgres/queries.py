@@ -211,17 +211,19 @@ def best_version(conn: Any, name: str, metric: str, *, minimize: bool, tags: Map
 
 
 # -- the past --------------------------------------------------------------------------------------------------
+# The states are stored as JSON text (``projections.postgres.schema``): each one returned is cast to jsonb, so
+# it comes back as every other JSON column does (jsonb's key order and numbers), the same answer as before.
 
 def model_state_at(conn: Any, name: str, position: int) -> Any:
-    row = conn.execute("SELECT state FROM model_states WHERE name = %s AND position <= %s"
+    row = conn.execute("SELECT state::jsonb FROM model_states WHERE name = %s AND position <= %s"
                        " ORDER BY position DESC LIMIT 1", (name, position)).fetchone()
     return None if row is None else row[0]
 
 
 _PAST_VERSIONS = (
-    f"SELECT {_V}, (SELECT state FROM version_states s WHERE s.name = v.name"  # noqa: S608
+    f"SELECT {_V}, (SELECT state::jsonb FROM version_states s WHERE s.name = v.name"  # noqa: S608
     " AND s.version = v.version AND s.position <= %s ORDER BY s.position DESC LIMIT 1),"
-    " (SELECT artifact FROM artifact_states a WHERE a.name = v.name"
+    " (SELECT artifact::jsonb FROM artifact_states a WHERE a.name = v.name"
     " AND a.version = v.version AND a.position <= %s ORDER BY a.position DESC LIMIT 1)"
     " FROM versions v WHERE v.name = %s AND v.position <= %s")
 
@@ -234,7 +236,7 @@ def versions_at(conn: Any, name: str, position: int) -> list[tuple]:
     return conn.execute(_PAST_VERSIONS + " ORDER BY v.version", (position, position, name, position)).fetchall()
 
 
-_MODELS_AT = ("SELECT m.name, (SELECT state FROM model_states s WHERE s.name = m.name AND s.position <= %s"
+_MODELS_AT = ("SELECT m.name, (SELECT state::jsonb FROM model_states s WHERE s.name = m.name AND s.position <= %s"
               " ORDER BY s.position DESC LIMIT 1) FROM models m WHERE m.name > %s ORDER BY m.name LIMIT %s")
 
 
