@@ -17,21 +17,20 @@ after the other that is ~1.1 s where the hash alone takes 0.6 s, so the three ar
   0.00–0.02 s with it, in the same runs.
 
 A folder's shards are copied one per core (``BlobStore._ingest_local``): there each copy hashes in its own
-thread (``copy_hashing(..., hash_thread=False)``: read a buffer, hash it, write it, all on one core). A second
+thread (``copy_hashing(..., hash_thread=False)``: read 256 KiB, hash it, write it, all on one core). A second
 thread per copy only added handoffs, and the hash then read each buffer from the other core's cache: paired
 runs of 8 × 256 MiB shards at load 5 (perf: 39 % of the CPU was the kernel's copy into the page cache,
 6 % the read, 30 % SHA-256) used 3.4–3.8 s of CPU with one thread per shard against 4.9–5.0 s with the
-pipeline.
+pipeline, and 4.4–4.8 s with 1 MiB buffers (which no longer stay in the core's 512 KiB L2 between the hash
+and the write).
 
-That copy's CPU is SHA-256 plus the kernel's write into the page cache; the interpreter's share is under 2 %
-(perf of a register of 2 GiB on tmpfs: no GIL wait, no allocation per buffer: one buffer, ``readv`` into it,
-memoryviews of it hashed and written). Its buffer is ``INLINE_CHUNK`` = 1 MiB: on ext4 with large folios
-(Linux 6.16 on) a 1 MiB write fills larger page-cache folios than a 256 KiB one, and the copy used 0.75–0.76 s
-of CPU per GiB against 0.80–0.83 s with 256 KiB (same process, shuffled, 9–11 repeats, load 3.6; SHA-256
-alone 0.56–0.58 s); on tmpfs (4 KiB pages) the two were equal (0.95 and 0.97 s). On an older kernel without
-large folios 1 MiB had cost more (4.4–4.8 s per 2 GiB against 3.4–3.8 s: the buffer no longer stayed in that
-machine's 512 KiB L2). Measured and not kept: 64 and 128 KiB (no gain), 2 MiB (as 1 MiB on ext4),
-``posix_fallocate`` of the temp first (no gain on tmpfs, where the pages' allocation is the write's cost).
+Checked again on a later machine (Linux 6.18, ext4 with large folios, 1 MiB of L2 per core, SHA-NI): this copy's
+CPU is SHA-256 plus the kernel's write into the page cache; the interpreter's share is under 2 % (perf of a
+register of 2 GiB on tmpfs: no GIL wait; one buffer, ``readv`` into it, memoryviews of it hashed and written).
+Buffers of 1 MiB looked 2–6 % cheaper on 64 MiB shards, but on 256 MiB shards on the ext4 disk the store's
+ingest fell into a slow mode in 3 of 4 repeats (2.1–2.4 s of CPU per GiB against 0.77–0.79 s with 256 KiB,
+paired in one process; through the bench's register 1.30–1.48 against 0.80–0.83 s in 5 of 5), so 256 KiB stays;
+128 KiB was no better (0.78–0.81 s), nor ``posix_fallocate`` of the temp first on tmpfs.
 
 ``copy_file_range`` (the kernel copies, no byte through user space) with the hash thread reading the copy back
 (``pread`` or ``mmap``) was measured too and used more CPU, not less (0.89–0.96 s per GiB against 0.81–0.90 s
@@ -52,9 +51,8 @@ from eventstore.errors import ArtifactError
 
 PIPE_CHUNK = 1024 * 1024
 PIPE_BUFFERS = 16
-# The buffer of a copy that hashes in its own thread: read, hashed and written while it is in the core's L2
-# (1 MiB here), and large enough that each write fills large page-cache folios (see the module's docstring).
-INLINE_CHUNK = 1024 * 1024
+# The buffer of a copy that hashes in its own thread: read, hashed and written while it is in the core's L2.
+INLINE_CHUNK = 256 * 1024
 # Start the disk on what was written every this many bytes. Small enough that the final fsync waits for little,
 # large enough that the calls cost nothing (32 per GiB).
 WRITEBACK_BYTES = 32 * 1024 * 1024
@@ -138,8 +136,7 @@ def copy_hashing(src: int, out: int, progress: Progress = None, shown: str = "",
 
 
 def _copy_hashing_here(src: int, out: int, progress: Progress, shown: str) -> tuple[str, int]:
-    """``copy_hashing`` in one thread: each buffer is read, hashed, then written (one buffer for the whole copy:
-    nothing is allocated per read)."""
+    """``copy_hashing`` in one thread: each buffer is read, hashed, then written."""
     h = hashlib.sha256()
     mv = memoryview(bytearray(INLINE_CHUNK))
     total = 0
