@@ -25,8 +25,9 @@ pipeline, and 4.4–4.8 s with 1 MiB buffers (which no longer stay in the core's
 and the write).
 
 Checked again on a later machine (Linux 6.18, ext4 with large folios, 1 MiB of L2 per core, SHA-NI): this copy's
-CPU is SHA-256 plus the kernel's write into the page cache; the interpreter's share is under 2 % (perf of a
-register of 2 GiB on tmpfs: no GIL wait; one buffer, ``readv`` into it, memoryviews of it hashed and written).
+CPU is SHA-256 plus the kernel's write into the page cache (perf of a register of 2 GiB on tmpfs: the
+interpreter 7 % of the process, mostly its imports; no GIL wait; one buffer, ``readv`` into it, memoryviews of it
+hashed and written).
 Buffers of 1 MiB looked 2–6 % cheaper on 64 MiB shards, but on 256 MiB shards on the ext4 disk the store's
 ingest fell into a slow mode in 3 of 4 repeats (2.1–2.4 s of CPU per GiB against 0.77–0.79 s with 256 KiB,
 paired in one process; through the bench's register 1.30–1.48 against 0.80–0.83 s in 5 of 5), so 256 KiB stays;
