@@ -4,8 +4,10 @@ store, each beside the physical floor measured in the same run (issue 12, "Decid
 - **Floor** of a verified, durable copy of one file: the slower of one SHA-256 pass over it and ``cp`` +
   ``fsync`` of it. Each repeat measures both and the ingest (order shuffled), and the ratio is ingest /
   floor of that repeat. Target ≥ 0.7.
-- **Sharded folder** (8 shards): ingest vs the parallel floor: the slower of (cores × one core's SHA-256 rate,
-  measured on the shards in the same repeat) and ``cp -r`` + ``fsync`` of every shard (the disk). Target ≥ 0.7.
+- **Sharded folder** (8 shards): ingest vs the parallel floor: the slower of one SHA-256 pass per core in
+  parallel (one thread per core, each hashing the next shard: the CPU) and one ``cp`` per core + ``fsync`` of
+  every shard (the storage), both measured in the same repeat on the same file system; the row says which
+  one bounded each repeat. Target ≥ 0.7.
 - **Second register** of the unchanged 1 GiB file (stat cache in the home): the whole ``Registry.register``
   call, timed in a child after a first register. Target ≤ 50 ms.
 - **Peak RSS growth** of the ingest of a 2 GiB file (``VmHWM`` in a child). Target ≤ 100 MB. On every backend:
@@ -14,13 +16,17 @@ store, each beside the physical floor measured in the same run (issue 12, "Decid
 - The same file ingested twice through the stat cache: bytes the 2nd ingest wrote (target 0).
 
 Files are random (a 64 MiB random block repeated: not sparse, does not compress), in the page cache (each
-was just written and read once), as a model that was just saved. Ingests run in a child process that
+was just written and read once), as a model that was just saved. ``--dir`` puts the sources, the homes and the
+floor's copies on another file system (``--dir /dev/shm``: tmpfs, where the CPU rather than the disk bounds the
+floor). ``--compare NAME=TREE`` registers with another checkout's code too (its own ``.venv`` if it has one),
+in the same repeats against the same floors. Ingests run in a child process that
 reports its own time around the call (imports excluded). The machine may be shared: figures are medians of
 repeats, compared as ratios within a repeat.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -70,6 +76,9 @@ def _wchar() -> int:
 
 def child(mode: str, store: str, src: str) -> dict[str, Any]:
     add_repo_to_path()
+    tree = os.environ.get("MLEDGER_BENCH_TREE")
+    if tree:  # ``--compare``: the product's packages from that checkout
+        sys.path.insert(0, tree)
     from workers.blobs import open_store
     from workers.ingest import ingest_artifact
 
@@ -93,6 +102,7 @@ def child(mode: str, store: str, src: str) -> dict[str, Any]:
             out["cpu_seconds"] = (c1.user - c0.user) + (c1.system - c0.system)
             out["size"] = v.artifact["size"]
             out["status"] = v.status
+            out["code"] = os.path.dirname(os.path.dirname(sys.modules["workers.blobs"].__file__ or ""))
             if v.status != "ready" or reg.store().stats.blobs_written <= written:
                 raise SystemExit(f"the register did not store new bytes: {v.status}, {reg.store().stats}")
     elif mode == "once":
@@ -145,10 +155,17 @@ def _rchar() -> int:
     return -1
 
 
-def run_child(mode: str, store: str, src: str, extra_env: dict[str, str] | None = None) -> dict[str, Any]:
+def run_child(mode: str, store: str, src: str, extra_env: dict[str, str] | None = None,
+              tree: str | None = None) -> dict[str, Any]:
+    """``mode`` in a child process; ``tree``: with that checkout's code (and its ``.venv`` if it has one)."""
     env = dict(os.environ, MLEDGER_ACTOR="bench@bench", MLEDGER_BROKER="embedded", **(extra_env or {}))
     env.pop("MLEDGER_ARTIFACTS", None)
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", mode, store, src],
+    python = sys.executable
+    if tree is not None:
+        env["MLEDGER_BENCH_TREE"] = tree
+        own = os.path.join(tree, ".venv", "bin", "python")
+        python = own if os.path.exists(own) else python
+    proc = subprocess.run([python, os.path.abspath(__file__), "--child", mode, store, src],
                           capture_output=True, text=True, check=False, env=env)
     if proc.returncode != 0:
         raise SystemExit(f"ingest child failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
@@ -165,28 +182,97 @@ def _fsync_path(path: str) -> None:
         os.close(fd)
 
 
+def _shard_paths(src: str) -> list[str]:
+    return [os.path.join(src, n) for n in sorted(os.listdir(src))] if os.path.isdir(src) else [src]
+
+
 def time_cp_fsync(src: str, dest: str) -> float:
-    """``cp`` (``cp -r`` for a folder) then ``fsync`` of every file copied: a durable copy, no hashing."""
+    """``cp`` then ``fsync`` of the copy: a durable copy of one file, no hashing."""
     t = time.perf_counter()
-    subprocess.run(["cp", "-r", src, dest], check=True)
-    if os.path.isdir(dest):
-        for name in sorted(os.listdir(dest)):
-            _fsync_path(os.path.join(dest, name))
-    else:
-        _fsync_path(dest)
+    subprocess.run(["cp", src, dest], check=True)
+    _fsync_path(dest)
     return time.perf_counter() - t
+
+
+def time_cp_parallel(src: str, dest: str, workers: int) -> float:
+    """A folder's files copied by ``workers`` ``cp`` processes at once (each its share, in turn), then every copy
+    fsynced: what the storage takes durably when written from every core, no hashing. (One ``cp -r`` is
+    bounded by one core's copy on a file system in memory: ~2 GB/s on tmpfs here, less than two SHA-256 passes.)"""
+    files = _shard_paths(src)
+    os.mkdir(dest)
+    shares = [files[i::workers] for i in range(workers)]
+    t = time.perf_counter()
+    procs = [subprocess.Popen(["cp", *share, dest]) for share in shares if share]
+    for proc in procs:
+        if proc.wait() != 0:
+            raise SystemExit(f"cp failed: {proc.args}")
+    for name in sorted(os.listdir(dest)):
+        _fsync_path(os.path.join(dest, name))
+    return time.perf_counter() - t
+
+
+HASH_BUFFER = 1024 * 1024
+
+
+def _sha256_file(path: str, buf: memoryview) -> None:
+    h = hashlib.sha256()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        while n := os.readv(fd, [buf]):
+            h.update(buf[:n])
+    finally:
+        os.close(fd)
 
 
 def time_sha256(src: str) -> float:
-    """One SHA-256 pass on one core (a folder: its files one after the other)."""
-    files = [os.path.join(src, n) for n in sorted(os.listdir(src))] if os.path.isdir(src) else [src]
+    """One SHA-256 pass on one core (a folder: its files one after the other), read into one buffer."""
+    buf = memoryview(bytearray(HASH_BUFFER))
     t = time.perf_counter()
-    for path in files:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            while chunk := f.read(8 * 1024 * 1024):
-                h.update(chunk)
+    for path in _shard_paths(src):
+        _sha256_file(path, buf)
     return time.perf_counter() - t
+
+
+def time_sha256_parallel(src: str, workers: int) -> float:
+    """One SHA-256 pass per core at once: ``workers`` threads (hashlib releases the GIL on buffers over 2 KiB),
+    each taking the next file and hashing it through its own buffer."""
+    import threading
+
+    files = _shard_paths(src)
+    lock = threading.Lock()
+
+    def work() -> None:
+        buf = memoryview(bytearray(HASH_BUFFER))
+        while True:
+            with lock:
+                if not files:
+                    return
+                path = files.pop(0)
+            _sha256_file(path, buf)
+
+    threads = [threading.Thread(target=work) for _ in range(workers)]
+    t = time.perf_counter()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return time.perf_counter() - t
+
+
+def fs_facts(path: str) -> str:
+    """The file system ``path`` is on (its type and mount point, from /proc/mounts) and its free space."""
+    real = os.path.realpath(path)
+    kind, mount = "?", ""
+    try:
+        for line in Path("/proc/mounts").read_text().splitlines():
+            _dev, mnt, fstype = line.split()[:3]
+            inside = real == mnt or real.startswith(mnt.rstrip("/") + "/")
+            if inside and len(mnt) >= len(mount):  # the longest mount point holding it (the last one mounted)
+                kind, mount = fstype, mnt
+    except OSError:
+        pass
+    st = os.statvfs(real)
+    return f"{kind} at {mount or '?'}, {st.f_bavail * st.f_frsize / 2**30:.1f} GiB free"
 
 
 def _remove(path: str) -> None:
@@ -220,54 +306,77 @@ def size(key: str, quick: bool) -> int:
     return small if quick else full
 
 
-def _floor_rows(label: str, src: str, d: str, repeats: int, parallel: bool) -> tuple[Row, list[dict[str, Any]]]:
-    """``repeats`` × {ingest, sha256 pass, cp + fsync} in shuffled order; ratio per repeat."""
+def _floor_rows(label: str, src: str, d: str, repeats: int, parallel: bool,
+                compare: dict[str, str] | None = None) -> tuple[list[Row], list[dict[str, Any]]]:
+    """``repeats`` × {register, SHA-256 pass, cp + fsync} in shuffled order; ratio per repeat. ``parallel``: the
+    floor of a folder copied one file per core (the hashing and the copying both on every core at once).
+    ``compare``: also register with these checkouts' code ({name: tree}), in the same repeats."""
     total = tree_bytes(src)[0] if os.path.isdir(src) else os.path.getsize(src)
     mb = total / 1e6
+    gib = total / 2**30
     cores = _cores()
+    subjects: dict[str, str | None] = {"this": None, **(compare or {})}
     home, copy = os.path.join(d, "home"), os.path.join(d, "copy")
-    ing, shas, cps, floors, ratios, children, loads = [], [], [], [], [], [], []
+    ing: dict[str, list[float]] = {k: [] for k in subjects}
+    cpu: dict[str, list[float]] = {k: [] for k in subjects}
+    ratios: dict[str, list[float]] = {k: [] for k in subjects}
+    shas, cps, floors, bounds, loads, both = [], [], [], [], [], []
+    children: list[dict[str, Any]] = []
     for r in range(repeats):
         got: dict[str, float] = {}
 
-        def subject(got: dict[str, float] = got) -> None:
-            c = run_child("durable", home, src)
+        def subject(name: str, tree: str | None, got: dict[str, float] = got) -> None:
+            c = run_child("durable", home, src, tree=tree)
             children.append(c)
             _remove(home)
-            got["ingest"] = mb / c["seconds"]
+            got["ingest:" + name] = mb / c["seconds"]
+            cpu[name].append(c["cpu_seconds"] / gib)
 
         def sha(got: dict[str, float] = got) -> None:
-            got["sha"] = mb / time_sha256(src)
+            got["sha"] = mb / (time_sha256_parallel(src, cores) if parallel else time_sha256(src))
 
         def cpf(got: dict[str, float] = got) -> None:
-            got["cpf"] = mb / time_cp_fsync(src, copy)
+            got["cpf"] = mb / (time_cp_parallel(src, copy, cores) if parallel else time_cp_fsync(src, copy))
             _remove(copy)
 
-        steps = [subject, sha, cpf]
+        steps = [*(functools.partial(subject, k, v) for k, v in subjects.items()), sha, cpf]
         random.Random(r).shuffle(steps)
         loads.append(os.getloadavg()[0])
         for step in steps:
             step()
-        hashing = got["sha"] * (cores if parallel else 1)
-        floor = min(hashing, got["cpf"])
-        ing.append(got["ingest"])
+        floor = min(got["sha"], got["cpf"])
+        # Where both are the CPU's (a file system in memory), a one-pass ingest does both on the same cores:
+        # this is the rate of the two passes one after the other, for reading the ratio, not the target.
+        both.append(1 / (1 / got["sha"] + 1 / got["cpf"]))
+        bounds.append("cpu" if got["sha"] <= got["cpf"] else "disk")
         shas.append(got["sha"])
         cps.append(got["cpf"])
         floors.append(floor)
-        ratios.append(got["ingest"] / floor)
-    ratio = median(ratios)
-    what = f"{cores} cores × one core's sha256" if parallel else "one sha256 pass"
-    row = Row(label, "register", median(ing), "MB/s", "floor", median(floors), ratio, target="≥ 0.7",
-              ok=ratio >= 0.7,
-              note=(f"floor = slower of {what} (median {median(shas) * (cores if parallel else 1):,.0f} MB/s) and "
-                    f"cp{' -r' if parallel else ''} + fsync (median {median(cps):,.0f} MB/s), per repeat; "
-                    f"{repeats} repeats, shuffled; Registry.register into a fresh home each (no stat cache, no dedup), "
-                    f"CPU {median([c['cpu_seconds'] for c in children]):.2f} s per register; "
-                    f"ratios {', '.join(f'{x:.2f}' for x in ratios)}; load at each repeat "
-                    f"{', '.join(f'{x:.1f}' for x in loads)}"),
-              samples={"register_mbs": ing, "sha256_mbs": shas, "cp_fsync_mbs": cps, "floor_mbs": floors,
-                       "ratio": ratios, "loadavg_1m": loads, "cpu_seconds": [c["cpu_seconds"] for c in children]})
-    return row, children
+        for k in subjects:
+            ing[k].append(got["ingest:" + k])
+            ratios[k].append(got["ingest:" + k] / floor)
+    what = f"one SHA-256 pass per core at once ({cores} threads)" if parallel else "one sha256 pass"
+    copying = f"{cores} cp at once" if parallel else "cp"
+    by_cpu = bounds.count("cpu")
+    bound = ("the CPU (SHA-256)" if by_cpu == repeats else "the storage (cp + fsync)" if by_cpu == 0
+             else f"the CPU in {by_cpu} of {repeats} repeats, else the storage")
+    rows = []
+    for k in subjects:
+        ratio = median(ratios[k])
+        name = label if k == "this" else f"{label} [{k}]"
+        rows.append(Row(
+            name, "register", median(ing[k]), "MB/s", "floor", median(floors), ratio, target="≥ 0.7", ok=ratio >= 0.7,
+            note=(f"floor = slower of {what} (median {median(shas):,.0f} MB/s) and {copying} + fsync (median "
+                  f"{median(cps):,.0f} MB/s), per repeat; bounded by {bound}; the hash and the copy one after the other "
+                  f"{median(both):,.0f} MB/s (register / that: {median(ing[k]) / median(both):.2f}); on "
+                  f"{fs_facts(d)}; {repeats} repeats, "
+                  f"shuffled; Registry.register into a fresh home each (no stat cache, no dedup), CPU "
+                  f"{median(cpu[k]):.2f} s per GiB registered ({', '.join(f'{x:.2f}' for x in cpu[k])}); "
+                  f"ratios {', '.join(f'{x:.2f}' for x in ratios[k])}; load at each repeat "
+                  f"{', '.join(f'{x:.1f}' for x in loads)}" + (f"; code from {subjects[k]}" if subjects[k] else "")),
+            samples={"register_mbs": ing[k], "sha256_mbs": shas, "cp_fsync_mbs": cps, "floor_mbs": floors,
+                     "bound": bounds, "hash_then_copy_mbs": both, "ratio": ratios[k], "loadavg_1m": loads, "cpu_seconds_per_gib": cpu[k]}))
+    return rows, children
 
 
 PARTS = ("file", "folder", "again", "twice", "rss")
@@ -275,12 +384,20 @@ BACKENDS = ("sqlite", "postgres", "mysql", "s3", "azure")
 
 
 def bench_ingest(tmp: str, quick: bool, parts: tuple[str, ...] = PARTS,
-                 backends: tuple[str, ...] = BACKENDS) -> list[Row]:
-    """The section, or some of its ``parts`` (each under ~5 minutes alone on an idle machine)."""
+                 backends: tuple[str, ...] = BACKENDS, compare: dict[str, str] | None = None) -> list[Row]:
+    """The section, or some of its ``parts`` (each under ~5 minutes alone on an idle machine), in ``tmp``.
+    ``compare``: the file and folder parts also register with these checkouts' code ({name: tree})."""
     total = size("file", quick)
     repeats = size("repeats", quick)
     n = size("shards", quick)
     rows: list[Row] = []
+    # At most a source, one copy of it (a home or the floor's copy) and the 2 GiB file of the RSS part at once.
+    need = max(2 * total if {"file", "again", "twice"} & set(parts) else 0,
+               2 * n * size("shard", quick) if "folder" in parts else 0,
+               2 * size("big", quick) if "rss" in parts else 0) + 256 * 2**20
+    st = os.statvfs(tmp)
+    if st.f_bavail * st.f_frsize < need:
+        raise SystemExit(f"not enough room for the bench on {fs_facts(tmp)}: it needs {need / 2**30:.1f} GiB")
     with temp_dir(tmp, "ingest-") as d:
         src = os.path.join(d, "model.bin")
         shards = os.path.join(d, "ckpt")
@@ -297,15 +414,16 @@ def bench_ingest(tmp: str, quick: bool, parts: tuple[str, ...] = PARTS,
 
         if "file" in parts:
             log(f"ingest: {repeats} repeats of the file vs its floor")
-            row, _ = _floor_rows(f"register {total // 2**20} MiB file vs floor", src, d, repeats, parallel=False)
-            rows.append(row)
-            log(render([row]))
+            frows, _ = _floor_rows(f"register {total // 2**20} MiB file vs floor", src, d, repeats, parallel=False,
+                                   compare=compare)
+            rows += frows
+            log(render(frows))
         if "folder" in parts:
             log(f"ingest: {repeats} repeats of the sharded folder vs its floor")
-            frow, _ = _floor_rows(f"register {n} × {size('shard', quick) // 2**20} MiB shards vs floor", shards, d,
-                                  repeats, parallel=True)
-            rows.append(frow)
-            log(render([frow]))
+            frows, _ = _floor_rows(f"register {n} × {size('shard', quick) // 2**20} MiB shards vs floor", shards, d,
+                                   repeats, parallel=True, compare=compare)
+            rows += frows
+            log(render(frows))
             _remove(shards)
 
         if "again" in parts:
@@ -523,13 +641,27 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--backend", action="append", choices=BACKENDS,
                     help="the peak-RSS part on this backend only (repeatable); default all")
     ap.add_argument("--json", help="write the rows and the machine's facts here")
+    ap.add_argument("--dir", help="put the sources, homes and the floor's copies under this folder (its file "
+                                  "system: e.g. /dev/shm, tmpfs, where the CPU bounds the floor); default: the temp dir")
+    ap.add_argument("--repeats", type=int, help="repeats of the file and folder parts (default 5, --quick 2)")
+    ap.add_argument("--compare", action="append", default=[], metavar="NAME=TREE",
+                    help="the file and folder parts also register with this checkout's code, in the same repeats")
     args = ap.parse_args(argv)
+    compare = {}
+    for item in args.compare:
+        name, sep, tree = item.partition("=")
+        if not sep or not os.path.isdir(os.path.join(tree, "workers")):
+            ap.error(f"--compare wants NAME=TREE, TREE a checkout of this project: {item}")
+        compare[name] = os.path.abspath(tree)
+    if args.repeats:
+        SIZES["repeats"] = (args.repeats, args.repeats)
     facts = machine()
     print(f"machine: nproc {facts['nproc']}, CPython {facts['python']}, {facts['platform']}, "
           f"loadavg {facts['loadavg']}")
     t = time.perf_counter()
-    with temp_dir(None, "mledger-bench-") as tmp_dir:
-        rows = bench_ingest(tmp_dir, args.quick, tuple(args.only or PARTS), tuple(args.backend or BACKENDS))
+    with temp_dir(args.dir, "mledger-bench-") as tmp_dir:
+        print(f"files on {fs_facts(tmp_dir)}")
+        rows = bench_ingest(tmp_dir, args.quick, tuple(args.only or PARTS), tuple(args.backend or BACKENDS), compare)
     end = machine()["loadavg"]
     print(render(rows))
     print(f"{len(rows)} rows in {time.perf_counter() - t:.0f} s; loadavg at the end {end}")

@@ -24,6 +24,15 @@ runs of 8 × 256 MiB shards at load 5 (perf: 39 % of the CPU was the kernel's co
 pipeline, and 4.4–4.8 s with 1 MiB buffers (which no longer stay in the core's 512 KiB L2 between the hash
 and the write).
 
+Checked again on a later machine (Linux 6.18, ext4 with large folios, 1 MiB of L2 per core, SHA-NI): this copy's
+CPU is SHA-256 plus the kernel's write into the page cache (perf of a register of 2 GiB on tmpfs: the
+interpreter 7 % of the process, mostly its imports; no GIL wait; one buffer, ``readv`` into it, memoryviews of it
+hashed and written).
+Buffers of 1 MiB looked 2–6 % cheaper on 64 MiB shards, but on 256 MiB shards on the ext4 disk the store's
+ingest fell into a slow mode in 3 of 4 repeats (2.1–2.4 s of CPU per GiB against 0.77–0.79 s with 256 KiB,
+paired in one process; through the bench's register 1.30–1.48 against 0.80–0.83 s in 5 of 5), so 256 KiB stays;
+128 KiB was no better (0.78–0.81 s), nor ``posix_fallocate`` of the temp first on tmpfs.
+
 ``copy_file_range`` (the kernel copies, no byte through user space) with the hash thread reading the copy back
 (``pread`` or ``mmap``) was measured too and used more CPU, not less (0.89–0.96 s per GiB against 0.81–0.90 s
 for this pipeline): the hash still needs the bytes in user space, so it saves no memory copy.
