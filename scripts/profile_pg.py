@@ -135,27 +135,31 @@ def profile(kind: str, ops: int, counter: Counter, cprof: cProfile.Profile | Non
                 counter.on = False
                 print(f"{kind}, one command:\n  " + "\n  ".join(counter.trace))
                 counter.trace = None
-            totals, trips, statements, waits = [], [], [], []
+            totals, trips, statements, waits, cpus = [], [], [], [], []
             for i in range(ops):
                 counter.trips = counter.statements = 0
                 counter.waiting = 0.0
                 counter.on = True
                 if cprof is not None:
                     cprof.enable()
-                start = time.perf_counter()
+                start, cpu = time.perf_counter(), time.process_time()
                 op(i)
-                end = time.perf_counter()
+                end, cpu_end = time.perf_counter(), time.process_time()
                 if cprof is not None:
                     cprof.disable()
                 counter.on = False
                 totals.append(end - start)
+                cpus.append(cpu_end - cpu)
                 trips.append(counter.trips)
                 statements.append(counter.statements)
                 waits.append(counter.waiting)
         finally:
             reg.close()
     return {"round trips": statistics.mean(trips), "statements": statistics.mean(statements),
-            "total µs": statistics.median(totals) * 1e6, "waiting µs": statistics.median(waits) * 1e6}
+            "total µs": statistics.median(totals) * 1e6, "waiting µs": statistics.median(waits) * 1e6,
+            "mean µs": statistics.mean(totals) * 1e6,
+            "p90 µs": sorted(totals)[int(len(totals) * 0.9)] * 1e6,
+            "CPU µs": statistics.mean(cpus) * 1e6}
 
 
 def main(argv: list[str] | None = None) -> int:
