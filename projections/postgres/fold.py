@@ -4,7 +4,7 @@ page costs a handful of round trips, whatever its length)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from typing import Any
 
@@ -31,6 +31,14 @@ def _unnest(columns: list[tuple[str, str]]) -> str:
     return f"unnest({arrays}) AS u({', '.join(name for name, _ in columns)})"
 
 
+def _one_row(columns: list[tuple[str, str]]) -> str:
+    """The same ``u(columns)`` for one row, a scalar parameter per column: a command's inline fold writes one row
+    per table, and an array parameter costs psycopg more to make than a scalar (a tag's fold had 32 of them:
+    ``array.dump`` and its helpers were the largest part of the client's time after the statements)."""
+    values = ", ".join(f"%s::{'text' if kind == 'jsonb' else kind}" for _, kind in columns)
+    return f"(VALUES ({values})) AS u({', '.join(name for name, _ in columns)})"
+
+
 def _value(column: str, kind: str) -> str:
     if kind == "jsonb":
         return f"u.{column}::jsonb"
@@ -39,30 +47,33 @@ def _value(column: str, kind: str) -> str:
     return f"u.{column}"
 
 
-Statement = tuple[str, tuple[str, ...]]  # the SQL, and the kind of each of its array parameters
+# the SQL for any number of rows (a parameter per column: an array of its values), the kind of each column,
+# and the SQL for one row (a parameter per column: its value)
+Statement = tuple[str, tuple[str, ...], str]
 
 
-def _kinds(columns: list[tuple[str, str]]) -> tuple[str, ...]:
-    return tuple(kind for _, kind in columns)
+def _statement(make: Callable[[str], str], columns: list[tuple[str, str]]) -> Statement:
+    """``make(source)`` with the rows' source as arrays, and as one row's values."""
+    return make(_unnest(columns)), tuple(kind for _, kind in columns), make(_one_row(columns))
 
 
 def _insert(table: str, columns: list[tuple[str, str]], conflict: str = "") -> Statement:
     names = ", ".join(c for c, _ in columns)
     values = ", ".join(_value(c, k) for c, k in columns)
-    return (f"INSERT INTO {table} ({names}) SELECT {values} FROM {_unnest(columns)}{conflict}",  # noqa: S608
-            _kinds(columns))
+    return _statement(lambda rows: f"INSERT INTO {table} ({names}) SELECT {values} FROM {rows}{conflict}",  # noqa: S608
+                      columns)
 
 
 def _update(table: str, columns: list[tuple[str, str]], key: tuple[str, ...]) -> Statement:
     sets = ", ".join(f"{c} = {_value(c, k)}" for c, k in columns if c not in key)
     match = " AND ".join(f"{table}.{c} = u.{c}" for c in key)
-    return f"UPDATE {table} SET {sets} FROM {_unnest(columns)} WHERE {match}", _kinds(columns)  # noqa: S608
+    return _statement(lambda rows: f"UPDATE {table} SET {sets} FROM {rows} WHERE {match}", columns)  # noqa: S608
 
 
 def _delete(table: str, columns: list[tuple[str, str]], last: str = "=") -> Statement:
     *keys, final = [c for c, _ in columns]
     match = " AND ".join([*(f"t.{c} = u.{c}" for c in keys), f"t.{final} {last} u.{final}"])
-    return f"DELETE FROM {table} t USING {_unnest(columns)} WHERE {match}", _kinds(columns)  # noqa: S608
+    return _statement(lambda rows: f"DELETE FROM {table} t USING {rows} WHERE {match}", columns)  # noqa: S608
 
 
 _TYPES = {"name": "text", "stream_version": "bigint", "description": "text", "tags": "jsonb", "deleted": "int",
@@ -85,8 +96,11 @@ def _words_upsert(table: str, key: tuple[str, ...]) -> Statement:
     columns = _cols(*key, "words")
     keys = ", ".join(key)
     values = ", ".join(f"u.{k}" for k in key)
-    return (f"INSERT INTO {table} ({keys}, words) SELECT {values}, array_to_tsvector(string_to_array(u.words, ' '))"  # noqa: S608
-            f" FROM {_unnest(columns)} ON CONFLICT ({keys}) DO UPDATE SET words = EXCLUDED.words", _kinds(columns))
+    return _statement(lambda rows: f"INSERT INTO {table} ({keys}, words)"  # noqa: S608
+                      f" SELECT {values}, array_to_tsvector(string_to_array(u.words, ' '))"
+                      f" FROM {rows} ON CONFLICT ({keys}) DO UPDATE SET words = EXCLUDED.words", columns)
+
+
 # (the Changes field, the table it writes, its one statement for the whole page), in the order they run
 _STATEMENTS: tuple[tuple[str, str, Statement], ...] = (
     ("models_new", "models", _insert("models", _cols(*MODEL_FIELDS))),
@@ -190,7 +204,7 @@ class FoldStore:
         where it was one per table (a tag: 7 -> 1)."""
         conn = self.conn
         parts: list[tuple[str, str, list[Any]]] = []  # (table, statement, parameters), in ``_STATEMENTS`` order
-        for name, table, (statement, kinds) in _STATEMENTS:
+        for name, table, (statement, kinds, one_row) in _STATEMENTS:
             rows = getattr(changes, name)
             if not rows:
                 continue
@@ -203,7 +217,10 @@ class FoldStore:
                 elif kind == "float8":
                     # metrics mix ints and floats (acc=1, loss=0.5): psycopg cannot dump a mixed list
                     columns[i] = [None if v is None else float(v) for v in columns[i]]
-            parts.append((table, statement, columns))
+            if len(rows) == 1:
+                parts.append((table, one_row, [column[0] for column in columns]))
+            else:
+                parts.append((table, statement, columns))
         parts.append(("projection_checkpoint", _CHECKPOINT, [CHECKPOINT, changes.position]))
         # A command's inline fold runs in its batched transaction (``PostgresRecorder.write_batched``), already
         # a pipeline: its writes then ride it and go out with the COMMIT (a nested pipeline would cost a
