@@ -95,7 +95,7 @@ STREAM_VERSION = "SELECT coalesce(max(version), 0) FROM events WHERE stream = %s
 STREAM_VERSIONS = ("SELECT s.stream, (SELECT coalesce(max(version), 0) FROM events WHERE stream = s.stream)"
                    " FROM unnest(%s::text[]) AS s(stream)")
 
-# A command's first read (``PostgresRecorder.write_batched``): the head (NULLs in an empty log), the version of
+# A command's first read (the batched write, ``write_batched``): the head (NULLs in an empty log), the version of
 # the command's stream, and generic plans for the rest of the transaction. Why the last: the server re-planned
 # the catalog's prefetch and the stream-version read at every Bind (their parameters can prune a custom plan,
 # so PostgreSQL never settled on a generic one): 199 and 90 µs of a tag's server time, on the critical path,

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from services import examples
 
-from projections.postgres.fold import _grouped
+from projections.postgres.fold import grouped
 
 commands = st.one_of(*command_strategies(st.integers(0, 2), st.dictionaries(st.sampled_from(["lr", "wd"]), st.integers(-3, 3),
                                                                  max_size=2),
@@ -28,11 +28,11 @@ commands = st.one_of(*command_strategies(st.integers(0, 2), st.dictionaries(st.s
 def test_statements_on_distinct_tables_share_one_and_a_table_seen_again_starts_the_next():
     parts = [("models", "UPDATE models %s", [1]), ("tags", "DELETE tags %s", [2]), ("tags", "INSERT tags %s", [3]),
              ("versions", "UPDATE versions %s", [4]), ("projection_checkpoint", "INSERT cp %s", [5])]
-    assert _grouped(parts) == [
+    assert grouped(parts) == [
         ("WITH w0 AS (UPDATE models %s) DELETE tags %s", [1, 2]),
         ("WITH w0 AS (INSERT tags %s), w1 AS (UPDATE versions %s) INSERT cp %s", [3, 4, 5]),
     ]
-    assert _grouped(parts[:1]) == [("UPDATE models %s", [1])]
+    assert grouped(parts[:1]) == [("UPDATE models %s", [1])]
 
 
 @pytest.fixture(scope="module")

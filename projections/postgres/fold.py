@@ -200,7 +200,7 @@ class FoldStore:
 
     def write(self, changes: Changes) -> None:
         """Every table's rows of the page (as arrays), in as few statements as the order allows: statements on
-        different tables go out as one statement (``_grouped``), so a command's inline fold is one statement
+        different tables go out as one statement (``grouped``), so a command's inline fold is one statement
         where it was one per table (a tag: 7 -> 1)."""
         conn = self.conn
         parts: list[tuple[str, str, list[Any]]] = []  # (table, statement, parameters), in ``_STATEMENTS`` order
@@ -226,11 +226,11 @@ class FoldStore:
         # a pipeline: its writes then ride it and go out with the COMMIT (a nested pipeline would cost a
         # round trip on entering and one on leaving).
         with nullcontext() if conn.pgconn.pipeline_status else conn.pipeline():
-            for statement, params in _grouped(parts):
+            for statement, params in grouped(parts):
                 conn.execute(statement, params)
 
 
-def _grouped(parts: list[tuple[str, str, list[Any]]]) -> list[tuple[str, list[Any]]]:
+def grouped(parts: list[tuple[str, str, list[Any]]]) -> list[tuple[str, list[Any]]]:
     """``parts`` as few statements: a run of statements on distinct tables becomes one, each but the last a
     data-modifying ``WITH`` of the last (``WITH w0 AS (INSERT ...), w1 AS (UPDATE ...) INSERT ...``).
 
