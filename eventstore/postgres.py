@@ -145,14 +145,18 @@ def batch(conn: psycopg.Connection) -> AbstractContextManager[Any]:
 class PostgresTransaction(Transaction):
     def __init__(self, connection: psycopg.Connection, last: tuple | psycopg.Cursor | None, *, where: str,
                  versions: dict[str, int] | None = None, commit_with_append: bool = False,
-                 refusal: str | None = None) -> None:
+                 refusal: str | None = None, command: bool = False) -> None:
         self.connection = connection
         self._refusal = refusal  # why appends are refused (guards changed), or None
         self._where = where
         # (position, hash, recorded_at) of the head, read under the writer lock; in a batched transaction the
-        # cursor of that read, fetched when first needed (with everything sent before it)
+        # cursor of that read, fetched when first needed (with everything sent before it). ``command``: a
+        # batched command's transaction, whose head read (``sql.COMMAND_HEAD``, with its stream's version) is
+        # sent by the first ``prefetch`` (or the first read of the head), not yet.
         self._last_cursor: psycopg.Cursor | None = last if isinstance(last, psycopg.Cursor) else None
-        self._last_row: tuple = () if self._last_cursor is not None else _head_row(last)  # type: ignore[arg-type]
+        self._last_row: tuple = () if self._last_cursor is not None or command else _head_row(last)  # type: ignore[arg-type]
+        self._head_unsent = command
+        self._head_stream: str | None = None  # the stream whose version rides the command's head read
         self._versions: dict[str, int] = dict(versions or {})  # exact while this transaction holds the lock
         self._pending_versions: list[tuple[list[str], psycopg.Cursor]] = []  # prefetched, not yet read
         self._pending_keys: dict[str, psycopg.Cursor] = {}  # idempotency keys' first results, prefetched
@@ -161,9 +165,19 @@ class PostgresTransaction(Transaction):
 
     @property
     def _last(self) -> tuple:
+        if self._head_unsent:
+            self._send_head(None)
         if self._last_cursor is not None:
-            self._last_row, self._last_cursor = _head_row(self._last_cursor.fetchone()), None
+            row, self._last_cursor = self._last_cursor.fetchone(), None
+            if self._head_stream is not None:
+                self._versions.setdefault(self._head_stream, row[3])
+            self._last_row = _head_row(row[:3] if row is not None and row[0] is not None else None)
         return self._last_row
+
+    def _send_head(self, stream: str | None) -> None:
+        """A command's head read, with ``stream``'s version (``sql.COMMAND_HEAD``), sent without waiting."""
+        self._head_unsent, self._head_stream = False, stream
+        self._last_cursor = self.connection.execute(sql.COMMAND_HEAD, (stream,))
 
     @_last.setter
     def _last(self, value: tuple) -> None:
@@ -179,6 +193,8 @@ class PostgresTransaction(Transaction):
         """Send the reads of these streams' versions and of the key's first result now, without waiting:
         in a batched transaction they come back with the next read anything makes (one round trip)."""
         missing = sorted({s for s in streams if s not in self._versions})
+        if self._head_unsent:  # a command's first read: the head, and its stream's version with it
+            self._send_head(missing.pop(0) if missing else None)
         if missing:
             self._pending_versions.append((missing, self.connection.execute(sql.STREAM_VERSIONS, (missing,))))
         if idempotency_key is not None and idempotency_key not in self._pending_keys:
@@ -192,6 +208,8 @@ class PostgresTransaction(Transaction):
                 self._versions.setdefault(stream, found.get(stream, 0))
 
     def stream_version(self, stream: str) -> int:
+        if self._head_stream is not None:
+            self._last  # noqa: B018 - the head read carries a stream's version: take it first
         if self._pending_versions:
             self._take_pending()
         if stream not in self._versions:
@@ -199,6 +217,8 @@ class PostgresTransaction(Transaction):
         return self._versions[stream]
 
     def _load_versions(self, streams: set[str]) -> None:
+        if self._head_stream is not None:
+            self._last  # noqa: B018 - the head read carries a stream's version: take it first
         if self._pending_versions:
             self._take_pending()
         missing = [s for s in streams if s not in self._versions]
@@ -243,14 +263,22 @@ class PostgresTransaction(Transaction):
         committing, self._commit_with_append = self._commit_with_append, False
         try:
             # One round trip: the rows, the key, the wake-up (and the COMMIT) go out together; in a batched
-            # transaction none of their own (they go out with the catalog's rows and the COMMIT).
+            # transaction none of their own (they go out with the catalog's rows and the COMMIT). A command's
+            # few rows, its key and the wake-up are one statement (``sql.append_statement``).
             with batch(self.connection):
-                with self.connection.cursor() as cur:
-                    cur.executemany(sql.INSERT, rows)
-                if idempotency_key is not None:
-                    self.connection.execute(sql.INSERT_IDEMPOTENCY,
-                                            (idempotency_key, fingerprint, rows[0][0], rows[-1][0]))
-                self.connection.execute(sql.NOTIFY, (str(rows[-1][0]),))
+                if len(rows) <= sql.APPEND_ONE_STATEMENT:
+                    params = [value for row in rows for value in row]
+                    if idempotency_key is not None:
+                        params += (idempotency_key, fingerprint, rows[0][0], rows[-1][0])
+                    params.append(str(rows[-1][0]))
+                    self.connection.execute(sql.append_statement(len(rows), idempotency_key is not None), params)
+                else:
+                    with self.connection.cursor() as cur:
+                        cur.executemany(sql.INSERT, rows)
+                    if idempotency_key is not None:
+                        self.connection.execute(sql.INSERT_IDEMPOTENCY,
+                                                (idempotency_key, fingerprint, rows[0][0], rows[-1][0]))
+                    self.connection.execute(sql.NOTIFY, (str(rows[-1][0]),))
                 if committing:
                     self.connection.execute(sql.COMMIT)
         except psycopg.errors.UniqueViolation as exc:
@@ -489,8 +517,10 @@ class PostgresRecorder(Recorder):
             pipeline = ExitStack()
             try:
                 pipeline.enter_context(conn.pipeline())
-                cursors = [conn.execute(statement, params) for statement, params in self._WRITE]
-                tx = PostgresTransaction(conn, cursors[2], where=self.where, refusal=self._refusal)
+                conn.execute(sql.BEGIN)
+                conn.execute(sql.LOCK)
+                # the head is read by the first prefetch, with the command's stream version (one statement)
+                tx = PostgresTransaction(conn, None, where=self.where, refusal=self._refusal, command=True)
                 if first is not None:
                     self._local.conn = conn
                     first(tx)

@@ -8,6 +8,8 @@ whose byte order is time order (``COLLATE "C"`` so that the index compares bytes
 
 from __future__ import annotations
 
+from functools import cache
+
 # Bumped when the DDL below changes; an open runs the DDL only when registry_meta says otherwise.
 SCHEMA_VERSION = "1"
 
@@ -96,6 +98,19 @@ STREAM_VERSION = "SELECT coalesce(max(version), 0) FROM events WHERE stream = %s
 STREAM_VERSIONS = ("SELECT s.stream, (SELECT coalesce(max(version), 0) FROM events WHERE stream = s.stream)"
                    " FROM unnest(%s::text[]) AS s(stream)")
 
+# A command's first read (the batched write, ``write_batched``): the head (NULLs in an empty log), the version of
+# the command's stream, and generic plans for the rest of the transaction. Why the last: the server re-planned
+# the catalog's prefetch and the stream-version read at every Bind (their parameters can prune a custom plan,
+# so PostgreSQL never settled on a generic one): 199 and 90 µs of a tag's server time, on the critical path,
+# measured with log_min_duration_statement (the Bind's duration). A command's transaction reads by key only
+# (the catalog's rows, the log's tail from a position), where a generic plan is the custom one; ``true``: the
+# setting ends with the transaction.
+COMMAND_HEAD = ("SELECT h.position, h.hash, h.recorded_at,"
+                " (SELECT coalesce(max(version), 0) FROM events WHERE stream = %s),"
+                " set_config('plan_cache_mode', 'force_generic_plan', true)"
+                " FROM (SELECT 1) AS one LEFT JOIN"
+                " (SELECT position, hash, recorded_at FROM events ORDER BY position DESC LIMIT 1) AS h ON true")
+
 SELECT = "SELECT position, stream, version, type, schema_version, data, meta, recorded_at, hash FROM events"
 READ = SELECT + " WHERE position > %s ORDER BY position"
 READ_LIMIT = READ + " LIMIT %s"
@@ -119,6 +134,22 @@ IDEMPOTENT_RESULT = (
     " WHERE i.key = %s ORDER BY e.position"
 )
 NOTIFY = "SELECT pg_notify('" + CHANNEL + "', %s)"
+
+# A command's rows, its idempotency key and the wake-up in one statement (data-modifying WITH: each part runs
+# once, to completion, whether or not the last reads it), instead of one per row, the key and the NOTIFY: a
+# statement costs the client ~30-60 µs of psycopg's work and the server a Bind and an Execute.
+APPEND_ONE_STATEMENT = 8  # rows; a longer batch (an import) goes as an executemany of INSERT
+
+
+@cache
+def append_statement(rows: int, keyed: bool) -> str:
+    """The INSERT of ``rows`` events (parameters: each row's columns in order), the key's row when ``keyed``
+    (key, fingerprint, first and last position) and the NOTIFY (the new head, as text)."""
+    values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s)"] * rows)
+    key = (", k AS (INSERT INTO idempotency (key, fingerprint, first_position, last_position)"
+           " VALUES (%s, %s, %s, %s))") if keyed else ""
+    return (f"WITH e AS ({INSERT.split(' VALUES ')[0]} VALUES {values}){key}"
+            f" SELECT pg_notify('{CHANNEL}', %s)")
 LISTEN = "LISTEN " + CHANNEL
 
 # The guards, as PostgreSQL prints them back (``pg_get_triggerdef`` with the table unqualified): compared by

@@ -273,10 +273,12 @@ class Registry:
         """Decide and append one command; the lower-level door the named methods below go through."""
         return execute(self.recorder, self.projection, command, self._meta(run_id), idempotency_key=idempotency_key)
 
-    def _record_in(self, tx: Any, outcome: Outcome) -> VersionRecord | None:
+    def _record_in(self, tx: Any, outcome: Outcome) -> Callable[[], VersionRecord] | None:
+        """The command's version as the catalog holds it inside ``tx``, read when called (on PostgreSQL the
+        reads ride the COMMIT's round trip: ``CatalogProjection.version_record_later``)."""
         if outcome.version is None:
             return None
-        return self.projection.version_record(tx, outcome.name, outcome.version)
+        return self.projection.version_record_later(tx, outcome.name, outcome.version)
 
     def _produced(self, outcome: Outcome) -> VersionRecord:
         assert outcome.version is not None
@@ -380,7 +382,7 @@ class Registry:
             except _BlobsVanished:
                 raise ArtifactError("the uploaded blobs were removed by gc before the version was recorded; "
                                     "upload them again") from None
-            return outcome.record if outcome.record is not None else self._produced(outcome)
+            return outcome.record() if outcome.record is not None else self._produced(outcome)
         if not self.embedded and self.sources.allows(source):
             outcome = self.execute(build({"source": source}), idempotency_key=idempotency_key, run_id=run_id)
             return self._finish(outcome, wait, timeout, progress)
@@ -400,7 +402,7 @@ class Registry:
                                   check=self._blobs_present(facts, store), finish=self._record_in)
             except _BlobsVanished:
                 continue  # gc freed a blob we deduplicated against; copy again
-            return outcome.record if outcome.record is not None else self._produced(outcome)
+            return outcome.record() if outcome.record is not None else self._produced(outcome)
         raise ArtifactError(f"the blobs of {source} kept disappearing while registering it (is gc running?)")
 
     def _blobs_present(self, facts: dict[str, Any], store: BlobStore) -> Callable[[Any], None]:

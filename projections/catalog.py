@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
 from types import ModuleType
@@ -144,6 +144,25 @@ class CatalogProjection:
     def version_record(self, tx: Transaction, name: str, number: int) -> VersionRecord:
         """One version as the catalog holds it inside ``tx`` (after ``apply``: the command's own result)."""
         return _version_record(self._conn(tx), name, number)
+
+    def version_record_later(self, tx: Transaction, name: str, number: int) -> Callable[[], VersionRecord]:
+        """``version_record``, its reads sent now and read when the returned function is called (after the
+        transaction, if need be): where a read costs a round trip (PostgreSQL's batched command), they come
+        back with the COMMIT's; elsewhere the record is read now."""
+        conn = self._conn(tx)
+        later = getattr(self.sql, "version_with_aliases_later", None)
+        if later is None:
+            record = _version_record(conn, name, number)
+            return lambda: record
+        rows = later(conn, name, number)
+
+        def record_later() -> VersionRecord:
+            row, aliases = rows()
+            if row is None:
+                raise NotFoundError(f"model {name!r} has no version {number}")
+            return version_record(row, aliases)
+
+        return record_later
 
     def view(self, tx: Transaction) -> CatalogStateView:
         return CatalogStateView(self._conn(tx), self._prefetched.get(tx))

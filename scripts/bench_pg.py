@@ -11,6 +11,9 @@ Every registry here lives in a database with a random name on ``MLEDGER_BENCH_PO
      JSON decode of the same log (target ≥ 0.25); then search (name + tag, keyword) and as-of reads
      (``get NAME@N``, ``list limit=100``) on both, alternating: cost @1M / @10k (target ≤ 2).
 
+``ab_clients`` (``bench_pg.py --ab OTHER_TREE [OPS [ROUNDS]]``): one client process's time per tag, alias move and
+register on this checkout and on another, alternating in one run.
+
 ``bench_clients`` (bench_peers.py): modelledger and MLflow (3.x, ``postgresql://`` backend store, in its own
 venv) on the same server: set a version tag, move an alias, create a version — with 1 client process and
 with 8 at once (each its own process, own connection; total operations / wall time from a common start).
@@ -373,8 +376,9 @@ def _run_clients(argvs: list[list[str]], env: dict[str, str] | None = None) -> l
     return out
 
 
-def ours_clients(tmp: str, op: str, clients: int, n: int) -> float:
-    """Total ops/s of ``clients`` processes doing ``n`` ``op`` each on one model of 10 versions."""
+def ours_clients(tmp: str, op: str, clients: int, n: int, repo: str | None = None) -> float:
+    """Total ops/s of ``clients`` processes doing ``n`` ``op`` each on one model of 10 versions; ``repo``: the
+    checkout whose code the client processes run (default: this one; the setup runs this one's)."""
     with temp_dir(tmp, f"pgclients-{op}-") as d, database() as url:
         store = os.path.join(d, "store")
         files = small_files(os.path.join(d, "src"), 10 + clients * n, seed=clients * n)
@@ -389,7 +393,7 @@ def ours_clients(tmp: str, op: str, clients: int, n: int) -> float:
         for c in range(clients):
             task = {"home": os.path.join(d, f"c{c}"), "url": url, "artifacts": store, "op": op, "n": n,
                     "client": c, "start_at": start_at, "files": files[10 + c * n:10 + (c + 1) * n]}
-            argvs.append([sys.executable, "-c", CLIENT, str(HERE.parent), json.dumps(task)])
+            argvs.append([sys.executable, "-c", CLIENT, repo or str(HERE.parent), json.dumps(task)])
         results = _run_clients(argvs)
     return _total_rate(results, clients * n)
 
@@ -498,7 +502,33 @@ def floor_rows(quick: bool, mlflow_rates: dict[tuple[str, int], float], targets:
     return rows
 
 
+def ab_clients(other: str, ops: int, rounds: int) -> None:
+    """Per-command time of one client process (``ours_clients``) on this checkout and on ``other`` (e.g. an
+    ``git archive`` of main), alternating, for tag / alias move / register: the same-run comparison of two
+    trees on a machine whose absolute rates drift. Prints each round and the medians."""
+    this = str(HERE.parent)
+    times: dict[tuple[str, str], list[float]] = {}
+    log(f"postgres A/B: {rounds} rounds x {ops} commands per op, 1 client process; other tree {other}")
+    with temp_dir(None, "mledger-bench-pg-ab-") as tmp:
+        for r in range(rounds):
+            trees = (("other", other), ("this", this)) if r % 2 == 0 else (("this", this), ("other", other))
+            for op in ("tag", "alias", "register"):
+                for label, repo in trees:
+                    ms = 1000 / ours_clients(tmp, op, 1, ops, repo=repo)
+                    times.setdefault((op, label), []).append(ms)
+                    log(f"  round {r + 1} {op:8s} {label:5s} {ms:.2f} ms per command (load {os.getloadavg()[0]:.1f})")
+    for op in ("tag", "alias", "register"):
+        a, b = median(times[(op, "other")]), median(times[(op, "this")])
+        print(f"{op:8s} other {a:.2f} ms, this {b:.2f} ms per command: this is {a / b:.2f}x as fast")
+
+
 if __name__ == "__main__":
+    if "--ab" in sys.argv:  # bench_pg.py --ab OTHER_TREE [OPS [ROUNDS]]
+        at = sys.argv.index("--ab")
+        rest = sys.argv[at + 1:]
+        ab_clients(os.path.abspath(rest[0]), int(rest[1]) if len(rest) > 1 else 300,
+                   int(rest[2]) if len(rest) > 2 else 3)
+        raise SystemExit(0)
     from _benchlib import render
 
     with temp_dir(None, "mledger-bench-pg-") as tmp_dir:

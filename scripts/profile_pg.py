@@ -9,7 +9,9 @@ For each command kind, on a fresh registry in a database with a random name on `
   had to wait for the socket to become readable: a plain ``execute``, a pipeline's fetch or sync, a COMMIT);
 - ``statements``: the queries sent (``executemany`` counts each row's);
 - ``total`` (median µs per command, wall clock) and ``waiting`` (median µs per command spent in those
-  waits: the server's work plus the network; the rest is Python on this side);
+  waits: the server's work plus the network; the rest is Python on this side); ``mean`` and ``p90`` of the
+  total; ``CPU`` (this process's CPU per command, mean) and ``server CPU`` (the registry's server processes'
+  CPU per command, from /proc: a server on this host only);
 - with ``--trace``, one command's statements and where it waited;
 - with ``--cprofile``, the 25 functions with the most cumulative time over all the commands.
 
@@ -135,27 +137,56 @@ def profile(kind: str, ops: int, counter: Counter, cprof: cProfile.Profile | Non
                 counter.on = False
                 print(f"{kind}, one command:\n  " + "\n  ".join(counter.trace))
                 counter.trace = None
-            totals, trips, statements, waits = [], [], [], []
+            backends = _backends(url)
+            server_before = _server_cpu(backends)
+            totals, trips, statements, waits, cpus = [], [], [], [], []
             for i in range(ops):
                 counter.trips = counter.statements = 0
                 counter.waiting = 0.0
                 counter.on = True
                 if cprof is not None:
                     cprof.enable()
-                start = time.perf_counter()
+                start, cpu = time.perf_counter(), time.process_time()
                 op(i)
-                end = time.perf_counter()
+                end, cpu_end = time.perf_counter(), time.process_time()
                 if cprof is not None:
                     cprof.disable()
                 counter.on = False
                 totals.append(end - start)
+                cpus.append(cpu_end - cpu)
                 trips.append(counter.trips)
                 statements.append(counter.statements)
                 waits.append(counter.waiting)
+            server = (_server_cpu(backends) - server_before) / ops if server_before is not None else float("nan")
         finally:
             reg.close()
     return {"round trips": statistics.mean(trips), "statements": statistics.mean(statements),
-            "total µs": statistics.median(totals) * 1e6, "waiting µs": statistics.median(waits) * 1e6}
+            "total µs": statistics.median(totals) * 1e6, "waiting µs": statistics.median(waits) * 1e6,
+            "mean µs": statistics.mean(totals) * 1e6,
+            "p90 µs": sorted(totals)[int(len(totals) * 0.9)] * 1e6,
+            "CPU µs": statistics.mean(cpus) * 1e6, "server CPU µs": server * 1e6}
+
+
+def _backends(url: str) -> list[int]:
+    """The server processes of the registry's connections to ``url``'s database (pg_stat_activity)."""
+    dbname = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
+    with psycopg.connect(url, autocommit=True) as conn:
+        return [r[0] for r in conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s"
+                                           " AND pid <> pg_backend_pid()", (dbname,))]
+
+
+def _server_cpu(pids: list[int]) -> float | None:
+    """CPU seconds (user + system) the server processes ``pids`` used so far, from /proc (a server on this
+    host only; None elsewhere). Ticks of 10 ms: meaningful over hundreds of commands."""
+    total = 0
+    try:
+        for pid in pids:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    except OSError:
+        return None
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,6 +31,7 @@ from .queries import (
     version_row,
     version_rows,
     version_with_aliases,
+    version_with_aliases_later,
     versions_at,
     words_rows,
 )
@@ -43,7 +44,8 @@ __all__ = [
     "fold_store", "list_models", "model_exists", "model_row", "model_state_at", "models_at", "partial_folders",
     "pending_positions", "prefetch", "purge_candidates", "purge_versions", "purged_live_versions", "ready_blobs",
     "referenced_digests", "request_position", "search_versions", "stored_version", "table_rows", "version_at",
-    "version_row", "version_rows", "version_with_aliases", "versions_at", "words_rows",
+    "version_row", "version_rows", "version_with_aliases", "version_with_aliases_later", "versions_at",
+    "words_rows",
 ]
 
 

@@ -4,7 +4,7 @@ page costs a handful of round trips, whatever its length)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from typing import Any
 
@@ -31,6 +31,14 @@ def _unnest(columns: list[tuple[str, str]]) -> str:
     return f"unnest({arrays}) AS u({', '.join(name for name, _ in columns)})"
 
 
+def _one_row(columns: list[tuple[str, str]]) -> str:
+    """The same ``u(columns)`` for one row, a scalar parameter per column: a command's inline fold writes one row
+    per table, and an array parameter costs psycopg more to make than a scalar (a tag's fold had 32 of them:
+    ``array.dump`` and its helpers were the largest part of the client's time after the statements)."""
+    values = ", ".join(f"%s::{'text' if kind in ('jsonb', 'json') else kind}" for _, kind in columns)
+    return f"(VALUES ({values})) AS u({', '.join(name for name, _ in columns)})"
+
+
 def _value(column: str, kind: str) -> str:
     if kind == "jsonb":
         return f"u.{column}::jsonb"
@@ -39,30 +47,33 @@ def _value(column: str, kind: str) -> str:
     return f"u.{column}"
 
 
-Statement = tuple[str, tuple[str, ...]]  # the SQL, and the kind of each of its array parameters
+# the SQL for any number of rows (a parameter per column: an array of its values), the kind of each column,
+# and the SQL for one row (a parameter per column: its value)
+Statement = tuple[str, tuple[str, ...], str]
 
 
-def _kinds(columns: list[tuple[str, str]]) -> tuple[str, ...]:
-    return tuple(kind for _, kind in columns)
+def _statement(make: Callable[[str], str], columns: list[tuple[str, str]]) -> Statement:
+    """``make(source)`` with the rows' source as arrays, and as one row's values."""
+    return make(_unnest(columns)), tuple(kind for _, kind in columns), make(_one_row(columns))
 
 
 def _insert(table: str, columns: list[tuple[str, str]], conflict: str = "") -> Statement:
     names = ", ".join(c for c, _ in columns)
     values = ", ".join(_value(c, k) for c, k in columns)
-    return (f"INSERT INTO {table} ({names}) SELECT {values} FROM {_unnest(columns)}{conflict}",  # noqa: S608
-            _kinds(columns))
+    return _statement(lambda rows: f"INSERT INTO {table} ({names}) SELECT {values} FROM {rows}{conflict}",  # noqa: S608
+                      columns)
 
 
 def _update(table: str, columns: list[tuple[str, str]], key: tuple[str, ...]) -> Statement:
     sets = ", ".join(f"{c} = {_value(c, k)}" for c, k in columns if c not in key)
     match = " AND ".join(f"{table}.{c} = u.{c}" for c in key)
-    return f"UPDATE {table} SET {sets} FROM {_unnest(columns)} WHERE {match}", _kinds(columns)  # noqa: S608
+    return _statement(lambda rows: f"UPDATE {table} SET {sets} FROM {rows} WHERE {match}", columns)  # noqa: S608
 
 
 def _delete(table: str, columns: list[tuple[str, str]], last: str = "=") -> Statement:
     *keys, final = [c for c, _ in columns]
     match = " AND ".join([*(f"t.{c} = u.{c}" for c in keys), f"t.{final} {last} u.{final}"])
-    return f"DELETE FROM {table} t USING {_unnest(columns)} WHERE {match}", _kinds(columns)  # noqa: S608
+    return _statement(lambda rows: f"DELETE FROM {table} t USING {rows} WHERE {match}", columns)  # noqa: S608
 
 
 _TYPES = {"name": "text", "stream_version": "bigint", "description": "text", "tags": "jsonb", "deleted": "int",
@@ -86,35 +97,39 @@ def _words_upsert(table: str, key: tuple[str, ...]) -> Statement:
     columns = _cols(*key, "words")
     keys = ", ".join(key)
     values = ", ".join(f"u.{k}" for k in key)
-    return (f"INSERT INTO {table} ({keys}, words) SELECT {values}, array_to_tsvector(string_to_array(u.words, ' '))"  # noqa: S608
-            f" FROM {_unnest(columns)} ON CONFLICT ({keys}) DO UPDATE SET words = EXCLUDED.words", _kinds(columns))
-# (the Changes field, its one statement for the whole page), in the order they run
-_STATEMENTS: tuple[tuple[str, Statement], ...] = (
-    ("models_new", _insert("models", _cols(*MODEL_FIELDS))),
-    ("models_changed", _update("models", _cols(*MODEL_MUTABLE, "name"), ("name",))),
-    ("versions_new", _insert("versions", _cols(*VERSION_FIELDS))),
-    ("versions_changed", _update("versions", _cols(*VERSION_MUTABLE, *_NAME_VERSION), _NAME_VERSION)),
-    ("tags_removed", _delete("tags", _cols("name", "version", "key"))),
-    ("tags_set", _insert("tags", _cols("name", "version", "key", "value"),
+    return _statement(lambda rows: f"INSERT INTO {table} ({keys}, words)"  # noqa: S608
+                      f" SELECT {values}, array_to_tsvector(string_to_array(u.words, ' '))"
+                      f" FROM {rows} ON CONFLICT ({keys}) DO UPDATE SET words = EXCLUDED.words", columns)
+
+
+# (the Changes field, the table it writes, its one statement for the whole page), in the order they run
+_STATEMENTS: tuple[tuple[str, str, Statement], ...] = (
+    ("models_new", "models", _insert("models", _cols(*MODEL_FIELDS))),
+    ("models_changed", "models", _update("models", _cols(*MODEL_MUTABLE, "name"), ("name",))),
+    ("versions_new", "versions", _insert("versions", _cols(*VERSION_FIELDS))),
+    ("versions_changed", "versions", _update("versions", _cols(*VERSION_MUTABLE, *_NAME_VERSION), _NAME_VERSION)),
+    ("tags_removed", "tags", _delete("tags", _cols("name", "version", "key"))),
+    ("tags_set", "tags", _insert("tags", _cols("name", "version", "key", "value"),
                          " ON CONFLICT (name, version, key) DO UPDATE SET value = EXCLUDED.value")),
-    ("metrics_removed", _delete("metrics", _cols("name", "version", "key"))),
-    ("metrics_set", _insert("metrics", _cols("name", "version", "key", "value", value="float8"),
+    ("metrics_removed", "metrics", _delete("metrics", _cols("name", "version", "key"))),
+    ("metrics_set", "metrics", _insert("metrics", _cols("name", "version", "key", "value", value="float8"),
                             " ON CONFLICT (name, version, key) DO UPDATE SET value = EXCLUDED.value")),
-    ("files_cleared", _delete("files", _cols(*_NAME_VERSION))),
-    ("files_cleared", _delete("blob_refs", _cols(*_NAME_VERSION))),
-    ("files", _insert("files", _cols("name", "version", "path", "basename"))),
-    ("blob_refs", _insert("blob_refs", _cols("digest", "name", "version", "size"))),
-    ("aliases_removed", _delete("aliases", _cols("name", "alias"))),
-    ("aliases_set", _insert("aliases", _cols("name", "alias", "version"),
+    ("files_cleared", "files", _delete("files", _cols(*_NAME_VERSION))),
+    ("files_cleared", "blob_refs", _delete("blob_refs", _cols(*_NAME_VERSION))),
+    ("files", "files", _insert("files", _cols("name", "version", "path", "basename"))),
+    ("blob_refs", "blob_refs", _insert("blob_refs", _cols("digest", "name", "version", "size"))),
+    ("aliases_removed", "aliases", _delete("aliases", _cols("name", "alias"))),
+    ("aliases_set", "aliases", _insert("aliases", _cols("name", "alias", "version"),
                             " ON CONFLICT (name, alias) DO UPDATE SET version = EXCLUDED.version")),
-    ("alias_history_cut", _delete("alias_history", _cols("name", "alias", "seq"), last=">")),
-    ("alias_history", _insert("alias_history", _cols("name", "alias", "seq", "version"))),
-    ("model_states", _insert("model_states", _cols("name", "position", "state"))),
-    ("version_states", _insert("version_states", _cols("name", "version", "position", "state"))),
-    ("artifact_states", _insert("artifact_states", _cols("name", "version", "position", "artifact", artifact="json"))),
+    ("alias_history_cut", "alias_history", _delete("alias_history", _cols("name", "alias", "seq"), last=">")),
+    ("alias_history", "alias_history", _insert("alias_history", _cols("name", "alias", "seq", "version"))),
+    ("model_states", "model_states", _insert("model_states", _cols("name", "position", "state"))),
+    ("version_states", "version_states", _insert("version_states", _cols("name", "version", "position", "state"))),
+    ("artifact_states", "artifact_states", _insert("artifact_states", _cols("name", "version", "position", "artifact",
+                                                                       artifact="json"))),
     # tokens never hold a space (``projections.search``): a page's token lists travel as space-joined text
-    ("model_words", _words_upsert("model_search", ("name",))),
-    ("version_words", _words_upsert("version_search", _NAME_VERSION)),
+    ("model_words", "model_search", _words_upsert("model_search", ("name",))),
+    ("version_words", "version_search", _words_upsert("version_search", _NAME_VERSION)),
 )
 
 # The log's rows for a rebuild (the catalog lives in the log's database, and a rebuild holds its writer lock).
@@ -186,24 +201,73 @@ class FoldStore:
         return row[0]
 
     def write(self, changes: Changes) -> None:
-        """One statement per table for the whole page (its rows as arrays), all in one pipeline."""
+        """Every table's rows of the page (as arrays), in as few statements as the order allows: statements on
+        different tables go out as one statement (``grouped``), so a command's inline fold is one statement
+        where it was one per table (a tag: 7 -> 1)."""
         conn = self.conn
+        parts: list[tuple[str, str, list[Any]]] = []  # (table, statement, parameters), in ``_STATEMENTS`` order
+        for name, table, (statement, kinds, one_row) in _STATEMENTS:
+            rows = getattr(changes, name)
+            if not rows:
+                continue
+            if name in ("model_words", "version_words"):
+                rows = [(*key[:-1], " ".join(key[-1])) for key in rows]
+            columns = [list(column) for column in zip(*rows, strict=True)]
+            for i, kind in enumerate(kinds):
+                if kind in ("text", "jsonb", "json"):
+                    columns[i] = storable(columns[i], kind)
+                elif kind == "float8":
+                    # metrics mix ints and floats (acc=1, loss=0.5): psycopg cannot dump a mixed list
+                    columns[i] = [None if v is None else float(v) for v in columns[i]]
+            if len(rows) == 1:
+                parts.append((table, one_row, [column[0] for column in columns]))
+            else:
+                parts.append((table, statement, columns))
+        parts.append(("projection_checkpoint", _CHECKPOINT, [CHECKPOINT, changes.position]))
         # A command's inline fold runs in its batched transaction (``PostgresRecorder.write_batched``), already
         # a pipeline: its writes then ride it and go out with the COMMIT (a nested pipeline would cost a
         # round trip on entering and one on leaving).
         with nullcontext() if conn.pgconn.pipeline_status else conn.pipeline():
-            for name, (statement, kinds) in _STATEMENTS:
-                rows = getattr(changes, name)
-                if not rows:
-                    continue
-                if name in ("model_words", "version_words"):
-                    rows = [(*key[:-1], " ".join(key[-1])) for key in rows]
-                columns = [list(column) for column in zip(*rows, strict=True)]
-                for i, kind in enumerate(kinds):
-                    if kind in ("text", "jsonb", "json"):
-                        columns[i] = storable(columns[i], kind)
-                    elif kind == "float8":
-                        # metrics mix ints and floats (acc=1, loss=0.5): psycopg cannot dump a mixed list
-                        columns[i] = [None if v is None else float(v) for v in columns[i]]
-                conn.execute(statement, columns)
-            conn.execute(_CHECKPOINT, (CHECKPOINT, changes.position))
+            for statement, params in grouped(parts):
+                conn.execute(statement, params)
+
+
+def grouped(parts: list[tuple[str, str, list[Any]]]) -> list[tuple[str, list[Any]]]:
+    """``parts`` as few statements: a run of statements on distinct tables becomes one, each but the last a
+    data-modifying ``WITH`` of the last (``WITH w0 AS (INSERT ...), w1 AS (UPDATE ...) INSERT ...``).
+
+    The same writes as one statement each: the parts of one statement run on one snapshot in no set order, so
+    only statements on different tables share one (a statement here reads and writes its own table only: no
+    trigger, no foreign key among the catalog's tables); a second statement on a table already in the run (a
+    page that clears a version's files and writes new ones, say) starts the next statement, which sees the
+    first's rows, as the separate statements did. Placeholders are positional: the parameters follow the
+    parts' order. Why: psycopg's own work per statement (~30-60 µs: convert, send, a flush, its result) was
+    most of a command's client CPU (``scripts/profile_pg.py --cprofile``), and the fold's writes were 7 of a
+    tag's 15 statements, 9 of a register's 24."""
+    out: list[tuple[str, list[Any]]] = []
+    run: list[tuple[str, str, list[Any]]] = []
+
+    def close() -> None:
+        if len(run) == 1:
+            out.append((run[0][1], run[0][2]))
+        elif run:
+            heads = ", ".join(f"w{i} AS ({statement})" for i, (_, statement, _) in enumerate(run[:-1]))
+            out.append((f"WITH {heads} {run[-1][1]}", [p for _, _, params in run for p in params]))
+        run.clear()
+
+    for part in parts:
+        if (any(table == part[0] for table, _, _ in run)
+                or sum(len(params) for _, _, params in run) + len(part[2]) > _CACHED_PARAMS
+                or sum(len(statement) + 12 for _, statement, _ in run) + len(part[1]) > _CACHED_LENGTH):
+            close()
+        run.append(part)
+    close()
+    return out
+
+
+# psycopg parses a query's placeholders once and caches the result only for a query of at most 4,096 characters
+# and 50 parameters (``psycopg._queries``): a longer one was parsed again at every call (its regex split was
+# ~100 µs of a register's client time, profiled, when a register's fold writes went as one statement of 60
+# parameters). A run stops short of either limit.
+_CACHED_PARAMS = 50
+_CACHED_LENGTH = 4_000

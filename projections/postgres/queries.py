@@ -8,7 +8,7 @@ parsed (``jsonb``), flags as booleans; ``projections.rows`` takes either.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from projections.rows import MODEL_COLUMNS, VERSION_COLUMNS
@@ -76,6 +76,16 @@ def version_with_aliases(conn: Any, name: str, number: int) -> tuple[tuple | Non
                            (name, number))
     aliases = conn.execute("SELECT alias, version FROM aliases WHERE name = %s ORDER BY alias", (name,))
     return version.fetchone(), dict(aliases.fetchall())
+
+
+def version_with_aliases_later(conn: Any, name: str, number: int) -> Callable[[], tuple[tuple | None, dict[str, int]]]:
+    """``version_with_aliases``, sent now and read when the returned function is called: in a command's batched
+    transaction the reads go out with its COMMIT and come back in that round trip (a register's record: one
+    round trip fewer), and the rows stay with their cursors after the transaction ends."""
+    version = conn.execute(f"SELECT {VERSION_COLUMNS} FROM versions WHERE name = %s AND version = %s",  # noqa: S608
+                           (name, number))
+    aliases = conn.execute("SELECT alias, version FROM aliases WHERE name = %s ORDER BY alias", (name,))
+    return lambda: (version.fetchone(), dict(aliases.fetchall()))
 
 
 def version_rows(conn: Any, name: str, *, include_deleted: bool = True) -> list[tuple]:

@@ -260,6 +260,22 @@ def test_a_batched_write_replaces_connections_the_server_dropped_between_calls(
     assert recorder.head() == 3 and verify_rows(recorder.raw_rows()).ok
 
 
+def test_a_command_asks_for_generic_plans_for_its_own_transaction_only(recorder: PostgresRecorder) -> None:
+    """A batched command's head read carries its stream's version and sets generic plans (``COMMAND_HEAD``)
+    for that transaction only: the pooled connection's next reads plan as the server decides."""
+    recorder.append([tag("model-a", 1)])
+    with recorder.write_batched() as tx:
+        tx.prefetch(streams=["model-a", "model-b"])
+        assert tx.head() == 1 and tx.stream_version("model-a") == 1 and tx.stream_version("model-b") == 0
+        assert tx.connection.execute("SHOW plan_cache_mode").fetchone()[0] == "force_generic_plan"
+        tx.append([tag("model-b", 2)], expected={"model-b": 0})
+    with recorder.write_batched() as tx:  # no prefetch: the head is read on its own
+        assert tx.head() == 2
+    for _ in range(3):
+        assert recorder._query("SHOW plan_cache_mode") == [("auto",)]
+    assert verify_rows(recorder.raw_rows()).ok
+
+
 class _RoundTrips:
     """Counts the waits for the server's answer (``Connection.wait`` on a reply: a plain execute, a
     pipeline's fetch, sync or exit) — as ``scripts/profile_pg.py`` does."""
