@@ -46,7 +46,7 @@ def workdir(tmp_path_factory):
     return base, files
 
 
-def test_commands_folded_inline_leave_the_catalog_a_rebuild_folds(workdir, monkeypatch):
+def test_commands_folded_inline_leave_the_catalog_a_rebuild_folds(workdir, monkeypatch, shared_postgres_database):
     require_postgres()
     base, files = workdir
     tally: Counter = Counter()
@@ -56,7 +56,7 @@ def test_commands_folded_inline_leave_the_catalog_a_rebuild_folds(workdir, monke
     @example(sequence=list(EVERY_KIND))
     def prop(sequence):
         home = Path(tempfile.mkdtemp(dir=base))
-        pg = PostgresBackend(monkeypatch)
+        pg = PostgresBackend(monkeypatch, shared_postgres_database)
         try:
             with pg.open(home, actor="hypothesis", artifacts=str(home / "blobs")) as reg:
                 runner = Runner(reg, files, tally)
