@@ -29,7 +29,7 @@ from modelledger.web import router as web_router
 
 from . import mlflow_api
 from .auth import authenticate
-from .direct import Direct, ledger_error
+from .direct import Direct, ledger_error, replaying
 from .errors import body
 from .routes import API, router
 
@@ -70,17 +70,7 @@ class BodyLimit:
             chunks.append(chunk)
             if not message.get("more_body"):
                 break
-        whole = b"".join(chunks)
-        sent = False
-
-        async def replay() -> Message:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": whole, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replaying(b"".join(chunks), receive), send)
 
 
 async def _send_json(send: Send, status: int, payload: dict[str, Any]) -> None:

@@ -56,6 +56,21 @@ WRITES: dict[str, tuple[type[BaseModel], Callable[..., dict[str, Any]]]] = {
 }
 
 
+def replaying(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that hands the next app a body already read whole, then the connection's own messages (a
+    disconnect): what the body limit and the dispatch below do after reading a request."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
 def encode(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     """JSON as FastAPI writes a route's returned dict (pydantic's compiled serializer): 0.06 ms for an MLflow
     search answer of 100 versions, against 0.18 ms through ``json.dumps``."""
@@ -150,15 +165,6 @@ class Direct:
         raw = await request.body()
         response = await handler(request, raw)
         if response is None:
-            sent = False
-
-            async def replay() -> Message:
-                nonlocal sent
-                if not sent:
-                    sent = True
-                    return {"type": "http.request", "body": raw, "more_body": False}
-                return await receive()
-
-            await self.app(scope, replay, send)
+            await self.app(scope, replaying(raw, receive), send)
             return
         await response(scope, receive, send)
