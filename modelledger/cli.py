@@ -21,6 +21,7 @@ from projections.diff import format_diff
 from . import __version__, output
 from .inputs import check_search, json_arg, metric_pairs, pairs, parse_count, parse_duration, parse_interval
 from .progress import Progress
+from .purged import purged_live
 
 if TYPE_CHECKING:
     from projections.audit import AuditReport
@@ -180,7 +181,7 @@ def cmd_undelete(reg: Registry, args: argparse.Namespace) -> int:
     events = reg.undelete(args.ref, timeout=args.timeout, idempotency_key=args.idempotency_key)
     # Versions back without their bytes (gc purged them, their source cannot be read again): as `restore`
     # reports them, and exit 1, the same run locally and through a server.
-    missing = _purged_live(reg, args.ref)
+    missing = purged_live(reg, args.ref)
     if args.json:
         print(json.dumps({"events": [e.to_json() for e in events], "missing": missing}, ensure_ascii=False))
     else:
@@ -189,15 +190,6 @@ def cmd_undelete(reg: Registry, args: argparse.Namespace) -> int:
             print(f"MISSING (purged, source unreadable): {', '.join(missing)}: `mledger retry REF` where the "
                   "source can be read, or register the artifact again")
     return 1 if missing else 0
-
-
-def _purged_live(reg: Registry, ref: str) -> list[str]:
-    """The versions ``ref`` names (one, or a model's) that are live but hold no bytes: gc purged them."""
-    if "@" in ref:
-        versions = [reg.get(ref)]
-    else:
-        versions = list(reg.model(ref).versions or ())
-    return [v.ref for v in versions if v.status == "purged" and not v.deleted]
 
 
 def cmd_list(reg: Registry, args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from eventstore.errors import ArtifactError, ModelLedgerError, NotFoundError, PurgedError, ValidationError
 from eventstore.events import StoredEvent
 from modelledger.inputs import check_search, pairs, parse_duration
+from modelledger.purged import purged_live
 from modelledger.registry import Registry
 from projections.records import VersionRecord
 
@@ -189,7 +190,11 @@ def delete(body: m.DeleteBody, request: Request, who: Caller, key: Key = None) -
 def undelete(body: m.RefBody, request: Request, who: Caller, key: Key = None) -> dict[str, Any]:
     who.require_ref(body.ref)
     reg = acting(request, who)
-    return _events(reg.undelete(body.ref, idempotency_key=_key(key), fetchable=_fetchable(reg)))
+    out = _events(reg.undelete(body.ref, idempotency_key=_key(key), fetchable=_fetchable(reg)))
+    # Versions back without their bytes (a source this server may not fetch again): as `mledger undelete`
+    # and `restore` report them.
+    out["missing"] = purged_live(reg, body.ref)
+    return out
 
 
 def _fetchable(reg: Registry) -> Callable[[str], bool]:

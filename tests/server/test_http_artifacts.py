@@ -179,6 +179,7 @@ def test_undeleting_a_purged_version_fetches_no_path_named_in_the_log(admin, hom
     # operator can `mledger retry local@1` where the path may be read.
     assert r.status_code == 200, r.text
     assert [e["type"] for e in r.json()["events"]] == ["VersionRestored"]
+    assert r.json()["missing"] == ["local@1"]  # as `mledger undelete` and `restore` report it
     assert head(home) == before + 1
     with Registry.open(home) as reg:
         v = reg.get("local@1")
