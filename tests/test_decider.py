@@ -27,10 +27,10 @@ def _new_events(reg, since: int) -> list:
 
 def refused(reg, exc_type, fn, *args, **kwargs) -> ModelLedgerError:
     """Call ``fn``, expect ``exc_type``, and check that nothing was appended."""
-    head = reg.recorder.head()
+    head = reg.head()
     with pytest.raises(exc_type) as info:
         fn(*args, **kwargs)
-    assert reg.recorder.head() == head, "a refused command appended events"
+    assert reg.head() == head, "a refused command appended events"
     return info.value
 
 
@@ -299,6 +299,7 @@ def test_undelete_of_purged_bytes_that_cannot_be_fetched_again_keeps_the_version
     assert reg.audit().ok
 
 
+@pytest.mark.local_only("re-reads a path on this machine; over HTTP the source is an upload (upload://)")
 def test_retry_of_a_purged_version_is_refused_while_its_source_cannot_be_read(reg, make_artifact):
     _purged_and_gone(reg, make_artifact, False)
     refused(reg, ConflictError, reg.retry, "m@1")  # deleted: undelete it first (that is what fetches bytes)
@@ -371,6 +372,7 @@ def test_register_with_the_same_idempotency_key_appends_once(reg, artifact):
     assert reg.register("m", artifact, params={"lr": 0.1}, idempotency_key="run-43").version == 2
 
 
+@pytest.mark.local_only("checks the stored rows' chain, which only the local registry reads")
 def test_update_with_the_same_idempotency_key_appends_once(reg, artifact):
     reg.register("m", artifact)
     v2 = reg.update("m@1", params={"lr": 0.5}, idempotency_key="u-1")
