@@ -156,6 +156,10 @@ def stop_process(proc: subprocess.Popen) -> None:
     reap(proc)
 
 
+class PortTaken(Exception):
+    """The port ``free_port()`` named was taken by another process before our server could bind it."""
+
+
 class FaceServer:
     """A real ``mledger serve`` for ``home`` (and ``MLEDGER_DATABASE`` when the environment names one) on a
     free port, with an admin token named ``FACE_TOKEN_NAME`` granted first (``secret``). The child gets the
@@ -166,26 +170,47 @@ class FaceServer:
 
         with Registry.open(home, actor="operator@host") as reg:
             _state, secret = reg.create_token(FACE_TOKEN_NAME, "admin")
+            self.registry_id = reg.registry_id
         assert secret is not None
         self.secret = secret
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         env = subprocess_env(home)
         for var in ("MLEDGER_URL", "MLEDGER_TOKEN", "MLEDGER_TOKEN_FILE"):
             env.pop(var, None)
-        self.proc = subprocess.Popen([*mledger_command(), "serve", "--port", str(self.port)], env=env,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        wait_for(self._up, 60, "mledger serve to answer")
+        # free_port() only names a port that was free a moment ago: with a worker per core, another test's
+        # server can take it first. Then ours exits (address in use) while theirs answers our probe with its
+        # own registry (a run failed so: "unknown token" at a test's first request). So the probe checks
+        # whose registry answers, and a taken port means another one.
+        for attempt in range(5):
+            self.port = free_port()
+            self.url = f"http://127.0.0.1:{self.port}"
+            self.proc = subprocess.Popen([*mledger_command(), "serve", "--port", str(self.port)], env=env,
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            try:
+                wait_for(self._up, 60, "mledger serve to answer")
+                return
+            except PortTaken:
+                stop_process(self.proc)
+                if attempt == 4:
+                    raise
 
     def _up(self) -> bool:
         import http.client
+        import json
 
         if self.proc.poll() is not None:
-            raise AssertionError(f"mledger serve exited: {self.proc.stderr.read().decode()[-2000:]}")
+            error = self.proc.stderr.read().decode()
+            if "address already in use" in error.lower():
+                raise PortTaken(self.port)
+            raise AssertionError(f"mledger serve exited: {error[-2000:]}")
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
         try:
             conn.request("GET", "/api/v1/health")
-            return conn.getresponse().status == 200
+            answer = conn.getresponse()
+            if answer.status != 200:
+                return False
+            if json.loads(answer.read()).get("registry_id") != self.registry_id:
+                raise PortTaken(self.port)  # another registry's server holds the port
+            return True
         except OSError:
             return False
         finally:
