@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import httpx
-from services import mledger_command, reap, stop_process, subprocess_env, wait_for
+from services import PortTaken, mledger_command, reap, stop_process, subprocess_env, wait_for
 
 from modelledger import Registry
 
@@ -48,20 +48,40 @@ class Server:
     def __init__(self, home: Path, *extra: str, port: int | None = None) -> None:
         self.home = home
         self.extra = extra
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen([*mledger_command(), "serve", "--port", str(self.port), *extra],
-                                     env=subprocess_env(home), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-        def up() -> bool:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"mledger serve exited: {self.proc.stderr.read().decode()[-2000:]}")
+        with Registry.open(home) as reg:  # whose server must answer on the port (see below)
+            registry_id = reg.registry_id
+        # A port free_port() named can be taken by another test's server first (a worker per core): ours then
+        # exits while theirs answers the probe. The probe checks whose registry answers; a taken port that we
+        # chose means another one (a restart on a given port keeps it).
+        for attempt in range(5):
+            self.port = port or free_port()
+            self.url = f"http://127.0.0.1:{self.port}"
+            self.proc = subprocess.Popen([*mledger_command(), "serve", "--port", str(self.port), *extra],
+                                         env=subprocess_env(home), stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.PIPE)
             try:
-                return httpx.get(f"{self.url}/api/v1/health", timeout=2).status_code == 200
-            except httpx.TransportError:
-                return False
+                wait_for(lambda: self._up(registry_id), 60, "mledger serve to answer")
+                return
+            except PortTaken:
+                stop_process(self.proc)
+                if port is not None or attempt == 4:
+                    raise
 
-        wait_for(up, 60, "mledger serve to answer")
+    def _up(self, registry_id: str) -> bool:
+        if self.proc.poll() is not None:
+            error = self.proc.stderr.read().decode()
+            if "address already in use" in error.lower():
+                raise PortTaken(self.port)
+            raise AssertionError(f"mledger serve exited: {error[-2000:]}")
+        try:
+            answer = httpx.get(f"{self.url}/api/v1/health", timeout=2)
+        except httpx.TransportError:
+            return False
+        if answer.status_code != 200:
+            return False
+        if answer.json().get("registry_id") != registry_id:
+            raise PortTaken(self.port)  # another registry's server holds the port
+        return True
 
     def client(self, secret: str | None = None) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers=bearer(secret) if secret else {}, timeout=60)
