@@ -42,4 +42,9 @@ def make_app(reg: Registry, token: str | None = None) -> FastAPI:
 
 def build() -> FastAPI:
     reg = Registry.open(os.environ["MLEDGER_HOME"], client="web")
-    return make_app(reg, os.environ.get("WEB_TEST_TOKEN") or None)
+    app = make_app(reg, os.environ.get("WEB_TEST_TOKEN") or None)
+    # Which test started this process (``web_support.Server``'s probe): another test's server may hold a
+    # port its free_port() named a moment earlier.
+    nonce = os.environ.get("WEB_TEST_NONCE", "")
+    app.add_api_route("/__test_nonce", lambda: {"nonce": nonce}, methods=["GET"])
+    return app
