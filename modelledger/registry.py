@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
-from functools import cached_property
+from functools import cache, cached_property
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -89,18 +89,13 @@ DEFAULT_TIMEOUT = 3600.0
 # below, in ``Registry.broker`` and in ``Registry.store()`` — nowhere else. tests/test_coldstart.py fails
 # when one of them comes back into a read.
 
-_loaded: dict[str, ModuleType] = {}
-
-
+@cache
 def _ingest() -> ModuleType:
     """``workers.ingest``: reading a source into the store (fsspec, the format sniffers). Kept once loaded: a
     register asks for it three times, and an import statement costs a trip through importlib each time."""
-    module = _loaded.get("ingest")
-    if module is None:
-        from workers import ingest
+    from workers import ingest
 
-        module = _loaded["ingest"] = ingest
-    return module
+    return ingest
 
 
 def _actors() -> ModuleType:

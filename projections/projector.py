@@ -692,7 +692,7 @@ def fold(store: Any, events: Iterable[StoredEvent], start: int) -> int:
     page = [e for e in events if e.position > start]
     if not page:
         return position
-    if len(page) >= PAUSE_AT and gc.isenabled():
+    if len(page) >= PAUSE_AT:
         with collector_paused():
             return _fold_page(store, page, position)
     return _fold_page(store, page, position)

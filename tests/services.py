@@ -160,6 +160,62 @@ class PortTaken(Exception):
     """The port ``free_port()`` named was taken by another process before our server could bind it."""
 
 
+def serve_on_a_free_port(spawn: Callable[[int], subprocess.Popen], mine: Callable[[int], bool | None],
+                         what: str,
+                         *, port: int | None = None, interval: float = 0.05) -> tuple[int, subprocess.Popen]:
+    """Start a server child on a free port (``port`` if given: a restart keeps its port) and wait until it
+    answers: ``(port, process)``. ``spawn(port)`` starts it, its output piped (stderr, or stdout merged);
+    ``mine(port)`` probes the port: None while nothing answers, True when our server does, False when another
+    one does.
+
+    Why the identity probe: ``free_port()`` only names a port that was free a moment ago. With a worker per
+    core, another test's server can take it first; ours then exits ("address already in use") while theirs
+    answers a plain probe with its own registry (a CI run failed so: "unknown token" at a test's first
+    request). A port taken so means another one, up to five times."""
+    for attempt in range(5):
+        chosen = port or free_port()
+        proc = spawn(chosen)
+
+        def up(chosen: int = chosen, proc: subprocess.Popen = proc) -> bool:
+            if proc.poll() is not None:
+                pipe = proc.stderr or proc.stdout
+                output = pipe.read().decode(errors="replace") if pipe else ""
+                if "address already in use" in output.lower():
+                    raise PortTaken(chosen)
+                raise AssertionError(f"{what} exited with {proc.returncode}: {output[-2000:]}")
+            answer = mine(chosen)
+            if answer is False:
+                raise PortTaken(chosen)  # another server holds the port
+            return bool(answer)
+
+        try:
+            wait_for(up, 60, f"{what} to answer on port {chosen}", interval=interval)
+            return chosen, proc
+        except PortTaken:
+            stop_process(proc)
+            if port is not None or attempt == 4:
+                raise
+    raise AssertionError("unreachable")
+
+
+def health_of(port: int, registry_id: str) -> bool | None:
+    """``serve_on_a_free_port``'s probe of a ``mledger serve``: whose registry answers ``/api/v1/health``."""
+    import http.client
+    import json
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    try:
+        conn.request("GET", "/api/v1/health")
+        answer = conn.getresponse()
+        if answer.status != 200:
+            return None
+        return json.loads(answer.read()).get("registry_id") == registry_id
+    except OSError:
+        return None
+    finally:
+        conn.close()
+
+
 class FaceServer:
     """A real ``mledger serve`` for ``home`` (and ``MLEDGER_DATABASE`` when the environment names one) on a
     free port, with an admin token named ``FACE_TOKEN_NAME`` granted first (``secret``). The child gets the
@@ -170,51 +226,17 @@ class FaceServer:
 
         with Registry.open(home, actor="operator@host") as reg:
             _state, secret = reg.create_token(FACE_TOKEN_NAME, "admin")
-            self.registry_id = reg.registry_id
+            registry_id = reg.registry_id
         assert secret is not None
         self.secret = secret
         env = subprocess_env(home)
         for var in ("MLEDGER_URL", "MLEDGER_TOKEN", "MLEDGER_TOKEN_FILE"):
             env.pop(var, None)
-        # free_port() only names a port that was free a moment ago: with a worker per core, another test's
-        # server can take it first. Then ours exits (address in use) while theirs answers our probe with its
-        # own registry (a run failed so: "unknown token" at a test's first request). So the probe checks
-        # whose registry answers, and a taken port means another one.
-        for attempt in range(5):
-            self.port = free_port()
-            self.url = f"http://127.0.0.1:{self.port}"
-            self.proc = subprocess.Popen([*mledger_command(), "serve", "--port", str(self.port)], env=env,
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            try:
-                wait_for(self._up, 60, "mledger serve to answer")
-                return
-            except PortTaken:
-                stop_process(self.proc)
-                if attempt == 4:
-                    raise
-
-    def _up(self) -> bool:
-        import http.client
-        import json
-
-        if self.proc.poll() is not None:
-            error = self.proc.stderr.read().decode()
-            if "address already in use" in error.lower():
-                raise PortTaken(self.port)
-            raise AssertionError(f"mledger serve exited: {error[-2000:]}")
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-        try:
-            conn.request("GET", "/api/v1/health")
-            answer = conn.getresponse()
-            if answer.status != 200:
-                return False
-            if json.loads(answer.read()).get("registry_id") != self.registry_id:
-                raise PortTaken(self.port)  # another registry's server holds the port
-            return True
-        except OSError:
-            return False
-        finally:
-            conn.close()
+        self.port, self.proc = serve_on_a_free_port(
+            lambda port: subprocess.Popen([*mledger_command(), "serve", "--port", str(port)], env=env,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE),
+            lambda port: health_of(port, registry_id), "mledger serve")
+        self.url = f"http://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
         stop_process(self.proc)

@@ -4,12 +4,11 @@
 from __future__ import annotations
 
 import hashlib
-import socket
 import subprocess
 from pathlib import Path
 
 import httpx
-from services import PortTaken, mledger_command, reap, stop_process, subprocess_env, wait_for
+from services import health_of, mledger_command, reap, serve_on_a_free_port, stop_process, subprocess_env
 
 from modelledger import Registry
 
@@ -36,52 +35,20 @@ def register(client, name: str, data: bytes = b"weights v1", **extra) -> dict:
     return r.json()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Server:
     """A real ``mledger serve`` process on ``port`` (a free one unless given: a restart takes the old one)."""
 
     def __init__(self, home: Path, *extra: str, port: int | None = None) -> None:
         self.home = home
         self.extra = extra
-        with Registry.open(home) as reg:  # whose server must answer on the port (see below)
+        with Registry.open(home) as reg:  # whose server must answer on the port (``serve_on_a_free_port``)
             registry_id = reg.registry_id
-        # A port free_port() named can be taken by another test's server first (a worker per core): ours then
-        # exits while theirs answers the probe. The probe checks whose registry answers; a taken port that we
-        # chose means another one (a restart on a given port keeps it).
-        for attempt in range(5):
-            self.port = port or free_port()
-            self.url = f"http://127.0.0.1:{self.port}"
-            self.proc = subprocess.Popen([*mledger_command(), "serve", "--port", str(self.port), *extra],
-                                         env=subprocess_env(home), stdout=subprocess.DEVNULL,
-                                         stderr=subprocess.PIPE)
-            try:
-                wait_for(lambda: self._up(registry_id), 60, "mledger serve to answer")
-                return
-            except PortTaken:
-                stop_process(self.proc)
-                if port is not None or attempt == 4:
-                    raise
-
-    def _up(self, registry_id: str) -> bool:
-        if self.proc.poll() is not None:
-            error = self.proc.stderr.read().decode()
-            if "address already in use" in error.lower():
-                raise PortTaken(self.port)
-            raise AssertionError(f"mledger serve exited: {error[-2000:]}")
-        try:
-            answer = httpx.get(f"{self.url}/api/v1/health", timeout=2)
-        except httpx.TransportError:
-            return False
-        if answer.status_code != 200:
-            return False
-        if answer.json().get("registry_id") != registry_id:
-            raise PortTaken(self.port)  # another registry's server holds the port
-        return True
+        self.port, self.proc = serve_on_a_free_port(
+            lambda port: subprocess.Popen([*mledger_command(), "serve", "--port", str(port), *extra],
+                                          env=subprocess_env(home), stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.PIPE),
+            lambda port: health_of(port, registry_id), "mledger serve", port=port)
+        self.url = f"http://127.0.0.1:{self.port}"
 
     def client(self, secret: str | None = None) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers=bearer(secret) if secret else {}, timeout=60)

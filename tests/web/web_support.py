@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 import pickle
 import secrets
-import socket
 import subprocess
 import sys
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from services import PortTaken, subprocess_env, wait_for
+from services import serve_on_a_free_port, subprocess_env
 
 from modelledger import Registry
 
@@ -71,54 +70,32 @@ def populate(home: Path, inputs: Path) -> Built:
         return Built(home, before, reg.head())
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Server:
     """The web UI (web_app.py) in its own uvicorn process over the registry at ``home``."""
 
     def __init__(self, home: Path, token: str | None = None) -> None:
-        # free_port() only names a port free a moment ago: with a worker per core, another test's server can
-        # take it first; ours then exits while theirs answers. The probe asks for this start's nonce, and a
-        # taken port means another one.
-        self.nonce = secrets.token_hex(8)
+        # Which start answers (``serve_on_a_free_port``): the test app returns this start's nonce.
+        nonce = secrets.token_hex(8)
         extra = {"WEB_TEST_TOKEN": token} if token else {}
-        env = subprocess_env(home, WEB_TEST_NONCE=self.nonce, **extra)
+        env = subprocess_env(home, WEB_TEST_NONCE=nonce, **extra)
         if not token:
             env.pop("WEB_TEST_TOKEN", None)
-        for attempt in range(5):
-            self.port = _free_port()
-            self.url = f"http://127.0.0.1:{self.port}"
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "--factory", "web_app:build", "--app-dir", str(HERE),
-                 "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
-                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-            try:
-                wait_for(self._up, 60, f"uvicorn serving the web UI on {self.url}", interval=0.2)
-                return
-            except PortTaken:
-                self.stop()
-                if attempt == 4:
-                    raise
 
-    def _up(self) -> bool:
-        if self.proc.poll() is not None:
-            out = self.proc.stdout.read().decode(errors="replace") if self.proc.stdout else ""
-            if "address already in use" in out.lower():
-                raise PortTaken(self.port)
-            raise AssertionError(f"uvicorn exited with {self.proc.returncode}:\n{out}")
-        try:
-            with urllib.request.urlopen(self.url + "/__test_nonce", timeout=2) as r:  # noqa: S310 - our server
-                if r.status != 200:
-                    return False
-                if json.loads(r.read()).get("nonce") != self.nonce:
-                    raise PortTaken(self.port)  # another test's server holds the port
-                return True
-        except OSError:
-            return False
+        def spawn(port: int) -> subprocess.Popen:
+            return subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "--factory", "web_app:build", "--app-dir", str(HERE),
+                 "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+        def mine(port: int) -> bool | None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/__test_nonce", timeout=2) as r:  # noqa: S310
+                    return json.loads(r.read()).get("nonce") == nonce
+            except OSError:
+                return None
+
+        self.port, self.proc = serve_on_a_free_port(spawn, mine, "uvicorn serving the web UI", interval=0.2)
+        self.url = f"http://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
         self.proc.terminate()
