@@ -90,7 +90,11 @@ class Combiner:
             else:
                 self._queue.append(call)
         if not lead:
-            call.signal.acquire()
+            try:
+                call.signal.acquire()
+            except BaseException:
+                self._leave(call)  # an interrupt while queued: the queue must not wait for this caller
+                raise
             lead = call.state == LEAD
         if lead:
             self._lead(call, batch)
@@ -124,11 +128,8 @@ class Combiner:
             with self._guard:
                 self.batches += 1
                 self.commands += len(calls)
-                successor = self._queue.popleft() if self._queue else None
-                if successor is None:
-                    self._leading = False
+                successor = self._pass_lead()
             if successor is not None:
-                successor.state = LEAD
                 successor.signal.release()
             for other in calls[1:]:
                 if other.state == WAITING:
@@ -141,6 +142,28 @@ class Combiner:
         """Whether a thread leads a batch now (or waits for the write lock to)."""
         with self._guard:
             return self._leading
+
+    def _pass_lead(self) -> Call | None:
+        """(Under the guard.) The lead to the first queued caller (to be woken), or to nobody."""
+        successor = self._queue.popleft() if self._queue else None
+        if successor is None:
+            self._leading = False
+        else:
+            successor.state = LEAD
+        return successor
+
+    def _leave(self, call: Call) -> None:
+        """A queued caller that stops waiting: out of the queue; if the lead had come to it, on to the next.
+        (A call a leader already took along is run regardless, as an interrupted COMMIT's would be.)"""
+        with self._guard:
+            successor = None
+            if call in self._queue:
+                self._queue.remove(call)
+            elif call.state == LEAD:
+                call.state = ALONE
+                successor = self._pass_lead()
+        if successor is not None:
+            successor.signal.release()
 
     def queued(self) -> int:
         """How many callers wait for a leader now."""

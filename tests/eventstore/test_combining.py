@@ -371,3 +371,68 @@ def test_registry_callers_sharing_a_batch_each_get_their_own_version_and_actor(d
             reg.pull(version, str(tmp_path / f"pulled{n}"))
             assert (tmp_path / f"pulled{n}").read_bytes() == files[n].read_bytes()
         assert reg.audit().ok
+
+
+INTERRUPTED_IN_THE_QUEUE = r"""
+import sys, threading, time
+from eventstore import commands as c
+from eventstore.combining import combiner_of
+from eventstore.handler import execute
+from eventstore.sqlite import SQLiteRecorder
+from projections.catalog import CatalogProjection
+
+recorder = SQLiteRecorder(sys.argv[1])
+projection = CatalogProjection(recorder)
+combiner = combiner_of(recorder)
+held, release = threading.Event(), threading.Event()
+def hold():
+    with recorder.write():
+        held.set()
+        release.wait()
+threading.Thread(target=hold, daemon=True).start()
+held.wait()
+leader = threading.Thread(target=execute, args=(recorder, projection, c.Tag("m@1", {"by": "leader"}), {"actor": "t"}))
+leader.start()
+while not combiner.leading():
+    time.sleep(0.002)
+def announce():
+    while combiner.queued() != 1:
+        time.sleep(0.002)
+    print("queued", flush=True)
+threading.Thread(target=announce, daemon=True).start()
+try:
+    execute(recorder, projection, c.Tag("m@1", {"by": "main"}), {"actor": "t"})
+    print("not interrupted", flush=True)
+except KeyboardInterrupt:
+    print("interrupted", combiner.queued(), flush=True)
+release.set()
+leader.join()
+execute(recorder, projection, c.Tag("m@1", {"after": "1"}), {"actor": "t"})
+print("after", recorder.head(), flush=True)
+"""
+
+
+def test_a_caller_interrupted_while_queued_leaves_the_queue_and_the_others_go_on(tmp_path: Path) -> None:
+    """Ctrl-C in a thread queued behind a leader (a CLI's main thread beside its embedded worker's): that
+    command is not run, and the process's next commands are not left waiting for it."""
+    import signal
+    import subprocess
+    import sys
+
+    from services import reap
+
+    recorder = SQLiteRecorder(tmp_path / "r.db")
+    recorder, _, head = seeded((recorder, CatalogProjection(recorder)))
+    recorder.close()
+    proc = subprocess.Popen([sys.executable, "-c", INTERRUPTED_IN_THE_QUEUE, str(tmp_path / "r.db")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "queued", proc.stderr.read()[-3000:] if proc.poll() else ""
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        reap(proc)
+    assert out.split("\n")[:2] == ["interrupted 0", f"after {head + 2}"], err[-3000:]
+    reopened = SQLiteRecorder(tmp_path / "r.db")
+    assert [e.data["tags"] for e in reopened.read(since=head)] == [{"by": "leader"}, {"after": "1"}]
+    reopened.close()
