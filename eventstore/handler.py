@@ -180,8 +180,12 @@ def _run_batch(recorder: Recorder, read_model: ReadModel, calls: list[Call], tak
                     folded = position
                     continue  # commit this page of the lag and fold the next in a new transaction
                 decided = [_run_one(tx, read_model, call) for call in calls]
-        except _Spoiled:
-            _all_alone(calls)
+        except _Spoiled as spoiled:
+            cause = spoiled.__cause__
+            if len(calls) == 1 and cause is not None and not isinstance(cause, ConcurrencyError):
+                calls[0].done(error=cause)  # alone already: running it again would only fail again
+            else:
+                _all_alone(calls)  # a conflict is decided again alone, as ever
             return
         except ConcurrencyError:
             _all_alone(calls)
