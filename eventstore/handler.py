@@ -11,17 +11,22 @@ the transaction that saw it is rolled back first, so a half-written batch is nev
 This is the one write path: the caller's commands, the workers' outcomes (``ArtifactStored`` /
 ``ArtifactFailed``), gc's purge and a restore (``execute_in``: planned under the lock they append in) are all
 decided here. Only an import (``Registry.append_batch``) appends prepared events, by design.
+
+Commands that several threads of one process run at once share one write transaction and one COMMIT
+(``eventstore.combining``, ``_run_batch``): results equal to running them one by one, in the batch's order.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .combining import ALONE, Call, combiner_of
 from .commands import Command, fingerprint
-from .decider import decide
-from .errors import ConcurrencyError, StoreError
+from .decider import Decision, decide
+from .errors import ConcurrencyError, ModelLedgerError, StoreError
 from .events import NewEvent, StoredEvent, stream_for
 from .idempotency import recorded_under
 from .recorder import Recorder, Transaction
@@ -75,6 +80,19 @@ def _target_of(events: Sequence[StoredEvent]) -> tuple[str, int | None]:
     return (events[0].data.get("name", ""), None) if events else ("", None)
 
 
+@dataclass(frozen=True)
+class _Command:
+    """One caller's command and what ``execute`` was given with it."""
+
+    command: Command
+    meta: Mapping[str, Any]
+    idempotency_key: str | None
+    request: Command | None
+    check: Callable[[Transaction], None] | None
+    finish: Callable[[Transaction, Outcome], Any] | None
+    target: Target | None
+
+
 def execute(
     recorder: Recorder,
     read_model: ReadModel,
@@ -91,25 +109,136 @@ def execute(
     under the write lock before deciding (e.g. that the blobs a command refers to still exist); whatever it
     raises aborts the command. ``finish(tx, outcome)`` runs after the read model applied the new events,
     before the commit: what it returns (the record the caller will show) is ``outcome.record``, read without
-    a second transaction."""
+    a second transaction.
+
+    Commands that other threads of this process run on ``recorder`` at the same time share the write
+    transaction (``eventstore.combining``; ``_run_batch``): each is decided after the ones before it, and
+    every caller gets its own outcome, or its own error, once the one COMMIT returned."""
+    call = Call(_Command(command, meta, idempotency_key, request, check, finish, target_of(command)))
+    return combiner_of(recorder).run(call, lambda calls, take: _run_batch(recorder, read_model, calls, take),
+                                     lambda: _execute_alone(recorder, read_model, call.args))
+
+
+def _execute_alone(recorder: Recorder, read_model: ReadModel, one: _Command) -> Outcome:
+    """One command in a write transaction of its own (a batch that failed after appending runs each of its
+    commands so, and so does a command run from inside a batch)."""
     conflicts = 0
     folded = -1
-    target = target_of(command)
     while conflicts < MAX_ATTEMPTS:
         try:
             with recorder.write_batched(
-                    lambda tx: _prefetch(tx, read_model, target, idempotency_key)) as tx:
+                    lambda tx: _prefetch(tx, read_model, one.target, one.idempotency_key)) as tx:
                 position = read_model.catch_up(tx, CATCH_UP_PAGE)
                 if position < tx.head():
                     if position == folded:
                         raise StoreError(f"the catalog cannot follow the log after #{position}")
                     folded = position
                     continue  # commit this page of the lag and fold the next in a new transaction
-                return _decide_and_append(tx, read_model, command, meta, idempotency_key=idempotency_key,
-                                          request=request, check=check, finish=finish)
+                return _decide_and_append(tx, read_model, one.command, one.meta,
+                                          idempotency_key=one.idempotency_key, request=one.request,
+                                          check=one.check, finish=one.finish)
         except ConcurrencyError:
             conflicts += 1
     raise StoreError(f"gave up after {MAX_ATTEMPTS} conflicting attempts")
+
+
+class _Spoiled(Exception):
+    """A command of a batch failed after it began to append: the batch's transaction is rolled back."""
+
+
+def _run_batch(recorder: Recorder, read_model: ReadModel, calls: list[Call], take: Callable[[], list[Call]]) -> None:
+    """Run ``calls`` (and those ``take()`` adds once the lock is held) in one write transaction, in order, each
+    decided against the state the ones before it left; leave each ``done`` (its outcome, or the error it
+    raised before appending) or, when the batch cannot commit as a whole, ``ALONE``.
+
+    - A command that raises before it appends (a refusal of the decider, its ``check``, an idempotency key
+      used for another request) gets its error; the batch goes on. Whatever its ``check`` wrote (small blobs
+      a register deferred to its transaction) commits with the batch, referenced by nothing: what ``gc``
+      frees, as after a crash between an ingest and its command.
+    - One that fails once it began to append (a database error, a bug in the fold or in ``finish``), or an
+      error of the store's (a ``StoreError``: on PostgreSQL it aborts the whole transaction), rolls the batch
+      back, and every command of it runs alone: an innocent command never fails because of another.
+    - An error of the transaction itself (the lock, the catch-up, the COMMIT) is every caller's: nothing was
+      committed, as when alone (they retry with their keys). A conflict surfacing at the COMMIT (a
+      pipelined statement's) means nothing was written: they run alone, and decide again."""
+    folded = -1
+    lead: _Command = calls[0].args
+    while True:
+        decided: list[tuple[Call, Any, BaseException | None]] | None = None
+        try:
+            with recorder.write_batched(
+                    lambda tx: _prefetch(tx, read_model, lead.target, lead.idempotency_key)) as tx:
+                for call in take():
+                    one = call.args
+                    # Sent now, read with the next read (PostgreSQL): one round trip for the batch's reads.
+                    tx.prefetch(streams=[stream_for(one.target.name)] if one.target is not None else [],
+                                idempotency_key=one.idempotency_key)
+                position = read_model.catch_up(tx, CATCH_UP_PAGE)
+                if position < tx.head():
+                    if position == folded:
+                        raise StoreError(f"the catalog cannot follow the log after #{position}")
+                    folded = position
+                    continue  # commit this page of the lag and fold the next in a new transaction
+                decided = [_run_one(tx, read_model, call) for call in calls]
+        except _Spoiled as spoiled:
+            cause = spoiled.__cause__
+            if len(calls) == 1 and cause is not None and not isinstance(cause, ConcurrencyError):
+                calls[0].done(error=cause)  # alone already: running it again would only fail again
+            else:
+                _all_alone(calls)  # a conflict is decided again alone, as ever
+            return
+        except ConcurrencyError:
+            _all_alone(calls)
+            return
+        except ModelLedgerError as exc:
+            for call in calls:
+                call.done(error=_copy(exc, call is calls[0]))
+            return
+        except BaseException as exc:
+            if decided is None:
+                raise  # the leader's own (an interrupt before deciding): the others run alone
+            for call in calls:
+                call.done(error=_copy(exc, call is calls[0]))
+            return
+        for call, outcome, error in decided:
+            call.done(outcome, error)
+        return
+
+
+def _run_one(tx: Transaction, read_model: ReadModel, call: Call) -> tuple[Call, Any, BaseException | None]:
+    one: _Command = call.args
+    try:
+        plan = _decide(tx, read_model, one.command, one.meta, idempotency_key=one.idempotency_key,
+                       request=one.request, check=one.check)
+    except ModelLedgerError as exc:
+        if isinstance(exc, StoreError | ConcurrencyError):
+            raise _Spoiled from exc
+        return call, None, exc
+    except Exception as exc:
+        raise _Spoiled from exc
+    if isinstance(plan, Outcome):
+        return call, plan, None
+    try:
+        return call, _append(tx, read_model, plan, one.finish), None
+    except Exception as exc:
+        raise _Spoiled from exc
+
+
+def _all_alone(calls: list[Call]) -> None:
+    for call in calls:
+        call.state = ALONE
+
+
+def _copy(exc: BaseException, own: bool) -> BaseException:
+    """The error for one caller: the leader's the original, the others' each a copy (one exception object
+    raised in several threads would collect all their tracebacks)."""
+    if own:
+        return exc
+    try:
+        other = copy.copy(exc)
+    except Exception:  # noqa: BLE001 - an exception that cannot be copied: the same object, then
+        return exc
+    return other.with_traceback(None)
 
 
 def _prefetch(tx: Transaction, read_model: ReadModel, target: Target | None, idempotency_key: str | None) -> None:
@@ -154,6 +283,34 @@ def _decide_and_append(
     finish: Callable[[Transaction, Outcome], Any] | None = None,
     request_fingerprint: str | None = None,
 ) -> Outcome:
+    plan = _decide(tx, read_model, command, meta, idempotency_key=idempotency_key, request=request, check=check,
+                   request_fingerprint=request_fingerprint)
+    return plan if isinstance(plan, Outcome) else _append(tx, read_model, plan, finish)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What a decision appends: its events, with the key and fingerprint they are recorded under."""
+
+    decision: Decision
+    events: list[NewEvent]
+    idempotency_key: str | None
+    fingerprint: str | None
+
+
+def _decide(
+    tx: Transaction,
+    read_model: ReadModel,
+    command: Command,
+    meta: Mapping[str, Any],
+    *,
+    idempotency_key: str | None = None,
+    request: Command | None = None,
+    check: Callable[[Transaction], None] | None = None,
+    request_fingerprint: str | None = None,
+) -> Outcome | _Plan:
+    """Everything before the append: the key's first result (an ``Outcome``, replayed), the check, the
+    decision (an ``Outcome`` too when it appends nothing). Writes nothing to the log or the catalog."""
     fp = request_fingerprint or (fingerprint(request or command) if idempotency_key is not None else None)
     event_meta = dict(meta)
     if idempotency_key is not None and not recorded_under(idempotency_key, event_meta):
@@ -171,8 +328,14 @@ def _decide_and_append(
     new = [NewEvent(part.stream, t, d, event_meta) for part in decision.parts() for t, d in part.events]
     if not new:
         return Outcome([], decision.name, decision.version)
-    stored = tx.append(new, expected=decision.expected_versions() or None,
-                       idempotency_key=idempotency_key, fingerprint=fp)
+    return _Plan(decision, new, idempotency_key, fp)
+
+
+def _append(tx: Transaction, read_model: ReadModel, plan: _Plan,
+            finish: Callable[[Transaction, Outcome], Any] | None) -> Outcome:
+    decision = plan.decision
+    stored = tx.append(plan.events, expected=decision.expected_versions() or None,
+                       idempotency_key=plan.idempotency_key, fingerprint=plan.fingerprint)
     read_model.apply(tx, stored)
     outcome = Outcome(stored, decision.name, decision.version)
     if finish is not None:

@@ -99,6 +99,13 @@ def worker(task: dict[str, Any]) -> None:
         with guard:
             lat.extend(mine)
 
+    try:  # a tree with combining (eventstore/combining.py): how many commands its transactions held
+        from eventstore.combining import combiner_of
+
+        combiner = combiner_of(reg.recorder)
+    except ImportError:
+        combiner = None
+    counted = (combiner.batches, combiner.commands) if combiner is not None else (0, 0)
     delay = task["start_at"] - time.time()
     if delay > 0:
         time.sleep(delay)
@@ -109,9 +116,10 @@ def worker(task: dict[str, Any]) -> None:
     for th in threads:
         th.join()
     end, cpu = time.time(), time.process_time() - cpu0
+    batches = (combiner.batches - counted[0], combiner.commands - counted[1]) if combiner is not None else None
     reg.close()
-    print("RESULT " + json.dumps({"start": start, "end": end, "ms": lat, "cpu_s": cpu, "errors": errors}),
-          flush=True)
+    print("RESULT " + json.dumps({"start": start, "end": end, "ms": lat, "cpu_s": cpu, "errors": errors,
+                                  "batches": batches}), flush=True)
 
 
 # -- the lock's hand-over alone -------------------------------------------------------------------------
@@ -204,14 +212,23 @@ def one_run(tmp: str, tree: str, op: str, procs: int, threads: int, n: int) -> d
     ms = [x for r in results for x in r["ms"]]
     first, last = min(r["start"] for r in results), max(r["end"] for r in results)
     late = max(r["start"] for r in results) - first
+    combined = [r["batches"] for r in results if r.get("batches")]
+    per_batch = sum(c for _, c in combined) / max(1, sum(b for b, _ in combined)) if combined else None
     return {"per_s": len(ms) / (last - first), "p50": median(ms), "p99": percentile(ms, 99),
             "max": max(ms), "cpu_ms": 1000 * sum(r["cpu_s"] for r in results) / len(ms), "late_s": late,
-            "ops": len(ms)}
+            "ops": len(ms), "per_batch": per_batch}
+
+
+def _medians(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each figure's median over rounds (None where a tree does not report it)."""
+    return {k: median(vs) if (vs := [x[k] for x in results if x.get(k) is not None]) else None
+            for k in results[0]}
 
 
 def describe(r: dict[str, Any]) -> str:
     return (f"{r['per_s']:,.0f}/s, p50 {r['p50']:.1f} ms, p99 {r['p99']:.1f} ms, max {r['max']:.0f} ms, "
-            f"CPU {r['cpu_ms']:.2f} ms/op")
+            f"CPU {r['cpu_ms']:.2f} ms/op"
+            + (f", {r['per_batch']:.2f} commands per transaction" if r.get("per_batch") else ""))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -247,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
                             f"{res['per_s']:,.0f}/s, wait p50 {res['p50']:.2f} ms, p99 {res['p99']:.2f} ms, "
                             f"CPU {res['cpu_ms']:.3f} ms/op ({load()})")
         for (how, p), rs in got.items():
-            print(f"{how:9} {p} procs: " + describe({k: median([x[k] for x in rs]) for k in rs[0]})
+            print(f"{how:9} {p} procs: " + describe(_medians(rs))
                   .replace("p50", "wait p50").replace("p99", "wait p99"))
         return 0
     procs = [int(x) for x in args.procs.split(",")]
@@ -278,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
             if "base" not in sides:
                 rows.append(Row(name, "rate", median([x["per_s"] for x in these]), "ops/s", "p99 ms",
                                 median([x["p99"] for x in these]), float("nan"),
-                                note=describe({k: median([x[k] for x in these]) for k in these[0]})))
+                                note=describe(_medians(these))))
                 continue
             bases = got[("base", op, p)]
             for key, unit, better in (("per_s", "ops/s", "higher"), ("p50", "ms", "lower"), ("p99", "ms", "lower"),
@@ -286,7 +303,9 @@ def main(argv: list[str] | None = None) -> int:
                 ratios = [a[key] / b[key] for a, b in zip(these, bases, strict=True)]
                 rows.append(Row(f"{name}: {key}", "this", median([x[key] for x in these]), unit, "base",
                                 median([x[key] for x in bases]), median(ratios),
-                                note=f"{better} is better; per-round ratios {', '.join(f'{x:.2f}' for x in ratios)}",
+                                note=f"{better} is better; per-round ratios {', '.join(f'{x:.2f}' for x in ratios)}"
+                                + ("; this: {:.2f} commands per transaction".format(_medians(these)["per_batch"])
+                                   if key == "per_s" and _medians(these).get("per_batch") else ""),
                                 samples={"this": [x[key] for x in these], "base": [x[key] for x in bases]}))
     print()
     print(render(rows))
