@@ -79,6 +79,12 @@ def without_waiting() -> Iterator[None]:
         _thread.no_wait = before
 
 
+def waiting_allowed() -> bool:
+    """False inside ``without_waiting()``: the recorder then begins its transaction without SQLite's busy
+    handler too (a program that does not know the lock file may hold SQLite's own lock)."""
+    return not getattr(_thread, "no_wait", False)
+
+
 def locked_error(database: str | os.PathLike[str], timeout: float) -> StoreError:
     """What a writer that waited ``timeout`` seconds raises: what SQLite's own "database is locked" says."""
     return StoreError(f"the registry database stayed locked by another writer: database is locked (waited "
