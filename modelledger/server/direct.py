@@ -6,7 +6,10 @@ calls, no profiler, medians of 400): matching the path against every route (55â€
 sit behind ``/api/v1`` and the web UI), solving the token check as a dependency, validating the body, and
 three hops to the thread pool for a ``/api/v1`` write (the token check, the route, the validation of the
 returned dict), then ``jsonable_encoder`` walking MLflow's answers. Here a request takes one hop: token
-check, body, command and JSON encoding in one worker thread.
+check, body, command and JSON encoding in one worker thread; or none, for a write in ``ON_LOOP`` that is the
+process's only request in flight (``_on_loop``): it runs on the event loop inside ``without_waiting()``, so
+the loop never sleeps in the queue of writers (a taken lock raises ``WouldWait`` before anything is written,
+and the request goes to the thread pool as any other); it waits only for its own commit (docs/http.md).
 
 What stays the same: the same route functions run with the same arguments, the same body models validate the
 body, and errors have the same statuses and bodies (``errors.error_body``, MLflow's ``error_response``). A
