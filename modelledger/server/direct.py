@@ -20,6 +20,7 @@ replayed), so every refusal of a malformed request is FastAPI's own.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -66,6 +67,10 @@ WRITES: dict[str, tuple[type[BaseModel], Callable[..., dict[str, Any]]]] = {
 ON_LOOP = frozenset({"/tag", "/untag", "/metrics", "/alias", "/unalias", "/rollback", "/delete", "/register",
                      "/update"})
 ALONE = "mledger.alone"  # scope key: no other request of this process was in flight when this one came
+# A process that had two requests in flight at once runs every write in the thread pool for this long: under
+# concurrent clients a request arriving while another's command held the loop (its fsync included) would
+# wait for it before even being parsed, where the pool overlaps one request's Python with another's fsync.
+CROWDED_S = 1.0
 
 
 def replaying(body: bytes, receive: Receive) -> Receive:
@@ -196,14 +201,18 @@ class Direct:
         self.app = app
         self.routes = table()
         self.in_flight = 0  # this process's HTTP requests being answered (touched on the event loop only)
+        self.crowded_until = 0.0  # monotonic time until which nothing runs on the loop (``CROWDED_S``)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         self.in_flight += 1
+        now = time.monotonic()
+        if self.in_flight > 1:
+            self.crowded_until = now + CROWDED_S
         try:
-            scope[ALONE] = self.in_flight == 1
+            scope[ALONE] = self.in_flight == 1 and now >= self.crowded_until
             await self._dispatch(scope, receive, send)
         finally:
             self.in_flight -= 1
