@@ -30,7 +30,7 @@ from .permissions import create_file, make_root, modes_under
 from .recorder import GuardProblem, KeyProblem, Recorder, Transaction, guard_refusal, stream_range
 from .sealing import event_from_row, seal
 from .sqlscript import create_schema, run_script
-from .writelock import WriteLock
+from .writelock import WouldWait, WriteLock, waiting_allowed
 
 TABLES = """
 CREATE TABLE IF NOT EXISTS events (
@@ -418,7 +418,10 @@ class SQLiteRecorder(Recorder):
         # front (programs that do not know the lock file are excluded by it): a deferred BEGIN that reads
         # then writes fails with SQLITE_BUSY_SNAPSHOT under concurrent writers, whatever the busy timeout.
         with self._writers.held(self.timeout):
-            conn.execute("BEGIN IMMEDIATE")
+            if waiting_allowed():
+                conn.execute("BEGIN IMMEDIATE")
+            else:
+                self._begin_now(conn)
             try:
                 yield
             except BaseException:
@@ -433,6 +436,20 @@ class SQLiteRecorder(Recorder):
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+
+    def _begin_now(self, conn: sqlite3.Connection) -> None:
+        """BEGIN IMMEDIATE without SQLite's busy handler (``writelock.without_waiting``): SQLite's write lock
+        held by a program that does not queue on the lock file (a blob upload's own transaction, the
+        ``sqlite3`` shell) raises ``WouldWait`` at once instead of sleeping up to the timeout."""
+        conn.execute("PRAGMA busy_timeout = 0")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:
+                raise WouldWait(f"SQLite's write lock of {self.path} is taken") from None
+            raise
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
 
     def write(self) -> AbstractContextManager[SQLiteTransaction]:
         return self.write_batched()

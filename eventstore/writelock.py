@@ -58,6 +58,33 @@ def lock_file_of(database: str | os.PathLike[str]) -> Path:
     return Path(str(database) + SUFFIX)
 
 
+class WouldWait(StoreError):
+    """A writer inside ``without_waiting()`` found the lock taken (or unusable): it took nothing and did
+    nothing, so the caller can run the whole write again where waiting is allowed."""
+
+
+_thread = threading.local()
+
+
+@contextmanager
+def without_waiting() -> Iterator[None]:
+    """Writes of this thread inside the block take the lock only if it is free at once, else raise
+    ``WouldWait`` before anything is written: what lets the HTTP server run a small command on its event
+    loop, which must never sleep in a queue of writers (``modelledger/server/direct.py``)."""
+    before = getattr(_thread, "no_wait", False)
+    _thread.no_wait = True
+    try:
+        yield
+    finally:
+        _thread.no_wait = before
+
+
+def waiting_allowed() -> bool:
+    """False inside ``without_waiting()``: the recorder then begins its transaction without SQLite's busy
+    handler too (a program that does not know the lock file may hold SQLite's own lock)."""
+    return not getattr(_thread, "no_wait", False)
+
+
 def locked_error(database: str | os.PathLike[str], timeout: float) -> StoreError:
     """What a writer that waited ``timeout`` seconds raises: what SQLite's own "database is locked" says."""
     return StoreError(f"the registry database stayed locked by another writer: database is locked (waited "
@@ -200,11 +227,16 @@ class WriteLock:
         if db.owner == me:
             raise StoreError(f"nested write transaction on the registry database {self.database} in one thread")
         deadline = time.monotonic() + timeout
-        if not db.threads.acquire(timeout=min(max(timeout, 0.0), threading.TIMEOUT_MAX)):
+        if getattr(_thread, "no_wait", False):
+            if db.unusable or not db.threads.acquire(blocking=False):  # unusable: SQLite's busy handler would wait
+                raise WouldWait(f"the write lock of {self.database} is taken")
+        elif not db.threads.acquire(timeout=min(max(timeout, 0.0), threading.TIMEOUT_MAX)):
             raise locked_error(self.database, timeout)
         try:
             if not db.unusable:
                 db.held = self._lock_file(db, deadline, timeout)
+            if db.held is None and getattr(_thread, "no_wait", False):
+                raise WouldWait(f"no lock file for {self.database}: SQLite's busy handler would wait")
         except BaseException:
             db.threads.release()
             raise
@@ -253,7 +285,9 @@ class WriteLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return fd
         except BlockingIOError:
-            pass
+            if getattr(_thread, "no_wait", False):
+                _close(fd)
+                raise WouldWait(f"the write lock of {self.database} is taken") from None
         except OSError:  # no flock on this file system (ENOLCK): SQLite's lock alone
             _close(fd)
             db.unusable = True

@@ -407,7 +407,7 @@ def cmd_serve(reg_factory: Any, args: argparse.Namespace) -> int:
 
     config = Config.load(args.home, artifacts=args.artifacts, broker=args.broker, actor=args.actor)
     return serve(config, host=args.host, port=args.port, workers=args.workers,
-                 allow_anonymous_read=args.allow_anonymous_read)
+                 allow_anonymous_read=args.allow_anonymous_read, access_log=args.access_log)
 
 
 def cmd_token(reg: Registry, args: argparse.Namespace) -> int:
@@ -679,6 +679,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, metavar="N", help="server processes (default 1)")
     p.add_argument("--allow-anonymous-read", action="store_true",
                    help="reads need no token (a trusted network); writes always do")
+    p.add_argument("--access-log", action="store_true", help="a line per request on stdout (default: off)")
     p = keyed(add("token", cmd_token, "create, list or revoke the HTTP server's access tokens"))
     p.add_argument("action", choices=["create", "list", "revoke"])
     p.add_argument("name", nargs="?")

@@ -250,8 +250,11 @@ def run_clients(target: dict[str, Any], op: str, clients: int, n: int, extra: di
     first_error = next((r["first_error"] for r in results if r["errors"]), "")
     if errors:
         log(f"  {target['server']} {op} x {clients}: {errors} of {clients * n} failed ({first_error})")
+    # The client's own CPU per operation (the same standard-library client for every server): what of a
+    # 1-client round trip is neither server's.
+    client_cpu = sum(r.get("cpu_ms", 0.0) for r in results) / max(1, len(results))
     return {"per_s": done / (last - first), "ms": ms, "errors": errors, "late_s": late, "done": done,
-            "first_error": first_error, "server_cpu_ms": 1000 * cpu / max(1, done)}
+            "first_error": first_error, "server_cpu_ms": 1000 * cpu / max(1, done), "client_cpu_ms": client_cpu}
 
 
 def warm_up(target: dict[str, Any], models: int, versions: int) -> None:
@@ -287,7 +290,8 @@ def section_servers(tmp: str, quick: bool, peer: Peer, workers: int,
                         extra = {"models": models, "expect": versions // 10, "salt": clients}
                         got[(op, clients)] = r = run_clients(target, op, clients, n, extra)
                         log(f"servers: {label} {op} x {clients}: {r['per_s']:,.1f}/s, p50 {median(r['ms']):.1f} ms,"
-                            f" server CPU {r['server_cpu_ms']:.2f} ms/op ({load()})")
+                            f" server CPU {r['server_cpu_ms']:.2f} ms/op, client CPU {r['client_cpu_ms']:.2f}"
+                            f" ms/op ({load()})")
                 measured[label] = got
     rows: list[Row] = []
     ours_label = plan[2][0]

@@ -80,6 +80,28 @@ async def _send_json(send: Send, status: int, payload: dict[str, Any]) -> None:
     await send({"type": "http.response.body", "body": data})
 
 
+class LedgerApp(FastAPI):
+    """FastAPI with the body limit and the hot routes' dispatch (``direct.py``) in front of its own per-request
+    machinery (the telemetry check, its error and body-limit middleware), which still serves every request the
+    dispatch hands on. In front rather than inside: the layers a tag's request no longer crosses cost it
+    0.09 ms of CPU in 0.82 (in-process ASGI calls, medians of 6 x 300, load 17). An exception no handler
+    turned into an answer (a bug) gets uvicorn's own 500 instead of Starlette's: the same status."""
+
+    _front: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        if self._front is None:
+            self._front = BodyLimit(Direct(self._fastapi))  # outermost: Direct sees a body already read whole
+        scope["app"] = self  # what Starlette sets: a route finds the registry through request.app
+        await self._front(scope, receive, send)
+
+    async def _fastapi(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await super().__call__(scope, receive, send)
+
+
 def _ui_authorize(request: Request) -> str | None:
     """The server's token check as the web UI asks it: the name of who may read, or None."""
     state = request.app.state
@@ -104,7 +126,7 @@ def create_app(config: Config, *, allow_anonymous_read: bool = False) -> FastAPI
         finally:
             registry.close()
 
-    app = FastAPI(title="modelledger", version=__version__, lifespan=lifespan,
+    app = LedgerApp(title="modelledger", version=__version__, lifespan=lifespan,
                   openapi_url=f"{API}/openapi.json", docs_url=f"{API}/docs", redoc_url=None,
                   description="The registry's JSON API: one route per CLI command. See docs/http.md.")
     app.state.registry = registry
@@ -113,8 +135,6 @@ def create_app(config: Config, *, allow_anonymous_read: bool = False) -> FastAPI
     app.include_router(mlflow_api.router)  # MLflow's registry API (docs/mlflow.md)
     # The web UI at / (docs/web.md), after the APIs: read-only pages judged by the same token check.
     app.include_router(web_router(lambda: app.state.registry, _ui_authorize))
-    app.add_middleware(Direct)  # the hot routes without FastAPI's per-request machinery (direct.py)
-    app.add_middleware(BodyLimit)  # outermost: Direct sees a body already read whole
 
     @app.exception_handler(ModelLedgerError)
     async def on_error(_request: Request, exc: ModelLedgerError) -> JSONResponse:

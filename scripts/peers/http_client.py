@@ -174,6 +174,7 @@ def main() -> int:
     _ok(s, b, "health")
     time.sleep(max(0.0, task["start_at"] - time.time()))
     began = time.time()
+    cpu = time.process_time()
     ms: list[float] = []
     errors: list[str] = []
     for k in range(task["n"]):
@@ -183,7 +184,8 @@ def main() -> int:
             ms.append((time.perf_counter() - t) * 1000)
         except RuntimeError as exc:
             errors.append(str(exc)[:200])
-    print("RESULT " + json.dumps({"start": began, "end": time.time(), "ms": ms, "errors": len(errors),
+    cpu_ms = (time.process_time() - cpu) * 1000 / max(1, task["n"])
+    print("RESULT " + json.dumps({"start": began, "end": time.time(), "ms": ms, "cpu_ms": cpu_ms, "errors": len(errors),
                                   "first_error": errors[0] if errors else ""}), flush=True)
     return 0
 

@@ -11,6 +11,7 @@ import fcntl
 import multiprocessing
 import os
 import signal
+import sqlite3
 import stat
 import threading
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ from eventstore.events import NewEvent
 from eventstore.permissions import make_root
 from eventstore.sqlite import SQLiteRecorder
 from eventstore.verify import verify_rows
-from eventstore.writelock import lock_file_of
+from eventstore.writelock import WouldWait, lock_file_of, without_waiting
 
 SPAWN = multiprocessing.get_context("spawn")
 
@@ -127,6 +128,42 @@ def test_a_stopped_holder_makes_the_next_writer_fail_after_its_timeout_and_nothi
     assert [e.position for e in impatient.append([tag("model-a", 1)])] == [1]
     assert [e.stream for e in impatient.read()] == ["model-a"]  # the holder's uncommitted event is gone
     impatient.close()
+
+
+def test_a_writer_that_may_not_wait_gives_up_at_once_with_nothing_written(db: Path) -> None:
+    """``without_waiting()`` (the HTTP server's event loop): a lock held by another process, another thread of
+    this one or a program that takes only SQLite's own lock is refused at once, before anything is written, and leaves the lock free for the next writer;
+    a free lock is taken as usual."""
+    recorder = SQLiteRecorder(db, timeout=60)
+    with file_lock_held(db), without_waiting(), pytest.raises(WouldWait):
+        recorder.append([tag("model-a", 1)])
+    holding, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with recorder.write() as tx:
+            tx.append([tag("model-b", 1)])
+            holding.set()
+            done.wait(60)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert holding.wait(60)
+    with without_waiting(), pytest.raises(WouldWait):
+        recorder.append([tag("model-a", 1)])
+    done.set()
+    holder.join(60)
+    assert [e.stream for e in recorder.read()] == ["model-b"]
+    other = sqlite3.connect(db, isolation_level=None)  # SQLite's own lock, by a program without the lock file
+    other.execute("BEGIN IMMEDIATE")
+    with without_waiting(), pytest.raises(WouldWait):
+        recorder.append([tag("model-a", 1)])
+    other.execute("ROLLBACK")
+    other.close()
+    with without_waiting():
+        assert [e.position for e in recorder.append([tag("model-a", 1)])] == [2]
+    recorder.append([tag("model-a", 2)])  # waiting allowed again outside the block
+    assert recorder.head() == 3
+    recorder.close()
 
 
 def test_a_killed_holder_does_not_block_the_next_writer(db: Path) -> None:

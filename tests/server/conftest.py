@@ -68,8 +68,8 @@ def writer(make_client, tokens):
 def start_server(home: Path) -> Iterator[Callable[..., Server]]:
     started: list[Server] = []
 
-    def start(*extra: str, port: int | None = None) -> Server:
-        server = Server(home, *extra, port=port)
+    def start(*extra: str, port: int | None = None, **options: int) -> Server:
+        server = Server(home, *extra, port=port, **options)
         started.append(server)
         return server
 

@@ -38,14 +38,14 @@ def register(client, name: str, data: bytes = b"weights v1", **extra) -> dict:
 class Server:
     """A real ``mledger serve`` process on ``port`` (a free one unless given: a restart takes the old one)."""
 
-    def __init__(self, home: Path, *extra: str, port: int | None = None) -> None:
+    def __init__(self, home: Path, *extra: str, port: int | None = None, stdout: int = subprocess.DEVNULL) -> None:
         self.home = home
         self.extra = extra
         with Registry.open(home) as reg:  # whose server must answer on the port (``serve_on_a_free_port``)
             registry_id = reg.registry_id
         self.port, self.proc = serve_on_a_free_port(
             lambda port: subprocess.Popen([*mledger_command(), "serve", "--port", str(port), *extra],
-                                          env=subprocess_env(home), stdout=subprocess.DEVNULL,
+                                          env=subprocess_env(home), stdout=stdout,
                                           stderr=subprocess.PIPE),
             lambda port: health_of(port, registry_id), "mledger serve", port=port)
         self.url = f"http://127.0.0.1:{self.port}"

@@ -229,3 +229,25 @@ def test_the_token_table_writes_only_when_a_token_event_arrived(home, tokens, tm
         found = table.find(reader)
         assert found.revoked and found.revoked_by == "other@host"
         assert checkpoint() == revoked_at  # folded through the revocation; the tag after it needs no fold
+
+
+def test_a_remembered_token_is_refused_as_soon_as_another_registry_revokes_it(home, tokens):
+    """A server process remembers the tokens it found (``auth._find``), yet a revocation or a new grant made
+    through another open registry (another process, as far as the log can tell) counts from the next lookup:
+    nothing is remembered past a token event."""
+    from eventstore.errors import AuthenticationError
+    from modelledger.server.auth import authenticate
+
+    with Registry.open(home) as server, Registry.open(home, actor="operator@host") as operator:
+        table = server.token_table
+        for _ in range(2):  # the second lookup is the remembered one
+            assert authenticate(table, f"Bearer {tokens['writer']}", allow_anonymous_read=False).name == "writer"
+        _state, fresh = operator.create_token("fresh", "reader")
+        assert authenticate(table, f"Bearer {fresh}", allow_anonymous_read=False).role == "reader"
+        assert authenticate(table, f"Bearer {tokens['writer']}", allow_anonymous_read=False).name == "writer"
+        operator.revoke_token("writer")
+        with pytest.raises(AuthenticationError, match="revoked"):
+            authenticate(table, f"Bearer {tokens['writer']}", allow_anonymous_read=False)
+        assert authenticate(table, f"Bearer {fresh}", allow_anonymous_read=False).name == "fresh"
+        with pytest.raises(AuthenticationError, match="unknown token"):
+            authenticate(table, "Bearer mlt_nosuch", allow_anonymous_read=False)

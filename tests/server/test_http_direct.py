@@ -3,6 +3,8 @@ app has, as the app would, and hands FastAPI every request whose body it does no
 
 from __future__ import annotations
 
+import httpx
+import pytest
 from server_support import head, register
 
 
@@ -51,3 +53,42 @@ def test_refusals_keep_their_status_headers_and_shape(make_client, admin, tokens
     assert r.status_code == 400 and r.json()["error_code"] == "MALFORMED_REQUEST"
     r = admin.put("/api/2.0/mlflow/model-versions/set-tag", json={})
     assert r.status_code == 405  # a method the path does not take: FastAPI's routing answers
+
+
+def test_a_write_waiting_for_another_writer_leaves_the_server_answering(start_server, tokens, home,
+                                                                       registry_database):
+    """A tag runs on the server's event loop only while the write lock is free at once: held by another
+    process, the tag waits in the thread pool instead, so the server keeps answering meanwhile, and once the
+    lock is freed the tag is appended exactly once."""
+    import fcntl
+    import os
+    import threading
+
+    from eventstore.writelock import lock_file_of
+
+    if registry_database:
+        pytest.skip("the SQLite log's write lock (on PostgreSQL every command runs in the thread pool)")
+    server = start_server("--workers", "1")
+    with server.client(tokens["admin"]) as client:
+        register(client, "resnet")
+        before = head(home)
+        answers: list[httpx.Response] = []
+        fd = os.open(lock_file_of(home / "registry.db"), os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # another process's hold, as the kernel sees it
+            tagging = threading.Thread(target=lambda: answers.append(
+                client.post("/api/v1/tag", json={"ref": "resnet@1", "tags": {"stage": "prod"}})))
+            tagging.start()
+            with server.client(tokens["reader"]) as reader:
+                for _ in range(3):
+                    r = reader.get("/api/v1/health", timeout=30)
+                    assert r.status_code == 200 and r.json()["head"] == before  # the tag still waits
+                    assert reader.get("/api/v1/show", params={"ref": "resnet@1"}, timeout=30).status_code == 200
+            assert not answers
+        finally:
+            os.close(fd)
+        tagging.join(60)
+    assert len(answers) == 1 and answers[0].status_code == 200, answers
+    assert head(home) == before + 1
+    with server.client(tokens["reader"]) as reader:
+        assert reader.get("/api/v1/show", params={"ref": "resnet@1"}).json()["tags"] == {"stage": "prod"}

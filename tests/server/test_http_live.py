@@ -104,3 +104,16 @@ def test_cli_tokens_and_idempotency_keys(home, tmp_path):
         with Registry.open(home) as reg:
             assert reg.head() == once, args
         assert once >= start
+
+
+def test_requests_are_logged_only_with_access_log(start_server, tokens):
+    """uvicorn's access log (a line per request on stdout) is off by default (it cost ~10% of a tag's server
+    CPU) and on with ``mledger serve --access-log``; the server's own lines (on stderr) are there either way."""
+    for extra, logged in (((), False), (("--access-log",), True)):
+        server = start_server(*extra, stdout=subprocess.PIPE)
+        with server.client(tokens["reader"]) as reader:
+            assert reader.get("/api/v1/list").status_code == 200
+        server.proc.terminate()
+        out, err = server.proc.communicate(timeout=60)
+        assert "Application startup complete" in err.decode()
+        assert ('"GET /api/v1/list HTTP/1.1" 200' in out.decode()) is logged, out
