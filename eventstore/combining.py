@@ -16,6 +16,8 @@ this module only queues the callers and hands the lead on.
   not kept waiting by an endless stream behind it.
 - When a batch is done, the lead passes to the first queued caller (woken by its own lock, as the writer
   lock's threads are), who takes the lock for the next batch while the results are handed out.
+- A caller that may not wait (``writelock.without_waiting``: the HTTP server's event loop) and finds another
+  thread leading gets ``WouldWait`` at once instead of a place in the queue.
 - A command run inside a batch (its ``check`` or ``finish`` calling ``execute`` again) is not queued behind
   its own leader: it runs alone, as before (and meets the recorder's nested-transaction error).
 """
@@ -28,6 +30,8 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any
+
+from .writelock import WouldWait, waiting_allowed
 
 MAX_BATCH = 64
 
@@ -87,6 +91,10 @@ class Combiner:
             lead = not self._leading
             if lead:
                 self._leading = True
+            elif not waiting_allowed():
+                # The HTTP server's event loop (``without_waiting``) must not sleep behind another thread's
+                # batch: it is told at once, with nothing done, and runs the command in a worker thread instead.
+                raise WouldWait("another thread of this process is writing the registry")
             else:
                 self._queue.append(call)
         if not lead:

@@ -473,3 +473,35 @@ def test_what_a_registry_does_after_the_commit_stays_each_callers_own(database, 
             assert (version.status, version.deleted) == ("ready", False)
             reg.pull(version, str(tmp_path / f"pulled-{name}"))
             assert (tmp_path / f"pulled-{name}").read_bytes() == files[n].read_bytes()
+
+
+def test_a_caller_that_may_not_wait_is_refused_at_once_while_another_thread_leads(backend) -> None:
+    """The HTTP server runs a lone small write on its event loop inside ``without_waiting``: finding another
+    thread's batch under way, it must get ``WouldWait`` at once with nothing written (and then run in a worker
+    thread), never a place in the queue, which would stall every request of the process."""
+    from eventstore.writelock import WouldWait, without_waiting
+
+    recorder, projection, _ = seeded(backend)
+    combiner = combiner_of(recorder)
+    entered, release = threading.Event(), threading.Event()
+
+    def slow_check(tx: Any) -> None:
+        entered.set()
+        release.wait(60)
+
+    leader = threading.Thread(target=lambda: execute(recorder, projection, c.Tag("m@1", {"slow": "1"}),
+                                                     {"actor": "leader"}, check=slow_check))
+    leader.start()
+    try:
+        assert entered.wait(60)
+        head = recorder.head()
+        # Queued, it would sleep until the leader is released (below, after this): refused, it returns now.
+        with without_waiting(), pytest.raises(WouldWait):
+            execute(recorder, projection, c.Tag("m@1", {"loop": "1"}), {"actor": "loop"})
+        assert recorder.head() == head
+        assert combiner.queued() == 0
+    finally:
+        release.set()
+        leader.join(60)
+    tags = Catalog(projection).get("m@1").tags
+    assert tags.get("slow") == "1" and "loop" not in tags
