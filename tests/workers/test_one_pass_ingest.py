@@ -4,6 +4,7 @@ stored bytes are not copied again, and a sharded folder ingested in parallel is 
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import os
 import sys
@@ -23,7 +24,6 @@ CHUNK = 4096  # the pipeline's buffer size in these tests, so its boundaries are
 @pytest.fixture(autouse=True)
 def small_buffers(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(localcopy, "PIPE_CHUNK", CHUNK)
-    monkeypatch.setattr(localcopy, "INLINE_CHUNK", CHUNK)
     monkeypatch.setattr(blob_base, "SMALL_FILE", 0)  # every non-empty file takes the one-pass path
 
 
@@ -72,12 +72,14 @@ def test_both_copies_write_the_file_and_hash_what_they_wrote(tmp_path: Path, siz
 @pytest.mark.parametrize("hash_thread", [True, False])
 def test_the_disk_is_started_on_every_written_range_and_the_blob_is_whole(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hash_thread: bool) -> None:
-    """The copy asks the kernel to write behind it (so the closing fsync waits for little): every range it names
+    """Through the page cache (a file system without direct writes), the copy asks the kernel to write behind it
+    (so the closing fsync waits for little): every range it names
     was written already, the ranges follow each other from the start, and the stored bytes are the file's.
     Both copies: the pipeline (one file) and the one-thread copy (a folder's shards in parallel)."""
     data = os.urandom(11 * CHUNK + 5)
     src = tmp_path / "model.bin"
     src.write_bytes(data)
+    monkeypatch.setattr(localcopy, "set_direct", lambda fd, on: False)  # a file system without O_DIRECT
     monkeypatch.setattr(localcopy, "WRITEBACK_BYTES", 3 * CHUNK)
     ranges: list[tuple[int, int, int]] = []
     real = localcopy.start_writeback
@@ -103,6 +105,98 @@ def test_the_disk_is_started_on_every_written_range_and_the_blob_is_whole(
         assert f.read() == data
     assert [(o, n) for o, n, _ in ranges] == [(0, 3 * CHUNK), (3 * CHUNK, 3 * CHUNK), (6 * CHUNK, 3 * CHUNK)]
     assert all(o + n <= written for o, n, written in ranges)
+
+
+def direct_writes_here(path: Path) -> bool:
+    fd = os.open(path / "probe.bin", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        return localcopy.set_direct(fd, True)
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("hash_thread", [True, False])
+def test_whole_buffers_go_to_the_disk_directly_and_the_tail_through_the_page_cache(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hash_thread: bool) -> None:
+    """Where the file system allows it, the copy's aligned buffers bypass the page cache (O_DIRECT: no page is
+    allocated for them, which on a VM handing freed memory back to its host costs more than the copy), and the
+    file's last, unaligned bytes are written through it: the stored bytes are the file's, whole."""
+    if not direct_writes_here(tmp_path):
+        pytest.skip("this file system takes no O_DIRECT")
+    data = os.urandom(5 * CHUNK + 3)
+    (tmp_path / "src.bin").write_bytes(data)
+    seen: list[tuple[int, bool]] = []
+    real = localcopy.write_all
+
+    def spy(fd: int, view: memoryview) -> None:
+        seen.append((len(view), bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT)))
+        real(fd, view)
+
+    monkeypatch.setattr(localcopy, "write_all", spy)
+    src = os.open(tmp_path / "src.bin", os.O_RDONLY)
+    out = os.open(tmp_path / "out.bin", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        got = localcopy.copy_hashing(src, out, None, "src.bin", hash_thread=hash_thread)
+        os.fsync(out)
+    finally:
+        os.close(src)
+        os.close(out)
+    assert got == (hashlib.sha256(data).hexdigest(), len(data))
+    assert seen == [(CHUNK, True)] * 5 + [(3, False)]
+    assert (tmp_path / "out.bin").read_bytes() == data
+
+
+def test_a_file_system_refusing_a_direct_write_still_gets_the_whole_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file system may take the O_DIRECT flag and refuse the write (EINVAL: an alignment it wants larger): the
+    copy goes on through the page cache, and the blob is the file's bytes under their digest."""
+    data = os.urandom(4 * CHUNK + 1)
+    src = tmp_path / "model.bin"
+    src.write_bytes(data)
+    monkeypatch.setattr(localcopy, "set_direct", lambda fd, on: on)  # the flag is "taken"
+    real = localcopy.write_all
+    refused = []
+
+    def refuse_direct(fd: int, view: memoryview) -> None:
+        if not refused:
+            refused.append(len(view))
+            raise OSError(errno.EINVAL, "Invalid argument")
+        real(fd, view)
+
+    monkeypatch.setattr(localcopy, "write_all", refuse_direct)
+    store = BlobStore(str(tmp_path / "store"))
+    info = store.ingest(str(src))
+    assert refused == [CHUNK]
+    assert info.digest == sha(data) and info.size == len(data)
+    with store.open_blob(info.digest) as f:
+        assert f.read() == data
+    assert leftovers(tmp_path / "store")[0] == []
+
+
+def test_short_reads_that_break_the_alignment_still_copy_every_byte(tmp_path: Path) -> None:
+    """A source that returns fewer bytes than asked (a pipe here; a file being written) leaves the copy at an
+    offset O_DIRECT cannot write: the rest goes through the page cache, every byte once, in order."""
+    import threading
+
+    data = os.urandom(6 * CHUNK + 11)
+    r, w = os.pipe()
+
+    def feed() -> None:
+        with os.fdopen(w, "wb", buffering=0) as f:
+            for piece in (data[:100], data[100:3 * CHUNK], data[3 * CHUNK:]):
+                f.write(piece)
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    out = os.open(tmp_path / "out.bin", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        got = localcopy.copy_hashing(r, out, None, "pipe")
+    finally:
+        feeder.join()
+        os.close(r)
+        os.close(out)
+    assert got == (hashlib.sha256(data).hexdigest(), len(data))
+    assert (tmp_path / "out.bin").read_bytes() == data
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sync_file_range(2) is Linux's")

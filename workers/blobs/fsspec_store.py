@@ -289,9 +289,9 @@ class FsspecBlobStore(BlobStore):
 
     def _copy_new(self, fd: int, st: os.stat_result, shown: str, progress: Progress, staged: Staged | None,
                   in_parallel: bool = False) -> Blob:
-        """One pass into a local store: copy to a temp while hashing; if the blob turns out to be stored, drop
-        the temp unsynced (its pages mostly never reach the disk); else fsync it and link it into place (or
-        stage it). A source that changed while read (size, mtime, ctime on its descriptor) is refused."""
+        """One pass into a local store: copy to a temp while hashing (written directly to the disk where it
+        can be: ``localcopy``); if the blob turns out to be stored, drop the temp unsynced; else fsync it and
+        link it into place (or stage it). A source that changed while read (size, mtime, ctime on its descriptor) is refused."""
         tmp = self._tmp_path()
         keep = False
         created = False
@@ -309,7 +309,7 @@ class FsspecBlobStore(BlobStore):
                         self._count(0, deduplicated=True)
                         return blob
                     # A shard copied beside others is fsynced by ``publish_staged``, before its link: this thread
-                    # goes on to the next shard instead of waiting for the disk (which the head start keeps busy).
+                    # goes on to the next shard instead of waiting for the device's cache flush.
                     synced = not (in_parallel and staged is not None)
                     if synced:
                         os.fsync(out.fileno())

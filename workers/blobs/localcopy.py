@@ -1,48 +1,48 @@
-"""The one-pass copy of a local file into a local store: read once, hash and write the same buffer, and let
-the disk write behind the copy.
+"""The one-pass copy of a local file into a local store: read once, hash and write the same buffer, the write
+going straight to the disk (O_DIRECT) rather than through the page cache.
 
-Measured on the project's 2-core machine (1 GiB in the page cache; ``scripts/bench_ingest.py`` and the paired
-runs noted below): one SHA-256 pass costs ~0.6 s of CPU per GiB, the copy itself (a read and a write of each
-buffer) ~0.2 s, and the final ``fsync`` of 1 GiB of dirty pages ~0.25–0.3 s of waiting for the disk. Run one
-after the other that is ~1.1 s where the hash alone takes 0.6 s, so the three are overlapped:
+Two threads per copy, over ``PIPE_BUFFERS`` buffers of ``PIPE_CHUNK`` (16 × 1 MiB, in one page-aligned mmap):
 
-- the hash runs in a second thread (hashlib releases the GIL on buffers over 2 KiB) on the buffer this thread
-  has just read and is writing: what is hashed is exactly what was written, and no byte is read twice;
-- the copy keeps up to ``PIPE_BUFFERS`` buffers ahead of the hash: 16 × 1 MiB, so a copy thread descheduled
-  for a few milliseconds on a busy machine does not starve the hash (paired runs, 1 GiB, load ~5: 4 buffers
-  1,380 MB/s, 16 buffers 1,440, 32 buffers 1,364; 256 KiB buffers 1,392; memory stays 16 MiB);
-- every ``WRITEBACK_BYTES`` written, the kernel is asked to start writing them to disk
-  (``sync_file_range(SYNC_FILE_RANGE_WRITE)``, which does not wait), so the disk works while the copy goes on
-  and the closing ``fsync`` finds almost nothing left: it took 0.25–0.30 s for 1 GiB without this and
-  0.00–0.02 s with it, in the same runs.
+- a file alone (``hash_thread=True``): this thread reads a buffer and writes it, a second thread hashes it, so
+  the hash (the CPU floor: ~0.6 s per GiB) has a core of its own; what is hashed is exactly what was written,
+  and no byte is read twice;
+- a folder's shards, copied one per core (``hash_thread=False``, ``BlobStore._ingest_local``): this thread reads
+  and hashes the buffer (while it is in the core's cache), a second thread writes it, so the disk's wait
+  overlaps the next buffer's hash and every core hashes.
 
-A folder's shards are copied one per core (``BlobStore._ingest_local``): there each copy hashes in its own
-thread (``copy_hashing(..., hash_thread=False)``: read 256 KiB, hash it, write it, all on one core). A second
-thread per copy only added handoffs, and the hash then read each buffer from the other core's cache: paired
-runs of 8 × 256 MiB shards at load 5 (perf: 39 % of the CPU was the kernel's copy into the page cache,
-6 % the read, 30 % SHA-256) used 3.4–3.8 s of CPU with one thread per shard against 4.9–5.0 s with the
-pipeline, and 4.4–4.8 s with 1 MiB buffers (which no longer stay in the core's 512 KiB L2 between the hash
-and the write).
+Why direct writes. On the Firecracker VM of this session (Linux 6.18, ext4 on virtio-blk, a virtio-balloon
+reporting free memory to the host: ``/sys/module/page_reporting/parameters/reported_kib`` was 43 GiB after
+12 minutes of uptime), a new page of the page cache is often memory the host took back, faulted in again at
+its first touch: perf of the buffered copy put 55 % of its samples in ``copy_folio_from_iter_atomic``.
+``dd`` of 1 GiB into a new file: 3.07 s, 1.59 s of system time; the same bytes over the same, already cached
+pages: 0.23 s, 0.13 s; ``dd oflag=direct bs=1M``: 0.52–0.62 s, 0.10–0.14 s. The register spent 1.9–2.6 s of
+CPU per GiB in the bench (~0.65 of it SHA-256); written directly, 0.8 (paired, same run, load 4.5–5:
+675 MB/s against 208 MB/s). A direct write also leaves no dirty pages to throttle or to flush at the end.
 
-Checked again on a later machine (Linux 6.18, ext4 with large folios, 1 MiB of L2 per core, SHA-NI): this copy's
-CPU is SHA-256 plus the kernel's write into the page cache (perf of a register of 2 GiB on tmpfs: the
-interpreter 7 % of the process, mostly its imports; no GIL wait; one buffer, ``readv`` into it, memoryviews of it
-hashed and written).
-Buffers of 1 MiB looked 2–6 % cheaper on 64 MiB shards, but on 256 MiB shards on the ext4 disk the store's
-ingest fell into a slow mode in 3 of 4 repeats (2.1–2.4 s of CPU per GiB against 0.77–0.79 s with 256 KiB,
-paired in one process; through the bench's register 1.30–1.48 against 0.80–0.83 s in 5 of 5), so 256 KiB stays;
-128 KiB was no better (0.78–0.81 s), nor ``posix_fallocate`` of the temp first on tmpfs.
+- The ``fsync`` that follows is still what makes the blob durable: a direct write does not flush the device's
+  cache nor commit the file's size and extents.
+- Only whole, aligned buffers go direct: the file's last bytes (and anything after a short read, which leaves
+  the offset unaligned) go through the page cache, and so does everything on a file system that refuses
+  the flag, or takes it and refuses the write (EINVAL). There the kernel is asked to start writing behind
+  the copy every ``WRITEBACK_BYTES`` (``sync_file_range(SYNC_FILE_RANGE_WRITE)``, which does not wait), so the
+  closing ``fsync`` finds little left (0.25–0.30 s for 1 GiB without it, 0.00–0.02 s with it, on another
+  machine).
+- A temp whose bytes turn out to be stored already has reached the disk before it is dropped (it mostly had
+  with the writeback head start too).
 
-``copy_file_range`` (the kernel copies, no byte through user space) with the hash thread reading the copy back
-(``pread`` or ``mmap``) was measured too and used more CPU, not less (0.89–0.96 s per GiB against 0.81–0.90 s
-for this pipeline): the hash still needs the bytes in user space, so it saves no memory copy.
+Measured before and kept: ``copy_file_range`` with the hash reading the copy back used more CPU, not less
+(0.89–0.96 s per GiB against 0.81–0.90): the hash needs the bytes in user space anyway. The earlier "slow mode"
+of 1 MiB buffers on 256 MiB shards on ext4 (2.1–2.4 s of CPU per GiB) looks like the page-cache cost above:
+with direct writes, 1 MiB used 0.88–1.00 s per GiB and 256 KiB 1.04–1.07 (paired, 4 repeats).
 """
 
 from __future__ import annotations
 
 import ctypes
+import errno
 import functools
 import hashlib
+import mmap
 import os
 import sys
 from collections.abc import Callable
@@ -50,14 +50,22 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from eventstore.errors import ArtifactError
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: no O_DIRECT either, every copy goes through the page cache
+    fcntl = None  # type: ignore[assignment]
+
 PIPE_CHUNK = 1024 * 1024
 PIPE_BUFFERS = 16
-# The buffer of a copy that hashes in its own thread: read, hashed and written while it is in the core's L2.
-INLINE_CHUNK = 256 * 1024
-# Start the disk on what was written every this many bytes. Small enough that the final fsync waits for little,
-# large enough that the calls cost nothing (32 per GiB).
+# Start the disk on what was written every this many bytes (a buffered copy only; a direct write is on its way
+# to the disk when it returns). Small enough that the final fsync waits for little, large enough that the calls
+# cost nothing (32 per GiB).
 WRITEBACK_BYTES = 32 * 1024 * 1024
 _SYNC_FILE_RANGE_WRITE = 2  # linux/fs.h: initiate writeback of the dirty pages in the range, do not wait
+# What O_DIRECT asks of the offsets, lengths and buffers: the page size covers every block device's logical
+# block (512 or 4096 bytes) and is what the buffers from mmap are aligned to.
+DIRECT_ALIGN = mmap.PAGESIZE
+_O_DIRECT = getattr(os, "O_DIRECT", 0)
 
 Progress = Callable[[int], None] | None
 
@@ -92,41 +100,88 @@ def write_all(fd: int, view: memoryview) -> None:
         view = view[n:]
 
 
+def set_direct(fd: int, on: bool) -> bool:
+    """Turn O_DIRECT on or off for ``fd``; False where the platform or the file system has none."""
+    if not _O_DIRECT or fcntl is None:
+        return False
+    try:
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags | _O_DIRECT if on else flags & ~_O_DIRECT)
+    except OSError:
+        return False
+    return on
+
+
+class _Destination:
+    """The temp a copy writes: directly (O_DIRECT) while the writes are aligned, else through the page cache
+    with the writeback started behind the copy."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.direct = set_direct(fd, True)
+        self.total = 0
+        self.flushed = 0
+
+    def buffered(self) -> None:
+        self.direct = set_direct(self.fd, False)
+        self.flushed = self.total  # what was written directly needs no writeback
+
+    def write(self, view: memoryview) -> None:
+        if self.direct and (len(view) % DIRECT_ALIGN or self.total % DIRECT_ALIGN):
+            self.buffered()  # the file's tail (or a short read): through the page cache, as the fsync expects
+        try:
+            write_all(self.fd, view)
+        except OSError as exc:
+            # A file system that takes the flag but not the write (alignment it wants larger, a FUSE mount):
+            # nothing of the failed write was written; go on through the page cache.
+            if not self.direct or exc.errno != errno.EINVAL:
+                raise
+            self.buffered()
+            write_all(self.fd, view)
+        self.total += len(view)
+        if not self.direct and self.total - self.flushed >= WRITEBACK_BYTES:
+            start_writeback(self.fd, self.flushed, self.total - self.flushed)
+            self.flushed = self.total
+
+
 def copy_hashing(src: int, out: int, progress: Progress = None, shown: str = "", *,
                  hash_thread: bool = True) -> tuple[str, int]:
     """Copy the file open at ``src`` (from its current offset) to ``out`` (from its start) in one pass, hashing
     what is written (see the module's docstring). Returns (hex digest, bytes copied); the caller fsyncs ``out``.
     A read error is an ``ArtifactError`` naming ``shown``; a write error (a full disk) stays an ``OSError``.
-    ``hash_thread=False``: hash in this thread (for copies already running one per core)."""
-    if not hash_thread:
-        return _copy_hashing_here(src, out, progress, shown)
+    ``hash_thread=True``: a second thread hashes while this one reads and writes (a file alone: the hash gets
+    a core of its own); ``False``: this thread reads and hashes, a second one writes (copies already running
+    one per core: each core hashes, and the disk's wait overlaps the next buffer's hash)."""
     h = hashlib.sha256()
-    bufs = [bytearray(PIPE_CHUNK) for _ in range(PIPE_BUFFERS)]
+    chunk = PIPE_CHUNK
+    # Anonymous memory is page-aligned, as O_DIRECT wants its buffers.
+    memory = mmap.mmap(-1, chunk * PIPE_BUFFERS)
+    bufs = [memoryview(memory)[i * chunk:(i + 1) * chunk] for i in range(PIPE_BUFFERS)]
     pending: list[Future[None] | None] = [None] * PIPE_BUFFERS
+    dest = _Destination(out)
     total = 0
-    flushed = 0
-    # Leaving the ``with`` (also on an error) waits for the hash thread: it never reads a buffer after we return.
-    with ThreadPoolExecutor(1, thread_name_prefix="mledger-sha256") as hasher:
+    # Leaving the ``with`` (also on an error) waits for the helper: it never touches a buffer after we return.
+    with ThreadPoolExecutor(1, thread_name_prefix="mledger-sha256" if hash_thread else "mledger-write") as helper:
         i = 0
         while True:
             k = i % PIPE_BUFFERS
             done = pending[k]
             if done is not None:
-                done.result()  # the buffer's previous bytes are hashed: it may be refilled
-            mv = memoryview(bufs[k])
+                done.result()  # the buffer's previous bytes are hashed and written (or their error raised)
             try:
-                n = os.readv(src, [mv])
+                n = os.readv(src, [bufs[k]])
             except OSError as exc:
                 raise ArtifactError(f"cannot read artifact source {shown}: {exc.strerror or exc}") from None
             if n == 0:
                 break
-            view = mv[:n]
-            pending[k] = hasher.submit(h.update, view)
-            write_all(out, view)
+            view = bufs[k][:n]
+            if hash_thread:
+                pending[k] = helper.submit(h.update, view)
+                dest.write(view)
+            else:
+                h.update(view)
+                pending[k] = helper.submit(dest.write, view)  # one helper thread: the writes stay in order
             total += n
-            if total - flushed >= WRITEBACK_BYTES:
-                start_writeback(out, flushed, total - flushed)
-                flushed = total
             if progress is not None:
                 progress(total)
             i += 1
@@ -136,26 +191,3 @@ def copy_hashing(src: int, out: int, progress: Progress = None, shown: str = "",
     return h.hexdigest(), total
 
 
-def _copy_hashing_here(src: int, out: int, progress: Progress, shown: str) -> tuple[str, int]:
-    """``copy_hashing`` in one thread: each buffer is read, hashed, then written."""
-    h = hashlib.sha256()
-    mv = memoryview(bytearray(INLINE_CHUNK))
-    total = 0
-    flushed = 0
-    while True:
-        try:
-            n = os.readv(src, [mv])
-        except OSError as exc:
-            raise ArtifactError(f"cannot read artifact source {shown}: {exc.strerror or exc}") from None
-        if n == 0:
-            break
-        view = mv[:n]
-        h.update(view)
-        write_all(out, view)
-        total += n
-        if total - flushed >= WRITEBACK_BYTES:
-            start_writeback(out, flushed, total - flushed)
-            flushed = total
-        if progress is not None:
-            progress(total)
-    return h.hexdigest(), total
