@@ -125,11 +125,12 @@ def guard_problems_of(conn: psycopg.Connection) -> list[GuardProblem]:
         elif have[1] == "D":
             problems.append(GuardProblem(name, "altered", "disabled (ALTER TABLE ... DISABLE TRIGGER)"))
     problems += [GuardProblem(name, "extra", normalise_definition(d)) for name, (d, _) in present.items()]
-    body = conn.execute(sql.FUNCTION_BODY, (sql.GUARD_FUNCTION,)).fetchone()
-    if body is None:
-        problems.append(GuardProblem(sql.GUARD_FUNCTION + "()", "missing"))
-    elif normalise_definition(body[0]) != sql.GUARD_FUNCTION_BODY:
-        problems.append(GuardProblem(sql.GUARD_FUNCTION + "()", "altered", normalise_definition(body[0])))
+    for function, (want_body, _) in sql.CHECKED_FUNCTIONS.items():
+        body = conn.execute(sql.FUNCTION_BODY, (function,)).fetchone()
+        if body is None:
+            problems.append(GuardProblem(function + "()", "missing"))
+        elif normalise_definition(body[0]) != want_body:
+            problems.append(GuardProblem(function + "()", "altered", normalise_definition(body[0])))
     return problems
 
 
@@ -146,7 +147,7 @@ class PostgresTransaction(Transaction):
     def __init__(self, connection: psycopg.Connection, last: tuple | psycopg.Cursor | None, *, where: str,
                  versions: dict[str, int] | None = None, commit_with_append: bool = False,
                  refusal: str | None = None, command: bool = False) -> None:
-        self.connection = connection
+        self._conn = connection
         self._refusal = refusal  # why appends are refused (guards changed), or None
         self._where = where
         # (position, hash, recorded_at) of the head, read under the writer lock; in a batched transaction the
@@ -164,6 +165,15 @@ class PostgresTransaction(Transaction):
         self._commit_with_append = commit_with_append
 
     @property
+    def connection(self) -> psycopg.Connection:
+        """The transaction's connection, for the catalog's statements. In a batched command the writer lock is
+        taken by the head read (``sql.COMMAND_HEAD``): it is sent first if it was not yet, so that nothing runs
+        on the connection before the lock."""
+        if self._head_unsent:
+            self._send_head(None)
+        return self._conn
+
+    @property
     def _last(self) -> tuple:
         if self._head_unsent:
             self._send_head(None)
@@ -177,7 +187,7 @@ class PostgresTransaction(Transaction):
     def _send_head(self, stream: str | None) -> None:
         """A command's head read, with ``stream``'s version (``sql.COMMAND_HEAD``), sent without waiting."""
         self._head_unsent, self._head_stream = False, stream
-        self._last_cursor = self.connection.execute(sql.COMMAND_HEAD, (stream,))
+        self._last_cursor = self._conn.execute(sql.COMMAND_HEAD, (stream,))
 
     @_last.setter
     def _last(self, value: tuple) -> None:
@@ -371,10 +381,18 @@ class PostgresRecorder(Recorder):
                 if current != sql.SCHEMA_VERSION:
                     with conn.transaction():
                         conn.execute(sql.SCHEMA_LOCK, (sql.SCHEMA_LOCK_KEY,))
-                        conn.execute(sql.SCHEMA)
-                        conn.execute(sql.META_INIT, ("id", uuid.uuid4().hex))
+                        # again under the lock: a concurrent first open may have done it meanwhile
+                        current = conn.execute(sql.SCHEMA_PRESENT).fetchone()[0] and (
+                            conn.execute(sql.META_GET, ("schema",)).fetchone() or [None])[0]
+                        if current in sql.UPGRADES:
+                            # An older registry gets only what was added since: its guards are left as they are
+                            # (re-creating them would hide one someone dropped) and checked below.
+                            conn.execute(sql.UPGRADES[current])
+                        elif current != sql.SCHEMA_VERSION:
+                            conn.execute(sql.SCHEMA)
+                            conn.execute(sql.META_INIT, ("id", uuid.uuid4().hex))
                         conn.execute(sql.META_SET, ("schema", sql.SCHEMA_VERSION))
-                else:
+                if present:
                     # Checked once per open; an existing store's guards are never re-created by an open
                     # (that would hide a guard someone dropped to edit the log): appends are refused instead.
                     self._refusal = guard_refusal(guard_problems_of(conn))
@@ -493,8 +511,7 @@ class PostgresRecorder(Recorder):
                 raise
             self._local.conn = None
             try:
-                conn.execute(sql.COMMIT)
-                pipeline.close()  # the Sync: every pending result, the COMMIT's last
+                pipeline.close()  # the Sync: every pending result; it commits the implicit transaction
             except psycopg.Error as exc:
                 _rollback_batched(conn, pipeline)
                 if _appended_first(exc):
@@ -517,9 +534,8 @@ class PostgresRecorder(Recorder):
             pipeline = ExitStack()
             try:
                 pipeline.enter_context(conn.pipeline())
-                conn.execute(sql.BEGIN)
-                conn.execute(sql.LOCK)
-                # the head is read by the first prefetch, with the command's stream version (one statement)
+                # No BEGIN: the pipeline's statements up to its Sync are one (implicit) transaction; the lock
+                # is taken by the head read, which the first prefetch sends with the command's stream version.
                 tx = PostgresTransaction(conn, None, where=self.where, refusal=self._refusal, command=True)
                 if first is not None:
                     self._local.conn = conn
@@ -661,7 +677,8 @@ class PostgresRecorder(Recorder):
                         conn.execute(psycopg.sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(
                             psycopg.sql.Identifier(problem.name),
                             psycopg.sql.Identifier(_table_of(conn, problem.name))))
-                conn.execute(sql.GUARD_FUNCTION_CREATE)
+                for _, create in sql.CHECKED_FUNCTIONS.values():
+                    conn.execute(create)
                 for definition in sql.GUARDS.values():
                     # CREATE OR REPLACE also turns on a guard someone disabled.
                     conn.execute(definition.replace("CREATE TRIGGER", "CREATE OR REPLACE TRIGGER", 1))
