@@ -354,6 +354,7 @@ class PostgresRecorder(Recorder):
         self._connect_kwargs: dict[str, Any] = {"autocommit": True,
                                                 "connect_timeout": max(1, round(connect_timeout))}
         self._refusal: str | None = None
+        self._outdated: str | None = None  # why commands cannot run yet (an older schema this role cannot upgrade)
         self.registry_id = self._prepare()
         self.pool = ConnectionPool(url, kwargs=self._connect_kwargs, min_size=1, max_size=pool_size,
                                    configure=self._configure, timeout=connect_timeout, open=False,
@@ -372,26 +373,23 @@ class PostgresRecorder(Recorder):
         conn.execute(sql.SET_LOCK_TIMEOUT, (f"{max(1, round(self.lock_timeout * 1000))}ms",))
 
     def _prepare(self) -> str:
-        """Create the schema if this database has none (or an older one); the registry id."""
+        """Create the schema if this database has none (or upgrade an older one); the registry id."""
         conn = self._connect()
         try:
             with conn:
                 present = conn.execute(sql.SCHEMA_PRESENT).fetchone()[0]
                 current = present and (conn.execute(sql.META_GET, ("schema",)).fetchone() or [None])[0]
                 if current != sql.SCHEMA_VERSION:
-                    with conn.transaction():
-                        conn.execute(sql.SCHEMA_LOCK, (sql.SCHEMA_LOCK_KEY,))
-                        # again under the lock: a concurrent first open may have done it meanwhile
-                        current = conn.execute(sql.SCHEMA_PRESENT).fetchone()[0] and (
-                            conn.execute(sql.META_GET, ("schema",)).fetchone() or [None])[0]
-                        if current in sql.UPGRADES:
-                            # An older registry gets only what was added since: its guards are left as they are
-                            # (re-creating them would hide one someone dropped) and checked below.
-                            conn.execute(sql.UPGRADES[current])
-                        elif current != sql.SCHEMA_VERSION:
-                            conn.execute(sql.SCHEMA)
-                            conn.execute(sql.META_INIT, ("id", uuid.uuid4().hex))
-                        conn.execute(sql.META_SET, ("schema", sql.SCHEMA_VERSION))
+                    try:
+                        _create_or_upgrade(conn)
+                    except psycopg.errors.InsufficientPrivilege:
+                        if not present:
+                            raise
+                        # A role that may not create functions (a writer, a reader) on a registry of an older
+                        # version: it reads as before; its commands say what to do (``write_batched``).
+                        self._outdated = (f"the registry database {self.where} has an older schema ({current}) than"
+                                          f" this version's ({sql.SCHEMA_VERSION}): open it once as its owner to"
+                                          " upgrade it (docs/operations.md)")
                 if present:
                     # Checked once per open; an existing store's guards are never re-created by an open
                     # (that would hide a guard someone dropped to edit the log): appends are refused instead.
@@ -500,6 +498,8 @@ class PostgresRecorder(Recorder):
         transparently (``first`` runs again on the new one)."""
         if getattr(self._local, "conn", None) is not None:
             raise StoreError("nested transaction on the same thread")
+        if self._outdated is not None:
+            raise StoreError(self._outdated)
         conn, tx, pipeline = self._begin_batched(first)
         try:
             self._local.conn = conn
@@ -697,6 +697,23 @@ class PostgresRecorder(Recorder):
                 self._listener.close()
                 self._listener = None
         self.pool.close()
+
+
+def _create_or_upgrade(conn: psycopg.Connection) -> None:
+    """The whole schema on an empty database; on an older registry only what was added since
+    (``sql.UPGRADES``): its guards are left as they are — re-creating them would hide one someone dropped —
+    and checked by the open as usual."""
+    with conn.transaction():
+        conn.execute(sql.SCHEMA_LOCK, (sql.SCHEMA_LOCK_KEY,))
+        # again under the lock: a concurrent first open may have done it meanwhile
+        current = conn.execute(sql.SCHEMA_PRESENT).fetchone()[0] and (
+            conn.execute(sql.META_GET, ("schema",)).fetchone() or [None])[0]
+        if current in sql.UPGRADES:
+            conn.execute(sql.UPGRADES[current])
+        elif current != sql.SCHEMA_VERSION:
+            conn.execute(sql.SCHEMA)
+            conn.execute(sql.META_INIT, ("id", uuid.uuid4().hex))
+        conn.execute(sql.META_SET, ("schema", sql.SCHEMA_VERSION))
 
 
 def _appended_first(exc: psycopg.Error) -> bool:

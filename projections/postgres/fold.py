@@ -224,7 +224,10 @@ class FoldStore:
             else:
                 columns = [list(column) for column in zip(*rows, strict=True)]
                 for i, kind in _CONVERTED[index]:
-                    columns[i] = storable(columns[i], kind)
+                    if kind == "float8":
+                        columns[i] = [_storable_value(v, kind) for v in columns[i]]
+                    else:
+                        columns[i] = storable(columns[i], kind)
                 shape.append((index, 2))
                 params.append(columns)
         params.append([CHECKPOINT, changes.position])
