@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from functools import cache
 
-# Bumped when the DDL below changes; an open runs the DDL only when registry_meta says otherwise.
-SCHEMA_VERSION = "1"
+# Bumped when the DDL below changes; an open runs the DDL only when registry_meta says otherwise: all of it on an
+# empty database, only ``UPGRADES[stored]`` on an older registry (never the guards again: see ``_prepare``).
+SCHEMA_VERSION = "2"
 
 # Serialises concurrent first opens of an empty database (CREATE TABLE IF NOT EXISTS is not safe against a
 # concurrent CREATE of the same table: both can pass the check and one fails on pg_type's unique index).
@@ -48,6 +49,19 @@ CREATE TABLE IF NOT EXISTS idempotency (
 CREATE OR REPLACE FUNCTION mledger_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     RAISE EXCEPTION '% are append-only: % refused', TG_ARGV[0], TG_OP USING ERRCODE = 'restrict_violation';
+END
+$$;
+-- A command's first statement (``COMMAND_HEAD``): the writer lock, generic plans for the transaction, the head
+-- and the command's stream's version. A function, so that the lock needs no BEGIN of its own: a batched
+-- command runs as the pipeline's implicit transaction, which LOCK TABLE as a statement refuses.
+CREATE OR REPLACE FUNCTION mledger_command_head(command_stream text, OUT head_position bigint, OUT head_hash text,
+    OUT head_recorded_at text, OUT stream_version bigint) LANGUAGE plpgsql AS $$
+BEGIN
+    LOCK TABLE events IN EXCLUSIVE MODE;
+    PERFORM set_config('plan_cache_mode', 'force_generic_plan', true);
+    SELECT position, hash, recorded_at INTO head_position, head_hash, head_recorded_at
+        FROM events ORDER BY position DESC LIMIT 1;
+    SELECT coalesce(max(version), 0) INTO stream_version FROM events WHERE stream = command_stream;
 END
 $$;
 -- Statement-level, so that they also fire for a statement touching no row, for TRUNCATE (which has no
@@ -98,18 +112,15 @@ STREAM_VERSION = "SELECT coalesce(max(version), 0) FROM events WHERE stream = %s
 STREAM_VERSIONS = ("SELECT s.stream, (SELECT coalesce(max(version), 0) FROM events WHERE stream = s.stream)"
                    " FROM unnest(%s::text[]) AS s(stream)")
 
-# A command's first read (the batched write, ``write_batched``): the head (NULLs in an empty log), the version of
-# the command's stream, and generic plans for the rest of the transaction. Why the last: the server re-planned
-# the catalog's prefetch and the stream-version read at every Bind (their parameters can prune a custom plan,
-# so PostgreSQL never settled on a generic one): 199 and 90 µs of a tag's server time, on the critical path,
-# measured with log_min_duration_statement (the Bind's duration). A command's transaction reads by key only
-# (the catalog's rows, the log's tail from a position), where a generic plan is the custom one; ``true``: the
-# setting ends with the transaction.
-COMMAND_HEAD = ("SELECT h.position, h.hash, h.recorded_at,"
-                " (SELECT coalesce(max(version), 0) FROM events WHERE stream = %s),"
-                " set_config('plan_cache_mode', 'force_generic_plan', true)"
-                " FROM (SELECT 1) AS one LEFT JOIN"
-                " (SELECT position, hash, recorded_at FROM events ORDER BY position DESC LIMIT 1) AS h ON true")
+# A command's first read (the batched write, ``write_batched``): the writer lock, the head (NULLs in an empty
+# log), the version of the command's stream, and generic plans for the rest of the transaction
+# (``mledger_command_head`` in ``SCHEMA``). Why the last: the server re-planned the catalog's prefetch and the
+# stream-version read at every Bind (their parameters can prune a custom plan, so PostgreSQL never settled on a
+# generic one): 199 and 90 µs of a tag's server time, on the critical path, measured with
+# log_min_duration_statement (the Bind's duration). A command's transaction reads by key only (the catalog's
+# rows, the log's tail from a position), where a generic plan is the custom one; ``true``: the setting ends with
+# the transaction.
+COMMAND_HEAD = "SELECT * FROM mledger_command_head(%s)"
 
 SELECT = "SELECT position, stream, version, type, schema_version, data, meta, recorded_at, hash FROM events"
 READ = SELECT + " WHERE position > %s ORDER BY position"
@@ -164,7 +175,18 @@ GUARDS: dict[str, str] = {
 GUARD_FUNCTION = "mledger_refuse_change"
 GUARD_FUNCTION_BODY = ("BEGIN RAISE EXCEPTION '% are append-only: % refused', TG_ARGV[0], TG_OP USING ERRCODE ="
                        " 'restrict_violation'; END")
-GUARD_FUNCTION_CREATE = SCHEMA[SCHEMA.index("CREATE OR REPLACE FUNCTION"):SCHEMA.index("-- Statement-level")]
+GUARD_FUNCTION_CREATE = SCHEMA[SCHEMA.index("CREATE OR REPLACE FUNCTION"):SCHEMA.index("-- A command's first")]
+COMMAND_HEAD_FUNCTION = "mledger_command_head"
+COMMAND_HEAD_CREATE = SCHEMA[SCHEMA.index("CREATE OR REPLACE FUNCTION mledger_command_head"):SCHEMA.index("-- Statement-level")]
+# The functions the log's integrity rests on, by name: their bodies as PostgreSQL keeps them (``prosrc``), white
+# space collapsed. The command head holds the writer lock: a copy without it would let two writers decide on
+# the same head, so the audit checks it as it checks the guards, and ``restore_guards`` re-creates it.
+CHECKED_FUNCTIONS: dict[str, tuple[str, str]] = {
+    GUARD_FUNCTION: (GUARD_FUNCTION_BODY, GUARD_FUNCTION_CREATE),
+    COMMAND_HEAD_FUNCTION: (" ".join(COMMAND_HEAD_CREATE.split("$$")[1].split()), COMMAND_HEAD_CREATE),
+}
+# What an open runs on a registry whose schema is the key: the DDL added since, nothing else (``_prepare``).
+UPGRADES: dict[str, str] = {"1": COMMAND_HEAD_CREATE}
 # tgenabled 'D': ALTER TABLE ... DISABLE TRIGGER switches a guard off without touching its definition.
 TRIGGERS = ("SELECT t.tgname, pg_get_triggerdef(t.oid), t.tgenabled FROM pg_trigger t"
             " JOIN pg_class c ON c.oid = t.tgrelid"

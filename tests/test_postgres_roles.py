@@ -63,3 +63,36 @@ def test_a_select_only_role_reads_and_audits_and_cannot_write(cli, home, make_ar
     monkeypatch.setenv("MLEDGER_DATABASE", owner_url)
     code, out, _ = cli("log", "--json")
     assert len(out.splitlines()) == head
+
+
+def test_a_role_that_cannot_upgrade_an_older_registry_reads_it_and_is_told_to_open_it_as_owner(
+        cli, home, make_artifact, owner_and_reader, monkeypatch):
+    """A schema-1 registry (before ``mledger_command_head``) opened first by a role without CREATE: it reads
+    as before, and a command fails with one line naming the fix; once the owner has opened it, the same role
+    gets the usual answer."""
+    import psycopg
+    from psycopg import sql
+
+    owner_url, reader_role = owner_and_reader
+    monkeypatch.setenv("MLEDGER_DATABASE", owner_url)
+    assert cli("register", "m", "--artifact", str(make_artifact("m.bin", b"weights\n")))[0] == 0
+    with psycopg.connect(owner_url, autocommit=True) as conn:
+        conn.execute("DROP FUNCTION mledger_command_head(text)")
+        conn.execute("UPDATE registry_meta SET value = '1' WHERE key = 'schema'")
+        conn.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(sql.Identifier(reader_role)))
+        conn.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(
+            sql.Identifier(reader_role)))
+    parts = urlsplit(owner_url)
+    reader_url = urlunsplit(parts._replace(netloc=f"{reader_role}@{parts.hostname}:{parts.port or 5432}"))
+    monkeypatch.setenv("MLEDGER_DATABASE", reader_url)
+    code, out, err = cli("show", "m@1", "--json")
+    assert code == 0 and json.loads(out)["version"] == 1, err
+    code, _, err = cli("tag", "m@1", "k=v")
+    assert code == 5 and "open it once as its owner" in err and err.count("\n") == 1
+    monkeypatch.setenv("MLEDGER_DATABASE", owner_url)
+    assert cli("show", "m@1", "--json")[0] == 0  # the owner's open upgrades it
+    monkeypatch.setenv("MLEDGER_DATABASE", reader_url)
+    code, _, err = cli("tag", "m@1", "k=v")
+    assert code == 5 and "read-only for this role" in err
+    monkeypatch.setenv("MLEDGER_DATABASE", owner_url)
+    assert cli("tag", "m@1", "k=v")[0] == 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
+from functools import cache
 from typing import Any
 
 from projections.projector import (
@@ -205,31 +206,74 @@ class FoldStore:
         different tables go out as one statement (``grouped``), so a command's inline fold is one statement
         where it was one per table (a tag: 7 -> 1)."""
         conn = self.conn
-        parts: list[tuple[str, str, list[Any]]] = []  # (table, statement, parameters), in ``_STATEMENTS`` order
-        for name, table, (statement, kinds, one_row) in _STATEMENTS:
+        shape: list[tuple[int, int]] = []  # (index in ``_STATEMENTS``, rows: 1 or many), in order
+        params: list[list[Any]] = []
+        for index, (name, _, _) in enumerate(_STATEMENTS):
             rows = getattr(changes, name)
             if not rows:
                 continue
-            if name in ("model_words", "version_words"):
+            if name in _WORDS:
                 rows = [(*key[:-1], " ".join(key[-1])) for key in rows]
-            columns = [list(column) for column in zip(*rows, strict=True)]
-            for i, kind in enumerate(kinds):
-                if kind in ("text", "jsonb", "json"):
-                    columns[i] = storable(columns[i], kind)
-                elif kind == "float8":
-                    # metrics mix ints and floats (acc=1, loss=0.5): psycopg cannot dump a mixed list
-                    columns[i] = [None if v is None else float(v) for v in columns[i]]
             if len(rows) == 1:
-                parts.append((table, one_row, [column[0] for column in columns]))
+                # a command's inline fold: one row per table, its values as scalar parameters
+                values = list(rows[0])
+                for i, kind in _CONVERTED[index]:
+                    values[i] = _storable_value(values[i], kind)
+                shape.append((index, 1))
+                params.append(values)
             else:
-                parts.append((table, statement, columns))
-        parts.append(("projection_checkpoint", _CHECKPOINT, [CHECKPOINT, changes.position]))
+                columns = [list(column) for column in zip(*rows, strict=True)]
+                for i, kind in _CONVERTED[index]:
+                    if kind == "float8":
+                        columns[i] = [_storable_value(v, kind) for v in columns[i]]
+                    else:
+                        columns[i] = storable(columns[i], kind)
+                shape.append((index, 2))
+                params.append(columns)
+        params.append([CHECKPOINT, changes.position])
         # A command's inline fold runs in its batched transaction (``PostgresRecorder.write_batched``), already
         # a pipeline: its writes then ride it and go out with the COMMIT (a nested pipeline would cost a
         # round trip on entering and one on leaving).
         with nullcontext() if conn.pgconn.pipeline_status else conn.pipeline():
-            for statement, params in grouped(parts):
-                conn.execute(statement, params)
+            for statement, first, last in _grouped_shape(tuple(shape)):
+                conn.execute(statement, [p for part in params[first:last] for p in part])
+
+
+_WORDS = ("model_words", "version_words")
+
+# per statement of ``_STATEMENTS``: the columns whose values are converted before they are sent, with their kind
+_CONVERTED: tuple[tuple[tuple[int, str], ...], ...] = tuple(
+    tuple((i, kind) for i, kind in enumerate(kinds) if kind in ("text", "jsonb", "json", "float8"))
+    for _, _, (_, kinds, _) in _STATEMENTS)
+
+
+def _storable_value(value: Any, kind: str) -> Any:
+    """One value as ``storable`` makes a column's."""
+    if kind == "float8":
+        # metrics mix ints and floats (acc=1, loss=0.5): psycopg cannot dump a mixed list
+        return None if value is None else float(value)
+    if not value:
+        return value
+    return json_param(value) if kind != "text" else text_param(value)
+
+
+@cache
+def _grouped_shape(shape: tuple[tuple[int, int], ...]) -> tuple[tuple[str, int, int], ...]:
+    """``grouped`` for a page of this shape ((statement, 1 row or many) per part, the checkpoint last): each
+    statement with the range of parts whose parameters it takes. A command's fold has a handful of shapes (a
+    tag's, an alias move's, ...): its statements are built once, not at every command (building them was
+    ~10 % of a tag's client CPU, profiled with a CPU-time cProfile)."""
+    parts = []
+    for index, rows in shape:
+        _, table, (many, kinds, one) = _STATEMENTS[index]
+        # a part's parameter count: one per column, whether each is a value or an array of values
+        parts.append((table, one if rows == 1 else many, [None] * len(kinds)))
+    parts.append(("projection_checkpoint", _CHECKPOINT, [None, None]))
+    out, first = [], 0
+    for run in _runs(parts):
+        out.append((_joined(run)[0], first, first + len(run)))
+        first += len(run)
+    return tuple(out)
 
 
 def grouped(parts: list[tuple[str, str, list[Any]]]) -> list[tuple[str, list[Any]]]:
@@ -244,25 +288,27 @@ def grouped(parts: list[tuple[str, str, list[Any]]]) -> list[tuple[str, list[Any
     parts' order. Why: psycopg's own work per statement (~30-60 µs: convert, send, a flush, its result) was
     most of a command's client CPU (``scripts/profile_pg.py --cprofile``), and the fold's writes were 7 of a
     tag's 15 statements, 9 of a register's 24."""
-    out: list[tuple[str, list[Any]]] = []
-    run: list[tuple[str, str, list[Any]]] = []
+    return [_joined(run) for run in _runs(parts)]
 
-    def close() -> None:
-        if len(run) == 1:
-            out.append((run[0][1], run[0][2]))
-        elif run:
-            heads = ", ".join(f"w{i} AS ({statement})" for i, (_, statement, _) in enumerate(run[:-1]))
-            out.append((f"WITH {heads} {run[-1][1]}", [p for _, _, params in run for p in params]))
-        run.clear()
 
+def _runs(parts: list[tuple[str, str, list[Any]]]) -> list[list[tuple[str, str, list[Any]]]]:
+    """``parts`` cut into the runs ``grouped`` makes one statement of each."""
+    runs: list[list[tuple[str, str, list[Any]]]] = [[]]
     for part in parts:
-        if (any(table == part[0] for table, _, _ in run)
-                or sum(len(params) for _, _, params in run) + len(part[2]) > _CACHED_PARAMS
-                or sum(len(statement) + 12 for _, statement, _ in run) + len(part[1]) > _CACHED_LENGTH):
-            close()
+        run = runs[-1]
+        if run and (any(table == part[0] for table, _, _ in run)
+                    or sum(len(params) for _, _, params in run) + len(part[2]) > _CACHED_PARAMS
+                    or sum(len(statement) + 12 for _, statement, _ in run) + len(part[1]) > _CACHED_LENGTH):
+            runs.append(run := [])
         run.append(part)
-    close()
-    return out
+    return [run for run in runs if run]
+
+
+def _joined(run: list[tuple[str, str, list[Any]]]) -> tuple[str, list[Any]]:
+    if len(run) == 1:
+        return run[0][1], run[0][2]
+    heads = ", ".join(f"w{i} AS ({statement})" for i, (_, statement, _) in enumerate(run[:-1]))
+    return f"WITH {heads} {run[-1][1]}", [p for _, _, params in run for p in params]
 
 
 # psycopg parses a query's placeholders once and caches the result only for a query of at most 4,096 characters

@@ -15,7 +15,7 @@ import pytest
 from contracts.recorder import GuardChecks, Opener, RecorderContract, tag
 
 import eventstore.postgres as postgres_backend
-from eventstore.errors import StoreError
+from eventstore.errors import IntegrityError, StoreError
 from eventstore.postgres import PostgresRecorder
 from eventstore.verify import verify_rows
 
@@ -422,3 +422,74 @@ def test_commands_racing_on_one_model_fold_exactly_what_a_rebuild_folds(recorder
     projection.rebuild()
     assert catalog.digest() == incremental
     assert verify_rows(recorder.raw_rows()).ok
+
+
+# -- the command head (``mledger_command_head``: the writer lock of a batched command, schema 2) --------------
+
+def test_a_batched_command_holds_the_writer_lock_and_commits_once_at_its_end(url: str,
+                                                                            recorder: PostgresRecorder) -> None:
+    """A batched command has no BEGIN or COMMIT of its own: its statements are the pipeline's one implicit
+    transaction, the lock taken by the head read. Another writer cannot lock the log meanwhile, nothing of
+    the command is visible before it ends, and all of it is after."""
+    recorder.append([tag("model-a", 1)])
+    with _connect(url) as other, recorder.write_batched() as tx:
+        assert tx.head() == 1
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            other.execute("BEGIN")
+            other.execute("LOCK TABLE events IN EXCLUSIVE MODE NOWAIT")
+        other.execute("ROLLBACK")
+        tx.append([tag("model-a", 2)])
+        tx.connection.execute("INSERT INTO registry_meta (key, value) VALUES ('seen', 'yes')")
+        assert tx.connection.execute("SELECT count(*) FROM events").fetchone()[0] == 2  # its own writes
+        assert other.execute("SELECT count(*) FROM events").fetchone()[0] == 1
+        assert other.execute("SELECT count(*) FROM registry_meta WHERE key = 'seen'").fetchone()[0] == 0
+    with _connect(url) as other:
+        assert other.execute("SELECT count(*) FROM events").fetchone()[0] == 2
+        assert other.execute("SELECT value FROM registry_meta WHERE key = 'seen'").fetchone()[0] == "yes"
+    with pytest.raises(RuntimeError), recorder.write_batched() as tx:  # a failing body: nothing of it stays
+        tx.append([tag("model-a", 3)])
+        raise RuntimeError("the command failed after its append")
+    assert recorder.head() == 2 and verify_rows(recorder.raw_rows()).ok
+
+
+def test_an_older_registry_gets_the_command_head_on_open_and_keeps_its_guards_as_they_are(url: str) -> None:
+    """A schema-1 registry (no ``mledger_command_head``) opened by this version is upgraded: the function is
+    added and the schema marked 2, and nothing else is re-created — a guard dropped before stays reported."""
+    PostgresRecorder(url).close()
+    with _connect(url) as conn:
+        conn.execute("DROP FUNCTION mledger_command_head(text)")
+        conn.execute("DROP TRIGGER events_no_delete ON events")
+        conn.execute("UPDATE registry_meta SET value = '1' WHERE key = 'schema'")
+    recorder = PostgresRecorder(url)
+    try:
+        assert [(p.name, p.change) for p in recorder.guard_problems()] == [("events_no_delete", "missing")]
+        assert recorder._query("SELECT value FROM registry_meta WHERE key = 'schema'") == [("2",)]
+        recorder.restore_guards()
+        with recorder.write_batched() as tx:
+            tx.append([tag("model-a", tx.head() + 1)])
+        assert recorder.head() == 1
+    finally:
+        recorder.close()
+
+
+def test_a_command_head_without_the_lock_is_reported_refused_and_restored(url: str) -> None:
+    """The command head takes the writer lock: a copy that does not is caught like an altered guard (appends
+    refused until ``restore_guards``)."""
+    PostgresRecorder(url).close()
+    with _connect(url) as conn:
+        conn.execute("CREATE OR REPLACE FUNCTION mledger_command_head(command_stream text, OUT head_position bigint,"
+                     " OUT head_hash text, OUT head_recorded_at text, OUT stream_version bigint) LANGUAGE plpgsql"
+                     " AS $$ BEGIN SELECT position, hash, recorded_at INTO head_position, head_hash,"
+                     " head_recorded_at FROM events ORDER BY position DESC LIMIT 1; stream_version := 0; END $$")
+    recorder = PostgresRecorder(url)
+    try:
+        assert [(p.name, p.change) for p in recorder.guard_problems()] == [("mledger_command_head()", "altered")]
+        with pytest.raises(IntegrityError), recorder.write_batched() as tx:
+            tx.append([tag("model-a", 1)])
+        recorder.restore_guards()
+        assert recorder.guard_problems() == []
+        with recorder.write_batched() as tx:
+            tx.append([tag("model-a", 1)])
+        assert recorder.head() == 1
+    finally:
+        recorder.close()
