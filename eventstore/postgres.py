@@ -522,6 +522,7 @@ class PostgresRecorder(Recorder):
             try:
                 pipeline.close()  # the Sync: every pending result; it commits the implicit transaction
             except psycopg.Error as exc:
+                exc = _commit_error(conn, exc)
                 _rollback_batched(conn, pipeline)
                 if _appended_first(exc):
                     raise ConcurrencyError(f"another writer appended first ({_first_line(exc)})") from None
@@ -729,6 +730,20 @@ def _appended_first(exc: psycopg.Error) -> bool:
     """A unique violation of the log's own keys (position, stream version, idempotency key): another writer
     appended first — a conflict to decide again, like the append's own check."""
     return isinstance(exc, psycopg.errors.UniqueViolation) and exc.diag.table_name in sql.GUARDED_TABLES
+
+
+def _commit_error(conn: psycopg.Connection, exc: psycopg.Error) -> psycopg.Error:
+    """What failed at the Sync that ends a batched command. An error of the implicit COMMIT itself (a deferred
+    constraint) answers the Sync rather than a statement: psycopg raises it, then fails to leave pipeline mode
+    with the Sync's own result uncollected ("cannot exit pipeline mode while busy"), and raises that instead,
+    the real error as its context. The real one is what the caller is told (it was not a lost connection:
+    nothing was committed); the connection, left in pipeline mode, is closed so the pool replaces it."""
+    cause = exc.__context__
+    if isinstance(exc, psycopg.OperationalError) and isinstance(cause, psycopg.Error) and not conn.closed \
+            and conn.pgconn.pipeline_status:
+        conn.close()
+        return cause
+    return exc
 
 
 def _rollback_batched(conn: psycopg.Connection, pipeline: ExitStack) -> None:
