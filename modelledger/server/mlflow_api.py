@@ -42,6 +42,7 @@ from eventstore.errors import (
 )
 from eventstore.handler import first_result
 from eventstore.mirror import MirrorModel
+from eventstore.sealing import event_from_row
 from modelledger.registry import Registry
 from projections.records import ModelRecord, VersionRecord
 from workers.ingest import describe
@@ -106,6 +107,8 @@ def _kv(tags: dict[str, str]) -> list[dict[str, str]]:
 
 
 def _stage(v: VersionRecord) -> str:
+    if not v.aliases:
+        return "None"
     for alias in STAGE_ALIASES:
         if alias in v.aliases:
             return STAGES[alias]
@@ -124,16 +127,28 @@ _RUN_IDS: dict[tuple[str, int], str] = {}
 _RUN_IDS_MAX = 100_000
 
 
+# A cache per worker process is cold for most searches of a served registry (the bench's 60 searches draw from
+# 100 name + tag pairs, over two workers): each answer read 100 events. The stored row is read instead, and
+# decoded only when its data or meta names a run id at all (their canonical JSON holds the key as the text
+# ``"run_id"``, or they have none): 1.25 → 0.59 ms of CPU per 100 versions read, in-process, medians of 50.
+_RUN_ID_KEY = '"run_id"'
+
+
 def _run_id(reg: Registry, v: VersionRecord) -> str:
     key = (reg.registry_id, v.position)
     found = _RUN_IDS.get(key)
     if found is not None:
         return found
-    event = reg.recorder.event_at(v.position)
-    if event is None:
+    rows = reg.recorder.raw_rows(v.position - 1, 1)
+    if not rows or rows[0][0] != v.position:
         return ""
-    origin = event.data.get("origin") or {}
-    found = str(origin.get("run_id") or event.meta.get("run_id") or "")
+    row = rows[0]
+    data, meta = row[5], row[6]
+    found = ""
+    if not (isinstance(data, str) and isinstance(meta, str)) or _RUN_ID_KEY in data or _RUN_ID_KEY in meta:
+        event = event_from_row(row)  # as ``event_at`` reads it (upcast to this code's schema)
+        origin = event.data.get("origin") or {}
+        found = str(origin.get("run_id") or event.meta.get("run_id") or "")
     if len(_RUN_IDS) >= _RUN_IDS_MAX:
         _RUN_IDS.clear()
     _RUN_IDS[key] = found
@@ -141,18 +156,29 @@ def _run_id(reg: Registry, v: VersionRecord) -> str:
 
 
 def model_version(reg: Registry, v: VersionRecord, *, aliases: bool = True) -> dict[str, Any]:
+    """MLflow's shape of a version: an empty field is left out, except the description and run id, which
+    MLflow's server sends even when empty (``""``). Built field by field (no dict filtered afterwards): a search
+    shapes 100 of these per answer."""
+    out: dict[str, Any] = {"name": v.name, "version": str(v.version)}
     created = _ms(v.created_at)
-    out: dict[str, Any] = {
-        "name": v.name, "version": str(v.version),
-        "creation_timestamp": created, "last_updated_timestamp": created,
-        "user_id": v.created_by, "current_stage": _stage(v), "description": v.description,
-        "source": v.artifact.get("source", ""), "run_id": _run_id(reg, v), "status": _STATUS.get(v.status, "READY"),
-        "tags": _kv(v.tags), "aliases": sorted(v.aliases) if aliases else [],
-    }
+    if created is not None:
+        out["creation_timestamp"] = out["last_updated_timestamp"] = created
+    if v.created_by:
+        out["user_id"] = v.created_by
+    out["current_stage"] = _stage(v)
+    out["description"] = v.description
+    source = v.artifact.get("source")
+    if source:
+        out["source"] = source
+    out["run_id"] = _run_id(reg, v)
+    out["status"] = _STATUS.get(v.status, "READY")
+    if v.tags:
+        out["tags"] = _kv(v.tags)
+    if aliases and v.aliases:
+        out["aliases"] = sorted(v.aliases)
     if v.status == "failed" and v.artifact.get("error"):
         out["status_message"] = v.artifact["error"]
-    # MLflow's server sends a version's description and run id even when empty (``""``, not absent).
-    return {k: val for k, val in out.items() if val not in ("", None, []) or k in ("description", "run_id")}
+    return out
 
 
 def _latest_per_stage(reg: Registry, m: ModelRecord, stages: list[str] | None = None) -> list[VersionRecord]:
