@@ -55,7 +55,8 @@ def _file_ok(entry: Any) -> bool:
 def _plain(art: dict[str, Any]) -> bool:
     """Every field of ``_ARTIFACT_TYPES`` present holds exactly its type (as ``json`` makes them) and every
     ``files`` entry has a text path: the record as the log holds it, nothing to leave out. One pass over the
-    record's own keys, 2.5x faster than the general check below, which decides every other case."""
+    record's own keys (100 records: 0.153 → 0.108 ms, in-process, medians of 200); the general check below
+    decides every other case."""
     for key, value in art.items():
         kind = _ARTIFACT_TYPES.get(key)
         if kind is not None and value is not None and type(value) is not kind:
