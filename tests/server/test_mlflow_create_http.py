@@ -117,3 +117,25 @@ def test_a_source_it_may_not_or_cannot_read_appends_nothing(mlflow_http, home, c
     if case == "outside":
         assert r.status_code == 403 and seen == []  # refused before anything is fetched
     assert head(home) == before and _tiers(home) == blobs
+
+
+def test_search_and_get_answer_each_version_s_run_id(mlflow_http, home):
+    """A run id is read from the event that created the version (the catalog's rows do not hold it): a
+    search answers each version's own, empty where none was given, and filters on it."""
+    folder, url, seen, http = mlflow_http
+    runs = ["run-a", None, "run-b", "run-a", None]
+    for k, run in enumerate(runs):
+        (folder / "allowed" / f"m{k}.bin").write_bytes(b"MLBENCH model %d" % k)
+        body = {"name": "m", "source": url + f"allowed/m{k}.bin", **({"run_id": run} if run else {})}
+        r = http.post(CREATE, json=body)
+        assert r.status_code == 200, r.text
+        assert r.json()["model_version"]["run_id"] == (run or "")
+        http.post("/api/2.0/mlflow/model-versions/set-tag",
+                  json={"name": "m", "version": str(k + 1), "key": "k", "value": str(k)})  # events between
+    search = "/api/2.0/mlflow/model-versions/search"
+    found = http.get(search, params={"filter": "name = 'm'"}).json()["model_versions"]
+    assert [(v["version"], v["run_id"]) for v in found] == [(str(k + 1), run or "") for k, run in enumerate(runs)][::-1]
+    found = http.get(search, params={"filter": "run_id = 'run-a'"}).json()["model_versions"]
+    assert [v["version"] for v in found] == ["4", "1"]
+    got = http.get("/api/2.0/mlflow/model-versions/get", params={"name": "m", "version": "3"}).json()
+    assert got["model_version"]["run_id"] == "run-b"
