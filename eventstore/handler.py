@@ -128,11 +128,9 @@ def _execute_alone(recorder: Recorder, read_model: ReadModel, one: _Command) -> 
         try:
             with recorder.write_batched(
                     lambda tx: _prefetch(tx, read_model, one.target, one.idempotency_key)) as tx:
-                position = read_model.catch_up(tx, CATCH_UP_PAGE)
-                if position < tx.head():
-                    if position == folded:
-                        raise StoreError(f"the catalog cannot follow the log after #{position}")
-                    folded = position
+                lag = _fold_a_page(tx, read_model, folded)
+                if lag is not None:
+                    folded = lag
                     continue  # commit this page of the lag and fold the next in a new transaction
                 return _decide_and_append(tx, read_model, one.command, one.meta,
                                           idempotency_key=one.idempotency_key, request=one.request,
@@ -140,6 +138,18 @@ def _execute_alone(recorder: Recorder, read_model: ReadModel, one: _Command) -> 
         except ConcurrencyError:
             conflicts += 1
     raise StoreError(f"gave up after {MAX_ATTEMPTS} conflicting attempts")
+
+
+def _fold_a_page(tx: Transaction, read_model: ReadModel, folded: int) -> int | None:
+    """Fold at most a page of the catalog's lag: None when the catalog is now at the head, else the position it
+    reached (commit that page, and fold the next in a new transaction). ``folded``: where the previous page
+    ended, so a catalog that cannot move on fails instead of looping."""
+    position = read_model.catch_up(tx, CATCH_UP_PAGE)
+    if position >= tx.head():
+        return None
+    if position == folded:
+        raise StoreError(f"the catalog cannot follow the log after #{position}")
+    return position
 
 
 class _Spoiled(Exception):
@@ -173,11 +183,9 @@ def _run_batch(recorder: Recorder, read_model: ReadModel, calls: list[Call], tak
                     # Sent now, read with the next read (PostgreSQL): one round trip for the batch's reads.
                     tx.prefetch(streams=[stream_for(one.target.name)] if one.target is not None else [],
                                 idempotency_key=one.idempotency_key)
-                position = read_model.catch_up(tx, CATCH_UP_PAGE)
-                if position < tx.head():
-                    if position == folded:
-                        raise StoreError(f"the catalog cannot follow the log after #{position}")
-                    folded = position
+                lag = _fold_a_page(tx, read_model, folded)
+                if lag is not None:
+                    folded = lag
                     continue  # commit this page of the lag and fold the next in a new transaction
                 decided = [_run_one(tx, read_model, call) for call in calls]
         except _Spoiled as spoiled:

@@ -227,7 +227,7 @@ class WriteLock:
         if db.owner == me:
             raise StoreError(f"nested write transaction on the registry database {self.database} in one thread")
         deadline = time.monotonic() + timeout
-        if getattr(_thread, "no_wait", False):
+        if not waiting_allowed():
             if db.unusable or not db.threads.acquire(blocking=False):  # unusable: SQLite's busy handler would wait
                 raise WouldWait(f"the write lock of {self.database} is taken")
         elif not db.threads.acquire(timeout=min(max(timeout, 0.0), threading.TIMEOUT_MAX)):
@@ -235,7 +235,7 @@ class WriteLock:
         try:
             if not db.unusable:
                 db.held = self._lock_file(db, deadline, timeout)
-            if db.held is None and getattr(_thread, "no_wait", False):
+            if db.held is None and not waiting_allowed():
                 raise WouldWait(f"no lock file for {self.database}: SQLite's busy handler would wait")
         except BaseException:
             db.threads.release()
@@ -285,7 +285,7 @@ class WriteLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return fd
         except BlockingIOError:
-            if getattr(_thread, "no_wait", False):
+            if not waiting_allowed():
                 _close(fd)
                 raise WouldWait(f"the write lock of {self.database} is taken") from None
         except OSError:  # no flock on this file system (ENOLCK): SQLite's lock alone

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from contracts.catalog import BACKENDS
 
 from eventstore import commands as c
 from eventstore.combining import MAX_BATCH, combiner_of
@@ -27,7 +28,7 @@ from projections.catalog import Catalog, CatalogProjection
 DIGEST = "sha256:" + "1" * 64
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Recorder, CatalogProjection]]:
     if request.param == "sqlite":
         recorder: Recorder = SQLiteRecorder(tmp_path / "registry.db")
@@ -328,7 +329,7 @@ def test_a_process_killed_mid_batch_leaves_nothing_of_the_batch(backend, tmp_pat
     assert Catalog(projection).get("m@1").tags == {"after": "1"} and recorder.head() == head + 1
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=BACKENDS)
 def database(request: pytest.FixtureRequest) -> Iterator[str | None]:
     """Where a ``Registry`` keeps its log: its home's SQLite file, or a PostgreSQL schema of its own."""
     if request.param == "sqlite":
