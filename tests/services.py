@@ -5,10 +5,15 @@ newcomer's machine without Redis)."""
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -216,6 +221,86 @@ def health_of(port: int, registry_id: str) -> bool | None:
         conn.close()
 
 
+class ForkedProcess:
+    """A child of the test process's ``face_zygote`` with the part of ``subprocess.Popen``'s interface that
+    ``serve_on_a_free_port``, ``stop_process`` and ``reap`` use. The zygote reaps it and tells its exit status."""
+
+    stdout = None
+
+    def __init__(self, zygote: Zygote, pid: int, stderr_path: str) -> None:
+        self.zygote, self.pid, self.returncode = zygote, pid, None
+        self.stderr = open(stderr_path, "rb")  # noqa: SIM115 - closed by reap(), as a Popen's pipe is
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            self.returncode = self.zygote.ask({"op": "status", "pid": self.pid})["returncode"]
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout)
+            time.sleep(0.01)
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+class Zygote:
+    """``tests/face_zygote.py`` for this test process: ``mledger serve``'s modules imported once, a server
+    forked per test (its docstring says why: ~0.75 s of CPU per cold start, ~660 starts in CI's HTTP passes).
+    ``MLEDGER_TEST_ZYGOTE=0`` starts every server cold instead."""
+
+    _mine: Zygote | None = None
+    _lock = threading.Lock()
+
+    def __init__(self) -> None:
+        env = subprocess_env()
+        env.pop("MLEDGER_HOME", None)
+        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("face_zygote.py"))], env=env,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        # the children's stderr files (read when a server fails to start), outside every test's home
+        self.folder = tempfile.mkdtemp(prefix="mledger-face-")
+        atexit.register(shutil.rmtree, self.folder, True)
+        self.spawned = 0
+
+    @classmethod
+    def of_this_process(cls) -> Zygote | None:
+        if os.environ.get("MLEDGER_TEST_ZYGOTE", "1") == "0" or not hasattr(os, "fork"):
+            return None
+        with cls._lock:
+            if cls._mine is None or cls._mine.proc.poll() is not None:
+                cls._mine = cls()
+            return cls._mine
+
+    def ask(self, request: dict[str, Any]) -> dict[str, Any]:
+        import json
+
+        with self._lock:
+            assert self.proc.stdin is not None and self.proc.stdout is not None
+            self.proc.stdin.write(json.dumps(request) + "\n")
+            line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the face zygote exited with {self.proc.wait()}")
+        return json.loads(line)
+
+    def spawn(self, argv: list[str], env: dict[str, str]) -> ForkedProcess:
+        self.spawned += 1
+        stderr_path = os.path.join(self.folder, f"{self.spawned}.stderr")
+        Path(stderr_path).touch()
+        answer = self.ask({"op": "spawn", "argv": argv, "env": env, "cwd": os.getcwd(), "stderr": stderr_path})
+        return ForkedProcess(self, answer["pid"], stderr_path)
+
+
 class FaceServer:
     """A real ``mledger serve`` for ``home`` (and ``MLEDGER_DATABASE`` when the environment names one) on a
     free port, with an admin token named ``FACE_TOKEN_NAME`` granted first (``secret``). The child gets the
@@ -232,10 +317,17 @@ class FaceServer:
         env = subprocess_env(home)
         for var in ("MLEDGER_URL", "MLEDGER_TOKEN", "MLEDGER_TOKEN_FILE"):
             env.pop(var, None)
-        self.port, self.proc = serve_on_a_free_port(
-            lambda port: subprocess.Popen([*mledger_command(), "serve", "--port", str(port)], env=env,
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE),
-            lambda port: health_of(port, registry_id), "mledger serve")
+        zygote = Zygote.of_this_process()
+
+        def spawn(port: int) -> subprocess.Popen | ForkedProcess:
+            argv = ["serve", "--port", str(port)]
+            if zygote is not None:
+                return zygote.spawn(argv, env)
+            return subprocess.Popen([*mledger_command(), *argv], env=env, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE)
+
+        self.port, self.proc = serve_on_a_free_port(spawn, lambda port: health_of(port, registry_id),
+                                                    "mledger serve")
         self.url = f"http://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
