@@ -7,7 +7,9 @@ import errno
 import fcntl
 import hashlib
 import os
+import stat
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -366,3 +368,59 @@ def test_every_shard_is_on_disk_before_its_name_appears(tmp_path: Path, monkeypa
     for e in info.files:
         with store.open_blob(e.digest) as f:
             assert f.read() == (folder / e.path).read_bytes()
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_a_folder_s_new_names_are_made_durable_once_after_every_link(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, parallel: bool) -> None:
+    """Publishing a folder links every blob, then fsyncs each folder whose entries changed once (the blobs'
+    folders and the fan-out folders made for them): every new name is durable before the ingest returns, and
+    no fsync of a folder waits for one link after another."""
+    folder = make_shards(tmp_path)
+    monkeypatch.setattr(blob_base, "FOLDER_THREADS", 3 if parallel else 1)
+    monkeypatch.setattr(blob_base, "PARALLEL_FOLDER_BYTES", 0)
+    store_root = tmp_path / "store"
+    store = BlobStore(str(store_root))
+    store.ingest(str(tmp_path / "ckpt" / "sub" / "config.json"))  # the store's own folders exist already
+    events: list[tuple[str, str]] = []
+    real_fsync, real_link = os.fsync, os.link
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+
+    def link(src: str, dst: str) -> None:
+        real_link(src, dst)
+        events.append(("link", dst))
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "link", link)
+    info = store.ingest(str(folder))
+    links = [p for kind, p in events if kind == "link"]
+    last_link = max(i for i, (kind, _p) in enumerate(events) if kind == "link")
+    synced = [p for kind, p in events[last_link:] if kind == "fsync"]
+    assert len(links) == len({e.digest for e in info.files if e.size}) + 1  # every new blob and the manifest
+    assert all(kind == "link" for kind, _p in events[:last_link])  # no folder fsync between the links
+    assert len(synced) == len(set(synced))  # each folder once
+    new_folders = {os.path.dirname(p) for p in links} | {os.path.dirname(os.path.dirname(p)) for p in links}
+    assert new_folders <= set(synced)  # every name made (blob, fan-out folder) is durable before the return
+
+
+def test_fsync_each_waits_for_every_call_and_raises_the_first_error(tmp_path: Path) -> None:
+    from workers.blobs.fsspec_store import fsync_each
+
+    done: list[str] = []
+
+    def fsync(path: str) -> None:
+        if path == "bad":
+            raise OSError(errno.EIO, "EIO")
+        time.sleep(0.01)
+        done.append(path)
+
+    with pytest.raises(OSError, match="EIO"):
+        fsync_each(fsync, ["a", "bad", "b", "c"])
+    assert sorted(done) == ["a", "b", "c"]
+    fsync_each(fsync, [])
+    fsync_each(fsync, ["d"])
+    assert done[-1] == "d"

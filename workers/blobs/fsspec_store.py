@@ -14,6 +14,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any
 
 import fsspec
@@ -41,6 +42,8 @@ from .localcopy import copy_hashing
 
 # Reads of a remote blob fetch this much at a time.
 READ_BLOCK = 4 * 1024 * 1024
+# fsyncs of a folder's blobs and of the folders their links changed, in flight at once (publish_staged).
+FSYNC_THREADS = 8
 
 
 # -- Aliyun OSS through its S3-compatible API ---------------------------------------------------------------
@@ -150,6 +153,18 @@ def _fsync_path(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_each(fsync: Callable[[str], None], paths: list[str]) -> None:
+    """``fsync`` every path, the calls in flight together (threads: each waits in the kernel); the first error
+    is raised once all returned."""
+    if len(paths) < 2:
+        for path in paths:
+            fsync(path)
+        return
+    with ThreadPoolExecutor(min(len(paths), FSYNC_THREADS), thread_name_prefix="mledger-fsync") as pool:
+        for done in [pool.submit(fsync, path) for path in paths]:
+            done.result()
 
 
 def _makedirs_durable(path: str, mode: int = 0o700) -> None:
@@ -386,17 +401,25 @@ class FsspecBlobStore(BlobStore):
         """Move every staged temp into place (a blob already there is kept and the temp dropped). A temp not
         fsynced yet (a shard copied in parallel) is fsynced first: no name ever shows bytes not on disk."""
         staged.reverse()  # in copy order (the manifest last), popping from the end
+        # The folders whose entries the links change are fsynced after the last link (before we return, so
+        # before the version's events commit), each once, all at once; so are the temps before the first link.
+        # One by one, 8 shards into a fresh store waited for 8 file and 29 folder fsyncs, 90-100 ms of a 3 s
+        # register (2026-12-01, ext4, load 5): each fsync on ext4 also flushes the device's cache, and fsyncs
+        # issued together share the journal's commit and the flush.
+        changed: list[str] = []
         with edge("cannot write blob"):
-            for tmp, _final, _written, synced in staged:
-                if not synced:
-                    _fsync_path(tmp)
-            while staged:
-                tmp, final, written, _synced = staged.pop()
-                try:
-                    created = self._publish(tmp, final)
-                finally:
-                    self._discard_tmp(tmp)
-                self._count(written + (written if created and not self.local else 0), deduplicated=not created)
+            fsync_each(_fsync_path, [tmp for tmp, _final, _written, synced in staged if not synced])
+            try:
+                while staged:
+                    tmp, final, written, _synced = staged.pop()
+                    try:
+                        created = self._publish(tmp, final, changed)
+                    finally:
+                        self._discard_tmp(tmp)
+                    self._count(written + (written if created and not self.local else 0),
+                                deduplicated=not created)
+            finally:
+                fsync_each(fsync_dir, list(dict.fromkeys(changed)))
 
     def discard_staged(self, staged: Staged) -> None:
         while staged:
@@ -418,8 +441,9 @@ class FsspecBlobStore(BlobStore):
             os.close(fd)
             raise
 
-    def _publish(self, tmp: str, final: str) -> bool:
-        """Move a verified temp into place unless the blob exists; True if this call created it."""
+    def _publish(self, tmp: str, final: str, changed: list[str] | None = None) -> bool:
+        """Move a verified temp into place unless the blob exists; True if this call created it. ``changed``:
+        the folders whose entries changed are added to it, for the caller to fsync, instead of fsynced here."""
         if self.local:
             folder = os.path.dirname(final)
             parents: list[str] = []  # fan-out folders made for this blob (sha256/ab/cd), not fsynced yet
@@ -436,6 +460,9 @@ class FsspecBlobStore(BlobStore):
             # The data was fsynced before the link, so the name only ever shows whole bytes. The new entries
             # (the blob's, then any new folder's) are made durable after the link: a journaling filesystem
             # commits them together, so the later fsyncs find little left to write.
+            if changed is not None:
+                changed += [folder, *parents]
+                return True
             fsync_dir(folder)
             for parent in parents:
                 fsync_dir(parent)
