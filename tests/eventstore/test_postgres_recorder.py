@@ -364,6 +364,33 @@ def test_the_prefetched_rows_are_what_the_fold_store_loads(recorder: PostgresRec
                 assert pre.fold_tops(stack) == store.load_alias_tops(stack)
 
 
+def test_the_prefetch_reads_the_versions_it_names_whatever_the_models_size(recorder: PostgresRecorder) -> None:
+    """The prefetch reads the named version's row and the next one's by their key, under the generic plan a
+    command runs with: it fetched every version of the model before (a plain join of the numbers with the
+    model's versions, which the planner hashed), so a command cost more as its model grew."""
+    from eventstore import commands as c
+    from eventstore.handler import execute
+    from eventstore.state import Target
+    from projections.catalog import CatalogProjection
+    from projections.postgres import prefetch
+
+    projection = CatalogProjection(recorder)
+    meta = {"actor": "test"}
+    for n in range(30):
+        execute(recorder, projection, c.Register("m", {"source": f"s{n}", "digest": "sha256:" + f"{n % 10}" * 64,
+                                                      "size": 1}), meta)
+    with recorder.write() as tx:
+        conn = tx.connection
+        conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        for _ in range(6):  # past psycopg's prepare threshold: the statement as a command's, prepared
+            pre = prefetch(conn, Target("m", 5))
+            assert pre.knows_version("m", 5) and pre.knows_version("m", 31)
+            assert pre.fold_versions({("m", 5)})[0][:2] == ["m", 5]
+        fetched = conn.execute("SELECT idx_tup_fetch FROM pg_stat_xact_user_tables WHERE relname = 'versions'"
+                               ).fetchone()[0]
+        assert fetched < 6 * 30, fetched  # fewer than the model's 30 versions a prefetch (615 in all before, 20-35 now)
+
+
 def test_a_connection_lost_inside_a_batched_write_is_a_store_error_that_appends_nothing(
     url: str, recorder: PostgresRecorder
 ) -> None:
