@@ -4,7 +4,8 @@
     .venv/bin/python scripts/profile_pg.py --compare main=/work/main [--rounds 3] [--ops N] [kinds ...]
 
 For each command kind, on a fresh registry in a database with a random name on ``MLEDGER_BENCH_POSTGRES``
-(default ``postgresql://postgres@127.0.0.1:5432/postgres``), dropped afterwards, with a model of 10 versions:
+(default ``postgresql://postgres@127.0.0.1:5432/postgres``), dropped afterwards, with a model of 10 versions
+(``--versions N``: of N):
 
 - ``round trips``: the times the client waited for the server's answer (a ``Connection.wait`` whose exchange
   had to wait for the socket to become readable: a plain ``execute``, a pipeline's fetch or sync, a COMMIT);
@@ -17,7 +18,7 @@ For each command kind, on a fresh registry in a database with a random name on `
   checkout of the project, e.g. ``main``'s worktree) one after the other, in child processes, alternating
   which goes first; then the median of the rounds per tree and the ratio TREE / this tree;
 - with ``--tree TREE``, the profile of the product in TREE rather than this script's tree;
-- with ``--trace``, one command's statements and where it waited;
+- with ``--trace``, one command's statements and where it waited (each cut at ``TRACE_LEN`` characters, 100);
 - with ``--cprofile``, the 25 functions with the most cumulative time over all the commands.
 
 A profile, not a benchmark: no baseline, and absolute times on a shared machine drift.
@@ -126,13 +127,13 @@ def _op(kind: str, reg: Registry, folder: str, ops: int) -> Callable[[int], obje
 
 
 def profile(kind: str, ops: int, counter: Counter, cprof: cProfile.Profile | None,
-            trace: bool = False) -> dict[str, float]:
+            trace: bool = False, versions: int = 10) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as d, database("mledger_profile") as url:
         home = os.path.join(d, "home")
         reg = Registry.open(home=home, broker="embedded", actor="profile", database=url,
                             artifacts=os.path.join(d, "store"))
         try:
-            for i in range(10):
+            for i in range(versions):
                 src = os.path.join(d, f"v{i}.bin")
                 Path(src).write_bytes(b"PROFILE " + os.urandom(400))
                 reg.register("m", artifact=src)
@@ -204,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ops", type=int, default=300, help="commands per kind (default 300)")
     parser.add_argument("--cprofile", action="store_true", help="also print the top functions (cProfile)")
     parser.add_argument("--trace", action="store_true", help="also print one command's statements and round trips")
+    parser.add_argument("--versions", type=int, default=10, help="versions of the model commanded (default 10)")
     parser.add_argument("--compare", metavar="NAME=TREE", help="A/B against another tree, alternating rounds")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of --compare (default 3)")
     parser.add_argument("--tree", help="profile the product in this tree (used by --compare)")
@@ -217,14 +219,15 @@ def main(argv: list[str] | None = None) -> int:
     counter = Counter()
     counter.install()
     if args.json:
-        got = {kind: profile(kind, args.ops, counter, None) for kind in args.kinds or ["tag", "alias", "register"]}
+        got = {kind: profile(kind, args.ops, counter, None, versions=args.versions)
+               for kind in args.kinds or ["tag", "alias", "register"]}
         print(json.dumps(got))
         return 0
     print(f"loadavg {os.getloadavg()}")
     try:
         for kind in args.kinds or ["tag", "alias", "register"]:
             cprof = cProfile.Profile(time.process_time) if args.cprofile else None
-            got = profile(kind, args.ops, counter, cprof, args.trace)
+            got = profile(kind, args.ops, counter, cprof, args.trace, args.versions)
             print(f"{kind}: " + ", ".join(f"{k} {v:,.1f}" for k, v in got.items()) + f"  (over {args.ops})")
             if cprof is not None:
                 stats = pstats.Stats(cprof)
@@ -251,7 +254,8 @@ def compare(args: argparse.Namespace) -> int:
     for r in range(args.rounds):
         for label in (list(trees) if r % 2 == 0 else list(trees)[::-1]):
             out = subprocess.run([sys.executable, __file__, "--tree", trees[label], "--json", "--ops", str(args.ops),
-                                  *kinds], check=True, capture_output=True, text=True).stdout
+                                  "--versions", str(args.versions), *kinds],
+                                 check=True, capture_output=True, text=True).stdout
             for kind, figures in json.loads(out.splitlines()[-1]).items():
                 got[label][kind].append(figures)
                 print(f"round {r + 1} {label:>6} {kind:>8}: " + ", ".join(f"{k} {figures[k]:,.0f}" for k in _COMPARED))
