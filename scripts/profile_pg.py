@@ -1,9 +1,11 @@
 """Where one command on PostgreSQL spends its time: round trips, statements and Python per command.
 
     .venv/bin/python scripts/profile_pg.py [--ops N] [--cprofile] [tag|alias|register ...]
+    .venv/bin/python scripts/profile_pg.py --compare main=/work/main [--rounds 3] [--ops N] [kinds ...]
 
 For each command kind, on a fresh registry in a database with a random name on ``MLEDGER_BENCH_POSTGRES``
-(default ``postgresql://postgres@127.0.0.1:5432/postgres``), dropped afterwards, with a model of 10 versions:
+(default ``postgresql://postgres@127.0.0.1:5432/postgres``), dropped afterwards, with a model of 10 versions
+(``--versions N``: of N):
 
 - ``round trips``: the times the client waited for the server's answer (a ``Connection.wait`` whose exchange
   had to wait for the socket to become readable: a plain ``execute``, a pipeline's fetch or sync, a COMMIT);
@@ -11,8 +13,12 @@ For each command kind, on a fresh registry in a database with a random name on `
 - ``total`` (median µs per command, wall clock) and ``waiting`` (median µs per command spent in those
   waits: the server's work plus the network; the rest is Python on this side); ``mean`` and ``p90`` of the
   total; ``CPU`` (this process's CPU per command, mean) and ``server CPU`` (the registry's server processes'
-  CPU per command, from /proc: a server on this host only);
-- with ``--trace``, one command's statements and where it waited;
+  CPU per command, from /proc/PID/schedstat, in nanoseconds: a server on this host only);
+- with ``--compare NAME=TREE``, A/B: each round runs this profile on this script's tree and on TREE (another
+  checkout of the project, e.g. ``main``'s worktree) one after the other, in child processes, alternating
+  which goes first; then the median of the rounds per tree and the ratio TREE / this tree;
+- with ``--tree TREE``, the profile of the product in TREE rather than this script's tree;
+- with ``--trace``, one command's statements and where it waited (each cut at ``TRACE_LEN`` characters, 100);
 - with ``--cprofile``, the 25 functions with the most cumulative time over all the commands.
 
 A profile, not a benchmark: no baseline, and absolute times on a shared machine drift.
@@ -22,9 +28,11 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import json
 import os
 import pstats
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +46,8 @@ sys.path.insert(0, str(HERE))
 from _benchlib import add_repo_to_path  # noqa: E402
 
 add_repo_to_path()
+if "--tree" in sys.argv[:-1]:  # the product of another tree (``--compare``'s children), ahead of this one's
+    sys.path.insert(0, os.path.abspath(sys.argv[sys.argv.index("--tree") + 1]))
 
 import psycopg  # noqa: E402
 from bench_pg import database  # noqa: E402
@@ -79,7 +89,7 @@ class Counter:
             if counter.on:
                 counter.statements += 1
                 if counter.trace is not None:
-                    counter.trace.append(bytes(pgq.query).decode()[:100])
+                    counter.trace.append(bytes(pgq.query).decode()[:int(os.environ.get("TRACE_LEN", "100"))])
             return send(cursor, pgq, *args, **kwargs)
 
         psycopg.Connection.wait = counting_wait  # type: ignore[method-assign]
@@ -117,13 +127,13 @@ def _op(kind: str, reg: Registry, folder: str, ops: int) -> Callable[[int], obje
 
 
 def profile(kind: str, ops: int, counter: Counter, cprof: cProfile.Profile | None,
-            trace: bool = False) -> dict[str, float]:
+            trace: bool = False, versions: int = 10) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as d, database("mledger_profile") as url:
         home = os.path.join(d, "home")
         reg = Registry.open(home=home, broker="embedded", actor="profile", database=url,
                             artifacts=os.path.join(d, "store"))
         try:
-            for i in range(10):
+            for i in range(versions):
                 src = os.path.join(d, f"v{i}.bin")
                 Path(src).write_bytes(b"PROFILE " + os.urandom(400))
                 reg.register("m", artifact=src)
@@ -176,17 +186,17 @@ def _backends(url: str) -> list[int]:
 
 
 def _server_cpu(pids: list[int]) -> float | None:
-    """CPU seconds (user + system) the server processes ``pids`` used so far, from /proc (a server on this
-    host only; None elsewhere). Ticks of 10 ms: meaningful over hundreds of commands."""
+    """CPU seconds the server processes ``pids`` ran so far, from /proc/PID/schedstat (nanoseconds; the 10 ms
+    ticks of /proc/PID/stat were 33 µs per command over 300 commands: too coarse to compare two trees); a
+    server on this host only, None elsewhere."""
     total = 0
     try:
         for pid in pids:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
+            with open(f"/proc/{pid}/schedstat") as f:
+                total += int(f.read().split()[0])
     except OSError:
         return None
-    return total / os.sysconf("SC_CLK_TCK")
+    return total / 1e9
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,17 +205,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ops", type=int, default=300, help="commands per kind (default 300)")
     parser.add_argument("--cprofile", action="store_true", help="also print the top functions (cProfile)")
     parser.add_argument("--trace", action="store_true", help="also print one command's statements and round trips")
+    parser.add_argument("--versions", type=int, default=10, help="versions of the model commanded (default 10)")
+    parser.add_argument("--compare", metavar="NAME=TREE", help="A/B against another tree, alternating rounds")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of --compare (default 3)")
+    parser.add_argument("--tree", help="profile the product in this tree (used by --compare)")
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON object (used by --compare)")
     args = parser.parse_args(argv)
     unknown = [k for k in args.kinds if k not in ("tag", "alias", "register")]
     if unknown:
         parser.error(f"unknown command kind {unknown[0]!r}: choose tag, alias or register")
+    if args.compare:
+        return compare(args)
     counter = Counter()
     counter.install()
+    if args.json:
+        got = {kind: profile(kind, args.ops, counter, None, versions=args.versions)
+               for kind in args.kinds or ["tag", "alias", "register"]}
+        print(json.dumps(got))
+        return 0
     print(f"loadavg {os.getloadavg()}")
     try:
         for kind in args.kinds or ["tag", "alias", "register"]:
-            cprof = cProfile.Profile() if args.cprofile else None
-            got = profile(kind, args.ops, counter, cprof, args.trace)
+            cprof = cProfile.Profile(time.process_time) if args.cprofile else None
+            got = profile(kind, args.ops, counter, cprof, args.trace, args.versions)
             print(f"{kind}: " + ", ".join(f"{k} {v:,.1f}" for k, v in got.items()) + f"  (over {args.ops})")
             if cprof is not None:
                 stats = pstats.Stats(cprof)
@@ -214,6 +236,35 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         counter.uninstall()
     print(f"loadavg {os.getloadavg()}")
+    return 0
+
+
+_COMPARED = ("total µs", "CPU µs", "server CPU µs")
+
+
+def compare(args: argparse.Namespace) -> int:
+    """``--compare NAME=TREE``: rounds of this tree and TREE, each a child process of this script, alternating
+    which runs first; the medians per tree and TREE's / this tree's ratio of the total, client CPU and server
+    CPU per command."""
+    name, _, tree = args.compare.partition("=")
+    trees = {"this": str(HERE.parent), name: tree}
+    kinds = args.kinds or ["tag", "alias", "register"]
+    got: dict[str, dict[str, list[dict[str, float]]]] = {t: {k: [] for k in kinds} for t in trees}
+    print(f"loadavg {os.getloadavg()}")
+    for r in range(args.rounds):
+        for label in (list(trees) if r % 2 == 0 else list(trees)[::-1]):
+            out = subprocess.run([sys.executable, __file__, "--tree", trees[label], "--json", "--ops", str(args.ops),
+                                  "--versions", str(args.versions), *kinds],
+                                 check=True, capture_output=True, text=True).stdout
+            for kind, figures in json.loads(out.splitlines()[-1]).items():
+                got[label][kind].append(figures)
+                print(f"round {r + 1} {label:>6} {kind:>8}: " + ", ".join(f"{k} {figures[k]:,.0f}" for k in _COMPARED))
+    print(f"loadavg {os.getloadavg()}")
+    for kind in kinds:
+        for key in _COMPARED:
+            a = statistics.median(f[key] for f in got["this"][kind])
+            b = statistics.median(f[key] for f in got[name][kind])
+            print(f"{kind:>8} {key:>14}: this {a:,.0f}  {name} {b:,.0f}  {name}/this {b / a:.2f}")
     return 0
 
 

@@ -1,9 +1,10 @@
 """The PostgreSQL catalog's writes: a command's inline fold (one row per table as scalar parameters, the tables'
 statements grouped into one) leaves the rows a rebuild (arrays, pages of many rows) leaves; statements on one
-table keep their order."""
+table keep their order: no statement writes a table twice."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 from collections import Counter
@@ -16,7 +17,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from services import examples
 
-from projections.postgres.fold import grouped
+from projections.postgres.fold import FoldStore
 
 commands = st.one_of(*command_strategies(st.integers(0, 2), st.dictionaries(st.sampled_from(["lr", "wd"]), st.integers(-3, 3),
                                                                  max_size=2),
@@ -25,14 +26,72 @@ commands = st.one_of(*command_strategies(st.integers(0, 2), st.dictionaries(st.s
                               ["k1", "env"], ["1", "x.y"], [0.5, -0.0, 1e16, 2.0]))
 
 
-def test_statements_on_distinct_tables_share_one_and_a_table_seen_again_starts_the_next():
-    parts = [("models", "UPDATE models %s", [1]), ("tags", "DELETE tags %s", [2]), ("tags", "INSERT tags %s", [3]),
-             ("versions", "UPDATE versions %s", [4]), ("projection_checkpoint", "INSERT cp %s", [5])]
-    assert grouped(parts) == [
-        ("WITH w0 AS (UPDATE models %s) DELETE tags %s", [1, 2]),
-        ("WITH w0 AS (INSERT tags %s), w1 AS (UPDATE versions %s) INSERT cp %s", [3, 4, 5]),
-    ]
-    assert grouped(parts[:1]) == [("UPDATE models %s", [1])]
+class _Sent:
+    """``FoldStore.write`` with its connection's ``execute`` recorded: the statements the fold really sends."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.statements: list[tuple[str, list]] = []
+        write, sent = FoldStore.write, self.statements
+
+        class Recording:
+            def __init__(self, conn) -> None:  # noqa: ANN001
+                self.conn = conn
+
+            def __getattr__(self, name: str):  # noqa: ANN204
+                return getattr(self.conn, name)
+
+            def execute(self, statement, params=None):  # noqa: ANN001, ANN202
+                sent.append((statement, list(params or ())))
+                return self.conn.execute(statement, params)
+
+        def recording(store: FoldStore, changes) -> None:  # noqa: ANN001
+            conn, store.conn = store.conn, Recording(store.conn)
+            try:
+                write(store, changes)
+            finally:
+                store.conn = conn
+
+        monkeypatch.setattr(FoldStore, "write", recording)
+
+    def take(self) -> list[tuple[str, list]]:
+        taken = list(self.statements)
+        self.statements.clear()
+        return taken
+
+
+_WRITTEN = re.compile(r"(?:INSERT INTO|(?<!DO )UPDATE|DELETE FROM) (\w+)")
+
+
+def test_a_commands_fold_is_one_statement_and_no_statement_writes_a_table_twice(workdir, monkeypatch,
+                                                                                shared_postgres_database):
+    """A tag's, an alias move's and a register's catalog rows go out as one statement each (a register's 8
+    tables and the checkpoint: 50 parameters, psycopg's cache limit); a rebuild's pages, where a table is
+    written twice (a tag removed and others set), as several, none writing a table twice."""
+    require_postgres()
+    base, files = workdir
+    home = Path(tempfile.mkdtemp(dir=base))
+    pg = PostgresBackend(monkeypatch, shared_postgres_database)
+    sent = _Sent(monkeypatch)
+    try:
+        with pg.open(home, actor="test", artifacts=str(home / "blobs")) as reg:
+            reg.register("m", artifact=files[0])
+            for command in (lambda: reg.register("m", artifact=files[1]), lambda: reg.tag("m@1", {"k": "v"}),
+                            lambda: reg.tag("m@1", {"j": "w"}), lambda: reg.untag("m@1", "k"),
+                            lambda: reg.alias("m@2", "production")):
+                sent.take()
+                command()
+                statements = sent.take()
+                assert len(statements) == 1, [s[:60] for s, _ in statements]
+                assert len(statements[0][1]) <= 50
+            reg.rebuild_projections()
+            statements = sent.take()
+            assert len(statements) > 1
+            for statement, _ in statements:
+                written = _WRITTEN.findall(statement)
+                assert written and len(written) == len(set(written)), statement
+    finally:
+        pg.drop_all()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -133,8 +133,11 @@ _STATEMENTS: tuple[tuple[str, str, Statement], ...] = (
     ("version_words", "version_search", _words_upsert("version_search", _NAME_VERSION)),
 )
 
-# The log's rows for a rebuild (the catalog lives in the log's database, and a rebuild holds its writer lock).
-_CHECKPOINT = ("INSERT INTO projection_checkpoint (name, position) VALUES (%s, %s)"
+# The checkpoint's name is the fold's constant, written into the text rather than sent: one parameter fewer
+# kept a register's fold (49 parameters for its tables) and the checkpoint one statement under psycopg's
+# 50-parameter cache limit (``_CACHED_PARAMS``): 10 -> 9 statements a register (``scripts/profile_pg.py``).
+# ``CHECKPOINT`` is the projector's constant ("catalog"), never input.
+_CHECKPOINT = (f"INSERT INTO projection_checkpoint (name, position) VALUES ('{CHECKPOINT}', %s)"  # noqa: S608
                " ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position")
 
 
@@ -203,7 +206,7 @@ class FoldStore:
 
     def write(self, changes: Changes) -> None:
         """Every table's rows of the page (as arrays), in as few statements as the order allows: statements on
-        different tables go out as one statement (``grouped``), so a command's inline fold is one statement
+        different tables go out as one statement (``_grouped_shape``), so a command's inline fold is one statement
         where it was one per table (a tag: 7 -> 1)."""
         conn = self.conn
         shape: list[tuple[int, int]] = []  # (index in ``_STATEMENTS``, rows: 1 or many), in order
@@ -230,7 +233,7 @@ class FoldStore:
                         columns[i] = storable(columns[i], kind)
                 shape.append((index, 2))
                 params.append(columns)
-        params.append([CHECKPOINT, changes.position])
+        params.append([changes.position])
         # A command's inline fold runs in its batched transaction (``PostgresRecorder.write_batched``), already
         # a pipeline: its writes then ride it and go out with the COMMIT (a nested pipeline would cost a
         # round trip on entering and one on leaving).
@@ -259,26 +262,10 @@ def _storable_value(value: Any, kind: str) -> Any:
 
 @cache
 def _grouped_shape(shape: tuple[tuple[int, int], ...]) -> tuple[tuple[str, int, int], ...]:
-    """``grouped`` for a page of this shape ((statement, 1 row or many) per part, the checkpoint last): each
-    statement with the range of parts whose parameters it takes. A command's fold has a handful of shapes (a
-    tag's, an alias move's, ...): its statements are built once, not at every command (building them was
-    ~10 % of a tag's client CPU, profiled with a CPU-time cProfile)."""
-    parts = []
-    for index, rows in shape:
-        _, table, (many, kinds, one) = _STATEMENTS[index]
-        # a part's parameter count: one per column, whether each is a value or an array of values
-        parts.append((table, one if rows == 1 else many, [None] * len(kinds)))
-    parts.append(("projection_checkpoint", _CHECKPOINT, [None, None]))
-    out, first = [], 0
-    for run in _runs(parts):
-        out.append((_joined(run)[0], first, first + len(run)))
-        first += len(run)
-    return tuple(out)
-
-
-def grouped(parts: list[tuple[str, str, list[Any]]]) -> list[tuple[str, list[Any]]]:
-    """``parts`` as few statements: a run of statements on distinct tables becomes one, each but the last a
-    data-modifying ``WITH`` of the last (``WITH w0 AS (INSERT ...), w1 AS (UPDATE ...) INSERT ...``).
+    """The statements of a page of this shape ((statement, 1 row or many) per part, the checkpoint last), each
+    with the range of parts whose parameters it takes: a run of statements on distinct tables is one
+    statement, each but the last a data-modifying ``WITH`` of the last (``WITH w0 AS (INSERT ...), w1 AS
+    (UPDATE ...) INSERT ...``).
 
     The same writes as one statement each: the parts of one statement run on one snapshot in no set order, so
     only statements on different tables share one (a statement here reads and writes its own table only: no
@@ -287,12 +274,27 @@ def grouped(parts: list[tuple[str, str, list[Any]]]) -> list[tuple[str, list[Any
     first's rows, as the separate statements did. Placeholders are positional: the parameters follow the
     parts' order. Why: psycopg's own work per statement (~30-60 µs: convert, send, a flush, its result) was
     most of a command's client CPU (``scripts/profile_pg.py --cprofile``), and the fold's writes were 7 of a
-    tag's 15 statements, 9 of a register's 24."""
-    return [_joined(run) for run in _runs(parts)]
+    tag's 15 statements, 9 of a register's 24.
+
+    A command's fold has a handful of shapes (a tag's, an alias move's, ...): its statements are built once,
+    not at every command (building them was ~10 % of a tag's client CPU, profiled with a CPU-time
+    cProfile)."""
+    parts = []
+    for index, rows in shape:
+        _, table, (many, kinds, one) = _STATEMENTS[index]
+        # a part's parameter count: one per column, whether each is a value or an array of values
+        parts.append((table, one if rows == 1 else many, [None] * len(kinds)))
+    parts.append(("projection_checkpoint", _CHECKPOINT, [None]))
+    out, first = [], 0
+    for run in _runs(parts):
+        out.append((_joined(run)[0], first, first + len(run)))
+        first += len(run)
+    return tuple(out)
 
 
 def _runs(parts: list[tuple[str, str, list[Any]]]) -> list[list[tuple[str, str, list[Any]]]]:
-    """``parts`` cut into the runs ``grouped`` makes one statement of each."""
+    """``parts`` ((table, statement, parameters)) cut into the runs ``_grouped_shape`` makes one statement of
+    each: a run ends before a table it already writes, or before psycopg's cache limits."""
     runs: list[list[tuple[str, str, list[Any]]]] = [[]]
     for part in parts:
         run = runs[-1]

@@ -364,6 +364,70 @@ def test_the_prefetched_rows_are_what_the_fold_store_loads(recorder: PostgresRec
                 assert pre.fold_tops(stack) == store.load_alias_tops(stack)
 
 
+def test_the_prefetch_reads_the_versions_it_names_whatever_the_models_size(recorder: PostgresRecorder) -> None:
+    """The prefetch reads the named version's row and the next one's by their key, under the generic plan a
+    command runs with: it fetched every version of the model before (a plain join of the numbers with the
+    model's versions, which the planner hashed), so a command cost more as its model grew."""
+    from eventstore import commands as c
+    from eventstore.handler import execute
+    from eventstore.state import Target
+    from projections.catalog import CatalogProjection
+    from projections.postgres import prefetch
+
+    projection = CatalogProjection(recorder)
+    meta = {"actor": "test"}
+    for n in range(30):
+        execute(recorder, projection, c.Register("m", {"source": f"s{n}", "digest": "sha256:" + f"{n % 10}" * 64,
+                                                      "size": 1}), meta)
+    with recorder.write() as tx:
+        conn = tx.connection
+        conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        for _ in range(6):  # past psycopg's prepare threshold: the statement as a command's, prepared
+            pre = prefetch(conn, Target("m", 5))
+            assert pre.knows_version("m", 5) and pre.knows_version("m", 31)
+            assert pre.fold_versions({("m", 5)})[0][:2] == ["m", 5]
+        fetched = conn.execute("SELECT idx_tup_fetch FROM pg_stat_xact_user_tables WHERE relname = 'versions'"
+                               ).fetchone()[0]
+        assert fetched < 6 * 30, fetched  # fewer than the model's 30 versions a prefetch (615 in all before, 20-35 now)
+
+
+def test_a_versions_record_and_its_models_aliases_are_one_statement(recorder: PostgresRecorder,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A register's record (its row and the model's aliases, read in its batched transaction) is one statement
+    (two before): the same answers as ``version_row`` and ``aliases_of``, NULLs for a missing version."""
+    from eventstore import commands as c
+    from eventstore.handler import execute
+    from projections.catalog import CatalogProjection
+    from projections.postgres import aliases_of, version_row, version_with_aliases, version_with_aliases_later
+
+    projection = CatalogProjection(recorder)
+    meta = {"actor": "test"}
+    for n in range(3):
+        execute(recorder, projection, c.Register("m", {"source": f"s{n}", "digest": "sha256:" + f"{n}" * 64,
+                                                      "size": 1}, params={"lr": n / 3}), meta)
+    execute(recorder, projection, c.AssignAlias("m@2", "production"), meta)
+    execute(recorder, projection, c.AssignAlias("m@1", "a-first"), meta)
+    sent: list[str] = []
+    run = psycopg.Cursor.execute
+
+    def counting(cursor, query, *args, **kwargs):  # noqa: ANN001, ANN202
+        sent.append(str(query))
+        return run(cursor, query, *args, **kwargs)
+
+    with recorder.write() as tx:
+        conn = tx.connection
+        for number in (1, 2, 9):
+            want = (version_row(conn, "m", number), aliases_of(conn, "m"))
+            monkeypatch.setattr(psycopg.Cursor, "execute", counting)
+            got = version_with_aliases(conn, "m", number)
+            later = version_with_aliases_later(conn, "m", number)
+            monkeypatch.undo()
+            assert got == later() == want
+            assert len(sent) == 2, sent
+            sent.clear()
+        assert want == (None, {"a-first": 1, "production": 2})
+
+
 def test_a_connection_lost_inside_a_batched_write_is_a_store_error_that_appends_nothing(
     url: str, recorder: PostgresRecorder
 ) -> None:
