@@ -4,6 +4,7 @@ and with the catalog a rebuild from the log makes (the fold's laws themselves ar
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -83,3 +84,48 @@ def test_a_tag_whose_words_are_there_already_leaves_the_search_index_alone(reg: 
     changed = _statements(reg, lambda: reg.tag("m@2", stage="red"))
     assert [s for s in changed if "versions_fts" in s], changed
     assert [r.version for r in reg.catalog().search(keyword="red")] == [2]
+
+
+class _Spy:
+    """A ``FoldStore`` that keeps what it loaded and what it was given to write."""
+
+    def __init__(self, store) -> None:
+        self.store, self.loaded, self.written = store, [], []
+
+    def __getattr__(self, name: str):
+        return getattr(self.store, name)
+
+    def load_versions(self, keys):
+        self.loaded.append(self.store.load_versions(keys))
+        return self.loaded[-1]
+
+    def write(self, changes) -> None:
+        self.written.append(changes)
+
+
+def test_a_tag_writes_the_artifact_back_as_it_was_loaded_without_parsing_it(reg: Registry) -> None:
+    """The artifact, a version's biggest field (a folder's lists every file), is loaded as its stored text and
+    written back as that same text by a fold that never reads it; a handler that does read it gets it parsed."""
+    from eventstore.events import StoredEvent
+    from projections.projector import fold
+    from projections.sqlite import fold_store
+
+    conn = reg.recorder.connection()
+    stored = conn.execute("SELECT artifact FROM versions WHERE name = 'm' AND version = 2").fetchone()[0]
+    head = reg.recorder.head()
+
+    def event(position: int, type_: str, data: dict) -> StoredEvent:
+        return StoredEvent(position, "model-m", position, type_, 1, data, {"actor": "t"}, "2030-01-01T00:00:00Z", "")
+
+    spy = _Spy(fold_store(conn))
+    conn.execute("SAVEPOINT spy")
+    try:
+        fold(spy, [event(head + 1, "Tagged", {"name": "m", "version": 2, "tags": {"k": "v"}})], head)
+        fold(spy, [event(head + 2, "ArtifactFailed", {"name": "m", "version": 2, "reason": "gone"})], head + 1)
+    finally:
+        conn.execute("ROLLBACK TO spy")
+        conn.execute("RELEASE spy")
+    tagged, failed = spy.written
+    loaded = spy.loaded[0][0][7]  # (the VERSION_LOADED row's artifact; the UPDATE's is VERSION_MUTABLE's 5th)
+    assert loaded == stored and tagged.versions_changed[0][4] is loaded
+    assert json.loads(failed.versions_changed[0][4]) == {**json.loads(stored), "error": "gone"}
