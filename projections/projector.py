@@ -157,7 +157,7 @@ class VersionRow:
     __slots__ = ("name", "version", "parent", "status", "deleted", "description", "params", "structure",
                  "optimizer", "tags", "metrics", "artifact", "created_at", "created_by", "position", "deleted_at",
                  "requested_at", "new", "dirty", "words", "files", "original_tags", "original_metrics",
-                 "_json_of", "_json")
+                 "original_indexed", "_json_of", "_json")
 
     def __init__(self, values: Sequence[Any], *, new: bool = False) -> None:
         (self.name, self.version, self.parent, self.status, self.deleted, self.description, self.params,
@@ -169,6 +169,7 @@ class VersionRow:
         self.files = new  # files and blob_refs must be rewritten from the artifact
         self.original_tags: dict[str, str] = {} if new else dict(self.tags)
         self.original_metrics: dict[str, Any] = {} if new else dict(self.metrics)
+        self.original_indexed = None if new else (self.status, self.deleted)  # the columns a query index holds
         self._json_of: list[Any] = [None, None, None]  # the tags, metrics, artifact last encoded (held: ids stay)
         self._json: list[str] = ["", "", ""]
 
@@ -187,11 +188,25 @@ class VersionRow:
         return self._encoded(1, self.metrics)
 
     def artifact_json(self) -> str:
+        if type(self.artifact) is str:
+            return self.artifact  # as loaded: the text the fold wrote (canonical), not parsed since
         return self._encoded(2, self.artifact)
+
+    def parsed_artifact(self) -> dict[str, Any]:
+        """The artifact record. A dialect that stores it as JSON text (SQLite) may load it as that text: it is
+        parsed when a handler first reads it, and written back as it was when none did. A version's artifact is
+        its biggest field (a folder's lists every file), and most events (a tag, a metric, an alias, a delete)
+        never read it: a tag parsed it and encoded it again for its UPDATE."""
+        if type(self.artifact) is str:
+            text = self.artifact
+            self.artifact = json.loads(text)
+            self._json_of[2], self._json[2] = self.artifact, text
+        return self.artifact
 
     @classmethod
     def loaded(cls, values: Sequence[Any]) -> VersionRow:
-        """A stored row, from ``VERSION_LOADED`` (a version's content never changes: it is not read)."""
+        """A stored row, from ``VERSION_LOADED`` (a version's content never changes: it is not read); the
+        artifact parsed, or its stored JSON text (``parsed_artifact``)."""
         name, version, status, deleted, description, tags, metrics, artifact, deleted_at, requested_at = values
         return cls((name, version, None, status, deleted, description, None, None, None, tags, metrics, artifact,
                     None, None, None, deleted_at, requested_at))
@@ -238,6 +253,11 @@ class Changes:
     models_changed: list[tuple] = field(default_factory=list)
     versions_new: list[tuple] = field(default_factory=list)
     versions_changed: list[tuple] = field(default_factory=list)
+    # The (name, version) of the ``versions_changed`` rows whose status and deleted are the ones loaded: the
+    # only mutable columns a query index holds. SQLite rewrites the index entries of every column an UPDATE
+    # sets, changed or not (``versions_live`` and ``versions_status``: 2 of a tag's 14 pages per commit), so
+    # it leaves the two out for these; PostgreSQL compares the values itself (HOT) and may ignore this.
+    versions_unindexed: set[tuple[str, int]] = field(default_factory=set)
     model_words: list[tuple[str, list[str]]] = field(default_factory=list)
     version_words: list[tuple[str, int, list[str]]] = field(default_factory=list)
     tags_set: list[tuple[str, int, str, str]] = field(default_factory=list)
@@ -338,6 +358,8 @@ class Fold:
                 out.versions_new.append(version.values())
             else:
                 out.versions_changed.append(version.mutable())
+                if version.original_indexed == (version.status, version.deleted):
+                    out.versions_unindexed.add((version.name, version.version))
             key = (version.name, version.version)
             if version.words:
                 out.version_words.append((*key, version_index_tokens(version.name, version.description, version.tags)))
@@ -346,7 +368,7 @@ class Fold:
             if version.files:
                 if not version.new:
                     out.files_cleared.append(key)
-                files, refs = _files_of(version.artifact)
+                files, refs = _files_of(version.parsed_artifact())
                 out.files += [(*key, path, posixpath.basename(path)) for path in files]
                 out.blob_refs += [(digest, *key, size) for digest, size in refs.items()]
         for (name, alias), stack in self.stacks.items():
@@ -472,7 +494,7 @@ def on_artifact_stored(f: Fold, e: StoredEvent) -> None:
     version = f.version(d["name"], d["version"])
     if version is None:
         return
-    artifact = dict(version.artifact)
+    artifact = dict(version.parsed_artifact())
     artifact.pop("error", None)
     artifact.update({k: _json(d[k]) for k in _STORED_KEYS if k in d})
     # What the file's header says (e.g. safetensors tensors) stays in the artifact record: a version's own
@@ -488,7 +510,7 @@ def on_artifact_failed(f: Fold, e: StoredEvent) -> None:
     version = f.version(d["name"], d["version"])
     if version is None:
         return
-    version.artifact = {**version.artifact, "error": _json(d.get("reason", ""))}
+    version.artifact = {**version.parsed_artifact(), "error": _json(d.get("reason", ""))}
     version.status = "failed"
     version.dirty = True
 

@@ -26,17 +26,39 @@ _MODEL = f"SELECT {', '.join(PREFETCH_MODEL)} FROM models WHERE name = ?"  # noq
 _TAGS = PREFETCH_MODEL.index("tags")
 _ALIASES = "SELECT alias, version FROM aliases WHERE name = ? ORDER BY alias"
 _VERSION = f"SELECT {', '.join(PREFETCH_VERSION)} FROM versions WHERE name = ? AND version = ?"  # noqa: S608
-_LAST = PREFETCH_MODEL.index("last_version")
 _TOP = "SELECT max(seq) FROM alias_history WHERE name = ? AND alias = ?"
 _CHECKPOINT = "SELECT position FROM projection_checkpoint WHERE name = ?"
-# The fold's JSON columns of a loaded version (``FoldStore.load_versions`` parses these three).
-_LOADED_JSON = tuple(VERSION_LOADED.index(c) for c in ("tags", "metrics", "artifact"))
+# The fold's JSON columns of a loaded version that ``FoldStore.load_versions`` parses (the artifact stays text
+# until the fold reads it: ``VersionRow.parsed_artifact``).
+_LOADED_JSON = tuple(VERSION_LOADED.index(c) for c in ("tags", "metrics"))
 
 
 class SQLitePrefetched(Prefetched):
-    """``Prefetched`` whose version rows keep their JSON columns as text until the fold loads them."""
+    """``Prefetched`` that reads a version of its model when first asked for it (a read here costs no round
+    trip, so nothing is guessed ahead: a tag or an alias move no longer reads the register's next number), and
+    keeps the JSON columns of the rows as text until the fold loads them."""
+
+    def __init__(self, conn: sqlite3.Connection, target: Target, **rows: Any) -> None:
+        super().__init__(target, versions=list, **rows)
+        self._conn = conn
+
+    def _read(self, number: int) -> None:
+        if number not in self._versions:
+            found = self._conn.execute(_VERSION, (self.target.name, number)).fetchone()
+            self._versions[number] = None if found is None else tuple(found)
+
+    def knows_version(self, name: str, number: int) -> bool:
+        if name != self.target.name or type(number) is not int:
+            return False
+        self._take()
+        self._read(number)
+        return True
 
     def fold_versions(self, keys: set[tuple[str, int]]) -> list[list[Any]] | None:
+        if keys and all(name == self.target.name for name, _ in keys):
+            self._take()
+            for _, number in keys:
+                self._read(number)
         rows = super().fold_versions(keys)
         if rows:
             for values in rows:
@@ -49,11 +71,12 @@ class SQLitePrefetched(Prefetched):
 def prefetch(conn: sqlite3.Connection, target: Target) -> Prefetched:
     """The reads for ``target`` on ``conn``, run when the command first asks for any of them.
 
-    The versions read are the one the target names by number or by ``ref_alias``, and the next new one (a
-    register's or an update's: no row, which the decision and the fold may use as an answer). The latest live
-    version a bare name resolves to is not read ahead (a register never reads it; a tag on the latest reads it
-    as before): PostgreSQL's single statement resolves it for nothing, here one statement that resolves the
-    numbers in SQL cost 17 µs in a register against 4–5 µs for each plain read it saved."""
+    A version of the target's model is read when the decision or the fold first asks for it, once (its row or
+    its absence: a register's new number has none, which the decision and the fold both use as an answer).
+    Before, the one named by number or ``ref_alias`` and the next new one were read ahead, so a tag or an alias
+    move read the next number for nothing; PostgreSQL's single statement resolves them for nothing too, but
+    there that saves a round trip. Here one statement that resolved the numbers in SQL cost 17 µs in a
+    register against 4–5 µs for each plain read it saved."""
     name = target.name
     got: dict[str, Any] = {}
 
@@ -72,29 +95,14 @@ def prefetch(conn: sqlite3.Connection, target: Target) -> Prefetched:
             got["aliases"] = conn.execute(_ALIASES, (name,)).fetchall()
         return got["aliases"]
 
-    def versions() -> list[tuple[Any, ...]]:
-        numbers: list[int] = []
-        if target.version is not None:
-            numbers.append(target.version)
-        elif target.ref_alias is not None:
-            numbers += [v for a, v in aliases() if a == target.ref_alias]
-        row = model()
-        if row:
-            numbers.append(row[0][_LAST] + 1)
-        out = []
-        for number in dict.fromkeys(numbers):
-            found = conn.execute(_VERSION, (name, number)).fetchone()
-            out.append((number, *(found if found is not None else (None,) * len(PREFETCH_VERSION))))
-        return out
-
     def top() -> list[tuple[Any, ...]]:
         return conn.execute(_TOP, (name, target.alias)).fetchall()
 
     return SQLitePrefetched(
+        conn,
         target,
         model=model,
         aliases=aliases,
-        versions=versions,
         top=top if target.alias is not None else None,
         checkpoint=lambda: conn.execute(_CHECKPOINT, (CHECKPOINT,)).fetchall(),
     )
