@@ -233,7 +233,10 @@ def test_a_commit_that_fails_fails_every_caller_of_the_batch_and_records_nothing
         run(recorder, projection, c.Tag("m@1", {"c": "1"})),
     ])
     assert all(isinstance(o, StoreError) for o in outcomes), outcomes
-    assert all("foreign key" in str(o).lower() for o in outcomes), outcomes
+    # The reason, where the driver kept it: psycopg 3.3 drops the server's message when it arrives in the same
+    # read as the Sync's result (eventstore.postgres._lost_commit_error), and says so.
+    assert all("foreign key" in str(o).lower() or (not sqlite and "refused the commit" in str(o))
+               for o in outcomes), outcomes
     assert recorder.head() == head
     assert Catalog(projection).get("m@1").tags == {}
     if sqlite:
