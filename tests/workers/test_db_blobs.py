@@ -323,3 +323,61 @@ def test_a_stream_goes_to_the_tier_its_size_picks_even_read_in_short_pieces(tmp_
     assert store.large.exists(sha(big)) and not store.large.exists(sha(tiny))
     assert store.read_blob(sha(tiny)) == tiny and store.read_blob(sha(big)) == big
     small.close()
+
+
+# -- PostgreSQL: the small blob rides the command's pipeline ------------------------------------------------
+
+def _count_round_trips(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Waits for the server's answer (a plain execute, a pipeline's fetch, sync or exit), as
+    ``scripts/profile_pg.py`` counts them."""
+    import psycopg
+
+    count = [0]
+    wait = psycopg.Connection.wait
+
+    def counting(conn, gen, *args, **kwargs):  # noqa: ANN001, ANN202
+        name = getattr(getattr(gen, "gi_code", None), "co_name", "")
+        pipeline = conn._pipeline
+        if name in ("_sync_gen", "_exit_gen") or (name == "_fetch_gen" and pipeline and pipeline.result_queue) \
+                or (name not in ("_fetch_gen", "_enter_gen") and pipeline is None):
+            count[0] += 1
+        return wait(conn, gen, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Connection, "wait", counting)
+    return count
+
+
+@pytest.mark.postgres
+def test_a_small_register_on_postgresql_takes_a_tags_two_round_trips(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, new_postgres_database) -> None:  # noqa: ANN001
+    """The small blob is written by one statement whose result nobody reads, so it goes out with the events and
+    the COMMIT (reading whether the blob existed was a third round trip: a tag takes two). The same bytes registered again are
+    stored once; a blob of several chunk rows is whole."""
+    monkeypatch.setenv("MLEDGER_SMALL_BLOBS", "3M")
+    url = new_postgres_database()
+    files = []
+    for i, size in enumerate((400, 400, 2 * 1024 * 1024 + 5)):
+        files.append(tmp_path / f"w{i}.bin")
+        files[-1].write_bytes(os.urandom(size))
+    with Registry.open(tmp_path / "home", actor="t@t", database=url) as reg:
+        # The store exists, the statements are prepared, the model exists (a new model's fold reads once more).
+        reg.register("m", artifact=str(files[1]))
+        trips = _count_round_trips(monkeypatch)
+        v = reg.register("m", artifact=str(files[0]))
+        assert trips[0] == 2
+        monkeypatch.undo()
+        again = reg.register("n", artifact=str(files[0]))  # already in the database tier: written once
+        big = reg.register("m", artifact=str(files[2]))  # three chunk rows, in the same one statement
+        store = reg.store()
+        assert isinstance(store, TieredBlobStore)
+        for version, src in ((v, files[0]), (again, files[0]), (big, files[2])):
+            assert version.status == "ready" and store.small.exists(version.artifact["digest"])
+            out = tmp_path / f"{version.name}{version.version}.out"
+            reg.pull(version, str(out))
+            assert out.read_bytes() == src.read_bytes()
+        assert reg.audit(deep=True).ok
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM blob_store").fetchone()[0] == 3
+        assert conn.execute("SELECT count(*) FROM blob_chunks").fetchone()[0] == 1 + 1 + 3
