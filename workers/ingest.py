@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 
 import fsspec
 
-from eventstore.errors import ArtifactError, ValidationError
+from eventstore.errors import ArtifactError, ModelLedgerError, ValidationError
 
 from .blobs import BlobStore, open_store
 from .blobs.base import ArtifactInfo, is_local_path
@@ -72,6 +72,12 @@ def check_source(source: str) -> str:
     return src
 
 
+def is_local_file(source: str) -> bool:
+    """Is the (normalised) source a local regular file (not a folder, not a URL)? Following links, as the
+    ingest does."""
+    return is_local_path(source) and os.path.isfile(source)
+
+
 def source_readable(source: str) -> bool:
     try:
         check_source(source)
@@ -110,8 +116,8 @@ def ingest_artifact(
         store = open_store(store)
     try:
         info = store.ingest(src, progress=progress, beneath=beneath)
-    except ArtifactError:
-        raise
+    except ModelLedgerError:
+        raise  # ours, as raised (a refusal of the command's checks before a write: ``deferring(before_large)``)
     except (OSError, ValueError) as exc:
         raise ArtifactError(f"cannot ingest {source}: {exc}") from None
     return describe(store, info, src)

@@ -381,3 +381,59 @@ def test_a_small_register_on_postgresql_takes_a_tags_two_round_trips(
     with psycopg.connect(url, autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM blob_store").fetchone()[0] == 3
         assert conn.execute("SELECT count(*) FROM blob_chunks").fetchone()[0] == 1 + 1 + 3
+
+
+def test_a_register_refused_by_the_decider_writes_no_small_blob(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The small blobs a register deferred to its transaction are written once its events are appended: a
+    command the decider refuses (here: its model was deleted) leaves no blob row, though its transaction
+    commits (it may carry other commands' events)."""
+    from eventstore.errors import ConflictError
+
+    monkeypatch.delenv("MLEDGER_SMALL_BLOBS", raising=False)
+    first, second = tmp_path / "a.bin", tmp_path / "b.bin"
+    first.write_bytes(b"first weights" * 10)
+    second.write_bytes(b"second weights" * 10)
+    home = tmp_path / "home"
+    with Registry.open(home, actor="t@t") as reg:
+        reg.register("m", artifact=str(first))
+        reg.delete("m", reason="gone")
+        with pytest.raises(ConflictError, match="deleted"):
+            reg.register("m", artifact=str(second))
+    assert db_rows(home, "blob_store") == 1 and db_rows(home, "blob_chunks") == 1
+
+
+def test_a_small_register_checks_its_input_once_and_bad_input_writes_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A register of a small local file writes nothing outside its transaction, so its input is checked by the
+    command's own decision only (not a second time before the ingest). What is written outside it — a blob of
+    the file tier — waits for the checks, so bad input still leaves nothing behind, and is named before a
+    missing source is."""
+    from eventstore import decider
+    from eventstore.errors import ValidationError
+    from modelledger import registry
+
+    monkeypatch.delenv("MLEDGER_SMALL_BLOBS", raising=False)
+    calls: list[str] = []
+
+    def counted(command: object) -> None:
+        calls.append(type(command).__name__)
+        decider.precheck(command)
+
+    monkeypatch.setattr(registry, "precheck", counted)
+    small, large = tmp_path / "small.bin", tmp_path / "large.bin"
+    small.write_bytes(os.urandom(1000))
+    large.write_bytes(os.urandom(300_000))
+    home = tmp_path / "home"
+    with Registry.open(home, actor="t@t") as reg:
+        assert reg.register("m", artifact=str(small)).status == "ready"
+        assert calls == []
+        assert reg.register("m", artifact=str(large)).status == "ready"
+        assert calls == ["Register"]  # before the file tier's write
+        store = reg.store()
+        for bad in (small, large, tmp_path / "missing.bin"):
+            with pytest.raises(ValidationError, match="tag"):
+                reg.register("m", artifact=str(bad), tags={"": "empty key"})
+        assert reg.model("m").latest == 2
+        assert sorted(d for d, _s, _m in store.iter_blobs()) == sorted(
+            "sha256:" + hashlib.sha256(p.read_bytes()).hexdigest() for p in (small, large))
