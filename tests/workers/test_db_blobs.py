@@ -437,3 +437,23 @@ def test_a_small_register_checks_its_input_once_and_bad_input_writes_nothing(
         assert reg.model("m").latest == 2
         assert sorted(d for d, _s, _m in store.iter_blobs()) == sorted(
             "sha256:" + hashlib.sha256(p.read_bytes()).hexdigest() for p in (small, large))
+
+
+def test_a_store_tells_whether_a_blob_is_written_by_the_commands_transaction(tmp_path: Path) -> None:
+    """What the server asks before running a write on its event loop: only the tiered store's small blobs, with
+    a local file tier (asked with a ``stat``), are written by the command's own transaction."""
+    database = f"sqlite://{tmp_path / 'registry.db'}"
+    tiered = open_store(str(tmp_path / "artifacts"), database=database, new_registry=True)
+    remote = open_store("memory://writes-in-transaction", database=database, new_registry=True)
+    every = open_store("db", database=database)
+    try:
+        assert isinstance(tiered, TieredBlobStore) and isinstance(remote, TieredBlobStore)
+        assert tiered.writes_in_transaction(0) and tiered.writes_in_transaction(tiered.limit)
+        assert tiered.deferring().writes_in_transaction(400)
+        assert not tiered.writes_in_transaction(tiered.limit + 1)
+        assert not remote.writes_in_transaction(400)  # its file tier is asked over the network
+        assert not tiered.large.writes_in_transaction(400)
+        assert not every.writes_in_transaction(400)  # written by the store's own transaction
+    finally:
+        for store in (tiered, remote, every):
+            store.close()

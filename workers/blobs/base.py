@@ -315,6 +315,14 @@ class BlobStore(ABC):
         """Local folders a pull must never write into (the store's own files)."""
         return ()
 
+    def writes_in_transaction(self, size: int) -> bool:
+        """Would a blob of ``size`` bytes be written by the log's write transaction of the command that records
+        it, with nothing else reached on the way (no network, no file written)? Then that command touches the
+        registry's database alone (the server runs such writes on its event loop). No, here: a blob is written
+        by the store itself."""
+        del size
+        return False
+
     def _exists_for_write(self, digest: str) -> bool:
         """``exists`` as a write's dedup check sees it (its errors are the write's: "cannot write blob")."""
         return self.exists(digest)

@@ -41,6 +41,11 @@ class TieredBlobStore(BlobStore):
     def guarded_roots(self) -> tuple[str, ...]:
         return self.large.guarded_roots()
 
+    def writes_in_transaction(self, size: int) -> bool:
+        """A small blob is held by a ``deferring()`` view and written by the command's transaction; the file
+        tier is asked first whether it holds it, which costs a ``stat`` only when it is a local folder."""
+        return self.large.local and 0 <= size <= self.limit
+
     # -- deferral: small blobs written with the command's events --------------------------------------
 
     def deferring(self, before_large: Callable[[], None] | None = None) -> TieredBlobStore:
