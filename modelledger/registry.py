@@ -327,8 +327,8 @@ class Registry:
             if first is not None:
                 return self._finish(first, wait, timeout)
         try:
-            source = source_text if stored is not None else _ingest().check_source(source_text)
-            if stored is None and not _ingest().is_local_file(source):
+            source, one_file = (source_text, True) if stored is not None else _ingest().checked_source(source_text)
+            if not one_file:
                 checked()  # a folder or a URL: refused before anything of it is read
         except ModelLedgerError:
             checked()  # bad input is named first, as before the source was looked at

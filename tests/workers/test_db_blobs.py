@@ -352,11 +352,11 @@ def test_a_small_register_on_postgresql_takes_a_tags_two_round_trips(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, new_postgres_database) -> None:  # noqa: ANN001
     """The small blob is written by one statement whose result nobody reads, so it goes out with the events and
     the COMMIT (reading whether the blob existed was a third round trip: a tag takes two). The same bytes registered again are
-    stored once; a blob of several chunk rows is whole."""
+    stored once; a blob of several chunk rows, or of none, is whole."""
     monkeypatch.setenv("MLEDGER_SMALL_BLOBS", "3M")
     url = new_postgres_database()
     files = []
-    for i, size in enumerate((400, 400, 2 * 1024 * 1024 + 5)):
+    for i, size in enumerate((400, 400, 2 * 1024 * 1024 + 5, 0)):
         files.append(tmp_path / f"w{i}.bin")
         files[-1].write_bytes(os.urandom(size))
     with Registry.open(tmp_path / "home", actor="t@t", database=url) as reg:
@@ -368,9 +368,10 @@ def test_a_small_register_on_postgresql_takes_a_tags_two_round_trips(
         monkeypatch.undo()
         again = reg.register("n", artifact=str(files[0]))  # already in the database tier: written once
         big = reg.register("m", artifact=str(files[2]))  # three chunk rows, in the same one statement
+        empty = reg.register("m", artifact=str(files[3]))  # no chunk row
         store = reg.store()
         assert isinstance(store, TieredBlobStore)
-        for version, src in ((v, files[0]), (again, files[0]), (big, files[2])):
+        for version, src in ((v, files[0]), (again, files[0]), (big, files[2]), (empty, files[3])):
             assert version.status == "ready" and store.small.exists(version.artifact["digest"])
             out = tmp_path / f"{version.name}{version.version}.out"
             reg.pull(version, str(out))
@@ -379,7 +380,7 @@ def test_a_small_register_on_postgresql_takes_a_tags_two_round_trips(
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
-        assert conn.execute("SELECT count(*) FROM blob_store").fetchone()[0] == 3
+        assert conn.execute("SELECT count(*) FROM blob_store").fetchone()[0] == 4
         assert conn.execute("SELECT count(*) FROM blob_chunks").fetchone()[0] == 1 + 1 + 3
 
 

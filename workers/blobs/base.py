@@ -219,7 +219,9 @@ def _read_upto(fd: int, limit: int) -> bytes:
 
     Sized by the file, not by ``SMALL_FILE``: for a register of a 400 B file, ``fdopen`` + ``read(SMALL_FILE +
     1)`` cost 100–150 µs (a 1 MiB buffer allocated, mapped and shrunk), ``read(401)`` 27–40 µs, ``pread`` 1–2 µs,
-    where the whole register costs ~0.9 ms of CPU."""
+    where the whole register costs ~0.9 ms of CPU. A read that comes back short with ``limit - 1`` bytes in
+    hand (``_put_fd`` asks for the size ``fstat`` gave plus one) met the end of the file: reading again only to
+    be told so was one more system call per register."""
     parts: list[bytes] = []
     got = 0
     while got < limit:
@@ -228,6 +230,8 @@ def _read_upto(fd: int, limit: int) -> bytes:
             break
         parts.append(part)
         got += len(part)
+        if got == limit - 1:
+            break
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 

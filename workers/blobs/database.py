@@ -327,7 +327,10 @@ class DatabaseBlobStore(BlobStore):
         with edge("cannot write blob"):
             if self.sql.PUT_IN is not None:
                 pieces = [self.sql.binary(data[start:start + CHUNK]) for start in range(0, len(data), CHUNK)]
-                self._run(conn, self.sql.PUT_IN, (*row, list(range(len(pieces))), pieces))
+                if len(pieces) == 1:
+                    self._run(conn, self.sql.PUT_IN, (*row, pieces[0]))
+                else:
+                    self._run(conn, self.sql.PUT_IN_CHUNKS, (*row, list(range(len(pieces))), pieces))
                 # Whether the blob was new is not read (that is the round trip saved): counted as written.
                 created = True
             else:
