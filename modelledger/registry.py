@@ -168,6 +168,23 @@ def _digests_present(digests: set[str], store: BlobStore, what: str) -> Callable
     return check
 
 
+def _nothing() -> None:
+    return None
+
+
+class _Precheck:
+    """``precheck(command)`` once, when first called: the checks that need no state, for the moments they must
+    come before the command's own decision (see ``Registry._create``)."""
+
+    def __init__(self, command: c.Command) -> None:
+        self.command: c.Command | None = command
+
+    def __call__(self) -> None:
+        command, self.command = self.command, None
+        if command is not None:
+            precheck(command)
+
+
 class Registry:
     """An open registry. Use ``Registry.open()`` (same configuration as the CLI) and ``close()`` it,
     or use it as a context manager."""
@@ -303,18 +320,26 @@ class Registry:
         source_text = str(stored.get("source", "")) if stored is not None else str(artifact)
         command = c.Register(name, {"source": source_text}, description, dict(tags or {}), dict(params or {}),
                              dict(structure or {}), dict(optimizer or {}))
-        precheck(command)  # names, JSON, sizes: refused before anything is read or written
+        checked = _Precheck(command)
         if idempotency_key is not None:
+            checked()  # a retry is recognised by its request: a valid one
             first = first_result(self.recorder, idempotency_key, command)
             if first is not None:
                 return self._finish(first, wait, timeout)
-        source = source_text if stored is not None else _ingest().check_source(source_text)
+        try:
+            source, one_file = (source_text, True) if stored is not None else _ingest().checked_source(source_text)
+            if not one_file:
+                checked()  # a folder or a URL: refused before anything of it is read
+        except ModelLedgerError:
+            checked()  # bad input is named first, as before the source was looked at
+            raise
 
         def build(art: dict[str, Any]) -> c.Command:
             return c.Register(name, art, description, command.tags, command.params, command.structure,
                               command.optimizer)
 
-        return self._create(build, source, command, idempotency_key, run_id, wait, timeout, progress, stored)
+        return self._create(build, source, command, idempotency_key, run_id, wait, timeout, progress, stored,
+                            checked)
 
     def update(
         self,
@@ -359,7 +384,8 @@ class Registry:
 
     def _create(self, build: Callable[[dict[str, Any]], c.Command], source: str, request: c.Command,
                 idempotency_key: str | None, run_id: str | None, wait: bool, timeout: float | None,
-                progress: Callable[[int], None] | None, stored: dict[str, Any] | None = None) -> VersionRecord:
+                progress: Callable[[int], None] | None, stored: dict[str, Any] | None = None,
+                checked: Callable[[], None] | None = None) -> VersionRecord:
         """Append a command that creates a version with a new artifact.
 
         Embedded: the artifact is ingested first (the ingest actor's own code, in this thread) and the
@@ -368,13 +394,21 @@ class Registry:
         Redis: a source under ``MLEDGER_SOURCES`` is appended ``pending`` and its ingest job goes through the
         outbox (the worker may read it); any other source is copied by this process, as embedded — a worker
         never reads a file only because the log names it. ``stored``: the artifact's bytes are already in the
-        store (uploaded), these are their facts: nothing is read."""
+        store (uploaded), these are their facts: nothing is read.
+
+        ``checked``: the command's stateless checks (``precheck``), when they have not run yet. The decision in
+        the command's transaction makes the same checks, so they run here only before something would be
+        written outside that transaction (a blob of the file tier: the view's ``before_large``) or when the
+        ingest fails (bad input is named first); a refused command writes nothing, its small blobs being
+        written by ``finish``, after the decision. Running them twice was ~5 % of a small register's CPU."""
+        checked = checked or _nothing
         if stored is not None:
             try:
+                check, finish = self._in_transaction(stored, self.store())
                 outcome = execute(self.recorder, self.projection, build(stored), self._meta(run_id),
-                                  idempotency_key=idempotency_key, request=request,
-                                  check=self._blobs_present(stored, self.store()), finish=self._record_in)
+                                  idempotency_key=idempotency_key, request=request, check=check, finish=finish)
             except _BlobsVanished:
+                checked()
                 raise ArtifactError("the uploaded blobs were removed by gc before the version was recorded; "
                                     "upload them again") from None
             return outcome.record() if outcome.record is not None else self._produced(outcome)
@@ -383,25 +417,50 @@ class Registry:
             return self._finish(outcome, wait, timeout, progress)
         ingest = _ingest()
         for _ in range(3):
-            # Small blobs kept in the registry's database wait in this view and are written by the check,
+            # Small blobs kept in the registry's database wait in this view and are written by ``finish``,
             # inside the command's transaction: bytes and events commit together, once.
             store = self.store()
-            store = store.deferring() if hasattr(store, "deferring") else store
+            if hasattr(store, "deferring"):
+                store = store.deferring(before_large=checked)
+            else:
+                checked()
             try:
                 facts = ingest.ingest_artifact(store, source, progress=progress)
             except ingest.BlobsVanished:
                 continue  # gc freed a blob we deduplicated against before the sniff; copy again
+            except ModelLedgerError:
+                checked()
+                raise
+            check, finish = self._in_transaction(facts, store)
             try:
                 outcome = execute(self.recorder, self.projection, build(facts), self._meta(run_id),
-                                  idempotency_key=idempotency_key, request=request,
-                                  check=self._blobs_present(facts, store), finish=self._record_in)
+                                  idempotency_key=idempotency_key, request=request, check=check, finish=finish)
             except _BlobsVanished:
                 continue  # gc freed a blob we deduplicated against; copy again
             return outcome.record() if outcome.record is not None else self._produced(outcome)
         raise ArtifactError(f"the blobs of {source} kept disappearing while registering it (is gc running?)")
 
-    def _blobs_present(self, facts: dict[str, Any], store: BlobStore) -> Callable[[Any], None]:
-        return _digests_present(_ingest().artifact_blobs(facts), store, str(facts.get("source", "")))
+    def _in_transaction(self, facts: dict[str, Any], store: BlobStore
+                        ) -> tuple[Callable[[Any], None], Callable[[Any, Outcome], Any]]:
+        """The hooks of the command recording ``facts`` in its transaction. ``check`` (under the write lock,
+        before deciding): the blobs it deduplicated against still exist (gc deletes blobs under the same lock,
+        so the check is race-free). ``finish`` (once its events are appended, before the COMMIT): the small
+        blobs a tiered store deferred to this transaction are written, so a command the decider refuses
+        writes none; then the record is read."""
+        deferred = set(store.deferred) if hasattr(store, "commit_deferred") else set()
+        needed = _ingest().artifact_blobs(facts) - deferred
+        what = str(facts.get("source", ""))
+
+        def check(tx: Any) -> None:
+            if not all(store.exists(d) for d in needed):
+                raise _BlobsVanished(what)
+
+        def finish(tx: Any, outcome: Outcome) -> Callable[[], VersionRecord] | None:
+            if deferred:
+                store.commit_deferred(tx)
+            return self._record_in(tx, outcome)
+
+        return check, finish
 
     # -- side effects ------------------------------------------------------------------------------
     def _finish(self, outcome: Outcome, wait: bool, timeout: float | None,

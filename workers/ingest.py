@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlparse
 
 import fsspec
 
-from eventstore.errors import ArtifactError, ValidationError
+from eventstore.errors import ArtifactError, ModelLedgerError, ValidationError
 
 from .blobs import BlobStore, open_store
 from .blobs.base import ArtifactInfo, is_local_path
@@ -57,11 +58,19 @@ def normalize_source(source: str) -> str:
 def check_source(source: str) -> str:
     """The normalised source, after making sure it can be read — so a missing file is refused before
     anything is appended."""
+    return checked_source(source)[0]
+
+
+def checked_source(source: str) -> tuple[str, bool]:
+    """``check_source``, and whether the source is a local regular file (links followed, as the ingest
+    follows them), from the same ``stat``."""
     src = normalize_source(source)
     if is_local_path(src):
-        if not os.path.exists(src):
-            raise ArtifactError(f"artifact source not found: {source}")
-        return src
+        try:
+            st = os.stat(src)
+        except (OSError, ValueError):
+            raise ArtifactError(f"artifact source not found: {source}") from None
+        return src, stat.S_ISREG(st.st_mode)
     try:
         fs, path = fsspec.core.url_to_fs(src)
         found = fs.exists(path)
@@ -69,7 +78,7 @@ def check_source(source: str) -> str:
         raise ArtifactError(f"cannot reach the artifact source {source}: {exc}") from None
     if not found:
         raise ArtifactError(f"artifact source not found: {source}")
-    return src
+    return src, False
 
 
 def source_readable(source: str) -> bool:
@@ -110,8 +119,8 @@ def ingest_artifact(
         store = open_store(store)
     try:
         info = store.ingest(src, progress=progress, beneath=beneath)
-    except ArtifactError:
-        raise
+    except ModelLedgerError:
+        raise  # ours, as raised (a refusal of the command's checks before a write: ``deferring(before_large)``)
     except (OSError, ValueError) as exc:
         raise ArtifactError(f"cannot ingest {source}: {exc}") from None
     return describe(store, info, src)

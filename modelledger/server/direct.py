@@ -126,10 +126,8 @@ def database_only(request: Request, body: BaseModel) -> bool:
         return True
     if not isinstance(art, dict) or "content_base64" not in art:
         return False  # uploaded blobs (the store is asked) or a URL (fetched)
-    store = request.app.state.registry.store()
-    size, limit = art.get("size"), getattr(store, "limit", None)
-    return (hasattr(store, "deferring") and store.local and type(size) is int and type(limit) is int
-            and 0 <= size <= limit)
+    size = art.get("size")
+    return type(size) is int and request.app.state.registry.store().writes_in_transaction(size)
 
 
 def _write(model: type[BaseModel], fn: Callable[..., dict[str, Any]], on_loop: bool = False) -> Handler:

@@ -323,3 +323,138 @@ def test_a_stream_goes_to_the_tier_its_size_picks_even_read_in_short_pieces(tmp_
     assert store.large.exists(sha(big)) and not store.large.exists(sha(tiny))
     assert store.read_blob(sha(tiny)) == tiny and store.read_blob(sha(big)) == big
     small.close()
+
+
+# -- PostgreSQL: the small blob rides the command's pipeline ------------------------------------------------
+
+def _count_round_trips(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Waits for the server's answer (a plain execute, a pipeline's fetch, sync or exit), as
+    ``scripts/profile_pg.py`` counts them."""
+    import psycopg
+
+    count = [0]
+    wait = psycopg.Connection.wait
+
+    def counting(conn, gen, *args, **kwargs):  # noqa: ANN001, ANN202
+        name = getattr(getattr(gen, "gi_code", None), "co_name", "")
+        pipeline = conn._pipeline
+        if name in ("_sync_gen", "_exit_gen") or (name == "_fetch_gen" and pipeline and pipeline.result_queue) \
+                or (name not in ("_fetch_gen", "_enter_gen") and pipeline is None):
+            count[0] += 1
+        return wait(conn, gen, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Connection, "wait", counting)
+    return count
+
+
+@pytest.mark.postgres
+def test_a_small_register_on_postgresql_takes_a_tags_two_round_trips(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, new_postgres_database) -> None:  # noqa: ANN001
+    """The small blob is written by one statement whose result nobody reads, so it goes out with the events and
+    the COMMIT (reading whether the blob existed was a third round trip: a tag takes two). The same bytes registered again are
+    stored once; a blob of several chunk rows, or of none, is whole."""
+    monkeypatch.setenv("MLEDGER_SMALL_BLOBS", "3M")
+    url = new_postgres_database()
+    files = []
+    for i, size in enumerate((400, 400, 2 * 1024 * 1024 + 5, 0)):
+        files.append(tmp_path / f"w{i}.bin")
+        files[-1].write_bytes(os.urandom(size))
+    with Registry.open(tmp_path / "home", actor="t@t", database=url) as reg:
+        # The store exists, the statements are prepared, the model exists (a new model's fold reads once more).
+        reg.register("m", artifact=str(files[1]))
+        trips = _count_round_trips(monkeypatch)
+        v = reg.register("m", artifact=str(files[0]))
+        assert trips[0] == 2
+        monkeypatch.undo()
+        again = reg.register("n", artifact=str(files[0]))  # already in the database tier: written once
+        big = reg.register("m", artifact=str(files[2]))  # three chunk rows, in the same one statement
+        empty = reg.register("m", artifact=str(files[3]))  # no chunk row
+        store = reg.store()
+        assert isinstance(store, TieredBlobStore)
+        for version, src in ((v, files[0]), (again, files[0]), (big, files[2]), (empty, files[3])):
+            assert version.status == "ready" and store.small.exists(version.artifact["digest"])
+            out = tmp_path / f"{version.name}{version.version}.out"
+            reg.pull(version, str(out))
+            assert out.read_bytes() == src.read_bytes()
+        assert reg.audit(deep=True).ok
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM blob_store").fetchone()[0] == 4
+        assert conn.execute("SELECT count(*) FROM blob_chunks").fetchone()[0] == 1 + 1 + 3
+
+
+def test_a_register_refused_by_the_decider_writes_no_small_blob(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The small blobs a register deferred to its transaction are written once its events are appended: a
+    command the decider refuses (here: its model was deleted) leaves no blob row, though its transaction
+    commits (it may carry other commands' events)."""
+    from eventstore.errors import ConflictError
+
+    monkeypatch.delenv("MLEDGER_SMALL_BLOBS", raising=False)
+    first, second = tmp_path / "a.bin", tmp_path / "b.bin"
+    first.write_bytes(b"first weights" * 10)
+    second.write_bytes(b"second weights" * 10)
+    home = tmp_path / "home"
+    with Registry.open(home, actor="t@t") as reg:
+        reg.register("m", artifact=str(first))
+        reg.delete("m", reason="gone")
+        with pytest.raises(ConflictError, match="deleted"):
+            reg.register("m", artifact=str(second))
+    assert db_rows(home, "blob_store") == 1 and db_rows(home, "blob_chunks") == 1
+
+
+def test_a_small_register_checks_its_input_once_and_bad_input_writes_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A register of a small local file writes nothing outside its transaction, so its input is checked by the
+    command's own decision only (not a second time before the ingest). What is written outside it — a blob of
+    the file tier — waits for the checks, so bad input still leaves nothing behind, and is named before a
+    missing source is."""
+    from eventstore import decider
+    from eventstore.errors import ValidationError
+    from modelledger import registry
+
+    monkeypatch.delenv("MLEDGER_SMALL_BLOBS", raising=False)
+    calls: list[str] = []
+
+    def counted(command: object) -> None:
+        calls.append(type(command).__name__)
+        decider.precheck(command)
+
+    monkeypatch.setattr(registry, "precheck", counted)
+    small, large = tmp_path / "small.bin", tmp_path / "large.bin"
+    small.write_bytes(os.urandom(1000))
+    large.write_bytes(os.urandom(300_000))
+    home = tmp_path / "home"
+    with Registry.open(home, actor="t@t") as reg:
+        assert reg.register("m", artifact=str(small)).status == "ready"
+        assert calls == []
+        assert reg.register("m", artifact=str(large)).status == "ready"
+        assert calls == ["Register"]  # before the file tier's write
+        store = reg.store()
+        for bad in (small, large, tmp_path / "missing.bin"):
+            with pytest.raises(ValidationError, match="tag"):
+                reg.register("m", artifact=str(bad), tags={"": "empty key"})
+        assert reg.model("m").latest == 2
+        assert sorted(d for d, _s, _m in store.iter_blobs()) == sorted(
+            "sha256:" + hashlib.sha256(p.read_bytes()).hexdigest() for p in (small, large))
+
+
+def test_a_store_tells_whether_a_blob_is_written_by_the_commands_transaction(tmp_path: Path) -> None:
+    """What the server asks before running a write on its event loop: only the tiered store's small blobs, with
+    a local file tier (asked with a ``stat``), are written by the command's own transaction."""
+    database = f"sqlite://{tmp_path / 'registry.db'}"
+    tiered = open_store(str(tmp_path / "artifacts"), database=database, new_registry=True)
+    remote = open_store("memory://writes-in-transaction", database=database, new_registry=True)
+    every = open_store("db", database=database)
+    try:
+        assert isinstance(tiered, TieredBlobStore) and isinstance(remote, TieredBlobStore)
+        assert tiered.writes_in_transaction(0) and tiered.writes_in_transaction(tiered.limit)
+        assert tiered.deferring().writes_in_transaction(400)
+        assert not tiered.writes_in_transaction(tiered.limit + 1)
+        assert not remote.writes_in_transaction(400)  # its file tier is asked over the network
+        assert not tiered.large.writes_in_transaction(400)
+        assert not every.writes_in_transaction(400)  # written by the store's own transaction
+    finally:
+        for store in (tiered, remote, every):
+            store.close()

@@ -219,7 +219,9 @@ def _read_upto(fd: int, limit: int) -> bytes:
 
     Sized by the file, not by ``SMALL_FILE``: for a register of a 400 B file, ``fdopen`` + ``read(SMALL_FILE +
     1)`` cost 100–150 µs (a 1 MiB buffer allocated, mapped and shrunk), ``read(401)`` 27–40 µs, ``pread`` 1–2 µs,
-    where the whole register costs ~0.9 ms of CPU."""
+    where the whole register costs ~0.9 ms of CPU. A read that comes back short with ``limit - 1`` bytes in
+    hand (``_put_fd`` asks for the size ``fstat`` gave plus one) met the end of the file: reading again only to
+    be told so was one more system call per register."""
     parts: list[bytes] = []
     got = 0
     while got < limit:
@@ -228,6 +230,8 @@ def _read_upto(fd: int, limit: int) -> bytes:
             break
         parts.append(part)
         got += len(part)
+        if got == limit - 1:
+            break
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
@@ -314,6 +318,14 @@ class BlobStore(ABC):
     def guarded_roots(self) -> tuple[str, ...]:
         """Local folders a pull must never write into (the store's own files)."""
         return ()
+
+    def writes_in_transaction(self, size: int) -> bool:
+        """Would a blob of ``size`` bytes be written by the log's write transaction of the command that records
+        it, with nothing else reached on the way (no network, no file written)? Then that command touches the
+        registry's database alone (the server runs such writes on its event loop). No, here: a blob is written
+        by the store itself."""
+        del size
+        return False
 
     def _exists_for_write(self, digest: str) -> bool:
         """``exists`` as a write's dedup check sees it (its errors are the write's: "cannot write blob")."""

@@ -19,6 +19,7 @@ SCHEMA = (
     "size BIGINT NOT NULL, chunk INT NOT NULL, created DOUBLE NOT NULL) ENGINE=InnoDB",
 )
 INSERT_BLOB = "INSERT IGNORE INTO blob_store (digest, upload, size, chunk, created) VALUES (%s, %s, %s, %s, %s)"
+PUT_IN = None  # DatabaseBlobStore.put_in: the blob's row, then its chunks if the row was new
 
 
 def parts(url: str) -> dict[str, Any]:

@@ -15,6 +15,16 @@ SCHEMA = (
 )
 INSERT_BLOB = ("INSERT INTO blob_store (digest, upload, size, chunk, created) VALUES (%s, %s, %s, %s, %s) "
                "ON CONFLICT (digest) DO NOTHING")
+# ``DatabaseBlobStore.put_in``: a blob written inside the log's transaction in one statement whose result is not
+# read (the chunks go in only if the blob's row was new), so it rides the command's pipeline. One chunk (every
+# blob of the small tier) as a plain parameter: a bytea[] costs psycopg ~50 µs more CPU to adapt than a bytea.
+PUT_IN = ("WITH b AS (INSERT INTO blob_store (digest, upload, size, chunk, created) VALUES (%s, %s, %s, %s, %s) "
+          "ON CONFLICT (digest) DO NOTHING RETURNING upload) "
+          "INSERT INTO blob_chunks (upload, seq, data) SELECT b.upload, 0, %s::bytea FROM b")
+PUT_IN_CHUNKS = ("WITH b AS (INSERT INTO blob_store (digest, upload, size, chunk, created) "
+                 "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (digest) DO NOTHING RETURNING upload) "
+                 "INSERT INTO blob_chunks (upload, seq, data) SELECT b.upload, c.seq, c.data "
+                 "FROM b, unnest(%s::integer[], %s::bytea[]) AS c(seq, data)")
 # Concurrent CREATE TABLE IF NOT EXISTS can still collide in PostgreSQL's catalog: serialise it.
 SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(7244190335061)"
 

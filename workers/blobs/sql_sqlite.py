@@ -19,6 +19,7 @@ SCHEMA = (
     "chunk INTEGER NOT NULL, created REAL NOT NULL) WITHOUT ROWID",  # small rows: one b-tree, no extra index
 )
 INSERT_BLOB = "INSERT OR IGNORE INTO blob_store (digest, upload, size, chunk, created) VALUES (?, ?, ?, ?, ?)"
+PUT_IN = None  # DatabaseBlobStore.put_in: the blob's row, then its chunks if the row was new
 HAS_TABLES = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'blob_store'"
 
 

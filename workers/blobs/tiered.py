@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 from .base import Blob, BlobStore, Progress, Staged
@@ -33,6 +33,7 @@ class TieredBlobStore(BlobStore):
         self.local = large.local
         self.parallel_writes = large.parallel_writes
         self._deferred: dict[str, bytes] | None = None
+        self._before_large: Callable[[], None] | None = None
 
     def close(self) -> None:
         self.small.close()
@@ -40,16 +41,28 @@ class TieredBlobStore(BlobStore):
     def guarded_roots(self) -> tuple[str, ...]:
         return self.large.guarded_roots()
 
+    def writes_in_transaction(self, size: int) -> bool:
+        """A small blob is held by a ``deferring()`` view and written by the command's transaction; the file
+        tier is asked first whether it holds it, which costs a ``stat`` only when it is a local folder."""
+        return self.large.local and 0 <= size <= self.limit
+
     # -- deferral: small blobs written with the command's events --------------------------------------
 
-    def deferring(self) -> TieredBlobStore:
-        """A view of this store for one command: its small blobs wait in memory for ``commit_deferred``."""
+    def deferring(self, before_large: Callable[[], None] | None = None) -> TieredBlobStore:
+        """A view of this store for one command: its small blobs wait in memory for ``commit_deferred``.
+        ``before_large`` is called before anything is read for, or written to, the file tier (a blob past the
+        limit: written outside the command's transaction); what it raises stops the write."""
         # What ``copy.copy`` does (through ``__getstate__``: a view counts in its own stats, with its own lock),
         # without its generic dispatch: one view per register.
         view = object.__new__(type(self))
         view.__setstate__(self.__getstate__())
         view._deferred = {}
+        view._before_large = before_large
         return view
+
+    def _to_large(self) -> None:
+        if self._before_large is not None:
+            self._before_large()
 
     @property
     def deferred(self) -> dict[str, bytes]:
@@ -115,6 +128,7 @@ class TieredBlobStore(BlobStore):
         return blob
 
     def _large_put_bytes(self, data: bytes, staged: Staged | None) -> Blob:
+        self._to_large()
         inner: Staged | None = [] if staged is not None else None
         blob = self.large.put_bytes(data, inner)
         if staged is not None:
@@ -137,6 +151,7 @@ class TieredBlobStore(BlobStore):
 
                 raise ArtifactError("artifact source changed while it was being stored; try again")
             return self.put_bytes(head, staged)
+        self._to_large()
         inner: Staged | None = [] if staged is not None else None
         blob = self.large.write_stream(_Chained(head, reader), progress, expected_hex, inner)
         if staged is not None:
@@ -147,6 +162,7 @@ class TieredBlobStore(BlobStore):
                       staged: Staged | None, *, in_parallel: bool = False) -> Blob:
         if st.st_size <= self.limit:  # SMALL_FILE is below the limit: not reached with the defaults
             return super()._put_large_fd(fd, f, st, shown, progress, staged)
+        self._to_large()
         inner: Staged | None = [] if staged is not None else None
         blob = self.large._put_large_fd(fd, f, st, shown, progress, inner, in_parallel=in_parallel)
         if staged is not None:
