@@ -842,6 +842,16 @@ async def _download(request: Request, path: str) -> Any:
     return await _answer(download_artifact, request, path=path)
 
 
+# The routes that may run on the event loop when they are their process's only request (``direct._mlflow``):
+# one command and nothing after it, or reads only. Not a route that writes twice or reads after its write
+# (create, update, transition-stage, rename...): run again in the thread pool after a write that could not
+# take the lock at once, it would repeat what it had done before.
+ON_LOOP = frozenset({
+    get_registered_model, search_registered_models, get_latest_versions, get_by_alias, get_model_version,
+    search_model_versions, get_download_uri, set_registered_model_tag, delete_registered_model_tag, set_alias,
+    delete_alias, set_model_version_tag, delete_model_version_tag, delete_model_version, delete_registered_model,
+})
+
 # Every route of a fixed path: ``direct.Direct`` answers these without FastAPI's routing; they stay on the
 # router too (the same functions), so an app without that layer serves them alike.
 FIXED_ROUTES = [(method, MLFLOW + path, fn) for method, path, fn in ROUTES] + [
