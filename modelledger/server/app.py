@@ -31,6 +31,7 @@ from . import mlflow_api
 from .auth import authenticate
 from .direct import Direct, ledger_error, replaying
 from .errors import body
+from .fetch import Origins
 from .routes import API, router
 
 MAX_JSON_BODY = 8 * 1024 * 1024  # a command's JSON (events are at most 1 MiB each; params appear twice)
@@ -118,18 +119,21 @@ def create_app(config: Config, *, allow_anonymous_read: bool = False) -> FastAPI
     # (an fsspec filesystem per request would cost more than most requests).
     registry.store()
     registry.token_table.catch_up()
+    origins = Origins()  # connections kept open to the sources MLflow's creates name (fetch.py)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         try:
             yield
         finally:
+            origins.close()
             registry.close()
 
     app = LedgerApp(title="modelledger", version=__version__, lifespan=lifespan,
                   openapi_url=f"{API}/openapi.json", docs_url=f"{API}/docs", redoc_url=None,
                   description="The registry's JSON API: one route per CLI command. See docs/http.md.")
     app.state.registry = registry
+    app.state.origins = origins
     app.state.allow_anonymous_read = allow_anonymous_read
     app.include_router(router)
     app.include_router(mlflow_api.router)  # MLflow's registry API (docs/mlflow.md)

@@ -163,7 +163,7 @@ def _write(model: type[BaseModel], fn: Callable[..., dict[str, Any]], on_loop: b
     return handle
 
 
-def _mlflow(fn: Callable[..., Any]) -> Handler:
+def _mlflow(fn: Callable[..., Any], on_loop: bool = False) -> Handler:
     async def handle(request: Request, raw: bytes) -> Response:
         try:
             body = mlflow_api.parse_body(request, raw)
@@ -173,10 +173,22 @@ def _mlflow(fn: Callable[..., Any]) -> Handler:
         def run() -> Response:
             try:
                 answer = fn(request, body)
+            except WouldWait:
+                raise
             except (mlflow_api.MlflowError, ModelLedgerError) as exc:
                 return mlflow_api.error_response(exc)
             return answer if isinstance(answer, Response) else encode(answer)
 
+        if on_loop and _on_loop(request):
+            # As ``_write``: MlflowClient's set_model_version_tag is a registered-models/get then a set-tag,
+            # two hops to the pool and back per call otherwise. A route here is one command and nothing
+            # after it, or reads only, so a ``WouldWait`` (raised before anything is written) lets the whole
+            # call run again in the pool without doing anything twice.
+            try:
+                with without_waiting():
+                    return run()
+            except WouldWait:
+                pass
         return await anyio.to_thread.run_sync(run)
 
     return handle
@@ -187,7 +199,7 @@ def table() -> dict[tuple[str, str], Handler]:
     for path, (model, fn) in WRITES.items():
         found[("POST", r.API + path)] = _write(model, fn, path in ON_LOOP)
     for method, path, fn in mlflow_api.FIXED_ROUTES:
-        found[(method, path)] = _mlflow(fn)
+        found[(method, path)] = _mlflow(fn, fn in mlflow_api.ON_LOOP)
     return found
 
 

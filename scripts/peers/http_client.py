@@ -154,13 +154,21 @@ def op_mlflow_create(server: str, conn: Conn, task: dict[str, Any], k: int) -> N
         raise RuntimeError(f"create answered {b[:200]!r}")
 
 
+def op_mlflow_tag(server: str, conn: Conn, task: dict[str, Any], k: int) -> None:
+    """What ``MlflowClient.set_model_version_tag`` sends: ``registered-models/get`` (its prompt check), then
+    ``model-versions/set-tag``, against either server."""
+    s, b = conn.call("GET", "/api/2.0/mlflow/registered-models/get?name=bench-deep")
+    _ok(s, b, "mlflow get")
+    op_tag("mlflow", conn, task, k)
+
+
 def op_mlflow_search(server: str, conn: Conn, task: dict[str, Any], k: int) -> None:
     """``model-versions/search`` of MLflow's REST API, against either server."""
     op_search("mlflow", conn, task, k)
 
 
 OPS = {"create": op_create, "tag": op_tag, "search": op_search, "mlflow-create": op_mlflow_create,
-       "mlflow-search": op_mlflow_search}
+       "mlflow-tag": op_mlflow_tag, "mlflow-search": op_mlflow_search}
 
 
 def main() -> int:

@@ -52,6 +52,7 @@ def make_client(home: Path) -> Iterator[Callable[..., object]]:
         # A TestClient used outside ``with`` never runs the app's lifespan, whose exit closes the registry:
         # close it here, or every app leaves its PostgreSQL pool open ("too many clients" later in the run).
         client.app.state.registry.close()
+        client.app.state.origins.close()
 
 
 @pytest.fixture

@@ -55,11 +55,17 @@ def test_refusals_keep_their_status_headers_and_shape(make_client, admin, tokens
     assert r.status_code == 405  # a method the path does not take: FastAPI's routing answers
 
 
+TAGS = {"api": ("/api/v1/tag", {"ref": "resnet@1", "tags": {"stage": "prod"}}),
+        "mlflow": ("/api/2.0/mlflow/model-versions/set-tag", {"name": "resnet", "version": "1", "key": "stage",
+                                                              "value": "prod"})}
+
+
+@pytest.mark.parametrize("api", sorted(TAGS))
 def test_a_write_waiting_for_another_writer_leaves_the_server_answering(start_server, tokens, home,
-                                                                       registry_database):
+                                                                       registry_database, api):
     """A tag runs on the server's event loop only while the write lock is free at once: held by another
     process, the tag waits in the thread pool instead, so the server keeps answering meanwhile, and once the
-    lock is freed the tag is appended exactly once."""
+    lock is freed the tag is appended exactly once. The same for MLflow's set-tag."""
     import fcntl
     import os
     import threading
@@ -76,8 +82,8 @@ def test_a_write_waiting_for_another_writer_leaves_the_server_answering(start_se
         fd = os.open(lock_file_of(home / "registry.db"), os.O_RDWR)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)  # another process's hold, as the kernel sees it
-            tagging = threading.Thread(target=lambda: answers.append(
-                client.post("/api/v1/tag", json={"ref": "resnet@1", "tags": {"stage": "prod"}})))
+            path, payload = TAGS[api]
+            tagging = threading.Thread(target=lambda: answers.append(client.post(path, json=payload)))
             tagging.start()
             with server.client(tokens["reader"]) as reader:
                 for _ in range(3):
@@ -92,3 +98,37 @@ def test_a_write_waiting_for_another_writer_leaves_the_server_answering(start_se
     assert head(home) == before + 1
     with server.client(tokens["reader"]) as reader:
         assert reader.get("/api/v1/show", params={"ref": "resnet@1"}).json()["tags"] == {"stage": "prod"}
+
+
+def test_a_lone_mlflow_tag_and_its_model_read_run_on_the_event_loop(admin, home, monkeypatch, registry_database):
+    """MlflowClient's set_model_version_tag sends registered-models/get, then set-tag: alone in their process
+    on SQLite, neither hops to the thread pool; a route that writes then reads (create) still does."""
+    import anyio
+
+    from modelledger.server import direct
+
+    if registry_database:
+        pytest.skip("on PostgreSQL every command runs in the thread pool")
+    hops: list[str] = []
+
+    class Counting:
+        @staticmethod
+        async def run_sync(fn, *args):
+            hops.append(getattr(fn, "__qualname__", "?"))
+            return await anyio.to_thread.run_sync(fn, *args)
+
+    monkeypatch.setattr(direct, "anyio", type("anyio", (), {"to_thread": Counting}))
+    r = admin.post("/api/2.0/mlflow/registered-models/create", json={"name": "resnet"})
+    assert r.status_code == 200 and len(hops) == 1
+    register(admin, "resnet")
+    before = head(home)
+    hops.clear()
+    r = admin.get("/api/2.0/mlflow/registered-models/get", params={"name": "resnet"})
+    assert r.status_code == 200 and r.json()["registered_model"]["latest_versions"][0]["version"] == "1"
+    r = admin.post("/api/2.0/mlflow/model-versions/set-tag", json={"name": "resnet", "version": "1", "key": "k",
+                                                                   "value": "v"})
+    assert r.status_code == 200 and r.json() == {}
+    r = admin.post("/api/2.0/mlflow/model-versions/set-tag", json={"name": "resnet", "version": "9", "key": "k",
+                                                                   "value": "v"})
+    assert r.status_code == 404 and r.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST"
+    assert hops == [] and head(home) == before + 1

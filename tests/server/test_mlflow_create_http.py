@@ -139,3 +139,27 @@ def test_search_and_get_answer_each_version_s_run_id(mlflow_http, home):
     assert [v["version"] for v in found] == ["4", "1"]
     got = http.get("/api/2.0/mlflow/model-versions/get", params={"name": "m", "version": "3"}).json()
     assert got["model_version"]["run_id"] == "run-b"
+
+
+def test_a_create_sent_again_is_one_version_within_the_window_and_a_new_one_after_it(files, make_client, tokens,
+                                                                                   monkeypatch, home):
+    """MLflow's client re-sends a create that timed out: within ``RETRY_WINDOW`` the same request returns the
+    version the first one made; the same request made again later is a new version (as in MLflow). The
+    register's own key lookup tells which (no lookup of the key before it)."""
+    from modelledger.server import mlflow_api
+
+    folder, url, seen = files
+    monkeypatch.setenv("MLEDGER_SOURCES", url)
+    (folder / "model.bin").write_bytes(b"MLBENCH bytes")
+    http = make_client(tokens["writer"])
+    assert http.post("/api/2.0/mlflow/registered-models/create", json={"name": "m"}).status_code == 200
+    body = {"name": "m", "source": url + "model.bin", "run_id": "r1"}
+    first = http.post(CREATE, json=body).json()["model_version"]
+    again = http.post(CREATE, json=body).json()["model_version"]
+    assert first["version"] == again["version"] == "1" and again["run_id"] == "r1"
+    monkeypatch.setattr(mlflow_api, "RETRY_WINDOW", 0.0)  # every earlier create is now older than the window
+    later = http.post(CREATE, json=body).json()["model_version"]
+    assert later["version"] == "2" and later["run_id"] == "r1"
+    assert http.post(CREATE, json=body).json()["model_version"]["version"] == "3"
+    with Registry.open(home) as reg:
+        assert [v.version for v in reg.catalog().model("m").versions] == [1, 2, 3]
