@@ -42,7 +42,16 @@ from _benchlib import add_repo_to_path, median, small_files, temp_dir  # noqa: E
 
 add_repo_to_path()
 
-from bench_http import CLIENT, free_port, ours_env, ours_fill, session_cpu, takes_inline, wait_http  # noqa: E402
+from bench_http import (  # noqa: E402
+    CLIENT,
+    free_port,
+    ours_env,
+    ours_fill,
+    session_cpu,
+    stop_group,
+    takes_inline,
+    wait_http,
+)
 from bench_peers import _FolderServer  # noqa: E402
 
 OPS = ("create", "tag", "search", "mlflow-create", "mlflow-tag", "mlflow-search")
@@ -109,12 +118,7 @@ def start_server(d: str, tree: str, versions: int, sources: str, profile_out: st
 
 
 def stop_server(proc: subprocess.Popen) -> None:
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    stop_group(proc, 60)
 
 
 def drive(proc: subprocess.Popen, target: dict[str, Any], op: str, clients: int, n: int, versions: int,
