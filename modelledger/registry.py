@@ -156,13 +156,12 @@ def _compact_changes(change: dict[str, Any]) -> dict[str, Any]:
 
 
 def _digests_present(digests: set[str], store: BlobStore, what: str) -> Callable[[Any], None]:
-    """The ``check`` of a command that names stored blobs: under the write lock, write the small ones the
-    tiered store deferred to this transaction, and make sure the rest still exist (gc deletes blobs under the
-    same lock, so the check is race-free)."""
+    """The ``check`` of a command that names stored blobs: under the write lock, make sure they still exist (gc
+    deletes blobs under the same lock, so the check is race-free). Small blobs a tiered store deferred to the
+    command's transaction are written by its ``finish`` (``Registry._in_transaction``), not here."""
 
     def check(tx: Any) -> None:
-        written = set(store.commit_deferred(tx)) if hasattr(store, "commit_deferred") else set()
-        if not all(d in written or store.exists(d) for d in digests):
+        if not all(store.exists(d) for d in digests):
             raise _BlobsVanished(what)
 
     return check
@@ -448,12 +447,7 @@ class Registry:
         blobs a tiered store deferred to this transaction are written, so a command the decider refuses
         writes none; then the record is read."""
         deferred = set(store.deferred) if hasattr(store, "commit_deferred") else set()
-        needed = _ingest().artifact_blobs(facts) - deferred
-        what = str(facts.get("source", ""))
-
-        def check(tx: Any) -> None:
-            if not all(store.exists(d) for d in needed):
-                raise _BlobsVanished(what)
+        check = _digests_present(_ingest().artifact_blobs(facts) - deferred, store, str(facts.get("source", "")))
 
         def finish(tx: Any, outcome: Outcome) -> Callable[[], VersionRecord] | None:
             if deferred:

@@ -384,24 +384,25 @@ def test_a_small_register_on_postgresql_takes_a_tags_two_round_trips(
         assert conn.execute("SELECT count(*) FROM blob_chunks").fetchone()[0] == 1 + 1 + 3
 
 
-def test_a_register_refused_by_the_decider_writes_no_small_blob(tmp_path: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("log", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_a_register_refused_by_the_decider_writes_no_small_blob(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                request: pytest.FixtureRequest, log: str) -> None:
     """The small blobs a register deferred to its transaction are written once its events are appended: a
-    command the decider refuses (here: its model was deleted) leaves no blob row, though its transaction
-    commits (it may carry other commands' events)."""
+    command the decider refuses (here: its model was deleted) leaves no blob, though its transaction commits
+    (it may carry other commands' events). On both logs: PostgreSQL writes the blob with its own statement."""
     from eventstore.errors import ConflictError
 
     monkeypatch.delenv("MLEDGER_SMALL_BLOBS", raising=False)
+    database = request.getfixturevalue("new_postgres_database")() if log == "postgresql" else None
     first, second = tmp_path / "a.bin", tmp_path / "b.bin"
     first.write_bytes(b"first weights" * 10)
     second.write_bytes(b"second weights" * 10)
-    home = tmp_path / "home"
-    with Registry.open(home, actor="t@t") as reg:
-        reg.register("m", artifact=str(first))
+    with Registry.open(tmp_path / "home", actor="t@t", database=database) as reg:
+        kept = reg.register("m", artifact=str(first)).artifact["digest"]
         reg.delete("m", reason="gone")
         with pytest.raises(ConflictError, match="deleted"):
             reg.register("m", artifact=str(second))
-    assert db_rows(home, "blob_store") == 1 and db_rows(home, "blob_chunks") == 1
+        assert [digest for digest, _size, _created in reg.store().small.iter_blobs()] == [kept]
 
 
 def test_a_small_register_checks_its_input_once_and_bad_input_writes_nothing(
