@@ -39,8 +39,8 @@ _LOAD_VERSIONS = (f"SELECT {', '.join('v.' + c for c in VERSION_LOADED)} FROM (V
                   " CROSS JOIN versions AS v ON v.name = k.column1 AND v.version = k.column2")
 _INSERT_MODEL = f"INSERT INTO models ({', '.join(MODEL_FIELDS)}) VALUES ({_marks(len(MODEL_FIELDS))})"  # noqa: S608
 _UPDATE_MODEL = f"UPDATE models SET {', '.join(c + ' = ?' for c in MODEL_MUTABLE)} WHERE name = ?"  # noqa: S608
-_INSERT_VERSION = (f"INSERT INTO versions ({', '.join(VERSION_FIELDS)})"  # noqa: S608
-                   f" VALUES ({_marks(len(VERSION_FIELDS))})")
+_INSERT_VERSION = (f"INSERT INTO versions ({', '.join(VERSION_FIELDS)}, words)"  # noqa: S608
+                   f" VALUES ({_marks(len(VERSION_FIELDS) + 1)})")
 _UPDATE_VERSION = ("UPDATE versions SET status = ?, deleted = ?, tags = ?, metrics = ?, artifact = ?, deleted_at = ?,"
                    " requested_at = ?, description = ? WHERE name = ? AND version = ?")
 # A changed version whose status and deleted are as loaded (``Changes.versions_unindexed``): without them in
@@ -81,8 +81,8 @@ _IN_KEY_ORDER = frozenset({"model_states", "version_states", "artifact_states"})
 # insert the same tokens: the full-text index's pages and a segment to merge later, for nothing).
 _MODEL_WORDS = ("INSERT INTO model_words (name, words) VALUES (?, ?)"
                 " ON CONFLICT (name) DO UPDATE SET words = excluded.words WHERE words <> excluded.words")
-_VERSION_WORDS = ("INSERT INTO version_words (name, version, words) VALUES (?, ?, ?)"
-                  " ON CONFLICT (name, version) DO UPDATE SET words = excluded.words WHERE words <> excluded.words")
+# A new version's words go in with its row (``_INSERT_VERSION``); a stored version's only when they changed.
+_VERSION_WORDS = "UPDATE versions SET words = ? WHERE name = ? AND version = ? AND words <> ?"
 
 
 # The log's rows for a rebuild (the catalog lives in the log's file, and a rebuild holds its write lock).
@@ -152,10 +152,13 @@ class FoldStore:
 
     def write(self, changes: Changes) -> None:
         conn = self.conn
+        words = {(name, number): words_text(t) for name, number, t in changes.version_words}
         for name, statement in _STATEMENTS:
             rows = getattr(changes, name)
             if rows:
-                if name in _IN_KEY_ORDER:
+                if name == "versions_new":
+                    rows = [(*row, words.pop((row[0], row[1]), "")) for row in rows]
+                elif name in _IN_KEY_ORDER:
                     rows = sorted(rows)
                 elif name == "versions_changed" and changes.versions_unindexed:
                     unindexed = changes.versions_unindexed
@@ -166,8 +169,7 @@ class FoldStore:
                 conn.executemany(statement, rows)
         if changes.model_words:
             conn.executemany(_MODEL_WORDS, [(name, words_text(t)) for name, t in changes.model_words])
-        if changes.version_words:
-            conn.executemany(_VERSION_WORDS, [(name, number, words_text(t))
-                                              for name, number, t in changes.version_words])
+        if words:
+            conn.executemany(_VERSION_WORDS, [(text, name, number, text) for (name, number), text in words.items()])
         conn.execute("INSERT INTO projection_checkpoint (name, position) VALUES (?, ?)"
                      " ON CONFLICT (name) DO UPDATE SET position = excluded.position", (CHECKPOINT, changes.position))

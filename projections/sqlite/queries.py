@@ -7,6 +7,7 @@ Every function takes the connection of the caller's snapshot or transaction. JSO
 from __future__ import annotations
 
 import json
+import posixpath
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -104,6 +105,12 @@ def pending_positions(conn: sqlite3.Connection, cutoff: str, limit: int) -> list
         " ORDER BY requested_at LIMIT ?", (cutoff, limit))]
 
 
+def file_basename(file: str) -> str:
+    """The base name every file matching ``file`` (a path or a base name) has: the one index the files
+    table keeps is on it (``schema.INDEXES``), so both kinds of question probe it."""
+    return posixpath.basename(file)
+
+
 # -- searches ------------------------------------------------------------------------------------------------
 
 def list_models(conn: sqlite3.Connection, *, words: Sequence[str] | None, tags: Mapping[str, str],
@@ -120,9 +127,8 @@ def list_models(conn: sqlite3.Connection, *, words: Sequence[str] | None, tags: 
         where.append(
             "(m.name IN (SELECT w.name FROM model_words w WHERE w.id IN"
             " (SELECT rowid FROM models_fts WHERE models_fts MATCH ?))"
-            " OR m.name IN (SELECT v.name FROM version_words w JOIN versions v ON v.name = w.name"
-            " AND v.version = w.version WHERE w.id IN (SELECT rowid FROM versions_fts WHERE versions_fts MATCH ?)"
-            " AND v.deleted = 0))")
+            " OR m.name IN (SELECT v.name FROM versions v"
+            " WHERE v.id IN (SELECT rowid FROM versions_fts WHERE versions_fts MATCH ?) AND v.deleted = 0))")
         params += [q, version_fts_query(words)]
     for key, value in tags.items():
         where.append(
@@ -132,8 +138,8 @@ def list_models(conn: sqlite3.Connection, *, words: Sequence[str] | None, tags: 
     if file is not None:
         where.append(
             "EXISTS (SELECT 1 FROM files f JOIN versions v ON v.name = f.name AND v.version = f.version"
-            " WHERE f.name = m.name AND (f.basename = ? OR f.path = ?) AND v.deleted = 0)")
-        params += [file, file]
+            " WHERE f.name = m.name AND f.basename = ? AND (f.basename = ? OR f.path = ?) AND v.deleted = 0)")
+        params += [file_basename(file), file, file]
     if alias is not None:
         where.append("EXISTS (SELECT 1 FROM aliases a WHERE a.name = m.name AND a.alias = ?)")
         params.append(alias)
@@ -162,8 +168,7 @@ def search_versions(conn: sqlite3.Connection, *, words: Sequence[str] | None, na
     if words is not None:
         q = fts_query(words)
         where.append(
-            "((v.name, v.version) IN (SELECT w.name, w.version FROM version_words w WHERE w.id IN"
-            " (SELECT rowid FROM versions_fts WHERE versions_fts MATCH ?))"
+            "(v.id IN (SELECT rowid FROM versions_fts WHERE versions_fts MATCH ?)"
             " OR m.name IN (SELECT w.name FROM model_words w WHERE w.id IN"
             " (SELECT rowid FROM models_fts WHERE models_fts MATCH ?)))")
         params += [version_fts_query(words), q]
@@ -173,8 +178,8 @@ def search_versions(conn: sqlite3.Connection, *, words: Sequence[str] | None, na
         params += [key, value]
     if file is not None:
         where.append("EXISTS (SELECT 1 FROM files f WHERE f.name = v.name AND f.version = v.version"
-                     " AND (f.basename = ? OR f.path = ?))")
-        params += [file, file]
+                     " AND f.basename = ? AND (f.basename = ? OR f.path = ?))")
+        params += [file_basename(file), file, file]
     if alias is not None:
         where.append("EXISTS (SELECT 1 FROM aliases a WHERE a.name = v.name AND a.version = v.version"
                      " AND a.alias = ?)")
@@ -301,5 +306,5 @@ def words_rows(conn: sqlite3.Connection) -> Iterator[tuple]:
     """(name, version or 0, sorted tokens) of the search index, for comparing two indexes."""
     for name, words in conn.execute("SELECT name, words FROM model_words ORDER BY name"):
         yield name, 0, sorted(bytes.fromhex(w).decode("utf-8") for w in words.split())
-    for name, number, words in conn.execute("SELECT name, version, words FROM version_words ORDER BY name, version"):
+    for name, number, words in conn.execute("SELECT name, version, words FROM versions ORDER BY name, version"):
         yield name, number, sorted(bytes.fromhex(w).decode("utf-8") for w in words.split())

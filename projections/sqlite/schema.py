@@ -12,11 +12,10 @@ import sqlite3
 
 from eventstore.sqlscript import create_schema
 
-VERSION = 10  # bump when the tables change shape: an older catalog is then rebuilt from the log
+VERSION = 11  # bump when the tables change shape: an older catalog is then rebuilt from the log
 
 DECISION_TABLES = ("models", "versions", "aliases", "alias_history", "blob_refs")
-CATALOG_TABLES = ("tags", "metrics", "files", "model_states", "version_states", "artifact_states", "model_words",
-                  "version_words")
+CATALOG_TABLES = ("tags", "metrics", "files", "model_states", "version_states", "artifact_states", "model_words")
 TABLES = (*DECISION_TABLES, *CATALOG_TABLES, "projection_checkpoint")
 FTS_TABLES = ("models_fts", "versions_fts")
 
@@ -40,7 +39,12 @@ CREATE TABLE IF NOT EXISTS models (
     version_count  INTEGER NOT NULL DEFAULT 0,  -- kept, not counted: a listing reads one row per model
     deleted_at     TEXT
 );
+-- A version's row also holds its search words (FTS5's external content, below): a register writes them
+-- with the row, not in a table of their own (schema 10's ``version_words`` and its unique index: 2 of a
+-- register's pages). ``id`` names the row for the full-text index (an INTEGER PRIMARY KEY: a rowid that a
+-- VACUUM keeps).
 CREATE TABLE IF NOT EXISTS versions (
+    id           INTEGER PRIMARY KEY,
     name         TEXT NOT NULL,
     version      INTEGER NOT NULL,
     parent       INTEGER,
@@ -58,7 +62,8 @@ CREATE TABLE IF NOT EXISTS versions (
     position     INTEGER NOT NULL,
     deleted_at   TEXT,
     requested_at INTEGER,  -- position of the event whose ingest job is the latest for this version
-    PRIMARY KEY (name, version)
+    words        TEXT NOT NULL DEFAULT '',  -- the search tokens of ``projections.search``, hex, space-separated
+    UNIQUE (name, version)
 );
 -- Tables keyed by a composite primary key are WITHOUT ROWID: the key is the table, so a command's commit
 -- writes one b-tree page per table instead of the table's and its key index's.
@@ -133,19 +138,12 @@ CREATE TABLE IF NOT EXISTS artifact_states (
     artifact TEXT NOT NULL,
     PRIMARY KEY (name, version, position)
 ) WITHOUT ROWID;
--- The search index: the tokens of ``projections.search`` (hex-encoded, space-separated), in tables of their
--- own, indexed by FTS5 (external content, kept in step by triggers).
+-- The search index: the tokens of ``projections.search`` (hex-encoded, space-separated) of a model in a
+-- table of its own, of a version in its row; indexed by FTS5 (external content, kept in step by triggers).
 CREATE TABLE IF NOT EXISTS model_words (
     id    INTEGER PRIMARY KEY,
     name  TEXT NOT NULL UNIQUE,
     words TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS version_words (
-    id      INTEGER PRIMARY KEY,
-    name    TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    words   TEXT NOT NULL,
-    UNIQUE (name, version)
 );
 """
 
@@ -153,38 +151,45 @@ CREATE TABLE IF NOT EXISTS version_words (
 # above, which a re-stored version's refs are cleared through). A rebuild creates them after the last page:
 # building an index from the finished table costs less than keeping it in step row by row.
 INDEXES = """
-CREATE INDEX IF NOT EXISTS versions_live ON versions (name, deleted, version);
-CREATE INDEX IF NOT EXISTS versions_status ON versions (status);
+-- Only the versions still waiting for their bytes (the worker's sweep asks for them): a register that
+-- commits its version ready, and every version once stored, writes no page of this index. The catalog's
+-- other version reads go by name along the primary key. (Schema 10 also kept ``versions_live`` (name,
+-- deleted, version) and ``versions_status`` (status): two of a register's 26 pages per commit, read by
+-- no query the primary key does not answer.)
+CREATE INDEX IF NOT EXISTS versions_pending ON versions (requested_at) WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS aliases_by_alias ON aliases (alias);
 -- (key, value, name): `list --tag k=v` walks models by name and probes each one's k=v rows here; on
 -- (key, value) alone PostgreSQL hashed every k=v row instead (107,743 for task=ctr at 1,000,000
 -- events, load 13: ~1 s for `list --tag task=ctr --limit 100`; 5.7 ms with the name in the index).
 CREATE INDEX IF NOT EXISTS tags_by_kv ON tags (key, value, name);
 CREATE INDEX IF NOT EXISTS metrics_by_key ON metrics (name, key, value);
+-- A file is asked for by its path or by its base name; both probe the base name (a path's file has the
+-- path's base name), so one index serves both and a register writes one page for it, not two.
 CREATE INDEX IF NOT EXISTS files_by_basename ON files (basename);
-CREATE INDEX IF NOT EXISTS files_by_path ON files (path);
 """
 
 # FTS5 does not tokenise for us: the words are hex tokens (plain ASCII to its unicode61 tokenizer). Searches
 # filter and never rank, and never ask for phrases: no column sizes, no positions (detail=none).
 _FTS_TABLE = """
-CREATE VIRTUAL TABLE IF NOT EXISTS {t}s_fts USING fts5 (
-  words, content = "{t}_words", content_rowid = "id", columnsize = 0, detail = none
+CREATE VIRTUAL TABLE IF NOT EXISTS {fts} USING fts5 (
+  words, content = "{content}", content_rowid = "id", columnsize = 0, detail = none
 );
 """
 _FTS_TRIGGERS = """
-CREATE TRIGGER IF NOT EXISTS {t}s_fts_ai AFTER INSERT ON {t}_words BEGIN
-  INSERT INTO {t}s_fts (rowid, words) VALUES (new.id, new.words);
+CREATE TRIGGER IF NOT EXISTS {fts}_ai AFTER INSERT ON {content} BEGIN
+  INSERT INTO {fts} (rowid, words) VALUES (new.id, new.words);
 END;
-CREATE TRIGGER IF NOT EXISTS {t}s_fts_au AFTER UPDATE OF words ON {t}_words BEGIN
-  INSERT INTO {t}s_fts ({t}s_fts, rowid, words) VALUES ('delete', old.id, old.words);
-  INSERT INTO {t}s_fts (rowid, words) VALUES (new.id, new.words);
+CREATE TRIGGER IF NOT EXISTS {fts}_au AFTER UPDATE OF words ON {content} BEGIN
+  INSERT INTO {fts} ({fts}, rowid, words) VALUES ('delete', old.id, old.words);
+  INSERT INTO {fts} (rowid, words) VALUES (new.id, new.words);
 END;
-CREATE TRIGGER IF NOT EXISTS {t}s_fts_ad AFTER DELETE ON {t}_words BEGIN
-  INSERT INTO {t}s_fts ({t}s_fts, rowid, words) VALUES ('delete', old.id, old.words);
+CREATE TRIGGER IF NOT EXISTS {fts}_ad AFTER DELETE ON {content} BEGIN
+  INSERT INTO {fts} ({fts}, rowid, words) VALUES ('delete', old.id, old.words);
 END;
 """
+_FTS_CONTENT = (("models_fts", "model_words"), ("versions_fts", "versions"))  # the index, the table it reads
 _OLD_TABLES = ("models", "versions")  # catalogs before VERSION 9 kept FTS triggers on these
+_OLD_CATALOG_TABLES = ("version_words",)  # schema 10's, dropped with the catalog it belonged to
 
 
 def create(conn: sqlite3.Connection, *, indexes: bool = True) -> None:
@@ -201,8 +206,9 @@ def create(conn: sqlite3.Connection, *, indexes: bool = True) -> None:
 def create_indexes(conn: sqlite3.Connection, *, fill: bool = True) -> None:
     """The query indexes and the full-text index with its triggers; ``fill``: index the words already written
     (FTS5's ``rebuild`` reads its content table in one pass, instead of a trigger's insert per row)."""
-    create_schema(conn, INDEXES + "".join(_FTS_TABLE.format(t=t) + _FTS_TRIGGERS.format(t=t)
-                                          for t in ("model", "version")))
+    create_schema(conn, INDEXES + "".join(_FTS_TABLE.format(fts=fts, content=content)
+                                          + _FTS_TRIGGERS.format(fts=fts, content=content)
+                                          for fts, content in _FTS_CONTENT))
     if fill:
         for fts in FTS_TABLES:
             conn.execute(f"INSERT INTO {fts} ({fts}) VALUES ('rebuild')")  # noqa: S608 - names from the constant
@@ -223,5 +229,5 @@ def drop(conn: sqlite3.Connection) -> None:
             conn.execute(f"DROP TRIGGER IF EXISTS {fts}_fts_{suffix}")  # names from the constants above
     for fts in FTS_TABLES:
         conn.execute(f"DROP TABLE IF EXISTS {fts}")
-    for table in TABLES:
+    for table in (*TABLES, *_OLD_CATALOG_TABLES):
         conn.execute(f"DROP TABLE IF EXISTS {table}")
