@@ -620,6 +620,9 @@ class SQLiteRecorder(Recorder):
                     pass
             self._all.clear()
         self._local = threading.local()
+        writers = getattr(self, "_writers", None)  # a read-only home has none
+        if writers is not None:
+            writers.close()
 
 
 def _paged(cursor: sqlite3.Cursor, size: int = 1_000) -> Iterator[tuple]:

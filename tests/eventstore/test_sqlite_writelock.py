@@ -289,14 +289,27 @@ def test_a_lock_file_that_cannot_be_used_leaves_writers_to_sqlites_lock(tmp_path
 
 def test_many_registries_written_in_one_process_keep_no_lock_file_open(tmp_path: Path) -> None:
     """A long-running process (a server, a test suite) that writes to many registries holds no descriptor of
-    their lock files between writes."""
+    their lock files once their recorders are closed, and one per open registry between its writes."""
     fds = Path("/proc/self/fd")
     if not fds.is_dir():
         pytest.skip("needs /proc/self/fd")
+
+    def lock_fds() -> int:
+        found = 0
+        for fd in fds.iterdir():
+            try:
+                found += os.readlink(fd).endswith("registry.db-lock")
+            except FileNotFoundError:  # the listing's own descriptor, closed since
+                pass
+        return found
+
     before = len(list(fds.iterdir()))
     for i in range(40):
         recorder = SQLiteRecorder(tmp_path / f"r{i}" / "registry.db")
-        recorder.append([tag("model-a", 1)])
+        for n in range(3):
+            recorder.append([tag("model-a", n)])
+        assert lock_fds() == 1
         recorder.close()
+        assert lock_fds() == 0
     assert len(list(fds.iterdir())) == before
     assert all(lock_file_of(tmp_path / f"r{i}" / "registry.db").is_file() for i in range(40))
