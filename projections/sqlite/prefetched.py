@@ -24,6 +24,7 @@ from projections.projector import CHECKPOINT, VERSION_LOADED
 
 _MODEL = f"SELECT {', '.join(PREFETCH_MODEL)} FROM models WHERE name = ?"  # noqa: S608 - names from constants
 _TAGS = PREFETCH_MODEL.index("tags")
+_LAST_VERSION = PREFETCH_MODEL.index("last_version")
 _ALIASES = "SELECT alias, version FROM aliases WHERE name = ? ORDER BY alias"
 _VERSION = f"SELECT {', '.join(PREFETCH_VERSION)} FROM versions WHERE name = ? AND version = ?"  # noqa: S608
 _TOP = "SELECT max(seq) FROM alias_history WHERE name = ? AND alias = ?"
@@ -43,7 +44,15 @@ class SQLitePrefetched(Prefetched):
         self._conn = conn
 
     def _read(self, number: int) -> None:
+        """Read version ``number`` of the target's model once, unless the model's row says it cannot exist: the
+        fold creates a version only under its model's row and raises the model's ``last_version`` to it, and
+        neither row is ever removed, so no model or a higher number means no version (a register's new number:
+        one read of its command's seven saved)."""
         if number not in self._versions:
+            model = self._model
+            if model is None or number > model[_LAST_VERSION]:
+                self._versions[number] = None
+                return
             found = self._conn.execute(_VERSION, (self.target.name, number)).fetchone()
             self._versions[number] = None if found is None else tuple(found)
 
