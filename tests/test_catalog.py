@@ -296,6 +296,25 @@ def test_a_version_record_knows_each_file_s_digest_and_size(reg, tmp_path):
     assert got.to_json() == v.to_json()
 
 
+def test_a_file_is_found_by_its_path_in_the_folder_or_by_its_base_name_only(reg, tmp_path):
+    """One index (the base name) answers both questions: a path finds the file at that path only, a base name
+    the file wherever it is; versions and models alike."""
+    folder, _ = _folder(tmp_path)
+    reg.register("folder", folder)
+    other = tmp_path / "other-art"
+    (other / "elsewhere").mkdir(parents=True)
+    (other / "elsewhere" / "weights.bin").write_bytes(b"other bytes")
+    reg.register("other", str(other))
+    cat = reg.catalog()
+    assert names(cat.list(file="sub/weights.bin")) == ["folder"]
+    assert names(cat.list(file="elsewhere/weights.bin")) == ["other"]
+    assert names(cat.list(file="weights.bin")) == ["folder", "other"]
+    assert names(cat.list(file="config.json")) == ["folder"]
+    assert cat.list(file="weights.bin/") == [] and cat.list(file="nothere/weights.bin") == []
+    assert [v.ref for v in reg.search(file="sub/weights.bin")] == ["folder@1"]
+    assert [v.ref for v in reg.search(file="weights.bin")] == ["folder@1", "other@1"]
+
+
 def test_show_json_lists_each_file_with_its_digest_and_size(reg, cli, tmp_path):
     folder, want = _folder(tmp_path)
     code, out, err = cli("register", "folder", "--artifact", folder, "--json")
