@@ -647,8 +647,9 @@ class PostgresRecorder(Recorder):
             raise StoreError("nested transaction on the same thread")
         if self._outdated is not None:
             raise StoreError(self._outdated)
-        memo, hopeful = self._take_memo(optimistic)
-        conn, tx, pipeline = self._begin_optimistic(first, memo) if hopeful else self._begin_batched(first, memo)
+        memo, hopeful, keeps = self._take_memo(optimistic)
+        conn, tx, pipeline = self._begin_optimistic(first, memo) if hopeful else \
+            self._begin_batched(first, memo, keeps)
         try:
             self._local.conn = conn
             try:
@@ -661,6 +662,7 @@ class PostgresRecorder(Recorder):
                 _rollback_batched(conn, pipeline)
                 if refused is not None:
                     if isinstance(refused, psycopg.errors.LockNotAvailable):
+                        _forget_prepared(conn)
                         raise translate(refused, self.where) from None  # the lock not had: nothing was decided
                     self._missed(conn)
                     raise ConcurrencyError(f"decided from a stale memo ({_first_line(refused)})") from None
@@ -684,6 +686,8 @@ class PostgresRecorder(Recorder):
                     # the command runs again on a fresh one, as the two-trip path's first round trip would.
                     self._drop_broken()
                     raise ConcurrencyError(f"the connection was lost before the commit ({_first_line(exc)})") from None
+                if hopeful:
+                    _forget_prepared(conn)
                 if _appended_first(exc):
                     raise ConcurrencyError(f"another writer appended first ({_first_line(exc)})") from None
                 raise translate(exc, self.where, committing=True) from None
@@ -701,18 +705,20 @@ class PostgresRecorder(Recorder):
         with self._memo_lock:
             self._memo = None
 
-    def _take_memo(self, optimistic: bool) -> tuple[Memo | None, bool]:
+    def _take_memo(self, optimistic: bool) -> tuple[Memo | None, bool, bool]:
         """The memo (taken: a command running meanwhile on another thread reads, rather than decide from the same
-        memo and miss), and whether to decide from it."""
+        memo and miss), whether to decide from it, and whether this transaction should leave one: not while
+        backing off, unless the next command will try again (the catalog's rows are read again for it after the
+        fold: a statement a contended writer need not pay at every command)."""
         with self._memo_lock:
             memo, self._memo = self._memo, None
-            if memo is None or not optimistic or not self._one_trip:
-                return memo, False
-            if self._skip > 0:
+            if memo is not None and optimistic and self._one_trip and self._skip > 0:
                 self._skip -= 1
                 self.one_trip_counts["two_trip"] += 1
-                return memo, False
-            return memo, True
+                return memo, False, self._skip == 0
+            if memo is None or not optimistic or not self._one_trip:  # (a command run again after a miss, too)
+                return memo, False, self._one_trip and self._skip == 0
+            return memo, True, True
 
     def _keep(self, tx: PostgresTransaction, hopeful: bool) -> None:
         """After a commit: the memo for the next command (what it may decide from)."""
@@ -728,11 +734,7 @@ class PostgresRecorder(Recorder):
 
     def _missed(self, conn: psycopg.Connection) -> None:
         """A refused optimistic command (its pipeline aborted and rolled back): back off, and put the connection's
-        prepared statements back in step. In an aborted pipeline psycopg counts statements as prepared, or has
-        queued their DEALLOCATE, where the server skipped them: without this, "prepared statement _pg3_8 does not
-        exist" a few commands later (3 of 3 runs of 400 commands by two contending writers on one pooled
-        connection each; none with it). DEALLOCATE ALL outside the pipeline resets both sides (psycopg drops
-        its cache when it sees one succeed): one round trip per miss."""
+        prepared statements back in step (``_forget_prepared``)."""
         with self._memo_lock:
             self._memo = None
             self.one_trip_counts["misses"] += 1
@@ -740,8 +742,7 @@ class PostgresRecorder(Recorder):
             self._skip = self._backoff
         if conn.broken:
             self._drop_broken()
-        elif not conn.closed:
-            _forget_prepared(conn)
+        _forget_prepared(conn)
 
     def _landed(self, tx: PostgresTransaction) -> bool | None:
         """Whether an optimistic command whose connection was lost at its Sync committed: its last event's hash
@@ -782,8 +783,8 @@ class PostgresRecorder(Recorder):
         finally:
             self._local.conn = None
 
-    def _begin_batched(self, first: Callable[[Transaction], None] | None, memo: Memo | None = None
-                       ) -> tuple[psycopg.Connection, PostgresTransaction, ExitStack]:
+    def _begin_batched(self, first: Callable[[Transaction], None] | None, memo: Memo | None = None,
+                       keeps: bool = False) -> tuple[psycopg.Connection, PostgresTransaction, ExitStack]:
         """A pooled connection in pipeline mode with BEGIN, the lock and the head sent, ``first(tx)`` run, and
         the first round trip made (the head read)."""
         for retry in (True, False):
@@ -794,7 +795,7 @@ class PostgresRecorder(Recorder):
                 # No BEGIN: the pipeline's statements up to its Sync are one (implicit) transaction; the lock
                 # is taken by the head read, which the first prefetch sends with the command's stream version.
                 tx = PostgresTransaction(conn, None, where=self.where, refusal=self._refusal, command=True,
-                                         memo=memo, keeps=self._one_trip)
+                                         memo=memo, keeps=keeps)
                 if first is not None:
                     self._local.conn = conn
                     first(tx)
@@ -986,6 +987,8 @@ def _forget_prepared(conn: psycopg.Connection) -> None:
     the first time it runs the text). So: psycopg's cache emptied (``PrepareManager.clear``, psycopg 3.1-3.3's
     own reset on ``rollback()``), and the server's, outside any pipeline; if that fails, the connection is closed
     (the pool replaces it). One round trip per miss."""
+    if conn.closed or conn.broken:
+        return  # the pool replaces it
     try:
         conn._prepared.clear()
         conn.execute(sql.DEALLOCATE_ALL, prepare=False)
