@@ -726,11 +726,18 @@ class PostgresRecorder(Recorder):
             memo = tx.memo_after_commit() if self._one_trip else None
         except Exception:  # noqa: BLE001 - a memo that cannot be made: the next command reads, as before
             memo = None
+        base = tx._memo
         with self._memo_lock:
             self._memo = memo
             if hopeful:
                 self.one_trip_counts["hits"] += 1
                 self._backoff = 0
+            elif base is not None and tx._start is not None and tuple(base.head[:2]) != tx._start:
+                # A two-trip command whose head was not the memo's: optimism would have missed here. Counted as a
+                # miss for the back-off, at no cost, so that writers contending all the time (8 processes on one
+                # model) stop trying instead of paying a wasted pipeline once per 2..64 commands.
+                self._backoff = min(64, max(2, self._backoff * 2))
+                self._skip = max(self._skip, self._backoff)
 
     def _missed(self, conn: psycopg.Connection) -> None:
         """A refused optimistic command (its pipeline aborted and rolled back): back off, and put the connection's

@@ -194,7 +194,7 @@ def test_the_catalog_equals_a_rebuild_after_hits_and_misses(opened):
             execute(recorder, projection, c.Register(name, _artifact(n)), META)
     outcomes: list[Outcome] = []
     for i in range(80):
-        rec, proj = writers[0] if rng.random() < 0.7 else writers[1]
+        rec, proj = writers[0] if rng.random() < 0.85 else writers[1]
         name = "a" if rng.random() < 0.8 else "b"
         number = rng.randint(1, 3 + (i // 20))
         command = rng.choice([
@@ -208,7 +208,7 @@ def test_the_catalog_equals_a_rebuild_after_hits_and_misses(opened):
         except (NotFoundError, ValidationError, ConflictError):  # a refusal is an answer too
             pass
     counts = _counts(recorder)
-    assert counts["hits"] > 10 and counts["misses"] > 0, counts
+    assert counts["hits"] >= 10 and counts["misses"] > 0, counts
     assert verify_rows(recorder.raw_rows()).ok
     catalog = Catalog(projection)
     inline = catalog.digest()
@@ -217,8 +217,8 @@ def test_the_catalog_equals_a_rebuild_after_hits_and_misses(opened):
 
 
 def test_misses_back_off_and_leave_the_prepared_statements_usable(opened):
-    """After a miss the next 2 commands go the two-trip way, then 4 after a second miss in a row, ...; a hit
-    starts over. An aborted pipeline leaves psycopg's prepared statements as the server has them: one pooled
+    """After a miss the next 2 commands go the two-trip way, then 4 after a second miss in a row (or a two-trip
+    command that saw another writer's commit since its memo), ...; a hit starts over. An aborted pipeline leaves psycopg's prepared statements as the server has them: one pooled
     connection, its statements prepared, many misses in a row, and every command succeeds."""
     recorder, projection = opened(pool_size=1)
     other, other_projection = opened()
@@ -234,12 +234,13 @@ def test_misses_back_off_and_leave_the_prepared_statements_usable(opened):
     assert _counts(recorder) == {"hits": 10, "misses": 1, "two_trip": 2}
     execute(recorder, projection, c.Tag("m@1", {"n": "c"}), META)
     assert _counts(recorder)["hits"] == 11
-    for n in range(12):  # another writer before every command: a miss each time optimism is tried
+    for n in range(12):  # another writer before every command
         execute(other, other_projection, c.Tag("m@1", {"n": f"o{n}"}), META)
         execute(recorder, projection, c.Tag("m@1", {"n": f"d{n}"}), META)
     counts = _counts(recorder)
-    # miss, 2 skipped, miss, 4 skipped, miss, 3 of 8 skipped
-    assert counts["misses"] == 1 + 3 and counts["two_trip"] == 2 + 2 + 4 + 3, counts
+    # One miss; then every two-trip command sees a head that is not its memo's — optimism would have missed —
+    # and backs off further at no cost (4, 8, ... 64): no second miss however long the contention lasts.
+    assert counts["misses"] == 1 + 1 and counts["two_trip"] == 2 + 11, counts
     assert verify_rows(recorder.raw_rows()).ok
     assert Catalog(projection).get("m@1").tags == {"n": "d11"}
 
