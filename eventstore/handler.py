@@ -127,7 +127,7 @@ def _execute_alone(recorder: Recorder, read_model: ReadModel, one: _Command) -> 
     while conflicts < MAX_ATTEMPTS:
         try:
             with recorder.write_batched(
-                    lambda tx: _prefetch(tx, read_model, one.target, one.idempotency_key)) as tx:
+                    lambda tx: _prefetch(tx, read_model, one.target, one.idempotency_key), optimistic=True) as tx:
                 lag = _fold_a_page(tx, read_model, folded)
                 if lag is not None:
                     folded = lag
@@ -177,7 +177,7 @@ def _run_batch(recorder: Recorder, read_model: ReadModel, calls: list[Call], tak
         decided: list[tuple[Call, Any, BaseException | None]] | None = None
         try:
             with recorder.write_batched(
-                    lambda tx: _prefetch(tx, read_model, lead.target, lead.idempotency_key)) as tx:
+                    lambda tx: _prefetch(tx, read_model, lead.target, lead.idempotency_key), optimistic=True) as tx:
                 for call in take():
                     one = call.args
                     # Sent now, read with the next read (PostgreSQL): one round trip for the batch's reads.

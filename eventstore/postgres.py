@@ -25,8 +25,9 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -144,11 +145,44 @@ def batch(conn: psycopg.Connection) -> AbstractContextManager[Any]:
     return nullcontext() if conn.pgconn.pipeline_status else conn.pipeline()
 
 
+@dataclass(frozen=True)
+class Memo:
+    """What this process's last own command commit left, exact at its head (``PostgresRecorder.write_batched``):
+    the head (position, hash, recorded_at), the stream versions it read or wrote under the lock, and what the
+    read model kept (``Transaction.remember``: the catalog's rows of the model it commanded). The next command
+    decides from it without reading; its first statement (``sql.COMMAND_CHECK``) makes sure, under the lock,
+    that the head is still this one."""
+
+    head: tuple[int, str, str]
+    versions: Mapping[str, int]
+    kept: Mapping[Hashable, Any]
+
+
+# Stream versions a memo carries over from the one before (a command reads and writes one or two): bounded, so a
+# long-lived process commanding many models does not grow it without end.
+MEMO_VERSIONS = 1_024
+
+
 class PostgresTransaction(Transaction):
     def __init__(self, connection: psycopg.Connection, last: tuple | psycopg.Cursor | None, *, where: str,
                  versions: dict[str, int] | None = None, commit_with_append: bool = False,
-                 refusal: str | None = None, command: bool = False) -> None:
+                 refusal: str | None = None, command: bool = False, memo: Memo | None = None,
+                 optimistic: bool = False, keeps: bool = False) -> None:
         self._conn = connection
+        # ``memo``: the recorder's memo when this transaction began (what ``remember`` merges with, if nothing was
+        # committed in between); ``optimistic``: decided from it (``recall``), the head not read but checked by
+        # the first statement sent (``sql.COMMAND_CHECK``, with the command's idempotency key); ``keeps``: what
+        # ``remember`` is given is kept (the recorder runs optimistic commands).
+        self._memo = memo
+        self._optimistic = optimistic and memo is not None
+        self._keeps = keeps
+        self._kept: dict[Hashable, Callable[[Any], Any]] = {}
+        self._check_unsent = self._optimistic
+        self._check_key: str | None = None  # the idempotency key the check makes sure is unrecorded
+        self._check_key_answered = False
+        self._check_cursor: psycopg.Cursor | None = None
+        self._start: tuple | None = None  # (position, hash) of the head this transaction began from
+        self.appended = 0  # events appended (``Recorder.write_batched`` keeps no memo of a failed batch)
         self._refusal = refusal  # why appends are refused (guards changed), or None
         self._where = where
         # (position, hash, recorded_at) of the head, read under the writer lock; in a batched transaction the
@@ -164,12 +198,18 @@ class PostgresTransaction(Transaction):
         self._pending_keys: dict[str, psycopg.Cursor] = {}  # idempotency keys' first results, prefetched
         # Recorder.append's own transaction: its one append also commits, in the same round trip.
         self._commit_with_append = commit_with_append
+        if self._optimistic:
+            assert memo is not None
+            self._last_row, self._head_unsent, self._start = tuple(memo.head), False, tuple(memo.head[:2])
+            self._versions = dict(memo.versions)
 
     @property
     def connection(self) -> psycopg.Connection:
         """The transaction's connection, for the catalog's statements. In a batched command the writer lock is
         taken by the head read (``sql.COMMAND_HEAD``): it is sent first if it was not yet, so that nothing runs
         on the connection before the lock."""
+        if self._check_unsent:
+            self._send_check()
         if self._head_unsent:
             self._send_head(None)
         return self._conn
@@ -183,7 +223,71 @@ class PostgresTransaction(Transaction):
             if self._head_stream is not None:
                 self._versions.setdefault(self._head_stream, row[3])
             self._last_row = _head_row(row[:3] if row is not None and row[0] is not None else None)
+        if self._start is None:
+            self._start = self._last_row[:2]
         return self._last_row
+
+    def _send_check(self) -> None:
+        """An optimistic command's first statement: the lock, and the check that the head is still the memo's
+        and the command's key unrecorded (``sql.COMMAND_CHECK``), sent without waiting."""
+        self._check_unsent = False
+        position, head_hash = self._last_row[0], self._last_row[1]
+        self._check_cursor = self._conn.execute(sql.COMMAND_CHECK, (position, head_hash, self._check_key))
+
+    def verify(self) -> psycopg.Error | None:
+        """After an optimistic transaction's body raised: its check, sent now if nothing was (a decision that
+        read and wrote nothing) and waited for. None if it passed (or the transaction is not optimistic): the
+        body's error is its own. Else an error: ``SerializationFailure`` when the check refused (another writer
+        came in between, the key was recorded) or could not be told (its result was already taken, with an
+        error, by a read of the body's: psycopg then has none left for it) — the command is run again the
+        two-trip way, which is always safe, nothing having been committed; the lock not had
+        (``LockNotAvailable``) and a lost connection as themselves."""
+        if not self._optimistic:
+            return None
+        try:
+            if self._check_unsent:
+                self._send_check()
+            if self._check_cursor is None:  # its send failed (a connection the server had dropped)
+                return psycopg.OperationalError("the check could not be sent")
+            self._check_cursor.fetchone()
+        except (psycopg.errors.LockNotAvailable, psycopg.OperationalError) as exc:
+            return exc
+        except psycopg.Error as exc:
+            return exc if isinstance(exc, psycopg.errors.SerializationFailure) else \
+                psycopg.errors.SerializationFailure(f"the check's result is lost ({_first_line(exc)})")
+        return None
+
+    def send_check(self) -> None:
+        """Before the Sync: the check goes out first, even when the decision sent nothing."""
+        if self._check_unsent:
+            self._send_check()
+
+    def recall(self, key: Hashable) -> Any:
+        if not self._optimistic or self._memo is None:
+            return None
+        return self._memo.kept.get(key)
+
+    def remember(self, key: Hashable, make: Callable[[Any], Any]) -> bool:
+        if not self._keeps:
+            return False
+        before = self._kept.get(key)
+        # Twice in one transaction (a batch's commands on one model): the later change goes on from the earlier.
+        self._kept[key] = make if before is None else (lambda previous: make(before(previous)))
+        return True
+
+    def memo_after_commit(self) -> Memo | None:
+        """What the next command may decide from, after this transaction committed (None: nothing to keep)."""
+        if self._start is None or self._last_cursor is not None or self._head_unsent:
+            return None
+        base = self._memo if self._memo is not None and tuple(self._memo.head[:2]) == self._start else None
+        versions = dict(base.versions) if base is not None and len(base.versions) < MEMO_VERSIONS else {}
+        versions.update(self._versions)
+        kept: dict[Hashable, Any] = {}
+        for key, make in self._kept.items():
+            value = make(base.kept.get(key) if base is not None else None)
+            if value is not None:
+                kept[key] = value
+        return Memo(tuple(self._last_row), versions, kept)  # type: ignore[arg-type]
 
     def _send_head(self, stream: str | None) -> None:
         """A command's head read, with ``stream``'s version (``sql.COMMAND_HEAD``), sent without waiting."""
@@ -203,6 +307,8 @@ class PostgresTransaction(Transaction):
     def prefetch(self, *, streams: Sequence[str] = (), idempotency_key: str | None = None) -> None:
         """Send the reads of these streams' versions and of the key's first result now, without waiting:
         in a batched transaction they come back with the next read anything makes (one round trip)."""
+        if self._check_unsent and idempotency_key is not None and self._check_key is None:
+            self._check_key, idempotency_key = idempotency_key, None  # the check makes sure it is unrecorded
         missing = sorted({s for s in streams if s not in self._versions})
         if self._head_unsent:  # a command's first read: the head, and its stream's version with it
             self._send_head(missing.pop(0) if missing else None)
@@ -241,6 +347,11 @@ class PostgresTransaction(Transaction):
                 self._versions[stream] = found.get(stream, 0)
 
     def idempotent_result(self, key: str, fingerprint: str | None) -> list[StoredEvent] | None:
+        if key == self._check_key and not self._check_key_answered:
+            # Optimistic: the check refuses the whole transaction if the key is recorded (then the command runs
+            # again the two-trip way, which returns the first result).
+            self._check_key_answered = True
+            return None
         cursor = self._pending_keys.pop(key, None) or self.connection.execute(sql.IDEMPOTENT_RESULT, (key,))
         return _idempotent(cursor.fetchall(), key, fingerprint, self.head())
 
@@ -300,6 +411,7 @@ class PostgresTransaction(Transaction):
             raise
         self._versions = versions
         self._last = (rows[-1][0], rows[-1][8], recorded_at)
+        self.appended += len(rows)
         return stored
 
     def append_rows(self, rows: Sequence[tuple], keys: Sequence[KeyRow] = ()) -> int:
@@ -356,6 +468,16 @@ class PostgresRecorder(Recorder):
                                                 "connect_timeout": max(1, round(connect_timeout))}
         self._refusal: str | None = None
         self._outdated: str | None = None  # why commands cannot run yet (an older schema this role cannot upgrade)
+        # Optimistic one-trip commands (``write_batched``): whether the check function is there (a role that could
+        # not upgrade a schema-2 registry has none), the memo of the last own commit, and the back-off after a
+        # miss: the next ``_skip`` commands go the two-trip way, ``_backoff`` doubling from 2 to 64 per miss in a
+        # row, so a contended multi-writer workload does not pay a wasted pipeline per command.
+        self._one_trip = False
+        self._memo_lock = threading.Lock()
+        self._memo: Memo | None = None
+        self._skip = 0
+        self._backoff = 0
+        self.one_trip_counts = {"hits": 0, "misses": 0, "two_trip": 0}  # for tests and profiles
         self.registry_id = self._prepare()
         self.pool = ConnectionPool(url, kwargs=self._connect_kwargs, min_size=1, max_size=pool_size,
                                    configure=self._configure, timeout=connect_timeout, open=False,
@@ -387,14 +509,19 @@ class PostgresRecorder(Recorder):
                         if not present:
                             raise
                         # A role that may not create functions (a writer, a reader) on a registry of an older
-                        # version: it reads as before; its commands say what to do (``write_batched``).
-                        self._outdated = (f"the registry database {self.where} has an older schema ({current}) than"
-                                          f" this version's ({sql.SCHEMA_VERSION}): open it once as its owner to"
-                                          " upgrade it (docs/operations.md)")
+                        # version: it reads as before; its commands say what to do (``write_batched``). Schema 2
+                        # lacks only the optimistic check: its commands run, the two-trip way.
+                        if current not in sql.TWO_TRIP_SCHEMAS:
+                            self._outdated = (f"the registry database {self.where} has an older schema ({current})"
+                                              f" than this version's ({sql.SCHEMA_VERSION}): open it once as its"
+                                              " owner to upgrade it (docs/operations.md)")
                 if present:
                     # Checked once per open; an existing store's guards are never re-created by an open
                     # (that would hide a guard someone dropped to edit the log): appends are refused instead.
                     self._refusal = guard_refusal(guard_problems_of(conn))
+                body = conn.execute(sql.FUNCTION_BODY, (sql.COMMAND_CHECK_FUNCTION,)).fetchone()
+                # Only the check as this version wrote it: a missing or altered one means two trips, as before.
+                self._one_trip = body is not None and normalise_definition(body[0]) == sql.COMMAND_CHECK_BODY
                 return conn.execute(sql.META_GET, ("id",)).fetchone()[0]
         except psycopg.Error as exc:
             raise translate(exc, self.where) from None
@@ -483,11 +610,13 @@ class PostgresRecorder(Recorder):
 
     @contextmanager
     def write(self) -> Iterator[PostgresTransaction]:
+        self._forget()  # it moves the head without the catalog's memo: the next command reads, not misses
         with self._transaction(self._WRITE) as (conn, cursors):
             yield PostgresTransaction(conn, cursors[2].fetchone(), where=self.where, refusal=self._refusal)
 
     @contextmanager
-    def write_batched(self, first: Callable[[Transaction], None] | None = None) -> Iterator[PostgresTransaction]:
+    def write_batched(self, first: Callable[[Transaction], None] | None = None, *,
+                      optimistic: bool = False) -> Iterator[PostgresTransaction]:
         """``write()`` in pipeline mode, for a command (``eventstore.handler``): a statement goes out when it is
         made and the client waits only when it reads a result — for everything sent before it, in one round
         trip. The lock, the head and what ``first(tx)`` sends for (the stream's version, the key's first
@@ -504,31 +633,65 @@ class PostgresRecorder(Recorder):
         statements fewer (and the LOCK's): ~30 µs of psycopg's work each on the client, a Bind and an Execute
         on the server. So nothing may Sync the pipeline before the end — no nested ``conn.pipeline()``
         (``batch`` and the catalog's writes ride the open one) and no ``conn.transaction()`` on the
-        connection: either would commit the command half-way."""
+        connection: either would commit the command half-way.
+
+        ``optimistic`` (the handler, which decides again on ``ConcurrencyError``): with a memo of this process's
+        last own command (``Memo``), one round trip instead of two. Nothing is read first: the command is decided
+        from the memo (``Transaction.recall``), and its first statement (``sql.COMMAND_CHECK``) takes the same
+        lock and makes sure the head is still the memo's and the key unrecorded; the writes and the Sync follow
+        in the same pipeline. If the check refuses, the pipeline aborts, nothing is committed, and this raises
+        ``ConcurrencyError``: the handler runs the command again, the two-trip way (the memo is gone), and backs
+        off from optimism for a few commands. The check under the lock makes the head the memo's, so positions,
+        hashes and recorded_at are what the two-trip path would give."""
         if getattr(self._local, "conn", None) is not None:
             raise StoreError("nested transaction on the same thread")
         if self._outdated is not None:
             raise StoreError(self._outdated)
-        conn, tx, pipeline = self._begin_batched(first)
+        memo, hopeful, keeps = self._take_memo(optimistic)
+        conn, tx, pipeline = self._begin_optimistic(first, memo) if hopeful else \
+            self._begin_batched(first, memo, keeps)
         try:
             self._local.conn = conn
             try:
                 yield tx
             except BaseException:
                 self._local.conn = None
+                # Decided from the memo: what the body raised (a refusal, a read that failed) may come of a memo
+                # gone stale. The check says: if it refused, the command runs again (nothing was committed).
+                refused = tx.verify() if hopeful else None
                 _rollback_batched(conn, pipeline)
+                if refused is not None:
+                    if isinstance(refused, psycopg.errors.LockNotAvailable):
+                        _forget_prepared(conn)
+                        raise translate(refused, self.where) from None  # the lock not had: nothing was decided
+                    self._missed(conn)
+                    raise ConcurrencyError(f"decided from a stale memo ({_first_line(refused)})") from None
                 raise
             self._local.conn = None
             try:
+                if hopeful:
+                    tx.send_check()
                 pipeline.close()  # the Sync: every pending result; it commits the implicit transaction
             except IndexError:
                 raise _lost_commit_error(conn, self.where) from None
             except psycopg.Error as exc:
                 exc = _commit_error(conn, exc)
                 _rollback_batched(conn, pipeline)
+                if hopeful and isinstance(exc, psycopg.errors.SerializationFailure | psycopg.errors.PipelineAborted):
+                    self._missed(conn)
+                    raise ConcurrencyError(f"another writer appended since this process's last command"
+                                           f" ({_first_line(exc)})") from None
+                if hopeful and _lost(exc) and self._landed(tx) is False:
+                    # A connection the server dropped since the last command (a restart): nothing was committed,
+                    # the command runs again on a fresh one, as the two-trip path's first round trip would.
+                    self._drop_broken()
+                    raise ConcurrencyError(f"the connection was lost before the commit ({_first_line(exc)})") from None
+                if hopeful:
+                    _forget_prepared(conn)
                 if _appended_first(exc):
                     raise ConcurrencyError(f"another writer appended first ({_first_line(exc)})") from None
                 raise translate(exc, self.where, committing=True) from None
+            self._keep(tx, hopeful)
         except psycopg.Error as exc:
             if _appended_first(exc):
                 raise ConcurrencyError(f"another writer appended first ({_first_line(exc)})") from None
@@ -537,8 +700,98 @@ class PostgresRecorder(Recorder):
             self._local.conn = None
             self.pool.putconn(conn)
 
-    def _begin_batched(self, first: Callable[[Transaction], None] | None
-                       ) -> tuple[psycopg.Connection, PostgresTransaction, ExitStack]:
+    # -- the memo of optimistic commands -----------------------------------------------------------
+    def _forget(self) -> None:
+        with self._memo_lock:
+            self._memo = None
+
+    def _take_memo(self, optimistic: bool) -> tuple[Memo | None, bool, bool]:
+        """The memo (taken: a command running meanwhile on another thread reads, rather than decide from the same
+        memo and miss), whether to decide from it, and whether this transaction should leave one: not while
+        backing off, unless the next command will try again (the catalog's rows are read again for it after the
+        fold: a statement a contended writer need not pay at every command)."""
+        with self._memo_lock:
+            memo, self._memo = self._memo, None
+            if memo is not None and optimistic and self._one_trip and self._skip > 0:
+                self._skip -= 1
+                self.one_trip_counts["two_trip"] += 1
+                return memo, False, self._skip == 0
+            if memo is None or not optimistic or not self._one_trip:  # (a command run again after a miss, too)
+                return memo, False, self._one_trip and self._skip == 0
+            return memo, True, True
+
+    def _keep(self, tx: PostgresTransaction, hopeful: bool) -> None:
+        """After a commit: the memo for the next command (what it may decide from)."""
+        try:
+            memo = tx.memo_after_commit() if self._one_trip else None
+        except Exception:  # noqa: BLE001 - a memo that cannot be made: the next command reads, as before
+            memo = None
+        base = tx._memo
+        with self._memo_lock:
+            self._memo = memo
+            if hopeful:
+                self.one_trip_counts["hits"] += 1
+                self._backoff = 0
+            elif base is not None and tx._start is not None and tuple(base.head[:2]) != tx._start:
+                # A two-trip command whose head was not the memo's: optimism would have missed here. Counted as a
+                # miss for the back-off, at no cost, so that writers contending all the time (8 processes on one
+                # model) stop trying instead of paying a wasted pipeline once per 2..64 commands.
+                self._backoff = min(64, max(2, self._backoff * 2))
+                self._skip = max(self._skip, self._backoff)
+
+    def _missed(self, conn: psycopg.Connection) -> None:
+        """A refused optimistic command (its pipeline aborted and rolled back): back off, and put the connection's
+        prepared statements back in step (``_forget_prepared``)."""
+        with self._memo_lock:
+            self._memo = None
+            self.one_trip_counts["misses"] += 1
+            self._backoff = min(64, max(2, self._backoff * 2))
+            self._skip = self._backoff
+        if conn.broken:
+            self._drop_broken()
+        _forget_prepared(conn)
+
+    def _landed(self, tx: PostgresTransaction) -> bool | None:
+        """Whether an optimistic command whose connection was lost at its Sync committed: its last event's hash
+        at its position, read on a fresh connection under the writer lock (a commit still in flight finishes
+        first). None: it cannot be told (no connection, or the lock not had)."""
+        if not tx.appended:
+            return False  # it wrote no event: running it again is harmless
+        position, own_hash = tx._last_row[0], tx._last_row[1]
+        try:
+            with self._transaction(((sql.BEGIN, ()), (sql.LOCK, ()), (sql.HASH_AT, (position,)))) as (_, cursors):
+                row = cursors[2].fetchone()
+        except (StoreError, psycopg.Error):
+            return None
+        return row is not None and row[0] == own_hash
+
+    def _begin_optimistic(self, first: Callable[[Transaction], None] | None, memo: Memo | None
+                          ) -> tuple[psycopg.Connection, PostgresTransaction, ExitStack]:
+        """A pooled connection in pipeline mode, and ``first(tx)`` run against the memo: nothing sent yet, no
+        round trip (the check is the first statement, when something is sent)."""
+        conn = self._getconn()
+        pipeline = ExitStack()
+        try:
+            pipeline.enter_context(conn.pipeline())
+            tx = PostgresTransaction(conn, None, where=self.where, refusal=self._refusal, memo=memo,
+                                     optimistic=True, keeps=True)
+            if first is not None:
+                self._local.conn = conn
+                first(tx)
+            return conn, tx, pipeline
+        except BaseException as exc:
+            _rollback_batched(conn, pipeline)
+            if isinstance(exc, psycopg.Error):
+                self._missed(conn)
+                self.pool.putconn(conn)
+                raise ConcurrencyError(f"the optimistic start failed ({_first_line(exc)})") from None
+            self.pool.putconn(conn)
+            raise
+        finally:
+            self._local.conn = None
+
+    def _begin_batched(self, first: Callable[[Transaction], None] | None, memo: Memo | None = None,
+                       keeps: bool = False) -> tuple[psycopg.Connection, PostgresTransaction, ExitStack]:
         """A pooled connection in pipeline mode with BEGIN, the lock and the head sent, ``first(tx)`` run, and
         the first round trip made (the head read)."""
         for retry in (True, False):
@@ -548,7 +801,8 @@ class PostgresRecorder(Recorder):
                 pipeline.enter_context(conn.pipeline())
                 # No BEGIN: the pipeline's statements up to its Sync are one (implicit) transaction; the lock
                 # is taken by the head read, which the first prefetch sends with the command's stream version.
-                tx = PostgresTransaction(conn, None, where=self.where, refusal=self._refusal, command=True)
+                tx = PostgresTransaction(conn, None, where=self.where, refusal=self._refusal, command=True,
+                                         memo=memo, keeps=keeps)
                 if first is not None:
                     self._local.conn = conn
                     first(tx)
@@ -580,6 +834,7 @@ class PostgresRecorder(Recorder):
         if not events:
             return super().append(events, expected=expected, idempotency_key=idempotency_key,
                                   fingerprint=fingerprint)
+        self._forget()
         streams = sorted({e.stream for e in events} | set(expected or {}))
         begin = [*self._WRITE, (sql.STREAM_VERSIONS, (streams,))]
         if idempotency_key is not None:
@@ -726,6 +981,32 @@ def _create_or_upgrade(conn: psycopg.Connection) -> None:
             conn.execute(sql.SCHEMA)
             conn.execute(sql.META_INIT, ("id", uuid.uuid4().hex))
         conn.execute(sql.META_SET, ("schema", sql.SCHEMA_VERSION))
+
+
+def _forget_prepared(conn: psycopg.Connection) -> None:
+    """Put a connection's prepared statements back in step with psycopg's cache after an aborted pipeline.
+
+    Measured: after a refused optimistic command, "prepared statement _pg3_1 does not exist" a few commands later
+    (3 runs of 3 with 400 commands by two contending writers, one pooled connection each; tests/
+    test_postgres_one_trip.py's back-off test too): the aborted pipeline's statements (a Parse skipped, a
+    ROLLBACK that makes psycopg queue a DEALLOCATE ALL for its next statement) leave psycopg's idea of what is
+    prepared and the server's apart. A DEALLOCATE ALL alone was worse (psycopg only drops its cache on seeing one
+    the first time it runs the text). So: psycopg's cache emptied (``PrepareManager.clear``, psycopg 3.1-3.3's
+    own reset on ``rollback()``), and the server's, outside any pipeline; if that fails, the connection is closed
+    (the pool replaces it). One round trip per miss."""
+    if conn.closed or conn.broken:
+        return  # the pool replaces it
+    try:
+        conn._prepared.clear()
+        conn.execute(sql.DEALLOCATE_ALL, prepare=False)
+    except (psycopg.Error, AttributeError):
+        conn.close()
+
+
+def _lost(exc: psycopg.Error) -> bool:
+    """The connection failed: a client-side error (no SQLSTATE: not the server's answer to a statement)."""
+    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError) and exc.sqlstate is None and \
+        not isinstance(exc, psycopg.errors.PipelineAborted)
 
 
 def _appended_first(exc: psycopg.Error) -> bool:

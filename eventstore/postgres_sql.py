@@ -12,7 +12,7 @@ from functools import cache
 
 # Bumped when the DDL below changes; an open runs the DDL only when registry_meta says otherwise: all of it on an
 # empty database, only ``UPGRADES[stored]`` on an older registry (never the guards again: see ``_prepare``).
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 
 # Serialises concurrent first opens of an empty database (CREATE TABLE IF NOT EXISTS is not safe against a
 # concurrent CREATE of the same table: both can pass the check and one fails on pg_type's unique index).
@@ -64,6 +64,30 @@ BEGIN
     SELECT coalesce(max(version), 0) INTO stream_version FROM events WHERE stream = command_stream;
 END
 $$;
+-- An optimistic command's first statement (``COMMAND_CHECK``, schema 3): the same lock and plans as
+-- ``mledger_command_head``, but instead of returning the head it checks it. The client decided the command from
+-- what its own last commit left (head, stream versions, catalog rows) and sent the check, the rows and the
+-- Sync in one pipeline: if the head is not that commit's (another writer appended since) or the command's
+-- idempotency key is already recorded, it raises serialization_failure, the pipeline aborts, nothing is
+-- committed, and the client runs the command again the two-trip way.
+CREATE OR REPLACE FUNCTION mledger_command_check(expected_head bigint, expected_hash text, idem_key text)
+    RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    at_position bigint;
+    at_hash text;
+BEGIN
+    LOCK TABLE events IN EXCLUSIVE MODE;
+    PERFORM set_config('plan_cache_mode', 'force_generic_plan', true);
+    SELECT position, hash INTO at_position, at_hash FROM events ORDER BY position DESC LIMIT 1;
+    IF coalesce(at_position, 0) <> expected_head OR (at_position IS NOT NULL AND at_hash <> expected_hash) THEN
+        RAISE EXCEPTION 'mledger: the log moved (head %, expected %)', coalesce(at_position, 0), expected_head
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+    IF idem_key IS NOT NULL AND EXISTS (SELECT 1 FROM idempotency WHERE key = idem_key) THEN
+        RAISE EXCEPTION 'mledger: idempotency key already recorded' USING ERRCODE = 'serialization_failure';
+    END IF;
+END
+$$;
 -- Statement-level, so that they also fire for a statement touching no row, for TRUNCATE (which has no
 -- row triggers) and for INSERT ... ON CONFLICT DO UPDATE (which fires UPDATE statement triggers).
 CREATE OR REPLACE TRIGGER events_no_update BEFORE UPDATE ON events
@@ -99,6 +123,7 @@ LOCK = "LOCK TABLE events IN EXCLUSIVE MODE"
 BEGIN_SNAPSHOT = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"
 COMMIT = "COMMIT"
 ROLLBACK = "ROLLBACK"
+DEALLOCATE_ALL = "DEALLOCATE ALL"
 
 LAST = "SELECT position, hash, recorded_at FROM events ORDER BY position DESC LIMIT 1"
 HEAD = "SELECT coalesce(max(position), 0) FROM events"
@@ -121,6 +146,11 @@ STREAM_VERSIONS = ("SELECT s.stream, (SELECT coalesce(max(version), 0) FROM even
 # rows, the log's tail from a position), where a generic plan is the custom one; ``true``: the setting ends with
 # the transaction.
 COMMAND_HEAD = "SELECT * FROM mledger_command_head(%s)"
+# An optimistic command's first statement (``mledger_command_check`` in ``SCHEMA``): the lock, and the check that
+# the head is still (position, hash) and the key unrecorded; raises serialization_failure otherwise.
+COMMAND_CHECK = "SELECT mledger_command_check(%s, %s, %s)"
+# Whether a commit whose connection was lost landed: the hash at its last position (read under the lock).
+HASH_AT = "SELECT hash FROM events WHERE position = %s"
 
 SELECT = "SELECT position, stream, version, type, schema_version, data, meta, recorded_at, hash FROM events"
 READ = SELECT + " WHERE position > %s ORDER BY position"
@@ -177,7 +207,14 @@ GUARD_FUNCTION_BODY = ("BEGIN RAISE EXCEPTION '% are append-only: % refused', TG
                        " 'restrict_violation'; END")
 GUARD_FUNCTION_CREATE = SCHEMA[SCHEMA.index("CREATE OR REPLACE FUNCTION"):SCHEMA.index("-- A command's first")]
 COMMAND_HEAD_FUNCTION = "mledger_command_head"
-COMMAND_HEAD_CREATE = SCHEMA[SCHEMA.index("CREATE OR REPLACE FUNCTION mledger_command_head"):SCHEMA.index("-- Statement-level")]
+COMMAND_HEAD_CREATE = SCHEMA[SCHEMA.index("CREATE OR REPLACE FUNCTION mledger_command_head"):
+                             SCHEMA.index("-- An optimistic command's first")]
+COMMAND_CHECK_FUNCTION = "mledger_command_check"
+COMMAND_CHECK_CREATE = SCHEMA[SCHEMA.index("CREATE OR REPLACE FUNCTION mledger_command_check"):
+                              SCHEMA.index("-- Statement-level")]
+# Its body as ``prosrc`` keeps it, white space collapsed: an open uses optimistic commands only when the function
+# is there and is this one (a role that could not upgrade a schema-2 registry has none: two trips, as before).
+COMMAND_CHECK_BODY = " ".join(COMMAND_CHECK_CREATE.split("$$")[1].split())
 # The functions the log's integrity rests on, by name: their bodies as PostgreSQL keeps them (``prosrc``), white
 # space collapsed. The command head holds the writer lock: a copy without it would let two writers decide on
 # the same head, so the audit checks it as it checks the guards, and ``restore_guards`` re-creates it.
@@ -185,8 +222,11 @@ CHECKED_FUNCTIONS: dict[str, tuple[str, str]] = {
     GUARD_FUNCTION: (GUARD_FUNCTION_BODY, GUARD_FUNCTION_CREATE),
     COMMAND_HEAD_FUNCTION: (" ".join(COMMAND_HEAD_CREATE.split("$$")[1].split()), COMMAND_HEAD_CREATE),
 }
+# Older schemas whose commands still run (the two-trip way) when the role cannot upgrade them: 2 lacks only the
+# optimistic check (``mledger_command_check``).
+TWO_TRIP_SCHEMAS = ("2",)
 # What an open runs on a registry whose schema is the key: the DDL added since, nothing else (``_prepare``).
-UPGRADES: dict[str, str] = {"1": COMMAND_HEAD_CREATE}
+UPGRADES: dict[str, str] = {"1": COMMAND_HEAD_CREATE + COMMAND_CHECK_CREATE, "2": COMMAND_CHECK_CREATE}
 # tgenabled 'D': ALTER TABLE ... DISABLE TRIGGER switches a guard off without touching its definition.
 TRIGGERS = ("SELECT t.tgname, pg_get_triggerdef(t.oid), t.tgenabled FROM pg_trigger t"
             " JOIN pg_class c ON c.oid = t.tgrelid"

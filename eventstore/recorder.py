@@ -8,7 +8,7 @@ whole decide → append → project step, and read with ``read``/``head``/``posi
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -101,6 +101,23 @@ class Transaction(ABC):
         next one; the others need not do anything."""
         return None
 
+    def recall(self, key: Hashable) -> Any:
+        """What ``remember(key, ...)`` kept at this process's last commit, when this transaction is decided from
+        what that commit left instead of reading (an optimistic ``write_batched``): the reader uses it as the
+        state at ``head()``; the backend checks under its lock, before anything commits, that no other writer
+        came in between, and else raises ``ConcurrencyError`` (the caller decides again). None: read as usual
+        (always, for a backend whose reads cost nothing)."""
+        return None
+
+    def remember(self, key: Hashable, make: Callable[[Any], Any]) -> bool:
+        """Keep ``make(previous)`` for the next transaction's ``recall(key)``: called once this transaction has
+        committed, with what was kept under ``key`` before if this transaction began from the state that
+        described (no other commit in between; else None). ``make`` returns what is exact after this commit (or
+        None: nothing to keep). A key not remembered again is forgotten at the next commit. Whether it will be
+        kept: False (and ``make`` never called) for a backend that does not decide from memory, so the caller
+        need not prepare what ``make`` reads."""
+        return False
+
     @abstractmethod
     def read(self, since: int = 0, limit: int | None = None) -> Iterator[StoredEvent]:
         """Events with position > since, inside this transaction's snapshot."""
@@ -132,13 +149,19 @@ class Recorder(ABC):
         """An exclusive write transaction: commits on normal exit, rolls back on an exception."""
 
     @contextmanager
-    def write_batched(self, first: Callable[[Transaction], None] | None = None) -> Iterator[Transaction]:
+    def write_batched(self, first: Callable[[Transaction], None] | None = None, *,
+                      optimistic: bool = False) -> Iterator[Transaction]:
         """``write()`` for one command (``eventstore.handler``): the same lock and guarantees, but a backend
         may send the statements whose results nobody reads yet together with the next read or the COMMIT
         (PostgreSQL's pipeline mode), so an error of one of them can surface later in the transaction or at
         its end — still as the project's error, with nothing committed. ``first(tx)`` runs at the start,
         before anything is read (it announces the reads to come: ``Transaction.prefetch``); a backend may run
-        it again on a fresh connection. Not for DDL."""
+        it again on a fresh connection. Not for DDL.
+
+        ``optimistic``: the caller runs its body again when this raises ``ConcurrencyError`` (the handler does):
+        a backend may then decide it from what this process's last commit left (``Transaction.recall``), with
+        no read before the writes, and raise ``ConcurrencyError`` at the end, nothing committed, when another
+        writer came in between."""
         with self.write() as tx:
             if first is not None:
                 first(tx)

@@ -455,7 +455,8 @@ class SQLiteRecorder(Recorder):
         return self.write_batched()
 
     @contextmanager
-    def write_batched(self, first: Callable[[Transaction], None] | None = None) -> Iterator[SQLiteTransaction]:
+    def write_batched(self, first: Callable[[Transaction], None] | None = None, *,
+                      optimistic: bool = False) -> Iterator[SQLiteTransaction]:
         """``write()``, with ``first(tx)`` run at its start. SQLite sends nothing ahead (a read is a function
         call), so the two are one: the generic ``Recorder.write_batched`` wrapped ``write()`` in one more
         generator per command."""

@@ -33,7 +33,7 @@ from eventstore.state import Target
 from .dialects import dialect_for, dialect_of
 from .digest import catalog_digest_rows
 from .past import PastCatalog
-from .prefetch import Prefetched, PrefetchedStore
+from .prefetch import Prefetched, PrefetchedStore, kept_after, recalled
 from .projector import HANDLERS, PAUSE_AT, collector_paused, fold, log_events
 from .records import ModelRecord, VersionRecord
 from .rows import CatalogStateView, model_record, sorted_aliases, version_record
@@ -108,8 +108,13 @@ class CatalogProjection:
         where the dialect pays a round trip per read; they come back with the transaction's first round trip
         and serve the catch-up, the decision and the command's fold in ``tx``."""
         send = getattr(self.sql, "prefetch", None)
-        if send is not None:
-            self._prefetched[tx] = send(self._conn(tx), target)
+        if send is None:
+            return
+        # An optimistic command (``Transaction.recall``): the rows kept after this process's last commit, if they
+        # cover the target — nothing read; the recorder makes sure under its lock that they are still the rows.
+        kept = tx.recall(_memo_key(target.name))
+        got = recalled(target, kept, tx.head()) if kept is not None else None
+        self._prefetched[tx] = got if got is not None else send(self._conn(tx), target)
 
     def catch_up(self, tx: Transaction, limit: int | None = None) -> int:
         """Fold the events after the checkpoint (at most ``limit`` of them) into the catalog, a page at a time."""
@@ -134,12 +139,34 @@ class CatalogProjection:
     def apply(self, tx: Transaction, events: list[StoredEvent]) -> None:
         store = self.sql.fold_store(self._conn(tx))
         prefetched = self._prefetched.pop(tx, None)
+        send = getattr(self.sql, "prefetch", None)
+        watched = _Watched(store) if send is not None else store
         if prefetched is not None and prefetched.checkpoint is not None:
             # The rows the command read are still the catalog's (nothing else wrote it under this lock):
             # its fold reads them from there, and starts where the catch-up found the checkpoint.
-            fold(PrefetchedStore(store, prefetched), events, prefetched.checkpoint)
-            return
-        fold(store, events, store.checkpoint())
+            position = fold(PrefetchedStore(watched, prefetched), events, prefetched.checkpoint)
+        else:
+            position = fold(watched, events, store.checkpoint())
+        if isinstance(watched, _Watched):
+            self._remember(tx, prefetched.target if prefetched is not None else None, watched.touched, position)
+
+    def _remember(self, tx: Transaction, target: Target | None, touched: dict[str, tuple[set[int], set[str]]],
+                  position: int) -> None:
+        """Keep the rows of the command's model for the next command on it (``Transaction.remember``): read again
+        after the fold's writes, in this transaction (the read rides the commit's round trip). Every other model
+        the fold touched is forgotten (a batch's earlier command may have kept it)."""
+        for name, (versions, stacks) in touched.items():
+            if target is None or name != target.name:
+                tx.remember(_memo_key(name), _forgotten)
+                continue
+            later: list[Prefetched] = []
+
+            def make(previous: Any, later: list[Prefetched] = later, versions: set[int] = versions,
+                     stacks: set[str] = stacks) -> Any:
+                return kept_after(later[0], previous, versions, stacks, position) if later else None
+
+            if tx.remember(_memo_key(name), make):
+                later.append(self.sql.prefetch(self._conn(tx), target))
 
     def version_record(self, tx: Transaction, name: str, number: int) -> VersionRecord:
         """One version as the catalog holds it inside ``tx`` (after ``apply``: the command's own result)."""
@@ -232,6 +259,43 @@ class CatalogProjection:
                     position = fold(store, page, position)
             self.sql.create_indexes(conn)
             return position
+
+
+def _memo_key(name: str) -> tuple[str, str]:
+    return ("catalog", name)
+
+
+def _forgotten(previous: Any) -> None:
+    return None
+
+
+class _Watched:
+    """A dialect's ``FoldStore`` that notes what the fold wrote: for each model, the version numbers and alias
+    stacks it touched (the rows a memo of the model must drop: ``kept_after``)."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.touched: dict[str, tuple[set[int], set[str]]] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def _of(self, name: str) -> tuple[set[int], set[str]]:
+        return self.touched.setdefault(name, (set(), set()))
+
+    def write(self, changes: Any) -> Any:
+        for row in changes.models_new:
+            self._of(row[0])
+        for row in changes.models_changed:  # ``ModelRow.mutable``: the name last
+            self._of(row[-1])
+        for row in changes.versions_new:
+            self._of(row[0])[0].add(row[1])
+        for row in changes.versions_changed:  # ``VersionRow.mutable``: the key last
+            self._of(row[-2])[0].add(row[-1])
+        for rows in (changes.aliases_set, changes.aliases_removed, changes.alias_history_cut, changes.alias_history):
+            for row in rows:
+                self._of(row[0])[1].add(row[1])
+        return self.store.write(changes)
 
 
 def _version_record(conn: Any, name: str, number: int) -> VersionRecord:

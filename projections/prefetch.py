@@ -57,6 +57,15 @@ class Prefetched:
         self._versions: dict[int, tuple[Any, ...] | None] = {}
         self._top: int | None = None
 
+    @classmethod
+    def known(cls, target: Target, model: tuple[Any, ...], aliases: list[tuple[str, int]],
+              versions: dict[int, tuple[Any, ...] | None], top: int | None, checkpoint: int) -> Prefetched:
+        """Answers already in hand (``recalled``): nothing is read."""
+        got = cls(target, model=list, aliases=list, versions=list, top=None, checkpoint=list)
+        got._pending, got._checkpoint_rows, got._stored_checkpoint = None, None, checkpoint
+        got._model, got._aliases, got._versions, got._top = model, aliases, versions, top
+        return got
+
     def _take(self) -> None:
         if self._pending is None:
             return
@@ -173,3 +182,57 @@ class PrefetchedStore:
         stacks = set(stacks)
         got = self.prefetched.fold_tops(stacks)
         return self.store.load_alias_tops(stacks) if got is None else got
+
+
+# -- the memo of an optimistic command (``Transaction.recall`` / ``remember``) ---------------------------------
+#
+# After a command's fold, the catalog sends the same read again (in the same transaction, after its writes: it
+# rides the commit's round trip) and keeps its answers with the rows of the model kept before that the command
+# did not touch: the model's row, its aliases, the rows (or the absence) of the version numbers read so far, the
+# tops of the alias stacks read so far, and the checkpoint. The next command on the model is decided from them
+# when they cover its target, without a read; the recorder checks under its lock that nothing was committed in
+# between. What the command touched is dropped, then read again: only rows the log's head vouches for are kept.
+
+_LATEST = PREFETCH_MODEL.index("latest")
+_LAST_VERSION = PREFETCH_MODEL.index("last_version")
+
+
+def recalled(target: Target, kept: dict[str, Any], head: int) -> Prefetched | None:
+    """The answers for ``target`` from what was kept after the last commit (``kept_after``), or None when they
+    do not cover it (another version, an alias stack not read yet) or the catalog was not at the head."""
+    model = kept["model"]
+    if kept["checkpoint"] != head or model is None:
+        return None
+    versions: dict[int, tuple[Any, ...] | None] = kept["versions"]
+    if target.version is not None:
+        named = target.version
+    elif target.ref_alias is not None:
+        named = dict(kept["aliases"]).get(target.ref_alias)
+    else:
+        named = model[_LATEST]
+    wanted = [n for n in (named, None if model[_LAST_VERSION] is None else model[_LAST_VERSION] + 1)
+              if n is not None]
+    if any(n not in versions for n in wanted):
+        return None
+    top = None
+    if target.alias is not None:
+        if target.alias not in kept["tops"]:
+            return None
+        top = kept["tops"][target.alias]
+    return Prefetched.known(target, model, list(kept["aliases"]), {n: versions[n] for n in wanted}, top, head)
+
+
+def kept_after(later: Prefetched, previous: dict[str, Any] | None, versions_touched: set[int],
+               stacks_touched: set[str], checkpoint: int) -> dict[str, Any] | None:
+    """What to keep of the model after a commit: ``later`` (the read sent after the command's writes) over
+    ``previous`` (kept at the commit before, or None), less what the command touched and did not read again."""
+    later._take()
+    if later._model is None:
+        return None
+    versions = {n: row for n, row in previous["versions"].items() if n not in versions_touched} if previous else {}
+    tops = {a: top for a, top in previous["tops"].items() if a not in stacks_touched} if previous else {}
+    versions.update(later._versions)
+    if later.target.alias is not None:
+        tops[later.target.alias] = later._top or 0
+    return {"model": later._model, "aliases": later._aliases, "versions": versions, "tops": tops,
+            "checkpoint": checkpoint}

@@ -218,9 +218,9 @@ def test_a_command_after_a_long_import_folds_the_lag_in_pages_and_decides_on_all
     commits = []
     original = reg.recorder.write_batched  # a command's transactions (``Recorder.write_batched``)
 
-    def counting_write(first=None):
+    def counting_write(first=None, **kwargs):
         commits.append(reg.projection.lag())
-        return original(first)
+        return original(first, **kwargs)
 
     monkeypatch.setattr(reg.recorder, "write_batched", counting_write)
     reg.tag("m@1", n="after")
