@@ -144,10 +144,10 @@ _CHECKPOINT = (f"INSERT INTO projection_checkpoint (name, position) VALUES ('{CH
 def storable(values: list[Any], kind: str) -> list[Any]:
     """A column of text (or JSON text) as PostgreSQL can hold it: no NUL (``projections.postgres.text``).
     Checked on the whole column at once: a NUL is rare, the check runs on every page."""
-    present = [v for v in values if v]
+    joined = "".join(filter(None, values))  # in C: a list comprehension here was ~7 % of a rebuild's write
     if kind in ("jsonb", "json"):
-        return [json_param(v) if v else v for v in values] if "\\u0000" in "".join(present) else values
-    return [text_param(v) if v else v for v in values] if "\x00" in "".join(present) else values
+        return [json_param(v) if v else v for v in values] if "\\u0000" in joined else values
+    return [text_param(v) if v else v for v in values] if "\x00" in joined else values
 
 
 class FoldStore:
@@ -211,9 +211,14 @@ class FoldStore:
         conn = self.conn
         shape: list[tuple[int, int]] = []  # (index in ``_STATEMENTS``, rows: 1 or many), in order
         params: list[list[Any]] = []
+        copies: list[tuple[int, list[tuple]]] = []  # (index in ``_STATEMENTS``, rows), after the statements
+        can_copy = not conn.pgconn.pipeline_status  # COPY cannot run in a pipeline (a command's batched one)
         for index, (name, _, _) in enumerate(_STATEMENTS):
             rows = getattr(changes, name)
             if not rows:
+                continue
+            if can_copy and len(rows) >= COPY_AT and index in _COPY:
+                copies.append((index, rows))
                 continue
             if name in _WORDS:
                 rows = [(*key[:-1], " ".join(key[-1])) for key in rows]
@@ -240,6 +245,65 @@ class FoldStore:
         with nullcontext() if conn.pgconn.pipeline_status else conn.pipeline():
             for statement, first, last in _grouped_shape(tuple(shape)):
                 conn.execute(statement, [p for part in params[first:last] for p in part])
+        for index, rows in copies:
+            _copy(conn, index, rows)
+
+
+# A long page's plain inserts (a rebuild's, a catch-up's) go in by ``COPY ... FROM STDIN`` instead of an
+# ``INSERT ... SELECT FROM unnest(arrays)``: psycopg built each array in Python (``ListBinaryDumper``: ~21 % of
+# a 20,000-event rebuild's client samples, py-spy), where ``Copy.write_row`` formats a row in C, and the server
+# reads the rows without the arrays and the casts. Only tables that no later statement of the page writes or
+# reads by these rows' keys: ``models_new`` and ``versions_new`` are rows the page's UPDATEs do not name (a
+# row is new or changed), ``files``, ``blob_refs`` and ``alias_history`` go in after their DELETEs (as
+# before), the states are inserts only. So running them after the other statements, in the same transaction,
+# leaves the same rows. (Text format: ``deleted`` 0/1 is boolean input, JSON text is jsonb input.)
+COPY_AT = 1_000
+_COPY_COLUMNS: dict[str, tuple[str, ...]] = {  # the columns of each one's statement in ``_STATEMENTS``, in order
+    "models_new": MODEL_FIELDS, "versions_new": VERSION_FIELDS, "files": ("name", "version", "path", "basename"),
+    "blob_refs": ("digest", "name", "version", "size"), "alias_history": ("name", "alias", "seq", "version"),
+    "model_states": ("name", "position", "state"), "version_states": ("name", "version", "position", "state"),
+    "artifact_states": ("name", "version", "position", "artifact")}
+_COPY = {index: f"COPY {table} ({', '.join(_COPY_COLUMNS[name])}) FROM STDIN"  # noqa: S608 - names from constants
+         for index, (name, table, _) in enumerate(_STATEMENTS) if name in _COPY_COLUMNS}
+assert all(len(_COPY_COLUMNS[_STATEMENTS[i][0]]) == len(_STATEMENTS[i][2][1]) for i in _COPY)  # noqa: S101
+
+
+def _copy(conn: Any, index: int, rows: list[tuple]) -> None:
+    """``rows`` into the table of ``_STATEMENTS[index]`` by ``COPY``, as one text: psycopg's ``write_row``
+    (a dumper per value) cost as much as the arrays it replaced (~1.3 µs a state row, process time); a column
+    at a time, the text is C string work. Text and JSON made storable as for the statements (no NUL)."""
+    kinds = _STATEMENTS[index][2][1]
+    columns = [_copy_column(column, kind) for column, kind in zip(zip(*rows, strict=True), kinds, strict=True)]
+    with conn.cursor().copy(_COPY[index]) as copy:
+        copy.write("\n".join(map("\t".join, zip(*columns, strict=True))) + "\n")
+
+
+def _copy_column(column: tuple[Any, ...], kind: str) -> list[str]:
+    """One column's values as COPY's text format has them."""
+    if kind not in ("text", "jsonb", "json"):  # whole numbers (bigint, int): their str is their text
+        return [_NULL if v is None else str(v) for v in column] if None in column else list(map(str, column))
+    values = storable(list(column), kind)
+    nulls = None in values
+    texts = ["" if v is None else v for v in values] if nulls else values
+    # Escaped all at once: storable text holds no NUL, so NUL can part the values for one translate and a split.
+    joined = "\x00".join(texts)
+    if any(c in joined for c, _ in _ESCAPES):
+        for c, escape in _ESCAPES:  # the backslash first; str.replace, not translate: a C scan per character
+            joined = joined.replace(c, escape)
+        escaped = joined.split("\x00")
+        texts = escaped if len(escaped) == len(texts) else [_escaped(t) for t in texts]
+    return [_NULL if v is None else t for v, t in zip(values, texts, strict=True)] if nulls else texts
+
+
+# COPY's text format: a backslash, tab, newline or carriage return in a value is written escaped, NULL as \N
+_ESCAPES = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"))
+_NULL = "\\N"
+
+
+def _escaped(text: str) -> str:
+    for c, escape in _ESCAPES:
+        text = text.replace(c, escape)
+    return text
 
 
 _WORDS = ("model_words", "version_words")
