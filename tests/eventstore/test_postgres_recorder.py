@@ -13,6 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from contracts.recorder import GuardChecks, Opener, RecorderContract, tag
+from round_trips import RoundTrips
 
 import eventstore.postgres as postgres_backend
 from eventstore.errors import IntegrityError, StoreError
@@ -276,25 +277,6 @@ def test_a_command_asks_for_generic_plans_for_its_own_transaction_only(recorder:
     assert verify_rows(recorder.raw_rows()).ok
 
 
-class _RoundTrips:
-    """Counts the waits for the server's answer (``Connection.wait`` on a reply: a plain execute, a
-    pipeline's fetch, sync or exit) — as ``scripts/profile_pg.py`` does."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.count = 0
-        wait = psycopg.Connection.wait
-
-        def counting(conn: psycopg.Connection, gen, *args, **kwargs):  # noqa: ANN001, ANN202
-            name = getattr(getattr(gen, "gi_code", None), "co_name", "")
-            pipeline = conn._pipeline
-            if name in ("_sync_gen", "_exit_gen") or (name == "_fetch_gen" and pipeline and pipeline.result_queue) \
-                    or (name not in ("_fetch_gen", "_enter_gen") and pipeline is None):
-                self.count += 1
-            return wait(conn, gen, *args, **kwargs)
-
-        monkeypatch.setattr(psycopg.Connection, "wait", counting)
-
-
 def test_a_tag_and_an_alias_move_take_two_round_trips(recorder: PostgresRecorder,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """The lock, the head, the stream's version and the model's state come back in one round trip; the
@@ -317,17 +299,17 @@ def test_a_tag_and_an_alias_move_take_two_round_trips(recorder: PostgresRecorder
             pass
 
     forget()
-    trips = _RoundTrips(monkeypatch)
+    trips = RoundTrips(monkeypatch)
     execute(recorder, projection, c.Tag("m@2", {"stage": "test"}), meta)
     assert trips.count == 2
     monkeypatch.undo()
     forget()
-    trips = _RoundTrips(monkeypatch)
+    trips = RoundTrips(monkeypatch)
     execute(recorder, projection, c.AssignAlias("m@1", "production"), meta)
     assert trips.count == 2
     monkeypatch.undo()
     forget()
-    trips = _RoundTrips(monkeypatch)
+    trips = RoundTrips(monkeypatch)
     outcome = execute(recorder, projection, c.AssignAlias("m@production", "staging"), meta)
     assert trips.count == 2 and outcome.version == 1
     monkeypatch.undo()
