@@ -267,6 +267,14 @@ class PostgresTransaction(Transaction):
             return None
         return self._memo.kept.get(key)
 
+    def remembers(self) -> bool:
+        return self._keeps
+
+    def began_off_memo(self) -> bool:
+        """Whether this transaction began from another head than its memo's (a commit by someone else since):
+        optimism would have missed here."""
+        return self._memo is not None and self._start is not None and tuple(self._memo.head[:2]) != self._start
+
     def remember(self, key: Hashable, make: Callable[[Any], Any]) -> bool:
         if not self._keeps:
             return False
@@ -726,13 +734,12 @@ class PostgresRecorder(Recorder):
             memo = tx.memo_after_commit() if self._one_trip else None
         except Exception:  # noqa: BLE001 - a memo that cannot be made: the next command reads, as before
             memo = None
-        base = tx._memo
         with self._memo_lock:
             self._memo = memo
             if hopeful:
                 self.one_trip_counts["hits"] += 1
                 self._backoff = 0
-            elif base is not None and tx._start is not None and tuple(base.head[:2]) != tx._start:
+            elif tx.began_off_memo():
                 # A two-trip command whose head was not the memo's: optimism would have missed here. Counted as a
                 # miss for the back-off, at no cost, so that writers contending all the time (8 processes on one
                 # model) stop trying instead of paying a wasted pipeline once per 2..64 commands.

@@ -109,6 +109,11 @@ class Transaction(ABC):
         (always, for a backend whose reads cost nothing)."""
         return None
 
+    def remembers(self) -> bool:
+        """Whether ``remember`` keeps anything in this transaction: a reader asks before preparing what it would
+        keep (the catalog notes the rows its fold writes only then)."""
+        return False
+
     def remember(self, key: Hashable, make: Callable[[Any], Any]) -> bool:
         """Keep ``make(previous)`` for the next transaction's ``recall(key)``: called once this transaction has
         committed, with what was kept under ``key`` before if this transaction began from the state that

@@ -140,8 +140,9 @@ class CatalogProjection:
     def apply(self, tx: Transaction, events: list[StoredEvent]) -> None:
         store = self.sql.fold_store(self._conn(tx))
         prefetched = self._prefetched.pop(tx, None)
-        send = getattr(self.sql, "prefetch", None)
-        watched = _Watched(store) if send is not None else store
+        # The rows the fold writes are noted only where the transaction keeps a memo of them (an optimistic
+        # backend's): elsewhere every command would pay the wrapper and a ``remember`` per model for nothing.
+        watched = _Watched(store) if tx.remembers() else store
         if prefetched is not None and prefetched.checkpoint is not None:
             # The rows the command read are still the catalog's (nothing else wrote it under this lock):
             # its fold reads them from there, and starts where the catch-up found the checkpoint.
