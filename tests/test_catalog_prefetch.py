@@ -92,3 +92,22 @@ def test_commands_decided_and_folded_from_the_prefetch_fold_what_a_rebuild_folds
     projection.rebuild()
     assert Catalog(projection).digest() == folded
     assert verify_rows(recorder.raw_rows()).ok
+
+
+def test_a_memo_keeps_the_versions_read_last_up_to_a_bound() -> None:
+    """A process registering version after version keeps a bounded memo of its model (``kept_after``): the
+    versions read last, each once, the touched ones dropped; before the bound it grew, and was copied, without
+    end."""
+    from projections.prefetch import KEPT_VERSIONS, Prefetched, kept_after
+
+    target = Target("m", None)
+    model = ("m",) + (None,) * 20
+    kept = None
+    for n in range(1, KEPT_VERSIONS + 40):
+        later = Prefetched.known(target, model, [], {n: ("m", n), n + 1: None}, None, n)
+        kept = kept_after(later, kept, {n}, set(), n)
+        assert len(kept["versions"]) <= KEPT_VERSIONS
+    last = KEPT_VERSIONS + 39
+    assert list(kept["versions"])[-2:] == [last, last + 1]  # the versions read last are kept
+    assert kept["versions"][last] == ("m", last)
+    assert 1 not in kept["versions"]  # the oldest went first
