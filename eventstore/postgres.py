@@ -766,8 +766,13 @@ class PostgresRecorder(Recorder):
             return False  # it wrote no event: running it again is harmless
         position, own_hash = tx._last_row[0], tx._last_row[1]
         try:
-            with self._transaction(((sql.BEGIN, ()), (sql.LOCK, ()), (sql.HASH_AT, (position,)))) as (_, cursors):
-                row = cursors[2].fetchone()
+            # A connection of its own, not the pool's: this command still holds one, and with every other taken
+            # (a pool of one) the check waited out the pool's timeout and could tell nothing.
+            with self._connect() as conn:
+                self._configure(conn)
+                with conn.transaction():
+                    conn.execute(sql.LOCK)
+                    row = conn.execute(sql.HASH_AT, (position,)).fetchone()
         except (StoreError, psycopg.Error):
             return None
         return row is not None and row[0] == own_hash

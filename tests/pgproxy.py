@@ -4,6 +4,11 @@ connection-loss tests: ``cut="before"`` drops the client's COMMIT unsent (the se
 recorded; the client never hears so). Either way the client sees its connection die mid-commit, which is
 the case where it cannot know the outcome. One cut per arming; every other byte passes through.
 
+A command's batched transaction (``PostgresRecorder.write_batched``) has no COMMIT statement: its pipeline's
+statements are the extended protocol's implicit transaction, committed when the server reaches their Sync.
+``arm(cut, at="sync")`` cuts there instead: at the first Sync after a statement that appends to ``events``
+("before": the Sync is not forwarded; "after": the server's ReadyForQuery that follows the commit is dropped).
+
 The URL it hands out sets ``sslmode=disable``: the proxy reads the plain protocol, message by message, to find
 the COMMIT (a simple query, a Parse of it, or a Bind of a statement prepared from it).
 """
@@ -17,6 +22,7 @@ from typing import Literal
 from psycopg.conninfo import conninfo_to_dict
 
 Cut = Literal["before", "after"]
+At = Literal["commit", "sync"]
 
 
 class CommitCutter:
@@ -29,18 +35,19 @@ class CommitCutter:
                     f"{info.get('dbname') or 'postgres'}?sslmode=disable&gssencmode=disable")
         self._lock = threading.Lock()
         self._armed: Cut | None = None
+        self._at: At = "commit"
         self.cuts = 0
         self._closing = False
         self._sockets: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
-    def arm(self, cut: Cut) -> None:
+    def arm(self, cut: Cut, at: At = "commit") -> None:
         with self._lock:
-            self._armed = cut
+            self._armed, self._at = cut, at
 
-    def _take(self, cut: Cut) -> bool:
+    def _take(self, cut: Cut, at: At) -> bool:
         with self._lock:
-            if self._armed == cut:
+            if self._armed == cut and self._at == at:
                 self._armed = None
                 self.cuts += 1
                 return True
@@ -55,7 +62,7 @@ class CommitCutter:
             upstream = socket.create_connection(self.upstream)
             with self._lock:
                 self._sockets += [client, upstream]
-            state = {"await_commit_reply": False}
+            state = {"await_commit_reply": False, "until": b"COMMIT\x00"}
             threading.Thread(target=self._pump_up, args=(client, upstream, state), daemon=True).start()
             threading.Thread(target=self._pump_down, args=(upstream, client, state), daemon=True).start()
 
@@ -63,13 +70,15 @@ class CommitCutter:
         reader = _ClientMessages()
         try:
             while chunk := client.recv(65536):
-                complete, commits = reader.feed(chunk)
-                if commits:
-                    if self._take("before"):
+                complete, commits, syncs = reader.feed(chunk)
+                for count, at, reply in ((commits, "commit", b"COMMIT\x00"), (syncs, "sync", _READY)):
+                    if not count:
+                        continue
+                    if self._take("before", at):
                         _kill(client, upstream)
                         return
-                    if self._take("after"):
-                        state["await_commit_reply"] = True
+                    if self._take("after", at):
+                        state["await_commit_reply"], state["until"] = True, reply
                 if complete:
                     upstream.sendall(complete)
         except OSError:
@@ -83,7 +92,7 @@ class CommitCutter:
                 if state["await_commit_reply"]:
                     # Hold the server's replies until its COMMIT completion has arrived, then drop them all.
                     held += chunk
-                    if b"COMMIT\x00" in held:
+                    if state["until"] in held:
                         _kill(client, upstream)
                         return
                     continue
@@ -111,11 +120,14 @@ class _ClientMessages:
         self.buffer = b""
         self.started = False
         self.commit_statements: set[bytes] = set()
+        self.append_statements: set[bytes] = set()  # statements that insert into events
+        self.appending = False  # a statement that appends ran since the last Sync
 
-    def feed(self, data: bytes) -> tuple[bytes, int]:
-        """The complete messages now available (to forward) and how many of them commit."""
+    def feed(self, data: bytes) -> tuple[bytes, int, int]:
+        """The complete messages now available (to forward), how many of them are COMMITs and how many Syncs
+        commit an implicit transaction that appended events."""
         self.buffer += data
-        out, commits, at = [], 0, 0
+        out, commits, syncs, at = [], 0, 0, 0
         while True:
             if not self.started:  # the startup message has a length but no type byte
                 if len(self.buffer) - at < 4:
@@ -135,10 +147,27 @@ class _ClientMessages:
                 break
             body = self.buffer[at + 5:at + 1 + size]
             commits += self._commits(kind, body)
+            syncs += self._syncs(kind, body)
             out.append(self.buffer[at:at + 1 + size])
             at += 1 + size
         self.buffer = self.buffer[at:]
-        return b"".join(out), commits
+        return b"".join(out), commits, syncs
+
+    def _syncs(self, kind: bytes, body: bytes) -> int:
+        if kind == b"P":
+            name, _, rest = body.partition(b"\x00")
+            if b"INSERT INTO EVENTS" in rest.partition(b"\x00")[0].upper():
+                self.append_statements.add(name)
+                self.appending = self.appending or name == b""
+            else:
+                self.append_statements.discard(name)
+        elif kind == b"B":
+            statement = body.split(b"\x00", 2)[1]
+            self.appending = self.appending or (statement != b"" and statement in self.append_statements)
+        elif kind == b"S":
+            appended, self.appending = self.appending, False
+            return int(appended)
+        return 0
 
     def _commits(self, kind: bytes, body: bytes) -> int:
         if kind == b"Q":
@@ -155,6 +184,10 @@ class _ClientMessages:
             statement = body.split(b"\x00", 2)[1]
             return int(statement != b"" and statement in self.commit_statements)
         return 0
+
+
+# The server's ReadyForQuery, idle: what it sends once a Sync's implicit transaction has committed.
+_READY = b"Z\x00\x00\x00\x05I"
 
 
 def _kill(*sockets: socket.socket) -> None:

@@ -3,8 +3,9 @@ recorder says so as the project's ``StoreError`` (one line, exit 5 in the CLI), 
 the same idempotency key appends exactly once — whether the commit landed ("after") or not ("before").
 
 The cut is made by a TCP proxy between the registry and the server (tests/pgproxy.py) at the COMMIT itself,
-on both write paths: ``Recorder.append`` (rows and COMMIT in one round trip) and ``write()`` (the handler's
-decide → append → project transaction, COMMIT on exit)."""
+on every write path: ``Recorder.append`` (rows and COMMIT in one round trip), ``write()`` (COMMIT on exit), and
+a command's batched transaction (``write_batched``: decide → append → project, committed by its pipeline's
+Sync), decided from the memo of the last commit (one round trip) or read first (two)."""
 
 from __future__ import annotations
 
@@ -99,16 +100,19 @@ def test_a_server_gone_for_good_is_a_store_error_and_nothing_hangs(direct, cutte
         recorder.close()
 
 
+@pytest.mark.parametrize("at", ["commit", "sync"])
 @pytest.mark.parametrize("cut", ["after", "before"])
 def test_a_command_cut_at_commit_fails_with_one_line_and_its_retry_appends_once(cli, home, make_artifact, direct,
-                                                                               cutter, cut, monkeypatch):
-    """The same through the CLI: decide → append → project in one transaction, COMMIT cut; exit 5 and one
-    line; the retry with the same idempotency key gives version 2 exactly once."""
+                                                                               cutter, cut, at, monkeypatch):
+    """The same through the CLI: decide → append → project in one transaction, its commit cut; exit 5 and one
+    line; the retry with the same idempotency key gives version 2 exactly once. ``commit``: the first COMMIT
+    statement the command sends (the look-up of its key's first result, before anything is decided); ``sync``:
+    the command's own commit, the Sync of its pipeline."""
     monkeypatch.setenv("MLEDGER_DATABASE", cutter.url)
     art = make_artifact("m.bin", b"weights\n")
     assert cli("register", "m", "--artifact", str(art))[0] == 0
     argv = ["update", "m", "--params", '{"lr": 0.01}', "--idempotency-key", "run-42", "--json"]
-    cutter.arm(cut)
+    cutter.arm(cut, at)
     code, out, err = cli(*argv)
     assert cutter.cuts == 1, (code, out, err)
     assert code == 5 and out == "" and err.count("\n") == 1 and "connection" in err
@@ -123,3 +127,66 @@ def test_a_command_cut_at_commit_fails_with_one_line_and_its_retry_appends_once(
     assert [v["version"] for v in json.loads(out)["versions"]] == [1, 2]
     code, out, err = cli("audit", "--json", "--database", direct)
     assert code == 0 and json.loads(out)["ok"], err
+
+
+def _tagged(recorder, projection, key: str):
+    from eventstore import commands as c
+    from eventstore.handler import execute
+
+    return execute(recorder, projection, c.Tag("m@1", {"stage": "cut"}), {"actor": "test"}, idempotency_key=key)
+
+
+@pytest.mark.parametrize("path", ["one-trip", "two-trip"])
+@pytest.mark.parametrize("cut", ["after", "before"])
+def test_a_command_cut_at_its_commit_appends_once_and_its_retry_returns_it(direct, cutter, path, cut):
+    """A command's own commit (``write_batched``: the Sync of its pipeline, no COMMIT statement), cut, on both of
+    its paths: decided from the memo of the process's last commit (one round trip) and read first (two). Cut
+    after the server committed, the caller gets a one-line ``StoreError`` saying the command may be recorded, and
+    the retry with its key returns the first result; cut before, nothing is recorded: the one-trip path, which
+    reads whether its event landed, runs the command again at once on a new connection; the two-trip path says
+    the same as after (it cannot tell). Either way: once in the log, the chain whole, the catalog the command's."""
+    from eventstore import commands as c
+    from eventstore.handler import execute
+    from eventstore.postgres import PostgresRecorder
+    from projections.catalog import Catalog, CatalogProjection
+
+    watcher = PostgresRecorder(direct)
+    recorder = PostgresRecorder(cutter.url, pool_size=1)
+    projection = CatalogProjection(recorder)
+    try:
+        execute(recorder, projection, c.Register("m", {"source": "s", "digest": "sha256:" + "1" * 64, "size": 1}),
+                {"actor": "test"})
+        execute(recorder, projection, c.Tag("m@1", {"stage": "warm"}), {"actor": "test"})  # leaves a memo
+        if path == "two-trip":
+            with recorder.write():  # a write outside the handler: the memo is dropped, the next command reads first
+                pass
+        hits = recorder.one_trip_counts["hits"]
+        head = watcher.head()
+        cutter.arm(cut, at="sync")
+        try:
+            first, raised = _tagged(recorder, projection, "k1"), None
+        except StoreError as exc:
+            first, raised = None, exc
+        assert cutter.cuts == 1
+        if path == "one-trip":
+            assert recorder.one_trip_counts["hits"] == hits  # it was tried from the memo, and did not land as one
+        if cut == "before" and path == "one-trip":
+            # nothing landed (read on a connection of its own), so it ran again at once, the two-trip way
+            assert raised is None and [e.position for e in first.events] == [head + 1]
+        else:
+            assert raised is not None and "\n" not in str(raised) and "connection" in str(raised)
+            assert "may or may not be recorded" in str(raised) and "same idempotency key" in str(raised)
+            assert watcher.head() == (head + 1 if cut == "after" else head)  # the commit landed, or nothing did
+        again = _tagged(recorder, projection, "k1")
+        assert [e.position for e in again.events] == [head + 1]
+        assert watcher.head() == head + 1
+        if first is not None:
+            assert again.replayed and again.events == first.events
+        rows = watcher.raw_rows()
+        assert verify_rows(rows).ok
+        assert [json.loads(r[6]).get("idempotency_key") for r in rows].count("k1") == 1
+        assert Catalog(CatalogProjection(watcher)).get("m@1").tags == {"stage": "cut"}
+        assert Catalog(projection).get("m@1").tags == {"stage": "cut"}
+    finally:
+        recorder.close()
+        watcher.close()
