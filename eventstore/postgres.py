@@ -689,9 +689,11 @@ class PostgresRecorder(Recorder):
                     self._missed(conn)
                     raise ConcurrencyError(f"another writer appended since this process's last command"
                                            f" ({_first_line(exc)})") from None
-                if hopeful and _lost(exc) and self._landed(tx) is False:
-                    # A connection the server dropped since the last command (a restart): nothing was committed,
-                    # the command runs again on a fresh one, as the two-trip path's first round trip would.
+                if optimistic and _lost(exc) and self._landed(tx) is False:
+                    # The connection died before the server committed (a restart, a cut): nothing was recorded,
+                    # so the handler (which decides again on ConcurrencyError) runs the command again on a fresh
+                    # one, as the two-trip path's first round trip would. Where it landed, or cannot be told, the
+                    # caller hears that it may be recorded, and retries with its idempotency key.
                     self._drop_broken()
                     raise ConcurrencyError(f"the connection was lost before the commit ({_first_line(exc)})") from None
                 if hopeful:
