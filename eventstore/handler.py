@@ -65,8 +65,7 @@ class Outcome:
 def first_result(recorder: Recorder, key: str, request: Command) -> Outcome | None:
     """The outcome first recorded under ``key`` for this request, or None; ``IdempotencyError`` if the key
     was used for a different request."""
-    with recorder.write() as tx:
-        first = tx.idempotent_result(key, fingerprint(request))
+    first = recorder.recorded_result(key, fingerprint(request))
     if first is None:
         return None
     name, version = _target_of(first)

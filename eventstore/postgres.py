@@ -864,6 +864,13 @@ class PostgresRecorder(Recorder):
                                      commit_with_append=True, refusal=self._refusal)
             return tx.append(events, expected=expected, idempotency_key=idempotency_key, fingerprint=fingerprint)
 
+    def recorded_result(self, key: str, fingerprint: str | None) -> list[StoredEvent] | None:
+        # One statement, no lock, no transaction of its own; and the memo stays (``write()`` dropped it: a keyed
+        # register looked its key up that way, then ran two trips instead of one — 2.2 against 1.4 ms a register).
+        rows = self._query(sql.IDEMPOTENT_RESULT, (key,))
+        # The head is read after the key's rows, so it is at least what they saw (a truncation check).
+        return _idempotent(rows, key, fingerprint, self.head()) if rows else None
+
     @contextmanager
     def read_snapshot(self) -> Iterator[psycopg.Connection]:
         conn = getattr(self._local, "conn", None)

@@ -176,6 +176,15 @@ class Recorder(ABC):
     def read_snapshot(self) -> AbstractContextManager[Any]:
         """A consistent read-only snapshot; yields the backend connection."""
 
+    def recorded_result(self, key: str, fingerprint: str | None) -> list[StoredEvent] | None:
+        """``Transaction.idempotent_result`` outside a write: the events first appended under ``key`` once their
+        batch has committed (``IdempotencyError`` for another request). A committed key's batch never changes, so
+        a backend may read it without the writer lock (and should: a retry's look-up before an ingest then
+        neither waits for writers nor holds them up). None is no promise: another writer may record the key
+        meanwhile, and the command's own check, under the lock, decides. This default reads under the lock."""
+        with self.write() as tx:
+            return tx.idempotent_result(key, fingerprint)
+
     def append(
         self,
         events: Sequence[NewEvent],

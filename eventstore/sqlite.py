@@ -183,6 +183,33 @@ def open_read_only(path: Path, timeout: float) -> sqlite3.Connection:
 
 
 
+def _idempotent_result(conn: sqlite3.Connection, key: str, fingerprint: str | None,
+                       head: Callable[[], int]) -> list[StoredEvent] | None:
+    """The events first appended under ``key`` (``Transaction.idempotent_result``), read on ``conn``; ``head``:
+    the log's last position as ``conn`` sees it (read only when the key is found)."""
+    row = conn.execute(
+        "SELECT fingerprint, first_position, last_position FROM idempotency WHERE key = ?", (key,)
+    ).fetchone()
+    if row is None:
+        return None
+    if fingerprint is not None and row[0] is not None and row[0] != fingerprint:
+        raise IdempotencyError(f"idempotency key {key!r} was already used for a different request")
+    rows = conn.execute(
+        _SELECT + " WHERE position BETWEEN ? AND ? ORDER BY position", (row[1], row[2])
+    ).fetchall()
+    events = [event_from_row(r) for r in rows]
+    # The log truncated (or rewritten) under the key: say so, rather than hand back no or other events.
+    wrong = batch_problem(key, row[1], row[2], ((e.position, e.meta) for e in events), head())
+    if wrong is not None:
+        raise IntegrityError(f"idempotency key {key!r} {wrong[1]}: the log was truncated or rewritten "
+                             "(run `mledger audit`)")
+    return events
+
+
+def _max_position(conn: sqlite3.Connection) -> int:
+    return conn.execute("SELECT max(position) FROM events").fetchone()[0] or 0
+
+
 class SQLiteTransaction(Transaction):
     def __init__(self, connection: sqlite3.Connection, refusal: str | None = None) -> None:
         self.connection = connection
@@ -209,23 +236,7 @@ class SQLiteTransaction(Transaction):
                                        (since, limit)).fetchall()
 
     def idempotent_result(self, key: str, fingerprint: str | None) -> list[StoredEvent] | None:
-        row = self.connection.execute(
-            "SELECT fingerprint, first_position, last_position FROM idempotency WHERE key = ?", (key,)
-        ).fetchone()
-        if row is None:
-            return None
-        if fingerprint is not None and row[0] is not None and row[0] != fingerprint:
-            raise IdempotencyError(f"idempotency key {key!r} was already used for a different request")
-        rows = self.connection.execute(
-            _SELECT + " WHERE position BETWEEN ? AND ? ORDER BY position", (row[1], row[2])
-        ).fetchall()
-        events = [event_from_row(r) for r in rows]
-        # The log truncated (or rewritten) under the key: say so, rather than hand back no or other events.
-        wrong = batch_problem(key, row[1], row[2], ((e.position, e.meta) for e in events), self.head())
-        if wrong is not None:
-            raise IntegrityError(f"idempotency key {key!r} {wrong[1]}: the log was truncated or rewritten "
-                                 "(run `mledger audit`)")
-        return events
+        return _idempotent_result(self.connection, key, fingerprint, self.head)
 
     def append(
         self,
@@ -473,6 +484,14 @@ class SQLiteRecorder(Recorder):
                 yield tx
         except sqlite3.Error as exc:
             raise translate(exc) from None
+
+    def recorded_result(self, key: str, fingerprint: str | None) -> list[StoredEvent] | None:
+        # A read transaction: a committed key's batch, without the write lock (WAL: writers go on meanwhile).
+        with self.read_snapshot() as conn:
+            try:
+                return _idempotent_result(conn, key, fingerprint, lambda: _max_position(conn))
+            except sqlite3.Error as exc:
+                raise translate(exc) from None
 
     @contextmanager
     def read_snapshot(self) -> Iterator[sqlite3.Connection]:

@@ -286,3 +286,25 @@ def test_raw_write_batched_stays_two_trip(opened):
             tx.append([tag("model-a", tx.head() + 1)])
         assert n == recorder.head()
     assert _counts(recorder) == {"hits": 0, "misses": 0, "two_trip": 0}
+
+
+def test_a_keyed_commands_look_up_of_its_key_keeps_the_memo(opened, monkeypatch):
+    """A retry's look-up of its key (``first_result``, what a keyed register or update does before its ingest) is
+    one statement without the writer lock, and leaves the memo: the command after it is still one round trip.
+    (It was a locked transaction that dropped the memo: a keyed register cost 1.5x an unkeyed one.)"""
+    from eventstore.handler import first_result
+
+    recorder, projection = opened()
+    _model(recorder, projection)
+    command = c.Register("m", _artifact(8))
+    trips = RoundTrips(monkeypatch)
+    assert first_result(recorder, "key-8", command) is None
+    assert trips.count == 1
+    monkeypatch.undo()
+    hits = _counts(recorder)["hits"]
+    trips = RoundTrips(monkeypatch)
+    outcome = execute(recorder, projection, command, META, idempotency_key="key-8")
+    assert trips.count == 1 and _counts(recorder)["hits"] == hits + 1
+    monkeypatch.undo()
+    again = first_result(recorder, "key-8", command)
+    assert again is not None and again.replayed and again.events == outcome.events

@@ -315,6 +315,18 @@ class RecorderContract(ABC):
             assert [e.position for e in tx.idempotent_result("K", "f1") or []] == [e.position for e in first]
             assert tx.idempotent_result("unknown", "f1") is None
 
+    def test_a_committed_keys_first_result_is_read_while_another_writer_holds_the_lock(
+            self, populated: Recorder, location: Location) -> None:
+        """``Recorder.recorded_result``: the look-up a retry makes before it ingests anything reads a committed
+        key's batch without the writer lock, so it neither waits for a writer nor holds one up; a different
+        request under the key is refused there too."""
+        first = populated.append([tag("model-a", 50, "R")], idempotency_key="R", fingerprint="f1")
+        with self.hold_write_lock(location):
+            assert [e.to_json() for e in populated.recorded_result("R", "f1") or []] == [e.to_json() for e in first]
+            assert populated.recorded_result("unknown", "f1") is None
+            with pytest.raises(IdempotencyError):
+                populated.recorded_result("R", "f2")
+
     def test_an_idempotency_key_with_a_different_request_is_refused(self, populated: Recorder) -> None:
         populated.append([tag("model-a", 40, "K")], idempotency_key="K", fingerprint="f1")
         head = populated.head()
