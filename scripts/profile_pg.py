@@ -1,9 +1,10 @@
 """Where one command on PostgreSQL spends its time: round trips, statements and Python per command.
 
-    .venv/bin/python scripts/profile_pg.py [--ops N] [--cprofile] [tag|alias|register ...]
+    .venv/bin/python scripts/profile_pg.py [--ops N] [--cprofile] [tag|alias|register|keyed ...]
     .venv/bin/python scripts/profile_pg.py --compare main=/work/main [--rounds 3] [--ops N] [kinds ...]
 
-For each command kind, on a fresh registry in a database with a random name on ``MLEDGER_BENCH_POSTGRES``
+For each command kind (``keyed``: a register with an idempotency key of its own, as a pipeline that retries sends
+it: its key looked up first, then the command), on a fresh registry in a database with a random name on ``MLEDGER_BENCH_POSTGRES``
 (default ``postgresql://postgres@127.0.0.1:5432/postgres``), dropped afterwards, with a model of 10 versions
 (``--versions N``: of N):
 
@@ -36,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -100,6 +102,9 @@ class Counter:
         psycopg.Cursor._maybe_prepare_gen = self._send  # type: ignore[method-assign]
 
 
+KINDS = ("tag", "alias", "register", "keyed")
+
+
 def _is_round_trip(conn: Any, gen: Any) -> bool:
     """Whether this exchange waits for the server's answer: outside pipeline mode every one does; in it,
     sending does not, and a fetch of pending results, a sync and leaving the pipeline do."""
@@ -123,6 +128,8 @@ def _op(kind: str, reg: Registry, folder: str, ops: int) -> Callable[[int], obje
     for i in range(ops):
         files.append(os.path.join(folder, f"new-{i}.bin"))
         Path(files[-1]).write_bytes(b"PROFILE " + os.urandom(400))
+    if kind == "keyed":
+        return lambda i: reg.register("m", artifact=files[i], idempotency_key=uuid.uuid4().hex)
     return lambda i: reg.register("m", artifact=files[i])
 
 
@@ -140,7 +147,7 @@ def profile(kind: str, ops: int, counter: Counter, cprof: cProfile.Profile | Non
             op = _op(kind, reg, d, ops)
             for i in range(min(20, ops)):  # warm up (prepared statements, caches)
                 op(i)
-            op = _op(kind, reg, d, ops) if kind == "register" else op
+            op = _op(kind, reg, d, ops) if kind in ("register", "keyed") else op
             if trace:
                 counter.trace, counter.on = [], True
                 op(ops - 1)
@@ -201,7 +208,7 @@ def _server_cpu(pids: list[int]) -> float | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("kinds", nargs="*", help="tag, alias and/or register (default: all three)")
+    parser.add_argument("kinds", nargs="*", help="tag, alias, register and/or keyed (default: the first three)")
     parser.add_argument("--ops", type=int, default=300, help="commands per kind (default 300)")
     parser.add_argument("--cprofile", action="store_true", help="also print the top functions (cProfile)")
     parser.add_argument("--trace", action="store_true", help="also print one command's statements and round trips")
@@ -211,9 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tree", help="profile the product in this tree (used by --compare)")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object (used by --compare)")
     args = parser.parse_args(argv)
-    unknown = [k for k in args.kinds if k not in ("tag", "alias", "register")]
+    unknown = [k for k in args.kinds if k not in KINDS]
     if unknown:
-        parser.error(f"unknown command kind {unknown[0]!r}: choose tag, alias or register")
+        parser.error(f"unknown command kind {unknown[0]!r}: choose tag, alias, register or keyed")
     if args.compare:
         return compare(args)
     counter = Counter()
