@@ -101,6 +101,29 @@ def test_tag_filters_are_anded_and_see_model_and_version_tags(populated):
     assert cat.list(tags={"task": "vision", "framework": "none"}) == []
 
 
+def test_a_named_search_by_tags_finds_what_the_unnamed_search_finds_of_that_model(populated):
+    """A search by name and tags (looked up through the model's matching versions on SQLite) finds exactly the
+    versions the search by tags alone finds of that model: the model's own tags count for every version, a
+    version's own value beside the model's matches too, deleted versions and models never."""
+    reg = populated
+    reg.tag("resnet-50@3", stage="prod")
+    reg.tag("resnet-50", team="vision-team")
+    reg.tag("resnet-50@1", team="other")
+    reg.delete("resnet-50@2")
+    cat = reg.catalog()
+    for tags in ({"stage": "prod"}, {"team": "vision-team"}, {"team": "other"}, {"team": "vision-team", "stage": "prod"},
+                 {"task": "vision"}, {"task": "vision", "framework": "torch"}, {"stage": "none"},
+                 {"owner": "text-team"}):
+        for name in ("resnet-50", "bert", "digits", "team/vit"):
+            named = [v.ref for v in cat.search(name=name, tags=tags)]
+            assert named == [v.ref for v in cat.search(tags=tags) if v.name == name], (name, tags)
+    assert [v.ref for v in cat.search(name="resnet-50", tags={"team": "vision-team"})] == ["resnet-50@1", "resnet-50@3"]
+    assert [v.ref for v in cat.search(name="resnet-50", tags={"team": "other"})] == ["resnet-50@1"]
+    assert [v.ref for v in cat.search(name="resnet-50", tags={"team": "vision-team", "stage": "prod"})] == [
+        "resnet-50@3"]
+    assert [v.ref for v in cat.search(name="bert", tags={"owner": "text-team"})] == ["bert@1"]
+
+
 @pytest.mark.local_only("registers again from another version's recorded source, a local path; over HTTP it is upload://NAME")
 def test_a_deleted_version_no_longer_makes_its_model_match(populated):
     reg = populated
