@@ -107,8 +107,8 @@ def test_a_command_cut_at_commit_fails_with_one_line_and_its_retry_appends_once(
     """The same through the CLI: decide → append → project in one transaction, its commit cut; exit 5 and one
     line (or, cut before the command's own commit, the command run again at once); the retry with the same
     idempotency key gives version 2 exactly once. ``commit``: the first COMMIT
-    statement the command sends (the look-up of its key's first result, before anything is decided); ``sync``:
-    the command's own commit, the Sync of its pipeline."""
+    statement the CLI sends (a read snapshot's, before anything is decided); ``sync``: the command's own commit,
+    the Sync of its pipeline."""
     monkeypatch.setenv("MLEDGER_DATABASE", cutter.url)
     art = make_artifact("m.bin", b"weights\n")
     assert cli("register", "m", "--artifact", str(art))[0] == 0
