@@ -206,10 +206,6 @@ def _idempotent_result(conn: sqlite3.Connection, key: str, fingerprint: str | No
     return events
 
 
-def _max_position(conn: sqlite3.Connection) -> int:
-    return conn.execute("SELECT max(position) FROM events").fetchone()[0] or 0
-
-
 class SQLiteTransaction(Transaction):
     def __init__(self, connection: sqlite3.Connection, refusal: str | None = None) -> None:
         self.connection = connection
@@ -489,7 +485,7 @@ class SQLiteRecorder(Recorder):
         # A read transaction: a committed key's batch, without the write lock (WAL: writers go on meanwhile).
         with self.read_snapshot() as conn:
             try:
-                return _idempotent_result(conn, key, fingerprint, lambda: _max_position(conn))
+                return _idempotent_result(conn, key, fingerprint, self.head)  # head: on this snapshot's connection
             except sqlite3.Error as exc:
                 raise translate(exc) from None
 
