@@ -32,12 +32,20 @@ def _unnest(columns: list[tuple[str, str]]) -> str:
     return f"unnest({arrays}) AS u({', '.join(name for name, _ in columns)})"
 
 
-def _one_row(columns: list[tuple[str, str]]) -> str:
-    """The same ``u(columns)`` for one row, a scalar parameter per column: a command's inline fold writes one row
-    per table, and an array parameter costs psycopg more to make than a scalar (a tag's fold had 32 of them:
-    ``array.dump`` and its helpers were the largest part of the client's time after the statements)."""
-    values = ", ".join(f"%s::{'text' if kind in ('jsonb', 'json') else kind}" for _, kind in columns)
-    return f"(VALUES ({values})) AS u({', '.join(name for name, _ in columns)})"
+def _few_rows(columns: list[tuple[str, str]], count: int) -> str:
+    """The same ``u(columns)`` for ``count`` rows, a scalar parameter per value: a command's inline fold writes one
+    to a few rows per table, and an array parameter costs psycopg more to make than a scalar (a tag's fold had 32
+    of them: ``array.dump`` and its helpers were the largest part of the client's time after the statements;
+    an array of 2 values ~4.8 µs against ~0.3 µs a scalar, ``timeit`` of ``PostgresQuery.dump``)."""
+    row = "(" + ", ".join(f"%s::{'text' if kind in ('jsonb', 'json') else kind}" for _, kind in columns) + ")"
+    return f"(VALUES {', '.join([row] * count)}) AS u({', '.join(name for name, _ in columns)})"
+
+
+# A table's rows up to this many go as scalar parameters (``_few_rows``), more as one array per column: a
+# register's two events write two rows to each state table (14 arrays a register), a page of a catch-up
+# hundreds. Past ~15 rows the arrays cost less; 4 keeps the statements' shapes (and psycopg's prepared
+# statements) few and every run of them under ``_CACHED_PARAMS``.
+FEW_ROWS = 4
 
 
 def _value(column: str, kind: str) -> str:
@@ -49,13 +57,13 @@ def _value(column: str, kind: str) -> str:
 
 
 # the SQL for any number of rows (a parameter per column: an array of its values), the kind of each column,
-# and the SQL for one row (a parameter per column: its value)
-Statement = tuple[str, tuple[str, ...], str]
+# and the SQL for a few rows (a parameter per value), by their count
+Statement = tuple[str, tuple[str, ...], Callable[[int], str]]
 
 
 def _statement(make: Callable[[str], str], columns: list[tuple[str, str]]) -> Statement:
-    """``make(source)`` with the rows' source as arrays, and as one row's values."""
-    return make(_unnest(columns)), tuple(kind for _, kind in columns), make(_one_row(columns))
+    """``make(source)`` with the rows' source as arrays, and as a few rows' values."""
+    return make(_unnest(columns)), tuple(kind for _, kind in columns), lambda count: make(_few_rows(columns, count))
 
 
 def _insert(table: str, columns: list[tuple[str, str]], conflict: str = "") -> Statement:
@@ -209,7 +217,8 @@ class FoldStore:
         different tables go out as one statement (``_grouped_shape``), so a command's inline fold is one statement
         where it was one per table (a tag: 7 -> 1)."""
         conn = self.conn
-        shape: list[tuple[int, int]] = []  # (index in ``_STATEMENTS``, rows: 1 or many), in order
+        # (index in ``_STATEMENTS``, the count of a few rows or 0 for arrays), in order
+        shape: list[tuple[int, int]] = []
         params: list[list[Any]] = []
         copies: list[tuple[int, list[tuple]]] = []  # (index in ``_STATEMENTS``, rows), after the statements
         can_copy = not conn.pgconn.pipeline_status  # COPY cannot run in a pipeline (a command's batched one)
@@ -222,12 +231,16 @@ class FoldStore:
                 continue
             if name in _WORDS:
                 rows = [(*key[:-1], " ".join(key[-1])) for key in rows]
-            if len(rows) == 1:
-                # a command's inline fold: one row per table, its values as scalar parameters
-                values = list(rows[0])
-                for i, kind in _CONVERTED[index]:
-                    values[i] = _storable_value(values[i], kind)
-                shape.append((index, 1))
+            if len(rows) <= FEW_ROWS:
+                # a command's inline fold: a row or a few per table, their values as scalar parameters
+                converted = _CONVERTED[index]
+                values = []
+                for row in rows:
+                    row = list(row)
+                    for i, kind in converted:
+                        row[i] = _storable_value(row[i], kind)
+                    values += row
+                shape.append((index, len(rows)))
                 params.append(values)
             else:
                 columns = [list(column) for column in zip(*rows, strict=True)]
@@ -236,7 +249,7 @@ class FoldStore:
                         columns[i] = [_storable_value(v, kind) for v in columns[i]]
                     else:
                         columns[i] = storable(columns[i], kind)
-                shape.append((index, 2))
+                shape.append((index, 0))
                 params.append(columns)
         params.append([changes.position])
         # A command's inline fold runs in its batched transaction (``PostgresRecorder.write_batched``), already
@@ -326,8 +339,8 @@ def _storable_value(value: Any, kind: str) -> Any:
 
 @cache
 def _grouped_shape(shape: tuple[tuple[int, int], ...]) -> tuple[tuple[str, int, int], ...]:
-    """The statements of a page of this shape ((statement, 1 row or many) per part, the checkpoint last), each
-    with the range of parts whose parameters it takes: a run of statements on distinct tables is one
+    """The statements of a page of this shape ((statement, the count of a few rows or 0 for arrays) per part, the
+    checkpoint last), each with the range of parts whose parameters it takes: a run of statements on distinct tables is one
     statement, each but the last a data-modifying ``WITH`` of the last (``WITH w0 AS (INSERT ...), w1 AS
     (UPDATE ...) INSERT ...``).
 
@@ -345,9 +358,9 @@ def _grouped_shape(shape: tuple[tuple[int, int], ...]) -> tuple[tuple[str, int, 
     cProfile)."""
     parts = []
     for index, rows in shape:
-        _, table, (many, kinds, one) = _STATEMENTS[index]
-        # a part's parameter count: one per column, whether each is a value or an array of values
-        parts.append((table, one if rows == 1 else many, [None] * len(kinds)))
+        _, table, (many, kinds, few) = _STATEMENTS[index]
+        # a part's parameter count: one per column (an array of its values), or one per value of a few rows
+        parts.append((table, few(rows) if rows else many, [None] * (len(kinds) * max(rows, 1))))
     parts.append(("projection_checkpoint", _CHECKPOINT, [None]))
     out, first = [], 0
     for run in _runs(parts):
