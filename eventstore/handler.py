@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -48,6 +49,12 @@ class ReadModel(Protocol):
     def apply(self, tx: Transaction, events: Sequence[StoredEvent]) -> None: ...
 
     def view(self, tx: Transaction) -> StateView: ...
+
+    def current_view(self) -> AbstractContextManager[StateView]:
+        """The state on a read snapshot of the current read model, without the writer lock: for a preview or a
+        check made before work outside the log (a worker's "still waiting for bytes?"); what a command's own
+        decision reads under the lock is what counts."""
+        ...
 
     # Optional: ``prefetch(tx, target)``, called before ``catch_up`` with the command's ``Target``, so that the
     # state the command will read can be sent for in the same round trip as the catch-up's first read.

@@ -835,10 +835,10 @@ class Registry:
                        check=check)
 
     def preview(self, command: c.Command | MirrorModel) -> Decision:
-        """What ``command`` would append now (decided under the write lock, nothing appended)."""
-        with self.recorder.write() as tx:
-            self.projection.catch_up(tx)
-            return decide(command, self.projection.view(tx))
+        """What ``command`` would append now (decided on a read snapshot of the current catalog: nothing appended,
+        no writer held up — an import's ``--dry-run`` previews every model it reads)."""
+        with self.projection.current_view() as view:
+            return decide(command, view)
 
     # -- access tokens of the HTTP server (eventstore/access.py) -------------------------------------
     def create_token(self, name: str, role: str, *, prefix: str = "", expires_in: float | None = None,

@@ -196,6 +196,15 @@ class CatalogProjection:
     def view(self, tx: Transaction) -> CatalogStateView:
         return CatalogStateView(self._conn(tx), self._prefetched.get(tx))
 
+    @contextmanager
+    def current_view(self) -> Iterator[CatalogStateView]:
+        """The decider's view of the current catalog on a read snapshot, without the writer lock (a preview, a
+        worker's check before it copies bytes): on PostgreSQL that lock is every host's writers'. Writers fold
+        inline, so a snapshot's catalog is the log's state at its head; one that lags is caught up first."""
+        self.ensure_current()
+        with self.recorder.read_snapshot() as conn:
+            yield CatalogStateView(conn)
+
     # -- keeping up ------------------------------------------------------------------------------------
     def checkpoint(self) -> int:
         with self.recorder.read_snapshot() as conn:

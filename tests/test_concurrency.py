@@ -174,3 +174,41 @@ def test_concurrent_cli_registers(home, artifact, child_env, mledger_argv):
     with Registry.open(home) as reg:
         assert sorted(v.params["i"] for v in reg.model("cli").versions) == list(range(n))
         check_log_and_catalog(reg)
+
+
+def test_a_preview_and_a_workers_check_answer_while_another_writer_holds_the_lock(home, artifact):
+    """What only reads — an import's ``--dry-run`` preview, a worker's "still waiting for bytes?" before it copies
+    anything — reads a snapshot, not under the writer lock (on PostgreSQL, every host's writers'): it answers
+    while another writer holds the lock, and appends nothing."""
+    import threading
+
+    from eventstore import commands as c
+    from modelledger import Registry
+    from workers.actors import ingest_version
+
+    with Registry.open(home, actor="tester@test") as reg:
+        reg.register("m", artifact)
+        request = next(e for e in reg.log() if e.type == "VersionRegistered")
+        head = reg.head()
+        held, released, release = threading.Event(), threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with reg.recorder.write():
+                held.set()
+                release.wait(10)
+            released.set()
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        try:
+            assert held.wait(10)
+            decision = reg.preview(c.Tag("m@1", {"k": "v"}))
+            outcome = ingest_version(request.position, reg.registry_id)
+            answered_while_held = not released.is_set()
+        finally:
+            release.set()
+            holder.join()
+        assert answered_while_held
+        assert [kind for kind, _ in decision.events] == ["Tagged"]
+        assert outcome == "already"  # its bytes were stored by the register itself
+        assert reg.head() == head and "k" not in reg.get("m@1").tags

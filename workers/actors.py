@@ -161,13 +161,14 @@ def _ingest_once(ctx: context.WorkerContext, rec: Any, created: StoredEvent, art
 
 
 def _already(ctx: context.WorkerContext, created: StoredEvent, key: str) -> bool:
-    """Has this request's outcome been recorded, or does its version no longer wait for bytes? Read under the
-    write lock before copying anything; the decider asks again when the outcome is recorded."""
-    with ctx.recorder.write() as tx:
-        if tx.idempotent_result(key, None) is not None:
-            return True
-        ctx.read_model.catch_up(tx)
-        return not awaits_artifact(ctx.read_model.view(tx), created.data["name"], created.data["version"])
+    """Has this request's outcome been recorded, or does its version no longer wait for bytes? Read before
+    copying anything, without the writer lock (on PostgreSQL, every host's writers'): a committed outcome and a
+    version's status are what commits left; the decider asks again, under the lock, when the outcome is
+    recorded."""
+    if ctx.recorder.recorded_result(key, None) is not None:
+        return True
+    with ctx.read_model.current_view() as view:
+        return not awaits_artifact(view, created.data["name"], created.data["version"])
 
 
 class _StoredMeanwhile(Exception):
