@@ -16,7 +16,9 @@ register on this checkout and on another, alternating in one run.
 
 ``bench_clients`` (bench_peers.py): modelledger and MLflow (3.x, ``postgresql://`` backend store, in its own
 venv) on the same server: set a version tag, move an alias, create a version — with 1 client process and
-with 8 at once (each its own process, own connection; total operations / wall time from a common start).
+with 8 at once (each its own process, own connection; total operations / wall time from a common start); each
+process does one operation of the kind before the timing, on both sides. Each row: ``ROUNDS`` rounds, the sides
+alternating which goes first, and the median of the rounds' ratios.
 """
 
 from __future__ import annotations
@@ -423,7 +425,7 @@ def mlflow_clients(peer: Any, tmp: str, op: str, clients: int, n: int) -> float:
     if failed:
         first = next(r["first_error"] for r in results if r.get("errors"))
         log(f"postgres clients: MLflow {op} x {clients}: {failed} of {clients * n} calls failed ({first})")
-    MLFLOW_FAILURES[(op, clients)] = failed
+    MLFLOW_FAILURES[(op, clients)] = MLFLOW_FAILURES.get((op, clients), 0) + failed  # over the rounds
     return _total_rate(results, sum(r.get("done", n) for r in results))
 
 
@@ -463,30 +465,55 @@ def bench_clients(tmp: str, quick: bool, peer: Any) -> list[Row]:
             # that the processes' common start and their exits do not weigh in it
             n_ours = (40 if quick else 300) // (1 if clients == 1 else 4)
             n_ml = (20 if quick else 40) // (1 if clients == 1 else 4)
-            log(f"postgres clients: {op} x {clients} process(es): modelledger {n_ours} each, MLflow {n_ml} each")
-            ours = ours_clients(tmp, "register" if op == "create" else op, clients, n_ours)
-            try:
-                theirs = float("nan") if peer.error else mlflow_clients(peer, tmp, op, clients, n_ml)
-            except RuntimeError as exc:  # keep the other rows
-                log(f"postgres clients: MLflow {op} x {clients} failed: {exc}")
-                theirs = float("nan")
-            ratio = ours / theirs if theirs == theirs else float("nan")
+            log(f"postgres clients: {op} x {clients} process(es): modelledger {n_ours} each, MLflow {n_ml} each, "
+                f"{ROUNDS} rounds")
+            ours_rates, their_rates, ratios = [], [], []
+            for r in range(ROUNDS):
+                # Rounds alternate which side goes first; the row is the median of the rounds' ratios: one
+                # window of ~0.5 s on this VM moved 2x between runs of the same code (352 and 688-713 tags/s).
+                if r % 2 == 0:
+                    ours = ours_clients(tmp, "register" if op == "create" else op, clients, n_ours)
+                    theirs = _theirs(peer, tmp, op, clients, n_ml)
+                else:
+                    theirs = _theirs(peer, tmp, op, clients, n_ml)
+                    ours = ours_clients(tmp, "register" if op == "create" else op, clients, n_ours)
+                ours_rates.append(ours)
+                their_rates.append(theirs)
+                ratios.append(ours / theirs if theirs == theirs else float("nan"))
+                log(f"postgres clients: {op} x {clients} round {r + 1}: modelledger {ours:,.1f}/s, "
+                    f"MLflow {theirs:,.1f}/s, ratio {ratios[-1]:.2f}")
+            ours, theirs = median(ours_rates), median(their_rates)
+            ratio = median(ratios) if theirs == theirs else float("nan")
             mlflow_rates[(op, clients)] = theirs
-            log(f"postgres clients: {op} x {clients}: modelledger {ours:,.1f}/s, MLflow {theirs:,.1f}/s, "
-                f"ratio {ratio:.2f}")
             failures = MLFLOW_FAILURES.get((op, clients), 0)
             rows.append(Row(f"postgres: {op}, {clients} client process{'es' if clients > 1 else ''}",
                             "modelledger", ours, "ops/s", "MLflow", theirs, ratio, target=f"≥ {targets[op]}",
                             ok=None if ratio != ratio else ratio >= targets[op],
-                            note=(f"total over {clients} process(es), {n_ours} (MLflow {n_ml}) each; "
+                            note=(f"total over {clients} process(es), {n_ours} (MLflow {n_ml}) each; medians of "
+                                  f"{ROUNDS} rounds (ratio: of the rounds' ratios "
+                                  f"{', '.join(f'{x:.2f}' for x in ratios)}); "
                                   + ("create: a distinct tiny file registered and stored (embedded)"
                                      if op == "create" else "on a model with 10 versions")
                                   + ("; MLflow: " + ("skipped: " + peer.error if peer.error else peer.version))
                                   + (f"; {failures} MLflow calls failed (a race in its alias/version upsert), "
                                      "counted out" if failures else "")),
-                            samples={"modelledger": [ours], "mlflow": [theirs]}))
+                            samples={"modelledger": ours_rates, "mlflow": their_rates, "ratio": ratios}))
     rows += floor_rows(quick, mlflow_rates, targets)
     return rows
+
+
+ROUNDS = 3  # per row: modelledger and MLflow alternating
+
+
+def _theirs(peer: Any, tmp: str, op: str, clients: int, n: int) -> float:
+    """MLflow's rate for one round (NaN when it is skipped or failed: the other rows are kept)."""
+    if peer.error:
+        return float("nan")
+    try:
+        return mlflow_clients(peer, tmp, op, clients, n)
+    except RuntimeError as exc:
+        log(f"postgres clients: MLflow {op} x {clients} failed: {exc}")
+        return float("nan")
 
 
 def floor_rows(quick: bool, mlflow_rates: dict[tuple[str, int], float], targets: dict[str, int]) -> list[Row]:
