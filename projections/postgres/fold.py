@@ -340,9 +340,9 @@ def _storable_value(value: Any, kind: str) -> Any:
 @cache
 def _grouped_shape(shape: tuple[tuple[int, int], ...]) -> tuple[tuple[str, int, int], ...]:
     """The statements of a page of this shape ((statement, the count of a few rows or 0 for arrays) per part, the
-    checkpoint last), each with the range of parts whose parameters it takes: a run of statements on distinct tables is one
-    statement, each but the last a data-modifying ``WITH`` of the last (``WITH w0 AS (INSERT ...), w1 AS
-    (UPDATE ...) INSERT ...``).
+    checkpoint last), each with the range of parts whose parameters it takes: a run of statements on distinct
+    tables is one statement, each but the last a data-modifying ``WITH`` of the last (``WITH w0 AS (INSERT ...),
+    w1 AS (UPDATE ...) INSERT ...``).
 
     The same writes as one statement each: the parts of one statement run on one snapshot in no set order, so
     only statements on different tables share one (a statement here reads and writes its own table only: no
