@@ -146,43 +146,45 @@ class _ClientMessages:
             if len(self.buffer) - at < 1 + size:
                 break
             body = self.buffer[at + 5:at + 1 + size]
-            commits += self._commits(kind, body)
-            syncs += self._syncs(kind, body)
+            # A Parse names a statement and gives its text; a Bind names the statement it runs
+            name = query = b""
+            if kind == b"P":
+                name, _, rest = body.partition(b"\x00")
+                query = rest.partition(b"\x00")[0].strip().upper()
+            elif kind == b"B":
+                name = body.split(b"\x00", 2)[1]
+            commits += self._commits(kind, body, name, query)
+            syncs += self._syncs(kind, name, query)
             out.append(self.buffer[at:at + 1 + size])
             at += 1 + size
         self.buffer = self.buffer[at:]
         return b"".join(out), commits, syncs
 
-    def _syncs(self, kind: bytes, body: bytes) -> int:
+    def _syncs(self, kind: bytes, name: bytes, query: bytes) -> int:
         if kind == b"P":
-            name, _, rest = body.partition(b"\x00")
-            if b"INSERT INTO EVENTS" in rest.partition(b"\x00")[0].upper():
+            if b"INSERT INTO EVENTS" in query:
                 self.append_statements.add(name)
                 self.appending = self.appending or name == b""
             else:
                 self.append_statements.discard(name)
         elif kind == b"B":
-            statement = body.split(b"\x00", 2)[1]
-            self.appending = self.appending or (statement != b"" and statement in self.append_statements)
+            self.appending = self.appending or (name != b"" and name in self.append_statements)
         elif kind == b"S":
             appended, self.appending = self.appending, False
             return int(appended)
         return 0
 
-    def _commits(self, kind: bytes, body: bytes) -> int:
+    def _commits(self, kind: bytes, body: bytes, name: bytes, query: bytes) -> int:
         if kind == b"Q":
             return int(body.rstrip(b"\x00").strip().upper().startswith(b"COMMIT"))
         if kind == b"P":
-            name, _, rest = body.partition(b"\x00")
-            query = rest.partition(b"\x00")[0].strip().upper()
             if query.startswith(b"COMMIT"):
                 self.commit_statements.add(name)
                 return int(name == b"")  # an unnamed statement runs right after its Parse
             self.commit_statements.discard(name)
             return 0
         if kind == b"B":
-            statement = body.split(b"\x00", 2)[1]
-            return int(statement != b"" and statement in self.commit_statements)
+            return int(name != b"" and name in self.commit_statements)
         return 0
 
 
