@@ -15,7 +15,7 @@ import sqlite3
 import statistics
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -53,6 +53,19 @@ def percentile(values: Sequence[float], pct: float) -> float:
     ordered = sorted(values)
     rank = max(1, min(len(ordered), -(-len(ordered) * pct // 100)))
     return ordered[int(rank) - 1]
+
+
+def alternate(repeats: int, ours: Callable[[], Any], peer: Callable[[], Any]) -> tuple[list[Any], list[Any]]:
+    """``repeats`` rounds of (ours, peer) back to back, alternating which goes first."""
+    a, b = [], []
+    for r in range(repeats):
+        if r % 2 == 0:
+            a.append(ours())
+            b.append(peer())
+        else:
+            b.append(peer())
+            a.append(ours())
+    return a, b
 
 
 def log(msg: str) -> None:

@@ -66,6 +66,7 @@ sys.path.insert(0, str(HERE))
 from _benchlib import (  # noqa: E402
     Row,
     add_repo_to_path,
+    alternate,
     log,
     machine,
     median,
@@ -382,19 +383,6 @@ def ours_command_ops(home: str, src: str, ops: int, offset: int) -> dict[str, li
 
 
 # -- the rows --------------------------------------------------------------------------------------
-
-def alternate(repeats: int, ours, peer) -> tuple[list[Any], list[Any]]:
-    """``repeats`` rounds of (ours, peer) back to back, alternating which goes first."""
-    a, b = [], []
-    for r in range(repeats):
-        if r % 2 == 0:
-            a.append(ours())
-            b.append(peer())
-        else:
-            b.append(peer())
-            a.append(ours())
-    return a, b
-
 
 def skipped(peer: Peer) -> str:
     return f"{peer.name} skipped: {peer.error}"

@@ -31,10 +31,11 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from _benchlib import Row, add_repo_to_path, log, median, percentile, small_files, temp_dir
+from _benchlib import Row, add_repo_to_path, alternate, log, median, percentile, small_files, temp_dir
 
 add_repo_to_path()
 
@@ -407,15 +408,16 @@ def ours_clients(tmp: str, op: str, clients: int, n: int, repo: str | None = Non
     return _total_rate(results, clients * n)
 
 
-def mlflow_clients(peer: Any, tmp: str, op: str, clients: int, n: int) -> float:
-    """The same with MLflow's client against a ``postgresql://`` backend store (peers/mlflow_worker.py)."""
+def mlflow_clients(peer: Any, tmp: str, op: str, clients: int, n: int, *, warm: bool = True) -> float:
+    """The same with MLflow's client against a ``postgresql://`` backend store (peers/mlflow_worker.py);
+    ``warm=False``: without its operation before the timing."""
     with temp_dir(tmp, f"mlflow-pg-{op}-") as d, database("mlflow_bench") as url:
         sqlalchemy_url = _sqlalchemy_url(url)
         peer.run({"task": "pg_setup", "uri": sqlalchemy_url, "dir": d}, d)
         start_at = time.time() + 10.0 + clients * 2.0  # MLflow's import takes seconds on a busy machine
         worker = HERE / "peers" / peer.spec["worker"]
         argvs = [[str(peer.python), str(worker), json.dumps({"task": "pg_client", "uri": sqlalchemy_url, "dir": d,
-                                                              "op": op, "n": n, "client": c,
+                                                              "op": op, "n": n, "client": c, "warm": warm,
                                                               "start_at": start_at})]
                  for c in range(clients)]
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
@@ -467,21 +469,15 @@ def bench_clients(tmp: str, quick: bool, peer: Any) -> list[Row]:
             n_ml = (20 if quick else 40) // (1 if clients == 1 else 4)
             log(f"postgres clients: {op} x {clients} process(es): modelledger {n_ours} each, MLflow {n_ml} each, "
                 f"{ROUNDS} rounds")
-            ours_rates, their_rates, ratios = [], [], []
-            for r in range(ROUNDS):
-                # Rounds alternate which side goes first; the row is the median of the rounds' ratios: one
-                # window of ~0.5 s on this VM moved 2x between runs of the same code (352 and 688-713 tags/s).
-                if r % 2 == 0:
-                    ours = ours_clients(tmp, "register" if op == "create" else op, clients, n_ours)
-                    theirs = _theirs(peer, tmp, op, clients, n_ml)
-                else:
-                    theirs = _theirs(peer, tmp, op, clients, n_ml)
-                    ours = ours_clients(tmp, "register" if op == "create" else op, clients, n_ours)
-                ours_rates.append(ours)
-                their_rates.append(theirs)
-                ratios.append(ours / theirs if theirs == theirs else float("nan"))
-                log(f"postgres clients: {op} x {clients} round {r + 1}: modelledger {ours:,.1f}/s, "
-                    f"MLflow {theirs:,.1f}/s, ratio {ratios[-1]:.2f}")
+            # Rounds alternate which side goes first; the row is the median of the rounds' ratios: one window
+            # of ~0.5 s on this VM moved 2x between runs of the same code (352 and 688-713 tags/s).
+            ours_rates, their_rates = alternate(
+                ROUNDS, partial(ours_clients, tmp, "register" if op == "create" else op, clients, n_ours),
+                partial(_theirs, peer, tmp, op, clients, n_ml))
+            ratios = [o / t if t == t else float("nan") for o, t in zip(ours_rates, their_rates, strict=True)]
+            for r, (o, t) in enumerate(zip(ours_rates, their_rates, strict=True)):
+                log(f"postgres clients: {op} x {clients} round {r + 1}: modelledger {o:,.1f}/s, MLflow {t:,.1f}/s, "
+                    f"ratio {ratios[r]:.2f}")
             ours, theirs = median(ours_rates), median(their_rates)
             ratio = median(ratios) if theirs == theirs else float("nan")
             mlflow_rates[(op, clients)] = theirs

@@ -102,7 +102,8 @@ class Counter:
         psycopg.Cursor._maybe_prepare_gen = self._send  # type: ignore[method-assign]
 
 
-KINDS = ("tag", "alias", "register", "keyed")  # the first three by default
+KINDS = ("tag", "alias", "register", "keyed")
+DEFAULT_KINDS = KINDS[:3]  # what runs when no kind is named
 
 
 def _is_round_trip(conn: Any, gen: Any) -> bool:
@@ -155,7 +156,7 @@ def profile(kind: str, ops: int, counter: Counter, cprof: cProfile.Profile | Non
                 print(f"{kind}, one command:\n  " + "\n  ".join(counter.trace))
                 counter.trace = None
             backends = _backends(url)
-            server_before = _server_cpu(backends)
+            server_before = server_cpu_of(backends)
             totals, trips, statements, waits, cpus = [], [], [], [], []
             for i in range(ops):
                 counter.trips = counter.statements = 0
@@ -174,7 +175,7 @@ def profile(kind: str, ops: int, counter: Counter, cprof: cProfile.Profile | Non
                 trips.append(counter.trips)
                 statements.append(counter.statements)
                 waits.append(counter.waiting)
-            server = (_server_cpu(backends) - server_before) / ops if server_before is not None else float("nan")
+            server = (server_cpu_of(backends) - server_before) / ops if server_before is not None else float("nan")
         finally:
             reg.close()
     return {"round trips": statistics.mean(trips), "statements": statistics.mean(statements),
@@ -192,7 +193,7 @@ def _backends(url: str) -> list[int]:
                                            " AND pid <> pg_backend_pid()", (dbname,))]
 
 
-def _server_cpu(pids: list[int]) -> float | None:
+def server_cpu_of(pids: list[int]) -> float | None:
     """CPU seconds the server processes ``pids`` ran so far, from /proc/PID/schedstat (nanoseconds; the 10 ms
     ticks of /proc/PID/stat were 33 µs per command over 300 commands: too coarse to compare two trees); a
     server on this host only, None elsewhere."""
@@ -227,12 +228,12 @@ def main(argv: list[str] | None = None) -> int:
     counter.install()
     if args.json:
         got = {kind: profile(kind, args.ops, counter, None, versions=args.versions)
-               for kind in args.kinds or list(KINDS[:3])}
+               for kind in args.kinds or list(DEFAULT_KINDS)}
         print(json.dumps(got))
         return 0
     print(f"loadavg {os.getloadavg()}")
     try:
-        for kind in args.kinds or list(KINDS[:3]):
+        for kind in args.kinds or list(DEFAULT_KINDS):
             cprof = cProfile.Profile(time.process_time) if args.cprofile else None
             got = profile(kind, args.ops, counter, cprof, args.trace, args.versions)
             print(f"{kind}: " + ", ".join(f"{k} {v:,.1f}" for k, v in got.items()) + f"  (over {args.ops})")
@@ -255,7 +256,7 @@ def compare(args: argparse.Namespace) -> int:
     CPU per command."""
     name, _, tree = args.compare.partition("=")
     trees = {"this": str(HERE.parent), name: tree}
-    kinds = args.kinds or list(KINDS[:3])
+    kinds = args.kinds or list(DEFAULT_KINDS)
     got: dict[str, dict[str, list[dict[str, float]]]] = {t: {k: [] for k in kinds} for t in trees}
     print(f"loadavg {os.getloadavg()}")
     for r in range(args.rounds):

@@ -147,8 +147,8 @@ CREATE TABLE IF NOT EXISTS version_search (
 # finished table costs less than keeping it in step row by row.
 # The temporal states' keys too: written by inserts only (never an upsert, never a read by the fold), so a
 # rebuild can leave them to the end. A unique index built over the finished rows cost the server 1.8 µs a
-# row against 2.9 µs kept in step row by row (60,000 state rows by COPY, median of 6 rounds: /proc's CPU of
-# the backend); a rebuild writes ~2 state rows an event. The names are the primary keys' of a catalog made
+# row against 2.4-2.9 µs kept in step row by row (scripts/bench_state_keys.py: 60,000 state rows by COPY,
+# median of 6 rounds, /proc's CPU of the backend); a rebuild writes ~2 state rows an event. The names are the primary keys' of a catalog made
 # before: there, ``IF NOT EXISTS`` finds them and adds nothing.
 INDEXES = """
 CREATE UNIQUE INDEX IF NOT EXISTS model_states_pkey ON model_states (name, position);

@@ -189,10 +189,13 @@ def pg_client(task: dict) -> dict:
                                         run_id=run["run_id"])
 
     client.get_registered_model("bench-deep")  # connect (and check the schema) outside the timing
-    try:  # one operation of the kind measured, outside the timing, as modelledger's client does (bench_pg.CLIENT)
-        op(n)
-    except Exception:  # noqa: BLE001, S110 - its upsert races under concurrent clients (counted below when timed)
-        pass
+    # One operation of the kind measured, outside the timing, as modelledger's client does (bench_pg.CLIENT);
+    # ``"warm": false`` leaves it out (scripts/bench_mlflow_warmup.py: what it is worth).
+    if task.get("warm", True):
+        try:
+            op(n)
+        except Exception:  # noqa: BLE001, S110 - its upsert races under concurrent clients (counted when timed)
+            pass
     time.sleep(max(0.0, task["start_at"] - time.time()))
     began, t = time.time(), time.perf_counter()
     done, errors = 0, []
