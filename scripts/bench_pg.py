@@ -334,11 +334,14 @@ finally:
 
 
 # The least a durable write costs on this server, whatever the code: a loop of the statements alone, in
-# processes like the clients above. "1 trip": one round trip that appends a row and commits (what a
-# server-side function doing a whole command in one call would cost at best). "2 trips, locked": the shape
-# every command here has — the writer lock and a read of the head in the first trip (a command must see the
-# state it decides on), the row and COMMIT in the second — with the lock held through the commit, as gapless
-# positions in commit order need (the recorder contract). No Python work, no catalog, one tiny row.
+# processes like the clients above. "1 trip": one round trip that appends a row and commits, no lock. "1 trip,
+# locked": one call of a server-side function that takes the writer lock, reads the head by its index and
+# appends (the lock held through the commit): what a whole command decided and folded inside the database in
+# one call would cost at best under the recorder contract. "2 trips, locked": the shape every command here
+# has when it must read before it decides — the writer lock and a read of the head in the first trip, the row
+# and COMMIT in the second — with the lock held through the commit, as gapless positions in commit order need.
+# No Python work, no catalog, one tiny row. The head is read by the key's index, as the log's is (an unindexed
+# max() would scan every row appended so far inside the lock and lower the floor as the run goes on).
 FLOOR_CLIENT = r"""
 import json, sys, time
 import psycopg
@@ -350,13 +353,28 @@ began, t = time.time(), time.perf_counter()
 for k in range(task["n"]):
     if task["mode"] == "1 trip":
         conn.execute("INSERT INTO floor_probe (client, k) VALUES (%s, %s)", (task["client"], k))
+    elif task["mode"] == "1 trip, locked":
+        conn.execute("SELECT floor_locked_append(%s, %s)", (task["client"], k))
     else:
-        conn.execute("BEGIN; LOCK TABLE floor_probe IN EXCLUSIVE MODE; SELECT max(k) FROM floor_probe")
+        conn.execute("BEGIN; LOCK TABLE floor_probe IN EXCLUSIVE MODE;"
+                     " SELECT id FROM floor_probe ORDER BY id DESC LIMIT 1")
         conn.execute("INSERT INTO floor_probe (client, k) VALUES (%s, %s)", (task["client"], k))
         conn.execute("COMMIT")
 print("RESULT " + json.dumps({"seconds": time.perf_counter() - t, "start": began, "end": time.time()}), flush=True)
 conn.close()
 """
+
+FLOOR_SCHEMA = """
+CREATE TABLE floor_probe (id bigserial PRIMARY KEY, client int, k int, at timestamptz DEFAULT now());
+CREATE FUNCTION floor_locked_append(c int, n int) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    LOCK TABLE floor_probe IN EXCLUSIVE MODE;
+    PERFORM id FROM floor_probe ORDER BY id DESC LIMIT 1;
+    INSERT INTO floor_probe (client, k) VALUES (c, n);
+END
+$$;
+"""
+FLOOR_MODES = ("1 trip", "1 trip, locked", "2 trips, locked")
 
 
 def floor_clients(mode: str, clients: int, n: int) -> float:
@@ -365,7 +383,7 @@ def floor_clients(mode: str, clients: int, n: int) -> float:
 
     with database("mledger_floor") as url:
         with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("CREATE TABLE floor_probe (client int, k int, at timestamptz DEFAULT now())")
+            conn.execute(FLOOR_SCHEMA)
         start_at = time.time() + 1.0 + clients * 0.3
         argvs = [[sys.executable, "-c", FLOOR_CLIENT,
                   json.dumps({"url": url, "mode": mode, "n": n, "client": c, "start_at": start_at})]
@@ -517,7 +535,7 @@ def floor_rows(quick: bool, mlflow_rates: dict[tuple[str, int], float], targets:
     rows = []
     for clients in (1, 8):
         n = (200 if quick else 1000) // (1 if clients == 1 else 4)
-        for mode in ("1 trip", "2 trips, locked"):
+        for mode in FLOOR_MODES:
             rate = floor_clients(mode, clients, n)
             theirs = {op: mlflow_rates.get((op, clients), float("nan")) for op in targets}
             ceilings = ", ".join(f"{op} {rate / t:.1f}x (target {targets[op]})" for op, t in theirs.items()
