@@ -630,6 +630,9 @@ class Registry:
                     freed += size or 0
             report["bytes"] = freed
             report["events"] = [e.to_json() for e in outcome.events]
+        if freed:
+            # Committed: now the copy a database keeps of what it freed (SQLite's write-ahead log) goes too.
+            store.settle_deletes()
         return report
 
     def _gc_plan(self, conn: Any, now: float, grace_seconds: float

@@ -367,6 +367,12 @@ class BlobStore(ABC):
         a backend keeping blobs in the log's database deletes through it, so the deletion commits with
         gc's ``ArtifactPurged`` events (the others ignore it)."""
 
+    def settle_deletes(self) -> bool:
+        """After gc's deletions committed: leave no other copy of the deleted bytes where this backend keeps
+        one it can drop (SQLite's write-ahead log). True when done; False when nothing could be done now, or
+        there is nothing of the kind (files, object stores: the deleted object is the only copy)."""
+        return False
+
     @abstractmethod
     def iter_blobs(self) -> Iterator[tuple[str, int, float]]:
         """Every stored blob as (digest, size, modified time): what gc compares with the catalog."""

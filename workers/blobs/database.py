@@ -354,9 +354,14 @@ class DatabaseBlobStore(BlobStore):
         info = self._info(conn, digest)
         if info is None:
             return False
-        self._run(conn, "DELETE FROM blob_store WHERE digest = ?", (digest,))
-        self._run(conn, "DELETE FROM blob_chunks WHERE upload = ?", (info[0],))
+        with self.sql.erasing(conn):  # the freed pages zeroed where the database can (sql_sqlite.erasing)
+            self._run(conn, "DELETE FROM blob_store WHERE digest = ?", (digest,))
+            self._run(conn, "DELETE FROM blob_chunks WHERE upload = ?", (info[0],))
         return True
+
+    def settle_deletes(self) -> bool:
+        with edge("cannot settle the deleted blobs"):
+            return self.sql.settle_deletes(self._conn())
 
     def sweep_tmp(self, older_than_seconds: float) -> int:
         cutoff = time.time() - older_than_seconds
@@ -365,7 +370,7 @@ class DatabaseBlobStore(BlobStore):
             stale = self._run(self._conn(), "SELECT upload FROM blob_uploads WHERE started <= ?",
                               (cutoff,)).fetchall()
             for (upload,) in stale:
-                with self._transaction() as conn:
+                with self._transaction() as conn, self.sql.erasing(conn):
                     self._run(conn, "DELETE FROM blob_chunks WHERE upload = ?", (upload,))
                     removed += self._run(conn, "DELETE FROM blob_uploads WHERE upload = ?", (upload,)).rowcount
         return removed

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -77,3 +78,14 @@ def commit(conn: Any) -> None:
 
 def rollback(conn: Any) -> None:
     conn.rollback()
+
+
+# InnoDB has no secure delete: a deleted chunk stays in its page until purge frees the space and a
+# later write reuses it (``OPTIMIZE TABLE blob_chunks`` rebuilds the table without them).
+# docs/operations.md ("gc") says so.
+def erasing(conn: Any) -> Any:
+    return nullcontext()
+
+
+def settle_deletes(conn: Any) -> bool:
+    return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 
 PARALLEL = True
@@ -78,3 +79,14 @@ def commit(conn: Any) -> None:
 
 def rollback(conn: Any) -> None:
     conn.execute("ROLLBACK")
+
+
+# PostgreSQL has no secure delete: a deleted chunk's tuple stays in its page until VACUUM frees the
+# space and a later write reuses it (``VACUUM FULL blob_chunks`` rewrites the table without them).
+# docs/operations.md ("gc") says so.
+def erasing(conn: Any) -> Any:
+    return nullcontext()
+
+
+def settle_deletes(conn: Any) -> bool:
+    return False

@@ -193,6 +193,10 @@ class TieredBlobStore(BlobStore):
         removed = self.small.delete(digest, tx)
         return self.large.delete(digest, tx) or removed
 
+    def settle_deletes(self) -> bool:
+        settled = self.small.settle_deletes()
+        return self.large.settle_deletes() or settled
+
     def iter_blobs(self) -> Iterator[tuple[str, int, float]]:
         yield from self.small.iter_blobs()
         yield from self.large.iter_blobs()
