@@ -47,6 +47,11 @@ def connect(url: str) -> sqlite3.Connection:
         return open_read_only(path, 30.0)
     conn = sqlite3.connect(path, isolation_level=None, timeout=30.0, check_same_thread=False)
     conn.execute("PRAGMA busy_timeout = 30000")
+    if conn.execute("PRAGMA page_count").fetchone()[0] == 0:
+        # A new file of blobs only (the registry's own registry.db is made by its log first): its freed pages go
+        # back to the file system after gc (``settle_deletes``), so a purged model's bytes stop costing disk.
+        # Only before the first page is written (WAL mode writes it): afterwards SQLite ignores the setting.
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
     if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
         conn.execute("PRAGMA journal_mode = WAL")
     mode = (os.environ.get("MLEDGER_SYNCHRONOUS") or "FULL").upper()
@@ -97,6 +102,7 @@ SECURE_DELETE_ON = "PRAGMA secure_delete = ON"
 SECURE_DELETE_OFF = "PRAGMA secure_delete = OFF"
 # A short wait for readers: a reader on an older snapshot (a long export) makes the truncation give up, not gc.
 SETTLE_TIMEOUT_MS = 2000
+AUTO_VACUUM_INCREMENTAL = 2  # PRAGMA auto_vacuum's answer for INCREMENTAL
 
 
 @contextmanager
@@ -112,12 +118,16 @@ def erasing(conn: Any) -> Iterator[None]:
 
 
 def settle_deletes(conn: Any) -> bool:
-    """After deletions committed: copy the write-ahead log into the file (the zeroed pages included) and
-    truncate it, so that no earlier copy of the deleted pages is left in ``-wal``. False when a reader still
-    needed the log (nothing lost: it stays until the next time)."""
+    """After deletions committed: in a file of blobs only, give the freed pages back to the file system; copy
+    the write-ahead log into the file (the zeroed pages included) and truncate it, so that no earlier copy of
+    the deleted pages is left in ``-wal``. False when a reader still needed the log (nothing lost: it stays
+    until the next time)."""
     timeout = conn.execute("PRAGMA busy_timeout").fetchone()[0]
     conn.execute(f"PRAGMA busy_timeout = {SETTLE_TIMEOUT_MS}")
     try:
+        if conn.execute("PRAGMA auto_vacuum").fetchone()[0] == AUTO_VACUUM_INCREMENTAL:
+            # executescript: it steps the statement to its end (execute frees one page and stops, measured)
+            conn.executescript("PRAGMA incremental_vacuum")
         busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
     finally:
         conn.execute(f"PRAGMA busy_timeout = {int(timeout)}")
