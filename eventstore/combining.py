@@ -78,6 +78,7 @@ class Combiner:
         self._guard = threading.Lock()
         self._queue: deque[Call] = deque()
         self._leading = False
+        self._leader: Call | None = None  # the call whose thread has the lead now
         # How many batches were committed and how many commands they held (what a benchmark reports).
         self.batches = 0
         self.commands = 0
@@ -87,25 +88,33 @@ class Combiner:
         when the batch says so; its outcome, or its error raised."""
         if getattr(_leading, "active", False):
             return alone()
-        with self._guard:
-            lead = not self._leading
-            if lead:
-                self._leading = True
-            elif not waiting_allowed():
-                # The HTTP server's event loop (``without_waiting``) must not sleep behind another thread's
-                # batch: it is told at once, with nothing done, and runs the command in a worker thread instead.
-                raise WouldWait("another thread of this process is writing the registry")
-            else:
-                self._queue.append(call)
-        if not lead:
-            try:
+        # What this caller holds when an interrupt (Ctrl-C, in the main thread) lands, at whatever bytecode:
+        # nothing, a place in the queue (WAITING) or the lead (LEAD). Either is given back, or every later
+        # command of the process waits forever for a caller that has gone (seen: a SIGINT between the queue's
+        # append and the wait left a stale call in the queue, the lead was passed to it, and nobody led again).
+        holds: str | None = None
+        try:
+            with self._guard:
+                if not self._leading:
+                    holds = LEAD
+                    self._leading, self._leader = True, call
+                elif not waiting_allowed():
+                    # The HTTP server's event loop (``without_waiting``) must not sleep behind another thread's
+                    # batch: it is told at once, with nothing done, and runs the command in a worker thread.
+                    raise WouldWait("another thread of this process is writing the registry")
+                else:
+                    holds = WAITING
+                    self._queue.append(call)
+            if holds == WAITING:
                 call.signal.acquire()
-            except BaseException:
-                self._leave(call)  # an interrupt while queued: the queue must not wait for this caller
-                raise
-            lead = call.state == LEAD
-        if lead:
-            self._lead(call, batch)
+                holds = LEAD if call.state == LEAD else None
+            if holds == LEAD:
+                self._lead(call, batch)  # hands the lead on, whatever the batch does
+                holds = None
+        except BaseException:
+            if holds is not None:
+                self._leave(call)
+            raise
         if call.state == ALONE:
             return alone()
         return call.result()
@@ -120,9 +129,9 @@ class Combiner:
             calls.extend(fresh)
             return fresh
 
-        call.state = WAITING
-        _leading.active = True
         try:
+            call.state = WAITING
+            _leading.active = True
             batch(calls, take)
         except BaseException as exc:
             # Not a command's error (those the batch hands to each call) but the leader's own (an interrupt):
@@ -154,6 +163,7 @@ class Combiner:
     def _pass_lead(self) -> Call | None:
         """(Under the guard.) The lead to the first queued caller (to be woken), or to nobody."""
         successor = self._queue.popleft() if self._queue else None
+        self._leader = successor
         if successor is None:
             self._leading = False
         else:
@@ -161,13 +171,14 @@ class Combiner:
         return successor
 
     def _leave(self, call: Call) -> None:
-        """A queued caller that stops waiting: out of the queue; if the lead had come to it, on to the next.
-        (A call a leader already took along is run regardless, as an interrupted COMMIT's would be.)"""
+        """A caller that stops (interrupted): out of the queue; if it has the lead (came to it, or taken and not
+        yet handed on), on to the next. (A call a leader already took along is run regardless, as an
+        interrupted COMMIT's would be.)"""
         with self._guard:
             successor = None
             if call in self._queue:
                 self._queue.remove(call)
-            elif call.state == LEAD:
+            elif self._leader is call:
                 call.state = ALONE
                 successor = self._pass_lead()
         if successor is not None:

@@ -7,6 +7,7 @@ counts show that they were one batch. Both backends, on real databases."""
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -509,3 +510,69 @@ def test_a_caller_that_may_not_wait_is_refused_at_once_while_another_thread_lead
         leader.join(60)
     tags = Catalog(projection).get("m@1").tags
     assert tags.get("slow") == "1" and "loop" not in tags
+
+
+# -- an interrupt at any bytecode gives back what the caller held ------------------------------------------
+
+def _run_batch_of_results(calls: list, take: Callable[[], list]) -> None:
+    take()
+    for call in calls:
+        call.done(outcome=call.args)
+
+
+class _AppendThenInterrupt(collections.deque):
+    """A queue whose append is interrupted just after it (a SIGINT landing between the append and the wait)."""
+
+    def append(self, call: Any) -> None:
+        super().append(call)
+        raise KeyboardInterrupt
+
+
+def test_an_interrupt_right_after_queueing_does_not_leave_the_process_waiting_forever() -> None:
+    """Ctrl-C may land at any bytecode, also between a caller's place in the queue and its wait (a CI run hung
+    there for 60 s): the place is given back, the leader's batch ends, and the next command runs."""
+    from eventstore.combining import Call, Combiner
+
+    combiner = Combiner()
+    entered, release = threading.Event(), threading.Event()
+
+    def slow_batch(calls: list, take: Callable[[], list]) -> None:
+        entered.set()
+        release.wait(10)
+        _run_batch_of_results(calls, take)
+
+    leader = threading.Thread(target=combiner.run, args=(Call("first"), slow_batch, lambda: "alone"))
+    leader.start()
+    assert entered.wait(10)
+    combiner._queue = _AppendThenInterrupt(combiner._queue)  # noqa: SLF001 - the race made deterministic
+    with pytest.raises(KeyboardInterrupt):
+        combiner.run(Call("interrupted"), _run_batch_of_results, lambda: "alone")
+    assert combiner.queued() == 0
+    combiner._queue = collections.deque()  # noqa: SLF001
+    release.set()
+    leader.join(10)
+    assert not leader.is_alive()
+    done: list[Any] = []
+    after = threading.Thread(target=lambda: done.append(combiner.run(Call("after"), _run_batch_of_results,
+                                                                     lambda: "alone")))
+    after.start()
+    after.join(10)
+    assert done == ["after"] and not combiner.leading()
+
+
+def test_an_interrupt_after_taking_the_lead_hands_it_on() -> None:
+    """The same for a caller that took the lead and was interrupted before its batch began: the lead goes to
+    the next queued caller (or to nobody), never stays with a caller that has gone."""
+    from eventstore.combining import Call, Combiner
+
+    class InterruptedLeader(Combiner):
+        def _lead(self, call: Any, batch: Any) -> None:
+            if call.args == "interrupted":
+                raise KeyboardInterrupt
+            super()._lead(call, batch)
+
+    combiner = InterruptedLeader()
+    with pytest.raises(KeyboardInterrupt):
+        combiner.run(Call("interrupted"), _run_batch_of_results, lambda: "alone")
+    assert not combiner.leading()
+    assert combiner.run(Call("next"), _run_batch_of_results, lambda: "alone") == "next"
