@@ -381,7 +381,8 @@ def test_registry_callers_sharing_a_batch_each_get_their_own_version_and_actor(d
 
 
 INTERRUPTED_IN_THE_QUEUE = r"""
-import sys, threading, time
+import faulthandler, sys, threading, time
+faulthandler.dump_traceback_later(45, exit=True)  # a hang shows every thread's stack, before the test's timeout
 from eventstore import commands as c
 from eventstore.combining import combiner_of
 from eventstore.handler import execute
@@ -439,7 +440,7 @@ def test_a_caller_interrupted_while_queued_leaves_the_queue_and_the_others_go_on
         out, err = proc.communicate(timeout=60)
     finally:
         reap(proc)
-    assert out.split("\n")[:2] == ["interrupted 0", f"after {head + 2}"], err[-3000:]
+    assert out.split("\n")[:2] == ["interrupted 0", f"after {head + 2}"], (out, err[-3000:])
     reopened = SQLiteRecorder(tmp_path / "r.db")
     assert [e.data["tags"] for e in reopened.read(since=head)] == [{"by": "leader"}, {"after": "1"}]
     reopened.close()
