@@ -31,7 +31,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from .writelock import WouldWait, waiting_allowed
+from .writelock import WouldWait, acquire_interruptibly, waiting_allowed
 
 MAX_BATCH = 64
 
@@ -106,7 +106,7 @@ class Combiner:
                     holds = WAITING
                     self._queue.append(call)
             if holds == WAITING:
-                call.signal.acquire()
+                acquire_interruptibly(call.signal)  # a Ctrl-C to another thread interrupts it too
                 holds = LEAD if call.state == LEAD else None
             if holds == LEAD:
                 self._lead(call, batch)  # hands the lead on, whatever the batch does

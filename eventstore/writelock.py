@@ -85,6 +85,28 @@ def waiting_allowed() -> bool:
     return not getattr(_thread, "no_wait", False)
 
 
+# How long the main thread sleeps at a time in a lock wait (``acquire_interruptibly``).
+MAIN_THREAD_SLICE = 0.05
+
+
+def acquire_interruptibly(lock: threading.Lock, timeout: float | None = None) -> bool:
+    """``lock.acquire(timeout=...)`` (None: no limit) that a Ctrl-C interrupts in the main thread. A signal the
+    kernel hands to another thread of the process (a CLI's embedded worker's, a leader's) does not wake a lock
+    wait in the main thread: Python runs the handler, which raises KeyboardInterrupt, only when the main thread
+    next runs bytecode (measured: a SIGINT sent to another thread left the main thread queued until the test's
+    60 s timeout). So the main thread waits in slices; other threads, which never get KeyboardInterrupt, at
+    once."""
+    if threading.current_thread() is not threading.main_thread():
+        return lock.acquire(timeout=-1 if timeout is None else min(timeout, threading.TIMEOUT_MAX))
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        left = MAIN_THREAD_SLICE if deadline is None else min(MAIN_THREAD_SLICE, deadline - time.monotonic())
+        if lock.acquire(timeout=max(left, 0.0)):
+            return True
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+
+
 def locked_error(database: str | os.PathLike[str], timeout: float) -> StoreError:
     """What a writer that waited ``timeout`` seconds raises: what SQLite's own "database is locked" says."""
     return StoreError(f"the registry database stayed locked by another writer: database is locked (waited "
@@ -235,7 +257,7 @@ class WriteLock:
         if not waiting_allowed():
             if db.unusable or not db.threads.acquire(blocking=False):  # unusable: SQLite's busy handler would wait
                 raise WouldWait(f"the write lock of {self.database} is taken")
-        elif not db.threads.acquire(timeout=min(max(timeout, 0.0), threading.TIMEOUT_MAX)):
+        elif not acquire_interruptibly(db.threads, max(timeout, 0.0)):
             raise locked_error(self.database, timeout)
         try:
             if not db.unusable:
@@ -323,7 +345,17 @@ class WriteLock:
         except BaseException:
             _close(fd)
             raise
-        request.signal.acquire(timeout=min(max(0.0, deadline - time.monotonic()), threading.TIMEOUT_MAX))
+        try:
+            acquire_interruptibly(request.signal, max(0.0, deadline - time.monotonic()))
+        except BaseException:
+            # Interrupted (Ctrl-C) while waiting: give the wait up, or the lock it gets would be held for
+            # nobody; if it was granted meanwhile, let it go.
+            with request.guard:
+                if request.state == "waiting":
+                    request.state = "given up"
+                    raise
+            _close(fd)  # granted meanwhile, or failed: closing unlocks
+            raise
         with request.guard:
             if request.state == "waiting":
                 request.state = "given up"  # the waiter thread closes the descriptor when the lock comes

@@ -407,6 +407,9 @@ def announce():
     while combiner.queued() != 1:
         time.sleep(0.002)
     print("queued", flush=True)
+    if "--to-another-thread" in sys.argv:  # the Ctrl-C handed by the kernel to another thread than the main
+        import signal
+        signal.pthread_kill(threading.get_ident(), signal.SIGINT)
 threading.Thread(target=announce, daemon=True).start()
 try:
     execute(recorder, projection, c.Tag("m@1", {"by": "main"}), {"actor": "t"})
@@ -420,9 +423,12 @@ print("after", recorder.head(), flush=True)
 """
 
 
-def test_a_caller_interrupted_while_queued_leaves_the_queue_and_the_others_go_on(tmp_path: Path) -> None:
+@pytest.mark.parametrize("delivered_to", ["process", "another thread"])
+def test_a_caller_interrupted_while_queued_leaves_the_queue_and_the_others_go_on(delivered_to: str,
+                                                                                 tmp_path: Path) -> None:
     """Ctrl-C in a thread queued behind a leader (a CLI's main thread beside its embedded worker's): that
-    command is not run, and the process's next commands are not left waiting for it."""
+    command is not run, and the process's next commands are not left waiting for it — also when the kernel
+    hands the signal to another thread than the main one (which does not wake a lock wait in the main thread)."""
     import signal
     import subprocess
     import sys
@@ -432,11 +438,14 @@ def test_a_caller_interrupted_while_queued_leaves_the_queue_and_the_others_go_on
     recorder = SQLiteRecorder(tmp_path / "r.db")
     recorder, _, head = seeded((recorder, CatalogProjection(recorder)))
     recorder.close()
-    proc = subprocess.Popen([sys.executable, "-c", INTERRUPTED_IN_THE_QUEUE, str(tmp_path / "r.db")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    argv = [sys.executable, "-c", INTERRUPTED_IN_THE_QUEUE, str(tmp_path / "r.db")]
+    if delivered_to == "another thread":
+        argv.append("--to-another-thread")
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "queued", proc.stderr.read()[-3000:] if proc.poll() else ""
-        proc.send_signal(signal.SIGINT)
+        if delivered_to == "process":
+            proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     finally:
         reap(proc)

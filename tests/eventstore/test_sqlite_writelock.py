@@ -314,3 +314,52 @@ def test_many_registries_written_in_one_process_keep_no_lock_file_open(tmp_path:
         assert lock_fds(i) == 0
     assert len(list(fds.iterdir())) == before
     assert all(lock_file_of(tmp_path / f"r{i}" / "registry.db").is_file() for i in range(40))
+
+
+INTERRUPTED_WHILE_LOCKED_OUT = r"""
+import faulthandler, signal, sys, threading, time
+faulthandler.dump_traceback_later(45, exit=True)
+from eventstore.events import NewEvent
+from eventstore.sqlite import SQLiteRecorder
+recorder = SQLiteRecorder(sys.argv[1], timeout=30)  # opening writes: before the test holds the lock
+print("opened", flush=True)
+sys.stdin.readline()  # the test holds the lock now
+event = NewEvent("model-a", "Tagged", {"name": "a", "version": None, "tags": {"n": "1"}}, meta={"actor": "t"})
+def ctrl_c_to_this_thread():
+    time.sleep(1.0)  # the main thread waits for the lock file by now
+    signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+threading.Thread(target=ctrl_c_to_this_thread, daemon=True).start()
+began = time.monotonic()
+try:
+    recorder.append([event])
+    print("appended while locked out", flush=True)
+except KeyboardInterrupt:
+    print(f"interrupted {time.monotonic() - began:.1f}", flush=True)
+sys.stdin.readline()  # the test lets the lock go
+print("appended", [e.position for e in recorder.append([event])], flush=True)
+"""
+
+
+def test_ctrl_c_handed_to_another_thread_interrupts_a_main_thread_locked_out_and_frees_its_wait(db: Path) -> None:
+    """A CLI waiting for another process's write (up to its 30 s timeout) is interrupted by Ctrl-C at once, even
+    when the kernel hands the signal to one of its other threads (which does not wake a lock wait in the main
+    thread); and the wait it gave up does not keep the lock for nobody when it comes: its next write goes in."""
+    import subprocess
+    import sys
+
+    from services import reap
+
+    proc = subprocess.Popen([sys.executable, "-c", INTERRUPTED_WHILE_LOCKED_OUT, str(db)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "opened", proc.stderr.read()[-3000:] if proc.poll() else ""
+        with file_lock_held(db):
+            proc.stdin.write("locked\n")
+            proc.stdin.flush()
+            first = proc.stdout.readline().split()
+            assert first[:1] == ["interrupted"] and float(first[1]) < 10, (first, proc.stderr.read()[-3000:]
+                                                                           if proc.poll() is not None else "")
+        out, err = proc.communicate("go\n", timeout=60)
+    finally:
+        reap(proc)
+    assert out.strip() == "appended [1]", (out, err[-3000:])
