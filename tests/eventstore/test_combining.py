@@ -383,6 +383,10 @@ def test_registry_callers_sharing_a_batch_each_get_their_own_version_and_actor(d
 INTERRUPTED_IN_THE_QUEUE = r"""
 import faulthandler, sys, threading, time
 faulthandler.dump_traceback_later(45, exit=True)  # a hang shows every thread's stack, before the test's timeout
+import signal
+# Ctrl-C as an interactive shell gives it: a process started with SIGINT ignored (a background job of a
+# shell without job control, as a CI runner may start the suite) inherits that and would never get it.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from eventstore import commands as c
 from eventstore.combining import combiner_of
 from eventstore.handler import execute

@@ -319,6 +319,10 @@ def test_many_registries_written_in_one_process_keep_no_lock_file_open(tmp_path:
 INTERRUPTED_WHILE_LOCKED_OUT = r"""
 import faulthandler, signal, sys, threading, time
 faulthandler.dump_traceback_later(45, exit=True)
+import signal
+# Ctrl-C as an interactive shell gives it: a process started with SIGINT ignored (a background job of a
+# shell without job control, as a CI runner may start the suite) inherits that and would never get it.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from eventstore.events import NewEvent
 from eventstore.sqlite import SQLiteRecorder
 recorder = SQLiteRecorder(sys.argv[1], timeout=30)  # opening writes: before the test holds the lock
